@@ -1,1 +1,21 @@
-pub fn x(){}
+//! rsup-runtime: the library that builds and supervises rsup's containers.
+//!
+//! [`Runtime`] is everything a user can do with rsupd, without gRPC: the
+//! daemon translates requests into calls of this API. Containers are real
+//! processes in their own PID, MNT, UTS, IPC and NET namespaces, built by a
+//! per-container shim (see [`process`]); state is kept under a state
+//! directory (see [`store`]).
+
+pub mod container;
+pub mod error;
+pub mod logs;
+pub mod process;
+pub mod signal;
+pub mod spec;
+pub mod store;
+pub mod sys;
+
+pub use container::{ContainerInfo, ContainerState, LogStreamItem, Runtime, RuntimeConfig};
+pub use error::Error;
+pub use process::ExitInfo;
+pub use spec::{ContainerSpec, SpecRequest};

@@ -1,1 +1,145 @@
-fn main(){}
+//! rsupd: the rsup daemon.
+//!
+//! `config -> tracing -> Runtime::open -> serve`. The same binary is also the
+//! per-container shim (`rsupd __rsup-shim DIR`, see `rsup_runtime::process`):
+//! that check comes first, before any thread is started, because the shim
+//! must stay single-threaded.
+
+mod config;
+mod grpc;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use rsup_proto::v1::containers_server::ContainersServer;
+use rsup_proto::v1::system_server::SystemServer;
+use rsup_runtime::process::{SHIM_ARG, shim};
+use rsup_runtime::{Runtime, RuntimeConfig};
+
+use crate::config::{Cli, Config};
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == SHIM_ARG) {
+        let Some(dir) = args.next() else {
+            eprintln!("usage: rsupd {SHIM_ARG} DIR");
+            return ExitCode::from(2);
+        };
+        return ExitCode::from(u8::try_from(shim::main(std::path::Path::new(&dir))).unwrap_or(1));
+    }
+    let config = match Cli::parse().resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log_level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        warn!("cannot install signal handlers; stop rsupd with SIGKILL");
+        return token.cancelled().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = int.recv() => info!("SIGINT: shutting down"),
+        _ = token.cancelled() => {}
+    }
+}
+
+/// Binds the Unix socket: refuses a socket another live daemon answers on,
+/// replaces a stale one, and sets the mode (and group) afterwards.
+async fn bind(config: &Config) -> anyhow::Result<UnixListener> {
+    let path = &config.socket;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!("{} is in use by another process", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    if let Some(gid) = config.socket_gid {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .with_context(|| format!("chown {}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = Runtime::open(RuntimeConfig {
+        state_dir: config.state_dir.clone(),
+        shim_exe: "/proc/self/exe".into(),
+        log: config.log,
+    })
+    .await
+    .with_context(|| format!("opening state directory {}", config.state_dir.display()))?;
+    let listener = bind(&config).await?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ContainersServer<grpc::containers::Service>>().await;
+    health.set_serving::<SystemServer<grpc::system::Service>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rsup_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rsup_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("building the reflection service")?;
+
+    let token = CancellationToken::new();
+    info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), "rsupd serving");
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ContainersServer::new(grpc::containers::Service::new(runtime.clone())))
+        .add_service(SystemServer::new(grpc::system::Service::new(runtime.clone())))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal(token.clone()))
+        .await;
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    runtime.shutdown().await;
+    let _ = std::fs::remove_file(&config.socket);
+    info!("rsupd stopped; running containers keep running and are re-adopted at the next start");
+    result.context("serving gRPC")
+}

@@ -1,0 +1,664 @@
+//! The container manager: desired and observed state of every container,
+//! and the operations users run on them.
+//!
+//! Invariants:
+//! * A container's observed state lives in one `watch` channel
+//!   ([`Entry::status`]); every change goes through [`Entry::set_status`], which
+//!   persists `state.json` before anyone can observe the new state.
+//! * Start, stop and remove of one container are serialised by its `op` lock;
+//!   the exit monitor does not take it, so a stop can wait for the exit the
+//!   monitor records.
+//! * Every background task (exit monitors, log followers) is spawned on the
+//!   runtime's `TaskTracker` and ends when the root `CancellationToken` is
+//!   cancelled. Running containers are left running on shutdown: their shims
+//!   are re-adopted by the next `rsupd` (see [`Runtime::open`]).
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, instrument, warn};
+
+use crate::logs::{self, LogRecord};
+use crate::process::{self, ExitInfo};
+use crate::spec::{ContainerSpec, LogConfig, SpecRequest};
+use crate::store::{self, StateLock, StoreError};
+use crate::{Error, signal, sys};
+
+/// Version of `state.json`.
+const STATE_VERSION: u32 = 1;
+/// Removed containers whose exit status `wait` can still report.
+const GRAVEYARD: usize = 256;
+/// How long a forced kill may take before we give up waiting.
+const KILL_WAIT: Duration = Duration::from_secs(30);
+
+/// Settings of a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Root of all state (`/var/lib/rsup`).
+    pub state_dir: PathBuf,
+    /// Binary started as the shim (`rsupd` itself, usually `/proc/self/exe`).
+    pub shim_exe: PathBuf,
+    /// Log rotation for containers that do not set their own.
+    pub log: LogConfig,
+}
+
+/// Lifecycle state of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+    Removed,
+}
+
+impl ContainerState {
+    /// Start is allowed from these states.
+    pub fn can_start(self) -> bool {
+        matches!(self, ContainerState::Created | ContainerState::Exited)
+    }
+}
+
+/// `state.json`: the persisted, observed state of one container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Status {
+    version: u32,
+    state: ContainerState,
+    created_at: SystemTime,
+    started_at: Option<SystemTime>,
+    shim_pid: i32,
+    shim_start_time: u64,
+    init_pid: i32,
+    init_start_time: u64,
+    exit: Option<ExitInfo>,
+    /// Why the exit is unknown or the last start failed.
+    error: String,
+    start_count: u32,
+}
+
+/// A snapshot of one container, as `inspect` shows it.
+#[derive(Debug, Clone)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub spec: ContainerSpec,
+    pub state: ContainerState,
+    /// Host pid of the container's init while running, else 0.
+    pub pid: i32,
+    pub created_at: SystemTime,
+    pub started_at: Option<SystemTime>,
+    pub exit: Option<ExitInfo>,
+    pub error: String,
+    pub log_path: PathBuf,
+    pub start_count: u32,
+}
+
+/// One item of a log stream.
+pub type LogStreamItem = LogRecord;
+
+struct Entry {
+    id: String,
+    spec: ContainerSpec,
+    dir: PathBuf,
+    status: watch::Sender<Status>,
+    init_pidfd: Mutex<Option<Arc<OwnedFd>>>,
+    op: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Entry {
+    fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Applies `f`, persists the result, then publishes it.
+    fn set_status(&self, f: impl FnOnce(&mut Status)) -> Result<(), StoreError> {
+        let mut next = self.status();
+        f(&mut next);
+        let r = store::write_json(&self.dir.join("state.json"), &next);
+        self.status.send_replace(next);
+        r
+    }
+
+    fn info(&self) -> ContainerInfo {
+        let s = self.status();
+        ContainerInfo {
+            id: self.id.clone(),
+            name: self.spec.name.clone(),
+            spec: self.spec.clone(),
+            state: s.state,
+            pid: if s.state == ContainerState::Running { s.init_pid } else { 0 },
+            created_at: s.created_at,
+            started_at: s.started_at,
+            exit: s.exit,
+            error: s.error,
+            log_path: self.dir.join("container.log"),
+            start_count: s.start_count,
+        }
+    }
+
+    fn signal(&self, sig: i32) -> Result<(), Error> {
+        let fd = lock(&self.init_pidfd).clone();
+        let Some(fd) = fd else {
+            return Err(Error::FailedPrecondition(format!("container {} is not running", self.spec.name)));
+        };
+        match sys::pidfd_send_signal(&*fd, sig) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(source) => Err(Error::Sys {
+                op: "pidfd_send_signal",
+                container: self.spec.name.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Waits until the container is no longer running, at most `timeout`.
+    async fn wait_not_running(&self, timeout: Duration) -> bool {
+        let mut rx = self.status.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|s| s.state != ContainerState::Running))
+            .await
+            .is_ok()
+    }
+}
+
+struct Inner {
+    config: RuntimeConfig,
+    containers: Mutex<Vec<Arc<Entry>>>,
+    /// (id, name, last status) of removed containers, newest last.
+    graveyard: Mutex<VecDeque<(String, String, Status)>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    _lock: StateLock,
+}
+
+/// The container runtime. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 32];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
+        // Fall back on time and pid; ids only need to be unique here.
+        let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        b[..16].copy_from_slice(&t.as_nanos().to_le_bytes());
+        b[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let f = store::io_err(op, path);
+    move |e| Error::Store(f(e))
+}
+
+fn remove_dir(dir: &Path) -> Result<(), Error> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", dir)(e)),
+    }
+}
+
+impl Runtime {
+    /// Opens the state directory (taking its lock), loads every container and
+    /// re-adopts the ones whose shim still runs.
+    pub async fn open(config: RuntimeConfig) -> Result<Runtime, Error> {
+        let root = config.state_dir.clone();
+        let containers_dir = root.join("containers");
+        std::fs::create_dir_all(&containers_dir).map_err(io_err("mkdir", &containers_dir))?;
+        let lock = StateLock::acquire(&root)?;
+        let runtime = Runtime {
+            inner: Arc::new(Inner {
+                config,
+                containers: Mutex::new(Vec::new()),
+                graveyard: Mutex::new(VecDeque::new()),
+                tracker: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+                _lock: lock,
+            }),
+        };
+        let dirs = std::fs::read_dir(&containers_dir).map_err(io_err("read", &containers_dir))?;
+        for d in dirs.flatten() {
+            let dir = d.path();
+            let id = d.file_name().to_string_lossy().into_owned();
+            if let Err(e) = runtime.load(&id, &dir) {
+                warn!(container = %id, error = %e, "skipping a container whose state cannot be read");
+            }
+        }
+        Ok(runtime)
+    }
+
+    fn load(&self, id: &str, dir: &Path) -> Result<(), Error> {
+        let spec: Option<ContainerSpec> = store::read_json(&dir.join("config.json"))?;
+        let status: Option<Status> = store::read_json(&dir.join("state.json"))?;
+        let (Some(spec), Some(mut status)) = (spec, status) else {
+            // A create interrupted by a crash: nothing was ever reported as
+            // created, so collect it.
+            warn!(container = %id, "removing a half-created container");
+            return remove_dir(dir);
+        };
+        if status.state == ContainerState::Removed {
+            info!(container = %spec.name, "finishing an interrupted remove");
+            return remove_dir(dir);
+        }
+        let mut adopted = None;
+        if status.state == ContainerState::Running {
+            adopted = adopt(&status);
+            if adopted.is_none() {
+                let exit: Option<ExitInfo> = store::read_json(&dir.join("exit.json")).unwrap_or(None);
+                status.error = if exit.is_some() { String::new() } else { "the container's shim was lost while rsupd was down".into() };
+                status.exit = exit;
+                status.state = ContainerState::Exited;
+                status.shim_pid = 0;
+                status.init_pid = 0;
+                store::write_json(&dir.join("state.json"), &status)?;
+                info!(container = %spec.name, "exited while rsupd was down");
+            }
+        }
+        let entry = Arc::new(Entry {
+            id: id.to_string(),
+            spec,
+            dir: dir.to_path_buf(),
+            status: watch::Sender::new(status),
+            init_pidfd: Mutex::new(None),
+            op: tokio::sync::Mutex::new(()),
+        });
+        if let Some((shim_fd, init_fd)) = adopted {
+            *lock(&entry.init_pidfd) = init_fd.map(Arc::new);
+            info!(container = %entry.spec.name, "re-adopted a running container");
+            self.monitor(entry.clone(), shim_fd);
+        }
+        lock(&self.inner.containers).push(entry);
+        Ok(())
+    }
+
+    fn find(&self, key: &str) -> Result<Arc<Entry>, Error> {
+        let list = lock(&self.inner.containers);
+        if let Some(e) = list.iter().find(|e| e.id == key || e.spec.name == key) {
+            return Ok(e.clone());
+        }
+        let matches: Vec<_> = if key.is_empty() { Vec::new() } else { list.iter().filter(|e| e.id.starts_with(key)).collect() };
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Error::NotFound(format!("no such container: {key}"))),
+            _ => Err(Error::InvalidArgument {
+                field: "container",
+                reason: format!("{key:?} matches more than one container id"),
+            }),
+        }
+    }
+
+    fn forget(&self, entry: &Arc<Entry>) {
+        lock(&self.inner.containers).retain(|e| !Arc::ptr_eq(e, entry));
+        let mut g = lock(&self.inner.graveyard);
+        g.push_back((entry.id.clone(), entry.spec.name.clone(), entry.status()));
+        while g.len() > GRAVEYARD {
+            g.pop_front();
+        }
+    }
+
+    /// Records a new container. Nothing runs until [`Runtime::start`].
+    #[instrument(skip_all, fields(container = %req.name))]
+    pub async fn create(&self, req: SpecRequest) -> Result<ContainerInfo, Error> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let id = random_id();
+        let default_name = format!("rsup-{}", &id[..12]);
+        let log = self.inner.config.log;
+        let spec = tokio::task::spawn_blocking(move || ContainerSpec::validate(req, &default_name, log))
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("validation task failed: {e}")))??;
+        let taken = |list: &[Arc<Entry>]| list.iter().any(|e| e.spec.name == spec.name);
+        let exists = || Error::AlreadyExists(format!("a container named {} already exists", spec.name));
+        if taken(&lock(&self.inner.containers)) {
+            return Err(exists());
+        }
+        let dir = self.inner.config.state_dir.join("containers").join(&id);
+        let status = Status {
+            version: STATE_VERSION,
+            state: ContainerState::Created,
+            created_at: SystemTime::now(),
+            started_at: None,
+            shim_pid: 0,
+            shim_start_time: 0,
+            init_pid: 0,
+            init_start_time: 0,
+            exit: None,
+            error: String::new(),
+            start_count: 0,
+        };
+        let write = || -> Result<(), Error> {
+            std::fs::create_dir_all(&dir).map_err(io_err("mkdir", &dir))?;
+            store::write_json(&dir.join("config.json"), &spec)?;
+            let log_path = dir.join("container.log");
+            std::fs::File::create(&log_path).map_err(io_err("create", &log_path))?;
+            // state.json last: its presence marks the create as complete.
+            store::write_json(&dir.join("state.json"), &status)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            let _ = remove_dir(&dir);
+            return Err(e);
+        }
+        let entry = Arc::new(Entry {
+            id: id.clone(),
+            spec: spec.clone(),
+            dir: dir.clone(),
+            status: watch::Sender::new(status),
+            init_pidfd: Mutex::new(None),
+            op: tokio::sync::Mutex::new(()),
+        });
+        {
+            let mut list = lock(&self.inner.containers);
+            if taken(&list) {
+                drop(list);
+                let _ = remove_dir(&dir);
+                return Err(exists());
+            }
+            list.push(entry.clone());
+        }
+        info!(id = %id, "created");
+        Ok(entry.info())
+    }
+
+    /// Starts a created or exited container.
+    #[instrument(skip_all, fields(container = %key))]
+    pub async fn start(&self, key: &str) -> Result<ContainerInfo, Error> {
+        let entry = self.find(key)?;
+        let _op = entry.op.lock().await;
+        let state = entry.status().state;
+        if state == ContainerState::Removed {
+            return Err(Error::NotFound(format!("no such container: {key}")));
+        }
+        if !state.can_start() {
+            return Err(Error::FailedPrecondition(format!("container {} is already running", entry.spec.name)));
+        }
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let exe = self.inner.config.shim_exe.clone();
+        let dir = entry.dir.clone();
+        let started = tokio::task::spawn_blocking(move || process::start(&exe, &dir))
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("start task failed: {e}")))?;
+        let started = match started {
+            Ok(s) => s,
+            Err(source) => {
+                let msg = source.to_string();
+                let _ = entry.set_status(|s| s.error = msg);
+                return Err(Error::Spawn {
+                    container: entry.spec.name.clone(),
+                    source,
+                });
+            }
+        };
+        *lock(&entry.init_pidfd) = Some(Arc::new(started.init_pidfd));
+        let persisted = entry.set_status(|s| {
+            s.state = ContainerState::Running;
+            s.started_at = Some(SystemTime::now());
+            s.shim_pid = started.shim_pid;
+            s.shim_start_time = started.shim_start_time;
+            s.init_pid = started.init_pid;
+            s.init_start_time = started.init_start_time;
+            s.error.clear();
+            s.start_count += 1;
+        });
+        self.monitor(entry.clone(), started.shim_pidfd);
+        persisted?;
+        info!(pid = started.init_pid, "started");
+        Ok(entry.info())
+    }
+
+    /// Watches the shim of a running container and records its exit.
+    fn monitor(&self, entry: Arc<Entry>, shim_pidfd: OwnedFd) {
+        let rt = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tracker.spawn(async move {
+            let shim_pid = entry.status().shim_pid;
+            match sys::async_pidfd(shim_pidfd) {
+                Ok(fd) => {
+                    tokio::select! {
+                        _ = fd.readable() => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+                Err(e) => warn!(container = %entry.spec.name, error = %e, "cannot watch the shim; polling"),
+            }
+            // Reap the shim if it is our child (it is not after a re-adoption).
+            loop {
+                match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(shim_pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                    Ok(nix::sys::wait::WaitStatus::StillAlive) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    _ => break,
+                }
+            }
+            let exit: Option<ExitInfo> = store::read_json(&entry.dir.join("exit.json")).unwrap_or(None);
+            *lock(&entry.init_pidfd) = None;
+            let r = entry.set_status(|s| {
+                s.state = ContainerState::Exited;
+                s.error = if exit.is_some() { String::new() } else { "the shim ended without recording an exit status".into() };
+                s.exit = exit;
+                s.shim_pid = 0;
+                s.init_pid = 0;
+            });
+            if let Err(e) = r {
+                warn!(container = %entry.spec.name, error = %e, "cannot persist the exit");
+            }
+            info!(container = %entry.spec.name, code = exit.map(|e| e.code), "exited");
+            if entry.spec.auto_remove && !shutdown.is_cancelled() {
+                if let Err(e) = rt.remove_entry(&entry, true).await {
+                    warn!(container = %entry.spec.name, error = %e, "auto-remove failed");
+                }
+            }
+        });
+    }
+
+    /// Sends SIGTERM, then SIGKILL after `timeout`. Stopping a container that
+    /// is not running is not an error (as in Docker).
+    #[instrument(skip_all, fields(container = %key))]
+    pub async fn stop(&self, key: &str, timeout: Duration) -> Result<ContainerInfo, Error> {
+        let entry = self.find(key)?;
+        let _op = entry.op.lock().await;
+        if entry.status().state != ContainerState::Running {
+            return Ok(entry.info());
+        }
+        entry.signal(libc::SIGTERM)?;
+        if !entry.wait_not_running(timeout).await {
+            info!("did not stop after SIGTERM; sending SIGKILL");
+            entry.signal(libc::SIGKILL)?;
+            if !entry.wait_not_running(KILL_WAIT).await {
+                return Err(Error::FailedPrecondition(format!("container {} did not die after SIGKILL", entry.spec.name)));
+            }
+        }
+        Ok(entry.info())
+    }
+
+    /// Sends a signal (see [`signal::parse`]) to the container's command.
+    #[instrument(skip_all, fields(container = %key))]
+    pub async fn kill(&self, key: &str, sig: &str) -> Result<(), Error> {
+        let sig = signal::parse(sig)?;
+        let entry = self.find(key)?;
+        if entry.status().state != ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!("container {} is not running", entry.spec.name)));
+        }
+        entry.signal(sig)
+    }
+
+    /// Removes a container and everything it left on disk. A running one is
+    /// refused unless `force`, which kills it first.
+    #[instrument(skip_all, fields(container = %key))]
+    pub async fn remove(&self, key: &str, force: bool) -> Result<(), Error> {
+        let entry = self.find(key)?;
+        self.remove_entry(&entry, force).await
+    }
+
+    async fn remove_entry(&self, entry: &Arc<Entry>, force: bool) -> Result<(), Error> {
+        let _op = entry.op.lock().await;
+        match entry.status().state {
+            ContainerState::Removed => return Ok(()),
+            ContainerState::Running if !force => {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {} is running: stop it first or force the removal",
+                    entry.spec.name
+                )));
+            }
+            ContainerState::Running => {
+                entry.signal(libc::SIGKILL)?;
+                if !entry.wait_not_running(KILL_WAIT).await {
+                    return Err(Error::FailedPrecondition(format!("container {} did not die after SIGKILL", entry.spec.name)));
+                }
+            }
+            ContainerState::Created | ContainerState::Exited => {}
+        }
+        // Mark first: a crash from here on finishes the removal at start.
+        entry.set_status(|s| s.state = ContainerState::Removed)?;
+        self.forget(entry);
+        let dir = entry.dir.clone();
+        tokio::task::spawn_blocking(move || remove_dir(&dir))
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("remove task failed: {e}")))??;
+        info!(container = %entry.spec.name, "removed");
+        Ok(())
+    }
+
+    /// Running containers, or all with `all`, oldest first.
+    pub fn list(&self, all: bool) -> Vec<ContainerInfo> {
+        let list = lock(&self.inner.containers).clone();
+        let mut out: Vec<_> = list
+            .iter()
+            .map(|e| e.info())
+            .filter(|i| all || i.state == ContainerState::Running)
+            .collect();
+        out.sort_by_key(|i| i.created_at);
+        out
+    }
+
+    pub fn inspect(&self, key: &str) -> Result<ContainerInfo, Error> {
+        Ok(self.find(key)?.info())
+    }
+
+    /// Waits until the container has run and is no longer running; returns
+    /// its exit (or, for a removed container, the last exit it had).
+    pub async fn wait(&self, key: &str) -> Result<(Option<ExitInfo>, String), Error> {
+        let entry = match self.find(key) {
+            Ok(e) => e,
+            Err(Error::NotFound(m)) => {
+                let g = lock(&self.inner.graveyard);
+                return g
+                    .iter()
+                    .rev()
+                    .find(|(id, name, s)| (id == key || name == key) && (s.exit.is_some() || !s.error.is_empty()))
+                    .map(|(_, _, s)| (s.exit, s.error.clone()))
+                    .ok_or(Error::NotFound(m));
+            }
+            Err(e) => return Err(e),
+        };
+        let mut rx = entry.status.subscribe();
+        let shutdown = self.inner.shutdown.clone();
+        let done = |s: &Status| matches!(s.state, ContainerState::Exited | ContainerState::Removed);
+        tokio::select! {
+            r = rx.wait_for(done) => {
+                let s = r.map_err(|_| Error::ShuttingDown)?;
+                Ok((s.exit, s.error.clone()))
+            }
+            _ = shutdown.cancelled() => Err(Error::ShuttingDown),
+        }
+    }
+
+    /// Streams the container's log records: the last `tail` (all when None),
+    /// then, with `follow`, new ones until the container stops running.
+    pub fn logs(&self, key: &str, follow: bool, tail: Option<u64>) -> Result<mpsc::Receiver<LogRecord>, Error> {
+        let entry = self.find(key)?;
+        let (tx, rx) = mpsc::channel(256);
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tracker.spawn(async move {
+            let path = entry.dir.join("container.log");
+            let mut status = entry.status.subscribe();
+            let Ok((records, follower)) = tokio::task::spawn_blocking(move || logs::read_all(&path, tail)).await else {
+                return;
+            };
+            for r in records {
+                if tx.send(r).await.is_err() {
+                    return;
+                }
+            }
+            let (true, Some(mut follower)) = (follow, follower) else {
+                return;
+            };
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                let live = matches!(status.borrow_and_update().state, ContainerState::Created | ContainerState::Running);
+                let mut new = Vec::new();
+                follower.read_new(&mut new);
+                for r in new {
+                    if tx.send(r).await.is_err() {
+                        return;
+                    }
+                }
+                if !live {
+                    return;
+                }
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    r = status.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// (containers, running).
+    pub fn counts(&self) -> (usize, usize) {
+        let list = lock(&self.inner.containers);
+        let running = list.iter().filter(|e| e.status.borrow().state == ContainerState::Running).count();
+        (list.len(), running)
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.config.state_dir
+    }
+
+    /// Stops background work and waits for it. Containers keep running.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+}
+
+/// Re-opens pidfds on a running container's shim and init if they are the
+/// processes recorded (same pid and start time).
+fn adopt(status: &Status) -> Option<(OwnedFd, Option<OwnedFd>)> {
+    let same = |pid: i32, start: u64| pid > 0 && start != 0 && sys::process_start_time(pid) == Some(start);
+    if !same(status.shim_pid, status.shim_start_time) {
+        return None;
+    }
+    let shim = sys::pidfd_open(status.shim_pid).ok()?;
+    // Check again now that the fd pins the process.
+    if !same(status.shim_pid, status.shim_start_time) {
+        return None;
+    }
+    let init = if same(status.init_pid, status.init_start_time) {
+        sys::pidfd_open(status.init_pid)
+            .ok()
+            .filter(|_| same(status.init_pid, status.init_start_time))
+    } else {
+        None
+    };
+    Some((shim, init))
+}

@@ -1,0 +1,192 @@
+//! Starting container processes from the multi-threaded daemon.
+//!
+//! # Why this design is safe
+//! `rsupd` runs a tokio runtime with many threads. Forking such a process and
+//! doing real work in the child (allocating, taking locks, mounting) is
+//! undefined behaviour waiting to happen: the child inherits locks held by
+//! threads that do not exist in it. So the daemon never forks by hand. It
+//! starts a helper, the **shim**, with `std::process::Command` (which only
+//! runs async-signal-safe code between fork and exec), re-executing its own
+//! binary (`/proc/self/exe __rsup-shim DIR`). The shim is a fresh,
+//! single-threaded process: it may fork freely.
+//!
+//! ```text
+//! rsupd ──Command──▶ shim (host namespaces, new session)
+//!                     │ unshare(CLONE_NEWPID); fork
+//!                     ▼
+//!                    init = PID 1 (new PID, MNT, UTS, IPC, NET namespaces)
+//!                     │ overlay root, /proc, /dev, /sys ro, pivot_root, hostname, lo up
+//!                     │ waits for "go"; fork
+//!                     ▼
+//!                    command = PID 2 (uid/gid, cwd, env; execve)
+//! ```
+//!
+//! * The **init** (rsup's own code, PID 1) reaps every zombie in the
+//!   container, forwards every signal it gets to the command, and exits with
+//!   the command's status once the command exits (the kernel then kills what
+//!   is left in the PID namespace). So the command is never PID 1 and needs
+//!   no signal handling of its own.
+//! * The **shim** holds the read ends of the command's stdout and stderr and
+//!   writes them to `container.log`; it reaps the init and writes `exit.json`.
+//!   It runs in its own session, so it and the container survive a crash or
+//!   restart of `rsupd`; a new `rsupd` re-adopts it through a pidfd.
+//! * Start is a handshake over the shim's stdin/stdout: the shim reports
+//!   `ready` (namespaces and mounts done) with the pids, the daemon opens
+//!   pidfds on both (they cannot have exited yet: the init is waiting) and
+//!   writes `go`, the shim reports `started` or the `execve` error.
+//!
+//! Every fd is opened close-on-exec, so no container's pipes leak into
+//! another's helper.
+
+pub mod shim;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sys;
+
+/// argv\[1\] that turns the rsupd binary into a shim.
+pub const SHIM_ARG: &str = "__rsup-shim";
+
+/// What the shim tells the daemon on its stdout, one JSON object per line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Report {
+    Ready { shim_pid: i32, init_pid: i32 },
+    Started,
+    Error { message: String },
+}
+
+/// How a container's command ended; written by the shim as `exit.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// The exit code, or 128+signal.
+    pub code: i32,
+    /// The signal that killed the command, 0 if none.
+    pub signal: i32,
+    pub finished_at: SystemTime,
+}
+
+/// Errors of starting a container process.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot start the shim {exe}: {source}")]
+    Exec {
+        exe: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setting up the container failed: {0}")]
+    Setup(String),
+    #[error("starting the command failed: {0}")]
+    Command(String),
+    #[error("the shim ended without reporting ({0})")]
+    ShimLost(String),
+    #[error("{op}: {source}")]
+    Sys {
+        op: &'static str,
+        #[source]
+        source: nix::errno::Errno,
+    },
+}
+
+/// A started container: the shim and the init, each with a pidfd.
+#[derive(Debug)]
+pub struct Started {
+    pub shim_pid: i32,
+    pub shim_start_time: u64,
+    pub shim_pidfd: OwnedFd,
+    pub init_pid: i32,
+    pub init_start_time: u64,
+    pub init_pidfd: OwnedFd,
+}
+
+/// Starts the shim for the container in `dir` and runs the handshake.
+/// Blocking: call it from `spawn_blocking`.
+pub fn start(exe: &Path, dir: &Path) -> Result<Started, SpawnError> {
+    let shim_log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("shim.log"))
+        .map_err(|source| SpawnError::Exec {
+            exe: exe.display().to_string(),
+            source,
+        })?;
+    let mut child = Command::new(exe)
+        .arg0("rsup-shim")
+        .arg(SHIM_ARG)
+        .arg(dir)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(shim_log)
+        .spawn()
+        .map_err(|source| SpawnError::Exec {
+            exe: exe.display().to_string(),
+            source,
+        })?;
+    let shim_pid = i32::try_from(child.id()).unwrap_or(0);
+    let result = handshake(&mut child, shim_pid);
+    if result.is_err() {
+        // The shim exits on its own once its stdin closes or after an error;
+        // make sure, then reap it.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // On success the shim lives on; it is reaped by the monitor (waitpid on
+    // its pid) once its pidfd says it exited.
+    result
+}
+
+fn handshake(child: &mut std::process::Child, shim_pid: i32) -> Result<Started, SpawnError> {
+    let stdout = child.stdout.take().ok_or_else(|| SpawnError::ShimLost("no stdout".into()))?;
+    let mut stdin = child.stdin.take().ok_or_else(|| SpawnError::ShimLost("no stdin".into()))?;
+    let mut lines = BufReader::new(stdout);
+    let mut next = || -> Result<Report, SpawnError> {
+        let mut line = String::new();
+        match lines.read_line(&mut line) {
+            Ok(0) | Err(_) => {
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                Err(SpawnError::ShimLost(status))
+            }
+            Ok(_) => serde_json::from_str(&line).map_err(|e| SpawnError::ShimLost(format!("bad report {line:?}: {e}"))),
+        }
+    };
+    let init_pid = match next()? {
+        Report::Ready { shim_pid: reported, init_pid } if reported == shim_pid => init_pid,
+        Report::Ready { shim_pid: reported, .. } => {
+            return Err(SpawnError::ShimLost(format!("shim says pid {reported}, expected {shim_pid}")));
+        }
+        Report::Error { message } => return Err(SpawnError::Setup(message)),
+        Report::Started => return Err(SpawnError::ShimLost("started before go".into())),
+    };
+    // Both processes are alive now: the init waits for "go", the shim waits
+    // for us. So the pids cannot have been recycled yet.
+    let sysop = |op| move |source| SpawnError::Sys { op, source };
+    let shim_pidfd = sys::pidfd_open(shim_pid).map_err(sysop("pidfd_open shim"))?;
+    let init_pidfd = sys::pidfd_open(init_pid).map_err(sysop("pidfd_open init"))?;
+    let shim_start_time = sys::process_start_time(shim_pid).unwrap_or(0);
+    let init_start_time = sys::process_start_time(init_pid).unwrap_or(0);
+    stdin
+        .write_all(b"go\n")
+        .map_err(|e| SpawnError::ShimLost(format!("writing go: {e}")))?;
+    match next()? {
+        Report::Started => Ok(Started {
+            shim_pid,
+            shim_start_time,
+            shim_pidfd,
+            init_pid,
+            init_start_time,
+            init_pidfd,
+        }),
+        Report::Error { message } => Err(SpawnError::Command(message)),
+        Report::Ready { .. } => Err(SpawnError::ShimLost("ready twice".into())),
+    }
+}

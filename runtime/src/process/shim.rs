@@ -1,0 +1,486 @@
+//! The shim and the container init: the single-threaded side of
+//! [`crate::process`].
+//!
+//! Both run in processes that have exactly one thread (the shim checks), so
+//! they may fork, allocate and take locks freely. Nothing here runs inside
+//! `rsupd` itself.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::time::SystemTime;
+
+use nix::fcntl::OFlag;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::SigSet;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, pipe2};
+
+use super::{ExitInfo, Report};
+use crate::logs::{LineSplitter, LogWriter, Stream};
+use crate::spec::ContainerSpec;
+use crate::store;
+use crate::sys;
+
+/// Entry point of `rsupd __rsup-shim DIR`. Returns the process exit code.
+pub fn main(dir: &Path) -> i32 {
+    match run(dir) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("rsup-shim {}: {e}", dir.display());
+            report(&Report::Error { message: e });
+            1
+        }
+    }
+}
+
+fn report(r: &Report) {
+    if let Ok(mut line) = serde_json::to_vec(r) {
+        line.push(b'\n');
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&line);
+        let _ = out.flush();
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
+}
+
+/// Lines the init writes to the shim on the status pipe.
+struct StatusReader {
+    fd: File,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl StatusReader {
+    /// Reads what is available (blocking once) and returns complete lines.
+    fn fill(&mut self) -> Vec<String> {
+        let mut chunk = [0u8; 512];
+        match self.fd.read(&mut chunk) {
+            Ok(0) | Err(_) => self.eof = true,
+            Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+        }
+        let mut lines = Vec::new();
+        while let Some(pos) = self.buf.iter().position(|&c| c == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=pos).collect();
+            lines.push(String::from_utf8_lossy(&line[..pos]).into_owned());
+        }
+        lines
+    }
+
+    /// Blocks until one line arrives; `None` at EOF.
+    fn next_line(&mut self, pending: &mut Vec<String>) -> Option<String> {
+        while pending.is_empty() && !self.eof {
+            pending.extend(self.fill());
+        }
+        if pending.is_empty() { None } else { Some(pending.remove(0)) }
+    }
+}
+
+fn run(dir: &Path) -> Result<(), String> {
+    // Our own session: a signal to rsupd's process group or the loss of its
+    // terminal does not reach the containers.
+    let _ = nix::unistd::setsid();
+    if sys::thread_count() != 1 {
+        return Err("the shim must be single-threaded".into());
+    }
+    let spec: ContainerSpec = store::read_json(&dir.join("config.json"))
+        .map_err(|e| e.to_string())?
+        .ok_or("config.json is missing")?;
+    let mut log = LogWriter::open(&dir.join("container.log"), spec.log).map_err(|e| format!("container.log: {e}"))?;
+    let _ = std::fs::remove_file(dir.join("exit.json"));
+
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (st_r, st_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+
+    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare(CLONE_NEWPID): {e}"))?;
+    // SAFETY: the shim is single-threaded (checked above).
+    let init_pid = match unsafe { sys::fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop((out_r, err_r, st_r, go_w));
+            let code = init_main(&spec, dir, out_w, err_w, st_w, go_r);
+            sys::exit_now(code);
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop((out_w, err_w, st_w, go_r));
+    let mut status = StatusReader {
+        fd: File::from(st_r),
+        buf: Vec::new(),
+        eof: false,
+    };
+    let mut pending = Vec::new();
+    let fail = |msg: String| -> Result<(), String> {
+        let _ = sys::kill(init_pid.as_raw(), libc::SIGKILL);
+        let _ = waitpid(init_pid, None);
+        Err(msg)
+    };
+
+    match status.next_line(&mut pending) {
+        Some(l) if l == "ready" => {}
+        Some(l) => return fail(l.strip_prefix("error ").unwrap_or(&l).to_string()),
+        None => return fail("the container init died during setup".into()),
+    }
+    report(&Report::Ready {
+        shim_pid: std::process::id() as i32,
+        init_pid: init_pid.as_raw(),
+    });
+    let mut go = String::new();
+    let _ = std::io::stdin().read_line(&mut go);
+    if go.trim() != "go" {
+        return fail("rsupd went away before the start".into());
+    }
+    let mut go_w = File::from(go_w);
+    if go_w.write_all(b"g").is_err() {
+        return fail("the container init died before the start".into());
+    }
+    drop(go_w);
+    match status.next_line(&mut pending) {
+        Some(l) if l == "started" => report(&Report::Started),
+        Some(l) => return fail(l.strip_prefix("error ").unwrap_or(&l).to_string()),
+        None => return fail("the container init died at the start".into()),
+    }
+    // Done talking to rsupd: point stdin/stdout at /dev/null so that its pipes
+    // close and a crash of rsupd cannot hurt us with SIGPIPE.
+    if let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+
+    let exit = pump(&mut log, out_r, err_r, &mut status, &mut pending);
+    let info = match (exit, waitpid(init_pid, None)) {
+        (Some(info), _) => info,
+        (None, Ok(WaitStatus::Exited(_, code))) => ExitInfo {
+            code,
+            signal: 0,
+            finished_at: SystemTime::now(),
+        },
+        (None, Ok(WaitStatus::Signaled(_, sig, _))) => ExitInfo {
+            code: 128 + sig as i32,
+            signal: sig as i32,
+            finished_at: SystemTime::now(),
+        },
+        (None, other) => return Err(format!("lost the container init: {other:?}")),
+    };
+    store::write_json(&dir.join("exit.json"), &info).map_err(|e| e.to_string())
+}
+
+/// Copies the command's output into the log until both streams and the
+/// status pipe are closed; returns the exit the init reported, if any.
+fn pump(
+    log: &mut LogWriter,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+    status: &mut StatusReader,
+    pending: &mut Vec<String>,
+) -> Option<ExitInfo> {
+    let mut exit = None;
+    let mut parse = |lines: &mut Vec<String>| {
+        for l in lines.drain(..) {
+            let mut it = l.split_whitespace();
+            if it.next() == Some("exit") {
+                let code = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                let signal = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                exit = Some(ExitInfo {
+                    code,
+                    signal,
+                    finished_at: SystemTime::now(),
+                });
+            }
+        }
+    };
+    parse(pending);
+    let mut streams = [
+        (Some(File::from(out_r)), Stream::Stdout, LineSplitter::default()),
+        (Some(File::from(err_r)), Stream::Stderr, LineSplitter::default()),
+    ];
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let mut fds = Vec::new();
+        let mut who = Vec::new();
+        for (i, (f, _, _)) in streams.iter().enumerate() {
+            if let Some(f) = f {
+                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+                who.push(i);
+            }
+        }
+        if !status.eof {
+            fds.push(PollFd::new(status.fd.as_fd(), PollFlags::POLLIN));
+            who.push(2);
+        }
+        if fds.is_empty() {
+            break;
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+        let ready: Vec<usize> = fds
+            .iter()
+            .zip(&who)
+            .filter(|(p, _)| p.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, &w)| w)
+            .collect();
+        drop(fds);
+        for w in ready {
+            if w == 2 {
+                let mut lines = status.fill();
+                parse(&mut lines);
+                continue;
+            }
+            let (file, stream, splitter) = &mut streams[w];
+            let n = file.as_mut().map_or(Ok(0), |f| f.read(&mut chunk)).unwrap_or(0);
+            let stream = *stream;
+            let mut emit = |partial: bool, line: &[u8]| {
+                let _ = log.write(stream, partial, line);
+            };
+            if n == 0 {
+                splitter.finish(&mut emit);
+                *file = None;
+            } else {
+                splitter.feed(&chunk[..n], &mut emit);
+            }
+        }
+    }
+    exit
+}
+
+// ---------------------------------------------------------------- init (PID 1)
+
+/// Body of the container's init. Returns its exit code.
+fn init_main(spec: &ContainerSpec, dir: &Path, out_w: OwnedFd, err_w: OwnedFd, st_w: OwnedFd, go_r: OwnedFd) -> i32 {
+    // If the shim dies, so does the container: nobody would record its exit.
+    let _ = sys::set_parent_death_signal(libc::SIGKILL);
+    let _ = sys::set_name("rsup-init");
+    let mut st = File::from(st_w);
+    if let Err(e) = setup(spec, dir) {
+        let _ = writeln!(st, "error {e}");
+        return 1;
+    }
+    let _ = writeln!(st, "ready");
+    let mut b = [0u8; 1];
+    if !matches!(File::from(go_r).read(&mut b), Ok(1)) {
+        return 1;
+    }
+
+    // Block every signal (sigwait collects them) and give each a handler, so
+    // that signals from outside the PID namespace are delivered to us.
+    let all = SigSet::all();
+    let _ = all.thread_block();
+    sys::install_noop_handlers();
+
+    let (exec_r, exec_w) = match pipe2(OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(st, "error pipe: {e}");
+            return 1;
+        }
+    };
+    // SAFETY: the init is a fork of the single-threaded shim: single-threaded.
+    let cmd = match unsafe { sys::fork() } {
+        Ok(ForkResult::Child) => {
+            drop(exec_r);
+            drop(st);
+            exec_command(spec, out_w, err_w, exec_w)
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => {
+            let _ = writeln!(st, "error fork: {e}");
+            return 1;
+        }
+    };
+    drop((out_w, err_w, exec_w));
+    let mut why = String::new();
+    let _ = File::from(exec_r).read_to_string(&mut why);
+    if !why.is_empty() {
+        let _ = writeln!(st, "error {why}");
+        let _ = waitpid(cmd, None);
+        return 127;
+    }
+    let _ = writeln!(st, "started");
+
+    loop {
+        let sig = match sys::sigwait(&all) {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        if sig != libc::SIGCHLD {
+            let _ = sys::kill(cmd.as_raw(), sig);
+            continue;
+        }
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == cmd => {
+                    let _ = writeln!(st, "exit {code} 0");
+                    return code;
+                }
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == cmd => {
+                    let _ = writeln!(st, "exit {} {}", 128 + s as i32, s as i32);
+                    return 128 + s as i32;
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {} // another zombie reaped
+            }
+        }
+    }
+}
+
+/// The child that becomes the command. Never returns.
+fn exec_command(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd, exec_w: OwnedFd) -> ! {
+    let mut report = File::from(exec_w);
+    let mut fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
+        let _ = write!(report, "{what}: {e}");
+        sys::exit_now(127);
+    };
+    if let Err(e) = SigSet::all().thread_unblock() {
+        fail("sigprocmask", &e);
+    }
+    // Handlers installed by the init are reset to the default by execve; the
+    // noop ones must not be inherited as SIG_IGN, and they are not.
+    let null = match nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) => fail("open /dev/null", &e),
+    };
+    if let Err(e) = nix::unistd::dup2_stdin(&null)
+        .and_then(|_| nix::unistd::dup2_stdout(&out_w))
+        .and_then(|_| nix::unistd::dup2_stderr(&err_w))
+    {
+        fail("dup2", &e);
+    }
+    drop((null, out_w, err_w));
+    if let Err(e) = nix::unistd::setgroups(&[]) {
+        fail("setgroups", &e);
+    }
+    if let Err(e) = nix::unistd::setgid(Gid::from_raw(spec.user.gid)) {
+        fail("setgid", &e);
+    }
+    if let Err(e) = nix::unistd::setuid(Uid::from_raw(spec.user.uid)) {
+        fail("setuid", &e);
+    }
+    if let Err(e) = nix::unistd::chdir(spec.working_dir.as_str()) {
+        fail(&format!("chdir {}", spec.working_dir), &e);
+    }
+    let cstr = |s: &str| CString::new(s).unwrap_or_default();
+    let path = cstr(&spec.executable);
+    let argv: Vec<CString> = spec.command.iter().map(|a| cstr(a)).collect();
+    let env: Vec<CString> = spec.env.iter().map(|a| cstr(a)).collect();
+    let e = match nix::unistd::execve(&path, &argv, &env) {
+        Err(e) => e,
+    };
+    fail(&format!("exec {}", spec.executable), &e.desc())
+}
+
+fn mount_err(what: &str, target: &Path) -> impl FnOnce(nix::errno::Errno) -> String {
+    let msg = format!("mount {what} on {}", target.display());
+    move |e| format!("{msg}: {e}")
+}
+
+/// Refuses mount targets that are symlinks: a rootfs must not redirect a
+/// mount to somewhere else.
+fn target_dir(root: &Path, rel: &str) -> Result<std::path::PathBuf, String> {
+    let p = root.join(rel);
+    match std::fs::symlink_metadata(&p) {
+        Ok(m) if m.file_type().is_symlink() => Err(format!("{rel} in the rootfs is a symlink")),
+        Ok(_) => Ok(p),
+        Err(_) => std::fs::create_dir_all(&p).map(|_| p).map_err(|e| format!("mkdir {rel}: {e}")),
+    }
+}
+
+/// Namespaces and mounts of a new container, as its PID 1.
+fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("unshare: {e}"))?;
+    // Nothing we mount from here on propagates back to the host.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| format!("making / private: {e}"))?;
+
+    let root = dir.join("rootfs");
+    for d in ["rootfs", "upper", "work"] {
+        std::fs::create_dir_all(dir.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        spec.rootfs.display(),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    mount(Some("overlay"), &root, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
+        .map_err(mount_err("overlay", &root))?;
+
+    let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    let proc_dir = target_dir(&root, "proc")?;
+    mount(Some("proc"), &proc_dir, Some("proc"), nosuid_noexec_nodev, None::<&str>).map_err(mount_err("proc", &proc_dir))?;
+
+    let dev = target_dir(&root, "dev")?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(mount_err("tmpfs", &dev))?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(node);
+        File::create(&target).map_err(|e| format!("creating /dev/{node}: {e}"))?;
+        let source = Path::new("/dev").join(node);
+        mount(Some(&source), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(mount_err(node, &target))?;
+    }
+    let pts = dev.join("pts");
+    std::fs::create_dir(&pts).map_err(|e| format!("mkdir /dev/pts: {e}"))?;
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(mount_err("devpts", &pts))?;
+    let shm = dev.join("shm");
+    std::fs::create_dir(&shm).map_err(|e| format!("mkdir /dev/shm: {e}"))?;
+    mount(Some("shm"), &shm, Some("tmpfs"), nosuid_noexec_nodev, Some("mode=1777,size=65536k"))
+        .map_err(mount_err("tmpfs", &shm))?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| format!("/dev/{link}: {e}"))?;
+    }
+    let sysfs = target_dir(&root, "sys")?;
+    mount(Some("sysfs"), &sysfs, Some("sysfs"), nosuid_noexec_nodev | MsFlags::MS_RDONLY, None::<&str>)
+        .map_err(mount_err("sysfs", &sysfs))?;
+
+    nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    sys::set_link_up("lo").map_err(|e| format!("setting lo up: {e}"))?;
+
+    // pivot_root(".", "."): the old root ends up stacked on top of the new
+    // one, and the lazy unmount of "." takes it away; no directory for the
+    // old root is needed inside the rootfs.
+    nix::unistd::chdir(&root).map_err(|e| format!("chdir rootfs: {e}"))?;
+    sys::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+
+    // From here on every path is the container's.
+    if Path::new("/etc").is_dir() {
+        let _ = std::fs::write("/etc/hostname", format!("{}\n", spec.hostname));
+        let _ = std::fs::write(
+            "/etc/hosts",
+            format!("127.0.0.1\tlocalhost {0}\n::1\tlocalhost ip6-localhost ip6-loopback {0}\n", spec.hostname),
+        );
+    }
+    std::fs::create_dir_all(&spec.working_dir).map_err(|e| format!("working directory {}: {e}", spec.working_dir))?;
+    Ok(())
+}

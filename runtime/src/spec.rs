@@ -1,0 +1,452 @@
+//! Container specs: what a user asks for, validated once into what rsup runs.
+//!
+//! [`SpecRequest`] is the raw request (as it comes over gRPC); [`ContainerSpec`]
+//! is the validated, resolved form stored in `config.json`. Validation checks
+//! everything that can be checked without starting a process, so that bad
+//! input never leaves a half-created container: the name is a DNS label, the
+//! rootfs is a directory, the command exists in it (looked up in PATH inside the
+//! rootfs, following symlinks without leaving the rootfs), the user resolves
+//! through the rootfs' `/etc/passwd` and `/etc/group`.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// PATH used when the spec's env has none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A container as the user asked for it, not yet validated.
+#[derive(Debug, Clone, Default)]
+pub struct SpecRequest {
+    pub name: String,
+    pub rootfs: String,
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+    pub hostname: String,
+    pub auto_remove: bool,
+    pub log_max_size: u64,
+    pub log_max_files: u32,
+}
+
+/// Who the command runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Size-based rotation of a container's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogConfig {
+    /// Rotate when the current file would grow past this many bytes.
+    pub max_size: u64,
+    /// Files kept in all, the current one included (at least 1).
+    pub max_files: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            max_size: 10 * 1024 * 1024,
+            max_files: 3,
+        }
+    }
+}
+
+/// A validated container spec: everything the shim needs to build the
+/// container. Stored as `config.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    /// Absolute host path of the read-only lower layer.
+    pub rootfs: PathBuf,
+    /// argv as given.
+    pub command: Vec<String>,
+    /// Path of argv\[0\] inside the container, resolved at create time.
+    pub executable: String,
+    /// Final environment (PATH, HOSTNAME and HOME added when missing).
+    pub env: Vec<String>,
+    pub working_dir: String,
+    /// The user as given ("" when none).
+    pub user_spec: String,
+    pub user: User,
+    pub hostname: String,
+    pub auto_remove: bool,
+    pub log: LogConfig,
+}
+
+/// True if `s` is a DNS label as rsup accepts it for names: 1-63 characters
+/// of `a-z`, `0-9` and `-`, neither starting nor ending with `-`.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_hostname(s: &str) -> bool {
+    s.len() <= 64
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl ContainerSpec {
+    /// Validates `req`; `default_name` is used when the request has none and
+    /// `default_log` fills zero log settings.
+    pub fn validate(req: SpecRequest, default_name: &str, default_log: LogConfig) -> Result<ContainerSpec, Error> {
+        let name = if req.name.is_empty() {
+            default_name.to_string()
+        } else {
+            req.name
+        };
+        if !is_dns_label(&name) {
+            return Err(invalid(
+                "name",
+                format!("{name:?} is not a DNS label (1-63 of a-z, 0-9 and '-', not starting or ending with '-')"),
+            ));
+        }
+        let hostname = if req.hostname.is_empty() {
+            name.clone()
+        } else {
+            req.hostname
+        };
+        if !is_hostname(&hostname) {
+            return Err(invalid("hostname", format!("{hostname:?} is not a valid hostname")));
+        }
+        if req.rootfs.is_empty() {
+            return Err(invalid("rootfs", "a root filesystem directory is required"));
+        }
+        let rootfs = PathBuf::from(&req.rootfs);
+        if !rootfs.is_absolute() {
+            return Err(invalid("rootfs", format!("{:?} is not an absolute path", req.rootfs)));
+        }
+        match std::fs::metadata(&rootfs) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(Error::FailedPrecondition(format!("rootfs {} is not a directory", rootfs.display()))),
+            Err(e) => return Err(Error::FailedPrecondition(format!("rootfs {}: {e}", rootfs.display()))),
+        }
+        let rootfs = rootfs
+            .canonicalize()
+            .map_err(|e| Error::FailedPrecondition(format!("rootfs {}: {e}", rootfs.display())))?;
+
+        for kv in &req.env {
+            match kv.split_once('=') {
+                Some((k, _)) if !k.is_empty() && !k.contains('\0') => {}
+                _ => return Err(invalid("env", format!("{kv:?} is not KEY=VALUE"))),
+            }
+        }
+        let working_dir = if req.working_dir.is_empty() {
+            "/".to_string()
+        } else {
+            req.working_dir
+        };
+        if !working_dir.starts_with('/') || working_dir.contains('\0') {
+            return Err(invalid("working_dir", format!("{working_dir:?} is not an absolute path")));
+        }
+
+        let (user, home) = resolve_user(&rootfs, &req.user)?;
+
+        if req.command.is_empty() || req.command[0].is_empty() {
+            return Err(invalid("command", "a command is required"));
+        }
+        if req.command.iter().any(|a| a.contains('\0')) {
+            return Err(invalid("command", "arguments must not contain NUL bytes"));
+        }
+        let mut env = req.env;
+        let path_var = env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH)
+            .to_string();
+        let executable = resolve_command(&rootfs, &req.command[0], &path_var, &working_dir)?;
+        let has = |env: &[String], k: &str| env.iter().any(|kv| kv.split_once('=').is_some_and(|(key, _)| key == k));
+        if !has(&env, "PATH") {
+            env.insert(0, format!("PATH={DEFAULT_PATH}"));
+        }
+        if !has(&env, "HOSTNAME") {
+            env.push(format!("HOSTNAME={hostname}"));
+        }
+        if !has(&env, "HOME") {
+            env.push(format!("HOME={home}"));
+        }
+        let log = LogConfig {
+            max_size: if req.log_max_size == 0 { default_log.max_size } else { req.log_max_size },
+            max_files: if req.log_max_files == 0 { default_log.max_files } else { req.log_max_files },
+        };
+        if log.max_size < 1024 {
+            return Err(invalid("log.max_size_bytes", "must be at least 1024 bytes"));
+        }
+        Ok(ContainerSpec {
+            name,
+            rootfs,
+            command: req.command,
+            executable,
+            env,
+            working_dir,
+            user_spec: req.user,
+            user,
+            hostname,
+            auto_remove: req.auto_remove,
+            log,
+        })
+    }
+}
+
+/// Resolves `path` (absolute, as seen inside the container) to a host path
+/// under `root`, following symlinks as the container would see them: absolute
+/// targets restart at `root`, and `..` never climbs above it. Returns `None`
+/// if a component does not exist.
+pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
+    let mut parts: Vec<String> = Vec::new();
+    let mut pending: Vec<String> = path.split('/').rev().filter(|c| !c.is_empty()).map(String::from).collect();
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                parts.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let mut host = root.to_path_buf();
+        host.extend(&parts);
+        host.push(&c);
+        let meta = std::fs::symlink_metadata(&host).ok()?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            let target = std::fs::read_link(&host).ok()?;
+            if target.is_absolute() {
+                parts.clear();
+            }
+            for comp in target.components().rev() {
+                if let Component::Normal(n) = comp {
+                    pending.push(n.to_string_lossy().into_owned());
+                } else if comp == Component::ParentDir {
+                    pending.push("..".into());
+                }
+            }
+        } else {
+            parts.push(c);
+        }
+    }
+    let mut host = root.to_path_buf();
+    host.extend(&parts);
+    Some(host)
+}
+
+fn is_executable_file(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Finds `cmd` inside the rootfs: a path with a '/' is taken as is (relative
+/// to the working directory), a bare name is searched in `path_var`.
+fn resolve_command(root: &Path, cmd: &str, path_var: &str, working_dir: &str) -> Result<String, Error> {
+    let candidates: Vec<String> = if cmd.contains('/') {
+        if cmd.starts_with('/') {
+            vec![cmd.to_string()]
+        } else {
+            vec![format!("{}/{cmd}", working_dir.trim_end_matches('/'))]
+        }
+    } else {
+        path_var
+            .split(':')
+            .filter(|d| d.starts_with('/'))
+            .map(|d| format!("{}/{cmd}", d.trim_end_matches('/')))
+            .collect()
+    };
+    for c in &candidates {
+        if resolve_in_root(root, c).is_some_and(|h| is_executable_file(&h)) {
+            return Ok(c.clone());
+        }
+    }
+    Err(invalid(
+        "command",
+        format!("{cmd:?}: executable file not found in the rootfs {} (PATH {path_var})", root.display()),
+    ))
+}
+
+/// Looks `name` up in a passwd- or group-style file: returns the fields of
+/// the first line whose first field is `name`.
+fn lookup_db(root: &Path, file: &str, name: &str) -> Option<Vec<String>> {
+    let host = resolve_in_root(root, file)?;
+    let text = std::fs::read_to_string(host).ok()?;
+    text.lines()
+        .map(|l| l.split(':').map(String::from).collect::<Vec<_>>())
+        .find(|f| f.first().is_some_and(|n| n == name))
+}
+
+fn lookup_uid(root: &Path, uid: u32) -> Option<Vec<String>> {
+    let host = resolve_in_root(root, "/etc/passwd")?;
+    let text = std::fs::read_to_string(host).ok()?;
+    text.lines()
+        .map(|l| l.split(':').map(String::from).collect::<Vec<_>>())
+        .find(|f| f.get(2).and_then(|u| u.parse::<u32>().ok()) == Some(uid))
+}
+
+/// Resolves "", "uid", "uid:gid", "name" or "name:group" against the rootfs;
+/// returns the user and its home directory. Like Docker, a numeric uid not in
+/// /etc/passwd runs with gid 0 and HOME=/.
+fn resolve_user(root: &Path, spec: &str) -> Result<(User, String), Error> {
+    if spec.is_empty() {
+        let home = lookup_uid(root, 0).and_then(|f| f.get(5).cloned()).unwrap_or_else(|| "/root".into());
+        return Ok((User { uid: 0, gid: 0 }, home));
+    }
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if u.is_empty() || g.is_some_and(str::is_empty) {
+        return Err(invalid("user", format!("{spec:?} is not USER[:GROUP]")));
+    }
+    let entry = match u.parse::<u32>() {
+        Ok(uid) => lookup_uid(root, uid),
+        Err(_) => Some(
+            lookup_db(root, "/etc/passwd", u)
+                .ok_or_else(|| invalid("user", format!("user {u:?} not found in the rootfs' /etc/passwd")))?,
+        ),
+    };
+    let uid = match u.parse::<u32>() {
+        Ok(uid) => uid,
+        Err(_) => entry
+            .as_ref()
+            .and_then(|f| f.get(2))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| invalid("user", format!("malformed /etc/passwd entry for {u:?}")))?,
+    };
+    let primary_gid = entry.as_ref().and_then(|f| f.get(3)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let gid = match g {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => lookup_db(root, "/etc/group", g)
+                .and_then(|f| f.get(2).and_then(|v| v.parse().ok()))
+                .ok_or_else(|| invalid("user", format!("group {g:?} not found in the rootfs' /etc/group")))?,
+        },
+    };
+    let home = entry.and_then(|f| f.get(5).cloned()).unwrap_or_else(|| "/".into());
+    Ok((User { uid, gid }, home))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    fn rootfs() -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        let r = d.path();
+        std::fs::create_dir_all(r.join("bin")).expect("mkdir");
+        std::fs::create_dir_all(r.join("usr")).expect("mkdir");
+        std::fs::create_dir_all(r.join("etc")).expect("mkdir");
+        std::fs::write(r.join("bin/busybox"), b"x").expect("write");
+        std::fs::set_permissions(r.join("bin/busybox"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        symlink("busybox", r.join("bin/sh")).expect("ln");
+        symlink("/bin", r.join("usr/bin")).expect("ln");
+        std::fs::write(r.join("bin/data"), b"x").expect("write");
+        std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n").expect("write");
+        std::fs::write(r.join("etc/group"), "root:x:0:\nstaff:x:50:\n").expect("write");
+        d
+    }
+
+    fn req(root: &Path, cmd: &[&str]) -> SpecRequest {
+        SpecRequest {
+            rootfs: root.display().to_string(),
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_are_dns_labels() {
+        for ok in ["a", "db", "web-1", "0abc", &"a".repeat(63)] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "Bad_Name", "UP", "a.b", &"a".repeat(64), "é"] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn command_is_found_through_symlinks_inside_root() {
+        let r = rootfs();
+        let s = ContainerSpec::validate(req(r.path(), &["sh", "-c", "true"]), "x", LogConfig::default()).expect("ok");
+        assert_eq!(s.executable, "/usr/bin/sh");
+        assert!(s.env.iter().any(|e| e == &format!("PATH={DEFAULT_PATH}")));
+        assert!(s.env.iter().any(|e| e == "HOSTNAME=x"));
+        assert!(ContainerSpec::validate(req(r.path(), &["/bin/sh"]), "x", LogConfig::default()).is_ok());
+        for bad in [&["nosuch"][..], &["/nonexistent"], &["/bin/data"], &[""], &[]] {
+            let e = ContainerSpec::validate(req(r.path(), bad), "x", LogConfig::default()).expect_err("bad");
+            assert!(matches!(e, Error::InvalidArgument { field: "command", .. }), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn resolve_never_leaves_root() {
+        let r = rootfs();
+        symlink("/../../../../etc", r.path().join("escape")).expect("ln");
+        let p = resolve_in_root(r.path(), "/escape/passwd").expect("resolves");
+        assert_eq!(p, r.path().join("etc/passwd"));
+        assert_eq!(resolve_in_root(r.path(), "/../../bin/sh"), Some(r.path().join("bin/busybox")));
+    }
+
+    #[test]
+    fn users_resolve_from_rootfs() {
+        let r = rootfs();
+        let u = |s: &str| resolve_user(r.path(), s);
+        assert_eq!(u("").expect("root").0, User { uid: 0, gid: 0 });
+        assert_eq!(u("1000").expect("uid").0, User { uid: 1000, gid: 1001 });
+        assert_eq!(u("app").expect("name").1, "/home/app");
+        assert_eq!(u("1000:1000").expect("uid:gid").0, User { uid: 1000, gid: 1000 });
+        assert_eq!(u("app:staff").expect("names").0, User { uid: 1000, gid: 50 });
+        assert_eq!(u("4242").expect("unknown uid").0, User { uid: 4242, gid: 0 });
+        for bad in ["nobody", "app:nogroup", ":1", "1:"] {
+            assert!(u(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let r = rootfs();
+        let field = |mut q: SpecRequest, f: &dyn Fn(&mut SpecRequest)| {
+            f(&mut q);
+            match ContainerSpec::validate(q, "x", LogConfig::default()) {
+                Err(Error::InvalidArgument { field, .. }) => field,
+                other => panic!("{other:?}"),
+            }
+        };
+        let base = req(r.path(), &["sh"]);
+        assert_eq!(field(base.clone(), &|q| q.name = "Bad_Name".into()), "name");
+        assert_eq!(field(base.clone(), &|q| q.env = vec!["NOEQUALS".into()]), "env");
+        assert_eq!(field(base.clone(), &|q| q.working_dir = "rel".into()), "working_dir");
+        assert_eq!(field(base.clone(), &|q| q.hostname = "bad_host".into()), "hostname");
+        assert_eq!(field(base.clone(), &|q| q.rootfs = "relative".into()), "rootfs");
+        let mut missing = base;
+        missing.rootfs = "/nonexistent-rsup-rootfs".into();
+        assert!(matches!(
+            ContainerSpec::validate(missing, "x", LogConfig::default()),
+            Err(Error::FailedPrecondition(_))
+        ));
+    }
+}

@@ -1,0 +1,197 @@
+//! The only place in rsup-runtime that talks to the kernel through `unsafe`.
+//!
+//! Thin wrappers over nix where nix has the call, and over libc where it does
+//! not (pidfds, `SIOCSIFFLAGS`, `PR_SET_CHILD_SUBREAPER`). Every `unsafe`
+//! block says why it is sound. Callers get `nix::Result` and keep their own
+//! context.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+
+/// Opens a pidfd for `pid` (`pidfd_open(2)`, Linux 5.3+). The fd is
+/// close-on-exec and becomes readable when the process exits.
+pub fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new fd or -1; it
+    // touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| Errno::EBADF)?;
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends `sig` to the process behind `pidfd` (`pidfd_send_signal(2)`): no
+/// risk of hitting a recycled pid.
+pub fn pidfd_send_signal(pidfd: &impl AsRawFd, sig: i32) -> nix::Result<()> {
+    // SAFETY: a valid fd, a signal number, a null siginfo (allowed: the kernel
+    // then fills in a SI_USER siginfo) and flags 0.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// `pivot_root(new_root, put_old)`.
+pub fn pivot_root(new_root: &str, put_old: &str) -> nix::Result<()> {
+    nix::unistd::pivot_root(new_root, put_old)
+}
+
+/// Sets IFF_UP on the interface `name` of the calling thread's network
+/// namespace (used for `lo` in a fresh netns, where no netlink is needed).
+pub fn set_link_up(name: &str) -> nix::Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let cname = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    let bytes = cname.as_bytes_with_nul();
+    if bytes.len() > libc::IFNAMSIZ {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads ifr_name and writes ifr_flags of a valid,
+    // properly sized ifreq that lives across the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the union member ifru_flags is the one SIOCGIFFLAGS just wrote.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+    }
+    // SAFETY: as above; SIOCSIFFLAGS only reads the ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Makes the caller a child subreaper: orphans of its descendants are
+/// re-parented to it instead of to the host's init.
+pub fn set_child_subreaper() -> nix::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// Asks the kernel to send `sig` to the caller when its parent dies.
+pub fn set_parent_death_signal(sig: i32) -> nix::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig, 0, 0, 0) };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// `fork(2)`. Only called from rsup's single-threaded helper processes
+/// (the shim and the container init), never from the daemon.
+///
+/// # Safety
+/// The caller must be single-threaded, so that the child cannot inherit a
+/// lock held by another thread.
+pub unsafe fn fork() -> nix::Result<nix::unistd::ForkResult> {
+    // SAFETY: the caller guarantees it is single-threaded (see above).
+    unsafe { nix::unistd::fork() }
+}
+
+/// Number of threads of the calling process, from /proc/self/status.
+pub fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Start time of `pid` in clock ticks since boot (field 22 of
+/// /proc/PID/stat), used to tell a process from a later one with the same pid.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: skip to
+    // the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Waits for one of the (blocked) signals in `set` and returns its number,
+/// real-time signals included (nix's `SigSet::wait` only knows the classic ones).
+pub fn sigwait(set: &nix::sys::signal::SigSet) -> nix::Result<i32> {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` points to a valid sigset_t for the duration of the call and
+    // `sig` is a valid out-pointer.
+    let r = unsafe { libc::sigwait(set.as_ref(), &mut sig) };
+    if r != 0 { Err(Errno::from_raw(r)) } else { Ok(sig) }
+}
+
+/// `kill(pid, sig)` with a raw signal number (real-time signals included).
+pub fn kill(pid: i32, sig: i32) -> nix::Result<()> {
+    // SAFETY: kill takes two integers and touches no memory.
+    let r = unsafe { libc::kill(pid, sig) };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Installs a do-nothing handler for every catchable signal. A pid
+/// namespace's init only receives signals from outside for which it has a
+/// handler; with a handler in place and the signals blocked, `sigwait`
+/// collects them. `execve` resets such handlers to the default.
+pub fn install_noop_handlers() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: sigaction is plain old data; all-zero is a valid value that we
+        // then fill in.
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction = ignore_signal as *const () as usize;
+        // SAFETY: `sa` is a valid sigaction whose handler is an async-signal-safe
+        // function that does nothing; invalid numbers (glibc-reserved) fail
+        // with EINVAL and are skipped.
+        unsafe {
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// `_exit(2)`: leaves at once, without running destructors or atexit handlers
+/// (used by forked helpers).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and is always safe to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// Registers a pidfd with tokio's reactor; it turns readable when the process
+/// exits.
+pub fn async_pidfd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd is a valid open fd, and the AsyncFd owns it (no one
+    // else can close or replace it) for the AsyncFd's whole life.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(std::io::Error::from)
+}
+
+/// Sets the calling thread's name (`comm`, as `ps` shows it; 15 bytes at most).
+pub fn set_name(name: &str) -> nix::Result<()> {
+    let c = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes
+    // (longer ones are cut by the kernel) that lives across the call.
+    let r = unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr(), 0, 0, 0) };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
