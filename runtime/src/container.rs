@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -138,7 +139,11 @@ impl Entry {
             name: self.spec.name.clone(),
             spec: self.spec.clone(),
             state: s.state,
-            pid: if s.state == ContainerState::Running { s.init_pid } else { 0 },
+            pid: if s.state == ContainerState::Running {
+                s.init_pid
+            } else {
+                0
+            },
             created_at: s.created_at,
             started_at: s.started_at,
             exit: s.exit,
@@ -151,7 +156,10 @@ impl Entry {
     fn signal(&self, sig: i32) -> Result<(), Error> {
         let fd = lock(&self.init_pidfd).clone();
         let Some(fd) = fd else {
-            return Err(Error::FailedPrecondition(format!("container {} is not running", self.spec.name)));
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                self.spec.name
+            )));
         };
         match sys::pidfd_send_signal(&*fd, sig) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
@@ -190,9 +198,14 @@ pub struct Runtime {
 
 fn random_id() -> String {
     let mut b = [0u8; 32];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
         // Fall back on time and pid; ids only need to be unique here.
-        let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
         b[..16].copy_from_slice(&t.as_nanos().to_le_bytes());
         b[16..20].copy_from_slice(&std::process::id().to_le_bytes());
     }
@@ -258,8 +271,13 @@ impl Runtime {
         if status.state == ContainerState::Running {
             adopted = adopt(&status);
             if adopted.is_none() {
-                let exit: Option<ExitInfo> = store::read_json(&dir.join("exit.json")).unwrap_or(None);
-                status.error = if exit.is_some() { String::new() } else { "the container's shim was lost while rsupd was down".into() };
+                let exit: Option<ExitInfo> =
+                    store::read_json(&dir.join("exit.json")).unwrap_or(None);
+                status.error = if exit.is_some() {
+                    String::new()
+                } else {
+                    "the container's shim was lost while rsupd was down".into()
+                };
                 status.exit = exit;
                 status.state = ContainerState::Exited;
                 status.shim_pid = 0;
@@ -290,7 +308,11 @@ impl Runtime {
         if let Some(e) = list.iter().find(|e| e.id == key || e.spec.name == key) {
             return Ok(e.clone());
         }
-        let matches: Vec<_> = if key.is_empty() { Vec::new() } else { list.iter().filter(|e| e.id.starts_with(key)).collect() };
+        let matches: Vec<_> = if key.is_empty() {
+            Vec::new()
+        } else {
+            list.iter().filter(|e| e.id.starts_with(key)).collect()
+        };
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(Error::NotFound(format!("no such container: {key}"))),
@@ -319,11 +341,13 @@ impl Runtime {
         let id = random_id();
         let default_name = format!("rsup-{}", &id[..12]);
         let log = self.inner.config.log;
-        let spec = tokio::task::spawn_blocking(move || ContainerSpec::validate(req, &default_name, log))
-            .await
-            .map_err(|e| Error::FailedPrecondition(format!("validation task failed: {e}")))??;
+        let spec =
+            tokio::task::spawn_blocking(move || ContainerSpec::validate(req, &default_name, log))
+                .await
+                .map_err(|e| Error::FailedPrecondition(format!("validation task failed: {e}")))??;
         let taken = |list: &[Arc<Entry>]| list.iter().any(|e| e.spec.name == spec.name);
-        let exists = || Error::AlreadyExists(format!("a container named {} already exists", spec.name));
+        let exists =
+            || Error::AlreadyExists(format!("a container named {} already exists", spec.name));
         if taken(&lock(&self.inner.containers)) {
             return Err(exists());
         }
@@ -385,7 +409,10 @@ impl Runtime {
             return Err(Error::NotFound(format!("no such container: {key}")));
         }
         if !state.can_start() {
-            return Err(Error::FailedPrecondition(format!("container {} is already running", entry.spec.name)));
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is already running",
+                entry.spec.name
+            )));
         }
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
@@ -439,17 +466,18 @@ impl Runtime {
                 Err(e) => warn!(container = %entry.spec.name, error = %e, "cannot watch the shim; polling"),
             }
             // Reap the shim if it is our child (it is not after a re-adoption).
-            loop {
-                match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(shim_pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                    Ok(nix::sys::wait::WaitStatus::StillAlive) => tokio::time::sleep(Duration::from_millis(5)).await,
-                    _ => break,
-                }
+            let shim = nix::unistd::Pid::from_raw(shim_pid);
+            while let Ok(WaitStatus::StillAlive) = waitpid(shim, Some(WaitPidFlag::WNOHANG)) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let exit: Option<ExitInfo> = store::read_json(&entry.dir.join("exit.json")).unwrap_or(None);
             *lock(&entry.init_pidfd) = None;
             let r = entry.set_status(|s| {
                 s.state = ContainerState::Exited;
-                s.error = if exit.is_some() { String::new() } else { "the shim ended without recording an exit status".into() };
+                s.error = match exit {
+                    Some(_) => String::new(),
+                    None => "the shim ended without recording an exit status".into(),
+                };
                 s.exit = exit;
                 s.shim_pid = 0;
                 s.init_pid = 0;
@@ -458,10 +486,11 @@ impl Runtime {
                 warn!(container = %entry.spec.name, error = %e, "cannot persist the exit");
             }
             info!(container = %entry.spec.name, code = exit.map(|e| e.code), "exited");
-            if entry.spec.auto_remove && !shutdown.is_cancelled() {
-                if let Err(e) = rt.remove_entry(&entry, true).await {
-                    warn!(container = %entry.spec.name, error = %e, "auto-remove failed");
-                }
+            if entry.spec.auto_remove
+                && !shutdown.is_cancelled()
+                && let Err(e) = rt.remove_entry(&entry, true).await
+            {
+                warn!(container = %entry.spec.name, error = %e, "auto-remove failed");
             }
         });
     }
@@ -480,7 +509,10 @@ impl Runtime {
             info!("did not stop after SIGTERM; sending SIGKILL");
             entry.signal(libc::SIGKILL)?;
             if !entry.wait_not_running(KILL_WAIT).await {
-                return Err(Error::FailedPrecondition(format!("container {} did not die after SIGKILL", entry.spec.name)));
+                return Err(Error::FailedPrecondition(format!(
+                    "container {} did not die after SIGKILL",
+                    entry.spec.name
+                )));
             }
         }
         Ok(entry.info())
@@ -492,7 +524,10 @@ impl Runtime {
         let sig = signal::parse(sig)?;
         let entry = self.find(key)?;
         if entry.status().state != ContainerState::Running {
-            return Err(Error::FailedPrecondition(format!("container {} is not running", entry.spec.name)));
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                entry.spec.name
+            )));
         }
         entry.signal(sig)
     }
@@ -518,7 +553,10 @@ impl Runtime {
             ContainerState::Running => {
                 entry.signal(libc::SIGKILL)?;
                 if !entry.wait_not_running(KILL_WAIT).await {
-                    return Err(Error::FailedPrecondition(format!("container {} did not die after SIGKILL", entry.spec.name)));
+                    return Err(Error::FailedPrecondition(format!(
+                        "container {} did not die after SIGKILL",
+                        entry.spec.name
+                    )));
                 }
             }
             ContainerState::Created | ContainerState::Exited => {}
@@ -560,7 +598,9 @@ impl Runtime {
                 return g
                     .iter()
                     .rev()
-                    .find(|(id, name, s)| (id == key || name == key) && (s.exit.is_some() || !s.error.is_empty()))
+                    .find(|(id, name, s)| {
+                        (id == key || name == key) && (s.exit.is_some() || !s.error.is_empty())
+                    })
                     .map(|(_, _, s)| (s.exit, s.error.clone()))
                     .ok_or(Error::NotFound(m));
             }
@@ -580,14 +620,25 @@ impl Runtime {
 
     /// Streams the container's log records: the last `tail` (all when None),
     /// then, with `follow`, new ones until the container stops running.
-    pub fn logs(&self, key: &str, follow: bool, tail: Option<u64>) -> Result<mpsc::Receiver<LogRecord>, Error> {
+    pub fn logs(
+        &self,
+        key: &str,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> Result<mpsc::Receiver<LogRecord>, Error> {
         let entry = self.find(key)?;
+        // Open the current file now, before the caller can start the
+        // container: a container that exits and is auto-removed at once still
+        // leaves its output readable through this fd.
+        let current = std::fs::File::open(entry.dir.join("container.log")).ok();
         let (tx, rx) = mpsc::channel(256);
         let shutdown = self.inner.shutdown.clone();
         self.inner.tracker.spawn(async move {
             let path = entry.dir.join("container.log");
             let mut status = entry.status.subscribe();
-            let Ok((records, follower)) = tokio::task::spawn_blocking(move || logs::read_all(&path, tail)).await else {
+            let Ok((records, follower)) =
+                tokio::task::spawn_blocking(move || logs::read_all(&path, tail, current)).await
+            else {
                 return;
             };
             for r in records {
@@ -600,7 +651,10 @@ impl Runtime {
             };
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             loop {
-                let live = matches!(status.borrow_and_update().state, ContainerState::Created | ContainerState::Running);
+                let live = matches!(
+                    status.borrow_and_update().state,
+                    ContainerState::Created | ContainerState::Running
+                );
                 let mut new = Vec::new();
                 follower.read_new(&mut new);
                 for r in new {
@@ -625,7 +679,10 @@ impl Runtime {
     /// (containers, running).
     pub fn counts(&self) -> (usize, usize) {
         let list = lock(&self.inner.containers);
-        let running = list.iter().filter(|e| e.status.borrow().state == ContainerState::Running).count();
+        let running = list
+            .iter()
+            .filter(|e| e.status.borrow().state == ContainerState::Running)
+            .count();
         (list.len(), running)
     }
 
@@ -644,7 +701,8 @@ impl Runtime {
 /// Re-opens pidfds on a running container's shim and init if they are the
 /// processes recorded (same pid and start time).
 fn adopt(status: &Status) -> Option<(OwnedFd, Option<OwnedFd>)> {
-    let same = |pid: i32, start: u64| pid > 0 && start != 0 && sys::process_start_time(pid) == Some(start);
+    let same =
+        |pid: i32, start: u64| pid > 0 && start != 0 && sys::process_start_time(pid) == Some(start);
     if !same(status.shim_pid, status.shim_start_time) {
         return None;
     }

@@ -91,16 +91,31 @@ pub fn format_rfc3339_nanos(t: SystemTime) -> String {
 /// digits, `Z` only).
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     let rest = s.get(19..)?;
     let rest = rest.strip_suffix('Z')?;
     let nanos = match rest.strip_prefix('.') {
         None if rest.is_empty() => 0,
-        Some(frac) if !frac.is_empty() && frac.len() <= 9 && frac.bytes().all(|c| c.is_ascii_digit()) => {
+        Some(frac)
+            if !frac.is_empty() && frac.len() <= 9 && frac.bytes().all(|c| c.is_ascii_digit()) =>
+        {
             frac.parse::<u32>().ok()? * 10u32.pow(9 - frac.len() as u32)
         }
         _ => return None,
@@ -180,7 +195,10 @@ impl LogWriter {
         let keep = self.config.max_files.max(1);
         let name = |n: u32| rotated_path(&self.path, n);
         if keep == 1 {
-            self.file = OpenOptions::new().write(true).truncate(true).open(&self.path)?;
+            self.file = OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&self.path)?;
             self.file = open_append(&self.path)?;
         } else {
             for n in (1..keep - 1).rev() {
@@ -236,7 +254,12 @@ impl LineSplitter {
 /// Reads every record of the log at `path` and its rotated files, oldest
 /// first; keeps only the last `tail` records when given. Returns the open
 /// current file positioned after what was read (for following), if it exists.
-pub fn read_all(path: &Path, tail: Option<u64>) -> (Vec<LogRecord>, Option<Follower>) {
+/// `current` is the already opened current file, if the caller opened it.
+pub fn read_all(
+    path: &Path,
+    tail: Option<u64>,
+    current: Option<File>,
+) -> (Vec<LogRecord>, Option<Follower>) {
     let mut records = Vec::new();
     let mut n = 1;
     while rotated_path(path, n).exists() {
@@ -247,7 +270,7 @@ pub fn read_all(path: &Path, tail: Option<u64>) -> (Vec<LogRecord>, Option<Follo
             read_records(BufReader::new(f), &mut records);
         }
     }
-    let follower = File::open(path).ok().map(|f| {
+    let follower = current.or_else(|| File::open(path).ok()).map(|f| {
         let mut fol = Follower {
             path: path.to_path_buf(),
             reader: BufReader::new(f),
@@ -321,7 +344,6 @@ impl Follower {
         }
         self.pending.drain(..start);
     }
-
 }
 
 #[cfg(test)]
@@ -335,8 +357,14 @@ mod tests {
             let s = format_rfc3339_nanos(t);
             assert_eq!(parse_rfc3339(&s), Some(t), "{s}");
         }
-        assert_eq!(format_rfc3339_nanos(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000000000Z");
-        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(UNIX_EPOCH + Duration::from_secs(951_782_400)));
+        assert_eq!(
+            format_rfc3339_nanos(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000000000Z"
+        );
+        assert_eq!(
+            parse_rfc3339("2000-02-29T00:00:00Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(951_782_400))
+        );
         assert_eq!(parse_rfc3339("2000-02-29 00:00:00Z"), None);
     }
 
@@ -346,7 +374,9 @@ mod tests {
         let mut got = Vec::new();
         s.feed(b"a\nb", |p, l| got.push((p, l.to_vec())));
         s.feed(b"c\n", |p, l| got.push((p, l.to_vec())));
-        s.feed(&vec![b'x'; MAX_LINE + 5], |p, l| got.push((p, l.len().to_string().into_bytes())));
+        s.feed(&vec![b'x'; MAX_LINE + 5], |p, l| {
+            got.push((p, l.len().to_string().into_bytes()))
+        });
         s.finish(|p, l| got.push((p, l.to_vec())));
         assert_eq!(
             got,
@@ -368,32 +398,42 @@ mod tests {
             max_files: 3,
         };
         let mut w = LogWriter::open(&path, cfg).expect("open");
-        let (_, mut follower) = read_all(&path, None);
+        let (_, mut follower) = read_all(&path, None, None);
         let follower = follower.as_mut().expect("exists");
         let mut followed = Vec::new();
         for i in 0..200 {
-            w.write(Stream::Stdout, false, format!("line {i:04}").as_bytes()).expect("write");
+            w.write(Stream::Stdout, false, format!("line {i:04}").as_bytes())
+                .expect("write");
             if i % 7 == 0 {
                 follower.read_new(&mut followed);
             }
         }
         follower.read_new(&mut followed);
-        assert!(path.exists() && rotated_path(&path, 1).exists() && rotated_path(&path, 2).exists());
+        assert!(
+            path.exists() && rotated_path(&path, 1).exists() && rotated_path(&path, 2).exists()
+        );
         assert!(!rotated_path(&path, 3).exists());
         for n in [0, 1, 2] {
-            let p = if n == 0 { path.clone() } else { rotated_path(&path, n) };
+            let p = if n == 0 {
+                path.clone()
+            } else {
+                rotated_path(&path, n)
+            };
             assert!(std::fs::metadata(&p).expect("meta").len() <= 1024);
         }
-        let (all, _) = read_all(&path, None);
+        let (all, _) = read_all(&path, None, None);
         let nums: Vec<u32> = all
             .iter()
             .map(|r| String::from_utf8_lossy(&r.line)[5..].parse().expect("num"))
             .collect();
         assert_eq!(*nums.last().expect("some"), 199);
-        assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "contiguous and ordered");
+        assert!(
+            nums.windows(2).all(|w| w[1] == w[0] + 1),
+            "contiguous and ordered"
+        );
         // The follower saw every line exactly once, across the rotations.
         assert_eq!(followed.len(), 200);
-        let (tail, _) = read_all(&path, Some(2));
+        let (tail, _) = read_all(&path, Some(2), None);
         assert_eq!(tail.len(), 2);
         assert_eq!(tail[1].line, b"line 0199");
     }

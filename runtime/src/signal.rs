@@ -57,7 +57,12 @@ pub fn parse(s: &str) -> Result<i32, Error> {
     if let Some(&(_, n)) = NAMES.iter().find(|(k, _)| *k == name) {
         return Ok(n);
     }
-    let rt = |base: i32, off: &str| off.parse::<i32>().ok().map(|o| base + o).filter(|&n| valid(n) && n >= libc::SIGRTMIN());
+    let rt = |base: i32, off: &str| {
+        off.parse::<i32>()
+            .ok()
+            .map(|o| base + o)
+            .filter(|&n| valid(n) && n >= libc::SIGRTMIN())
+    };
     match name {
         "RTMIN" => Ok(libc::SIGRTMIN()),
         "RTMAX" => Ok(libc::SIGRTMAX()),

@@ -84,7 +84,8 @@ pub struct ContainerSpec {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -110,7 +111,11 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
 impl ContainerSpec {
     /// Validates `req`; `default_name` is used when the request has none and
     /// `default_log` fills zero log settings.
-    pub fn validate(req: SpecRequest, default_name: &str, default_log: LogConfig) -> Result<ContainerSpec, Error> {
+    pub fn validate(
+        req: SpecRequest,
+        default_name: &str,
+        default_log: LogConfig,
+    ) -> Result<ContainerSpec, Error> {
         let name = if req.name.is_empty() {
             default_name.to_string()
         } else {
@@ -119,7 +124,9 @@ impl ContainerSpec {
         if !is_dns_label(&name) {
             return Err(invalid(
                 "name",
-                format!("{name:?} is not a DNS label (1-63 of a-z, 0-9 and '-', not starting or ending with '-')"),
+                format!(
+                    "{name:?} is not a DNS label (1-63 of a-z, 0-9 and '-', not starting or ending with '-')"
+                ),
             ));
         }
         let hostname = if req.hostname.is_empty() {
@@ -128,19 +135,35 @@ impl ContainerSpec {
             req.hostname
         };
         if !is_hostname(&hostname) {
-            return Err(invalid("hostname", format!("{hostname:?} is not a valid hostname")));
+            return Err(invalid(
+                "hostname",
+                format!("{hostname:?} is not a valid hostname"),
+            ));
         }
         if req.rootfs.is_empty() {
             return Err(invalid("rootfs", "a root filesystem directory is required"));
         }
         let rootfs = PathBuf::from(&req.rootfs);
         if !rootfs.is_absolute() {
-            return Err(invalid("rootfs", format!("{:?} is not an absolute path", req.rootfs)));
+            return Err(invalid(
+                "rootfs",
+                format!("{:?} is not an absolute path", req.rootfs),
+            ));
         }
         match std::fs::metadata(&rootfs) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(Error::FailedPrecondition(format!("rootfs {} is not a directory", rootfs.display()))),
-            Err(e) => return Err(Error::FailedPrecondition(format!("rootfs {}: {e}", rootfs.display()))),
+            Ok(_) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "rootfs {} is not a directory",
+                    rootfs.display()
+                )));
+            }
+            Err(e) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "rootfs {}: {e}",
+                    rootfs.display()
+                )));
+            }
         }
         let rootfs = rootfs
             .canonicalize()
@@ -158,7 +181,10 @@ impl ContainerSpec {
             req.working_dir
         };
         if !working_dir.starts_with('/') || working_dir.contains('\0') {
-            return Err(invalid("working_dir", format!("{working_dir:?} is not an absolute path")));
+            return Err(invalid(
+                "working_dir",
+                format!("{working_dir:?} is not an absolute path"),
+            ));
         }
 
         let (user, home) = resolve_user(&rootfs, &req.user)?;
@@ -176,7 +202,10 @@ impl ContainerSpec {
             .unwrap_or(DEFAULT_PATH)
             .to_string();
         let executable = resolve_command(&rootfs, &req.command[0], &path_var, &working_dir)?;
-        let has = |env: &[String], k: &str| env.iter().any(|kv| kv.split_once('=').is_some_and(|(key, _)| key == k));
+        let has = |env: &[String], k: &str| {
+            env.iter()
+                .any(|kv| kv.split_once('=').is_some_and(|(key, _)| key == k))
+        };
         if !has(&env, "PATH") {
             env.insert(0, format!("PATH={DEFAULT_PATH}"));
         }
@@ -187,8 +216,16 @@ impl ContainerSpec {
             env.push(format!("HOME={home}"));
         }
         let log = LogConfig {
-            max_size: if req.log_max_size == 0 { default_log.max_size } else { req.log_max_size },
-            max_files: if req.log_max_files == 0 { default_log.max_files } else { req.log_max_files },
+            max_size: if req.log_max_size == 0 {
+                default_log.max_size
+            } else {
+                req.log_max_size
+            },
+            max_files: if req.log_max_files == 0 {
+                default_log.max_files
+            } else {
+                req.log_max_files
+            },
         };
         if log.max_size < 1024 {
             return Err(invalid("log.max_size_bytes", "must be at least 1024 bytes"));
@@ -215,7 +252,12 @@ impl ContainerSpec {
 /// if a component does not exist.
 pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
     let mut parts: Vec<String> = Vec::new();
-    let mut pending: Vec<String> = path.split('/').rev().filter(|c| !c.is_empty()).map(String::from).collect();
+    let mut pending: Vec<String> = path
+        .split('/')
+        .rev()
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect();
     let mut hops = 0;
     while let Some(c) = pending.pop() {
         match c.as_str() {
@@ -262,7 +304,12 @@ fn is_executable_file(p: &Path) -> bool {
 
 /// Finds `cmd` inside the rootfs: a path with a '/' is taken as is (relative
 /// to the working directory), a bare name is searched in `path_var`.
-fn resolve_command(root: &Path, cmd: &str, path_var: &str, working_dir: &str) -> Result<String, Error> {
+fn resolve_command(
+    root: &Path,
+    cmd: &str,
+    path_var: &str,
+    working_dir: &str,
+) -> Result<String, Error> {
     let candidates: Vec<String> = if cmd.contains('/') {
         if cmd.starts_with('/') {
             vec![cmd.to_string()]
@@ -283,7 +330,10 @@ fn resolve_command(root: &Path, cmd: &str, path_var: &str, working_dir: &str) ->
     }
     Err(invalid(
         "command",
-        format!("{cmd:?}: executable file not found in the rootfs {} (PATH {path_var})", root.display()),
+        format!(
+            "{cmd:?}: executable file not found in the rootfs {} (PATH {path_var})",
+            root.display()
+        ),
     ))
 }
 
@@ -310,7 +360,9 @@ fn lookup_uid(root: &Path, uid: u32) -> Option<Vec<String>> {
 /// /etc/passwd runs with gid 0 and HOME=/.
 fn resolve_user(root: &Path, spec: &str) -> Result<(User, String), Error> {
     if spec.is_empty() {
-        let home = lookup_uid(root, 0).and_then(|f| f.get(5).cloned()).unwrap_or_else(|| "/root".into());
+        let home = lookup_uid(root, 0)
+            .and_then(|f| f.get(5).cloned())
+            .unwrap_or_else(|| "/root".into());
         return Ok((User { uid: 0, gid: 0 }, home));
     }
     let (u, g) = match spec.split_once(':') {
@@ -322,10 +374,12 @@ fn resolve_user(root: &Path, spec: &str) -> Result<(User, String), Error> {
     }
     let entry = match u.parse::<u32>() {
         Ok(uid) => lookup_uid(root, uid),
-        Err(_) => Some(
-            lookup_db(root, "/etc/passwd", u)
-                .ok_or_else(|| invalid("user", format!("user {u:?} not found in the rootfs' /etc/passwd")))?,
-        ),
+        Err(_) => Some(lookup_db(root, "/etc/passwd", u).ok_or_else(|| {
+            invalid(
+                "user",
+                format!("user {u:?} not found in the rootfs' /etc/passwd"),
+            )
+        })?),
     };
     let uid = match u.parse::<u32>() {
         Ok(uid) => uid,
@@ -335,17 +389,28 @@ fn resolve_user(root: &Path, spec: &str) -> Result<(User, String), Error> {
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| invalid("user", format!("malformed /etc/passwd entry for {u:?}")))?,
     };
-    let primary_gid = entry.as_ref().and_then(|f| f.get(3)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let primary_gid = entry
+        .as_ref()
+        .and_then(|f| f.get(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let gid = match g {
         None => primary_gid,
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
             Err(_) => lookup_db(root, "/etc/group", g)
                 .and_then(|f| f.get(2).and_then(|v| v.parse().ok()))
-                .ok_or_else(|| invalid("user", format!("group {g:?} not found in the rootfs' /etc/group")))?,
+                .ok_or_else(|| {
+                    invalid(
+                        "user",
+                        format!("group {g:?} not found in the rootfs' /etc/group"),
+                    )
+                })?,
         },
     };
-    let home = entry.and_then(|f| f.get(5).cloned()).unwrap_or_else(|| "/".into());
+    let home = entry
+        .and_then(|f| f.get(5).cloned())
+        .unwrap_or_else(|| "/".into());
     Ok((User { uid, gid }, home))
 }
 
@@ -361,11 +426,19 @@ mod tests {
         std::fs::create_dir_all(r.join("usr")).expect("mkdir");
         std::fs::create_dir_all(r.join("etc")).expect("mkdir");
         std::fs::write(r.join("bin/busybox"), b"x").expect("write");
-        std::fs::set_permissions(r.join("bin/busybox"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(
+            r.join("bin/busybox"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
         symlink("busybox", r.join("bin/sh")).expect("ln");
         symlink("/bin", r.join("usr/bin")).expect("ln");
         std::fs::write(r.join("bin/data"), b"x").expect("write");
-        std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n").expect("write");
+        std::fs::write(
+            r.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n",
+        )
+        .expect("write");
         std::fs::write(r.join("etc/group"), "root:x:0:\nstaff:x:50:\n").expect("write");
         d
     }
@@ -383,7 +456,16 @@ mod tests {
         for ok in ["a", "db", "web-1", "0abc", &"a".repeat(63)] {
             assert!(is_dns_label(ok), "{ok}");
         }
-        for bad in ["", "-a", "a-", "Bad_Name", "UP", "a.b", &"a".repeat(64), "é"] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Bad_Name",
+            "UP",
+            "a.b",
+            &"a".repeat(64),
+            "é",
+        ] {
             assert!(!is_dns_label(bad), "{bad}");
         }
     }
@@ -391,14 +473,37 @@ mod tests {
     #[test]
     fn command_is_found_through_symlinks_inside_root() {
         let r = rootfs();
-        let s = ContainerSpec::validate(req(r.path(), &["sh", "-c", "true"]), "x", LogConfig::default()).expect("ok");
+        let s = ContainerSpec::validate(
+            req(r.path(), &["sh", "-c", "true"]),
+            "x",
+            LogConfig::default(),
+        )
+        .expect("ok");
         assert_eq!(s.executable, "/usr/bin/sh");
         assert!(s.env.iter().any(|e| e == &format!("PATH={DEFAULT_PATH}")));
         assert!(s.env.iter().any(|e| e == "HOSTNAME=x"));
-        assert!(ContainerSpec::validate(req(r.path(), &["/bin/sh"]), "x", LogConfig::default()).is_ok());
-        for bad in [&["nosuch"][..], &["/nonexistent"], &["/bin/data"], &[""], &[]] {
-            let e = ContainerSpec::validate(req(r.path(), bad), "x", LogConfig::default()).expect_err("bad");
-            assert!(matches!(e, Error::InvalidArgument { field: "command", .. }), "{bad:?}: {e}");
+        assert!(
+            ContainerSpec::validate(req(r.path(), &["/bin/sh"]), "x", LogConfig::default()).is_ok()
+        );
+        for bad in [
+            &["nosuch"][..],
+            &["/nonexistent"],
+            &["/bin/data"],
+            &[""],
+            &[],
+        ] {
+            let e = ContainerSpec::validate(req(r.path(), bad), "x", LogConfig::default())
+                .expect_err("bad");
+            assert!(
+                matches!(
+                    e,
+                    Error::InvalidArgument {
+                        field: "command",
+                        ..
+                    }
+                ),
+                "{bad:?}: {e}"
+            );
         }
     }
 
@@ -408,7 +513,10 @@ mod tests {
         symlink("/../../../../etc", r.path().join("escape")).expect("ln");
         let p = resolve_in_root(r.path(), "/escape/passwd").expect("resolves");
         assert_eq!(p, r.path().join("etc/passwd"));
-        assert_eq!(resolve_in_root(r.path(), "/../../bin/sh"), Some(r.path().join("bin/busybox")));
+        assert_eq!(
+            resolve_in_root(r.path(), "/../../bin/sh"),
+            Some(r.path().join("bin/busybox"))
+        );
     }
 
     #[test]
@@ -416,11 +524,29 @@ mod tests {
         let r = rootfs();
         let u = |s: &str| resolve_user(r.path(), s);
         assert_eq!(u("").expect("root").0, User { uid: 0, gid: 0 });
-        assert_eq!(u("1000").expect("uid").0, User { uid: 1000, gid: 1001 });
+        assert_eq!(
+            u("1000").expect("uid").0,
+            User {
+                uid: 1000,
+                gid: 1001
+            }
+        );
         assert_eq!(u("app").expect("name").1, "/home/app");
-        assert_eq!(u("1000:1000").expect("uid:gid").0, User { uid: 1000, gid: 1000 });
-        assert_eq!(u("app:staff").expect("names").0, User { uid: 1000, gid: 50 });
-        assert_eq!(u("4242").expect("unknown uid").0, User { uid: 4242, gid: 0 });
+        assert_eq!(
+            u("1000:1000").expect("uid:gid").0,
+            User {
+                uid: 1000,
+                gid: 1000
+            }
+        );
+        assert_eq!(
+            u("app:staff").expect("names").0,
+            User { uid: 1000, gid: 50 }
+        );
+        assert_eq!(
+            u("4242").expect("unknown uid").0,
+            User { uid: 4242, gid: 0 }
+        );
         for bad in ["nobody", "app:nogroup", ":1", "1:"] {
             assert!(u(bad).is_err(), "{bad}");
         }
@@ -438,10 +564,22 @@ mod tests {
         };
         let base = req(r.path(), &["sh"]);
         assert_eq!(field(base.clone(), &|q| q.name = "Bad_Name".into()), "name");
-        assert_eq!(field(base.clone(), &|q| q.env = vec!["NOEQUALS".into()]), "env");
-        assert_eq!(field(base.clone(), &|q| q.working_dir = "rel".into()), "working_dir");
-        assert_eq!(field(base.clone(), &|q| q.hostname = "bad_host".into()), "hostname");
-        assert_eq!(field(base.clone(), &|q| q.rootfs = "relative".into()), "rootfs");
+        assert_eq!(
+            field(base.clone(), &|q| q.env = vec!["NOEQUALS".into()]),
+            "env"
+        );
+        assert_eq!(
+            field(base.clone(), &|q| q.working_dir = "rel".into()),
+            "working_dir"
+        );
+        assert_eq!(
+            field(base.clone(), &|q| q.hostname = "bad_host".into()),
+            "hostname"
+        );
+        assert_eq!(
+            field(base.clone(), &|q| q.rootfs = "relative".into()),
+            "rootfs"
+        );
         let mut missing = base;
         missing.rootfs = "/nonexistent-rsup-rootfs".into();
         assert!(matches!(

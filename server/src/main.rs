@@ -48,7 +48,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -67,7 +70,10 @@ fn main() -> ExitCode {
 
 async fn shutdown_signal(token: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         warn!("cannot install signal handlers; stop rsupd with SIGKILL");
         return token.cancelled().await;
     };
@@ -83,15 +89,18 @@ async fn shutdown_signal(token: CancellationToken) {
 async fn bind(config: &Config) -> anyhow::Result<UnixListener> {
     let path = &config.socket;
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             anyhow::bail!("{} is in use by another process", path.display());
         }
-        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod {}", path.display()))?;
@@ -113,9 +122,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = bind(&config).await?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<ContainersServer<grpc::containers::Service>>().await;
-    health.set_serving::<SystemServer<grpc::system::Service>>().await;
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health
+        .set_serving::<ContainersServer<grpc::containers::Service>>()
+        .await;
+    health
+        .set_serving::<SystemServer<grpc::system::Service>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(rsup_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -133,11 +148,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ContainersServer::new(grpc::containers::Service::new(runtime.clone())))
-        .add_service(SystemServer::new(grpc::system::Service::new(runtime.clone())))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal(token.clone()))
+        .add_service(ContainersServer::new(grpc::containers::Service::new(
+            runtime.clone(),
+        )))
+        .add_service(SystemServer::new(grpc::system::Service::new(
+            runtime.clone(),
+        )))
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener),
+            shutdown_signal(token.clone()),
+        )
         .await;
-    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
     runtime.shutdown().await;
     let _ = std::fs::remove_file(&config.socket);
     info!("rsupd stopped; running containers keep running and are re-adopted at the next start");

@@ -146,8 +146,14 @@ pub fn start(exe: &Path, dir: &Path) -> Result<Started, SpawnError> {
 }
 
 fn handshake(child: &mut std::process::Child, shim_pid: i32) -> Result<Started, SpawnError> {
-    let stdout = child.stdout.take().ok_or_else(|| SpawnError::ShimLost("no stdout".into()))?;
-    let mut stdin = child.stdin.take().ok_or_else(|| SpawnError::ShimLost("no stdin".into()))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| SpawnError::ShimLost("no stdout".into()))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| SpawnError::ShimLost("no stdin".into()))?;
     let mut lines = BufReader::new(stdout);
     let mut next = || -> Result<Report, SpawnError> {
         let mut line = String::new();
@@ -156,13 +162,21 @@ fn handshake(child: &mut std::process::Child, shim_pid: i32) -> Result<Started, 
                 let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
                 Err(SpawnError::ShimLost(status))
             }
-            Ok(_) => serde_json::from_str(&line).map_err(|e| SpawnError::ShimLost(format!("bad report {line:?}: {e}"))),
+            Ok(_) => serde_json::from_str(&line)
+                .map_err(|e| SpawnError::ShimLost(format!("bad report {line:?}: {e}"))),
         }
     };
     let init_pid = match next()? {
-        Report::Ready { shim_pid: reported, init_pid } if reported == shim_pid => init_pid,
-        Report::Ready { shim_pid: reported, .. } => {
-            return Err(SpawnError::ShimLost(format!("shim says pid {reported}, expected {shim_pid}")));
+        Report::Ready {
+            shim_pid: reported,
+            init_pid,
+        } if reported == shim_pid => init_pid,
+        Report::Ready {
+            shim_pid: reported, ..
+        } => {
+            return Err(SpawnError::ShimLost(format!(
+                "shim says pid {reported}, expected {shim_pid}"
+            )));
         }
         Report::Error { message } => return Err(SpawnError::Setup(message)),
         Report::Started => return Err(SpawnError::ShimLost("started before go".into())),

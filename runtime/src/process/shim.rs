@@ -79,7 +79,11 @@ impl StatusReader {
         while pending.is_empty() && !self.eof {
             pending.extend(self.fill());
         }
-        if pending.is_empty() { None } else { Some(pending.remove(0)) }
+        if pending.is_empty() {
+            None
+        } else {
+            Some(pending.remove(0))
+        }
     }
 }
 
@@ -93,7 +97,8 @@ fn run(dir: &Path) -> Result<(), String> {
     let spec: ContainerSpec = store::read_json(&dir.join("config.json"))
         .map_err(|e| e.to_string())?
         .ok_or("config.json is missing")?;
-    let mut log = LogWriter::open(&dir.join("container.log"), spec.log).map_err(|e| format!("container.log: {e}"))?;
+    let mut log = LogWriter::open(&dir.join("container.log"), spec.log)
+        .map_err(|e| format!("container.log: {e}"))?;
     let _ = std::fs::remove_file(dir.join("exit.json"));
 
     let (out_r, out_w) = pipe()?;
@@ -150,7 +155,11 @@ fn run(dir: &Path) -> Result<(), String> {
     }
     // Done talking to rsupd: point stdin/stdout at /dev/null so that its pipes
     // close and a crash of rsupd cannot hurt us with SIGPIPE.
-    if let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+    if let Ok(null) = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
         let _ = nix::unistd::dup2_stdin(&null);
         let _ = nix::unistd::dup2_stdout(&null);
     }
@@ -199,8 +208,16 @@ fn pump(
     };
     parse(pending);
     let mut streams = [
-        (Some(File::from(out_r)), Stream::Stdout, LineSplitter::default()),
-        (Some(File::from(err_r)), Stream::Stderr, LineSplitter::default()),
+        (
+            Some(File::from(out_r)),
+            Stream::Stdout,
+            LineSplitter::default(),
+        ),
+        (
+            Some(File::from(err_r)),
+            Stream::Stderr,
+            LineSplitter::default(),
+        ),
     ];
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -238,7 +255,10 @@ fn pump(
                 continue;
             }
             let (file, stream, splitter) = &mut streams[w];
-            let n = file.as_mut().map_or(Ok(0), |f| f.read(&mut chunk)).unwrap_or(0);
+            let n = file
+                .as_mut()
+                .map_or(Ok(0), |f| f.read(&mut chunk))
+                .unwrap_or(0);
             let stream = *stream;
             let mut emit = |partial: bool, line: &[u8]| {
                 let _ = log.write(stream, partial, line);
@@ -257,7 +277,14 @@ fn pump(
 // ---------------------------------------------------------------- init (PID 1)
 
 /// Body of the container's init. Returns its exit code.
-fn init_main(spec: &ContainerSpec, dir: &Path, out_w: OwnedFd, err_w: OwnedFd, st_w: OwnedFd, go_r: OwnedFd) -> i32 {
+fn init_main(
+    spec: &ContainerSpec,
+    dir: &Path,
+    out_w: OwnedFd,
+    err_w: OwnedFd,
+    st_w: OwnedFd,
+    go_r: OwnedFd,
+) -> i32 {
     // If the shim dies, so does the container: nobody would record its exit.
     let _ = sys::set_parent_death_signal(libc::SIGKILL);
     let _ = sys::set_name("rsup-init");
@@ -373,9 +400,7 @@ fn exec_command(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd, exec_w: Ow
     let path = cstr(&spec.executable);
     let argv: Vec<CString> = spec.command.iter().map(|a| cstr(a)).collect();
     let env: Vec<CString> = spec.env.iter().map(|a| cstr(a)).collect();
-    let e = match nix::unistd::execve(&path, &argv, &env) {
-        Err(e) => e,
-    };
+    let Err(e) = nix::unistd::execve(&path, &argv, &env);
     fail(&format!("exec {}", spec.executable), &e.desc())
 }
 
@@ -391,17 +416,30 @@ fn target_dir(root: &Path, rel: &str) -> Result<std::path::PathBuf, String> {
     match std::fs::symlink_metadata(&p) {
         Ok(m) if m.file_type().is_symlink() => Err(format!("{rel} in the rootfs is a symlink")),
         Ok(_) => Ok(p),
-        Err(_) => std::fs::create_dir_all(&p).map(|_| p).map_err(|e| format!("mkdir {rel}: {e}")),
+        Err(_) => std::fs::create_dir_all(&p)
+            .map(|_| p)
+            .map_err(|e| format!("mkdir {rel}: {e}")),
     }
 }
 
 /// Namespaces and mounts of a new container, as its PID 1.
 fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("unshare: {e}"))?;
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWNET,
+    )
+    .map_err(|e| format!("unshare: {e}"))?;
     // Nothing we mount from here on propagates back to the host.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| format!("making / private: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making / private: {e}"))?;
 
     let root = dir.join("rootfs");
     for d in ["rootfs", "upper", "work"] {
@@ -413,12 +451,25 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
         dir.join("upper").display(),
         dir.join("work").display()
     );
-    mount(Some("overlay"), &root, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
-        .map_err(mount_err("overlay", &root))?;
+    mount(
+        Some("overlay"),
+        &root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(mount_err("overlay", &root))?;
 
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     let proc_dir = target_dir(&root, "proc")?;
-    mount(Some("proc"), &proc_dir, Some("proc"), nosuid_noexec_nodev, None::<&str>).map_err(mount_err("proc", &proc_dir))?;
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        nosuid_noexec_nodev,
+        None::<&str>,
+    )
+    .map_err(mount_err("proc", &proc_dir))?;
 
     let dev = target_dir(&root, "dev")?;
     mount(
@@ -433,7 +484,14 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
         let target = dev.join(node);
         File::create(&target).map_err(|e| format!("creating /dev/{node}: {e}"))?;
         let source = Path::new("/dev").join(node);
-        mount(Some(&source), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(mount_err(node, &target))?;
+        mount(
+            Some(&source),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(mount_err(node, &target))?;
     }
     let pts = dev.join("pts");
     std::fs::create_dir(&pts).map_err(|e| format!("mkdir /dev/pts: {e}"))?;
@@ -447,8 +505,14 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
     .map_err(mount_err("devpts", &pts))?;
     let shm = dev.join("shm");
     std::fs::create_dir(&shm).map_err(|e| format!("mkdir /dev/shm: {e}"))?;
-    mount(Some("shm"), &shm, Some("tmpfs"), nosuid_noexec_nodev, Some("mode=1777,size=65536k"))
-        .map_err(mount_err("tmpfs", &shm))?;
+    mount(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        nosuid_noexec_nodev,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(mount_err("tmpfs", &shm))?;
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -456,11 +520,18 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| format!("/dev/{link}: {e}"))?;
+        std::os::unix::fs::symlink(target, dev.join(link))
+            .map_err(|e| format!("/dev/{link}: {e}"))?;
     }
     let sysfs = target_dir(&root, "sys")?;
-    mount(Some("sysfs"), &sysfs, Some("sysfs"), nosuid_noexec_nodev | MsFlags::MS_RDONLY, None::<&str>)
-        .map_err(mount_err("sysfs", &sysfs))?;
+    mount(
+        Some("sysfs"),
+        &sysfs,
+        Some("sysfs"),
+        nosuid_noexec_nodev | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(mount_err("sysfs", &sysfs))?;
 
     nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
     sys::set_link_up("lo").map_err(|e| format!("setting lo up: {e}"))?;
@@ -478,9 +549,13 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
         let _ = std::fs::write("/etc/hostname", format!("{}\n", spec.hostname));
         let _ = std::fs::write(
             "/etc/hosts",
-            format!("127.0.0.1\tlocalhost {0}\n::1\tlocalhost ip6-localhost ip6-loopback {0}\n", spec.hostname),
+            format!(
+                "127.0.0.1\tlocalhost {0}\n::1\tlocalhost ip6-localhost ip6-loopback {0}\n",
+                spec.hostname
+            ),
         );
     }
-    std::fs::create_dir_all(&spec.working_dir).map_err(|e| format!("working directory {}: {e}", spec.working_dir))?;
+    std::fs::create_dir_all(&spec.working_dir)
+        .map_err(|e| format!("working directory {}: {e}", spec.working_dir))?;
     Ok(())
 }

@@ -68,7 +68,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    f.write_all(&data).map_err(io_err("write", &tmp))?;
+    f.write_all(data).map_err(io_err("write", &tmp))?;
     f.sync_all().map_err(io_err("fsync", &tmp))?;
     drop(f);
     fs::rename(&tmp, path).map_err(io_err("rename", path))?;
@@ -129,9 +129,16 @@ mod tests {
         write_json(&p, &vec![4]).expect("rewrite");
         let v: Vec<i32> = read_json(&p).expect("read").expect("exists");
         assert_eq!(v, vec![4]);
-        assert!(read_json::<Vec<i32>>(&dir.path().join("none")).expect("read").is_none());
+        assert!(
+            read_json::<Vec<i32>>(&dir.path().join("none"))
+                .expect("read")
+                .is_none()
+        );
         // No temporary file is left behind.
-        let names: Vec<_> = fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("e").file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("e").file_name())
+            .collect();
         assert_eq!(names.len(), 1);
     }
 
@@ -141,6 +148,9 @@ mod tests {
         let _a = StateLock::acquire(dir.path()).expect("first");
         // flock locks belong to the open file description: a second open in
         // the same process conflicts too.
-        assert!(matches!(StateLock::acquire(dir.path()), Err(StoreError::Locked(_))));
+        assert!(matches!(
+            StateLock::acquire(dir.path()),
+            Err(StoreError::Locked(_))
+        ));
     }
 }

@@ -136,7 +136,11 @@ pub fn sigwait(set: &nix::sys::signal::SigSet) -> nix::Result<i32> {
     // SAFETY: `set` points to a valid sigset_t for the duration of the call and
     // `sig` is a valid out-pointer.
     let r = unsafe { libc::sigwait(set.as_ref(), &mut sig) };
-    if r != 0 { Err(Errno::from_raw(r)) } else { Ok(sig) }
+    if r != 0 {
+        Err(Errno::from_raw(r))
+    } else {
+        Ok(sig)
+    }
 }
 
 /// `kill(pid, sig)` with a raw signal number (real-time signals included).

@@ -91,7 +91,11 @@ fn container(c: ContainerInfo) -> pb::Container {
         pid: c.pid,
         created_at: Some(c.created_at.into()),
         started_at: c.started_at.map(Into::into),
-        exit: if c.state == ContainerState::Running { None } else { exit_status(c.exit, &c.error) },
+        exit: if c.state == ContainerState::Running {
+            None
+        } else {
+            exit_status(c.exit, &c.error)
+        },
         log_path: c.log_path.display().to_string(),
         start_count: c.start_count,
         id: c.id,
@@ -103,55 +107,125 @@ type LogStreamOut = Pin<Box<dyn Stream<Item = Result<pb::LogEntry, Status>> + Se
 
 #[tonic::async_trait]
 impl Containers for Service {
-    async fn create(&self, req: Request<pb::CreateRequest>) -> Result<Response<pb::CreateResponse>, Status> {
-        let c = self.runtime.create(spec_request(req.into_inner().spec)).await.map_err(status)?;
-        Ok(Response::new(pb::CreateResponse { container: Some(container(c)) }))
+    async fn create(
+        &self,
+        req: Request<pb::CreateRequest>,
+    ) -> Result<Response<pb::CreateResponse>, Status> {
+        let c = self
+            .runtime
+            .create(spec_request(req.into_inner().spec))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CreateResponse {
+            container: Some(container(c)),
+        }))
     }
 
-    async fn start(&self, req: Request<pb::StartRequest>) -> Result<Response<pb::StartResponse>, Status> {
-        let c = self.runtime.start(&req.into_inner().container).await.map_err(status)?;
-        Ok(Response::new(pb::StartResponse { container: Some(container(c)) }))
+    async fn start(
+        &self,
+        req: Request<pb::StartRequest>,
+    ) -> Result<Response<pb::StartResponse>, Status> {
+        let c = self
+            .runtime
+            .start(&req.into_inner().container)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::StartResponse {
+            container: Some(container(c)),
+        }))
     }
 
-    async fn stop(&self, req: Request<pb::StopRequest>) -> Result<Response<pb::StopResponse>, Status> {
+    async fn stop(
+        &self,
+        req: Request<pb::StopRequest>,
+    ) -> Result<Response<pb::StopResponse>, Status> {
         let r = req.into_inner();
         let timeout = Duration::from_secs(r.timeout_seconds.unwrap_or(DEFAULT_STOP_TIMEOUT).into());
-        let c = self.runtime.stop(&r.container, timeout).await.map_err(status)?;
-        Ok(Response::new(pb::StopResponse { container: Some(container(c)) }))
+        let c = self
+            .runtime
+            .stop(&r.container, timeout)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::StopResponse {
+            container: Some(container(c)),
+        }))
     }
 
-    async fn kill(&self, req: Request<pb::KillRequest>) -> Result<Response<pb::KillResponse>, Status> {
+    async fn kill(
+        &self,
+        req: Request<pb::KillRequest>,
+    ) -> Result<Response<pb::KillResponse>, Status> {
         let r = req.into_inner();
-        self.runtime.kill(&r.container, &r.signal).await.map_err(status)?;
+        self.runtime
+            .kill(&r.container, &r.signal)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::KillResponse {}))
     }
 
-    async fn remove(&self, req: Request<pb::RemoveRequest>) -> Result<Response<pb::RemoveResponse>, Status> {
+    async fn remove(
+        &self,
+        req: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::RemoveResponse>, Status> {
         let r = req.into_inner();
-        self.runtime.remove(&r.container, r.force).await.map_err(status)?;
+        self.runtime
+            .remove(&r.container, r.force)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::RemoveResponse {}))
     }
 
-    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
-        let containers = self.runtime.list(req.into_inner().all).into_iter().map(container).collect();
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let containers = self
+            .runtime
+            .list(req.into_inner().all)
+            .into_iter()
+            .map(container)
+            .collect();
         Ok(Response::new(pb::ListResponse { containers }))
     }
 
-    async fn inspect(&self, req: Request<pb::InspectRequest>) -> Result<Response<pb::InspectResponse>, Status> {
-        let c = self.runtime.inspect(&req.into_inner().container).map_err(status)?;
-        Ok(Response::new(pb::InspectResponse { container: Some(container(c)) }))
+    async fn inspect(
+        &self,
+        req: Request<pb::InspectRequest>,
+    ) -> Result<Response<pb::InspectResponse>, Status> {
+        let c = self
+            .runtime
+            .inspect(&req.into_inner().container)
+            .map_err(status)?;
+        Ok(Response::new(pb::InspectResponse {
+            container: Some(container(c)),
+        }))
     }
 
-    async fn wait(&self, req: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, Status> {
-        let (exit, error) = self.runtime.wait(&req.into_inner().container).await.map_err(status)?;
-        Ok(Response::new(pb::WaitResponse { status: exit_status(exit, &error) }))
+    async fn wait(
+        &self,
+        req: Request<pb::WaitRequest>,
+    ) -> Result<Response<pb::WaitResponse>, Status> {
+        let (exit, error) = self
+            .runtime
+            .wait(&req.into_inner().container)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::WaitResponse {
+            status: exit_status(exit, &error),
+        }))
     }
 
     type LogsStream = LogStreamOut;
 
-    async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+    async fn logs(
+        &self,
+        req: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
         let r = req.into_inner();
-        let rx = self.runtime.logs(&r.container, r.follow, r.tail).map_err(status)?;
+        let rx = self
+            .runtime
+            .logs(&r.container, r.follow, r.tail)
+            .map_err(status)?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let stream = tokio_stream::StreamExt::map(stream, |rec| {
             Ok(pb::LogEntry {

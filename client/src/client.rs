@@ -1,0 +1,192 @@
+//! [`Client`]: one gRPC channel to rsupd's Unix socket and a method per RPC.
+//!
+//! The channel is connected eagerly, so a missing or dead socket is reported by
+//! [`Client::connect`] as [`Error::Connect`] instead of surfacing on the first
+//! call. Clones share the channel; tonic multiplexes concurrent calls over it.
+
+use std::path::Path;
+
+use hyper_util::rt::TokioIo;
+use rsup_proto::v1 as proto;
+use rsup_proto::v1::containers_client::ContainersClient;
+use rsup_proto::v1::system_client::SystemClient;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::Error;
+
+/// The authority is ignored: every connection goes to the Unix socket.
+const PLACEHOLDER_URI: &str = "http://[::]:50051";
+
+/// A connection to rsupd.
+#[derive(Clone, Debug)]
+pub struct Client {
+    channel: Channel,
+}
+
+impl Client {
+    /// Connects to the daemon listening on the Unix socket `socket`.
+    pub async fn connect(socket: impl AsRef<Path>) -> Result<Client, Error> {
+        let path = socket.as_ref().to_path_buf();
+        let dial = path.clone();
+        let channel =
+            Endpoint::from_static(PLACEHOLDER_URI)
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let dial = dial.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(dial).await?))
+                    }
+                }))
+                .await
+                .map_err(|source| Error::Connect { path, source })?;
+        Ok(Client { channel })
+    }
+
+    /// The underlying channel, e.g. for a health-check client.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// The generated stub of the `Containers` service.
+    pub fn containers(&self) -> ContainersClient<Channel> {
+        ContainersClient::new(self.channel())
+    }
+
+    /// The generated stub of the `System` service.
+    pub fn system(&self) -> SystemClient<Channel> {
+        SystemClient::new(self.channel())
+    }
+
+    /// Records a container from `spec`; nothing runs until [`Client::start`].
+    pub async fn create(&self, spec: proto::ContainerSpec) -> Result<proto::Container, Error> {
+        let request = proto::CreateRequest { spec: Some(spec) };
+        let reply = self.containers().create(request).await?.into_inner();
+        present(reply.container)
+    }
+
+    /// Starts a created or exited container.
+    pub async fn start(&self, container: &str) -> Result<proto::Container, Error> {
+        let request = proto::StartRequest {
+            container: container.to_owned(),
+        };
+        let reply = self.containers().start(request).await?.into_inner();
+        present(reply.container)
+    }
+
+    /// Sends SIGTERM, then SIGKILL after `timeout_seconds` (daemon default: 10).
+    pub async fn stop(
+        &self,
+        container: &str,
+        timeout_seconds: Option<u32>,
+    ) -> Result<proto::Container, Error> {
+        let request = proto::StopRequest {
+            container: container.to_owned(),
+            timeout_seconds,
+        };
+        let reply = self.containers().stop(request).await?.into_inner();
+        present(reply.container)
+    }
+
+    /// Sends `signal` ("KILL", "SIGTERM", "15"; empty means SIGKILL).
+    pub async fn kill(&self, container: &str, signal: &str) -> Result<(), Error> {
+        let request = proto::KillRequest {
+            container: container.to_owned(),
+            signal: signal.to_owned(),
+        };
+        self.containers().kill(request).await?;
+        Ok(())
+    }
+
+    /// Deletes a container; `force` kills a running one first.
+    pub async fn remove(&self, container: &str, force: bool) -> Result<(), Error> {
+        let request = proto::RemoveRequest {
+            container: container.to_owned(),
+            force,
+        };
+        self.containers().remove(request).await?;
+        Ok(())
+    }
+
+    /// Running containers, or every container with `all`.
+    pub async fn list(&self, all: bool) -> Result<Vec<proto::Container>, Error> {
+        let reply = self
+            .containers()
+            .list(proto::ListRequest { all })
+            .await?
+            .into_inner();
+        Ok(reply.containers)
+    }
+
+    /// Everything the daemon knows of one container.
+    pub async fn inspect(&self, container: &str) -> Result<proto::Container, Error> {
+        let request = proto::InspectRequest {
+            container: container.to_owned(),
+        };
+        let reply = self.containers().inspect(request).await?.into_inner();
+        present(reply.container)
+    }
+
+    /// Blocks until the container is not running and returns how it ended.
+    pub async fn wait(&self, container: &str) -> Result<proto::ExitStatus, Error> {
+        let request = proto::WaitRequest {
+            container: container.to_owned(),
+        };
+        let reply = self.containers().wait(request).await?.into_inner();
+        present(reply.status)
+    }
+
+    /// The container's log lines; with `follow` the stream stays open until
+    /// the container stops, with `tail` it starts at the last `tail` lines.
+    pub async fn logs(
+        &self,
+        container: &str,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> Result<tonic::Streaming<proto::LogEntry>, Error> {
+        let request = proto::LogsRequest {
+            container: container.to_owned(),
+            follow,
+            tail,
+        };
+        Ok(self.containers().logs(request).await?.into_inner())
+    }
+
+    /// Facts about the daemon: version, state directory, counts, cgroup driver.
+    pub async fn info(&self) -> Result<proto::InfoResponse, Error> {
+        Ok(self
+            .system()
+            .info(proto::InfoRequest {})
+            .await?
+            .into_inner())
+    }
+}
+
+/// Unwraps a reply field the daemon must always set.
+fn present<T>(field: Option<T>) -> Result<T, Error> {
+    field.ok_or_else(|| Error::Status(tonic::Status::internal("empty reply")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_reply_field_is_an_internal_status() {
+        let err = present::<proto::Container>(None).expect_err("None is an error");
+        assert_eq!(err.code(), Some(tonic::Code::Internal));
+        assert_eq!(err.to_string(), "empty reply");
+    }
+
+    #[tokio::test]
+    async fn missing_socket_fails_at_connect() {
+        let err = Client::connect("/nonexistent/rsupd.sock")
+            .await
+            .expect_err("no socket there");
+        assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+        assert_eq!(err.code(), None);
+        assert!(
+            err.to_string()
+                .starts_with("cannot connect to rsupd at /nonexistent/rsupd.sock: ")
+        );
+    }
+}

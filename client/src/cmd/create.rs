@@ -1,0 +1,190 @@
+//! `rsupctl create`: record a container without starting it. Also home of the
+//! container flags shared with `run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use rsup_client::Client;
+use rsup_client::proto::{ContainerSpec, LogConfig};
+
+use super::say;
+
+/// Create a container from a root filesystem and print its id
+#[derive(Args)]
+pub struct Create {
+    #[command(flatten)]
+    spec: SpecArgs,
+}
+
+impl Create {
+    pub async fn execute(self, client: &Client) -> anyhow::Result<ExitCode> {
+        let container = client.create(self.spec.into_spec()?).await?;
+        say(container.id)?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// What a container is made of: the flags of `create` and `run`.
+#[derive(Args)]
+pub struct SpecArgs {
+    /// Name of the container (a DNS label; default: generated)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Host directory to use as the container's read-only root
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: PathBuf,
+
+    /// Set an environment variable (KEY=VALUE, or KEY to copy it from here)
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Hostname inside the container (default: its name)
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// Working directory inside the container
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// User to run as: uid, uid:gid, name or name:group
+    #[arg(short, long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Remove the container once it has exited
+    #[arg(long)]
+    pub rm: bool,
+
+    /// Rotate the log file when it grows beyond this many bytes
+    #[arg(long, value_name = "BYTES")]
+    pub log_max_size: Option<u64>,
+
+    /// Number of log files (current and rotated) to keep
+    #[arg(long, value_name = "N")]
+    pub log_max_files: Option<u32>,
+
+    /// Command to run, and its arguments
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+}
+
+impl SpecArgs {
+    /// The request's spec. The rootfs is made absolute here, since the daemon
+    /// does not share our working directory.
+    pub fn into_spec(self) -> anyhow::Result<ContainerSpec> {
+        let rootfs = std::path::absolute(&self.rootfs)
+            .with_context(|| format!("--rootfs {}", self.rootfs.display()))?;
+        let Some(rootfs) = rootfs.to_str() else {
+            bail!("--rootfs {}: path is not valid UTF-8", rootfs.display());
+        };
+        let log =
+            (self.log_max_size.is_some() || self.log_max_files.is_some()).then(|| LogConfig {
+                max_size_bytes: self.log_max_size.unwrap_or(0),
+                max_files: self.log_max_files.unwrap_or(0),
+            });
+        Ok(ContainerSpec {
+            name: self.name.unwrap_or_default(),
+            rootfs: rootfs.to_owned(),
+            command: self.command,
+            env: environment(self.env, |key| std::env::var(key).ok())?,
+            working_dir: self.workdir.unwrap_or_default(),
+            user: self.user.unwrap_or_default(),
+            hostname: self.hostname.unwrap_or_default(),
+            auto_remove: self.rm,
+            log,
+        })
+    }
+}
+
+/// `-e` values as KEY=VALUE pairs. Like Docker, a bare KEY takes its value
+/// from `lookup` (our environment) and is dropped when unset there.
+fn environment(
+    vars: Vec<String>,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<String>> {
+    let mut env = Vec::with_capacity(vars.len());
+    for var in vars {
+        if var.is_empty() || var.starts_with('=') {
+            bail!("--env {var:?}: variable name is empty");
+        }
+        if var.contains('=') {
+            env.push(var);
+        } else if let Some(value) = lookup(&var) {
+            env.push(format!("{var}={value}"));
+        }
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        spec: SpecArgs,
+    }
+
+    fn parse(args: &[&str]) -> SpecArgs {
+        let argv = std::iter::once("rsupctl").chain(args.iter().copied());
+        Cli::try_parse_from(argv).expect("valid flags").spec
+    }
+
+    #[test]
+    fn command_keeps_its_own_flags() {
+        let spec = parse(&["--rootfs", "r", "-e", "A=1", "sh", "-c", "echo -e --rm"]);
+        assert_eq!(spec.command, ["sh", "-c", "echo -e --rm"]);
+        assert_eq!(spec.env, ["A=1"]);
+        assert!(!spec.rm);
+    }
+
+    #[test]
+    fn spec_has_an_absolute_rootfs_and_log_config() {
+        let spec = parse(&["--rootfs", "r", "--log-max-files", "3", "--rm", "true"])
+            .into_spec()
+            .expect("valid spec");
+        assert!(
+            spec.rootfs.starts_with('/') && spec.rootfs.ends_with("/r"),
+            "{}",
+            spec.rootfs
+        );
+        assert!(spec.auto_remove);
+        assert_eq!(
+            spec.log,
+            Some(LogConfig {
+                max_size_bytes: 0,
+                max_files: 3
+            })
+        );
+        let spec = parse(&["--rootfs", "/r", "true"])
+            .into_spec()
+            .expect("valid spec");
+        assert_eq!(spec.rootfs, "/r");
+        assert_eq!(spec.log, None);
+    }
+
+    #[test]
+    fn command_is_required() {
+        assert!(Cli::try_parse_from(["rsupctl", "--rootfs", "r"]).is_err());
+    }
+
+    #[test]
+    fn bare_env_keys_are_copied_or_dropped() {
+        let lookup = |key: &str| (key == "HOME").then(|| "/root".to_owned());
+        let vars = ["A=1", "HOME", "UNSET", "B="].map(str::to_owned).to_vec();
+        let env = environment(vars, lookup).expect("valid env");
+        assert_eq!(env, ["A=1", "HOME=/root", "B="]);
+        assert!(environment(vec!["=x".to_owned()], lookup).is_err());
+    }
+}

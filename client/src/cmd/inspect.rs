@@ -1,0 +1,152 @@
+//! `rsupctl inspect`: everything the daemon knows of containers, as a JSON
+//! array shaped like `docker inspect` (Id, Name, State, Config, ...).
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::Args;
+use rsup_client::Client;
+use rsup_client::proto::{Container, ContainerState};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::Batch;
+use crate::format;
+use crate::time::{self, Fraction};
+
+/// Show detailed information on one or more containers, as JSON
+#[derive(Args)]
+pub struct Inspect {
+    /// Container names or ids
+    #[arg(value_name = "CONTAINER", required = true)]
+    containers: Vec<String>,
+}
+
+impl Inspect {
+    pub async fn execute(self, client: &Client) -> anyhow::Result<ExitCode> {
+        let mut batch = Batch::default();
+        let mut found = Vec::new();
+        for name in &self.containers {
+            if let Some(container) = batch.check(client.inspect(name).await) {
+                found.push(to_json(&container));
+            }
+        }
+        let mut out = io::stdout().lock();
+        out.write_all(pretty(&Value::Array(found))?.as_bytes())?;
+        out.write_all(b"\n")?;
+        Ok(batch.exit_code())
+    }
+}
+
+/// Docker indents `inspect` output by four spaces.
+fn pretty(value: &Value) -> serde_json::Result<String> {
+    let mut buf = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    value.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut buf, formatter,
+    ))?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+fn to_json(c: &Container) -> Value {
+    let spec = c.spec.clone().unwrap_or_default();
+    let exit = c.exit.clone().unwrap_or_default();
+    let timestamp = |ts| time::rfc3339(ts, Fraction::Trimmed);
+    json!({
+        "Id": c.id,
+        "Name": c.name,
+        "Created": timestamp(c.created_at.as_ref()),
+        "State": {
+            "Status": format::state_name(c.state()),
+            "Running": c.state() == ContainerState::Running,
+            "Pid": c.pid,
+            "ExitCode": exit.exit_code,
+            "Signal": exit.signal,
+            "StartedAt": timestamp(c.started_at.as_ref()),
+            "FinishedAt": timestamp(exit.finished_at.as_ref()),
+            "Error": exit.error,
+        },
+        "Config": {
+            "Cmd": spec.command,
+            "Env": spec.env,
+            "WorkingDir": spec.working_dir,
+            "User": spec.user,
+            "Hostname": spec.hostname,
+            "Rootfs": spec.rootfs,
+            "AutoRemove": spec.auto_remove,
+        },
+        "LogPath": c.log_path,
+        "StartCount": c.start_count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use prost_types::Timestamp;
+    use rsup_client::proto::{ContainerSpec, ExitStatus};
+
+    use super::*;
+
+    #[test]
+    fn exited_container_has_docker_shape() {
+        let mut c = Container {
+            id: "abc".to_owned(),
+            name: "job".to_owned(),
+            spec: Some(ContainerSpec {
+                rootfs: "/srv/root".to_owned(),
+                command: vec!["false".to_owned()],
+                env: vec!["A=1".to_owned()],
+                auto_remove: true,
+                ..Default::default()
+            }),
+            created_at: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            started_at: Some(Timestamp {
+                seconds: 1_700_000_001,
+                nanos: 500_000_000,
+            }),
+            exit: Some(ExitStatus {
+                exit_code: 1,
+                signal: 0,
+                finished_at: Some(Timestamp {
+                    seconds: 1_700_000_002,
+                    nanos: 0,
+                }),
+                error: String::new(),
+            }),
+            log_path: "/var/lib/rsup/abc/log".to_owned(),
+            start_count: 1,
+            ..Default::default()
+        };
+        c.set_state(ContainerState::Exited);
+        let v = to_json(&c);
+        assert_eq!(v["Id"], "abc");
+        assert_eq!(v["Created"], "2023-11-14T22:13:20Z");
+        assert_eq!(
+            v["State"],
+            json!({"Status": "exited", "Running": false, "Pid": 0, "ExitCode": 1, "Signal": 0,
+                   "StartedAt": "2023-11-14T22:13:21.5Z", "FinishedAt": "2023-11-14T22:13:22Z",
+                   "Error": ""})
+        );
+        assert_eq!(v["Config"]["Cmd"], json!(["false"]));
+        assert_eq!(v["Config"]["Rootfs"], "/srv/root");
+        assert_eq!(v["Config"]["AutoRemove"], true);
+        assert_eq!(v["StartCount"], 1);
+    }
+
+    #[test]
+    fn never_started_times_are_go_zero_time() {
+        let v = to_json(&Container::default());
+        assert_eq!(v["State"]["StartedAt"], "0001-01-01T00:00:00Z");
+        assert_eq!(v["State"]["Status"], "unknown");
+        assert_eq!(v["Config"]["Cmd"], json!([]));
+    }
+
+    #[test]
+    fn output_is_indented_by_four() {
+        let text = pretty(&json!([{"Id": "abc"}])).expect("serializable");
+        assert_eq!(text, "[\n    {\n        \"Id\": \"abc\"\n    }\n]");
+    }
+}

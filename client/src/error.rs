@@ -1,0 +1,45 @@
+//! The one error type of the client library: either the daemon could not be
+//! reached at all, or it answered a call with a gRPC status. A status error
+//! displays as the daemon's message alone, so a CLI can print it verbatim.
+
+use std::path::PathBuf;
+
+/// A failed call to rsupd.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The socket could not be connected (missing, refused, no permission).
+    #[error("cannot connect to rsupd at {path}: {source}")]
+    Connect {
+        /// The socket path that was tried.
+        path: PathBuf,
+        /// Why the connection failed; its own `source()` holds the OS error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The daemon answered with a non-OK status (or the reply was unusable).
+    #[error("{}", .0.message())]
+    Status(#[from] tonic::Status),
+}
+
+impl Error {
+    /// The gRPC status code, for errors the daemon (or the transport) reported
+    /// as a status; `None` when there never was a connection.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            Error::Connect { .. } => None,
+            Error::Status(status) => Some(status.code()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_displays_its_message_only() {
+        let err = Error::from(tonic::Status::not_found("no such container: web"));
+        assert_eq!(err.to_string(), "no such container: web");
+        assert_eq!(err.code(), Some(tonic::Code::NotFound));
+    }
+}

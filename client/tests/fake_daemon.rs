@@ -1,0 +1,406 @@
+//! The client library and rsupctl against a scripted, in-process fake of
+//! rsupd on a temporary Unix socket: checks what goes over the wire and what
+//! the user sees (stdout, stderr, exit codes), not container behaviour.
+//!
+//! The fake knows these container names: "ghost" does not exist, "broken"
+//! fails to start, "killed" ends by SIGKILL, anything else exits with 3.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use prost_types::Timestamp;
+use rsup_client::proto::containers_server::{Containers, ContainersServer};
+use rsup_client::proto::system_server::{System, SystemServer};
+use rsup_client::proto::*;
+use rsup_client::{Client, Error};
+use tokio::net::UnixListener;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Code, Request, Response, Status};
+
+const ID: &str = "c0ffee0123456789abcdef";
+const NOW: i64 = 1_700_000_000;
+
+struct Fake;
+
+fn ts(seconds: i64) -> Option<Timestamp> {
+    Some(Timestamp { seconds, nanos: 0 })
+}
+
+fn container(name: &str, state: ContainerState) -> Result<Container, Status> {
+    if name == "ghost" {
+        return Err(Status::not_found(format!("no such container: {name}")));
+    }
+    let mut c = Container {
+        id: ID.to_owned(),
+        name: name.to_owned(),
+        spec: Some(ContainerSpec {
+            rootfs: "/srv/rootfs".to_owned(),
+            command: vec!["sh".to_owned(), "-c".to_owned(), "exit 3".to_owned()],
+            ..Default::default()
+        }),
+        created_at: ts(NOW),
+        log_path: format!("/var/lib/rsup/{name}/log"),
+        ..Default::default()
+    };
+    c.set_state(state);
+    if state == ContainerState::Running {
+        c.pid = 4242;
+        c.started_at = ts(NOW + 1);
+    }
+    Ok(c)
+}
+
+fn exit_of(name: &str) -> ExitStatus {
+    let (exit_code, signal) = if name == "killed" { (137, 9) } else { (3, 0) };
+    ExitStatus {
+        exit_code,
+        signal,
+        finished_at: ts(NOW + 2),
+        error: String::new(),
+    }
+}
+
+#[tonic::async_trait]
+impl Containers for Fake {
+    async fn create(&self, r: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
+        let spec = r
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("no spec"))?;
+        if !spec.rootfs.starts_with('/') {
+            return Err(Status::invalid_argument("rootfs must be absolute"));
+        }
+        let mut c = container(&spec.name, ContainerState::Created)?;
+        // The id encodes the name so later calls made by id keep the script.
+        c.id = format!("{}-{}", ID, spec.name);
+        c.spec = Some(spec);
+        Ok(Response::new(CreateResponse { container: Some(c) }))
+    }
+
+    async fn start(&self, r: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
+        let name = script_name(&r.get_ref().container);
+        if name == "broken" {
+            return Err(Status::failed_precondition("exec: \"nope\" not found"));
+        }
+        let c = container(name, ContainerState::Running)?;
+        Ok(Response::new(StartResponse { container: Some(c) }))
+    }
+
+    async fn stop(&self, r: Request<StopRequest>) -> Result<Response<StopResponse>, Status> {
+        let c = container(script_name(&r.get_ref().container), ContainerState::Exited)?;
+        Ok(Response::new(StopResponse { container: Some(c) }))
+    }
+
+    async fn kill(&self, r: Request<KillRequest>) -> Result<Response<KillResponse>, Status> {
+        let r = r.into_inner();
+        container(script_name(&r.container), ContainerState::Running)?;
+        if r.signal != "KILL" {
+            return Err(Status::invalid_argument(format!(
+                "expected KILL, got {}",
+                r.signal
+            )));
+        }
+        Ok(Response::new(KillResponse {}))
+    }
+
+    async fn remove(&self, r: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
+        container(script_name(&r.get_ref().container), ContainerState::Removed)?;
+        Ok(Response::new(RemoveResponse {}))
+    }
+
+    async fn list(&self, r: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let mut containers = vec![container("web", ContainerState::Running)?];
+        if r.get_ref().all {
+            let mut job = container("job", ContainerState::Exited)?;
+            job.exit = Some(exit_of("job"));
+            containers.push(job);
+        }
+        Ok(Response::new(ListResponse { containers }))
+    }
+
+    async fn inspect(
+        &self,
+        r: Request<InspectRequest>,
+    ) -> Result<Response<InspectResponse>, Status> {
+        let name = script_name(&r.get_ref().container);
+        if name == "empty" {
+            return Ok(Response::new(InspectResponse { container: None }));
+        }
+        let c = container(name, ContainerState::Running)?;
+        Ok(Response::new(InspectResponse { container: Some(c) }))
+    }
+
+    async fn wait(&self, r: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
+        let name = script_name(&r.get_ref().container);
+        container(name, ContainerState::Exited)?;
+        Ok(Response::new(WaitResponse {
+            status: Some(exit_of(name)),
+        }))
+    }
+
+    type LogsStream = Pin<Box<dyn Stream<Item = Result<LogEntry, Status>> + Send>>;
+
+    async fn logs(&self, r: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let r = r.into_inner();
+        container(script_name(&r.container), ContainerState::Running)?;
+        let entry = |stream: LogStream, line: &[u8], partial| {
+            Ok(LogEntry {
+                stream: stream.into(),
+                time: Some(Timestamp {
+                    seconds: NOW,
+                    nanos: 7,
+                }),
+                line: line.to_vec(),
+                partial,
+            })
+        };
+        let mut entries = vec![
+            entry(LogStream::Stdout, b"out1", false),
+            entry(LogStream::Stderr, b"err1", false),
+            entry(LogStream::Stdout, b"part", true),
+        ];
+        if let Some(tail) = r.tail {
+            let skip = entries
+                .len()
+                .saturating_sub(usize::try_from(tail).expect("small"));
+            entries.drain(..skip);
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(entries))))
+    }
+}
+
+#[tonic::async_trait]
+impl System for Fake {
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        Ok(Response::new(InfoResponse {
+            version: "9.9.9".to_owned(),
+            state_dir: "/var/lib/rsup".to_owned(),
+            containers: 2,
+            running: 1,
+            cgroup_driver: "v2".to_owned(),
+        }))
+    }
+}
+
+/// Containers are addressed by name, or by the id `create` made from it.
+fn script_name(container: &str) -> &str {
+    container
+        .strip_prefix(ID)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .unwrap_or(container)
+}
+
+/// A fake daemon's directory, removed when the test ends.
+struct Daemon {
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Serves the fake on a fresh socket for the rest of the test.
+async fn serve() -> Daemon {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "rsup-client-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let socket = dir.join("rsupd.sock");
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).expect("bind");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ContainersServer::new(Fake))
+            .add_service(SystemServer::new(Fake))
+            .serve_with_incoming(UnixListenerStream::new(listener)),
+    );
+    Daemon { dir, socket }
+}
+
+async fn rsupctl(socket: &Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_rsupctl"))
+        .env("RSUP_SOCKET", socket)
+        .args(args)
+        .output()
+        .await
+        .expect("rsupctl runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn library_calls_round_trip() {
+    let client = Client::connect(&serve().await.socket)
+        .await
+        .expect("connect");
+    let spec = ContainerSpec {
+        name: "job".to_owned(),
+        rootfs: "/srv/rootfs".to_owned(),
+        command: vec!["true".to_owned()],
+        ..Default::default()
+    };
+    let created = client.create(spec).await.expect("create");
+    assert_eq!(created.state(), ContainerState::Created);
+    assert_eq!(client.start("job").await.expect("start").pid, 4242);
+    assert_eq!(
+        client.stop("job", Some(1)).await.expect("stop").state(),
+        ContainerState::Exited
+    );
+    client.kill("job", "KILL").await.expect("kill");
+    client.remove("job", true).await.expect("remove");
+    assert_eq!(client.list(false).await.expect("list").len(), 1);
+    assert_eq!(client.list(true).await.expect("list").len(), 2);
+    assert_eq!(client.wait("killed").await.expect("wait").signal, 9);
+    assert_eq!(client.info().await.expect("info").cgroup_driver, "v2");
+
+    let mut logs = client.logs("job", true, Some(1)).await.expect("logs");
+    let mut lines = Vec::new();
+    while let Some(entry) = logs.message().await.expect("entry") {
+        lines.push(entry.line);
+    }
+    assert_eq!(lines, [b"part".to_vec()]);
+
+    let err = client
+        .inspect("ghost")
+        .await
+        .expect_err("no such container");
+    assert_eq!(err.code(), Some(Code::NotFound));
+    assert_eq!(err.to_string(), "no such container: ghost");
+    let err = client.inspect("empty").await.expect_err("empty reply");
+    assert!(
+        matches!(&err, Error::Status(s) if s.code() == Code::Internal),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn run_streams_output_and_exits_with_the_container() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(
+        socket,
+        &["run", "--rm", "--rootfs", "rel", "sh", "-c", "exit 3"],
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "out1\npart");
+    assert_eq!(text(&out.stderr), "err1\n");
+    assert_eq!(out.status.code(), Some(3));
+
+    let out = rsupctl(
+        socket,
+        &["run", "--name", "killed", "--rootfs", "/r", "sleep", "9"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(137));
+
+    let out = rsupctl(
+        socket,
+        &["run", "-d", "--name", "bg", "--rootfs", "/r", "true"],
+    )
+    .await;
+    assert_eq!(text(&out.stdout), format!("{ID}-bg\n"));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn run_failures_before_start_exit_125_with_one_line() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(
+        socket,
+        &["run", "--name", "broken", "--rootfs", "/r", "nope"],
+    )
+    .await;
+    assert_eq!(text(&out.stderr), "error: exec: \"nope\" not found\n");
+    assert_eq!(out.status.code(), Some(125));
+
+    let missing = socket.with_file_name("missing.sock");
+    let out = rsupctl(&missing, &["run", "--rootfs", "/r", "true"]).await;
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error: cannot connect to rsupd at "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[tokio::test]
+async fn verbs_over_several_containers_keep_going() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(socket, &["stop", "-t", "1", "a", "ghost", "b"]).await;
+    assert_eq!(text(&out.stdout), "a\nb\n");
+    assert_eq!(text(&out.stderr), "error: no such container: ghost\n");
+    assert_eq!(out.status.code(), Some(1));
+
+    for args in [
+        &["start", "a"][..],
+        &["kill", "a"],
+        &["restart", "a"],
+        &["rm", "-f", "a"],
+    ] {
+        let out = rsupctl(socket, args).await;
+        assert_eq!(text(&out.stdout), "a\n", "{args:?}: {}", text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+    }
+
+    let out = rsupctl(socket, &["kill", "-s", "TERM", "a"]).await;
+    assert_eq!(text(&out.stderr), "error: expected KILL, got TERM\n");
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = rsupctl(socket, &["wait", "a", "killed"]).await;
+    assert_eq!(text(&out.stdout), "3\n137\n");
+    assert_eq!(out.status.code(), Some(137));
+}
+
+#[tokio::test]
+async fn listings_and_inspection() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(socket, &["ps", "-a"]).await;
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("CONTAINER ID   NAME   COMMAND"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].contains("c0ffee012345   web    \"sh -c exit 3\""),
+        "{stdout}"
+    );
+    assert!(lines[2].contains("Exited (3) "), "{stdout}");
+
+    let out = rsupctl(socket, &["ps", "--format", "json"]).await;
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(line["state"], "running");
+    assert_eq!(line["pid"], 4242);
+
+    let out = rsupctl(socket, &["inspect", "web", "ghost"]).await;
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON array");
+    assert_eq!(all[0]["State"]["Status"], "running");
+    assert_eq!(all[0]["State"]["StartedAt"], "2023-11-14T22:13:21Z");
+    assert_eq!(all.as_array().map(Vec::len), Some(1));
+    assert_eq!(text(&out.stderr), "error: no such container: ghost\n");
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = rsupctl(socket, &["logs", "-t", "--tail", "2", "web"]).await;
+    assert_eq!(text(&out.stdout), "2023-11-14T22:13:20.000000007Z part");
+    assert_eq!(text(&out.stderr), "2023-11-14T22:13:20.000000007Z err1\n");
+
+    let out = rsupctl(socket, &["info"]).await;
+    assert!(text(&out.stdout).contains("Server Version: 9.9.9\n"));
+    assert!(text(&out.stdout).contains("Cgroup Driver: v2\n"));
+}
