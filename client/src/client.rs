@@ -151,6 +151,36 @@ impl Client {
         Ok(self.containers().logs(request).await?.into_inner())
     }
 
+    /// Changes the resource limits of a container, running or not; only the
+    /// fields set in `resources` change. Returns the updated container.
+    pub async fn update(
+        &self,
+        container: &str,
+        resources: proto::Resources,
+    ) -> Result<proto::Container, Error> {
+        let request = proto::UpdateRequest {
+            container: container.to_owned(),
+            resources: Some(resources),
+        };
+        let reply = self.containers().update(request).await?.into_inner();
+        present(reply.container)
+    }
+
+    /// Resource usage of `containers` (every running one when empty): one
+    /// sample, or with `stream` a sample every second until the stream is
+    /// dropped.
+    pub async fn stats(
+        &self,
+        containers: &[String],
+        stream: bool,
+    ) -> Result<tonic::Streaming<proto::StatsResponse>, Error> {
+        let request = proto::StatsRequest {
+            containers: containers.to_vec(),
+            stream,
+        };
+        Ok(self.containers().stats(request).await?.into_inner())
+    }
+
     /// Facts about the daemon: version, state directory, counts, cgroup driver.
     pub async fn info(&self) -> Result<proto::InfoResponse, Error> {
         Ok(self

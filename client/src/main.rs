@@ -14,6 +14,7 @@ use rsup_client::{Client, DEFAULT_SOCKET};
 
 mod cmd;
 mod format;
+mod size;
 mod time;
 
 /// Run and manage containers supervised by rsupd.

@@ -4,11 +4,13 @@
 //!
 //! The fake knows these container names: "ghost" does not exist, "broken"
 //! fails to start, "killed" ends by SIGKILL, anything else exits with 3.
+//! Created specs and update requests are recorded for the test to check.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prost_types::Timestamp;
 use rsup_client::proto::containers_server::{Containers, ContainersServer};
@@ -23,7 +25,12 @@ use tonic::{Code, Request, Response, Status};
 const ID: &str = "c0ffee0123456789abcdef";
 const NOW: i64 = 1_700_000_000;
 
-struct Fake;
+/// The fake daemon; clones share the record of requests.
+#[derive(Clone, Default)]
+struct Fake {
+    specs: Arc<Mutex<Vec<ContainerSpec>>>,
+    updates: Arc<Mutex<Vec<UpdateRequest>>>,
+}
 
 fn ts(seconds: i64) -> Option<Timestamp> {
     Some(Timestamp { seconds, nanos: 0 })
@@ -60,6 +67,7 @@ fn exit_of(name: &str) -> ExitStatus {
         signal,
         finished_at: ts(NOW + 2),
         error: String::new(),
+        oom_killed: name == "killed",
     }
 }
 
@@ -73,6 +81,7 @@ impl Containers for Fake {
         if !spec.rootfs.starts_with('/') {
             return Err(Status::invalid_argument("rootfs must be absolute"));
         }
+        self.specs.lock().expect("not poisoned").push(spec.clone());
         let mut c = container(&spec.name, ContainerState::Created)?;
         // The id encodes the name so later calls made by id keep the script.
         c.id = format!("{}-{}", ID, spec.name);
@@ -170,6 +179,52 @@ impl Containers for Fake {
         }
         Ok(Response::new(Box::pin(tokio_stream::iter(entries))))
     }
+
+    async fn update(&self, r: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
+        let r = r.into_inner();
+        self.updates.lock().expect("not poisoned").push(r.clone());
+        let mut c = container(script_name(&r.container), ContainerState::Running)?;
+        if let Some(spec) = c.spec.as_mut() {
+            spec.resources = r.resources;
+        }
+        Ok(Response::new(UpdateResponse { container: Some(c) }))
+    }
+
+    type StatsStream = Pin<Box<dyn Stream<Item = Result<StatsResponse, Status>> + Send>>;
+
+    /// One sample of "web" (or of the named containers), two with `stream`.
+    async fn stats(&self, r: Request<StatsRequest>) -> Result<Response<Self::StatsStream>, Status> {
+        let r = r.into_inner();
+        let names = if r.containers.is_empty() {
+            vec!["web".to_owned()]
+        } else {
+            r.containers
+        };
+        let mut stats = Vec::new();
+        for name in &names {
+            let c = container(script_name(name), ContainerState::Running)?;
+            stats.push(ContainerStats {
+                id: c.id,
+                name: c.name,
+                state: c.state,
+                cpu_percent: 50.0,
+                memory_working_set_bytes: 3 << 20,
+                memory_usage_bytes: 4 << 20,
+                memory_limit_bytes: 64 << 20,
+                memory_percent: 4.6875,
+                pids: 2,
+                oom_kills: 1,
+                ..Default::default()
+            });
+        }
+        let sample = StatsResponse {
+            stats,
+            time: ts(NOW),
+        };
+        let count = if r.stream { 2 } else { 1 };
+        let samples = vec![Ok(sample); count];
+        Ok(Response::new(Box::pin(tokio_stream::iter(samples))))
+    }
 }
 
 #[tonic::async_trait]
@@ -197,6 +252,7 @@ fn script_name(container: &str) -> &str {
 struct Daemon {
     dir: PathBuf,
     socket: PathBuf,
+    fake: Fake,
 }
 
 impl Drop for Daemon {
@@ -217,13 +273,14 @@ async fn serve() -> Daemon {
     let socket = dir.join("rsupd.sock");
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).expect("bind");
+    let fake = Fake::default();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(ContainersServer::new(Fake))
-            .add_service(SystemServer::new(Fake))
+            .add_service(ContainersServer::new(fake.clone()))
+            .add_service(SystemServer::new(fake.clone()))
             .serve_with_incoming(UnixListenerStream::new(listener)),
     );
-    Daemon { dir, socket }
+    Daemon { dir, socket, fake }
 }
 
 async fn rsupctl(socket: &Path, args: &[&str]) -> Output {
@@ -392,6 +449,8 @@ async fn listings_and_inspection() {
     let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON array");
     assert_eq!(all[0]["State"]["Status"], "running");
     assert_eq!(all[0]["State"]["StartedAt"], "2023-11-14T22:13:21Z");
+    assert_eq!(all[0]["State"]["OOMKilled"], false);
+    assert_eq!(all[0]["HostConfig"]["Memory"], 0);
     assert_eq!(all.as_array().map(Vec::len), Some(1));
     assert_eq!(text(&out.stderr), "error: no such container: ghost\n");
     assert_eq!(out.status.code(), Some(1));
@@ -403,4 +462,197 @@ async fn listings_and_inspection() {
     let out = rsupctl(socket, &["info"]).await;
     assert!(text(&out.stdout).contains("Server Version: 9.9.9\n"));
     assert!(text(&out.stdout).contains("Cgroup Driver: v2\n"));
+}
+
+#[tokio::test]
+async fn library_update_and_stats() {
+    let daemon = serve().await;
+    let client = Client::connect(&daemon.socket).await.expect("connect");
+    let limits = Resources {
+        memory_bytes: Some(256 << 20),
+        cpus: Some(0.5),
+        ..Default::default()
+    };
+    let updated = client.update("web", limits).await.expect("update");
+    assert_eq!(updated.spec.and_then(|s| s.resources), Some(limits));
+    let err = client
+        .update("ghost", Resources::default())
+        .await
+        .expect_err("no such container");
+    assert_eq!(err.code(), Some(Code::NotFound));
+
+    let mut samples = client
+        .stats(&["a".to_owned(), "b".to_owned()], false)
+        .await
+        .expect("stats");
+    let sample = samples.message().await.expect("sample").expect("one");
+    let names: Vec<&str> = sample.stats.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(samples.message().await.expect("end").is_none());
+}
+
+#[tokio::test]
+async fn update_passes_the_flags_as_given() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(
+        socket,
+        &[
+            "update",
+            "-m",
+            "1.5g",
+            "--memory-swap",
+            "-1",
+            "--cpus",
+            "0",
+            "--cpu-shares",
+            "512",
+            "--pids-limit",
+            "-5",
+            "a",
+            "ghost",
+            "b",
+        ],
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "a\nb\n");
+    assert_eq!(text(&out.stderr), "error: no such container: ghost\n");
+    assert_eq!(out.status.code(), Some(1));
+    let expected = Resources {
+        memory_bytes: Some(1_610_612_736),
+        memory_swap_bytes: Some(-1),
+        cpus: Some(0.0),
+        cpu_shares: Some(512),
+        pids_limit: Some(-5),
+    };
+    let updates = daemon.fake.updates.lock().expect("not poisoned").clone();
+    let seen: Vec<(&str, Option<&Resources>)> = updates
+        .iter()
+        .map(|u| (u.container.as_str(), u.resources.as_ref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("a", Some(&expected)),
+            ("ghost", Some(&expected)),
+            ("b", Some(&expected))
+        ]
+    );
+
+    let out = rsupctl(socket, &["update", "--memory", "0", "a"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let last = daemon.fake.updates.lock().expect("not poisoned").pop();
+    assert_eq!(
+        last.and_then(|u| u.resources),
+        Some(Resources {
+            memory_bytes: Some(0),
+            ..Default::default()
+        })
+    );
+
+    let out = rsupctl(socket, &["update", "a"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with("error: "),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = rsupctl(socket, &["update", "--memory", "12x", "a"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--memory")
+            && stderr.contains("expected a size such as 256m, 1g or a number of bytes"),
+        "{stderr}"
+    );
+    assert_eq!(daemon.fake.updates.lock().expect("not poisoned").len(), 3);
+}
+
+#[tokio::test]
+async fn run_and_create_send_resource_limits() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(
+        socket,
+        &[
+            "run", "-d", "-m", "256m", "--cpus", "1.5", "--rootfs", "/r", "sh", "-m", "1",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = rsupctl(
+        socket,
+        &["create", "--pids-limit", "-5", "--rootfs", "/r", "true"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = rsupctl(socket, &["create", "--rootfs", "/r", "true"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let specs = daemon.fake.specs.lock().expect("not poisoned").clone();
+    let sent: Vec<(Vec<String>, Option<Resources>)> = specs
+        .into_iter()
+        .map(|s| (s.command, s.resources))
+        .collect();
+    let argv = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        sent,
+        [
+            (
+                argv(&["sh", "-m", "1"]),
+                Some(Resources {
+                    memory_bytes: Some(256 << 20),
+                    cpus: Some(1.5),
+                    ..Default::default()
+                })
+            ),
+            (
+                argv(&["true"]),
+                Some(Resources {
+                    pids_limit: Some(-5),
+                    ..Default::default()
+                })
+            ),
+            (argv(&["true"]), None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn stats_tables_and_json() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(socket, &["stats", "--no-stream"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "CONTAINER ID   NAME   CPU %    MEM USAGE / LIMIT   MEM %   PIDS   OOM KILLS   RESTARTS\n\
+         c0ffee012345   web    50.00%   3MiB / 64MiB        4.69%   2      1           0\n"
+    );
+
+    // Streaming into a pipe: the table again for every sample, no escapes.
+    let out = rsupctl(socket, &["stats", "a"]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.matches("CONTAINER ID").count(), 2, "{stdout}");
+    assert!(!stdout.contains('\x1b'), "{stdout}");
+
+    let out = rsupctl(
+        socket,
+        &["stats", "--no-stream", "--format", "json", "a", "b"],
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[1]["name"], "b");
+    assert_eq!(lines[0]["memory_limit_bytes"], 64 << 20);
+    assert_eq!(lines[0]["cpu_percent"], 50.0);
+
+    let out = rsupctl(socket, &["stats", "--no-stream", "ghost"]).await;
+    assert_eq!(text(&out.stderr), "error: no such container: ghost\n");
+    assert_eq!(out.status.code(), Some(1));
 }

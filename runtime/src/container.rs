@@ -18,7 +18,7 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use serde::{Deserialize, Serialize};
@@ -27,9 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, instrument, warn};
 
+use crate::cgroups::{self, AnyManager, Driver, Limits, Manager, Stats};
 use crate::logs::{self, LogRecord};
+use crate::process::SpawnError;
 use crate::process::{self, ExitInfo};
-use crate::spec::{ContainerSpec, LogConfig, SpecRequest};
+use crate::spec::{ContainerSpec, LogConfig, ResourcesRequest, SpecRequest};
 use crate::store::{self, StateLock, StoreError};
 use crate::{Error, signal, sys};
 
@@ -49,6 +51,11 @@ pub struct RuntimeConfig {
     pub shim_exe: PathBuf,
     /// Log rotation for containers that do not set their own.
     pub log: LogConfig,
+    /// Name of the cgroup subtree under rsupd's own cgroup (`rsup`); `None`
+    /// runs containers without cgroups.
+    pub cgroup_subtree: Option<String>,
+    /// How often usage is sampled (CPU %, OOM kills, metrics).
+    pub stats_interval: Duration,
 }
 
 /// Lifecycle state of a container.
@@ -83,6 +90,15 @@ struct Status {
     /// Why the exit is unknown or the last start failed.
     error: String,
     start_count: u32,
+    /// The cgroup's kernel OOM-kill counter, as last read.
+    #[serde(default)]
+    oom_kills: u64,
+    /// The counter when the current (or last) run started.
+    #[serde(default)]
+    oom_kills_at_start: u64,
+    /// The last run ended by SIGKILL after an OOM kill in the container.
+    #[serde(default)]
+    oom_killed: bool,
 }
 
 /// A snapshot of one container, as `inspect` shows it.
@@ -100,6 +116,31 @@ pub struct ContainerInfo {
     pub error: String,
     pub log_path: PathBuf,
     pub start_count: u32,
+    /// OOM kills in the container over its whole life.
+    pub oom_kills: u64,
+    /// The last run died of an OOM kill.
+    pub oom_killed: bool,
+}
+
+/// Resource usage of one container, as `stats` shows it.
+#[derive(Debug, Clone)]
+pub struct ContainerStats {
+    pub id: String,
+    pub name: String,
+    pub state: ContainerState,
+    /// CPU use over the last sampling interval; 100 is one full CPU.
+    pub cpu_percent: f64,
+    pub usage: Stats,
+    /// Whether `usage` was read from a cgroup (false: never started, or no cgroups).
+    pub sampled: bool,
+    pub restarts: u32,
+}
+
+/// The last two usage samples of a container.
+#[derive(Default)]
+struct Samples {
+    prev: Option<(Instant, Stats)>,
+    last: Option<(Instant, Stats)>,
 }
 
 /// One item of a log stream.
@@ -107,11 +148,15 @@ pub type LogStreamItem = LogRecord;
 
 struct Entry {
     id: String,
+    /// The spec as created; its `resources` may be outdated, see `resources`.
     spec: ContainerSpec,
     dir: PathBuf,
     status: watch::Sender<Status>,
     init_pidfd: Mutex<Option<Arc<OwnedFd>>>,
     op: tokio::sync::Mutex<()>,
+    /// Limits in force (changed by `update`).
+    resources: Mutex<Limits>,
+    samples: Mutex<Samples>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -132,12 +177,31 @@ impl Entry {
         r
     }
 
+    fn new(id: String, spec: ContainerSpec, dir: PathBuf, status: Status) -> Entry {
+        Entry {
+            id,
+            resources: Mutex::new(spec.resources),
+            spec,
+            dir,
+            status: watch::Sender::new(status),
+            init_pidfd: Mutex::new(None),
+            op: tokio::sync::Mutex::new(()),
+            samples: Mutex::new(Samples::default()),
+        }
+    }
+
+    fn current_spec(&self) -> ContainerSpec {
+        let mut spec = self.spec.clone();
+        spec.resources = *lock(&self.resources);
+        spec
+    }
+
     fn info(&self) -> ContainerInfo {
         let s = self.status();
         ContainerInfo {
             id: self.id.clone(),
             name: self.spec.name.clone(),
-            spec: self.spec.clone(),
+            spec: self.current_spec(),
             state: s.state,
             pid: if s.state == ContainerState::Running {
                 s.init_pid
@@ -150,6 +214,8 @@ impl Entry {
             error: s.error,
             log_path: self.dir.join("container.log"),
             start_count: s.start_count,
+            oom_kills: s.oom_kills,
+            oom_killed: s.oom_killed,
         }
     }
 
@@ -187,6 +253,7 @@ struct Inner {
     graveyard: Mutex<VecDeque<(String, String, Status)>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    cgroups: Option<Arc<AnyManager>>,
     _lock: StateLock,
 }
 
@@ -233,6 +300,19 @@ impl Runtime {
         let containers_dir = root.join("containers");
         std::fs::create_dir_all(&containers_dir).map_err(io_err("mkdir", &containers_dir))?;
         let lock = StateLock::acquire(&root)?;
+        let cgroups = match &config.cgroup_subtree {
+            None => None,
+            Some(sub) => match cgroups::detect(sub) {
+                Ok(m) => {
+                    info!(driver = m.driver().as_str(), "cgroups");
+                    Some(Arc::new(m))
+                }
+                Err(e) => {
+                    warn!(error = %e, "running containers without cgroup limits");
+                    None
+                }
+            },
+        };
         let runtime = Runtime {
             inner: Arc::new(Inner {
                 config,
@@ -240,6 +320,7 @@ impl Runtime {
                 graveyard: Mutex::new(VecDeque::new()),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                cgroups,
                 _lock: lock,
             }),
         };
@@ -251,6 +332,7 @@ impl Runtime {
                 warn!(container = %id, error = %e, "skipping a container whose state cannot be read");
             }
         }
+        runtime.spawn_sampler();
         Ok(runtime)
     }
 
@@ -286,14 +368,7 @@ impl Runtime {
                 info!(container = %spec.name, "exited while rsupd was down");
             }
         }
-        let entry = Arc::new(Entry {
-            id: id.to_string(),
-            spec,
-            dir: dir.to_path_buf(),
-            status: watch::Sender::new(status),
-            init_pidfd: Mutex::new(None),
-            op: tokio::sync::Mutex::new(()),
-        });
+        let entry = Arc::new(Entry::new(id.to_string(), spec, dir.to_path_buf(), status));
         if let Some((shim_fd, init_fd)) = adopted {
             *lock(&entry.init_pidfd) = init_fd.map(Arc::new);
             info!(container = %entry.spec.name, "re-adopted a running container");
@@ -364,6 +439,9 @@ impl Runtime {
             exit: None,
             error: String::new(),
             start_count: 0,
+            oom_kills: 0,
+            oom_kills_at_start: 0,
+            oom_killed: false,
         };
         let write = || -> Result<(), Error> {
             std::fs::create_dir_all(&dir).map_err(io_err("mkdir", &dir))?;
@@ -378,14 +456,7 @@ impl Runtime {
             let _ = remove_dir(&dir);
             return Err(e);
         }
-        let entry = Arc::new(Entry {
-            id: id.clone(),
-            spec: spec.clone(),
-            dir: dir.clone(),
-            status: watch::Sender::new(status),
-            init_pidfd: Mutex::new(None),
-            op: tokio::sync::Mutex::new(()),
-        });
+        let entry = Arc::new(Entry::new(id.clone(), spec.clone(), dir.clone(), status));
         {
             let mut list = lock(&self.inner.containers);
             if taken(&list) {
@@ -419,10 +490,26 @@ impl Runtime {
         }
         let exe = self.inner.config.shim_exe.clone();
         let dir = entry.dir.clone();
-        let started = tokio::task::spawn_blocking(move || process::start(&exe, &dir))
-            .await
-            .map_err(|e| Error::FailedPrecondition(format!("start task failed: {e}")))?;
-        let started = match started {
+        let cg = self.inner.cgroups.clone();
+        let id = entry.id.clone();
+        let limits = *lock(&entry.resources);
+        let started = tokio::task::spawn_blocking(move || {
+            let mut oom_base = 0;
+            if let Some(cg) = &cg {
+                cg.create(&id)
+                    .and_then(|()| cg.apply(&id, &limits))
+                    .map_err(|e| SpawnError::Setup(format!("cgroup: {e}")))?;
+                oom_base = cg.stats(&id).map(|s| s.oom_kills).unwrap_or(0);
+            }
+            let started = process::start(&exe, &dir, |pid| match &cg {
+                Some(cg) => cg.add_process(&id, pid).map_err(|e| format!("cgroup: {e}")),
+                None => Ok(()),
+            })?;
+            Ok::<_, SpawnError>((started, oom_base))
+        })
+        .await
+        .map_err(|e| Error::FailedPrecondition(format!("start task failed: {e}")))?;
+        let (started, oom_base) = match started {
             Ok(s) => s,
             Err(source) => {
                 let msg = source.to_string();
@@ -443,6 +530,9 @@ impl Runtime {
             s.init_start_time = started.init_start_time;
             s.error.clear();
             s.start_count += 1;
+            s.oom_kills = oom_base;
+            s.oom_kills_at_start = oom_base;
+            s.oom_killed = false;
         });
         self.monitor(entry.clone(), started.shim_pidfd);
         persisted?;
@@ -472,7 +562,12 @@ impl Runtime {
             }
             let exit: Option<ExitInfo> = store::read_json(&entry.dir.join("exit.json")).unwrap_or(None);
             *lock(&entry.init_pidfd) = None;
+            let oom_now = rt.sample(&entry).map(|s| s.oom_kills);
             let r = entry.set_status(|s| {
+                if let Some(n) = oom_now {
+                    s.oom_kills = s.oom_kills.max(n);
+                }
+                s.oom_killed = s.oom_kills > s.oom_kills_at_start && exit.is_some_and(|e| e.signal == libc::SIGKILL);
                 s.state = ContainerState::Exited;
                 s.error = match exit {
                     Some(_) => String::new(),
@@ -565,9 +660,18 @@ impl Runtime {
         entry.set_status(|s| s.state = ContainerState::Removed)?;
         self.forget(entry);
         let dir = entry.dir.clone();
-        tokio::task::spawn_blocking(move || remove_dir(&dir))
-            .await
-            .map_err(|e| Error::FailedPrecondition(format!("remove task failed: {e}")))??;
+        let cg = self.inner.cgroups.clone();
+        let id = entry.id.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(cg) = cg
+                && let Err(e) = cg.remove(&id)
+            {
+                warn!(container = %id, error = %e, "cannot remove the cgroup");
+            }
+            remove_dir(&dir)
+        })
+        .await
+        .map_err(|e| Error::FailedPrecondition(format!("remove task failed: {e}")))??;
         info!(container = %entry.spec.name, "removed");
         Ok(())
     }
@@ -674,6 +778,151 @@ impl Runtime {
             }
         });
         Ok(rx)
+    }
+
+    /// Changes the limits of a container; a running one gets them at once.
+    #[instrument(skip_all, fields(container = %key))]
+    pub async fn update(&self, key: &str, req: ResourcesRequest) -> Result<ContainerInfo, Error> {
+        let entry = self.find(key)?;
+        let _op = entry.op.lock().await;
+        let current = *lock(&entry.resources);
+        let next = req.merge(current)?;
+        if entry.status().state == ContainerState::Running
+            && let Some(cg) = &self.inner.cgroups
+        {
+            cg.apply(&entry.id, &next)
+                .map_err(|e| Error::FailedPrecondition(format!("applying the limits: {e}")))?;
+        }
+        let mut spec = entry.current_spec();
+        spec.resources = next;
+        store::write_json(&entry.dir.join("config.json"), &spec)?;
+        *lock(&entry.resources) = next;
+        info!(?next, "updated");
+        Ok(entry.info())
+    }
+
+    /// Reads a container's cgroup now and records the sample.
+    fn sample(&self, entry: &Entry) -> Option<Stats> {
+        let cg = self.inner.cgroups.as_ref()?;
+        let stats = cg.stats(&entry.id).ok()?;
+        let mut s = lock(&entry.samples);
+        s.prev = s.last.take();
+        s.last = Some((Instant::now(), stats));
+        Some(stats)
+    }
+
+    /// Samples every running container once per `stats_interval`: keeps CPU %
+    /// current and notices OOM kills (the kernel's counter) within an
+    /// interval.
+    fn spawn_sampler(&self) {
+        if self.inner.cgroups.is_none() {
+            return;
+        }
+        let rt = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        let period = self
+            .inner
+            .config
+            .stats_interval
+            .max(Duration::from_millis(100));
+        self.inner.tracker.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                let rt2 = rt.clone();
+                let _ = tokio::task::spawn_blocking(move || rt2.sample_all()).await;
+            }
+        });
+    }
+
+    fn sample_all(&self) {
+        let list = lock(&self.inner.containers).clone();
+        for e in list
+            .iter()
+            .filter(|e| e.status.borrow().state == ContainerState::Running)
+        {
+            let Some(stats) = self.sample(e) else {
+                continue;
+            };
+            let known = e.status.borrow().oom_kills;
+            if stats.oom_kills > known {
+                warn!(container = %e.spec.name, kills = stats.oom_kills - known, "OOM kill in the container");
+                let _ = e.set_status(|s| s.oom_kills = stats.oom_kills);
+            }
+        }
+    }
+
+    /// Usage of the given containers (all running ones when `keys` is empty).
+    pub fn stats(&self, keys: &[String]) -> Result<Vec<ContainerStats>, Error> {
+        let entries: Vec<Arc<Entry>> = if keys.is_empty() {
+            lock(&self.inner.containers)
+                .iter()
+                .filter(|e| e.status.borrow().state == ContainerState::Running)
+                .cloned()
+                .collect()
+        } else {
+            keys.iter()
+                .map(|k| self.find(k))
+                .collect::<Result<_, _>>()?
+        };
+        Ok(self.stats_of(&entries))
+    }
+
+    /// Usage of every container, running or not (for metrics).
+    pub fn stats_all(&self) -> Vec<ContainerStats> {
+        let entries = lock(&self.inner.containers).clone();
+        self.stats_of(&entries)
+    }
+
+    fn stats_of(&self, entries: &[Arc<Entry>]) -> Vec<ContainerStats> {
+        entries
+            .iter()
+            .map(|e| {
+                let (prev, last) = {
+                    let s = lock(&e.samples);
+                    (s.prev, s.last)
+                };
+                let running = e.status.borrow().state == ContainerState::Running;
+                // A container never sampled yet is read now.
+                let last = match last {
+                    Some(l) => Some(l),
+                    None if running => self.sample(e).map(|s| (Instant::now(), s)),
+                    None => None,
+                };
+                let cpu_percent = match (prev, last) {
+                    (Some((t0, a)), Some((t1, b))) if running && t1 > t0 => {
+                        let dt = (t1 - t0).as_nanos() as f64;
+                        b.cpu_usage_ns.saturating_sub(a.cpu_usage_ns) as f64 / dt * 100.0
+                    }
+                    _ => 0.0,
+                };
+                let status = e.status();
+                let sampled = last.is_some();
+                let mut usage = last.map(|(_, s)| s).unwrap_or_default();
+                usage.oom_kills = usage.oom_kills.max(status.oom_kills);
+                if !running {
+                    usage.pids = 0;
+                }
+                ContainerStats {
+                    id: e.id.clone(),
+                    name: e.spec.name.clone(),
+                    state: status.state,
+                    cpu_percent,
+                    usage,
+                    sampled,
+                    restarts: status.start_count.saturating_sub(1),
+                }
+            })
+            .collect()
+    }
+
+    /// The cgroup driver in use, if any.
+    pub fn cgroup_driver(&self) -> Option<Driver> {
+        self.inner.cgroups.as_ref().map(|c| c.driver())
     }
 
     /// (containers, running).

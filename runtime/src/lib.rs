@@ -6,6 +6,7 @@
 //! per-container shim (see [`process`]); state is kept under a state
 //! directory (see [`store`]).
 
+pub mod cgroups;
 pub mod container;
 pub mod error;
 pub mod logs;
@@ -15,7 +16,9 @@ pub mod spec;
 pub mod store;
 pub mod sys;
 
-pub use container::{ContainerInfo, ContainerState, LogStreamItem, Runtime, RuntimeConfig};
+pub use container::{
+    ContainerInfo, ContainerState, ContainerStats, LogStreamItem, Runtime, RuntimeConfig,
+};
 pub use error::Error;
 pub use process::ExitInfo;
-pub use spec::{ContainerSpec, SpecRequest};
+pub use spec::{ContainerSpec, ResourcesRequest, SpecRequest};

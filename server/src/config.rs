@@ -28,6 +28,19 @@ pub struct Cli {
     /// Default number of log files kept per container (current + rotated).
     #[arg(long, default_value_t = LogConfig::default().max_files)]
     pub log_max_files: u32,
+    /// Name of the cgroup subtree, under rsupd's own cgroup, that holds the
+    /// containers' cgroups.
+    #[arg(long, env = "RSUP_CGROUP_SUBTREE", default_value = "rsup")]
+    pub cgroup_subtree: String,
+    /// Run containers without cgroups (no limits, no stats).
+    #[arg(long)]
+    pub no_cgroups: bool,
+    /// Seconds between usage samples (CPU %, OOM detection, metrics).
+    #[arg(long, default_value_t = 1.0)]
+    pub stats_interval: f64,
+    /// Address of the Prometheus /metrics endpoint ("" to disable).
+    #[arg(long, env = "RSUP_METRICS_ADDR", default_value = "127.0.0.1:9750")]
+    pub metrics_addr: String,
 }
 
 /// The resolved configuration.
@@ -38,6 +51,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub log_level: String,
     pub log: LogConfig,
+    pub cgroup_subtree: String,
+    pub no_cgroups: bool,
+    pub stats_interval: std::time::Duration,
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Cli {
@@ -63,7 +80,26 @@ impl Cli {
         } else {
             std::env::current_dir()?.join(self.state_dir)
         };
+        if !(self.stats_interval >= 0.1 && self.stats_interval <= 3600.0) {
+            anyhow::bail!("--stats-interval must be between 0.1 and 3600 seconds");
+        }
+        if !rsup_runtime::spec::is_dns_label(&self.cgroup_subtree) {
+            anyhow::bail!("--cgroup-subtree must be a single name such as \"rsup\"");
+        }
+        let metrics_addr = if self.metrics_addr.is_empty() {
+            None
+        } else {
+            Some(
+                self.metrics_addr
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--metrics-addr {:?}: {e}", self.metrics_addr))?,
+            )
+        };
         Ok(Config {
+            cgroup_subtree: self.cgroup_subtree,
+            no_cgroups: self.no_cgroups,
+            stats_interval: std::time::Duration::from_secs_f64(self.stats_interval),
+            metrics_addr,
             socket: self.socket,
             socket_gid,
             state_dir,

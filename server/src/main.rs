@@ -7,6 +7,7 @@
 
 mod config;
 mod grpc;
+mod metrics;
 
 use std::process::ExitCode;
 
@@ -116,10 +117,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         state_dir: config.state_dir.clone(),
         shim_exe: "/proc/self/exe".into(),
         log: config.log,
+        cgroup_subtree: (!config.no_cgroups).then(|| config.cgroup_subtree.clone()),
+        stats_interval: config.stats_interval,
     })
     .await
     .with_context(|| format!("opening state directory {}", config.state_dir.display()))?;
     let listener = bind(&config).await?;
+    let token = CancellationToken::new();
+    let tracker = tokio_util::task::TaskTracker::new();
+    if let Some(addr) = config.metrics_addr {
+        let handle = metrics::install()?;
+        metrics::serve(
+            addr,
+            runtime.clone(),
+            handle,
+            token.clone(),
+            tracker.clone(),
+        )
+        .await?;
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -142,9 +158,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .build_v1alpha()
         .context("building the reflection service")?;
 
-    let token = CancellationToken::new();
     info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), "rsupd serving");
     let result = tonic::transport::Server::builder()
+        .layer(metrics::GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 use rsup_client::Client;
-use rsup_client::proto::{ContainerSpec, LogConfig};
+use rsup_client::proto::{ContainerSpec, LogConfig, Resources};
 
 use super::say;
+use crate::size;
 
 /// Create a container from a root filesystem and print its id
 #[derive(Args)]
@@ -65,6 +66,9 @@ pub struct SpecArgs {
     #[arg(long, value_name = "N")]
     pub log_max_files: Option<u32>,
 
+    #[command(flatten)]
+    pub resources: ResourceArgs,
+
     /// Command to run, and its arguments
     #[arg(
         value_name = "COMMAND",
@@ -100,8 +104,79 @@ impl SpecArgs {
             hostname: self.hostname.unwrap_or_default(),
             auto_remove: self.rm,
             log,
+            resources: self.resources.to_resources(),
         })
     }
+}
+
+/// Resource limits, with Docker's flag names: shared by `create`, `run` and
+/// `update`. Values go to the daemon as given; it alone judges their range,
+/// so negative numbers are accepted here.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub struct ResourceArgs {
+    /// Memory limit (e.g. 256m, 1g; b, k, m, g, t are powers of 1024)
+    #[arg(
+        short,
+        long,
+        value_name = "SIZE",
+        value_parser = size::parse,
+        allow_hyphen_values = true
+    )]
+    pub memory: Option<i64>,
+
+    /// Memory plus swap limit (SIZE, or -1 for unlimited swap)
+    #[arg(
+        long,
+        value_name = "SIZE",
+        value_parser = parse_memory_swap,
+        allow_hyphen_values = true
+    )]
+    pub memory_swap: Option<i64>,
+
+    /// Number of CPUs (fractional, e.g. 1.5)
+    #[arg(
+        long,
+        value_name = "CPUS",
+        value_parser = parse_cpus,
+        allow_hyphen_values = true
+    )]
+    pub cpus: Option<f64>,
+
+    /// CPU shares (relative weight)
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub cpu_shares: Option<i64>,
+
+    /// Maximum number of processes (0: unlimited)
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+}
+
+impl ResourceArgs {
+    /// The limits that were given; `None` when no flag was.
+    pub fn to_resources(&self) -> Option<Resources> {
+        let resources = Resources {
+            memory_bytes: self.memory,
+            memory_swap_bytes: self.memory_swap,
+            cpus: self.cpus,
+            cpu_shares: self.cpu_shares,
+            pids_limit: self.pids_limit,
+        };
+        (resources != Resources::default()).then_some(resources)
+    }
+}
+
+/// `--memory-swap`: a size, or -1 for unlimited swap.
+fn parse_memory_swap(value: &str) -> Result<i64, String> {
+    size::parse(value).map_err(|_| format!("{}, or -1 for unlimited swap", size::EXPECTED))
+}
+
+/// `--cpus`: any finite number; the daemon checks the range.
+fn parse_cpus(value: &str) -> Result<f64, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|cpus| cpus.is_finite())
+        .ok_or_else(|| "expected a number of CPUs such as 0.5 or 2".to_owned())
 }
 
 /// `-e` values as KEY=VALUE pairs. Like Docker, a bare KEY takes its value
@@ -172,6 +247,115 @@ mod tests {
             .expect("valid spec");
         assert_eq!(spec.rootfs, "/r");
         assert_eq!(spec.log, None);
+    }
+
+    #[test]
+    fn resource_flags_use_docker_names() {
+        let spec = parse(&[
+            "--rootfs",
+            "/r",
+            "-m",
+            "256m",
+            "--memory-swap",
+            "1.5g",
+            "--cpus",
+            "1.5",
+            "--cpu-shares",
+            "512",
+            "--pids-limit",
+            "100",
+            "sh",
+            "-m",
+        ])
+        .into_spec()
+        .expect("valid spec");
+        assert_eq!(spec.command, ["sh", "-m"]);
+        assert_eq!(
+            spec.resources,
+            Some(Resources {
+                memory_bytes: Some(256 << 20),
+                memory_swap_bytes: Some(1_610_612_736),
+                cpus: Some(1.5),
+                cpu_shares: Some(512),
+                pids_limit: Some(100),
+            })
+        );
+    }
+
+    #[test]
+    fn unset_resource_flags_stay_unset() {
+        let spec = parse(&["--rootfs", "/r", "true"])
+            .into_spec()
+            .expect("valid spec");
+        assert_eq!(spec.resources, None);
+        let spec = parse(&["--rootfs", "/r", "--memory", "0", "true"])
+            .into_spec()
+            .expect("valid spec");
+        assert_eq!(
+            spec.resources,
+            Some(Resources {
+                memory_bytes: Some(0),
+                ..Default::default()
+            })
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_are_left_to_the_daemon() {
+        let spec = parse(&[
+            "--rootfs",
+            "/r",
+            "--memory",
+            "-1",
+            "--memory-swap",
+            "-1",
+            "--cpus",
+            "0",
+            "--cpu-shares",
+            "-2",
+            "--pids-limit",
+            "-5",
+            "true",
+        ]);
+        assert_eq!(
+            spec.resources.to_resources(),
+            Some(Resources {
+                memory_bytes: Some(-1),
+                memory_swap_bytes: Some(-1),
+                cpus: Some(0.0),
+                cpu_shares: Some(-2),
+                pids_limit: Some(-5),
+            })
+        );
+        let spec = parse(&["--rootfs", "/r", "-m", "-1", "--cpus", "-0.5", "true"]);
+        assert_eq!(spec.resources.memory, Some(-1));
+        assert_eq!(spec.resources.cpus, Some(-0.5));
+    }
+
+    #[test]
+    fn bad_sizes_name_the_flag_and_the_form() {
+        for (flag, value) in [
+            ("--memory", "abc"),
+            ("--memory", "12x"),
+            ("--memory", ""),
+            ("--memory-swap", "1q"),
+        ] {
+            let err = Cli::try_parse_from(["rsupctl", "--rootfs", "r", flag, value, "true"])
+                .err()
+                .expect("a bad size");
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+            let text = err.to_string();
+            assert!(text.contains(flag), "{text}");
+            assert!(
+                text.contains("expected a size such as 256m, 1g or a number of bytes"),
+                "{text}"
+            );
+        }
+        for cpus in ["x", "nan", "inf"] {
+            assert!(
+                Cli::try_parse_from(["rsupctl", "--rootfs", "r", "--cpus", cpus, "true"]).is_err()
+            );
+        }
     }
 
     #[test]

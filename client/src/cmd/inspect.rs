@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use rsup_client::Client;
-use rsup_client::proto::{Container, ContainerState};
+use rsup_client::proto::{Container, ContainerState, Resources};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -65,7 +65,10 @@ fn to_json(c: &Container) -> Value {
             "StartedAt": timestamp(c.started_at.as_ref()),
             "FinishedAt": timestamp(exit.finished_at.as_ref()),
             "Error": exit.error,
+            "OOMKilled": exit.oom_killed,
+            "OomKills": c.oom_kills,
         },
+        "HostConfig": host_config(spec.resources.unwrap_or_default()),
         "Config": {
             "Cmd": spec.command,
             "Env": spec.env,
@@ -78,6 +81,25 @@ fn to_json(c: &Container) -> Value {
         "LogPath": c.log_path,
         "StartCount": c.start_count,
     })
+}
+
+/// Docker's `HostConfig` limits: 0 when unset, `MemorySwap` -1 for unlimited
+/// swap, CPUs in billionths.
+fn host_config(r: Resources) -> Value {
+    json!({
+        "Memory": r.memory_bytes.unwrap_or(0),
+        "MemorySwap": r.memory_swap_bytes.unwrap_or(0),
+        "NanoCpus": r.cpus.map_or(0, nano_cpus),
+        "CpuShares": r.cpu_shares.unwrap_or(0),
+        "PidsLimit": r.pids_limit.unwrap_or(0),
+    })
+}
+
+/// `cpus * 1e9`, rounded (so 1.5 is exactly 1500000000); saturates at the
+/// i64 range.
+fn nano_cpus(cpus: f64) -> i64 {
+    // A float-to-int `as` saturates (and maps NaN to 0), which is what we want.
+    (cpus * 1e9).round() as i64
 }
 
 #[cfg(test)]
@@ -115,9 +137,11 @@ mod tests {
                     nanos: 0,
                 }),
                 error: String::new(),
+                oom_killed: true,
             }),
             log_path: "/var/lib/rsup/abc/log".to_owned(),
             start_count: 1,
+            oom_kills: 2,
             ..Default::default()
         };
         c.set_state(ContainerState::Exited);
@@ -128,12 +152,41 @@ mod tests {
             v["State"],
             json!({"Status": "exited", "Running": false, "Pid": 0, "ExitCode": 1, "Signal": 0,
                    "StartedAt": "2023-11-14T22:13:21.5Z", "FinishedAt": "2023-11-14T22:13:22Z",
-                   "Error": ""})
+                   "Error": "", "OOMKilled": true, "OomKills": 2})
         );
         assert_eq!(v["Config"]["Cmd"], json!(["false"]));
         assert_eq!(v["Config"]["Rootfs"], "/srv/root");
         assert_eq!(v["Config"]["AutoRemove"], true);
         assert_eq!(v["StartCount"], 1);
+        assert_eq!(
+            v["HostConfig"],
+            json!({"Memory": 0, "MemorySwap": 0, "NanoCpus": 0, "CpuShares": 0, "PidsLimit": 0})
+        );
+    }
+
+    #[test]
+    fn limits_show_in_host_config() {
+        let c = Container {
+            spec: Some(ContainerSpec {
+                resources: Some(Resources {
+                    memory_bytes: Some(256 << 20),
+                    memory_swap_bytes: Some(-1),
+                    cpus: Some(1.5),
+                    cpu_shares: Some(512),
+                    pids_limit: Some(100),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            to_json(&c)["HostConfig"],
+            json!({"Memory": 268435456, "MemorySwap": -1, "NanoCpus": 1500000000,
+                   "CpuShares": 512, "PidsLimit": 100})
+        );
+        assert_eq!(nano_cpus(0.1), 100_000_000);
+        assert_eq!(nano_cpus(0.000_000_000_4), 0);
+        assert_eq!(nano_cpus(f64::MAX), i64::MAX);
     }
 
     #[test]

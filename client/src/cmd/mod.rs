@@ -21,7 +21,9 @@ pub mod restart;
 pub mod rm;
 pub mod run;
 pub mod start;
+pub mod stats;
 pub mod stop;
+pub mod update;
 pub mod wait;
 
 /// Exit code of a failed command.
@@ -42,6 +44,8 @@ pub enum Command {
     Ps(ps::Ps),
     Inspect(inspect::Inspect),
     Logs(logs::Logs),
+    Stats(stats::Stats),
+    Update(update::Update),
     Wait(wait::Wait),
     Info(info::Info),
 }
@@ -60,6 +64,8 @@ impl Command {
             Command::Ps(c) => c.execute(client).await,
             Command::Inspect(c) => c.execute(client).await,
             Command::Logs(c) => c.execute(client).await,
+            Command::Stats(c) => c.execute(client).await,
+            Command::Update(c) => c.execute(client).await,
             Command::Wait(c) => c.execute(client).await,
             Command::Info(c) => c.execute(client).await,
         }

@@ -108,8 +108,14 @@ pub struct Started {
 }
 
 /// Starts the shim for the container in `dir` and runs the handshake.
+/// `on_ready(init_pid)` runs while the init waits for "go" (to put it into
+/// its cgroup): the command starts only after it succeeded.
 /// Blocking: call it from `spawn_blocking`.
-pub fn start(exe: &Path, dir: &Path) -> Result<Started, SpawnError> {
+pub fn start(
+    exe: &Path,
+    dir: &Path,
+    on_ready: impl FnOnce(i32) -> Result<(), String>,
+) -> Result<Started, SpawnError> {
     let shim_log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -133,7 +139,7 @@ pub fn start(exe: &Path, dir: &Path) -> Result<Started, SpawnError> {
             source,
         })?;
     let shim_pid = i32::try_from(child.id()).unwrap_or(0);
-    let result = handshake(&mut child, shim_pid);
+    let result = handshake(&mut child, shim_pid, on_ready);
     if result.is_err() {
         // The shim exits on its own once its stdin closes or after an error;
         // make sure, then reap it.
@@ -145,7 +151,11 @@ pub fn start(exe: &Path, dir: &Path) -> Result<Started, SpawnError> {
     result
 }
 
-fn handshake(child: &mut std::process::Child, shim_pid: i32) -> Result<Started, SpawnError> {
+fn handshake(
+    child: &mut std::process::Child,
+    shim_pid: i32,
+    on_ready: impl FnOnce(i32) -> Result<(), String>,
+) -> Result<Started, SpawnError> {
     let stdout = child
         .stdout
         .take()
@@ -188,6 +198,7 @@ fn handshake(child: &mut std::process::Child, shim_pid: i32) -> Result<Started, 
     let init_pidfd = sys::pidfd_open(init_pid).map_err(sysop("pidfd_open init"))?;
     let shim_start_time = sys::process_start_time(shim_pid).unwrap_or(0);
     let init_start_time = sys::process_start_time(init_pid).unwrap_or(0);
+    on_ready(init_pid).map_err(SpawnError::Setup)?;
     stdin
         .write_all(b"go\n")
         .map_err(|e| SpawnError::ShimLost(format!("writing go: {e}")))?;

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use rsup_proto::v1 as pb;
 use rsup_proto::v1::containers_server::Containers;
+use rsup_runtime::cgroups::Limits;
 use rsup_runtime::logs::Stream as LogStream;
-use rsup_runtime::{ContainerInfo, ContainerState, Runtime, SpecRequest};
+use rsup_runtime::{
+    ContainerInfo, ContainerState, ContainerStats, ResourcesRequest, Runtime, SpecRequest,
+};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -40,6 +43,29 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> SpecRequest {
         auto_remove: s.auto_remove,
         log_max_size: log.max_size_bytes,
         log_max_files: log.max_files,
+        resources: resources_request(s.resources),
+    }
+}
+
+fn resources_request(r: Option<pb::Resources>) -> ResourcesRequest {
+    let r = r.unwrap_or_default();
+    ResourcesRequest {
+        memory: r.memory_bytes,
+        memory_swap: r.memory_swap_bytes,
+        cpus: r.cpus,
+        cpu_shares: r.cpu_shares,
+        pids_limit: r.pids_limit,
+    }
+}
+
+fn resources(l: &Limits) -> pb::Resources {
+    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    pb::Resources {
+        memory_bytes: l.memory.map(i),
+        memory_swap_bytes: l.memory_swap.map(|s| if s == u64::MAX { -1 } else { i(s) }),
+        cpus: l.cpus,
+        cpu_shares: l.cpu_shares.map(i),
+        pids_limit: l.pids.map(i),
     }
 }
 
@@ -59,12 +85,14 @@ fn exit_status(exit: Option<rsup_runtime::ExitInfo>, error: &str) -> Option<pb::
             signal: e.signal,
             finished_at: Some(e.finished_at.into()),
             error: error.to_string(),
+            oom_killed: false,
         }),
         None if !error.is_empty() => Some(pb::ExitStatus {
             exit_code: -1,
             signal: 0,
             finished_at: None,
             error: error.to_string(),
+            oom_killed: false,
         }),
         None => None,
     }
@@ -86,6 +114,7 @@ fn container(c: ContainerInfo) -> pb::Container {
                 max_size_bytes: s.log.max_size,
                 max_files: s.log.max_files,
             }),
+            resources: Some(resources(&s.resources)),
         }),
         state: state(c.state).into(),
         pid: c.pid,
@@ -94,14 +123,64 @@ fn container(c: ContainerInfo) -> pb::Container {
         exit: if c.state == ContainerState::Running {
             None
         } else {
-            exit_status(c.exit, &c.error)
+            exit_status(c.exit, &c.error).map(|mut e| {
+                e.oom_killed = c.oom_killed;
+                e
+            })
         },
+        oom_kills: c.oom_kills,
         log_path: c.log_path.display().to_string(),
         start_count: c.start_count,
         id: c.id,
         name: c.name,
     }
 }
+
+/// Total memory of the host, for MEM % of unlimited containers.
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn stats(c: ContainerStats, host_mem: u64) -> pb::ContainerStats {
+    let u = c.usage;
+    let limit = u.memory_limit.unwrap_or(0);
+    let base = if limit > 0 {
+        limit.min(host_mem.max(1))
+    } else {
+        host_mem
+    };
+    pb::ContainerStats {
+        state: state(c.state).into(),
+        cpu_percent: c.cpu_percent,
+        cpu_usage_ns: u.cpu_usage_ns,
+        memory_working_set_bytes: u.memory_working_set,
+        memory_usage_bytes: u.memory_usage,
+        memory_limit_bytes: limit,
+        memory_percent: if base > 0 {
+            u.memory_working_set as f64 / base as f64 * 100.0
+        } else {
+            0.0
+        },
+        pids: u.pids,
+        pids_limit: u.pids_limit.unwrap_or(0),
+        oom_kills: u.oom_kills,
+        restarts: c.restarts,
+        cpu_periods: u.cpu_periods,
+        cpu_throttled_periods: u.cpu_throttled_periods,
+        cpu_throttled_ns: u.cpu_throttled_ns,
+        id: c.id,
+        name: c.name,
+    }
+}
+
+type StatsStreamOut = Pin<Box<dyn Stream<Item = Result<pb::StatsResponse, Status>> + Send>>;
 
 type LogStreamOut = Pin<Box<dyn Stream<Item = Result<pb::LogEntry, Status>> + Send>>;
 
@@ -213,6 +292,61 @@ impl Containers for Service {
         Ok(Response::new(pb::WaitResponse {
             status: exit_status(exit, &error),
         }))
+    }
+
+    async fn update(
+        &self,
+        req: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::UpdateResponse>, Status> {
+        let r = req.into_inner();
+        let c = self
+            .runtime
+            .update(&r.container, resources_request(r.resources))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::UpdateResponse {
+            container: Some(container(c)),
+        }))
+    }
+
+    type StatsStream = StatsStreamOut;
+
+    async fn stats(
+        &self,
+        req: Request<pb::StatsRequest>,
+    ) -> Result<Response<Self::StatsStream>, Status> {
+        let r = req.into_inner();
+        let host_mem = host_memory();
+        let sample = {
+            let runtime = self.runtime.clone();
+            move |keys: &[String]| -> Result<pb::StatsResponse, Status> {
+                let list = runtime.stats(keys).map_err(status)?;
+                Ok(pb::StatsResponse {
+                    stats: list.into_iter().map(|c| stats(c, host_mem)).collect(),
+                    time: Some(std::time::SystemTime::now().into()),
+                })
+            }
+        };
+        let first = sample(&r.containers)?;
+        if !r.stream {
+            return Ok(Response::new(Box::pin(tokio_stream::once(Ok(first)))));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let keys = r.containers;
+        tokio::spawn(async move {
+            let mut next = Ok(first);
+            loop {
+                let failed = next.is_err();
+                if tx.send(next).await.is_err() || failed {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                next = sample(&keys);
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     type LogsStream = LogStreamOut;

@@ -23,7 +23,11 @@ impl System for Service {
             state_dir: self.runtime.state_dir().display().to_string(),
             containers: u32::try_from(containers).unwrap_or(u32::MAX),
             running: u32::try_from(running).unwrap_or(u32::MAX),
-            cgroup_driver: "none".into(),
+            cgroup_driver: self
+                .runtime
+                .cgroup_driver()
+                .map_or("none", |d| d.as_str())
+                .into(),
         }))
     }
 }

@@ -1,0 +1,457 @@
+//! Control groups: one interface over cgroup v1 and v2, chosen once at start.
+//!
+//! Container cgroups live in a subtree of rsupd's own cgroup (read from
+//! `/proc/self/cgroup`) in every hierarchy, as `<own>/rsup/<container id>`,
+//! so that limits placed on rsupd (by systemd, say) hold for its containers
+//! too. Nothing is ever created at a hierarchy's root.
+//!
+//! * [`detect`] reads `/proc/self/mountinfo` and `/proc/self/cgroup`: a
+//!   cgroup2 mount at `/sys/fs/cgroup` means the unified hierarchy (v2);
+//!   otherwise the v1 controllers rsup needs (memory, cpu, cpuacct, pids)
+//!   are used wherever they are mounted (this machine: v1 with an unused
+//!   cgroup2 at `/sys/fs/cgroup/unified`, the "hybrid" layout).
+//! * [`Manager`] is the narrow interface the runtime uses; [`AnyManager`] is
+//!   the enum of the two drivers. Both take their root paths as data, so unit
+//!   tests run them against fake trees in a temp dir.
+//! * The kernel's own counters are the truth for OOM kills: v1
+//!   `memory.oom_control` (`oom_kill`), v2 `memory.events` (`oom_kill`).
+
+pub mod v1;
+pub mod v2;
+
+use std::path::{Path, PathBuf};
+
+/// Errors of cgroup operations, with the file they concern.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot parse {what}")]
+    Parse { path: PathBuf, what: String },
+    #[error("no usable cgroup hierarchy: {0}")]
+    Unavailable(String),
+}
+
+pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
+    let path = path.to_path_buf();
+    move |source| CgroupError::Io { op, path, source }
+}
+
+/// Resource limits of a container. `None` means "no limit".
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// Memory plus swap in bytes (Docker's `--memory-swap`); `Some(u64::MAX)`
+    /// is unlimited swap. `None` with a memory limit means twice the memory,
+    /// as in Docker.
+    pub memory_swap: Option<u64>,
+    /// CPUs, as a CFS quota over a 100 ms period.
+    pub cpus: Option<f64>,
+    /// Relative CPU weight (v1 shares, 2-262144).
+    pub cpu_shares: Option<u64>,
+    /// Maximum number of tasks.
+    pub pids: Option<u64>,
+}
+
+/// The CFS period rsup uses (100 ms, as Docker).
+pub const CFS_PERIOD_US: u64 = 100_000;
+
+impl Limits {
+    /// The memory+swap limit to write, if any: Docker's rule.
+    pub fn effective_swap(&self) -> Option<u64> {
+        match (self.memory, self.memory_swap) {
+            (_, Some(u64::MAX)) => None,
+            (_, Some(s)) => Some(s),
+            (Some(m), None) => Some(m.saturating_mul(2)),
+            (None, None) => None,
+        }
+    }
+
+    /// CFS quota in microseconds per [`CFS_PERIOD_US`].
+    pub fn cfs_quota_us(&self) -> Option<u64> {
+        self.cpus
+            .map(|c| ((c * CFS_PERIOD_US as f64).round() as u64).max(1000))
+    }
+}
+
+/// Usage counters of one cgroup, as read from the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stats {
+    pub memory_usage: u64,
+    /// Usage minus inactive file cache (Docker's and cAdvisor's "working set").
+    pub memory_working_set: u64,
+    /// The limit in force; `None` when unlimited.
+    pub memory_limit: Option<u64>,
+    /// Total CPU time in nanoseconds.
+    pub cpu_usage_ns: u64,
+    pub cpu_periods: u64,
+    pub cpu_throttled_periods: u64,
+    pub cpu_throttled_ns: u64,
+    pub pids: u64,
+    pub pids_limit: Option<u64>,
+    /// OOM kills counted by the kernel for this cgroup since it was created.
+    pub oom_kills: u64,
+}
+
+/// Which driver is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    V1,
+    V2,
+}
+
+impl Driver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::V1 => "v1",
+            Driver::V2 => "v2",
+        }
+    }
+}
+
+/// What the runtime needs from a cgroup driver. `name` is a container id.
+pub trait Manager {
+    fn driver(&self) -> Driver;
+    /// Creates the container's cgroup (idempotent).
+    fn create(&self, name: &str) -> Result<(), CgroupError>;
+    /// Writes every limit (also resetting unset ones to unlimited).
+    fn apply(&self, name: &str, limits: &Limits) -> Result<(), CgroupError>;
+    /// Moves a process into the container's cgroup.
+    fn add_process(&self, name: &str, pid: i32) -> Result<(), CgroupError>;
+    fn stats(&self, name: &str) -> Result<Stats, CgroupError>;
+    /// Pids in the container's cgroup.
+    fn processes(&self, name: &str) -> Result<Vec<i32>, CgroupError>;
+    /// Removes the cgroup, killing what is left in it; missing is fine.
+    fn remove(&self, name: &str) -> Result<(), CgroupError>;
+}
+
+/// The driver chosen at start.
+#[derive(Debug)]
+pub enum AnyManager {
+    V1(v1::V1),
+    V2(v2::V2),
+}
+
+impl Manager for AnyManager {
+    fn driver(&self) -> Driver {
+        match self {
+            AnyManager::V1(m) => m.driver(),
+            AnyManager::V2(m) => m.driver(),
+        }
+    }
+    fn create(&self, name: &str) -> Result<(), CgroupError> {
+        match self {
+            AnyManager::V1(m) => m.create(name),
+            AnyManager::V2(m) => m.create(name),
+        }
+    }
+    fn apply(&self, name: &str, limits: &Limits) -> Result<(), CgroupError> {
+        match self {
+            AnyManager::V1(m) => m.apply(name, limits),
+            AnyManager::V2(m) => m.apply(name, limits),
+        }
+    }
+    fn add_process(&self, name: &str, pid: i32) -> Result<(), CgroupError> {
+        match self {
+            AnyManager::V1(m) => m.add_process(name, pid),
+            AnyManager::V2(m) => m.add_process(name, pid),
+        }
+    }
+    fn stats(&self, name: &str) -> Result<Stats, CgroupError> {
+        match self {
+            AnyManager::V1(m) => m.stats(name),
+            AnyManager::V2(m) => m.stats(name),
+        }
+    }
+    fn processes(&self, name: &str) -> Result<Vec<i32>, CgroupError> {
+        match self {
+            AnyManager::V1(m) => m.processes(name),
+            AnyManager::V2(m) => m.processes(name),
+        }
+    }
+    fn remove(&self, name: &str) -> Result<(), CgroupError> {
+        match self {
+            AnyManager::V1(m) => m.remove(name),
+            AnyManager::V2(m) => m.remove(name),
+        }
+    }
+}
+
+/// One cgroup mount from /proc/self/mountinfo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgroupMount {
+    /// Path inside the hierarchy that is mounted (usually "/").
+    pub root: String,
+    pub mount_point: PathBuf,
+    /// true for cgroup2.
+    pub unified: bool,
+    /// v1 controllers (and `name=` options) of this hierarchy.
+    pub controllers: Vec<String>,
+}
+
+/// Parses the cgroup mounts of a mountinfo text.
+pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
+    text.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            let fstype = *post.first()?;
+            if fstype != "cgroup" && fstype != "cgroup2" {
+                return None;
+            }
+            let controllers = post
+                .get(2)
+                .map(|o| {
+                    o.split(',')
+                        .filter(|x| !matches!(*x, "rw" | "ro") && !x.contains('='))
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(CgroupMount {
+                root: pre.get(3)?.to_string(),
+                mount_point: PathBuf::from(pre.get(4)?.replace("\\040", " ")),
+                unified: fstype == "cgroup2",
+                controllers,
+            })
+        })
+        .collect()
+}
+
+/// Parses /proc/self/cgroup into (hierarchy id, controllers, path).
+pub fn parse_proc_cgroup(text: &str) -> Vec<(u32, Vec<String>, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let id = it.next()?.parse().ok()?;
+            let ctrls = it.next()?;
+            let path = it.next()?.to_string();
+            let ctrls = if ctrls.is_empty() {
+                Vec::new()
+            } else {
+                ctrls.split(',').map(String::from).collect()
+            };
+            Some((id, ctrls, path))
+        })
+        .collect()
+}
+
+/// Directory of the process's own cgroup under a mount: the path from
+/// /proc/self/cgroup made relative to the mount's root.
+pub fn own_dir(mount: &CgroupMount, own_path: &str) -> PathBuf {
+    let rel = own_path
+        .strip_prefix(mount.root.trim_end_matches('/'))
+        .unwrap_or(own_path);
+    let mut p = mount.mount_point.clone();
+    for c in rel.split('/').filter(|c| !c.is_empty()) {
+        p.push(c);
+    }
+    p
+}
+
+/// Picks the driver from the given texts (pure; see [`detect`]). `subtree`
+/// is the directory name under the own cgroup ("rsup").
+pub fn detect_from(
+    mountinfo: &str,
+    proc_cgroup: &str,
+    subtree: &str,
+) -> Result<AnyManager, CgroupError> {
+    let mounts = parse_mountinfo(mountinfo);
+    let own = parse_proc_cgroup(proc_cgroup);
+    let v1_needed = ["memory", "cpu", "cpuacct", "pids"];
+    let has_v1 = mounts
+        .iter()
+        .any(|m| !m.unified && m.controllers.iter().any(|c| c == "memory"));
+    let unified_at_root = mounts
+        .iter()
+        .find(|m| m.unified && m.mount_point == Path::new("/sys/fs/cgroup"))
+        .or_else(|| {
+            if has_v1 {
+                None
+            } else {
+                mounts.iter().find(|m| m.unified)
+            }
+        });
+    if let Some(m) = unified_at_root {
+        let path = own
+            .iter()
+            .find(|(id, c, _)| *id == 0 && c.is_empty())
+            .map(|(_, _, p)| p.as_str())
+            .ok_or_else(|| CgroupError::Unavailable("no 0:: line in /proc/self/cgroup".into()))?;
+        return Ok(AnyManager::V2(v2::V2::new(own_dir(m, path), subtree)));
+    }
+    let mut dirs = Vec::new();
+    for ctrl in v1_needed {
+        let mount = mounts
+            .iter()
+            .find(|m| !m.unified && m.controllers.iter().any(|c| c == ctrl))
+            .ok_or_else(|| {
+                CgroupError::Unavailable(format!("the v1 {ctrl} controller is not mounted"))
+            })?;
+        let path = own
+            .iter()
+            .find(|(_, c, _)| c.iter().any(|x| x == ctrl))
+            .map(|(_, _, p)| p.as_str())
+            .ok_or_else(|| {
+                CgroupError::Unavailable(format!("no {ctrl} line in /proc/self/cgroup"))
+            })?;
+        dirs.push((ctrl, own_dir(mount, path).join(subtree)));
+    }
+    Ok(AnyManager::V1(v1::V1::new(dirs)))
+}
+
+/// Detects the host's cgroup layout from `/proc/self/*`.
+pub fn detect(subtree: &str) -> Result<AnyManager, CgroupError> {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io("read", Path::new("/proc/self/mountinfo")))?;
+    let pc = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(io("read", Path::new("/proc/self/cgroup")))?;
+    detect_from(&mi, &pc, subtree)
+}
+
+// ------------------------------------------------------------- file helpers
+
+pub(crate) fn read(path: &Path) -> Result<String, CgroupError> {
+    std::fs::read_to_string(path).map_err(io("read", path))
+}
+
+pub(crate) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    std::fs::write(path, value).map_err(io("write", path))
+}
+
+pub(crate) fn read_u64(path: &Path) -> Result<u64, CgroupError> {
+    let s = read(path)?;
+    s.trim().parse().map_err(|_| CgroupError::Parse {
+        path: path.to_path_buf(),
+        what: format!("{:?} as a number", s.trim()),
+    })
+}
+
+/// `key value` files (memory.stat, cpu.stat, memory.events, oom_control).
+pub(crate) fn read_keyed(path: &Path, key: &str) -> Result<u64, CgroupError> {
+    let s = read(path)?;
+    Ok(s.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            if k == key {
+                v.trim().parse().ok()
+            } else {
+                None
+            }
+        })
+        .unwrap_or(0))
+}
+
+pub(crate) fn read_pids(path: &Path) -> Result<Vec<i32>, CgroupError> {
+    Ok(read(path)?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect())
+}
+
+/// Removes a cgroup directory: kills what is left, retries while the kernel
+/// still counts tasks (EBUSY), treats a missing directory as done.
+pub(crate) fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
+    for attempt in 0..100 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 99 => {
+                for pid in read_pids(&dir.join("cgroup.procs")).unwrap_or_default() {
+                    let _ = crate::sys::kill(pid, libc::SIGKILL);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(io("rmdir", dir)(e)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const HYBRID_SELF: &str =
+        "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/abc\n2:cpuacct:/\n1:cpu:/\n0::/\n";
+
+    #[test]
+    fn hybrid_layout_uses_v1_under_own_cgroup() {
+        let m = detect_from(HYBRID, HYBRID_SELF, "rsup").expect("detect");
+        let AnyManager::V1(v1) = m else {
+            panic!("expected v1, got {m:?}")
+        };
+        assert_eq!(
+            v1.dir("memory"),
+            Some(Path::new("/sys/fs/cgroup/memory/process_api/abc/rsup"))
+        );
+        assert_eq!(v1.dir("cpu"), Some(Path::new("/sys/fs/cgroup/cpu/rsup")));
+        assert_eq!(v1.dir("pids"), Some(Path::new("/sys/fs/cgroup/pids/rsup")));
+    }
+
+    #[test]
+    fn unified_layout_uses_v2() {
+        let mi = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        let m = detect_from(mi, "0::/system.slice/rsupd.service\n", "rsup").expect("detect");
+        let AnyManager::V2(v2) = m else {
+            panic!("expected v2")
+        };
+        assert_eq!(
+            v2.own(),
+            Path::new("/sys/fs/cgroup/system.slice/rsupd.service")
+        );
+    }
+
+    #[test]
+    fn cgroup_namespace_root_is_stripped() {
+        let mi = "30 23 0:26 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let m = detect_from(mi, "0::/kubepods/pod1/ctr\n", "rsup").expect("detect");
+        let AnyManager::V2(v2) = m else {
+            panic!("expected v2")
+        };
+        assert_eq!(v2.own(), Path::new("/sys/fs/cgroup/ctr"));
+    }
+
+    #[test]
+    fn missing_controller_is_reported() {
+        let mi = "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        assert!(matches!(
+            detect_from(mi, "4:memory:/\n", "rsup"),
+            Err(CgroupError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn docker_swap_rule() {
+        let l = |memory, memory_swap| Limits {
+            memory,
+            memory_swap,
+            ..Default::default()
+        };
+        assert_eq!(l(Some(100), None).effective_swap(), Some(200));
+        assert_eq!(l(Some(100), Some(150)).effective_swap(), Some(150));
+        assert_eq!(l(Some(100), Some(u64::MAX)).effective_swap(), None);
+        assert_eq!(l(None, None).effective_swap(), None);
+        let c = Limits {
+            cpus: Some(0.5),
+            ..Default::default()
+        };
+        assert_eq!(c.cfs_quota_us(), Some(50_000));
+    }
+}

@@ -1,0 +1,360 @@
+//! Prometheus metrics: every metric rsupd exports is declared here.
+//!
+//! Two kinds, rendered together on `GET /metrics`:
+//! * **Container metrics** come from the kernel counters the runtime samples
+//!   (see `Runtime::stats_all`). They are written into a fresh
+//!   `PrometheusRecorder` at every scrape, so a removed container's series
+//!   disappear at once. Where cAdvisor has a metric with the same meaning,
+//!   rsupd uses its name, type and `name` label, so existing dashboards and
+//!   alerts work.
+//! * **Daemon metrics** (gRPC requests and latencies) are events recorded as
+//!   they happen into the global recorder.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rsup_runtime::{ContainerState, Runtime};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::codegen::http;
+use tracing::{debug, warn};
+
+// cAdvisor-compatible container metrics.
+pub const MEMORY_USAGE: &str = "container_memory_usage_bytes";
+pub const MEMORY_WORKING_SET: &str = "container_memory_working_set_bytes";
+pub const SPEC_MEMORY_LIMIT: &str = "container_spec_memory_limit_bytes";
+pub const SPEC_CPU_QUOTA: &str = "container_spec_cpu_quota";
+pub const SPEC_CPU_PERIOD: &str = "container_spec_cpu_period";
+pub const CPU_USAGE: &str = "container_cpu_usage_seconds_total";
+pub const CFS_PERIODS: &str = "container_cpu_cfs_periods_total";
+pub const CFS_THROTTLED_PERIODS: &str = "container_cpu_cfs_throttled_periods_total";
+pub const CFS_THROTTLED_SECONDS: &str = "container_cpu_cfs_throttled_seconds_total";
+pub const PROCESSES: &str = "container_processes";
+pub const SPEC_PIDS_LIMIT: &str = "container_spec_pids_limit";
+pub const OOM_EVENTS: &str = "container_oom_events_total";
+// rsup's own.
+pub const CONTAINER_STATE: &str = "rsup_container_state";
+pub const CONTAINER_RESTARTS: &str = "rsup_container_restarts_total";
+pub const CONTAINER_OOM_KILLED: &str = "rsup_container_last_exit_oom_killed";
+pub const CONTAINERS: &str = "rsup_containers";
+pub const GRPC_REQUESTS: &str = "rsup_grpc_requests_total";
+pub const GRPC_DURATION: &str = "rsup_grpc_request_duration_seconds";
+
+const STATES: [(ContainerState, &str); 3] = [
+    (ContainerState::Created, "created"),
+    (ContainerState::Running, "running"),
+    (ContainerState::Exited, "exited"),
+];
+
+/// Installs the global recorder for daemon metrics; returns its handle.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(GRPC_DURATION.into()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ],
+        )?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
+    describe_counter!(
+        GRPC_REQUESTS,
+        "gRPC requests handled, by method and status code."
+    );
+    describe_histogram!(
+        GRPC_DURATION,
+        metrics::Unit::Seconds,
+        "Time to answer a gRPC request (to the first response for streams)."
+    );
+    Ok(handle)
+}
+
+/// Renders every container metric from the runtime's current samples.
+pub fn render_containers(runtime: &Runtime) -> String {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let all = runtime.stats_all();
+    metrics::with_local_recorder(&recorder, || {
+        describe_gauge!(
+            MEMORY_USAGE,
+            metrics::Unit::Bytes,
+            "Current memory usage, including all memory regardless of when it was accessed."
+        );
+        describe_gauge!(
+            MEMORY_WORKING_SET,
+            metrics::Unit::Bytes,
+            "Current working set (usage minus inactive file cache)."
+        );
+        describe_gauge!(
+            SPEC_MEMORY_LIMIT,
+            metrics::Unit::Bytes,
+            "Memory limit of the container (0: unlimited)."
+        );
+        describe_gauge!(
+            SPEC_CPU_QUOTA,
+            "CPU quota of the container in microseconds per period (0: unlimited)."
+        );
+        describe_gauge!(
+            SPEC_CPU_PERIOD,
+            "CPU period of the container in microseconds."
+        );
+        describe_counter!(
+            CFS_PERIODS,
+            "Number of elapsed enforcement period intervals."
+        );
+        describe_counter!(
+            CFS_THROTTLED_PERIODS,
+            "Number of throttled period intervals."
+        );
+        describe_gauge!(
+            PROCESSES,
+            "Number of processes running inside the container."
+        );
+        describe_gauge!(
+            SPEC_PIDS_LIMIT,
+            "Maximum number of processes of the container (0: unlimited)."
+        );
+        describe_counter!(
+            OOM_EVENTS,
+            "Count of out of memory kills in the container (the kernel's counter)."
+        );
+        describe_gauge!(
+            CONTAINER_STATE,
+            "1 for the state the container is in, 0 for the others."
+        );
+        describe_counter!(
+            CONTAINER_RESTARTS,
+            "Times the container was started again after its first start."
+        );
+        describe_gauge!(
+            CONTAINER_OOM_KILLED,
+            "1 if the container's last run ended in an OOM kill."
+        );
+        describe_gauge!(CONTAINERS, "Containers by state.");
+
+        for (state, label) in STATES {
+            gauge!(CONTAINERS, "state" => label)
+                .set(all.iter().filter(|c| c.state == state).count() as f64);
+        }
+        let infos = runtime.list(true);
+        for c in &all {
+            let labels = [("name", c.name.clone()), ("id", c.id.clone())];
+            for (state, label) in STATES {
+                gauge!(
+                    CONTAINER_STATE,
+                    &[
+                        ("name", c.name.clone()),
+                        ("id", c.id.clone()),
+                        ("state", label.to_string())
+                    ]
+                )
+                .set(if c.state == state { 1.0 } else { 0.0 });
+            }
+            counter!(CONTAINER_RESTARTS, &labels).absolute(u64::from(c.restarts));
+            let oom_killed = infos
+                .iter()
+                .find(|i| i.id == c.id)
+                .is_some_and(|i| i.oom_killed);
+            gauge!(CONTAINER_OOM_KILLED, &labels).set(if oom_killed { 1.0 } else { 0.0 });
+            if !c.sampled {
+                continue;
+            }
+            let u = &c.usage;
+            gauge!(MEMORY_USAGE, &labels).set(u.memory_usage as f64);
+            gauge!(MEMORY_WORKING_SET, &labels).set(u.memory_working_set as f64);
+            gauge!(SPEC_MEMORY_LIMIT, &labels).set(u.memory_limit.unwrap_or(0) as f64);
+            let spec = infos
+                .iter()
+                .find(|i| i.id == c.id)
+                .map(|i| i.spec.resources);
+            gauge!(SPEC_CPU_QUOTA, &labels)
+                .set(spec.and_then(|r| r.cfs_quota_us()).unwrap_or(0) as f64);
+            gauge!(SPEC_CPU_PERIOD, &labels).set(rsup_runtime::cgroups::CFS_PERIOD_US as f64);
+            gauge!(PROCESSES, &labels).set(u.pids as f64);
+            gauge!(SPEC_PIDS_LIMIT, &labels).set(u.pids_limit.unwrap_or(0) as f64);
+            counter!(CFS_PERIODS, &labels).absolute(u.cpu_periods);
+            counter!(CFS_THROTTLED_PERIODS, &labels).absolute(u.cpu_throttled_periods);
+            counter!(OOM_EVENTS, &labels).absolute(u.oom_kills);
+        }
+    });
+    let mut text = handle.render();
+    // The metrics crate's counters are integers; these two counters are in
+    // fractional seconds, so they are written here in the same text format.
+    let seconds = |name: &str, help: &str, value: &dyn Fn(&rsup_runtime::cgroups::Stats) -> u64| {
+        let mut out = format!("# HELP {name} {help}\n# TYPE {name} counter\n");
+        for c in all.iter().filter(|c| c.sampled) {
+            out.push_str(&format!(
+                "{name}{{name=\"{}\",id=\"{}\"}} {}\n",
+                c.name,
+                c.id,
+                value(&c.usage) as f64 / 1e9
+            ));
+        }
+        out.push('\n');
+        out
+    };
+    text.push_str(&seconds(
+        CPU_USAGE,
+        "Cumulative CPU time consumed in seconds.",
+        &|u| u.cpu_usage_ns,
+    ));
+    text.push_str(&seconds(
+        CFS_THROTTLED_SECONDS,
+        "Total time duration the container has been throttled, in seconds.",
+        &|u| u.cpu_throttled_ns,
+    ));
+    text
+}
+
+/// Serves `GET /metrics` on `addr` until `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    runtime: Runtime,
+    daemon: PrometheusHandle,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the metrics endpoint {addr}: {e}"))?;
+    tracing::info!(%addr, "serving /metrics");
+    let t = tracker.clone();
+    tracker.spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(s) => s,
+                    Err(e) => { warn!(error = %e, "metrics accept"); continue; }
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            let runtime = runtime.clone();
+            let daemon = daemon.clone();
+            let stop = shutdown.clone();
+            t.spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let runtime = runtime.clone();
+                        let daemon = daemon.clone();
+                        async move { Ok::<_, Infallible>(respond(&req, &runtime, &daemon)) }
+                    },
+                );
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                tokio::select! {
+                    r = conn => if let Err(e) = r { debug!(error = %e, "metrics connection"); },
+                    _ = stop.cancelled() => {}
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+fn respond(
+    req: &hyper::Request<hyper::body::Incoming>,
+    runtime: &Runtime,
+    daemon: &PrometheusHandle,
+) -> hyper::Response<Full<Bytes>> {
+    let mut builder = hyper::Response::builder();
+    if req.method() != hyper::Method::GET || req.uri().path() != "/metrics" {
+        builder = builder.status(404);
+        return builder
+            .body(Full::new(Bytes::from_static(b"only GET /metrics here\n")))
+            .unwrap_or_default();
+    }
+    let mut body = render_containers(runtime);
+    body.push_str(&daemon.render());
+    builder
+        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+/// Tower layer recording gRPC request counts and latencies.
+#[derive(Clone, Default)]
+pub struct GrpcMetricsLayer;
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetrics { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for GrpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.uri().path().to_string();
+        let start = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            let code = match &res {
+                // Errors are answered "trailers-only", with grpc-status in the
+                // headers; a success carries it in the trailers (code 0).
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or("OK", code_name),
+                Err(_) => "UNAVAILABLE",
+            };
+            counter!(GRPC_REQUESTS, "method" => method.clone(), "code" => code).increment(1);
+            histogram!(GRPC_DURATION, "method" => method).record(start.elapsed().as_secs_f64());
+            res
+        })
+    }
+}
+
+fn code_name(c: i32) -> &'static str {
+    match c {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
+    }
+}
