@@ -753,7 +753,7 @@ impl Runtime {
             let (true, Some(mut follower)) = (follow, follower) else {
                 return;
             };
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
             loop {
                 let live = matches!(
                     status.borrow_and_update().state,

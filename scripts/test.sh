@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# rsup's single test command, run by .ci/run and by hand:
+#
+#   sudo scripts/test.sh                  # everything
+#   sudo scripts/test.sh cli::            # cargo tests whose name contains `cli::`
+#
+# Needs root (the integration tests start real containers) on Debian 12 or
+# similar, with a Rust toolchain. It installs what is missing (busybox-static
+# for the test rootfs, Python packages for the cross-language test), sweeps
+# what earlier, killed runs left in /tmp/rsup-test-*, builds the workspace,
+# runs `cargo test`, then the Python tests in tests/python if there are any;
+# every suite runs, and the script fails at the end if any of them failed.
+# Arguments are passed to the cargo test harness (a name filter, --nocapture).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "scripts/test.sh: run as root: the integration tests create namespaces and mounts" >&2
+    exit 1
+fi
+if ! command -v cargo >/dev/null; then
+    echo "scripts/test.sh: cargo not found; install a Rust toolchain (rustup)" >&2
+    exit 1
+fi
+
+step "System packages"
+missing=()
+[[ -x /bin/busybox ]] || missing+=(busybox-static)
+command -v cc >/dev/null || missing+=(gcc libc6-dev)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+if ((${#missing[@]})); then
+    echo "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    echo "busybox-static, cc, python3 and pip are present"
+fi
+
+step "Python packages"
+if python3 -c 'import grpc, grpc_tools, pytest' 2>/dev/null; then
+    echo "grpcio, grpcio-tools and pytest are present"
+else
+    # Debian marks its Python as externally managed; this is a test machine.
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        python3 -m pip install --quiet grpcio grpcio-tools pytest
+fi
+
+step "Sweeping leftovers of earlier runs (/tmp/rsup-test-*)"
+# True when an argument of process $1 is $2 or a path under it.
+mentions() {
+    local args
+    args=$'\n'"$(tr '\0' '\n' 2>/dev/null <"/proc/$1/cmdline" || true)"$'\n'
+    [[ $args == *"$2/"* || $args == *"$2"$'\n'* ]]
+}
+# The value of integer field $2 in the JSON file $1 (empty if absent).
+json_int() {
+    grep -o "\"$2\"[[:space:]]*:[[:space:]]*[0-9]*" "$1" 2>/dev/null | grep -o '[0-9]*$' | head -n1 || true
+}
+sweep() {
+    local dir=$1 state shim init init_ppid shim_ok pid point
+    local -a victims=()
+    while IFS= read -r -d '' state; do
+        shim=$(json_int "$state" shim_pid)
+        init=$(json_int "$state" init_pid)
+        shim_ok=
+        if [[ -n $shim && $shim -gt 1 ]] && mentions "$shim" "$dir"; then
+            shim_ok=$shim
+        fi
+        # The init goes first: once its shim is dead it can no longer be recognised.
+        if [[ -n $init && $init -gt 1 ]]; then
+            init_ppid=$(awk '/^PPid:/ {print $2}' "/proc/$init/status" 2>/dev/null || true)
+            if mentions "$init" "$dir" || [[ -n $shim_ok && $init_ppid == "$shim_ok" ]]; then
+                victims+=("$init")
+            fi
+        fi
+        if [[ -n $shim_ok ]]; then
+            victims+=("$shim_ok")
+        fi
+    done < <(find "$dir" -xdev -name state.json -print0 2>/dev/null || true)
+    # Any other process still naming the directory, e.g. an orphaned rsupd.
+    for pid in /proc/[0-9]*; do
+        pid=${pid#/proc/}
+        if [[ $pid != "$$" && " ${victims[*]} " != *" $pid "* ]] && mentions "$pid" "$dir"; then
+            victims+=("$pid")
+        fi
+    done
+    for pid in "${victims[@]}"; do
+        echo "killing leftover pid $pid: $(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" || true)"
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    # Deepest mount points first; /proc/mounts escapes spaces as \040.
+    awk '{print $2}' /proc/mounts | while IFS= read -r point; do
+        point=$(printf '%b' "$point")
+        if [[ $point == "$dir" || $point == "$dir"/* ]]; then
+            echo "$point"
+        fi
+    done | sort -r | while IFS= read -r point; do
+        echo "unmounting $point"
+        umount -l "$point" || true
+    done
+    echo "removing $dir"
+    rm -rf --one-file-system "$dir" || echo "warning: could not remove all of $dir" >&2
+}
+shopt -s nullglob
+for dir in /tmp/rsup-test-*; do
+    [[ -d $dir ]] || continue
+    # /tmp/rsup-test-<pid>-<n>: leave the directories of a test run still going.
+    owner=${dir#/tmp/rsup-test-}
+    owner=${owner%%-*}
+    if [[ $owner =~ ^[0-9]+$ && -n $(tr -d '\0' 2>/dev/null </proc/"$owner"/cmdline || true) ]]; then
+        echo "skipping $dir: process $owner still runs"
+        continue
+    fi
+    sweep "$dir"
+done
+shopt -u nullglob
+
+step "cargo build --workspace"
+cargo build --workspace
+
+# Every suite runs even when an earlier one fails; the script fails at the end.
+failed=()
+
+step "cargo test --workspace (integration tests as root)"
+RUST_BACKTRACE=${RUST_BACKTRACE:-1} cargo test --workspace --no-fail-fast -- --test-threads=2 "$@" ||
+    failed+=("cargo test")
+
+if [[ -d tests/python ]]; then
+    step "Python cross-language tests (tests/python)"
+    python3 -m pytest -q tests/python || failed+=("pytest tests/python")
+else
+    step "Python cross-language tests: tests/python does not exist, skipped"
+fi
+
+if ((${#failed[@]})); then
+    step "FAILED: ${failed[*]}"
+    exit 1
+fi
+step "All tests passed"

@@ -1,0 +1,31 @@
+//! rsup's integration tests: one test binary (so the busybox rootfs is built
+//! once) whose every test starts its own real `rsupd` on a temporary socket
+//! and state dir, waits for health SERVING, and drives it as a user would,
+//! through `rsupctl` and the `rsup-client` library.
+//!
+//! They need root, a built workspace (`cargo build --workspace`) and
+//! `/bin/busybox` from busybox-static. Run them all with `scripts/test.sh`,
+//! one with `cargo test -p rsup-tests --test integration -- NAME`.
+
+// Output and exit codes through `rsupctl`, and its error format.
+#[path = "integration/cli.rs"]
+mod cli;
+// What a process inside a container can see: hostname, processes, network,
+// files, and the identity it runs as.
+#[path = "integration/isolation.rs"]
+mod isolation;
+// Stop, kill, restart and the init's reaping.
+#[path = "integration/lifecycle.rs"]
+mod lifecycle;
+// Log files, `logs --tail`, `logs -f` and rotation.
+#[path = "integration/logs.rs"]
+mod logs;
+// State that survives a restart of `rsupd`.
+#[path = "integration/persistence.rs"]
+mod persistence;
+// Bad input gets its gRPC status code and leaves nothing behind.
+#[path = "integration/errors.rs"]
+mod errors;
+// Many concurrent lifecycles leave no process, mount or file behind.
+#[path = "integration/stress.rs"]
+mod stress;

@@ -1,0 +1,279 @@
+//! What a process inside a container sees: its own hostname (UTS namespace),
+//! only its own processes (PID namespace, fresh /proc), only `lo` (network
+//! namespace), only the rootfs and never the host's files (mount namespace
+//! over an overlay whose lower layer is never written), and the environment,
+//! working directory and user it was given.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use rsup_tests::{Daemon, ROOTFS_MARKER, TempDir, busybox_rootfs, describe, stdout, unique_name};
+
+/// Runs `command` in a new container and returns its stdout; it must exit 0.
+fn run_ok(d: &Daemon, flags: &[&str], command: &[&str]) -> String {
+    let name = unique_name("iso");
+    let mut all = vec!["--name", name.as_str()];
+    all.extend_from_slice(flags);
+    let out = d.run(&all, command);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "run {flags:?} {command:?}\n{}",
+        describe(&out)
+    );
+    stdout(&out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostname_is_the_container_name_unless_overridden() {
+    let d = Daemon::start().await;
+    let name = unique_name("host");
+    let out = d.run(&["--name", &name], &["hostname"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(stdout(&out).trim(), name, "{}", describe(&out));
+
+    let out = run_ok(&d, &["--hostname", "custom-host"], &["hostname"]);
+    assert_eq!(out.trim(), "custom-host");
+
+    // Setting it inside changes the container's hostname, not the host's.
+    let host_before = nix::unistd::gethostname().expect("gethostname");
+    let out = run_ok(
+        &d,
+        &[],
+        &["sh", "-c", "hostname changed-inside && hostname"],
+    );
+    assert_eq!(out.trim(), "changed-inside");
+    assert_eq!(
+        nix::unistd::gethostname().expect("gethostname"),
+        host_before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ps_sees_only_the_container_processes() {
+    let d = Daemon::start().await;
+    let out = run_ok(&d, &[], &["ps"]);
+    let pids: Vec<u32> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(pids.contains(&1), "no PID 1 (rsup's init) in\n{out}");
+    // rsup's init, the command (ps itself), at most one helper.
+    assert!(
+        (2..=3).contains(&pids.len()),
+        "expected init + ps, got {} processes:\n{out}",
+        pids.len()
+    );
+    assert!(pids.iter().all(|&p| p < 10), "host-sized pids:\n{out}");
+
+    // /proc is the container's: PID 1 is not the host's init.
+    let host_init = fs::read("/proc/1/cmdline").expect("host /proc/1/cmdline");
+    let inside = run_ok(&d, &[], &["cat", "/proc/1/cmdline"]);
+    assert_ne!(
+        inside.as_bytes(),
+        host_init.as_slice(),
+        "PID 1 inside is the host's init"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ip_link_shows_only_lo_and_it_is_up() {
+    let d = Daemon::start().await;
+    let out = run_ok(&d, &[], &["ip", "link"]);
+    // "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 ..."
+    let links: Vec<(String, Vec<String>)> = out
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ": ");
+            parts.next()?;
+            let name = parts.next()?.split('@').next()?.to_owned();
+            let rest = parts.next()?;
+            let flags = rest
+                .strip_prefix('<')
+                .and_then(|r| r.split('>').next())
+                .map(|f| f.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
+            Some((name, flags))
+        })
+        .collect();
+    let names: Vec<&str> = links.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["lo"], "ip link:\n{out}");
+    assert!(links[0].1.iter().any(|f| f == "UP"), "lo is not up:\n{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_files_are_not_visible() {
+    let d = Daemon::start().await;
+    let host = TempDir::new();
+    let marker = host.path().join("host-only-marker");
+    fs::write(&marker, "host secret\n").expect("write marker");
+    let marker = marker.to_str().expect("utf-8 path");
+
+    let name = unique_name("hidden");
+    let out = d.run(&["--name", &name], &["ls", marker]);
+    assert!(
+        !out.status.success(),
+        "the host's {marker} is visible inside\n{}",
+        describe(&out)
+    );
+    assert!(
+        !stdout(&out).contains("host-only-marker"),
+        "{}",
+        describe(&out)
+    );
+
+    // The rootfs is there, the marker and the host's top-level directories are not.
+    let script = format!(
+        "test -x /bin/busybox || exit 10; test -e {marker} && exit 11; \
+         test -d /proc/self || exit 12; ls -a /"
+    );
+    let listing = run_ok(&d, &[], &["sh", "-c", &script]);
+    let rootfs_entries = dir_names(&busybox_rootfs());
+    let leaked: Vec<String> = dir_names(Path::new("/"))
+        .into_iter()
+        .filter(|n| !rootfs_entries.contains(n))
+        // Mount points a runtime may legitimately create inside.
+        .filter(|n| !["run", "mnt", "dev", "proc", "sys", "tmp"].contains(&n.as_str()))
+        .filter(|n| listing.split_whitespace().any(|e| e == n))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "host directories {leaked:?} are visible inside; `ls -a /`:\n{listing}"
+    );
+}
+
+fn dir_names(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .filter_map(|e| Some(e.ok()?.file_name().to_str()?.to_owned()))
+        .collect()
+}
+
+/// Type, mode, owner, size, mtime and content (or link target) of every entry.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let meta = fs::symlink_metadata(dir).expect("stat");
+        let rel = dir
+            .strip_prefix(root)
+            .expect("under root")
+            .display()
+            .to_string();
+        out.insert(
+            rel,
+            format!(
+                "dir {:o} {}:{} {}",
+                meta.mode(),
+                meta.uid(),
+                meta.gid(),
+                meta.mtime()
+            ),
+        );
+        for entry in fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("dir entry").path();
+            let meta = fs::symlink_metadata(&path).expect("stat");
+            let rel = path
+                .strip_prefix(root)
+                .expect("under root")
+                .display()
+                .to_string();
+            if meta.is_dir() {
+                walk(root, &path, out);
+            } else if meta.file_type().is_symlink() {
+                let target = fs::read_link(&path).expect("readlink");
+                out.insert(rel, format!("link {}", target.display()));
+            } else {
+                let content = if meta.len() < 4096 {
+                    String::from_utf8_lossy(&fs::read(&path).expect("read")).into_owned()
+                } else {
+                    String::new()
+                };
+                out.insert(
+                    rel,
+                    format!(
+                        "file {:o} {}:{} {} {} {content:?}",
+                        meta.mode(),
+                        meta.uid(),
+                        meta.gid(),
+                        meta.len(),
+                        meta.mtime()
+                    ),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_inside_do_not_touch_the_rootfs() {
+    let d = Daemon::start().await;
+    let rootfs = busybox_rootfs();
+    let before = snapshot(&rootfs);
+
+    let script = format!(
+        "echo changed > /{ROOTFS_MARKER} && cat /{ROOTFS_MARKER} && \
+         echo new > /etc/created-inside && rm /bin/yes && mkdir /made-inside && \
+         echo x > /tmp/scratch && chmod 700 /home/app"
+    );
+    let out = run_ok(&d, &[], &["sh", "-c", &script]);
+    assert_eq!(out, "changed\n");
+
+    let after = snapshot(&rootfs);
+    let changed: Vec<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "the rootfs directory changed: {changed:?}"
+    );
+
+    // Another container starts from the pristine rootfs.
+    let out = run_ok(
+        &d,
+        &[],
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "cat /{ROOTFS_MARKER}; test -e /etc/created-inside && echo leaked; test -e /bin/yes && echo kept"
+            ),
+        ],
+    );
+    assert_eq!(out, "lower\nkept\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn env_workdir_and_user_are_applied() {
+    let d = Daemon::start().await;
+    let out = run_ok(
+        &d,
+        &[
+            "-e",
+            "GREETING=hello world",
+            "-e",
+            "OTHER=2",
+            "-w",
+            "/tmp",
+            "-u",
+            "1000:1000",
+        ],
+        &["sh", "-c", "echo \"$GREETING/$OTHER\"; pwd; id -u; id -g"],
+    );
+    assert_eq!(out, "hello world/2\n/tmp\n1000\n1000\n");
+
+    // A user name is looked up in the rootfs' /etc/passwd.
+    let out = run_ok(&d, &["-u", "app"], &["sh", "-c", "id -u; id -g"]);
+    assert_eq!(out, "1000\n1000\n");
+
+    // Defaults: root, in /.
+    let out = run_ok(&d, &[], &["sh", "-c", "id -u; id -g; pwd"]);
+    assert_eq!(out, "0\n0\n/\n");
+}
