@@ -1,0 +1,376 @@
+//! rsup-bench: cold-start latency of a `/bin/true` container on a running rsupd.
+//!
+//! A benchmark, not a test: it asserts nothing about the figures. Runs are
+//! sequential, one container at a time, so each figure is one container's
+//! latency on an otherwise idle daemon.
+//!
+//! * `rsup-run-true` (always): wall time of `create` + `start` + `wait` of
+//!   `/bin/true` through the client library, over one gRPC channel opened
+//!   before the first run. The `remove` that follows each run is not timed.
+//! * `rsup-cli-run-true` (with `--rsupctl PATH`): wall time of the whole
+//!   `rsupctl --socket S run --rm --rootfs R /bin/true` process, from spawn to
+//!   exit, i.e. what a shell user sees (process start, connect, create, attach
+//!   logs, start, wait, auto-remove).
+//!
+//! Prints n, median, p95 (nearest rank), min, mean, max in ms per measure.
+//! `--json FILE` appends one row per measure in the format of
+//! `shared/peers/stats.py` (plus a `p95` field), so `shared/peers/report.py`
+//! puts them beside the peers' `crun-run-true`; `--values DIR` writes the
+//! per-run times (ms, one a line) to `DIR/<id>.txt`.
+//!
+//! ```text
+//! rsup-bench --socket /tmp/rsup-test-bench/rsupd.sock --rootfs /tmp/rsup-test-bench/rootfs \
+//!     --runs 200 --warmup 10 --rsupctl target/release/rsupctl --json results/10-rsup.jsonl
+//! ```
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use rsup_client::{Client, proto};
+
+/// Deadline of one run (create+start+wait, or one rsupctl process).
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Measure create+start+wait of /bin/true on a running rsupd.
+#[derive(Parser)]
+#[command(name = "rsup-bench")]
+struct Args {
+    /// Unix socket of the rsupd to measure.
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// Busybox rootfs for the containers (absolute or relative to here).
+    #[arg(long, value_name = "DIR")]
+    rootfs: PathBuf,
+    /// Timed runs per measure.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    runs: usize,
+    /// Untimed runs before the timed ones.
+    #[arg(long, default_value_t = 10, value_name = "W")]
+    warmup: usize,
+    /// Also measure `rsupctl run --rm` end to end with this binary.
+    #[arg(long, value_name = "PATH")]
+    rsupctl: Option<PathBuf>,
+    /// Append stats.py-format rows (JSON lines) to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the per-run times (ms) to DIR/<id>.txt.
+    #[arg(long, value_name = "DIR")]
+    values: Option<PathBuf>,
+    /// Free text for the rows' `notes` field.
+    #[arg(long, default_value = "")]
+    notes: String,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("rsup-bench: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let rootfs = std::path::absolute(&args.rootfs)
+        .with_context(|| format!("--rootfs {}", args.rootfs.display()))?;
+    if !rootfs.join("bin/true").exists() {
+        bail!(
+            "{}/bin/true not found: not a busybox rootfs",
+            rootfs.display()
+        );
+    }
+    let rootfs = rootfs
+        .to_str()
+        .context("--rootfs is not valid UTF-8")?
+        .to_owned();
+    let client = Client::connect(&args.socket).await?;
+
+    let mut measures = Vec::new();
+
+    let api = Measure {
+        id: "rsup-run-true",
+        what: "rsup cold start via the gRPC client library: create+start+wait of /bin/true \
+               (new pid/net/mnt/ipc/uts ns, overlay on a busybox rootfs, cgroup); rm not timed",
+        cmd: format!(
+            "rsup-bench: Client::create+start+wait {{rootfs: {rootfs}, command: [/bin/true]}}"
+        ),
+        samples: measure_api(&client, &rootfs, args.warmup, args.runs).await?,
+    };
+    api.print();
+    measures.push(api);
+
+    if let Some(rsupctl) = &args.rsupctl {
+        let cli = Measure {
+            id: "rsup-cli-run-true",
+            what: "rsupctl run --rm of /bin/true, whole process (spawn to exit): connect, create, \
+                   attach logs, start, wait, auto-remove",
+            cmd: format!(
+                "{} --socket {} run --rm --rootfs {rootfs} /bin/true",
+                rsupctl.display(),
+                args.socket.display()
+            ),
+            samples: measure_cli(rsupctl, &args.socket, &rootfs, args.warmup, args.runs).await?,
+        };
+        cli.print();
+        measures.push(cli);
+    }
+
+    if let Some(dir) = &args.values {
+        fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        for m in &measures {
+            let path = dir.join(format!("{}.txt", m.id));
+            let text: String = m.samples.iter().map(|v| format!("{v:.6}\n")).collect();
+            fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    if let Some(path) = &args.json {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        for m in &measures {
+            writeln!(file, "{}", m.row(&args.notes))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Per-run wall times (ms) of create+start+wait through `client`.
+async fn measure_api(
+    client: &Client,
+    rootfs: &str,
+    warmup: usize,
+    runs: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let name = format!("bench-{}-{i}", std::process::id());
+        let spec = proto::ContainerSpec {
+            name: name.clone(),
+            rootfs: rootfs.to_owned(),
+            command: vec!["/bin/true".to_owned()],
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(RUN_TIMEOUT, async {
+            client.create(spec).await?;
+            client.start(&name).await?;
+            client.wait(&name).await
+        })
+        .await;
+        let elapsed = started.elapsed();
+        // Untimed, and also after a failure: leave nothing behind.
+        let removed = client.remove(&name, true).await;
+        let status = match outcome {
+            Ok(result) => result.with_context(|| format!("run {i} ({name})"))?,
+            Err(_) => bail!("run {i} ({name}) took more than {RUN_TIMEOUT:?}"),
+        };
+        if status.exit_code != 0 || status.signal != 0 || !status.error.is_empty() {
+            bail!("run {i} ({name}): /bin/true ended with {status:?}");
+        }
+        removed.with_context(|| format!("removing {name}"))?;
+        if i >= warmup {
+            samples.push(elapsed.as_secs_f64() * 1e3);
+        }
+    }
+    Ok(samples)
+}
+
+/// Per-run wall times (ms) of `rsupctl run --rm` processes.
+async fn measure_cli(
+    rsupctl: &Path,
+    socket: &Path,
+    rootfs: &str,
+    warmup: usize,
+    runs: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let mut cmd = tokio::process::Command::new(rsupctl);
+        cmd.arg("--socket")
+            .arg(socket)
+            .args(["run", "--rm", "--rootfs", rootfs, "/bin/true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", rsupctl.display()))?;
+        let output = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
+            .await
+            .with_context(|| format!("rsupctl run {i} took more than {RUN_TIMEOUT:?}"))?
+            .with_context(|| format!("waiting for rsupctl run {i}"))?;
+        let elapsed = started.elapsed();
+        if !output.status.success() {
+            bail!(
+                "rsupctl run {i}: {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        if i >= warmup {
+            samples.push(elapsed.as_secs_f64() * 1e3);
+        }
+    }
+    Ok(samples)
+}
+
+/// One measured figure and its samples (ms).
+struct Measure {
+    id: &'static str,
+    what: &'static str,
+    cmd: String,
+    samples: Vec<f64>,
+}
+
+impl Measure {
+    fn print(&self) {
+        let s = Summary::of(&self.samples);
+        println!(
+            "{:<18} n={:<4} median {:>8.3}  p95 {:>8.3}  min {:>8.3}  mean {:>8.3}  max {:>8.3} ms",
+            self.id, s.n, s.median, s.p95, s.min, s.mean, s.max
+        );
+    }
+
+    /// A row as `shared/peers/stats.py` writes it, plus `p95`.
+    fn row(&self, notes: &str) -> serde_json::Value {
+        let s = Summary::of(&self.samples);
+        serde_json::json!({
+            "id": self.id,
+            "what": self.what,
+            "cmd": self.cmd,
+            "unit": "ms",
+            "date": utc_minute(SystemTime::now()),
+            "notes": notes,
+            "ok": true,
+            "n": s.n,
+            "median": s.median,
+            "min": s.min,
+            "max": s.max,
+            "mean": s.mean,
+            "stdev": s.stdev,
+            "p95": s.p95,
+        })
+    }
+}
+
+/// Summary statistics, computed as Python's `statistics` module does
+/// (median of an even count: mean of the two middle values; sample stdev).
+/// p95 is the nearest-rank percentile: the ceil(0.95 n)-th smallest value.
+#[derive(Debug, PartialEq)]
+struct Summary {
+    n: usize,
+    median: f64,
+    p95: f64,
+    min: f64,
+    max: f64,
+    mean: f64,
+    stdev: f64,
+}
+
+impl Summary {
+    fn of(samples: &[f64]) -> Summary {
+        let mut v = samples.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n == 0 {
+            return Summary {
+                n,
+                median: f64::NAN,
+                p95: f64::NAN,
+                min: f64::NAN,
+                max: f64::NAN,
+                mean: f64::NAN,
+                stdev: f64::NAN,
+            };
+        }
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        let rank = (n * 95).div_ceil(100).max(1);
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let stdev = if n > 1 {
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
+        Summary {
+            n,
+            median,
+            p95: v[rank - 1],
+            min: v[0],
+            max: v[n - 1],
+            mean,
+            stdev,
+        }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM UTC`, the `date` format of stats.py.
+fn utc_minute(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's
+/// `civil_from_days`, for non-negative counts).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_matches_python_statistics() {
+        let s = Summary::of(&[4.0, 1.0, 3.0, 2.0]);
+        assert_eq!(
+            (s.n, s.median, s.min, s.max, s.mean),
+            (4, 2.5, 1.0, 4.0, 2.5)
+        );
+        assert!((s.stdev - 1.290_994_448_735_805_6).abs() < 1e-12);
+        assert_eq!(s.p95, 4.0);
+        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(Summary::of(&hundred).p95, 95.0);
+        assert_eq!(Summary::of(&[7.0]).p95, 7.0);
+    }
+
+    #[test]
+    fn dates_are_utc_minutes() {
+        assert_eq!(utc_minute(UNIX_EPOCH), "1970-01-01 00:00 UTC");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400 + 3_723);
+        assert_eq!(utc_minute(leap), "2000-02-29 01:02 UTC");
+    }
+}
