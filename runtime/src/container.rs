@@ -28,11 +28,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, instrument, warn};
 
 use crate::cgroups::{self, AnyManager, Driver, Limits, Manager, Stats};
+use crate::health::HealthState;
 use crate::logs::{self, LogRecord};
 use crate::process::SpawnError;
 use crate::process::{self, ExitInfo};
 use crate::spec::{ContainerSpec, LogConfig, ResourcesRequest, SpecRequest};
 use crate::store::{self, StateLock, StoreError};
+use crate::supervise::{Backoff, ChildRestart, Ending, Event, EventBus, EventKind};
+use crate::supervisor::{Child, Sup};
 use crate::{Error, signal, sys};
 
 /// Version of `state.json`.
@@ -65,40 +68,73 @@ pub enum ContainerState {
     Created,
     Running,
     Exited,
+    /// Exited, and its restart policy will start it again at `next_start_at`.
+    Restarting,
     Removed,
 }
 
 impl ContainerState {
     /// Start is allowed from these states.
     pub fn can_start(self) -> bool {
-        matches!(self, ContainerState::Created | ContainerState::Exited)
+        matches!(
+            self,
+            ContainerState::Created | ContainerState::Exited | ContainerState::Restarting
+        )
     }
 }
 
 /// `state.json`: the persisted, observed state of one container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Status {
-    version: u32,
-    state: ContainerState,
-    created_at: SystemTime,
-    started_at: Option<SystemTime>,
-    shim_pid: i32,
-    shim_start_time: u64,
-    init_pid: i32,
-    init_start_time: u64,
-    exit: Option<ExitInfo>,
+pub(crate) struct Status {
+    pub(crate) version: u32,
+    pub(crate) state: ContainerState,
+    pub(crate) created_at: SystemTime,
+    pub(crate) started_at: Option<SystemTime>,
+    pub(crate) shim_pid: i32,
+    pub(crate) shim_start_time: u64,
+    pub(crate) init_pid: i32,
+    pub(crate) init_start_time: u64,
+    pub(crate) exit: Option<ExitInfo>,
     /// Why the exit is unknown or the last start failed.
-    error: String,
-    start_count: u32,
+    pub(crate) error: String,
+    pub(crate) start_count: u32,
     /// The cgroup's kernel OOM-kill counter, as last read.
     #[serde(default)]
-    oom_kills: u64,
+    pub(crate) oom_kills: u64,
     /// The counter when the current (or last) run started.
     #[serde(default)]
-    oom_kills_at_start: u64,
+    pub(crate) oom_kills_at_start: u64,
     /// The last run ended by SIGKILL after an OOM kill in the container.
     #[serde(default)]
-    oom_killed: bool,
+    pub(crate) oom_killed: bool,
+    /// Restarts done by the restart policy since the last user start.
+    #[serde(default)]
+    pub(crate) restart_count: u32,
+    /// The user stopped the container: no policy restart until a user start.
+    #[serde(default)]
+    pub(crate) stopped_by_user: bool,
+    #[serde(default)]
+    pub(crate) backoff: Backoff,
+    /// When a pending policy restart is due.
+    #[serde(default)]
+    pub(crate) next_start_at: Option<SystemTime>,
+    /// Its supervisor is stopping it (to restart it with its siblings).
+    #[serde(default)]
+    pub(crate) supervisor_stopping: bool,
+    /// Restarts by policy or supervisor over the container's whole life.
+    #[serde(default)]
+    pub(crate) restarts_total: u64,
+    /// Health of the current run (containers with a health check).
+    #[serde(default)]
+    pub(crate) health: Option<HealthState>,
+}
+
+/// Who starts a container: the user, its restart policy or its supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StartBy {
+    User,
+    Policy,
+    Supervisor,
 }
 
 /// A snapshot of one container, as `inspect` shows it.
@@ -120,6 +156,12 @@ pub struct ContainerInfo {
     pub oom_kills: u64,
     /// The last run died of an OOM kill.
     pub oom_killed: bool,
+    pub restart_count: u32,
+    /// The delay of the pending (or last) policy restart.
+    pub restart_delay: Option<Duration>,
+    pub next_start_at: Option<SystemTime>,
+    pub stopped_by_user: bool,
+    pub health: Option<HealthState>,
 }
 
 /// Resource usage of one container, as `stats` shows it.
@@ -133,43 +175,48 @@ pub struct ContainerStats {
     pub usage: Stats,
     /// Whether `usage` was read from a cgroup (false: never started, or no cgroups).
     pub sampled: bool,
-    pub restarts: u32,
+    /// Restarts by policy or supervisor over the container's whole life.
+    pub restarts: u64,
 }
 
 /// The last two usage samples of a container.
 #[derive(Default)]
-struct Samples {
-    prev: Option<(Instant, Stats)>,
-    last: Option<(Instant, Stats)>,
+pub(crate) struct Samples {
+    pub(crate) prev: Option<(Instant, Stats)>,
+    pub(crate) last: Option<(Instant, Stats)>,
 }
 
 /// One item of a log stream.
 pub type LogStreamItem = LogRecord;
 
-struct Entry {
-    id: String,
+pub(crate) struct Entry {
+    pub(crate) id: String,
     /// The spec as created; its `resources` may be outdated, see `resources`.
-    spec: ContainerSpec,
-    dir: PathBuf,
-    status: watch::Sender<Status>,
-    init_pidfd: Mutex<Option<Arc<OwnedFd>>>,
-    op: tokio::sync::Mutex<()>,
+    pub(crate) spec: ContainerSpec,
+    pub(crate) dir: PathBuf,
+    pub(crate) status: watch::Sender<Status>,
+    pub(crate) init_pidfd: Mutex<Option<Arc<OwnedFd>>>,
+    pub(crate) op: tokio::sync::Mutex<()>,
     /// Limits in force (changed by `update`).
-    resources: Mutex<Limits>,
-    samples: Mutex<Samples>,
+    pub(crate) resources: Mutex<Limits>,
+    pub(crate) samples: Mutex<Samples>,
+    /// Cancels a pending policy restart.
+    pub(crate) pending_restart: Mutex<Option<CancellationToken>>,
+    /// Stops the health checker of the current run.
+    pub(crate) health_cancel: Mutex<Option<CancellationToken>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Entry {
-    fn status(&self) -> Status {
+    pub(crate) fn status(&self) -> Status {
         self.status.borrow().clone()
     }
 
     /// Applies `f`, persists the result, then publishes it.
-    fn set_status(&self, f: impl FnOnce(&mut Status)) -> Result<(), StoreError> {
+    pub(crate) fn set_status(&self, f: impl FnOnce(&mut Status)) -> Result<(), StoreError> {
         let mut next = self.status();
         f(&mut next);
         let r = store::write_json(&self.dir.join("state.json"), &next);
@@ -187,16 +234,25 @@ impl Entry {
             init_pidfd: Mutex::new(None),
             op: tokio::sync::Mutex::new(()),
             samples: Mutex::new(Samples::default()),
+            pending_restart: Mutex::new(None),
+            health_cancel: Mutex::new(None),
         }
     }
 
-    fn current_spec(&self) -> ContainerSpec {
+    /// Cancels a pending policy restart, if any.
+    pub(crate) fn cancel_restart(&self) {
+        if let Some(t) = lock(&self.pending_restart).take() {
+            t.cancel();
+        }
+    }
+
+    pub(crate) fn current_spec(&self) -> ContainerSpec {
         let mut spec = self.spec.clone();
         spec.resources = *lock(&self.resources);
         spec
     }
 
-    fn info(&self) -> ContainerInfo {
+    pub(crate) fn info(&self) -> ContainerInfo {
         let s = self.status();
         ContainerInfo {
             id: self.id.clone(),
@@ -216,10 +272,15 @@ impl Entry {
             start_count: s.start_count,
             oom_kills: s.oom_kills,
             oom_killed: s.oom_killed,
+            restart_count: s.restart_count,
+            restart_delay: s.backoff.last,
+            next_start_at: s.next_start_at,
+            stopped_by_user: s.stopped_by_user,
+            health: s.health,
         }
     }
 
-    fn signal(&self, sig: i32) -> Result<(), Error> {
+    pub(crate) fn signal(&self, sig: i32) -> Result<(), Error> {
         let fd = lock(&self.init_pidfd).clone();
         let Some(fd) = fd else {
             return Err(Error::FailedPrecondition(format!(
@@ -238,7 +299,7 @@ impl Entry {
     }
 
     /// Waits until the container is no longer running, at most `timeout`.
-    async fn wait_not_running(&self, timeout: Duration) -> bool {
+    pub(crate) async fn wait_not_running(&self, timeout: Duration) -> bool {
         let mut rx = self.status.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|s| s.state != ContainerState::Running))
             .await
@@ -246,21 +307,23 @@ impl Entry {
     }
 }
 
-struct Inner {
-    config: RuntimeConfig,
-    containers: Mutex<Vec<Arc<Entry>>>,
+pub(crate) struct Inner {
+    pub(crate) config: RuntimeConfig,
+    pub(crate) containers: Mutex<Vec<Arc<Entry>>>,
     /// (id, name, last status) of removed containers, newest last.
-    graveyard: Mutex<VecDeque<(String, String, Status)>>,
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
-    cgroups: Option<Arc<AnyManager>>,
+    pub(crate) graveyard: Mutex<VecDeque<(String, String, Status)>>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) cgroups: Option<Arc<AnyManager>>,
+    pub(crate) events: EventBus,
+    pub(crate) supervisors: Mutex<Vec<Arc<Sup>>>,
     _lock: StateLock,
 }
 
 /// The container runtime. Cheap to clone; all clones share one state.
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 fn random_id() -> String {
@@ -277,6 +340,18 @@ fn random_id() -> String {
         b[16..20].copy_from_slice(&std::process::id().to_le_bytes());
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A number in [0, 1) for backoff jitter (not cryptographic).
+fn random_unit() -> f64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        return 0.5;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -321,35 +396,47 @@ impl Runtime {
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 cgroups,
+                events: EventBus::default(),
+                supervisors: Mutex::new(Vec::new()),
                 _lock: lock,
             }),
         };
+        runtime.load_supervisors()?;
         let dirs = std::fs::read_dir(&containers_dir).map_err(io_err("read", &containers_dir))?;
+        let mut died_while_down = Vec::new();
         for d in dirs.flatten() {
             let dir = d.path();
             let id = d.file_name().to_string_lossy().into_owned();
-            if let Err(e) = runtime.load(&id, &dir) {
-                warn!(container = %id, error = %e, "skipping a container whose state cannot be read");
+            match runtime.load(&id, &dir) {
+                Ok(true) => died_while_down.push(id),
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(container = %id, error = %e, "skipping a container whose state cannot be read")
+                }
             }
         }
         runtime.spawn_sampler();
+        runtime.restart_on_open(&died_while_down);
         Ok(runtime)
     }
 
-    fn load(&self, id: &str, dir: &Path) -> Result<(), Error> {
+    /// Loads one container; `Ok(true)` when it was running and exited while
+    /// rsupd was down.
+    fn load(&self, id: &str, dir: &Path) -> Result<bool, Error> {
         let spec: Option<ContainerSpec> = store::read_json(&dir.join("config.json"))?;
         let status: Option<Status> = store::read_json(&dir.join("state.json"))?;
         let (Some(spec), Some(mut status)) = (spec, status) else {
             // A create interrupted by a crash: nothing was ever reported as
             // created, so collect it.
             warn!(container = %id, "removing a half-created container");
-            return remove_dir(dir);
+            return remove_dir(dir).map(|()| false);
         };
         if status.state == ContainerState::Removed {
             info!(container = %spec.name, "finishing an interrupted remove");
-            return remove_dir(dir);
+            return remove_dir(dir).map(|()| false);
         }
         let mut adopted = None;
+        let mut died = false;
         if status.state == ContainerState::Running {
             adopted = adopt(&status);
             if adopted.is_none() {
@@ -366,6 +453,7 @@ impl Runtime {
                 status.init_pid = 0;
                 store::write_json(&dir.join("state.json"), &status)?;
                 info!(container = %spec.name, "exited while rsupd was down");
+                died = true;
             }
         }
         let entry = Arc::new(Entry::new(id.to_string(), spec, dir.to_path_buf(), status));
@@ -375,10 +463,34 @@ impl Runtime {
             self.monitor(entry.clone(), shim_fd);
         }
         lock(&self.inner.containers).push(entry);
-        Ok(())
+        Ok(died)
     }
 
-    fn find(&self, key: &str) -> Result<Arc<Entry>, Error> {
+    /// At start: applies restart policies as if rsupd had watched all along.
+    /// A container that died while rsupd was down gets its policy's decision;
+    /// `always` (and `unless-stopped` unless the user stopped it) containers
+    /// that are not running are started; pending restarts are rescheduled.
+    fn restart_on_open(&self, died_while_down: &[String]) {
+        let list = lock(&self.inner.containers).clone();
+        for e in list {
+            let s = e.status();
+            let policy = e.spec.restart.policy;
+            if died_while_down.contains(&e.id) {
+                self.after_exit(e.clone(), Duration::ZERO);
+            } else if s.state == ContainerState::Restarting {
+                let due = s
+                    .next_start_at
+                    .and_then(|t| t.duration_since(SystemTime::now()).ok());
+                self.schedule_start(e.clone(), due.unwrap_or(Duration::ZERO));
+            } else if s.state == ContainerState::Exited
+                && policy.start_with_daemon(s.stopped_by_user)
+            {
+                self.schedule_start(e.clone(), Duration::ZERO);
+            }
+        }
+    }
+
+    pub(crate) fn find(&self, key: &str) -> Result<Arc<Entry>, Error> {
         let list = lock(&self.inner.containers);
         if let Some(e) = list.iter().find(|e| e.id == key || e.spec.name == key) {
             return Ok(e.clone());
@@ -420,6 +532,9 @@ impl Runtime {
             tokio::task::spawn_blocking(move || ContainerSpec::validate(req, &default_name, log))
                 .await
                 .map_err(|e| Error::FailedPrecondition(format!("validation task failed: {e}")))??;
+        if let Some(sup) = &spec.supervisor {
+            self.check_supervisor(sup)?;
+        }
         let taken = |list: &[Arc<Entry>]| list.iter().any(|e| e.spec.name == spec.name);
         let exists =
             || Error::AlreadyExists(format!("a container named {} already exists", spec.name));
@@ -442,6 +557,13 @@ impl Runtime {
             oom_kills: 0,
             oom_kills_at_start: 0,
             oom_killed: false,
+            restart_count: 0,
+            stopped_by_user: false,
+            backoff: Backoff::default(),
+            next_start_at: None,
+            supervisor_stopping: false,
+            restarts_total: 0,
+            health: None,
         };
         let write = || -> Result<(), Error> {
             std::fs::create_dir_all(&dir).map_err(io_err("mkdir", &dir))?;
@@ -467,15 +589,40 @@ impl Runtime {
             list.push(entry.clone());
         }
         info!(id = %id, "created");
+        self.event(&entry, EventKind::Create, &[]);
         Ok(entry.info())
     }
 
-    /// Starts a created or exited container.
+    /// Starts a created or exited container (a user start: it clears a
+    /// user stop and the restart history).
     #[instrument(skip_all, fields(container = %key))]
     pub async fn start(&self, key: &str) -> Result<ContainerInfo, Error> {
         let entry = self.find(key)?;
+        self.start_entry(&entry, StartBy::User).await
+    }
+
+    pub(crate) async fn start_entry(
+        &self,
+        entry: &Arc<Entry>,
+        by: StartBy,
+    ) -> Result<ContainerInfo, Error> {
+        let key = &entry.spec.name;
         let _op = entry.op.lock().await;
-        let state = entry.status().state;
+        let st = entry.status();
+        let state = st.state;
+        let by_user = by == StartBy::User;
+        match by {
+            // The user stopped, started or removed it meanwhile.
+            StartBy::Policy if state != ContainerState::Restarting => return Ok(entry.info()),
+            StartBy::Supervisor
+                if st.stopped_by_user
+                    || matches!(state, ContainerState::Running | ContainerState::Removed) =>
+            {
+                return Ok(entry.info());
+            }
+            _ => {}
+        }
+        entry.cancel_restart();
         if state == ContainerState::Removed {
             return Err(Error::NotFound(format!("no such container: {key}")));
         }
@@ -533,11 +680,136 @@ impl Runtime {
             s.oom_kills = oom_base;
             s.oom_kills_at_start = oom_base;
             s.oom_killed = false;
+            s.next_start_at = None;
+            s.supervisor_stopping = false;
+            if by_user {
+                s.stopped_by_user = false;
+                s.restart_count = 0;
+                s.backoff.reset();
+            } else {
+                s.restart_count += 1;
+                s.restarts_total += 1;
+            }
         });
         self.monitor(entry.clone(), started.shim_pidfd);
+        self.spawn_health(entry);
+        self.event(
+            entry,
+            EventKind::Start,
+            &[("pid", started.init_pid.to_string())],
+        );
         persisted?;
-        info!(pid = started.init_pid, "started");
+        info!(container = %entry.spec.name, pid = started.init_pid, "started");
         Ok(entry.info())
+    }
+
+    pub(crate) fn event(&self, entry: &Entry, kind: EventKind, attrs: &[(&str, String)]) {
+        self.inner.events.publish(Event {
+            time: SystemTime::now(),
+            kind,
+            subject_type: "container",
+            subject: entry.spec.name.clone(),
+            id: entry.id.clone(),
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        });
+    }
+
+    /// The event bus (for the Events RPC).
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    /// Decides what happens after a container's process ended: auto-remove,
+    /// a policy restart after the backoff delay, or nothing.
+    pub(crate) fn after_exit(&self, entry: Arc<Entry>, ran: Duration) {
+        let s = entry.status();
+        if self.inner.shutdown.is_cancelled() {
+            return;
+        }
+        if entry.spec.auto_remove {
+            let rt = self.clone();
+            self.inner.tracker.spawn(async move {
+                if let Err(e) = rt.remove_entry(&entry, true).await {
+                    warn!(container = %entry.spec.name, error = %e, "auto-remove failed");
+                }
+            });
+            return;
+        }
+        if let Some(sup) = entry.spec.supervisor.clone() {
+            // Supervised: the supervisor's strategy decides, with the
+            // container's policy as its OTP restart type.
+            if s.supervisor_stopping || s.stopped_by_user {
+                return;
+            }
+            let restart = ChildRestart::of(&entry.spec.restart.policy)
+                .restarts(s.exit.map_or(-1, |e| e.code), s.oom_killed);
+            if restart {
+                self.child_failed(sup, Child::Container(entry), ran);
+            }
+            return;
+        }
+        let ending = Ending {
+            exit_code: s.exit.map_or(-1, |e| e.code),
+            oom_killed: s.oom_killed,
+            stopped_by_user: s.stopped_by_user,
+            restarts: s.restart_count,
+        };
+        if !entry.spec.restart.policy.should_restart(&ending) {
+            return;
+        }
+        let mut backoff = s.backoff;
+        let delay = backoff.next_delay(&entry.spec.restart.backoff, ran, random_unit());
+        let r = entry.set_status(|st| {
+            st.state = ContainerState::Restarting;
+            st.backoff = backoff;
+            st.next_start_at = Some(SystemTime::now() + delay);
+        });
+        if let Err(e) = r {
+            warn!(container = %entry.spec.name, error = %e, "cannot persist the restart");
+        }
+        self.event(
+            &entry,
+            EventKind::Restart,
+            &[
+                ("attempt", (s.restart_count + 1).to_string()),
+                ("delay_ms", delay.as_millis().to_string()),
+            ],
+        );
+        self.schedule_start(entry, delay);
+    }
+
+    /// Starts `entry` after `delay` unless cancelled (user stop/start/rm).
+    pub(crate) fn schedule_start(&self, entry: Arc<Entry>, delay: Duration) {
+        let token = self.inner.shutdown.child_token();
+        if let Some(old) = lock(&entry.pending_restart).replace(token.clone()) {
+            old.cancel();
+        }
+        if entry.status().state != ContainerState::Restarting {
+            let _ = entry.set_status(|s| {
+                s.state = ContainerState::Restarting;
+                s.next_start_at = Some(SystemTime::now() + delay);
+            });
+        }
+        let rt = self.clone();
+        self.inner.tracker.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = token.cancelled() => return,
+            }
+            if let Err(e) = rt.start_entry(&entry, StartBy::Policy).await {
+                warn!(container = %entry.spec.name, error = %e, "restart failed");
+                // Count the failed attempt and try again later with backoff.
+                let _ = entry.set_status(|s| {
+                    s.state = ContainerState::Exited;
+                    s.restart_count += 1;
+                    s.error = e.to_string();
+                });
+                rt.after_exit(entry, Duration::ZERO);
+            }
+        });
     }
 
     /// Watches the shim of a running container and records its exit.
@@ -562,6 +834,7 @@ impl Runtime {
             }
             let exit: Option<ExitInfo> = store::read_json(&entry.dir.join("exit.json")).unwrap_or(None);
             *lock(&entry.init_pidfd) = None;
+            crate::health::stop_health(&entry);
             let oom_now = rt.sample(&entry).map(|s| s.oom_kills);
             let r = entry.set_status(|s| {
                 if let Some(n) = oom_now {
@@ -581,12 +854,24 @@ impl Runtime {
                 warn!(container = %entry.spec.name, error = %e, "cannot persist the exit");
             }
             info!(container = %entry.spec.name, code = exit.map(|e| e.code), "exited");
-            if entry.spec.auto_remove
-                && !shutdown.is_cancelled()
-                && let Err(e) = rt.remove_entry(&entry, true).await
-            {
-                warn!(container = %entry.spec.name, error = %e, "auto-remove failed");
+            let s = entry.status();
+            let mut attrs = vec![
+                ("exit_code", exit.map_or(-1, |e| e.code).to_string()),
+                ("signal", exit.map_or(0, |e| e.signal).to_string()),
+                ("oom_killed", s.oom_killed.to_string()),
+            ];
+            if !s.error.is_empty() {
+                attrs.push(("error", s.error.clone()));
             }
+            if s.oom_killed {
+                rt.event(&entry, EventKind::Oom, &[]);
+            }
+            rt.event(&entry, EventKind::Die, &attrs);
+            let ran = match (s.started_at, exit) {
+                (Some(a), Some(e)) => e.finished_at.duration_since(a).unwrap_or_default(),
+                _ => Duration::ZERO,
+            };
+            rt.after_exit(entry, ran);
         });
     }
 
@@ -596,9 +881,26 @@ impl Runtime {
     pub async fn stop(&self, key: &str, timeout: Duration) -> Result<ContainerInfo, Error> {
         let entry = self.find(key)?;
         let _op = entry.op.lock().await;
-        if entry.status().state != ContainerState::Running {
+        entry.cancel_restart();
+        let state = entry.status().state;
+        if state != ContainerState::Running {
+            if state == ContainerState::Restarting {
+                entry.set_status(|s| {
+                    s.state = ContainerState::Exited;
+                    s.stopped_by_user = true;
+                    s.next_start_at = None;
+                })?;
+                self.event(&entry, EventKind::Stop, &[]);
+            }
             return Ok(entry.info());
         }
+        // Mark first: the exit this causes must not be restarted.
+        entry.set_status(|s| s.stopped_by_user = true)?;
+        self.event(
+            &entry,
+            EventKind::Stop,
+            &[("timeout_s", timeout.as_secs().to_string())],
+        );
         entry.signal(libc::SIGTERM)?;
         if !entry.wait_not_running(timeout).await {
             info!("did not stop after SIGTERM; sending SIGKILL");
@@ -635,17 +937,26 @@ impl Runtime {
         self.remove_entry(&entry, force).await
     }
 
-    async fn remove_entry(&self, entry: &Arc<Entry>, force: bool) -> Result<(), Error> {
+    pub(crate) async fn remove_entry(&self, entry: &Arc<Entry>, force: bool) -> Result<(), Error> {
         let _op = entry.op.lock().await;
-        match entry.status().state {
+        let state = entry.status().state;
+        match state {
             ContainerState::Removed => return Ok(()),
-            ContainerState::Running if !force => {
+            ContainerState::Running | ContainerState::Restarting if !force => {
                 return Err(Error::FailedPrecondition(format!(
-                    "container {} is running: stop it first or force the removal",
-                    entry.spec.name
+                    "container {} is {}: stop it first or force the removal",
+                    entry.spec.name,
+                    if state == ContainerState::Running {
+                        "running"
+                    } else {
+                        "restarting"
+                    }
                 )));
             }
+            ContainerState::Restarting => entry.cancel_restart(),
             ContainerState::Running => {
+                entry.cancel_restart();
+                entry.set_status(|s| s.stopped_by_user = true)?;
                 entry.signal(libc::SIGKILL)?;
                 if !entry.wait_not_running(KILL_WAIT).await {
                     return Err(Error::FailedPrecondition(format!(
@@ -659,6 +970,7 @@ impl Runtime {
         // Mark first: a crash from here on finishes the removal at start.
         entry.set_status(|s| s.state = ContainerState::Removed)?;
         self.forget(entry);
+        self.event(entry, EventKind::Destroy, &[]);
         let dir = entry.dir.clone();
         let cg = self.inner.cgroups.clone();
         let id = entry.id.clone();
@@ -712,7 +1024,12 @@ impl Runtime {
         };
         let mut rx = entry.status.subscribe();
         let shutdown = self.inner.shutdown.clone();
-        let done = |s: &Status| matches!(s.state, ContainerState::Exited | ContainerState::Removed);
+        let done = |s: &Status| {
+            matches!(
+                s.state,
+                ContainerState::Exited | ContainerState::Removed | ContainerState::Restarting
+            )
+        };
         tokio::select! {
             r = rx.wait_for(done) => {
                 let s = r.map_err(|_| Error::ShuttingDown)?;
@@ -757,7 +1074,7 @@ impl Runtime {
             loop {
                 let live = matches!(
                     status.borrow_and_update().state,
-                    ContainerState::Created | ContainerState::Running
+                    ContainerState::Created | ContainerState::Running | ContainerState::Restarting
                 );
                 let mut new = Vec::new();
                 follower.read_new(&mut new);
@@ -798,6 +1115,7 @@ impl Runtime {
         store::write_json(&entry.dir.join("config.json"), &spec)?;
         *lock(&entry.resources) = next;
         info!(?next, "updated");
+        self.event(&entry, EventKind::Update, &[]);
         Ok(entry.info())
     }
 
@@ -852,6 +1170,11 @@ impl Runtime {
             if stats.oom_kills > known {
                 warn!(container = %e.spec.name, kills = stats.oom_kills - known, "OOM kill in the container");
                 let _ = e.set_status(|s| s.oom_kills = stats.oom_kills);
+                self.event(
+                    e,
+                    EventKind::Oom,
+                    &[("oom_kills", stats.oom_kills.to_string())],
+                );
             }
         }
     }
@@ -914,7 +1237,7 @@ impl Runtime {
                     cpu_percent,
                     usage,
                     sampled,
-                    restarts: status.start_count.saturating_sub(1),
+                    restarts: status.restarts_total,
                 }
             })
             .collect()
@@ -937,6 +1260,18 @@ impl Runtime {
 
     pub fn state_dir(&self) -> &Path {
         &self.inner.config.state_dir
+    }
+
+    /// A token cancelled when the runtime starts shutting down: long-lived
+    /// streams of the daemon end with it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Starts the shutdown: pending restarts, waits, log follows and exit
+    /// monitors end. Containers keep running.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.cancel();
     }
 
     /// Stops background work and waits for it. Containers keep running.

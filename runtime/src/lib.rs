@@ -9,11 +9,15 @@
 pub mod cgroups;
 pub mod container;
 pub mod error;
+pub mod health;
 pub mod logs;
+pub mod net;
 pub mod process;
 pub mod signal;
 pub mod spec;
 pub mod store;
+pub mod supervise;
+pub mod supervisor;
 pub mod sys;
 
 pub use container::{
@@ -22,3 +26,4 @@ pub use container::{
 pub use error::Error;
 pub use process::ExitInfo;
 pub use spec::{ContainerSpec, ResourcesRequest, SpecRequest};
+pub use supervisor::{SupervisorInfo, SupervisorRequest};

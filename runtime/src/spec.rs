@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::cgroups::Limits;
+use crate::supervise::{BackoffConfig, RestartPolicy};
+use std::time::Duration;
 
 /// PATH used when the spec's env has none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -32,6 +34,116 @@ pub struct SpecRequest {
     pub log_max_size: u64,
     pub log_max_files: u32,
     pub resources: ResourcesRequest,
+    pub restart: RestartRequest,
+    /// Supervisor to join ("" = none).
+    pub supervisor: String,
+    pub health: HealthRequest,
+}
+
+/// A health check as requested (Docker's --health-* flags).
+#[derive(Debug, Clone, Default)]
+pub struct HealthRequest {
+    /// Shell command run with `/bin/sh -c` inside the container ("" = none).
+    pub cmd: String,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    pub start_period: Option<Duration>,
+    /// Kill the container when it turns unhealthy, so that its restart
+    /// policy restarts it (a liveness probe).
+    pub restart_on_unhealthy: bool,
+}
+
+/// A validated health check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    /// argv run inside the container.
+    pub test: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+    pub restart_on_unhealthy: bool,
+}
+
+impl HealthRequest {
+    fn validate(&self, restart: &RestartSpec) -> Result<Option<HealthSpec>, Error> {
+        if self.cmd.is_empty() {
+            if self.restart_on_unhealthy {
+                return Err(invalid(
+                    "health.restart_on_unhealthy",
+                    "needs a health command",
+                ));
+            }
+            return Ok(None);
+        }
+        let positive = |d: Option<Duration>, default: Duration, field: &'static str| match d {
+            Some(d) if d.is_zero() => Err(invalid(field, "must be longer than 0")),
+            Some(d) => Ok(d),
+            None => Ok(default),
+        };
+        let spec = HealthSpec {
+            test: vec!["/bin/sh".into(), "-c".into(), self.cmd.clone()],
+            interval: positive(self.interval, Duration::from_secs(30), "health.interval")?,
+            timeout: positive(self.timeout, Duration::from_secs(30), "health.timeout")?,
+            retries: match self.retries {
+                Some(0) => return Err(invalid("health.retries", "must be at least 1")),
+                Some(n) => n,
+                None => 3,
+            },
+            start_period: self.start_period.unwrap_or_default(),
+            restart_on_unhealthy: self.restart_on_unhealthy,
+        };
+        if spec.restart_on_unhealthy && restart.policy.is_no() {
+            return Err(invalid(
+                "health.restart_on_unhealthy",
+                "needs a restart policy (on-failure or always) to restart the killed container",
+            ));
+        }
+        Ok(Some(spec))
+    }
+}
+
+/// Restart policy and backoff as requested (unset fields: defaults).
+#[derive(Debug, Clone, Default)]
+pub struct RestartRequest {
+    /// "no", "on-failure[:N]", "always", "unless-stopped" ("" = no).
+    pub policy: String,
+    pub delay: Option<Duration>,
+    pub max_delay: Option<Duration>,
+    pub reset_after: Option<Duration>,
+    pub jitter: Option<f64>,
+}
+
+/// The validated restart settings of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct RestartSpec {
+    pub policy: RestartPolicy,
+    pub backoff: BackoffConfig,
+}
+
+impl RestartRequest {
+    pub fn validate(&self) -> Result<RestartSpec, Error> {
+        let policy: RestartPolicy = self
+            .policy
+            .parse()
+            .map_err(|e| invalid("restart_policy", e))?;
+        let d = BackoffConfig::default();
+        let mut backoff = BackoffConfig {
+            initial: self.delay.unwrap_or(d.initial),
+            max: self.max_delay.unwrap_or(d.max),
+            reset_after: self.reset_after.unwrap_or(d.reset_after),
+            jitter: self.jitter.unwrap_or(d.jitter),
+        };
+        // A delay above the default cap raises the cap with it.
+        if self.max_delay.is_none() && backoff.initial > backoff.max {
+            backoff.max = backoff.initial;
+        }
+        backoff
+            .validate()
+            .map_err(|(field, reason)| invalid(field, reason))?;
+        Ok(RestartSpec { policy, backoff })
+    }
 }
 
 /// Resource limits as requested: `None` leaves a field as it is (unlimited
@@ -193,6 +305,13 @@ pub struct ContainerSpec {
     /// cgroup limits (changed later by `update`).
     #[serde(default)]
     pub resources: Limits,
+    #[serde(default)]
+    pub restart: RestartSpec,
+    /// The supervisor it joined, if any.
+    #[serde(default)]
+    pub supervisor: Option<String>,
+    #[serde(default)]
+    pub health: Option<HealthSpec>,
 }
 
 /// True if `s` is a DNS label as rsup accepts it for names: 1-63 characters
@@ -347,6 +466,14 @@ impl ContainerSpec {
             return Err(invalid("log.max_size_bytes", "must be at least 1024 bytes"));
         }
         let resources = req.resources.merge(Limits::default())?;
+        let restart = req.restart.validate()?;
+        let health = req.health.validate(&restart)?;
+        if req.auto_remove && !restart.policy.is_no() {
+            return Err(invalid(
+                "restart_policy",
+                "--rm cannot be combined with a restart policy",
+            ));
+        }
         Ok(ContainerSpec {
             name,
             rootfs,
@@ -360,6 +487,9 @@ impl ContainerSpec {
             auto_remove: req.auto_remove,
             log,
             resources,
+            restart,
+            supervisor: (!req.supervisor.is_empty()).then_some(req.supervisor),
+            health,
         })
     }
 }

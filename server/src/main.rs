@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use rsup_proto::v1::containers_server::ContainersServer;
+use rsup_proto::v1::supervisors_server::SupervisorsServer;
 use rsup_proto::v1::system_server::SystemServer;
+use rsup_runtime::process::exec::{self, EXEC_ARG};
 use rsup_runtime::process::{SHIM_ARG, shim};
 use rsup_runtime::{Runtime, RuntimeConfig};
 
@@ -27,7 +29,15 @@ use crate::config::{Cli, Config};
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os();
-    if args.nth(1).is_some_and(|a| a == SHIM_ARG) {
+    let first = args.nth(1);
+    if first.as_ref().is_some_and(|a| a == EXEC_ARG) {
+        let json = args
+            .next()
+            .and_then(|a| a.into_string().ok())
+            .unwrap_or_default();
+        return ExitCode::from(u8::try_from(exec::main(&json)).unwrap_or(126));
+    }
+    if first.is_some_and(|a| a == SHIM_ARG) {
         let Some(dir) = args.next() else {
             eprintln!("usage: rsupd {SHIM_ARG} DIR");
             return ExitCode::from(2);
@@ -145,6 +155,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .set_serving::<SystemServer<grpc::system::Service>>()
         .await;
     health
+        .set_serving::<SupervisorsServer<grpc::supervisors::Service>>()
+        .await;
+    health
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -170,10 +183,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .add_service(SystemServer::new(grpc::system::Service::new(
             runtime.clone(),
         )))
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listener),
-            shutdown_signal(token.clone()),
-        )
+        .add_service(SupervisorsServer::new(grpc::supervisors::Service::new(
+            runtime.clone(),
+        )))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), {
+            let (token, runtime) = (token.clone(), runtime.clone());
+            async move {
+                shutdown_signal(token.clone()).await;
+                // End long-lived streams (wait, logs -f, events) now, so that
+                // the graceful shutdown does not wait on clients.
+                runtime.begin_shutdown();
+                token.cancel();
+            }
+        })
         .await;
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)

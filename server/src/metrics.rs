@@ -46,13 +46,20 @@ pub const CONTAINER_STATE: &str = "rsup_container_state";
 pub const CONTAINER_RESTARTS: &str = "rsup_container_restarts_total";
 pub const CONTAINER_OOM_KILLED: &str = "rsup_container_last_exit_oom_killed";
 pub const CONTAINERS: &str = "rsup_containers";
+pub const CONTAINER_INFO: &str = "rsup_container_info";
+pub const CONTAINER_BACKOFF: &str = "rsup_container_restart_backoff_seconds";
+pub const CONTAINER_HEALTH: &str = "rsup_container_health_status";
+pub const SUPERVISOR_STATE: &str = "rsup_supervisor_state";
+pub const SUPERVISOR_RESTARTS: &str = "rsup_supervisor_restarts_total";
+pub const SUPERVISOR_CHILDREN: &str = "rsup_supervisor_children";
 pub const GRPC_REQUESTS: &str = "rsup_grpc_requests_total";
 pub const GRPC_DURATION: &str = "rsup_grpc_request_duration_seconds";
 
-const STATES: [(ContainerState, &str); 3] = [
+const STATES: [(ContainerState, &str); 4] = [
     (ContainerState::Created, "created"),
     (ContainerState::Running, "running"),
     (ContainerState::Exited, "exited"),
+    (ContainerState::Restarting, "restarting"),
 ];
 
 /// Installs the global recorder for daemon metrics; returns its handle.
@@ -143,6 +150,44 @@ pub fn render_containers(runtime: &Runtime) -> String {
             "1 if the container's last run ended in an OOM kill."
         );
         describe_gauge!(CONTAINERS, "Containers by state.");
+        describe_gauge!(
+            CONTAINER_INFO,
+            "Always 1; labels: the container's name, id, supervisor and restart policy."
+        );
+        describe_gauge!(
+            CONTAINER_BACKOFF,
+            metrics::Unit::Seconds,
+            "Delay of the container's pending (or last) policy restart."
+        );
+        describe_gauge!(
+            CONTAINER_HEALTH,
+            "1 for the container's health status (starting, healthy, unhealthy), 0 for the others; only containers with a health check."
+        );
+        describe_gauge!(
+            SUPERVISOR_STATE,
+            "1 for the state the supervisor is in (running or failed), 0 for the other."
+        );
+        describe_counter!(
+            SUPERVISOR_RESTARTS,
+            "Times the supervisor applied its restart strategy."
+        );
+        describe_gauge!(
+            SUPERVISOR_CHILDREN,
+            "Children of the supervisor (containers and supervisors)."
+        );
+        for sup in runtime.supervisors() {
+            let name = sup.spec.name.clone();
+            for state in ["running", "failed"] {
+                let v = if (state == "failed") == sup.failed {
+                    1.0
+                } else {
+                    0.0
+                };
+                gauge!(SUPERVISOR_STATE, "supervisor" => name.clone(), "state" => state).set(v);
+            }
+            counter!(SUPERVISOR_RESTARTS, "supervisor" => name.clone()).absolute(sup.restarts);
+            gauge!(SUPERVISOR_CHILDREN, "supervisor" => name).set(sup.children.len() as f64);
+        }
 
         for (state, label) in STATES {
             gauge!(CONTAINERS, "state" => label)
@@ -162,11 +207,36 @@ pub fn render_containers(runtime: &Runtime) -> String {
                 )
                 .set(if c.state == state { 1.0 } else { 0.0 });
             }
-            counter!(CONTAINER_RESTARTS, &labels).absolute(u64::from(c.restarts));
-            let oom_killed = infos
-                .iter()
-                .find(|i| i.id == c.id)
-                .is_some_and(|i| i.oom_killed);
+            counter!(CONTAINER_RESTARTS, &labels).absolute(c.restarts);
+            let info = infos.iter().find(|i| i.id == c.id);
+            let oom_killed = info.is_some_and(|i| i.oom_killed);
+            if let Some(i) = info {
+                gauge!(
+                    CONTAINER_INFO,
+                    &[
+                        ("name", c.name.clone()),
+                        ("id", c.id.clone()),
+                        ("supervisor", i.spec.supervisor.clone().unwrap_or_default()),
+                        ("restart_policy", i.spec.restart.policy.to_string()),
+                    ]
+                )
+                .set(1.0);
+                gauge!(CONTAINER_BACKOFF, &labels)
+                    .set(i.restart_delay.map_or(0.0, |d| d.as_secs_f64()));
+                if let Some(h) = i.health.as_ref().filter(|_| i.spec.health.is_some()) {
+                    for st in ["starting", "healthy", "unhealthy"] {
+                        gauge!(
+                            CONTAINER_HEALTH,
+                            &[
+                                ("name", c.name.clone()),
+                                ("id", c.id.clone()),
+                                ("status", st.to_string())
+                            ]
+                        )
+                        .set(if h.status == st { 1.0 } else { 0.0 });
+                    }
+                }
+            }
             gauge!(CONTAINER_OOM_KILLED, &labels).set(if oom_killed { 1.0 } else { 0.0 });
             if !c.sampled {
                 continue;

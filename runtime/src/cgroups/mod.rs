@@ -127,6 +127,8 @@ pub trait Manager {
     fn stats(&self, name: &str) -> Result<Stats, CgroupError>;
     /// Pids in the container's cgroup.
     fn processes(&self, name: &str) -> Result<Vec<i32>, CgroupError>;
+    /// The `cgroup.procs` files a process must be written to, to join.
+    fn procs_files(&self, name: &str) -> Vec<PathBuf>;
     /// Removes the cgroup, killing what is left in it; missing is fine.
     fn remove(&self, name: &str) -> Result<(), CgroupError>;
 }
@@ -179,6 +181,12 @@ impl Manager for AnyManager {
         match self {
             AnyManager::V1(m) => m.remove(name),
             AnyManager::V2(m) => m.remove(name),
+        }
+    }
+    fn procs_files(&self, name: &str) -> Vec<PathBuf> {
+        match self {
+            AnyManager::V1(m) => m.procs_files(name),
+            AnyManager::V2(m) => m.procs_files(name),
         }
     }
 }

@@ -136,6 +136,13 @@ impl Manager for V1 {
         read_pids(&self.path("memory", name, "cgroup.procs"))
     }
 
+    fn procs_files(&self, name: &str) -> Vec<PathBuf> {
+        self.unique_dirs(name)
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
+    }
+
     fn remove(&self, name: &str) -> Result<(), CgroupError> {
         let mut first_err = None;
         for d in self.unique_dirs(name) {

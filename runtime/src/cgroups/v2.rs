@@ -143,6 +143,10 @@ impl Manager for V2 {
         read_pids(&self.path(name, "cgroup.procs"))
     }
 
+    fn procs_files(&self, name: &str) -> Vec<PathBuf> {
+        vec![self.path(name, "cgroup.procs")]
+    }
+
     fn remove(&self, name: &str) -> Result<(), CgroupError> {
         let d = self.base.join(name);
         if d.join("cgroup.kill").exists() {

@@ -38,6 +38,7 @@
 //! Every fd is opened close-on-exec, so no container's pipes leak into
 //! another's helper.
 
+pub mod exec;
 pub mod shim;
 
 use std::io::{BufRead, BufReader, Write};

@@ -199,3 +199,31 @@ pub fn set_name(name: &str) -> nix::Result<()> {
     let r = unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr(), 0, 0, 0) };
     if r < 0 { Err(Errno::last()) } else { Ok(()) }
 }
+
+/// Moves the calling thread into the network namespace behind `netns` (an fd
+/// of `/proc/PID/ns/net` or `/proc/thread-self/ns/net`). Only the calling
+/// thread changes namespace: call it on a dedicated std thread, never on a
+/// tokio worker.
+pub fn setns_net(netns: std::os::fd::BorrowedFd<'_>) -> nix::Result<()> {
+    nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
+}
+
+/// Gives the calling thread a new, empty network namespace (only `lo`,
+/// down). Like [`setns_net`], it affects the calling thread only.
+pub fn unshare_net() -> nix::Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+}
+
+/// Opens the network namespace of the calling thread
+/// (`/proc/thread-self/ns/net`); the fd keeps the namespace alive.
+pub fn open_thread_netns() -> std::io::Result<OwnedFd> {
+    std::fs::File::open("/proc/thread-self/ns/net").map(OwnedFd::from)
+}
+
+/// Names a namespace fd the way `/proc/self/fd/N` does, e.g.
+/// `net:[4026532281]` (for error messages and logs).
+pub fn describe_fd(fd: std::os::fd::BorrowedFd<'_>) -> String {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| format!("fd {}", fd.as_raw_fd()))
+}

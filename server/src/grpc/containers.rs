@@ -7,7 +7,10 @@ use std::time::Duration;
 use rsup_proto::v1 as pb;
 use rsup_proto::v1::containers_server::Containers;
 use rsup_runtime::cgroups::Limits;
+use rsup_runtime::health::ExecRequest;
 use rsup_runtime::logs::Stream as LogStream;
+use rsup_runtime::spec::{HealthRequest, RestartRequest};
+use rsup_runtime::supervise::Event;
 use rsup_runtime::{
     ContainerInfo, ContainerState, ContainerStats, ResourcesRequest, Runtime, SpecRequest,
 };
@@ -44,6 +47,32 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> SpecRequest {
         log_max_size: log.max_size_bytes,
         log_max_files: log.max_files,
         resources: resources_request(s.resources),
+        restart: restart_request(s.restart),
+        supervisor: s.supervisor,
+        health: health_request(s.health),
+    }
+}
+
+fn health_request(h: Option<pb::HealthCheck>) -> HealthRequest {
+    let h = h.unwrap_or_default();
+    HealthRequest {
+        cmd: h.cmd,
+        interval: h.interval_ms.map(Duration::from_millis),
+        timeout: h.timeout_ms.map(Duration::from_millis),
+        retries: h.retries,
+        start_period: h.start_period_ms.map(Duration::from_millis),
+        restart_on_unhealthy: h.restart_on_unhealthy,
+    }
+}
+
+fn restart_request(r: Option<pb::RestartPolicy>) -> RestartRequest {
+    let r = r.unwrap_or_default();
+    RestartRequest {
+        policy: r.policy,
+        delay: r.delay_ms.map(Duration::from_millis),
+        max_delay: r.max_delay_ms.map(Duration::from_millis),
+        reset_after: r.reset_after_ms.map(Duration::from_millis),
+        jitter: r.jitter,
     }
 }
 
@@ -75,6 +104,7 @@ fn state(s: ContainerState) -> pb::ContainerState {
         ContainerState::Running => pb::ContainerState::Running,
         ContainerState::Exited => pb::ContainerState::Exited,
         ContainerState::Removed => pb::ContainerState::Removed,
+        ContainerState::Restarting => pb::ContainerState::Restarting,
     }
 }
 
@@ -115,6 +145,22 @@ fn container(c: ContainerInfo) -> pb::Container {
                 max_files: s.log.max_files,
             }),
             resources: Some(resources(&s.resources)),
+            restart: Some(pb::RestartPolicy {
+                policy: s.restart.policy.to_string(),
+                delay_ms: Some(millis(s.restart.backoff.initial)),
+                max_delay_ms: Some(millis(s.restart.backoff.max)),
+                reset_after_ms: Some(millis(s.restart.backoff.reset_after)),
+                jitter: Some(s.restart.backoff.jitter),
+            }),
+            supervisor: s.supervisor.clone().unwrap_or_default(),
+            health: s.health.as_ref().map(|h| pb::HealthCheck {
+                cmd: h.test.last().cloned().unwrap_or_default(),
+                interval_ms: Some(millis(h.interval)),
+                timeout_ms: Some(millis(h.timeout)),
+                retries: Some(h.retries),
+                start_period_ms: Some(millis(h.start_period)),
+                restart_on_unhealthy: h.restart_on_unhealthy,
+            }),
         }),
         state: state(c.state).into(),
         pid: c.pid,
@@ -129,6 +175,15 @@ fn container(c: ContainerInfo) -> pb::Container {
             })
         },
         oom_kills: c.oom_kills,
+        restart_count: c.restart_count,
+        restart_delay_ms: c.restart_delay.map_or(0, millis),
+        next_start_at: c.next_start_at.map(Into::into),
+        health: c.health.map(|h| pb::Health {
+            status: h.status,
+            failing_streak: h.failing_streak,
+            last_output: h.last_output,
+            last_check: h.last_check.map(Into::into),
+        }),
         log_path: c.log_path.display().to_string(),
         start_count: c.start_count,
         id: c.id,
@@ -171,7 +226,7 @@ fn stats(c: ContainerStats, host_mem: u64) -> pb::ContainerStats {
         pids: u.pids,
         pids_limit: u.pids_limit.unwrap_or(0),
         oom_kills: u.oom_kills,
-        restarts: c.restarts,
+        restarts: u32::try_from(c.restarts).unwrap_or(u32::MAX),
         cpu_periods: u.cpu_periods,
         cpu_throttled_periods: u.cpu_throttled_periods,
         cpu_throttled_ns: u.cpu_throttled_ns,
@@ -179,6 +234,23 @@ fn stats(c: ContainerStats, host_mem: u64) -> pb::ContainerStats {
         name: c.name,
     }
 }
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn event(e: &Event) -> pb::Event {
+    pb::Event {
+        time: Some(e.time.into()),
+        r#type: e.kind.as_str().into(),
+        subject_type: e.subject_type.into(),
+        subject: e.subject.clone(),
+        id: e.id.clone(),
+        attributes: e.attributes.clone().into_iter().collect(),
+    }
+}
+
+type EventStreamOut = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 type StatsStreamOut = Pin<Box<dyn Stream<Item = Result<pb::StatsResponse, Status>> + Send>>;
 
@@ -333,6 +405,7 @@ impl Containers for Service {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let keys = r.containers;
+        let shutdown = self.runtime.shutdown_token();
         tokio::spawn(async move {
             let mut next = Ok(first);
             loop {
@@ -340,12 +413,97 @@ impl Containers for Service {
                 if tx.send(next).await.is_err() || failed {
                     return;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
                 next = sample(&keys);
             }
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn exec(
+        &self,
+        req: Request<pb::ExecRequest>,
+    ) -> Result<Response<pb::ExecResponse>, Status> {
+        let r = req.into_inner();
+        let out = self
+            .runtime
+            .exec(
+                &r.container,
+                ExecRequest {
+                    argv: r.command,
+                    env: r.env,
+                    user: r.user,
+                    workdir: r.working_dir,
+                    timeout: r.timeout_ms.map(Duration::from_millis),
+                },
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ExecResponse {
+            exit_code: out.exit_code,
+            stdout: out.stdout,
+            stderr: out.stderr,
+            timed_out: out.timed_out,
+        }))
+    }
+
+    type EventsStream = EventStreamOut;
+
+    async fn events(
+        &self,
+        req: Request<pb::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let r = req.into_inner();
+        let since = r
+            .since
+            .map(|t| {
+                std::time::SystemTime::try_from(t)
+                    .map_err(|e| Status::invalid_argument(format!("invalid since: {e}")))
+            })
+            .transpose()?;
+        let wanted = move |e: &Event| {
+            (r.types.is_empty() || r.types.iter().any(|t| t == e.kind.as_str()))
+                && (r.containers.is_empty()
+                    || r.containers.iter().any(|c| {
+                        *c == e.subject || (!c.is_empty() && e.id.starts_with(c.as_str()))
+                    }))
+        };
+        let (past, mut rx) = self.runtime.events().subscribe(since);
+        let (tx, out) = tokio::sync::mpsc::channel(64);
+        let shutdown = self.runtime.shutdown_token();
+        tokio::spawn(async move {
+            for e in past.iter().filter(|e| wanted(e)) {
+                if tx.send(Ok(event(e))).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                tokio::select! {
+                    r = rx.recv() => match r {
+                        Ok(e) if wanted(&e) => {
+                            if tx.send(Ok(event(&e))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            let _ = tx.send(Err(Status::data_loss(format!("{n} events were dropped: the client is too slow")))).await;
+                            return;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = tx.closed() => return,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
         )))
     }
 

@@ -1,0 +1,13 @@
+//! Supervision: restart policies and backoff (pure), and the events users
+//! watch. The container manager (`crate::container`) applies them when a
+//! container's process ends.
+
+pub mod backoff;
+pub mod events;
+pub mod policy;
+pub mod tree;
+
+pub use backoff::{Backoff, BackoffConfig};
+pub use events::{Event, EventBus, EventKind};
+pub use policy::{Ending, RestartPolicy};
+pub use tree::{ChildRestart, RestartWindow, Strategy, SupervisorSpec};

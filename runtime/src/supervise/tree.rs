@@ -1,0 +1,237 @@
+//! Supervisor trees as in Erlang/OTP, the pure part: strategies, restart
+//! intensity, child restart types, cycle checks. The runtime
+//! (`crate::supervisor`) applies them to real containers.
+//!
+//! A supervisor's children are containers (joined with `--supervisor`) and
+//! other supervisors (created with `--parent`), in the order they joined.
+//! When a child fails and its restart type says it should be restarted:
+//! * `one_for_one`: only that child is restarted;
+//! * `one_for_all`: every child is stopped (in reverse order) and all are
+//!   started again in order;
+//! * `rest_for_one`: the failed child and those that joined after it.
+//!
+//! More than `intensity` restarts within `period` make the supervisor stop
+//! all its children and fail; its parent then treats it as a failed child
+//! (escalation). A root supervisor that fails stays failed.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::RestartPolicy;
+
+/// Which children a failure restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    OneForOne,
+    OneForAll,
+    RestForOne,
+}
+
+impl FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "one_for_one" => Ok(Strategy::OneForOne),
+            "one_for_all" => Ok(Strategy::OneForAll),
+            "rest_for_one" => Ok(Strategy::RestForOne),
+            _ => Err(format!(
+                "{s:?} is not a strategy: use one_for_one, one_for_all or rest_for_one"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Strategy::OneForOne => "one_for_one",
+            Strategy::OneForAll => "one_for_all",
+            Strategy::RestForOne => "rest_for_one",
+        })
+    }
+}
+
+/// OTP's child restart types, mapped onto restart policies: `permanent` =
+/// always/unless-stopped, `transient` = on-failure, `temporary` = no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildRestart {
+    Permanent,
+    Transient,
+    Temporary,
+}
+
+impl ChildRestart {
+    pub fn of(policy: &RestartPolicy) -> ChildRestart {
+        match policy {
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => ChildRestart::Permanent,
+            RestartPolicy::OnFailure { .. } => ChildRestart::Transient,
+            RestartPolicy::No => ChildRestart::Temporary,
+        }
+    }
+
+    /// Whether a child that ended with `exit_code` (OOM: `oom_killed`) is
+    /// restarted by its supervisor.
+    pub fn restarts(self, exit_code: i32, oom_killed: bool) -> bool {
+        match self {
+            ChildRestart::Permanent => true,
+            ChildRestart::Transient => exit_code != 0 || oom_killed,
+            ChildRestart::Temporary => false,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildRestart::Permanent => "permanent",
+            ChildRestart::Transient => "transient",
+            ChildRestart::Temporary => "temporary",
+        }
+    }
+}
+
+/// A supervisor as configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SupervisorSpec {
+    pub name: String,
+    pub strategy: Strategy,
+    /// At most this many restarts...
+    pub intensity: u32,
+    /// ...within this period.
+    pub period: Duration,
+    pub parent: Option<String>,
+}
+
+/// The children to restart, in start order, when `failed` fails.
+pub fn affected<'a>(strategy: Strategy, children: &'a [String], failed: &str) -> Vec<&'a String> {
+    let pos = children.iter().position(|c| c == failed);
+    match (strategy, pos) {
+        (_, None) => Vec::new(),
+        (Strategy::OneForOne, Some(i)) => vec![&children[i]],
+        (Strategy::OneForAll, Some(_)) => children.iter().collect(),
+        (Strategy::RestForOne, Some(i)) => children[i..].iter().collect(),
+    }
+}
+
+/// The restarts a supervisor made recently.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RestartWindow {
+    times: VecDeque<SystemTime>,
+}
+
+impl RestartWindow {
+    /// Records a restart at `now`; false when that makes more than
+    /// `intensity` restarts within `period` (the supervisor must give up).
+    pub fn record(&mut self, now: SystemTime, intensity: u32, period: Duration) -> bool {
+        while let Some(&t) = self.times.front() {
+            if now.duration_since(t).unwrap_or_default() >= period {
+                self.times.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.times.push_back(now);
+        self.times.len() <= intensity as usize
+    }
+
+    pub fn clear(&mut self) {
+        self.times.clear();
+    }
+}
+
+/// Whether making `parent` the parent of `name` creates a cycle, given a
+/// lookup of each supervisor's parent.
+pub fn creates_cycle(name: &str, parent: &str, parent_of: impl Fn(&str) -> Option<String>) -> bool {
+    let mut cur = Some(parent.to_string());
+    let mut hops = 0;
+    while let Some(p) = cur {
+        if p == name || hops > 1000 {
+            return true;
+        }
+        cur = parent_of(&p);
+        hops += 1;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: Vec<&String>) -> Vec<&str> {
+        v.into_iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn strategies_pick_the_right_children() {
+        let kids: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(names(affected(Strategy::OneForOne, &kids, "b")), ["b"]);
+        assert_eq!(
+            names(affected(Strategy::OneForAll, &kids, "b")),
+            ["a", "b", "c", "d"]
+        );
+        assert_eq!(
+            names(affected(Strategy::RestForOne, &kids, "b")),
+            ["b", "c", "d"]
+        );
+        assert_eq!(names(affected(Strategy::RestForOne, &kids, "d")), ["d"]);
+        assert!(affected(Strategy::OneForAll, &kids, "x").is_empty());
+        assert_eq!("rest_for_one".parse(), Ok(Strategy::RestForOne));
+        assert!("one_for_some".parse::<Strategy>().is_err());
+    }
+
+    #[test]
+    fn intensity_window_slides() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let s = Duration::from_secs;
+        let mut w = RestartWindow::default();
+        assert!(w.record(t0, 2, s(10)));
+        assert!(w.record(t0 + s(1), 2, s(10)));
+        assert!(
+            !w.record(t0 + s(2), 2, s(10)),
+            "third restart within 10 s exceeds 2"
+        );
+        let mut w = RestartWindow::default();
+        assert!(w.record(t0, 2, s(10)));
+        assert!(w.record(t0 + s(5), 2, s(10)));
+        assert!(
+            w.record(t0 + s(11), 2, s(10)),
+            "the first one left the window"
+        );
+    }
+
+    #[test]
+    fn restart_types_follow_policies() {
+        assert_eq!(
+            ChildRestart::of(&RestartPolicy::Always),
+            ChildRestart::Permanent
+        );
+        assert_eq!(
+            ChildRestart::of(&RestartPolicy::OnFailure { max: None }),
+            ChildRestart::Transient
+        );
+        assert_eq!(
+            ChildRestart::of(&RestartPolicy::No),
+            ChildRestart::Temporary
+        );
+        assert!(ChildRestart::Permanent.restarts(0, false));
+        assert!(!ChildRestart::Transient.restarts(0, false));
+        assert!(ChildRestart::Transient.restarts(0, true));
+        assert!(!ChildRestart::Temporary.restarts(1, false));
+    }
+
+    #[test]
+    fn cycles_are_found() {
+        let parents = |n: &str| match n {
+            "b" => Some("a".to_string()),
+            "c" => Some("b".to_string()),
+            _ => None,
+        };
+        assert!(creates_cycle("a", "c", parents));
+        assert!(creates_cycle("a", "a", parents));
+        assert!(!creates_cycle("d", "c", parents));
+    }
+}

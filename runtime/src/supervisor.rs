@@ -1,0 +1,510 @@
+//! Supervisor trees applied to real containers (the policy side is pure, in
+//! [`crate::supervise::tree`]).
+//!
+//! Each supervisor is persisted as `supervisors/<name>.json` under the state
+//! dir (spec, creation time, failed flag, restart window). Its children are
+//! the containers that joined it and the supervisors created under it, in the
+//! order they joined (creation time). Strategy applications of one supervisor
+//! are serialised by its `op` lock; they run as tracked tasks, so a failure
+//! never blocks the exit monitor that reported it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use crate::container::{ContainerState, Entry, Runtime, StartBy, lock};
+use crate::supervise::tree::{self, RestartWindow, Strategy, SupervisorSpec};
+use crate::supervise::{Event, EventKind};
+use crate::{Error, spec, store};
+
+/// Grace period of a supervisor stopping one of its containers.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Persisted state of a supervisor.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SupState {
+    /// It gave up (too many restarts) and its children are stopped.
+    pub failed: bool,
+    pub window: RestartWindow,
+    /// Strategy applications so far.
+    pub restarts: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SupFile {
+    version: u32,
+    spec: SupervisorSpec,
+    created_at: SystemTime,
+    state: SupState,
+}
+
+/// A supervisor of the runtime.
+pub(crate) struct Sup {
+    pub spec: SupervisorSpec,
+    pub created_at: SystemTime,
+    pub state: Mutex<SupState>,
+    op: tokio::sync::Mutex<()>,
+}
+
+/// A child of a supervisor.
+#[derive(Clone)]
+pub(crate) enum Child {
+    Container(Arc<Entry>),
+    Supervisor(Arc<Sup>),
+}
+
+impl Child {
+    fn key(&self) -> String {
+        match self {
+            Child::Container(e) => format!("c:{}", e.id),
+            Child::Supervisor(s) => format!("s:{}", s.spec.name),
+        }
+    }
+    fn name(&self) -> &str {
+        match self {
+            Child::Container(e) => &e.spec.name,
+            Child::Supervisor(s) => &s.spec.name,
+        }
+    }
+}
+
+/// A supervisor request, not yet validated.
+#[derive(Debug, Clone, Default)]
+pub struct SupervisorRequest {
+    pub name: String,
+    pub strategy: String,
+    pub intensity: u32,
+    pub period: Duration,
+    pub parent: String,
+}
+
+/// What `tree` shows of a supervisor.
+#[derive(Debug, Clone)]
+pub struct SupervisorInfo {
+    pub spec: SupervisorSpec,
+    pub failed: bool,
+    pub restarts: u64,
+    /// ("container"|"supervisor", name, state), in start order.
+    pub children: Vec<(&'static str, String, String)>,
+}
+
+type BoxFut<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl Runtime {
+    fn sup_path(&self, name: &str) -> std::path::PathBuf {
+        self.inner
+            .config
+            .state_dir
+            .join("supervisors")
+            .join(format!("{name}.json"))
+    }
+
+    fn persist_sup(&self, sup: &Sup) -> Result<(), Error> {
+        let file = SupFile {
+            version: 1,
+            spec: sup.spec.clone(),
+            created_at: sup.created_at,
+            state: lock(&sup.state).clone(),
+        };
+        store::write_json(&self.sup_path(&sup.spec.name), &file)?;
+        Ok(())
+    }
+
+    /// Loads the persisted supervisors (at start, before the containers).
+    pub(crate) fn load_supervisors(&self) -> Result<(), Error> {
+        let dir = self.inner.config.state_dir.join("supervisors");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Store(store::io_err("mkdir", &dir)(e)))?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| Error::Store(store::io_err("read", &dir)(e)))?;
+        let mut list = Vec::new();
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            match store::read_json::<SupFile>(&p) {
+                Ok(Some(f)) => list.push(Arc::new(Sup {
+                    spec: f.spec,
+                    created_at: f.created_at,
+                    state: Mutex::new(f.state),
+                    op: tokio::sync::Mutex::new(()),
+                })),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(path = %p.display(), error = %e, "skipping an unreadable supervisor")
+                }
+            }
+        }
+        list.sort_by_key(|s| s.created_at);
+        *lock(&self.inner.supervisors) = list;
+        Ok(())
+    }
+
+    pub(crate) fn find_sup(&self, name: &str) -> Option<Arc<Sup>> {
+        lock(&self.inner.supervisors)
+            .iter()
+            .find(|s| s.spec.name == name)
+            .cloned()
+    }
+
+    /// Checks that a container may join `name`.
+    pub(crate) fn check_supervisor(&self, name: &str) -> Result<(), Error> {
+        match self.find_sup(name) {
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound(format!("no such supervisor: {name}"))),
+        }
+    }
+
+    /// Creates a supervisor.
+    pub fn create_supervisor(&self, req: SupervisorRequest) -> Result<SupervisorInfo, Error> {
+        if !spec::is_dns_label(&req.name) {
+            return Err(invalid(
+                "name",
+                format!("{:?} is not a DNS label", req.name),
+            ));
+        }
+        let strategy: Strategy = req
+            .strategy
+            .parse()
+            .map_err(|e: String| invalid("strategy", e))?;
+        if req.intensity == 0 {
+            return Err(invalid(
+                "intensity",
+                "must be at least 1: a supervisor allowed no restart within its period cannot supervise",
+            ));
+        }
+        if req.period.is_zero() {
+            return Err(invalid("period", "must be longer than 0"));
+        }
+        let parent = (!req.parent.is_empty()).then(|| req.parent.clone());
+        if let Some(p) = &parent {
+            let parent_of = |n: &str| self.find_sup(n).and_then(|s| s.spec.parent.clone());
+            if *p == req.name || tree::creates_cycle(&req.name, p, parent_of) {
+                return Err(invalid(
+                    "parent",
+                    format!("{p} as the parent of {} makes a cycle", req.name),
+                ));
+            }
+            if self.find_sup(p).is_none() {
+                return Err(Error::NotFound(format!("no such supervisor: {p}")));
+            }
+        }
+        let sup = Arc::new(Sup {
+            spec: SupervisorSpec {
+                name: req.name.clone(),
+                strategy,
+                intensity: req.intensity,
+                period: req.period,
+                parent,
+            },
+            created_at: SystemTime::now(),
+            state: Mutex::new(SupState::default()),
+            op: tokio::sync::Mutex::new(()),
+        });
+        {
+            let mut list = lock(&self.inner.supervisors);
+            if list.iter().any(|s| s.spec.name == req.name) {
+                return Err(Error::AlreadyExists(format!(
+                    "a supervisor named {} already exists",
+                    req.name
+                )));
+            }
+            list.push(sup.clone());
+        }
+        if let Err(e) = self.persist_sup(&sup) {
+            lock(&self.inner.supervisors).retain(|s| !Arc::ptr_eq(s, &sup));
+            return Err(e);
+        }
+        info!(supervisor = %req.name, %strategy, "supervisor created");
+        Ok(self.sup_info(&sup))
+    }
+
+    /// Removes a supervisor that has no children.
+    pub fn remove_supervisor(&self, name: &str) -> Result<(), Error> {
+        let sup = self
+            .find_sup(name)
+            .ok_or_else(|| Error::NotFound(format!("no such supervisor: {name}")))?;
+        if !self.children_of(&sup).is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "supervisor {name} still has children: remove them first"
+            )));
+        }
+        lock(&self.inner.supervisors).retain(|s| !Arc::ptr_eq(s, &sup));
+        let p = self.sup_path(name);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Store(store::io_err("remove", &p)(e))),
+        }
+    }
+
+    /// Every supervisor, roots first, then in creation order.
+    pub fn supervisors(&self) -> Vec<SupervisorInfo> {
+        let list = lock(&self.inner.supervisors).clone();
+        list.iter().map(|s| self.sup_info(s)).collect()
+    }
+
+    fn sup_info(&self, sup: &Arc<Sup>) -> SupervisorInfo {
+        let st = lock(&sup.state).clone();
+        SupervisorInfo {
+            spec: sup.spec.clone(),
+            failed: st.failed,
+            restarts: st.restarts,
+            children: self
+                .children_of(sup)
+                .iter()
+                .map(|c| match c {
+                    Child::Container(e) => (
+                        "container",
+                        e.spec.name.clone(),
+                        state_name(e.status().state).to_string(),
+                    ),
+                    Child::Supervisor(s) => (
+                        "supervisor",
+                        s.spec.name.clone(),
+                        if lock(&s.state).failed {
+                            "failed"
+                        } else {
+                            "running"
+                        }
+                        .to_string(),
+                    ),
+                })
+                .collect(),
+        }
+    }
+
+    /// Children of `sup` in the order they joined.
+    fn children_of(&self, sup: &Sup) -> Vec<Child> {
+        let name = &sup.spec.name;
+        let mut kids: Vec<(SystemTime, Child)> = lock(&self.inner.containers)
+            .iter()
+            .filter(|e| e.spec.supervisor.as_deref() == Some(name.as_str()))
+            .map(|e| (e.status().created_at, Child::Container(e.clone())))
+            .collect();
+        kids.extend(
+            lock(&self.inner.supervisors)
+                .iter()
+                .filter(|s| s.spec.parent.as_deref() == Some(name.as_str()))
+                .map(|s| (s.created_at, Child::Supervisor(s.clone()))),
+        );
+        kids.sort_by_key(|(t, _)| *t);
+        kids.into_iter().map(|(_, c)| c).collect()
+    }
+
+    fn sup_event(&self, sup: &Sup, kind: EventKind, attrs: &[(&str, String)]) {
+        self.inner.events.publish(Event {
+            time: SystemTime::now(),
+            kind,
+            subject_type: "supervisor",
+            subject: sup.spec.name.clone(),
+            id: sup.spec.name.clone(),
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        });
+    }
+
+    /// A child of supervisor `sup_name` failed and should be restarted:
+    /// applies the supervisor's strategy (in a tracked task).
+    pub(crate) fn child_failed(&self, sup_name: String, failed: Child, ran: Duration) {
+        let rt = self.clone();
+        self.inner
+            .tracker
+            .spawn(async move { rt.apply_strategy(sup_name, failed, ran).await });
+    }
+
+    fn apply_strategy(&self, sup_name: String, failed: Child, ran: Duration) -> BoxFut<'_> {
+        Box::pin(async move {
+            let Some(sup) = self.find_sup(&sup_name) else {
+                warn!(supervisor = %sup_name, "a child failed but its supervisor is gone");
+                return;
+            };
+            let _op = sup.op.lock().await;
+            if self.inner.shutdown.is_cancelled() {
+                return;
+            }
+            let within = {
+                let mut st = lock(&sup.state);
+                if st.failed {
+                    return;
+                }
+                let ok = st
+                    .window
+                    .record(SystemTime::now(), sup.spec.intensity, sup.spec.period);
+                if ok {
+                    st.restarts += 1;
+                }
+                ok
+            };
+            if !within {
+                drop(_op);
+                self.escalate(sup).await;
+                return;
+            }
+            let _ = self.persist_sup(&sup);
+            let children = self.children_of(&sup);
+            let keys: Vec<String> = children.iter().map(Child::key).collect();
+            let failed_key = failed.key();
+            let affected: Vec<Child> = tree::affected(sup.spec.strategy, &keys, &failed_key)
+                .into_iter()
+                .filter_map(|k| children.iter().find(|c| c.key() == *k).cloned())
+                .collect();
+            info!(supervisor = %sup.spec.name, strategy = %sup.spec.strategy, child = failed.name(), restarting = affected.len(), "applying the strategy");
+            self.sup_event(
+                &sup,
+                EventKind::SupervisorRestart,
+                &[
+                    ("strategy", sup.spec.strategy.to_string()),
+                    ("child", failed.name().to_string()),
+                    (
+                        "restarting",
+                        affected
+                            .iter()
+                            .map(Child::name)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ),
+                ],
+            );
+            // Stop the others in reverse start order.
+            for c in affected.iter().rev() {
+                if c.key() != failed_key {
+                    self.stop_child(c).await;
+                }
+            }
+            // The failed container's backoff throttles a crash loop.
+            let delay = match &failed {
+                Child::Container(e) => {
+                    let mut st = e.status();
+                    let d = st.backoff.next_delay(&e.spec.restart.backoff, ran, 0.0);
+                    st.backoff.last = Some(d);
+                    let _ = e.set_status(|s| {
+                        s.backoff = st.backoff;
+                        s.state = ContainerState::Restarting;
+                        s.next_start_at = Some(SystemTime::now() + d);
+                    });
+                    d
+                }
+                Child::Supervisor(_) => Duration::ZERO,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.inner.shutdown.cancelled() => return,
+            }
+            for c in &affected {
+                self.start_child(c).await;
+            }
+        })
+    }
+
+    /// A supervisor exceeded its intensity: stop its children, mark it
+    /// failed, and let its parent handle it as a failed child.
+    fn escalate(&self, sup: Arc<Sup>) -> BoxFut<'_> {
+        Box::pin(async move {
+            {
+                let _op = sup.op.lock().await;
+                let children = self.children_of(&sup);
+                for c in children.iter().rev() {
+                    self.stop_child(c).await;
+                }
+                lock(&sup.state).failed = true;
+                let _ = self.persist_sup(&sup);
+            }
+            match sup.spec.parent.clone() {
+                Some(parent) => {
+                    warn!(supervisor = %sup.spec.name, %parent, "restart intensity exceeded: escalating");
+                    self.sup_event(
+                        &sup,
+                        EventKind::SupervisorEscalate,
+                        &[("parent", parent.clone())],
+                    );
+                    self.apply_strategy(parent, Child::Supervisor(sup), Duration::ZERO)
+                        .await;
+                }
+                None => {
+                    error!(supervisor = %sup.spec.name, "restart intensity exceeded at a root: the tree failed");
+                    self.sup_event(&sup, EventKind::SupervisorFail, &[]);
+                }
+            }
+        })
+    }
+
+    /// Stops a child on behalf of its supervisor (not a user stop: the child
+    /// is started again by the supervisor).
+    fn stop_child<'a>(&'a self, child: &'a Child) -> BoxFut<'a> {
+        Box::pin(async move {
+            match child {
+                Child::Container(e) => {
+                    let _op = e.op.lock().await;
+                    e.cancel_restart();
+                    let state = e.status().state;
+                    if state == ContainerState::Restarting {
+                        let _ = e.set_status(|s| s.state = ContainerState::Exited);
+                    }
+                    if state != ContainerState::Running {
+                        return;
+                    }
+                    let _ = e.set_status(|s| s.supervisor_stopping = true);
+                    let _ = e.signal(libc::SIGTERM);
+                    if !e.wait_not_running(STOP_TIMEOUT).await {
+                        let _ = e.signal(libc::SIGKILL);
+                        e.wait_not_running(STOP_TIMEOUT).await;
+                    }
+                }
+                Child::Supervisor(s) => {
+                    for c in self.children_of(s).iter().rev() {
+                        self.stop_child(c).await;
+                    }
+                }
+            }
+        })
+    }
+
+    /// Starts a child on behalf of its supervisor; a child supervisor is
+    /// reset (no longer failed) and starts its children in order.
+    fn start_child<'a>(&'a self, child: &'a Child) -> BoxFut<'a> {
+        Box::pin(async move {
+            match child {
+                Child::Container(e) => {
+                    if let Err(err) = self.start_entry(e, StartBy::Supervisor).await {
+                        warn!(container = %e.spec.name, error = %err, "supervisor restart failed");
+                    }
+                }
+                Child::Supervisor(s) => {
+                    {
+                        let mut st = lock(&s.state);
+                        st.failed = false;
+                        st.window.clear();
+                    }
+                    let _ = self.persist_sup(s);
+                    for c in &self.children_of(s) {
+                        self.start_child(c).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn state_name(s: ContainerState) -> &'static str {
+    match s {
+        ContainerState::Created => "created",
+        ContainerState::Running => "running",
+        ContainerState::Exited => "exited",
+        ContainerState::Restarting => "restarting",
+        ContainerState::Removed => "removed",
+    }
+}
