@@ -9,6 +9,7 @@ use std::path::Path;
 use hyper_util::rt::TokioIo;
 use rsup_proto::v1 as proto;
 use rsup_proto::v1::containers_client::ContainersClient;
+use rsup_proto::v1::supervisors_client::SupervisorsClient;
 use rsup_proto::v1::system_client::SystemClient;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -50,6 +51,11 @@ impl Client {
     /// The generated stub of the `Containers` service.
     pub fn containers(&self) -> ContainersClient<Channel> {
         ContainersClient::new(self.channel())
+    }
+
+    /// The generated stub of the `Supervisors` service.
+    pub fn supervisors(&self) -> SupervisorsClient<Channel> {
+        SupervisorsClient::new(self.channel())
     }
 
     /// The generated stub of the `System` service.
@@ -179,6 +185,45 @@ impl Client {
             stream,
         };
         Ok(self.containers().stats(request).await?.into_inner())
+    }
+
+    /// Lifecycle events matching `request` (types and containers; empty
+    /// means all), as they happen. With `since` set, the remembered events at
+    /// or after that time come first. The stream ends only when the daemon
+    /// closes it or it is dropped.
+    pub async fn events(
+        &self,
+        request: proto::EventsRequest,
+    ) -> Result<tonic::Streaming<proto::Event>, Error> {
+        Ok(self.containers().events(request).await?.into_inner())
+    }
+
+    /// Creates a supervisor (a root when `request.parent` is empty) and
+    /// returns it. Strategy, intensity and period are the daemon's to judge.
+    pub async fn create_supervisor(
+        &self,
+        request: proto::CreateSupervisorRequest,
+    ) -> Result<proto::Supervisor, Error> {
+        Ok(self.supervisors().create(request).await?.into_inner())
+    }
+
+    /// Deletes a supervisor that has no children.
+    pub async fn remove_supervisor(&self, name: &str) -> Result<(), Error> {
+        let request = proto::RemoveSupervisorRequest {
+            name: name.to_owned(),
+        };
+        self.supervisors().remove(request).await?;
+        Ok(())
+    }
+
+    /// Every supervisor with its children (in start order), in creation order.
+    pub async fn list_supervisors(&self) -> Result<Vec<proto::Supervisor>, Error> {
+        let reply = self
+            .supervisors()
+            .list(proto::ListSupervisorsRequest {})
+            .await?
+            .into_inner();
+        Ok(reply.supervisors)
     }
 
     /// Facts about the daemon: version, state directory, counts, cgroup driver.

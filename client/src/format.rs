@@ -21,11 +21,13 @@ pub fn state_name(state: ContainerState) -> &'static str {
         ContainerState::Running => "running",
         ContainerState::Exited => "exited",
         ContainerState::Removed => "removed",
+        ContainerState::Restarting => "restarting",
         ContainerState::Unspecified => "unknown",
     }
 }
 
-/// Docker's STATUS column: "Created", "Up 3 seconds", "Exited (1) 2 minutes ago".
+/// Docker's STATUS column: "Created", "Up 3 seconds", "Exited (1) 2 minutes ago",
+/// "Restarting (1) 5 seconds ago" (the last exit, waiting for its policy restart).
 pub fn status(container: &Container, now: SystemTime) -> String {
     match container.state() {
         ContainerState::Created => "Created".to_owned(),
@@ -40,6 +42,14 @@ pub fn status(container: &Container, now: SystemTime) -> String {
                 time::ago(exit.finished_at.as_ref(), now)
             ),
             None => "Exited".to_owned(),
+        },
+        ContainerState::Restarting => match &container.exit {
+            Some(exit) => format!(
+                "Restarting ({}) {}",
+                exit.exit_code,
+                time::ago(exit.finished_at.as_ref(), now)
+            ),
+            None => "Restarting".to_owned(),
         },
         ContainerState::Removed => "Removed".to_owned(),
         ContainerState::Unspecified => "Unknown".to_owned(),
@@ -177,6 +187,19 @@ mod tests {
         assert_eq!(status(&exited, now()), "Exited (1) 2 minutes ago");
 
         assert_eq!(status(&container(ContainerState::Exited), now()), "Exited");
+
+        let mut restarting = container(ContainerState::Restarting);
+        restarting.exit = Some(ExitStatus {
+            exit_code: 137,
+            signal: 9,
+            finished_at: ago(5),
+            ..Default::default()
+        });
+        assert_eq!(status(&restarting, now()), "Restarting (137) 5 seconds ago");
+        assert_eq!(
+            status(&container(ContainerState::Restarting), now()),
+            "Restarting"
+        );
         assert_eq!(
             status(&container(ContainerState::Removed), now()),
             "Removed"
@@ -186,6 +209,7 @@ mod tests {
     #[test]
     fn state_names_are_lower_case() {
         assert_eq!(state_name(ContainerState::Running), "running");
+        assert_eq!(state_name(ContainerState::Restarting), "restarting");
         assert_eq!(state_name(ContainerState::Unspecified), "unknown");
     }
 

@@ -13,6 +13,7 @@ use clap::Parser;
 use rsup_client::{Client, DEFAULT_SOCKET};
 
 mod cmd;
+mod duration;
 mod format;
 mod size;
 mod time;

@@ -4,7 +4,13 @@
 //!
 //! The fake knows these container names: "ghost" does not exist, "broken"
 //! fails to start, "killed" ends by SIGKILL, anything else exits with 3.
-//! Created specs and update requests are recorded for the test to check.
+//! "flappy" is waiting for a policy restart. Created specs, update and events
+//! requests are recorded for the test to check; `events` sends two canned
+//! events and ends.
+//!
+//! Supervisors: `list` returns a two-level tree, "app" (db, web and the
+//! supervisor "workers") over "workers" (w1). `create` records its request and
+//! refuses intensity 0, `remove` knows no "ghost".
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -14,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use prost_types::Timestamp;
 use rsup_client::proto::containers_server::{Containers, ContainersServer};
+use rsup_client::proto::supervisors_server::{Supervisors, SupervisorsServer};
 use rsup_client::proto::system_server::{System, SystemServer};
 use rsup_client::proto::*;
 use rsup_client::{Client, Error};
@@ -30,6 +37,8 @@ const NOW: i64 = 1_700_000_000;
 struct Fake {
     specs: Arc<Mutex<Vec<ContainerSpec>>>,
     updates: Arc<Mutex<Vec<UpdateRequest>>>,
+    events: Arc<Mutex<Vec<EventsRequest>>>,
+    supervisors: Arc<Mutex<Vec<CreateSupervisorRequest>>>,
 }
 
 fn ts(seconds: i64) -> Option<Timestamp> {
@@ -138,6 +147,18 @@ impl Containers for Fake {
         if name == "empty" {
             return Ok(Response::new(InspectResponse { container: None }));
         }
+        if name == "flappy" {
+            let mut c = container(name, ContainerState::Restarting)?;
+            c.exit = Some(exit_of(name));
+            c.spec.get_or_insert_default().restart = Some(RestartPolicy {
+                policy: "on-failure:5".to_owned(),
+                ..Default::default()
+            });
+            c.restart_count = 2;
+            c.restart_delay_ms = 400;
+            c.next_start_at = ts(NOW + 3);
+            return Ok(Response::new(InspectResponse { container: Some(c) }));
+        }
         let c = container(name, ContainerState::Running)?;
         Ok(Response::new(InspectResponse { container: Some(c) }))
     }
@@ -225,6 +246,130 @@ impl Containers for Fake {
         let samples = vec![Ok(sample); count];
         Ok(Response::new(Box::pin(tokio_stream::iter(samples))))
     }
+
+    type EventsStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+
+    /// A start and a die of "web", whatever the filters, then the end.
+    async fn events(
+        &self,
+        r: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        self.events
+            .lock()
+            .expect("not poisoned")
+            .push(r.into_inner());
+        let event = |kind: &str, nanos, attributes: &[(&str, &str)]| {
+            Ok(Event {
+                time: Some(Timestamp {
+                    seconds: NOW,
+                    nanos,
+                }),
+                r#type: kind.to_owned(),
+                subject_type: "container".to_owned(),
+                subject: "web".to_owned(),
+                id: ID.to_owned(),
+                attributes: attributes
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            })
+        };
+        let events = vec![
+            event("start", 5, &[]),
+            event(
+                "die",
+                123_456_789,
+                &[("signal", "0"), ("exit_code", "1"), ("oom_killed", "false")],
+            ),
+        ];
+        Ok(Response::new(Box::pin(tokio_stream::iter(events))))
+    }
+
+    /// Not scripted yet.
+    async fn exec(&self, _: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        Err(Status::unimplemented("exec"))
+    }
+}
+
+fn tree() -> Vec<Supervisor> {
+    let child = |kind: &str, name: &str, state: &str| SupervisorChild {
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        state: state.to_owned(),
+    };
+    vec![
+        Supervisor {
+            name: "app".to_owned(),
+            strategy: "one_for_all".to_owned(),
+            intensity: 3,
+            period_ms: 10_000,
+            parent: String::new(),
+            state: "running".to_owned(),
+            restarts: 2,
+            children: vec![
+                child("container", "db", "running"),
+                child("container", "web", "running"),
+                child("supervisor", "workers", "running"),
+            ],
+        },
+        Supervisor {
+            name: "workers".to_owned(),
+            strategy: "one_for_one".to_owned(),
+            intensity: 5,
+            period_ms: 30_000,
+            parent: "app".to_owned(),
+            state: "running".to_owned(),
+            restarts: 0,
+            children: vec![child("container", "w1", "restarting")],
+        },
+    ]
+}
+
+#[tonic::async_trait]
+impl Supervisors for Fake {
+    async fn create(
+        &self,
+        r: Request<CreateSupervisorRequest>,
+    ) -> Result<Response<Supervisor>, Status> {
+        let r = r.into_inner();
+        self.supervisors
+            .lock()
+            .expect("not poisoned")
+            .push(r.clone());
+        if r.intensity == 0 {
+            return Err(Status::invalid_argument("intensity must be at least 1"));
+        }
+        Ok(Response::new(Supervisor {
+            name: r.name,
+            strategy: r.strategy,
+            intensity: r.intensity,
+            period_ms: r.period_ms,
+            parent: r.parent,
+            state: "running".to_owned(),
+            restarts: 0,
+            children: Vec::new(),
+        }))
+    }
+
+    async fn remove(
+        &self,
+        r: Request<RemoveSupervisorRequest>,
+    ) -> Result<Response<RemoveSupervisorResponse>, Status> {
+        let name = r.into_inner().name;
+        if name == "ghost" {
+            return Err(Status::not_found(format!("no such supervisor: {name}")));
+        }
+        Ok(Response::new(RemoveSupervisorResponse {}))
+    }
+
+    async fn list(
+        &self,
+        _: Request<ListSupervisorsRequest>,
+    ) -> Result<Response<ListSupervisorsResponse>, Status> {
+        Ok(Response::new(ListSupervisorsResponse {
+            supervisors: tree(),
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -277,6 +422,7 @@ async fn serve() -> Daemon {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(ContainersServer::new(fake.clone()))
+            .add_service(SupervisorsServer::new(fake.clone()))
             .add_service(SystemServer::new(fake.clone()))
             .serve_with_incoming(UnixListenerStream::new(listener)),
     );
@@ -655,4 +801,360 @@ async fn stats_tables_and_json() {
     let out = rsupctl(socket, &["stats", "--no-stream", "ghost"]).await;
     assert_eq!(text(&out.stderr), "error: no such container: ghost\n");
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn events_print_lines_and_json() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(
+        socket,
+        &[
+            "events",
+            "--filter",
+            "type=die",
+            "--filter",
+            "container=web",
+            "--filter",
+            "type=oom",
+            "--since",
+            "5m",
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0]["type"], "start");
+    assert_eq!(
+        lines[1],
+        serde_json::json!({"time": "2023-11-14T22:13:20.123456789Z", "type": "die",
+                           "subject_type": "container", "subject": "web", "id": ID,
+                           "attributes": {"exit_code": "1", "oom_killed": "false",
+                                          "signal": "0"}})
+    );
+    let request = daemon
+        .fake
+        .events
+        .lock()
+        .expect("not poisoned")
+        .pop()
+        .expect("one request");
+    assert_eq!(request.types, ["die", "oom"]);
+    assert_eq!(request.containers, ["web"]);
+    let since = request.since.expect("--since is sent").seconds;
+    let five_minutes_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        - 300;
+    let five_minutes_ago = i64::try_from(five_minutes_ago).expect("small");
+    assert!(
+        (five_minutes_ago - 60..=five_minutes_ago).contains(&since),
+        "{since} vs {five_minutes_ago}"
+    );
+
+    let out = rsupctl(socket, &["events"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "2023-11-14T22:13:20.000000005Z container start web (id=c0ffee012345)\n\
+         2023-11-14T22:13:20.123456789Z container die web \
+         (exit_code=1, oom_killed=false, signal=0, id=c0ffee012345)\n"
+    );
+    let request = daemon.fake.events.lock().expect("not poisoned").pop();
+    assert_eq!(request, Some(EventsRequest::default()));
+
+    let out = rsupctl(socket, &["events", "--filter", "label=x"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("expected type=EVENT or container=NAME"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn restart_policy_is_passed_through_and_inspected() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(
+        socket,
+        &[
+            "run",
+            "-d",
+            "--restart",
+            "on-failure:3",
+            "--restart-delay",
+            "250ms",
+            "--rootfs",
+            "/r",
+            "true",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = rsupctl(socket, &["create", "--rootfs", "/r", "true"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let specs = daemon.fake.specs.lock().expect("not poisoned").clone();
+    let sent: Vec<Option<RestartPolicy>> = specs.into_iter().map(|s| s.restart).collect();
+    assert_eq!(
+        sent,
+        [
+            Some(RestartPolicy {
+                policy: "on-failure:3".to_owned(),
+                delay_ms: Some(250),
+                ..Default::default()
+            }),
+            None
+        ]
+    );
+
+    let out = rsupctl(
+        socket,
+        &["run", "--restart-delay", "-1s", "--rootfs", "/r", "true"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--restart-delay") && stderr.contains("expected a duration such as"),
+        "{stderr}"
+    );
+    assert_eq!(daemon.fake.specs.lock().expect("not poisoned").len(), 2);
+
+    let out = rsupctl(socket, &["inspect", "flappy"]).await;
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON array");
+    let v = &all[0];
+    assert_eq!(v["State"]["Status"], "restarting");
+    assert_eq!(v["State"]["Restarting"], true);
+    assert_eq!(v["State"]["NextStartAt"], "2023-11-14T22:13:23Z");
+    assert_eq!(v["State"]["RestartDelayMs"], 400);
+    assert_eq!(v["RestartCount"], 2);
+    assert_eq!(
+        v["HostConfig"]["RestartPolicy"],
+        serde_json::json!({"Name": "on-failure", "MaximumRetryCount": 5})
+    );
+}
+
+#[tokio::test]
+async fn library_supervisor_calls_round_trip() {
+    let daemon = serve().await;
+    let client = Client::connect(&daemon.socket).await.expect("connect");
+    let request = CreateSupervisorRequest {
+        name: "app".to_owned(),
+        strategy: "one_for_all".to_owned(),
+        intensity: 3,
+        period_ms: 10_000,
+        parent: String::new(),
+    };
+    let created = client
+        .create_supervisor(request.clone())
+        .await
+        .expect("create");
+    assert_eq!(
+        (created.name.as_str(), created.state.as_str()),
+        ("app", "running")
+    );
+    let listed = client.list_supervisors().await.expect("list");
+    assert_eq!(listed, tree());
+    client.remove_supervisor("app").await.expect("remove");
+    let err = client
+        .remove_supervisor("ghost")
+        .await
+        .expect_err("no such supervisor");
+    assert_eq!(err.code(), Some(Code::NotFound));
+    let sent = daemon
+        .fake
+        .supervisors
+        .lock()
+        .expect("not poisoned")
+        .clone();
+    assert_eq!(sent, [request]);
+}
+
+#[tokio::test]
+async fn supervisor_create_passes_the_arguments_as_given() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(socket, &["supervisor", "create", "app"]).await;
+    assert_eq!(text(&out.stdout), "app\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = rsupctl(
+        socket,
+        &[
+            "supervisor",
+            "create",
+            "workers",
+            "--strategy",
+            "rest_for_one",
+            "--intensity",
+            "5",
+            "--period",
+            "1m30s",
+            "--parent",
+            "app",
+        ],
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "workers\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+
+    // Intensity 0 and unknown strategies are the daemon's to refuse.
+    let out = rsupctl(
+        socket,
+        &[
+            "supervisor",
+            "create",
+            "zero",
+            "--intensity",
+            "0",
+            "--strategy",
+            "odd",
+        ],
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(text(&out.stderr), "error: intensity must be at least 1\n");
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = rsupctl(socket, &["supervisor", "create", "bad", "--period", "-5s"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--period") && stderr.contains("expected a duration such as"),
+        "{stderr}"
+    );
+
+    let sent = daemon
+        .fake
+        .supervisors
+        .lock()
+        .expect("not poisoned")
+        .clone();
+    let request =
+        |name: &str, strategy: &str, intensity, period_ms, parent: &str| CreateSupervisorRequest {
+            name: name.to_owned(),
+            strategy: strategy.to_owned(),
+            intensity,
+            period_ms,
+            parent: parent.to_owned(),
+        };
+    assert_eq!(
+        sent,
+        [
+            request("app", "one_for_one", 1, 5_000, ""),
+            request("workers", "rest_for_one", 5, 90_000, "app"),
+            request("zero", "odd", 0, 5_000, ""),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn tree_shows_two_levels_in_start_order() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(socket, &["tree"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "app (one_for_all, 3 in 10s) running, 2 restarts\n\
+         ├── db  container running\n\
+         ├── web container running\n\
+         └── workers (one_for_one, 5 in 30s) running, 0 restarts\n\
+         \x20   └── w1 container restarting\n"
+    );
+
+    let out = rsupctl(socket, &["tree", "--format", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let roots: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object"))
+        .collect();
+    assert_eq!(roots.len(), 1, "{stdout}");
+    assert_eq!(roots[0]["name"], "app");
+    assert_eq!(roots[0]["period_ms"], 10_000);
+    let names: Vec<&str> = roots[0]["children"]
+        .as_array()
+        .expect("children")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["db", "web", "workers"]);
+    let workers = &roots[0]["children"][2];
+    assert_eq!(workers["kind"], "supervisor");
+    assert_eq!(workers["strategy"], "one_for_one");
+    assert_eq!(
+        workers["children"],
+        serde_json::json!([{"kind": "container", "name": "w1", "state": "restarting"}])
+    );
+}
+
+#[tokio::test]
+async fn supervisor_listing_removal_and_inspection() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(socket, &["supervisor", "ls"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "NAME      STRATEGY      INTENSITY   PERIOD   PARENT   STATE     RESTARTS   CHILDREN\n\
+         app       one_for_all   3           10s      -        running   2          3\n\
+         workers   one_for_one   5           30s      app      running   0          1\n"
+    );
+
+    let out = rsupctl(socket, &["supervisor", "rm", "workers", "ghost", "app"]).await;
+    assert_eq!(text(&out.stdout), "workers\napp\n");
+    assert_eq!(text(&out.stderr), "error: no such supervisor: ghost\n");
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = rsupctl(socket, &["supervisor", "inspect", "workers", "ghost"]).await;
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON array");
+    assert_eq!(
+        all,
+        serde_json::json!([{"name": "workers", "strategy": "one_for_one", "intensity": 5,
+                            "period_ms": 30000, "parent": "app", "state": "running",
+                            "restarts": 0, "children": [
+                                {"kind": "container", "name": "w1", "state": "restarting"}]}])
+    );
+    assert_eq!(text(&out.stderr), "error: no such supervisor: ghost\n");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn run_and_create_join_a_supervisor() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(
+        socket,
+        &["run", "-d", "--supervisor", "app", "--rootfs", "/r", "true"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = rsupctl(
+        socket,
+        &[
+            "create",
+            "--supervisor",
+            "workers",
+            "--rootfs",
+            "/r",
+            "true",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = rsupctl(socket, &["create", "--rootfs", "/r", "true"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let specs = daemon.fake.specs.lock().expect("not poisoned").clone();
+    let joined: Vec<String> = specs.into_iter().map(|s| s.supervisor).collect();
+    assert_eq!(joined, ["app", "workers", ""]);
 }

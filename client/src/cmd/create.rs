@@ -3,14 +3,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use rsup_client::Client;
-use rsup_client::proto::{ContainerSpec, LogConfig, Resources};
+use rsup_client::proto::{ContainerSpec, LogConfig, Resources, RestartPolicy};
 
 use super::say;
-use crate::size;
+use crate::{duration, size};
 
 /// Create a container from a root filesystem and print its id
 #[derive(Args)]
@@ -66,8 +67,15 @@ pub struct SpecArgs {
     #[arg(long, value_name = "N")]
     pub log_max_files: Option<u32>,
 
+    /// Supervisor to join (children start in the order they joined)
+    #[arg(long, value_name = "NAME")]
+    pub supervisor: Option<String>,
+
     #[command(flatten)]
     pub resources: ResourceArgs,
+
+    #[command(flatten)]
+    pub restart: RestartArgs,
 
     /// Command to run, and its arguments
     #[arg(
@@ -105,8 +113,85 @@ impl SpecArgs {
             auto_remove: self.rm,
             log,
             resources: self.resources.to_resources(),
+            restart: self.restart.to_policy(),
+            supervisor: self.supervisor.unwrap_or_default(),
+            // No --health-* flags yet.
+            health: None,
         })
     }
+}
+
+/// The restart policy and its backoff. Values go to the daemon as given; it
+/// alone judges the policy name and the ranges. Durations are sent in whole
+/// milliseconds (a fraction of one is cut off); negative ones are refused
+/// here, since the wire cannot carry them.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub struct RestartArgs {
+    /// Restart policy: no, on-failure[:MAX], always or unless-stopped
+    #[arg(long = "restart", value_name = "POLICY")]
+    pub policy: Option<String>,
+
+    /// First restart delay, doubled on each further restart (e.g. 100ms, 1.5s)
+    #[arg(
+        long,
+        value_name = "DUR",
+        value_parser = duration::parse,
+        allow_hyphen_values = true
+    )]
+    pub restart_delay: Option<Duration>,
+
+    /// Cap of the restart delay (e.g. 1m)
+    #[arg(
+        long,
+        value_name = "DUR",
+        value_parser = duration::parse,
+        allow_hyphen_values = true
+    )]
+    pub restart_max_delay: Option<Duration>,
+
+    /// A run at least this long resets the restart delay (e.g. 10s)
+    #[arg(
+        long,
+        value_name = "DUR",
+        value_parser = duration::parse,
+        allow_hyphen_values = true
+    )]
+    pub restart_reset_after: Option<Duration>,
+
+    /// Scale each delay by a random factor in [1 - JITTER, 1] (0 to 1)
+    #[arg(
+        long,
+        value_name = "FLOAT",
+        value_parser = parse_jitter,
+        allow_hyphen_values = true
+    )]
+    pub restart_jitter: Option<f64>,
+}
+
+impl RestartArgs {
+    /// The policy; `None` when no restart flag was given, so the daemon's
+    /// defaults apply.
+    pub fn to_policy(&self) -> Option<RestartPolicy> {
+        if *self == RestartArgs::default() {
+            return None;
+        }
+        Some(RestartPolicy {
+            policy: self.policy.clone().unwrap_or_default(),
+            delay_ms: self.restart_delay.map(duration::millis),
+            max_delay_ms: self.restart_max_delay.map(duration::millis),
+            reset_after_ms: self.restart_reset_after.map(duration::millis),
+            jitter: self.restart_jitter,
+        })
+    }
+}
+
+/// `--restart-jitter`: any finite number; the daemon checks the range.
+fn parse_jitter(value: &str) -> Result<f64, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|jitter| jitter.is_finite())
+        .ok_or_else(|| "expected a fraction such as 0.1".to_owned())
 }
 
 /// Resource limits, with Docker's flag names: shared by `create`, `run` and
@@ -356,6 +441,102 @@ mod tests {
                 Cli::try_parse_from(["rsupctl", "--rootfs", "r", "--cpus", cpus, "true"]).is_err()
             );
         }
+    }
+
+    #[test]
+    fn restart_flags_make_a_policy() {
+        let spec = parse(&[
+            "--rootfs",
+            "/r",
+            "--restart",
+            "on-failure:3",
+            "--restart-delay",
+            "250ms",
+            "--restart-max-delay",
+            "1m30s",
+            "--restart-reset-after",
+            "10",
+            "--restart-jitter",
+            "0.25",
+            "true",
+        ])
+        .into_spec()
+        .expect("valid spec");
+        assert_eq!(
+            spec.restart,
+            Some(RestartPolicy {
+                policy: "on-failure:3".to_owned(),
+                delay_ms: Some(250),
+                max_delay_ms: Some(90_000),
+                reset_after_ms: Some(10_000),
+                jitter: Some(0.25),
+            })
+        );
+    }
+
+    #[test]
+    fn restart_policy_is_sent_only_when_asked_for() {
+        let spec = parse(&["--rootfs", "/r", "true"])
+            .into_spec()
+            .expect("valid spec");
+        assert_eq!(spec.restart, None);
+        let spec = parse(&["--rootfs", "/r", "--restart-delay", "0", "true"])
+            .into_spec()
+            .expect("valid spec");
+        assert_eq!(
+            spec.restart,
+            Some(RestartPolicy {
+                delay_ms: Some(0),
+                ..Default::default()
+            })
+        );
+        // The policy name is the daemon's to judge.
+        let spec = parse(&["--rootfs", "/r", "--restart", "sometimes", "true"]);
+        assert_eq!(spec.restart.policy.as_deref(), Some("sometimes"));
+        let spec = parse(&["--rootfs", "/r", "--restart-jitter", "-1", "true"]);
+        assert_eq!(spec.restart.restart_jitter, Some(-1.0));
+    }
+
+    #[test]
+    fn bad_durations_name_the_flag_and_the_form() {
+        for (flag, value) in [
+            ("--restart-delay", "-1s"),
+            ("--restart-max-delay", "soon"),
+            ("--restart-reset-after", "10x"),
+        ] {
+            let err = Cli::try_parse_from(["rsupctl", "--rootfs", "r", flag, value, "true"])
+                .err()
+                .expect("a bad duration");
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+            let text = err.to_string();
+            assert!(text.contains(flag), "{text}");
+            assert!(text.contains(duration::EXPECTED), "{text}");
+        }
+        for jitter in ["x", "nan", "inf"] {
+            assert!(
+                Cli::try_parse_from([
+                    "rsupctl",
+                    "--rootfs",
+                    "r",
+                    "--restart-jitter",
+                    jitter,
+                    "true"
+                ])
+                .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn supervisor_is_sent_when_given() {
+        let spec = parse(&["--rootfs", "/r", "--supervisor", "app", "true"])
+            .into_spec()
+            .expect("valid spec");
+        assert_eq!(spec.supervisor, "app");
+        let spec = parse(&["--rootfs", "/r", "true"])
+            .into_spec()
+            .expect("valid spec");
+        assert_eq!(spec.supervisor, "");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use rsup_client::Client;
-use rsup_client::proto::{Container, ContainerState, Resources};
+use rsup_client::proto::{Container, ContainerState, Resources, RestartPolicy};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -39,7 +39,7 @@ impl Inspect {
 }
 
 /// Docker indents `inspect` output by four spaces.
-fn pretty(value: &Value) -> serde_json::Result<String> {
+pub fn pretty(value: &Value) -> serde_json::Result<String> {
     let mut buf = Vec::new();
     let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     value.serialize(&mut serde_json::Serializer::with_formatter(
@@ -59,6 +59,7 @@ fn to_json(c: &Container) -> Value {
         "State": {
             "Status": format::state_name(c.state()),
             "Running": c.state() == ContainerState::Running,
+            "Restarting": c.state() == ContainerState::Restarting,
             "Pid": c.pid,
             "ExitCode": exit.exit_code,
             "Signal": exit.signal,
@@ -67,8 +68,13 @@ fn to_json(c: &Container) -> Value {
             "Error": exit.error,
             "OOMKilled": exit.oom_killed,
             "OomKills": c.oom_kills,
+            "NextStartAt": timestamp(c.next_start_at.as_ref()),
+            "RestartDelayMs": c.restart_delay_ms,
         },
-        "HostConfig": host_config(spec.resources.unwrap_or_default()),
+        "HostConfig": host_config(
+            spec.resources.unwrap_or_default(),
+            spec.restart.unwrap_or_default()
+        ),
         "Config": {
             "Cmd": spec.command,
             "Env": spec.env,
@@ -77,22 +83,36 @@ fn to_json(c: &Container) -> Value {
             "Hostname": spec.hostname,
             "Rootfs": spec.rootfs,
             "AutoRemove": spec.auto_remove,
+            "Supervisor": spec.supervisor,
         },
         "LogPath": c.log_path,
         "StartCount": c.start_count,
+        "RestartCount": c.restart_count,
     })
 }
 
 /// Docker's `HostConfig` limits: 0 when unset, `MemorySwap` -1 for unlimited
-/// swap, CPUs in billionths.
-fn host_config(r: Resources) -> Value {
+/// swap, CPUs in billionths; and its `RestartPolicy`.
+fn host_config(r: Resources, restart: RestartPolicy) -> Value {
+    let (name, max_retries) = restart_policy(&restart.policy);
     json!({
+        "RestartPolicy": {"Name": name, "MaximumRetryCount": max_retries},
         "Memory": r.memory_bytes.unwrap_or(0),
         "MemorySwap": r.memory_swap_bytes.unwrap_or(0),
         "NanoCpus": r.cpus.map_or(0, nano_cpus),
         "CpuShares": r.cpu_shares.unwrap_or(0),
         "PidsLimit": r.pids_limit.unwrap_or(0),
     })
+}
+
+/// Docker's `RestartPolicy`: "on-failure:3" is Name "on-failure" with
+/// MaximumRetryCount 3; no policy is "no".
+fn restart_policy(policy: &str) -> (&str, u64) {
+    match policy.split_once(':') {
+        _ if policy.is_empty() => ("no", 0),
+        Some((name, count)) => (name, count.parse().unwrap_or(0)),
+        None => (policy, 0),
+    }
 }
 
 /// `cpus * 1e9`, rounded (so 1.5 is exactly 1500000000); saturates at the
@@ -150,17 +170,20 @@ mod tests {
         assert_eq!(v["Created"], "2023-11-14T22:13:20Z");
         assert_eq!(
             v["State"],
-            json!({"Status": "exited", "Running": false, "Pid": 0, "ExitCode": 1, "Signal": 0,
-                   "StartedAt": "2023-11-14T22:13:21.5Z", "FinishedAt": "2023-11-14T22:13:22Z",
-                   "Error": "", "OOMKilled": true, "OomKills": 2})
+            json!({"Status": "exited", "Running": false, "Restarting": false, "Pid": 0,
+                   "ExitCode": 1, "Signal": 0, "StartedAt": "2023-11-14T22:13:21.5Z",
+                   "FinishedAt": "2023-11-14T22:13:22Z", "Error": "", "OOMKilled": true,
+                   "OomKills": 2, "NextStartAt": "0001-01-01T00:00:00Z", "RestartDelayMs": 0})
         );
         assert_eq!(v["Config"]["Cmd"], json!(["false"]));
         assert_eq!(v["Config"]["Rootfs"], "/srv/root");
         assert_eq!(v["Config"]["AutoRemove"], true);
         assert_eq!(v["StartCount"], 1);
+        assert_eq!(v["RestartCount"], 0);
         assert_eq!(
             v["HostConfig"],
-            json!({"Memory": 0, "MemorySwap": 0, "NanoCpus": 0, "CpuShares": 0, "PidsLimit": 0})
+            json!({"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+                   "Memory": 0, "MemorySwap": 0, "NanoCpus": 0, "CpuShares": 0, "PidsLimit": 0})
         );
     }
 
@@ -181,12 +204,57 @@ mod tests {
         };
         assert_eq!(
             to_json(&c)["HostConfig"],
-            json!({"Memory": 268435456, "MemorySwap": -1, "NanoCpus": 1500000000,
+            json!({"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+                   "Memory": 268435456, "MemorySwap": -1, "NanoCpus": 1500000000,
                    "CpuShares": 512, "PidsLimit": 100})
         );
         assert_eq!(nano_cpus(0.1), 100_000_000);
         assert_eq!(nano_cpus(0.000_000_000_4), 0);
         assert_eq!(nano_cpus(f64::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn restarting_container_shows_its_policy_and_next_start() {
+        let mut c = Container {
+            spec: Some(ContainerSpec {
+                restart: Some(RestartPolicy {
+                    policy: "on-failure:3".to_owned(),
+                    delay_ms: Some(250),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            restart_count: 2,
+            restart_delay_ms: 500,
+            next_start_at: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 250_000_000,
+            }),
+            ..Default::default()
+        };
+        c.set_state(ContainerState::Restarting);
+        let v = to_json(&c);
+        assert_eq!(v["State"]["Status"], "restarting");
+        assert_eq!(v["State"]["Restarting"], true);
+        assert_eq!(v["State"]["Running"], false);
+        assert_eq!(v["State"]["NextStartAt"], "2023-11-14T22:13:20.25Z");
+        assert_eq!(v["State"]["RestartDelayMs"], 500);
+        assert_eq!(v["RestartCount"], 2);
+        assert_eq!(
+            v["HostConfig"]["RestartPolicy"],
+            json!({"Name": "on-failure", "MaximumRetryCount": 3})
+        );
+    }
+
+    #[test]
+    fn restart_policies_split_like_docker() {
+        assert_eq!(restart_policy(""), ("no", 0));
+        assert_eq!(restart_policy("no"), ("no", 0));
+        assert_eq!(restart_policy("always"), ("always", 0));
+        assert_eq!(restart_policy("unless-stopped"), ("unless-stopped", 0));
+        assert_eq!(restart_policy("on-failure"), ("on-failure", 0));
+        assert_eq!(restart_policy("on-failure:3"), ("on-failure", 3));
+        assert_eq!(restart_policy("on-failure:x"), ("on-failure", 0));
     }
 
     #[test]

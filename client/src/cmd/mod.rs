@@ -12,6 +12,7 @@ use clap::Subcommand;
 use rsup_client::Client;
 
 pub mod create;
+pub mod events;
 pub mod info;
 pub mod inspect;
 pub mod kill;
@@ -23,6 +24,8 @@ pub mod run;
 pub mod start;
 pub mod stats;
 pub mod stop;
+pub mod supervisor;
+pub mod tree;
 pub mod update;
 pub mod wait;
 
@@ -47,6 +50,9 @@ pub enum Command {
     Stats(stats::Stats),
     Update(update::Update),
     Wait(wait::Wait),
+    Events(events::Events),
+    Supervisor(supervisor::Supervisors),
+    Tree(tree::Tree),
     Info(info::Info),
 }
 
@@ -67,6 +73,9 @@ impl Command {
             Command::Stats(c) => c.execute(client).await,
             Command::Update(c) => c.execute(client).await,
             Command::Wait(c) => c.execute(client).await,
+            Command::Events(c) => c.execute(client).await,
+            Command::Supervisor(c) => c.execute(client).await,
+            Command::Tree(c) => c.execute(client).await,
             Command::Info(c) => c.execute(client).await,
         }
     }
