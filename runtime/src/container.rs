@@ -59,6 +59,21 @@ pub struct RuntimeConfig {
     pub cgroup_subtree: Option<String>,
     /// How often usage is sampled (CPU %, OOM kills, metrics).
     pub stats_interval: Duration,
+    pub net: NetConfig,
+}
+
+/// Network settings of the daemon.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Prefix of every link rsupd makes (bridges `<prefix>b…`, veths
+    /// `<prefix>v…`), 1-4 characters; leftovers with it are swept at start.
+    pub prefix: String,
+    /// Subnet of the `default` network when it is first made.
+    pub default_subnet: crate::net::Subnet,
+    /// Port of the embedded DNS servers (53).
+    pub dns_port: u16,
+    /// Where names unknown to a network go; none: NXDOMAIN.
+    pub dns_upstream: Vec<std::net::SocketAddr>,
 }
 
 /// Lifecycle state of a container.
@@ -217,10 +232,14 @@ impl Entry {
 
     /// Applies `f`, persists the result, then publishes it.
     pub(crate) fn set_status(&self, f: impl FnOnce(&mut Status)) -> Result<(), StoreError> {
-        let mut next = self.status();
-        f(&mut next);
-        let r = store::write_json(&self.dir.join("state.json"), &next);
-        self.status.send_replace(next);
+        // Under the channel's lock: concurrent updates neither lose each
+        // other's changes nor reach the disk out of order.
+        let mut r = Ok(());
+        let path = self.dir.join("state.json");
+        self.status.send_modify(|st| {
+            f(st);
+            r = store::write_json(&path, st);
+        });
         r
     }
 
@@ -317,6 +336,8 @@ pub(crate) struct Inner {
     pub(crate) cgroups: Option<Arc<AnyManager>>,
     pub(crate) events: EventBus,
     pub(crate) supervisors: Mutex<Vec<Arc<Sup>>>,
+    pub(crate) networks: Mutex<Vec<Arc<crate::network::Network>>>,
+    pub(crate) netlink: tokio::sync::OnceCell<crate::net::Netlink>,
     _lock: StateLock,
 }
 
@@ -374,7 +395,7 @@ impl Runtime {
         let root = config.state_dir.clone();
         let containers_dir = root.join("containers");
         std::fs::create_dir_all(&containers_dir).map_err(io_err("mkdir", &containers_dir))?;
-        let lock = StateLock::acquire(&root)?;
+        let state_lock = StateLock::acquire(&root)?;
         let cgroups = match &config.cgroup_subtree {
             None => None,
             Some(sub) => match cgroups::detect(sub) {
@@ -398,10 +419,13 @@ impl Runtime {
                 cgroups,
                 events: EventBus::default(),
                 supervisors: Mutex::new(Vec::new()),
-                _lock: lock,
+                networks: Mutex::new(Vec::new()),
+                netlink: tokio::sync::OnceCell::new(),
+                _lock: state_lock,
             }),
         };
         runtime.load_supervisors()?;
+        runtime.open_networks().await?;
         let dirs = std::fs::read_dir(&containers_dir).map_err(io_err("read", &containers_dir))?;
         let mut died_while_down = Vec::new();
         for d in dirs.flatten() {
@@ -416,6 +440,10 @@ impl Runtime {
             }
         }
         runtime.spawn_sampler();
+        for e in lock(&runtime.inner.containers).clone() {
+            runtime.spawn_dns_sync(&e);
+        }
+        runtime.sweep_links().await;
         runtime.restart_on_open(&died_while_down);
         Ok(runtime)
     }
@@ -528,6 +556,7 @@ impl Runtime {
         let id = random_id();
         let default_name = format!("rsup-{}", &id[..12]);
         let log = self.inner.config.log;
+        let net_req = req.net.clone();
         let spec =
             tokio::task::spawn_blocking(move || ContainerSpec::validate(req, &default_name, log))
                 .await
@@ -535,6 +564,9 @@ impl Runtime {
         if let Some(sup) = &spec.supervisor {
             self.check_supervisor(sup)?;
         }
+        let mut spec = spec;
+        spec.networks = self.lease(&id, &net_req)?;
+        let spec = spec;
         let taken = |list: &[Arc<Entry>]| list.iter().any(|e| e.spec.name == spec.name);
         let exists =
             || Error::AlreadyExists(format!("a container named {} already exists", spec.name));
@@ -576,6 +608,7 @@ impl Runtime {
         };
         if let Err(e) = write() {
             let _ = remove_dir(&dir);
+            self.release_leases(&id, &spec);
             return Err(e);
         }
         let entry = Arc::new(Entry::new(id.clone(), spec.clone(), dir.clone(), status));
@@ -584,10 +617,12 @@ impl Runtime {
             if taken(&list) {
                 drop(list);
                 let _ = remove_dir(&dir);
+                self.release_leases(&id, &spec);
                 return Err(exists());
             }
             list.push(entry.clone());
         }
+        self.spawn_dns_sync(&entry);
         info!(id = %id, "created");
         self.event(&entry, EventKind::Create, &[]);
         Ok(entry.info())
@@ -634,6 +669,11 @@ impl Runtime {
         }
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
+        }
+        if let Err(e) = self.ensure_sandbox(entry).await {
+            let msg = e.to_string();
+            let _ = entry.set_status(|s| s.error = msg);
+            return Err(e);
         }
         let exe = self.inner.config.shim_exe.clone();
         let dir = entry.dir.clone();
@@ -971,6 +1011,8 @@ impl Runtime {
         entry.set_status(|s| s.state = ContainerState::Removed)?;
         self.forget(entry);
         self.event(entry, EventKind::Destroy, &[]);
+        self.drop_sandbox(entry).await;
+        self.release(entry);
         let dir = entry.dir.clone();
         let cg = self.inner.cgroups.clone();
         let id = entry.id.clone();
@@ -1277,6 +1319,7 @@ impl Runtime {
     /// Stops background work and waits for it. Containers keep running.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        self.stop_dns().await;
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
     }

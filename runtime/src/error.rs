@@ -14,6 +14,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// A pool (addresses, ...) is used up.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The request is well formed but the system is not in a state to do it.
     #[error("{0}")]
     FailedPrecondition(String),

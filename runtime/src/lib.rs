@@ -12,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod logs;
 pub mod net;
+pub mod network;
 pub mod process;
 pub mod signal;
 pub mod spec;

@@ -38,6 +38,7 @@ pub struct SpecRequest {
     /// Supervisor to join ("" = none).
     pub supervisor: String,
     pub health: HealthRequest,
+    pub net: crate::network::NetRequest,
 }
 
 /// A health check as requested (Docker's --health-* flags).
@@ -312,6 +313,9 @@ pub struct ContainerSpec {
     pub supervisor: Option<String>,
     #[serde(default)]
     pub health: Option<HealthSpec>,
+    /// Network attachments (leased at create; empty: only `lo`).
+    #[serde(default)]
+    pub networks: Vec<crate::network::NetAttach>,
 }
 
 /// True if `s` is a DNS label as rsup accepts it for names: 1-63 characters
@@ -490,6 +494,7 @@ impl ContainerSpec {
             restart,
             supervisor: (!req.supervisor.is_empty()).then_some(req.supervisor),
             health,
+            networks: Vec::new(),
         })
     }
 }

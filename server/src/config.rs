@@ -38,6 +38,20 @@ pub struct Cli {
     /// Seconds between usage samples (CPU %, OOM detection, metrics).
     #[arg(long, default_value_t = 1.0)]
     pub stats_interval: f64,
+    /// Prefix (1-4 of a-z, 0-9) of the links rsupd makes: bridges
+    /// `<prefix>b…`, veths `<prefix>v…`. Leftovers with it are removed at start.
+    #[arg(long, env = "RSUP_NET_PREFIX", default_value = "rs")]
+    pub net_prefix: String,
+    /// Subnet of the `default` network when it is first created.
+    #[arg(long, env = "RSUP_DEFAULT_SUBNET", default_value = "10.88.0.0/16")]
+    pub default_subnet: String,
+    /// Port of the networks' embedded DNS servers.
+    #[arg(long, default_value_t = 53)]
+    pub dns_port: u16,
+    /// Upstream DNS server (IP[:PORT]) for names a network does not know;
+    /// repeatable. None: such names get NXDOMAIN.
+    #[arg(long = "dns-upstream")]
+    pub dns_upstream: Vec<String>,
     /// Address of the Prometheus /metrics endpoint ("" to disable).
     #[arg(long, env = "RSUP_METRICS_ADDR", default_value = "127.0.0.1:9750")]
     pub metrics_addr: String,
@@ -55,6 +69,7 @@ pub struct Config {
     pub no_cgroups: bool,
     pub stats_interval: std::time::Duration,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    pub net: rsup_runtime::container::NetConfig,
 }
 
 impl Cli {
@@ -95,7 +110,38 @@ impl Cli {
                     .map_err(|e| anyhow::anyhow!("--metrics-addr {:?}: {e}", self.metrics_addr))?,
             )
         };
+        if self.net_prefix.is_empty()
+            || self.net_prefix.len() > 4
+            || !self
+                .net_prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            anyhow::bail!("--net-prefix must be 1-4 of a-z and 0-9");
+        }
+        let default_subnet = self
+            .default_subnet
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--default-subnet {:?}: {e}", self.default_subnet))?;
+        let dns_upstream = self
+            .dns_upstream
+            .iter()
+            .map(|u| {
+                u.parse::<std::net::SocketAddr>()
+                    .or_else(|_| {
+                        u.parse::<std::net::IpAddr>()
+                            .map(|ip| std::net::SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| anyhow::anyhow!("--dns-upstream {u:?} is not IP[:PORT]"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Config {
+            net: rsup_runtime::container::NetConfig {
+                prefix: self.net_prefix,
+                default_subnet,
+                dns_port: self.dns_port,
+                dns_upstream,
+            },
             cgroup_subtree: self.cgroup_subtree,
             no_cgroups: self.no_cgroups,
             stats_interval: std::time::Duration::from_secs_f64(self.stats_interval),

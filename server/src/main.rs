@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use rsup_proto::v1::containers_server::ContainersServer;
+use rsup_proto::v1::networks_server::NetworksServer;
 use rsup_proto::v1::supervisors_server::SupervisorsServer;
 use rsup_proto::v1::system_server::SystemServer;
 use rsup_runtime::process::exec::{self, EXEC_ARG};
@@ -129,6 +130,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         log: config.log,
         cgroup_subtree: (!config.no_cgroups).then(|| config.cgroup_subtree.clone()),
         stats_interval: config.stats_interval,
+        net: config.net.clone(),
     })
     .await
     .with_context(|| format!("opening state directory {}", config.state_dir.display()))?;
@@ -158,6 +160,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .set_serving::<SupervisorsServer<grpc::supervisors::Service>>()
         .await;
     health
+        .set_serving::<NetworksServer<grpc::networks::Service>>()
+        .await;
+    health
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -184,6 +189,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             runtime.clone(),
         )))
         .add_service(SupervisorsServer::new(grpc::supervisors::Service::new(
+            runtime.clone(),
+        )))
+        .add_service(NetworksServer::new(grpc::networks::Service::new(
             runtime.clone(),
         )))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), {

@@ -424,13 +424,18 @@ fn target_dir(root: &Path, rel: &str) -> Result<std::path::PathBuf, String> {
 
 /// Namespaces and mounts of a new container, as its PID 1.
 fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWNET,
-    )
-    .map_err(|e| format!("unshare: {e}"))?;
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if spec.networks.is_empty() {
+        flags |= CloneFlags::CLONE_NEWNET;
+    } else {
+        // The container's persistent network namespace (its sandbox), made
+        // and wired by rsupd before the start.
+        let path = dir.join("netns");
+        let ns = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("joining the network namespace: {e}"))?;
+    }
+    unshare(flags).map_err(|e| format!("unshare: {e}"))?;
     // Nothing we mount from here on propagates back to the host.
     mount(
         None::<&str>,
@@ -547,13 +552,20 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
     // From here on every path is the container's.
     if Path::new("/etc").is_dir() {
         let _ = std::fs::write("/etc/hostname", format!("{}\n", spec.hostname));
-        let _ = std::fs::write(
-            "/etc/hosts",
-            format!(
-                "127.0.0.1\tlocalhost {0}\n::1\tlocalhost ip6-localhost ip6-loopback {0}\n",
-                spec.hostname
-            ),
-        );
+        let mut hosts =
+            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        match spec.networks.first() {
+            Some(a) => hosts.push_str(&format!("{}\t{} {}\n", a.ip, spec.hostname, spec.name)),
+            None => hosts.push_str(&format!("127.0.1.1\t{}\n", spec.hostname)),
+        }
+        let _ = std::fs::write("/etc/hosts", hosts);
+        // The network's embedded DNS server answers on its gateway.
+        if let Some(a) = spec.networks.first() {
+            let _ = std::fs::write(
+                "/etc/resolv.conf",
+                format!("nameserver {}\noptions ndots:0\n", a.gateway),
+            );
+        }
     }
     std::fs::create_dir_all(&spec.working_dir)
         .map_err(|e| format!("working directory {}: {e}", spec.working_dir))?;

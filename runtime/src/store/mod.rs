@@ -66,7 +66,10 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
-    let tmp = dir.join(format!(".{name}.tmp"));
+    // Unique per write: two writers of one file never share a temp file.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{seq}.tmp", std::process::id()));
     let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
     f.write_all(data).map_err(io_err("write", &tmp))?;
     f.sync_all().map_err(io_err("fsync", &tmp))?;

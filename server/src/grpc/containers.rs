@@ -9,6 +9,7 @@ use rsup_proto::v1::containers_server::Containers;
 use rsup_runtime::cgroups::Limits;
 use rsup_runtime::health::ExecRequest;
 use rsup_runtime::logs::Stream as LogStream;
+use rsup_runtime::network::NetRequest;
 use rsup_runtime::spec::{HealthRequest, RestartRequest};
 use rsup_runtime::supervise::Event;
 use rsup_runtime::{
@@ -50,6 +51,11 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> SpecRequest {
         restart: restart_request(s.restart),
         supervisor: s.supervisor,
         health: health_request(s.health),
+        net: NetRequest {
+            networks: s.networks,
+            aliases: s.network_aliases,
+            ip: s.ip,
+        },
     }
 }
 
@@ -153,6 +159,17 @@ fn container(c: ContainerInfo) -> pb::Container {
                 jitter: Some(s.restart.backoff.jitter),
             }),
             supervisor: s.supervisor.clone().unwrap_or_default(),
+            networks: if s.networks.is_empty() {
+                vec!["none".into()]
+            } else {
+                s.networks.iter().map(|a| a.network.clone()).collect()
+            },
+            network_aliases: s
+                .networks
+                .first()
+                .map(|a| a.aliases.clone())
+                .unwrap_or_default(),
+            ip: String::new(),
             health: s.health.as_ref().map(|h| pb::HealthCheck {
                 cmd: h.test.last().cloned().unwrap_or_default(),
                 interval_ms: Some(millis(h.interval)),
@@ -178,6 +195,7 @@ fn container(c: ContainerInfo) -> pb::Container {
         restart_count: c.restart_count,
         restart_delay_ms: c.restart_delay.map_or(0, millis),
         next_start_at: c.next_start_at.map(Into::into),
+        networks: s_networks(&c),
         health: c.health.map(|h| pb::Health {
             status: h.status,
             failing_streak: h.failing_streak,
@@ -233,6 +251,22 @@ fn stats(c: ContainerStats, host_mem: u64) -> pb::ContainerStats {
         id: c.id,
         name: c.name,
     }
+}
+
+fn s_networks(c: &ContainerInfo) -> Vec<pb::NetworkAttachment> {
+    c.spec
+        .networks
+        .iter()
+        .map(|a| pb::NetworkAttachment {
+            network: a.network.clone(),
+            ifname: a.ifname.clone(),
+            ip: a.ip.to_string(),
+            prefix: u32::from(a.prefix),
+            gateway: a.gateway.to_string(),
+            aliases: a.aliases.clone(),
+            host_ifname: a.host_ifname.clone(),
+        })
+        .collect()
 }
 
 fn millis(d: Duration) -> u64 {

@@ -2,6 +2,7 @@
 //! The one mapping of runtime errors onto status codes lives here.
 
 pub mod containers;
+pub mod networks;
 pub mod supervisors;
 pub mod system;
 
@@ -16,6 +17,7 @@ pub fn status(e: Error) -> Status {
         Error::InvalidArgument { .. } => Status::invalid_argument(msg),
         Error::NotFound(_) => Status::not_found(msg),
         Error::AlreadyExists(_) => Status::already_exists(msg),
+        Error::ResourceExhausted(_) => Status::resource_exhausted(msg),
         Error::FailedPrecondition(_) => Status::failed_precondition(msg),
         Error::Spawn {
             source: SpawnError::Setup(_) | SpawnError::Command(_),

@@ -1,0 +1,720 @@
+//! Named networks and container attachments: the runtime side of
+//! [`crate::net`].
+//!
+//! * A network is a Linux bridge (`<prefix>b<hash>`) with the gateway
+//!   address and a fixed MAC, an IPAM pool, and an embedded DNS server on
+//!   `gateway:53` that answers the names of that network's containers only.
+//!   Persisted as `networks/<name>.json` (spec + pool with its leases).
+//! * A container's addresses are leased at create and released at remove:
+//!   it keeps them across its own restarts and restarts of rsupd.
+//! * Each attached container has a **persistent network namespace**, bound to
+//!   `containers/<id>/netns` (a pod sandbox, as Kubernetes does): made once
+//!   with its veths (`<prefix>v<hash><n>`, `eth0`, `eth1`, ... inside), it
+//!   outlives the container's processes, so a restart needs no network work
+//!   and the address never changes. The init joins it instead of making a new
+//!   one.
+//! * DNS records follow the state: a container's names resolve while it is
+//!   running or waiting for its policy restart, and disappear at once when it
+//!   is stopped by a user, exits for good, or is removed.
+//! * At start rsupd re-creates what is missing (bridges, DNS servers, a
+//!   sandbox lost in a reboot) and sweeps links with its prefix that belong to
+//!   no known network or container.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::container::{ContainerState, Entry, Runtime, lock};
+use crate::net::{Attachment, DnsServer, Netlink, Pool, Records, Subnet};
+use crate::{Error, spec, store, sys};
+
+/// How a container is attached to one network (part of its spec).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetAttach {
+    pub network: String,
+    /// `eth0`, `eth1`, ... inside the container.
+    pub ifname: String,
+    /// The veth end on the host.
+    pub host_ifname: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    /// Extra DNS names on this network (the container's name is always one).
+    pub aliases: Vec<String>,
+}
+
+/// A network as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub subnet: Subnet,
+    pub gateway: Ipv4Addr,
+    pub internal: bool,
+    pub bridge: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct NetworkFile {
+    version: u32,
+    spec: NetworkSpec,
+    pool: Pool,
+    created_at: SystemTime,
+}
+
+/// A network of the runtime.
+pub(crate) struct Network {
+    pub spec: NetworkSpec,
+    pub created_at: SystemTime,
+    pub pool: Mutex<Pool>,
+    pub records: Arc<RwLock<Records>>,
+    pub dns: tokio::sync::Mutex<Option<DnsServer>>,
+    /// Held while the bridge is set up; true once it is.
+    pub up: tokio::sync::Mutex<bool>,
+}
+
+/// A network request, not yet validated.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkRequest {
+    pub name: String,
+    /// "" = pick a free /24 in 10.89.0.0/16.
+    pub subnet: String,
+    /// "" = the subnet's first host.
+    pub gateway: String,
+    pub internal: bool,
+}
+
+/// What `network inspect` shows.
+#[derive(Debug, Clone)]
+pub struct NetworkInfo {
+    pub spec: NetworkSpec,
+    pub created_at: SystemTime,
+    /// (container name, address) of every lease.
+    pub containers: Vec<(String, Ipv4Addr)>,
+    pub dns: Option<SocketAddr>,
+}
+
+/// The container side of a network request.
+#[derive(Debug, Clone, Default)]
+pub struct NetRequest {
+    /// Network names; empty = the default network; ["none"] = only `lo`.
+    pub networks: Vec<String>,
+    pub aliases: Vec<String>,
+    /// Fixed address on the first network ("" = allocate).
+    pub ip: String,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// FNV-1a: stable short names for links.
+fn hash8(s: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in s.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{h:08x}")
+}
+
+pub const DEFAULT_NETWORK: &str = "default";
+
+impl Runtime {
+    fn net_prefix(&self) -> &str {
+        &self.inner.config.net.prefix
+    }
+
+    fn network_path(&self, name: &str) -> PathBuf {
+        self.inner
+            .config
+            .state_dir
+            .join("networks")
+            .join(format!("{name}.json"))
+    }
+
+    fn persist_network(&self, n: &Network) -> Result<(), Error> {
+        // The pool stays locked until the file is written: writes reach the
+        // disk in the order of the changes.
+        let pool = lock(&n.pool);
+        let f = NetworkFile {
+            version: 1,
+            spec: n.spec.clone(),
+            pool: pool.clone(),
+            created_at: n.created_at,
+        };
+        store::write_json(&self.network_path(&n.spec.name), &f)?;
+        Ok(())
+    }
+
+    pub(crate) fn find_network(&self, name: &str) -> Option<Arc<Network>> {
+        lock(&self.inner.networks)
+            .iter()
+            .find(|n| n.spec.name == name)
+            .cloned()
+    }
+
+    async fn netlink(&self) -> Result<&Netlink, Error> {
+        self.inner
+            .netlink
+            .get_or_try_init(|| async { Netlink::connect().await })
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("netlink: {e}")))
+    }
+
+    /// Loads persisted networks, makes sure `default` exists, and brings up
+    /// bridges and DNS servers (at start).
+    pub(crate) async fn open_networks(&self) -> Result<(), Error> {
+        let dir = self.inner.config.state_dir.join("networks");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Store(store::io_err("mkdir", &dir)(e)))?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| Error::Store(store::io_err("read", &dir)(e)))?;
+        let mut list = Vec::new();
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            match store::read_json::<NetworkFile>(&p) {
+                Ok(Some(f)) => list.push(Arc::new(Network {
+                    spec: f.spec,
+                    created_at: f.created_at,
+                    pool: Mutex::new(f.pool),
+                    records: Arc::new(RwLock::new(Records::default())),
+                    dns: tokio::sync::Mutex::new(None),
+                    up: tokio::sync::Mutex::new(false),
+                })),
+                Ok(None) => {}
+                Err(e) => warn!(path = %p.display(), error = %e, "skipping an unreadable network"),
+            }
+        }
+        list.sort_by_key(|n| n.created_at);
+        *lock(&self.inner.networks) = list;
+        if self.find_network(DEFAULT_NETWORK).is_none() {
+            let subnet = self.inner.config.net.default_subnet.to_string();
+            self.create_network(NetworkRequest {
+                name: DEFAULT_NETWORK.into(),
+                subnet,
+                ..Default::default()
+            })
+            .await?;
+        }
+        let nets = lock(&self.inner.networks).clone();
+        for n in &nets {
+            if let Err(e) = self.bring_up(n).await {
+                warn!(network = %n.spec.name, error = %e, "cannot bring the network up");
+            }
+        }
+        Ok(())
+    }
+
+    /// Bridge with its address, and the DNS server.
+    async fn bring_up(&self, n: &Network) -> Result<(), Error> {
+        let mut up = n.up.lock().await;
+        if *up {
+            return Ok(());
+        }
+        let nl = self.netlink().await?;
+        nl.ensure_bridge(&n.spec.bridge, n.spec.gateway, n.spec.subnet.prefix)
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("bridge {}: {e}", n.spec.bridge)))?;
+        *up = true;
+        let mut dns = n.dns.lock().await;
+        if dns.is_none() {
+            let addr = SocketAddr::V4(SocketAddrV4::new(
+                n.spec.gateway,
+                self.inner.config.net.dns_port,
+            ));
+            match DnsServer::start(
+                addr,
+                n.records.clone(),
+                self.inner.config.net.dns_upstream.clone(),
+            )
+            .await
+            {
+                Ok(s) => *dns = Some(s),
+                Err(e) => {
+                    warn!(network = %n.spec.name, error = %e, "cannot start the network's DNS server")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a network: validates, persists, brings up its bridge and DNS.
+    pub async fn create_network(&self, req: NetworkRequest) -> Result<NetworkInfo, Error> {
+        if !spec::is_dns_label(&req.name) || req.name == "none" || req.name == "host" {
+            return Err(invalid(
+                "name",
+                format!(
+                    "{:?} is not a usable network name (a DNS label, not none/host)",
+                    req.name
+                ),
+            ));
+        }
+        let existing: Vec<Subnet> = lock(&self.inner.networks)
+            .iter()
+            .map(|n| n.spec.subnet.clone())
+            .collect();
+        let subnet: Subnet = if req.subnet.is_empty() {
+            (0..=255u8)
+                .map(|i| Subnet {
+                    addr: Ipv4Addr::new(10, 89, i, 0),
+                    prefix: 24,
+                })
+                .find(|s| !existing.iter().any(|e| e.overlaps(s)))
+                .ok_or_else(|| {
+                    Error::ResourceExhausted(
+                        "no free /24 left in 10.89.0.0/16; give --subnet".into(),
+                    )
+                })?
+        } else {
+            req.subnet
+                .parse()
+                .map_err(|e| invalid("subnet", format!("{:?}: {e}", req.subnet)))?
+        };
+        if let Some(o) = existing.iter().find(|e| e.overlaps(&subnet)) {
+            return Err(invalid(
+                "subnet",
+                format!("{subnet} overlaps {o} of another network"),
+            ));
+        }
+        let gateway = if req.gateway.is_empty() {
+            None
+        } else {
+            Some(req.gateway.parse::<Ipv4Addr>().map_err(|_| {
+                invalid(
+                    "gateway",
+                    format!("{:?} is not an IPv4 address", req.gateway),
+                )
+            })?)
+        };
+        let pool =
+            Pool::new(subnet.clone(), gateway).map_err(|e| invalid("gateway", e.to_string()))?;
+        let n = Arc::new(Network {
+            spec: NetworkSpec {
+                bridge: format!("{}b{}", self.net_prefix(), hash8(&req.name)),
+                name: req.name.clone(),
+                subnet,
+                gateway: pool.gateway(),
+                internal: req.internal,
+            },
+            created_at: SystemTime::now(),
+            pool: Mutex::new(pool),
+            records: Arc::new(RwLock::new(Records::default())),
+            dns: tokio::sync::Mutex::new(None),
+            up: tokio::sync::Mutex::new(false),
+        });
+        {
+            let mut list = lock(&self.inner.networks);
+            if list.iter().any(|x| x.spec.name == req.name) {
+                return Err(Error::AlreadyExists(format!(
+                    "a network named {} already exists",
+                    req.name
+                )));
+            }
+            list.push(n.clone());
+        }
+        let made = async {
+            self.persist_network(&n)?;
+            self.bring_up(&n).await
+        }
+        .await;
+        if let Err(e) = made {
+            lock(&self.inner.networks).retain(|x| !Arc::ptr_eq(x, &n));
+            let _ = std::fs::remove_file(self.network_path(&req.name));
+            if let Ok(nl) = self.netlink().await {
+                let _ = nl.delete_link(&n.spec.bridge).await;
+            }
+            return Err(e);
+        }
+        info!(network = %req.name, subnet = %n.spec.subnet, bridge = %n.spec.bridge, "network created");
+        Ok(self.network_info(&n))
+    }
+
+    /// Removes a network no container uses.
+    pub async fn remove_network(&self, name: &str) -> Result<(), Error> {
+        let n = self
+            .find_network(name)
+            .ok_or_else(|| Error::NotFound(format!("no such network: {name}")))?;
+        let users: Vec<String> = lock(&self.inner.containers)
+            .iter()
+            .filter(|e| e.spec.networks.iter().any(|a| a.network == name))
+            .map(|e| e.spec.name.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "network {name} is in use by {}: remove them first",
+                users.join(", ")
+            )));
+        }
+        lock(&self.inner.networks).retain(|x| !Arc::ptr_eq(x, &n));
+        if let Some(dns) = n.dns.lock().await.take() {
+            dns.stop().await;
+        }
+        let nl = self.netlink().await?;
+        nl.delete_link(&n.spec.bridge).await.map_err(|e| {
+            Error::FailedPrecondition(format!("deleting bridge {}: {e}", n.spec.bridge))
+        })?;
+        let p = self.network_path(name);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Store(store::io_err("remove", &p)(e))),
+        }
+    }
+
+    pub fn networks(&self) -> Vec<NetworkInfo> {
+        let list = lock(&self.inner.networks).clone();
+        list.iter().map(|n| self.network_info(n)).collect()
+    }
+
+    pub fn inspect_network(&self, name: &str) -> Result<NetworkInfo, Error> {
+        let n = self
+            .find_network(name)
+            .ok_or_else(|| Error::NotFound(format!("no such network: {name}")))?;
+        Ok(self.network_info(&n))
+    }
+
+    fn network_info(&self, n: &Network) -> NetworkInfo {
+        let containers = lock(&self.inner.containers).clone();
+        let leases: Vec<(String, Ipv4Addr)> = lock(&n.pool)
+            .leases()
+            .map(|(ip, owner)| {
+                let name = containers
+                    .iter()
+                    .find(|e| e.id == owner)
+                    .map_or_else(|| owner.to_string(), |e| e.spec.name.clone());
+                (name, ip)
+            })
+            .collect();
+        NetworkInfo {
+            spec: n.spec.clone(),
+            created_at: n.created_at,
+            containers: leases,
+            dns: n
+                .dns
+                .try_lock()
+                .ok()
+                .and_then(|d| d.as_ref().map(|s| s.local_addr())),
+        }
+    }
+
+    /// Leases addresses for a new container (`id`); on error nothing stays
+    /// leased.
+    pub(crate) fn lease(&self, id: &str, req: &NetRequest) -> Result<Vec<NetAttach>, Error> {
+        let names: Vec<String> = if req.networks.is_empty() {
+            vec![DEFAULT_NETWORK.to_string()]
+        } else {
+            req.networks.clone()
+        };
+        if names.iter().any(|n| n == "none") {
+            if names.len() > 1 {
+                return Err(invalid(
+                    "networks",
+                    "\"none\" cannot be combined with other networks",
+                ));
+            }
+            if !req.ip.is_empty() || !req.aliases.is_empty() {
+                return Err(invalid(
+                    "networks",
+                    "--ip and --network-alias need a network",
+                ));
+            }
+            return Ok(Vec::new());
+        }
+        for a in &req.aliases {
+            if !spec::is_dns_label(a) {
+                return Err(invalid("aliases", format!("{a:?} is not a DNS label")));
+            }
+        }
+        let fixed = if req.ip.is_empty() {
+            None
+        } else {
+            Some(
+                req.ip
+                    .parse::<Ipv4Addr>()
+                    .map_err(|_| invalid("ip", format!("{:?} is not an IPv4 address", req.ip)))?,
+            )
+        };
+        let mut nets = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(invalid("networks", format!("{name} is given twice")));
+            }
+            nets.push(
+                self.find_network(name)
+                    .ok_or_else(|| Error::NotFound(format!("no such network: {name}")))?,
+            );
+        }
+        let mut out = Vec::new();
+        let release = |done: &[Arc<Network>]| {
+            for n in done {
+                lock(&n.pool).release_owner(id);
+            }
+        };
+        for (i, n) in nets.iter().enumerate() {
+            let leased = {
+                let mut pool = lock(&n.pool);
+                match (i, fixed) {
+                    (0, Some(ip)) => pool.reserve(ip, id).map(|()| ip),
+                    _ => pool.allocate(id),
+                }
+            };
+            let ip = match leased {
+                Ok(ip) => ip,
+                Err(e) => {
+                    release(&nets[..i]);
+                    return Err(match e {
+                        crate::net::IpamError::Exhausted(s) => Error::ResourceExhausted(format!(
+                            "network {}: no free address left in {s}",
+                            n.spec.name
+                        )),
+                        other => invalid("ip", other.to_string()),
+                    });
+                }
+            };
+            out.push(NetAttach {
+                network: n.spec.name.clone(),
+                ifname: format!("eth{i}"),
+                host_ifname: format!("{}v{}{i}", self.net_prefix(), &hash8(id)[..8]),
+                ip,
+                prefix: n.spec.subnet.prefix,
+                gateway: n.spec.gateway,
+                aliases: req.aliases.clone(),
+            });
+        }
+        for n in &nets {
+            if let Err(e) = self.persist_network(n) {
+                release(&nets);
+                for n in &nets {
+                    let _ = self.persist_network(n);
+                }
+                return Err(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Releases a removed container's leases.
+    pub(crate) fn release(&self, entry: &Entry) {
+        for a in &entry.spec.networks {
+            if let Some(n) = self.find_network(&a.network) {
+                n.records
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&entry.id);
+                lock(&n.pool).release_owner(&entry.id);
+                if let Err(e) = self.persist_network(&n) {
+                    warn!(network = %n.spec.name, error = %e, "cannot persist the released lease");
+                }
+            }
+        }
+    }
+
+    /// Makes sure the container's sandbox (persistent netns with its veths)
+    /// exists; creates what is missing.
+    pub(crate) async fn ensure_sandbox(&self, entry: &Entry) -> Result<(), Error> {
+        if entry.spec.networks.is_empty() {
+            return Ok(());
+        }
+        let path = entry.dir.join("netns");
+        let nl = self.netlink().await?;
+        let mut all_there = is_netns_mount(&path);
+        for a in &entry.spec.networks {
+            all_there &= nl.link_index(&a.host_ifname).await.ok().flatten().is_some();
+        }
+        if all_there {
+            return Ok(());
+        }
+        // Start over: drop a half-made sandbox.
+        self.drop_sandbox(entry).await;
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || make_netns(&p))
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("netns task: {e}")))?
+            .map_err(|e| {
+                Error::FailedPrecondition(format!("creating the network namespace: {e}"))
+            })?;
+        let fd = std::fs::File::open(&path)
+            .map_err(|e| Error::FailedPrecondition(format!("opening {}: {e}", path.display())))?;
+        for (i, a) in entry.spec.networks.iter().enumerate() {
+            let n = self
+                .find_network(&a.network)
+                .ok_or_else(|| Error::NotFound(format!("no such network: {}", a.network)))?;
+            self.bring_up(&n).await?;
+            use std::os::fd::AsFd;
+            let att = Attachment {
+                host_name: &a.host_ifname,
+                bridge: &n.spec.bridge,
+                netns: fd.as_fd(),
+                ifname: &a.ifname,
+                addr: a.ip,
+                prefix: a.prefix,
+                gateway: (i == 0 && !n.spec.internal).then_some(a.gateway),
+            };
+            if let Err(e) = nl.attach(&att).await {
+                self.drop_sandbox(entry).await;
+                return Err(Error::FailedPrecondition(format!(
+                    "attaching to network {}: {e}",
+                    a.network
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the container's veths and unmounts its netns; missing parts
+    /// are fine.
+    pub(crate) async fn drop_sandbox(&self, entry: &Entry) {
+        if entry.spec.networks.is_empty() {
+            return;
+        }
+        if let Ok(nl) = self.netlink().await {
+            for a in &entry.spec.networks {
+                if let Err(e) = nl.delete_link(&a.host_ifname).await {
+                    warn!(link = %a.host_ifname, error = %e, "cannot delete the veth");
+                }
+            }
+        }
+        let path = entry.dir.join("netns");
+        if is_netns_mount(&path)
+            && let Err(e) = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH)
+        {
+            warn!(path = %path.display(), error = %e, "cannot unmount the netns");
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// Publishes or withdraws the container's DNS names according to its
+    /// state: present while running or waiting for a policy restart.
+    pub(crate) fn sync_dns(&self, entry: &Entry) {
+        let state = entry.status.borrow().state;
+        let live = matches!(state, ContainerState::Running | ContainerState::Restarting);
+        for a in &entry.spec.networks {
+            let Some(n) = self.find_network(&a.network) else {
+                continue;
+            };
+            let mut r = n.records.write().unwrap_or_else(|p| p.into_inner());
+            if live {
+                let mut names = vec![entry.spec.name.clone()];
+                names.extend(a.aliases.iter().cloned());
+                r.set(&entry.id, &names, a.ip);
+            } else {
+                r.remove(&entry.id);
+            }
+        }
+    }
+
+    /// Keeps DNS in step with the container's state for as long as it exists.
+    pub(crate) fn spawn_dns_sync(&self, entry: &Arc<Entry>) {
+        if entry.spec.networks.is_empty() {
+            return;
+        }
+        let rt = self.clone();
+        let mut rx = entry.status.subscribe();
+        let weak = Arc::downgrade(entry);
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tracker.spawn(async move {
+            loop {
+                {
+                    let Some(e) = weak.upgrade() else { return };
+                    rt.sync_dns(&e);
+                    if e.status.borrow().state == ContainerState::Removed {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// Deletes links with our prefix that no network or container owns.
+    pub(crate) async fn sweep_links(&self) {
+        let Ok(nl) = self.netlink().await else { return };
+        let prefix = self.net_prefix().to_string();
+        let mut known: Vec<String> = lock(&self.inner.networks)
+            .iter()
+            .map(|n| n.spec.bridge.clone())
+            .collect();
+        known.extend(
+            lock(&self.inner.containers)
+                .iter()
+                .flat_map(|e| e.spec.networks.iter().map(|a| a.host_ifname.clone())),
+        );
+        let Ok(links) = nl.links_with_prefix(&prefix).await else {
+            return;
+        };
+        for l in links {
+            let ours = l.len() > prefix.len() && matches!(l.as_bytes()[prefix.len()], b'b' | b'v');
+            if ours && !known.contains(&l) {
+                info!(link = %l, "removing a leftover link");
+                let _ = nl.delete_link(&l).await;
+            }
+        }
+    }
+
+    /// Stops the DNS servers (shutdown). Bridges and sandboxes stay.
+    pub(crate) async fn stop_dns(&self) {
+        let nets = lock(&self.inner.networks).clone();
+        for n in nets {
+            if let Some(d) = n.dns.lock().await.take() {
+                d.stop().await;
+            }
+        }
+    }
+}
+
+/// Whether `path` is a bind-mounted network namespace.
+fn is_netns_mount(path: &Path) -> bool {
+    // An nsfs file reports st_dev of nsfs; a plain file does not have the
+    // inode of a namespace. Compare with the magic via statfs.
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+}
+
+/// Creates a network namespace and binds it to `path`, on a thread of its
+/// own (unshare only affects that thread; the daemon's threads keep theirs).
+fn make_netns(path: &Path) -> std::io::Result<()> {
+    let p = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("rsup-mknetns".into())
+        .spawn(move || -> std::io::Result<()> {
+            std::fs::File::create(&p)?;
+            sys::unshare_net().map_err(std::io::Error::from)?;
+            nix::mount::mount(
+                Some("/proc/thread-self/ns/net"),
+                &p,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(std::io::Error::from)?;
+            // Bring lo up inside, once.
+            let _ = sys::set_link_up("lo");
+            Ok(())
+        })?
+        .join()
+        .map_err(|_| std::io::Error::other("the netns thread panicked"))?
+}
+
+impl Runtime {
+    /// Releases the leases of a container whose create failed.
+    pub(crate) fn release_leases(&self, id: &str, spec: &crate::spec::ContainerSpec) {
+        for a in &spec.networks {
+            if let Some(n) = self.find_network(&a.network) {
+                lock(&n.pool).release_owner(id);
+                let _ = self.persist_network(&n);
+            }
+        }
+    }
+}
