@@ -15,7 +15,7 @@
 //! executable (`target/debug`), or from `RSUP_BIN_DIR`; build them first with
 //! `cargo build --workspace`.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -516,6 +516,20 @@ pub fn recorded_procs(state_dir: &Path, id: &str) -> Vec<ProcId> {
         .collect()
 }
 
+/// Link prefix and default subnet of the daemon on `state_dir`: `z` + 3
+/// hex digits, and a /24 in 10.100.0.0-10.163.255.0, from a hash of the path.
+pub fn net_identity(state_dir: &Path) -> (String, String) {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in state_dir.as_os_str().as_encoded_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (
+        format!("z{:03x}", h & 0xfff),
+        format!("10.{}.{}.0/24", 100 + ((h >> 12) & 0x3f), (h >> 18) & 0xff),
+    )
+}
+
 /// The `rsupd` child process; SIGTERMed (then SIGKILLed) and reaped on drop.
 #[derive(Debug)]
 struct RsupdProcess {
@@ -523,7 +537,7 @@ struct RsupdProcess {
 }
 
 impl RsupdProcess {
-    fn spawn(socket: &Path, state_dir: &Path, log: &Path) -> RsupdProcess {
+    fn spawn(socket: &Path, state_dir: &Path, log: &Path, extra_args: &[OsString]) -> RsupdProcess {
         let log_file = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -544,6 +558,14 @@ impl RsupdProcess {
         // Many daemons run at once: none may take a fixed TCP port.
         cmd.env("RSUP_METRICS_ADDR", "")
             .env_remove("RSUP_STATE_DIR");
+        // Nor the same links or subnets: a per-daemon link prefix (`z` + 3
+        // hex, swept by scripts/test.sh) and default subnet, both stable
+        // across restarts of the daemon on this state dir.
+        let (prefix, subnet) = net_identity(state_dir);
+        cmd.env("RSUP_NET_PREFIX", prefix)
+            .env("RSUP_DEFAULT_SUBNET", subnet);
+        // After the defaults: a flag beats its environment variable.
+        cmd.args(extra_args);
         if std::env::var_os("RSUP_LOG").is_none() {
             cmd.env(
                 "RSUP_LOG",
@@ -653,6 +675,8 @@ pub struct Daemon {
     state_dir: PathBuf,
     log: PathBuf,
     rsupd: Option<RsupdProcess>,
+    /// Extra `rsupd` arguments, passed again on every restart.
+    extra_args: Vec<OsString>,
     /// `None` only during teardown.
     client: Option<Client>,
     /// Last field: removed after `Drop::drop` has stopped everything.
@@ -662,17 +686,26 @@ pub struct Daemon {
 impl Daemon {
     /// Spawns `rsupd` and returns once it reports SERVING.
     pub async fn start() -> Daemon {
+        Daemon::start_with_args::<&str>(&[]).await
+    }
+
+    /// [`Daemon::start`] with extra `rsupd` arguments, such as
+    /// `--metrics-addr 127.0.0.1:PORT` (the harness otherwise disables the
+    /// metrics endpoint) or `--stats-interval 0.1`. Restarts pass them again.
+    pub async fn start_with_args<S: AsRef<OsStr>>(args: &[S]) -> Daemon {
+        let extra_args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_owned()).collect();
         let dir = TempDir::new();
         let socket = dir.path().join("rsupd.sock");
         let state_dir = dir.path().join("state");
         let log = dir.path().join("rsupd.log");
-        let mut rsupd = RsupdProcess::spawn(&socket, &state_dir, &log);
+        let mut rsupd = RsupdProcess::spawn(&socket, &state_dir, &log, &extra_args);
         let client = wait_ready(&socket, &mut rsupd, &log).await;
         Daemon {
             socket,
             state_dir,
             log,
             rsupd: Some(rsupd),
+            extra_args,
             client: Some(client),
             dir,
         }
@@ -707,7 +740,8 @@ impl Daemon {
     /// state dir, and reconnects once it is SERVING.
     pub async fn start_again(&mut self) {
         assert!(self.rsupd.is_none(), "rsupd is already running");
-        let mut rsupd = RsupdProcess::spawn(&self.socket, &self.state_dir, &self.log);
+        let mut rsupd =
+            RsupdProcess::spawn(&self.socket, &self.state_dir, &self.log, &self.extra_args);
         self.client = Some(wait_ready(&self.socket, &mut rsupd, &self.log).await);
         self.rsupd = Some(rsupd);
     }
@@ -1014,6 +1048,27 @@ impl Daemon {
             }
         }
         self.kill_leftovers();
+        remove_links(&net_identity(self.state_dir()).0);
+    }
+}
+
+/// Deletes every link whose name starts with `prefix` followed by `b`
+/// (bridge) or `v` (veth): what a test daemon with that prefix made.
+pub fn remove_links(prefix: &str) {
+    let Ok(out) = Command::new("ip").args(["-o", "link", "show"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split(": ").nth(1) else {
+            continue;
+        };
+        let name = name.split('@').next().unwrap_or(name);
+        let ours = name
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('b') || rest.starts_with('v'));
+        if ours {
+            let _ = Command::new("ip").args(["link", "del", name]).status();
+        }
     }
 }
 
