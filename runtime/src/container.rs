@@ -219,6 +219,8 @@ pub(crate) struct Entry {
     pub(crate) pending_restart: Mutex<Option<CancellationToken>>,
     /// Stops the health checker of the current run.
     pub(crate) health_cancel: Mutex<Option<CancellationToken>>,
+    /// Stops the published-port proxies.
+    pub(crate) proxy: Mutex<Option<CancellationToken>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -255,6 +257,7 @@ impl Entry {
             samples: Mutex::new(Samples::default()),
             pending_restart: Mutex::new(None),
             health_cancel: Mutex::new(None),
+            proxy: Mutex::new(None),
         }
     }
 
@@ -565,7 +568,19 @@ impl Runtime {
             self.check_supervisor(sup)?;
         }
         let mut spec = spec;
+        spec.ports = net_req
+            .ports
+            .iter()
+            .map(|p| crate::ports::PortMap::parse(p))
+            .collect::<Result<_, _>>()?;
         spec.networks = self.lease(&id, &net_req)?;
+        if !spec.ports.is_empty() && spec.networks.is_empty() {
+            self.release_leases(&id, &spec);
+            return Err(Error::InvalidArgument {
+                field: "ports",
+                reason: "publishing a port needs a network (not --network none)".into(),
+            });
+        }
         let spec = spec;
         let taken = |list: &[Arc<Entry>]| list.iter().any(|e| e.spec.name == spec.name);
         let exists =
@@ -671,6 +686,11 @@ impl Runtime {
             return Err(Error::ShuttingDown);
         }
         if let Err(e) = self.ensure_sandbox(entry).await {
+            let msg = e.to_string();
+            let _ = entry.set_status(|s| s.error = msg);
+            return Err(e);
+        }
+        if let Err(e) = self.ensure_ports(entry).await {
             let msg = e.to_string();
             let _ = entry.set_status(|s| s.error = msg);
             return Err(e);

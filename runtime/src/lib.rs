@@ -13,6 +13,7 @@ pub mod health;
 pub mod logs;
 pub mod net;
 pub mod network;
+pub mod ports;
 pub mod process;
 pub mod signal;
 pub mod spec;

@@ -105,6 +105,8 @@ pub struct NetRequest {
     pub aliases: Vec<String>,
     /// Fixed address on the first network ("" = allocate).
     pub ip: String,
+    /// `[IP:]HOSTPORT:PORT[/tcp]`.
+    pub ports: Vec<String>,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {

@@ -316,6 +316,9 @@ pub struct ContainerSpec {
     /// Network attachments (leased at create; empty: only `lo`).
     #[serde(default)]
     pub networks: Vec<crate::network::NetAttach>,
+    /// Published ports.
+    #[serde(default)]
+    pub ports: Vec<crate::ports::PortMap>,
 }
 
 /// True if `s` is a DNS label as rsup accepts it for names: 1-63 characters
@@ -495,6 +498,7 @@ impl ContainerSpec {
             supervisor: (!req.supervisor.is_empty()).then_some(req.supervisor),
             health,
             networks: Vec::new(),
+            ports: Vec::new(),
         })
     }
 }

@@ -55,6 +55,7 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> SpecRequest {
             networks: s.networks,
             aliases: s.network_aliases,
             ip: s.ip,
+            ports: s.ports,
         },
     }
 }
@@ -170,6 +171,11 @@ fn container(c: ContainerInfo) -> pb::Container {
                 .map(|a| a.aliases.clone())
                 .unwrap_or_default(),
             ip: String::new(),
+            ports: s
+                .ports
+                .iter()
+                .map(|p| format!("{}:{}:{}", p.host_ip, p.host_port, p.container_port))
+                .collect(),
             health: s.health.as_ref().map(|h| pb::HealthCheck {
                 cmd: h.test.last().cloned().unwrap_or_default(),
                 interval_ms: Some(millis(h.interval)),

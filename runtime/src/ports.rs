@@ -1,0 +1,164 @@
+//! Published ports (`-p [IP:]HOSTPORT:PORT`): a userland TCP proxy in rsupd.
+//!
+//! While a container runs (or waits for its policy restart), rsupd listens on
+//! `IP:HOSTPORT` of the host and forwards each connection to the container's
+//! address on its first network. A proxy needs neither NAT nor forwarding on
+//! the host, works for clients on the host itself (loopback), and stops when
+//! the container stops for good. Published ports are served by rsupd: they
+//! pause while rsupd is down (the containers themselves keep running).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
+
+use crate::Error;
+use crate::container::{ContainerState, Entry, Runtime, lock};
+
+/// One published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMap {
+    pub host_ip: IpAddr,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+impl PortMap {
+    /// Parses Docker's `[IP:]HOSTPORT:PORT[/tcp]`.
+    pub fn parse(s: &str) -> Result<PortMap, Error> {
+        let bad = |why: &str| Error::InvalidArgument {
+            field: "ports",
+            reason: format!("{s:?}: {why}; use [IP:]HOSTPORT:PORT[/tcp]"),
+        };
+        let body = match s.rsplit_once('/') {
+            Some((b, "tcp")) => b,
+            Some((_, p)) => return Err(bad(&format!("protocol {p} is not supported (tcp only)"))),
+            None => s,
+        };
+        let parts: Vec<&str> = body.rsplitn(3, ':').collect();
+        let port = |p: &str| p.parse::<u16>().ok().filter(|&n| n > 0);
+        let (ip, host, ctr) = match parts.as_slice() {
+            [c, h] => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), *h, *c),
+            [c, h, ip] => (
+                ip.trim_matches(|c| c == '[' || c == ']')
+                    .parse()
+                    .map_err(|_| bad("not an IP address"))?,
+                *h,
+                *c,
+            ),
+            _ => return Err(bad("missing a port")),
+        };
+        Ok(PortMap {
+            host_ip: ip,
+            host_port: port(host).ok_or_else(|| bad("bad host port"))?,
+            container_port: port(ctr).ok_or_else(|| bad("bad container port"))?,
+        })
+    }
+}
+
+impl Runtime {
+    /// Starts the proxies of a starting container unless they run already.
+    /// Binding fails the start (port taken).
+    pub(crate) async fn ensure_ports(&self, entry: &Arc<Entry>) -> Result<(), Error> {
+        if entry.spec.ports.is_empty() || lock(&entry.proxy).is_some() {
+            return Ok(());
+        }
+        let Some(target) = entry.spec.networks.first().map(|a| a.ip) else {
+            return Ok(());
+        };
+        let mut listeners = Vec::new();
+        for p in &entry.spec.ports {
+            let addr = SocketAddr::new(p.host_ip, p.host_port);
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::FailedPrecondition(format!("publishing {addr}: {e}")))?;
+            listeners.push((l, SocketAddr::new(IpAddr::V4(target), p.container_port)));
+        }
+        let token = self.inner.shutdown.child_token();
+        *lock(&entry.proxy) = Some(token.clone());
+        let mut rx = entry.status.subscribe();
+        let weak = Arc::downgrade(entry);
+        let tracker = self.inner.tracker.clone();
+        for (l, to) in listeners {
+            let token = token.clone();
+            let t2 = tracker.clone();
+            info!(container = %entry.spec.name, from = ?l.local_addr().ok(), %to, "publishing");
+            tracker.spawn(async move {
+                loop {
+                    let (conn, _) = tokio::select! {
+                        r = l.accept() => match r {
+                            Ok(c) => c,
+                            Err(e) => { warn!(error = %e, "accept"); continue; }
+                        },
+                        _ = token.cancelled() => return,
+                    };
+                    let token = token.clone();
+                    t2.spawn(async move {
+                        tokio::select! {
+                            r = proxy(conn, to) => if let Err(e) = r { debug!(error = %e, %to, "proxied connection"); },
+                            _ = token.cancelled() => {}
+                        }
+                    });
+                }
+            });
+        }
+        // Stop when the container stops for good.
+        tracker.spawn(async move {
+            loop {
+                let live = matches!(
+                    rx.borrow_and_update().state,
+                    ContainerState::Running | ContainerState::Restarting | ContainerState::Created
+                );
+                if !live || token.is_cancelled() {
+                    break;
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { break },
+                    _ = token.cancelled() => break,
+                }
+            }
+            token.cancel();
+            if let Some(e) = weak.upgrade() {
+                let mut p = lock(&e.proxy);
+                if p.as_ref().is_some_and(|t| t.is_cancelled()) {
+                    *p = None;
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+async fn proxy(mut client: TcpStream, to: SocketAddr) -> std::io::Result<()> {
+    let mut upstream = TcpStream::connect(to).await?;
+    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_docker_forms() {
+        let p = PortMap::parse("8080:80").expect("ok");
+        assert_eq!(
+            (p.host_ip, p.host_port, p.container_port),
+            (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080, 80)
+        );
+        let p = PortMap::parse("127.0.0.1:8080:80/tcp").expect("ok");
+        assert_eq!(p.host_ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        for bad in [
+            "80",
+            "0:80",
+            "x:80",
+            "8080:80/udp",
+            "1.2.3:8080:80",
+            "70000:80",
+        ] {
+            assert!(PortMap::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
