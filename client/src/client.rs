@@ -198,6 +198,14 @@ impl Client {
         Ok(self.containers().events(request).await?.into_inner())
     }
 
+    /// Runs a command inside a running container (its namespaces, cgroup,
+    /// environment plus `request.env`, user and working directory unless
+    /// overridden) and returns its exit code and output once it ended. A
+    /// container that is not running is `FailedPrecondition`.
+    pub async fn exec(&self, request: proto::ExecRequest) -> Result<proto::ExecResponse, Error> {
+        Ok(self.containers().exec(request).await?.into_inner())
+    }
+
     /// Creates a supervisor (a root when `request.parent` is empty) and
     /// returns it. Strategy, intensity and period are the daemon's to judge.
     pub async fn create_supervisor(

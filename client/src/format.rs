@@ -28,12 +28,19 @@ pub fn state_name(state: ContainerState) -> &'static str {
 
 /// Docker's STATUS column: "Created", "Up 3 seconds", "Exited (1) 2 minutes ago",
 /// "Restarting (1) 5 seconds ago" (the last exit, waiting for its policy restart).
+/// A running container with a health check gets Docker's suffix: "(healthy)",
+/// "(unhealthy)" or "(health: starting)".
 pub fn status(container: &Container, now: SystemTime) -> String {
     match container.state() {
         ContainerState::Created => "Created".to_owned(),
         ContainerState::Running => {
             let up = time::elapsed(container.started_at.as_ref(), now);
-            format!("Up {}", time::human_duration(up))
+            let up = format!("Up {}", time::human_duration(up));
+            match container.health.as_ref().map(|h| h.status.as_str()) {
+                None | Some("") => up,
+                Some("starting") => format!("{up} (health: starting)"),
+                Some(health) => format!("{up} ({health})"),
+            }
         }
         ContainerState::Exited => match &container.exit {
             Some(exit) => format!(
@@ -135,7 +142,7 @@ mod tests {
     use std::time::Duration;
 
     use prost_types::Timestamp;
-    use rsup_client::proto::ContainerSpec;
+    use rsup_client::proto::{ContainerSpec, Health};
 
     use super::*;
 
@@ -177,6 +184,17 @@ mod tests {
         let mut running = container(ContainerState::Running);
         running.started_at = ago(3);
         assert_eq!(status(&running, now()), "Up 3 seconds");
+        for (health, suffix) in [
+            ("starting", " (health: starting)"),
+            ("healthy", " (healthy)"),
+            ("unhealthy", " (unhealthy)"),
+        ] {
+            running.health = Some(Health {
+                status: health.to_owned(),
+                ..Default::default()
+            });
+            assert_eq!(status(&running, now()), format!("Up 3 seconds{suffix}"));
+        }
 
         let mut exited = container(ContainerState::Exited);
         exited.exit = Some(ExitStatus {

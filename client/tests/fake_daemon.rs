@@ -8,6 +8,11 @@
 //! requests are recorded for the test to check; `events` sends two canned
 //! events and ends.
 //!
+//! Exec requests are recorded; "ghost" does not exist, "stopped" is not
+//! running, "slow" times out; elsewhere the command writes its argv (joined by
+//! spaces, then a byte that is not UTF-8) on stdout and "err" on stderr, and
+//! `exit N` exits with N.
+//!
 //! Supervisors: `list` returns a two-level tree, "app" (db, web and the
 //! supervisor "workers") over "workers" (w1). `create` records its request and
 //! refuses intensity 0, `remove` knows no "ghost".
@@ -39,6 +44,7 @@ struct Fake {
     updates: Arc<Mutex<Vec<UpdateRequest>>>,
     events: Arc<Mutex<Vec<EventsRequest>>>,
     supervisors: Arc<Mutex<Vec<CreateSupervisorRequest>>>,
+    execs: Arc<Mutex<Vec<ExecRequest>>>,
 }
 
 fn ts(seconds: i64) -> Option<Timestamp> {
@@ -146,6 +152,21 @@ impl Containers for Fake {
         let name = script_name(&r.get_ref().container);
         if name == "empty" {
             return Ok(Response::new(InspectResponse { container: None }));
+        }
+        if name == "checked" {
+            let mut c = container(name, ContainerState::Running)?;
+            c.spec.get_or_insert_default().health = Some(HealthCheck {
+                cmd: "true".to_owned(),
+                interval_ms: Some(1_500),
+                ..Default::default()
+            });
+            c.health = Some(Health {
+                status: "healthy".to_owned(),
+                failing_streak: 0,
+                last_output: "ok\n".to_owned(),
+                last_check: ts(NOW + 2),
+            });
+            return Ok(Response::new(InspectResponse { container: Some(c) }));
         }
         if name == "flappy" {
             let mut c = container(name, ContainerState::Restarting)?;
@@ -285,9 +306,35 @@ impl Containers for Fake {
         Ok(Response::new(Box::pin(tokio_stream::iter(events))))
     }
 
-    /// Not scripted yet.
-    async fn exec(&self, _: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        Err(Status::unimplemented("exec"))
+    async fn exec(&self, r: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let r = r.into_inner();
+        self.execs.lock().expect("not poisoned").push(r.clone());
+        let name = script_name(&r.container);
+        container(name, ContainerState::Running)?;
+        if name == "stopped" {
+            return Err(Status::failed_precondition(
+                "container stopped is not running",
+            ));
+        }
+        if name == "slow" {
+            return Ok(Response::new(ExecResponse {
+                exit_code: -1,
+                timed_out: true,
+                ..Default::default()
+            }));
+        }
+        let exit_code = match r.command.as_slice() {
+            [exit, code] if exit == "exit" => code.parse().unwrap_or(255),
+            _ => 0,
+        };
+        let mut stdout = r.command.join(" ").into_bytes();
+        stdout.extend_from_slice(b"\xff\n");
+        Ok(Response::new(ExecResponse {
+            exit_code,
+            stdout,
+            stderr: b"err\n".to_vec(),
+            timed_out: false,
+        }))
     }
 }
 
@@ -1157,4 +1204,189 @@ async fn run_and_create_join_a_supervisor() {
     let specs = daemon.fake.specs.lock().expect("not poisoned").clone();
     let joined: Vec<String> = specs.into_iter().map(|s| s.supervisor).collect();
     assert_eq!(joined, ["app", "workers", ""]);
+}
+
+#[tokio::test]
+async fn exec_passes_the_arguments_and_the_outcome_through() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(
+        socket,
+        &[
+            "exec",
+            "-e",
+            "A=1",
+            "-u",
+            "1000:100",
+            "-w",
+            "/tmp",
+            "web",
+            "sh",
+            "-c",
+            "echo -e x",
+            "-u",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.stdout, b"sh -c echo -e x -u\xff\n");
+    assert_eq!(text(&out.stderr), "err\n");
+
+    let out = rsupctl(socket, &["exec", "web", "exit", "3"]).await;
+    assert_eq!(out.status.code(), Some(3));
+    let out = rsupctl(socket, &["exec", "web", "exit", "-1"]).await;
+    assert_eq!(out.status.code(), Some(255));
+    let out = rsupctl(socket, &["exec", "slow", "sleep", "9"]).await;
+    assert_eq!(out.status.code(), Some(126));
+    assert_eq!(text(&out.stdout), "");
+
+    let out = rsupctl(socket, &["exec", "stopped", "true"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(
+        text(&out.stderr),
+        "error: container stopped is not running\n"
+    );
+    let out = rsupctl(socket, &["exec", "ghost", "true"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "error: no such container: ghost\n");
+
+    // A container without a command is clap's to refuse.
+    let out = rsupctl(socket, &["exec", "web"]).await;
+    assert_eq!(out.status.code(), Some(2));
+
+    let sent = daemon.fake.execs.lock().expect("not poisoned").clone();
+    assert_eq!(sent.len(), 6, "{sent:?}");
+    assert_eq!(
+        sent[0],
+        ExecRequest {
+            container: "web".to_owned(),
+            command: ["sh", "-c", "echo -e x", "-u"].map(str::to_owned).to_vec(),
+            env: vec!["A=1".to_owned()],
+            user: "1000:100".to_owned(),
+            working_dir: "/tmp".to_owned(),
+            timeout_ms: None,
+        }
+    );
+    assert_eq!(
+        sent[1],
+        ExecRequest {
+            container: "web".to_owned(),
+            command: vec!["exit".to_owned(), "3".to_owned()],
+            ..Default::default()
+        }
+    );
+}
+
+#[tokio::test]
+async fn library_exec_round_trips() {
+    let daemon = serve().await;
+    let client = Client::connect(&daemon.socket).await.expect("connect");
+    let request = ExecRequest {
+        container: "web".to_owned(),
+        command: vec!["exit".to_owned(), "7".to_owned()],
+        timeout_ms: Some(500),
+        ..Default::default()
+    };
+    let reply = client.exec(request.clone()).await.expect("exec");
+    assert_eq!(reply.exit_code, 7);
+    assert_eq!(reply.stdout, b"exit 7\xff\n");
+    assert_eq!(reply.stderr, b"err\n");
+    assert!(!reply.timed_out);
+    let err = client
+        .exec(ExecRequest {
+            container: "stopped".to_owned(),
+            command: vec!["true".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("not running");
+    assert_eq!(err.code(), Some(Code::FailedPrecondition));
+    let sent = daemon.fake.execs.lock().expect("not poisoned").clone();
+    assert_eq!(sent.first(), Some(&request));
+}
+
+#[tokio::test]
+async fn health_flags_are_passed_through_and_shown() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(
+        socket,
+        &[
+            "run",
+            "-d",
+            "--restart",
+            "always",
+            "--health-cmd",
+            "test -e /tmp/ok",
+            "--health-interval",
+            "300ms",
+            "--health-retries",
+            "2",
+            "--restart-on-unhealthy",
+            "--rootfs",
+            "/r",
+            "sleep",
+            "1000",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = rsupctl(
+        socket,
+        &[
+            "create",
+            "--health-cmd",
+            "true",
+            "--health-timeout",
+            "1s",
+            "--health-start-period",
+            "2s",
+            "--rootfs",
+            "/r",
+            "true",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = rsupctl(socket, &["create", "--rootfs", "/r", "true"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let specs = daemon.fake.specs.lock().expect("not poisoned").clone();
+    let sent: Vec<Option<HealthCheck>> = specs.into_iter().map(|s| s.health).collect();
+    assert_eq!(
+        sent,
+        [
+            Some(HealthCheck {
+                cmd: "test -e /tmp/ok".to_owned(),
+                interval_ms: Some(300),
+                retries: Some(2),
+                restart_on_unhealthy: true,
+                ..Default::default()
+            }),
+            Some(HealthCheck {
+                cmd: "true".to_owned(),
+                timeout_ms: Some(1000),
+                start_period_ms: Some(2000),
+                ..Default::default()
+            }),
+            None,
+        ]
+    );
+
+    let out = rsupctl(socket, &["inspect", "checked"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON array");
+    assert_eq!(
+        all[0]["State"]["Health"],
+        serde_json::json!({"Status": "healthy", "FailingStreak": 0,
+                           "Log": [{"End": "2023-11-14T22:13:22Z", "Output": "ok\n"}]})
+    );
+    assert_eq!(
+        all[0]["Config"]["Healthcheck"],
+        serde_json::json!({"Test": ["CMD-SHELL", "true"], "Interval": 1_500_000_000u64,
+                           "Timeout": 0, "StartPeriod": 0, "Retries": 0})
+    );
+    let out = rsupctl(socket, &["inspect", "web"]).await;
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON array");
+    assert!(all[0]["State"].get("Health").is_none(), "{all}");
 }

@@ -29,3 +29,15 @@ mod errors;
 // Many concurrent lifecycles leave no process, mount or file behind.
 #[path = "integration/stress.rs"]
 mod stress;
+// Limits, usage and OOM accounting (cgroup v1 and v2), update, and /metrics
+// as Prometheus sees it.
+#[path = "integration/resources.rs"]
+mod resources;
+// The Grafana dashboards and alert rules of dashboards/ against the metrics
+// rsupd exports (and a real Prometheus), and promtool's checks of the rules.
+#[path = "integration/observability.rs"]
+mod observability;
+// Restart policies and backoff, supervisor trees, health checks, exec, and
+// the event stream.
+#[path = "integration/supervision.rs"]
+mod supervision;

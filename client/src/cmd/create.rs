@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use rsup_client::Client;
-use rsup_client::proto::{ContainerSpec, LogConfig, Resources, RestartPolicy};
+use rsup_client::proto::{ContainerSpec, HealthCheck, LogConfig, Resources, RestartPolicy};
 
 use super::say;
 use crate::{duration, size};
@@ -77,6 +77,9 @@ pub struct SpecArgs {
     #[command(flatten)]
     pub restart: RestartArgs,
 
+    #[command(flatten)]
+    pub health: HealthArgs,
+
     /// Command to run, and its arguments
     #[arg(
         value_name = "COMMAND",
@@ -115,8 +118,9 @@ impl SpecArgs {
             resources: self.resources.to_resources(),
             restart: self.restart.to_policy(),
             supervisor: self.supervisor.unwrap_or_default(),
-            // No --health-* flags yet.
-            health: None,
+            health: self.health.to_health_check(),
+            // Fields without a flag here keep the daemon's defaults.
+            ..Default::default()
         })
     }
 }
@@ -181,6 +185,70 @@ impl RestartArgs {
             max_delay_ms: self.restart_max_delay.map(duration::millis),
             reset_after_ms: self.restart_reset_after.map(duration::millis),
             jitter: self.restart_jitter,
+        })
+    }
+}
+
+/// Docker's `--health-*` flags. As with the restart flags, values go to the
+/// daemon as given (it refuses a zero interval or retries, and
+/// `--restart-on-unhealthy` without a command or a restart policy);
+/// durations are sent in whole milliseconds.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub struct HealthArgs {
+    /// Command to run to check health (with /bin/sh -c inside the container)
+    #[arg(long, value_name = "CMD")]
+    pub health_cmd: Option<String>,
+
+    /// Time between two checks (default 30s)
+    #[arg(
+        long,
+        value_name = "DUR",
+        value_parser = duration::parse,
+        allow_hyphen_values = true
+    )]
+    pub health_interval: Option<Duration>,
+
+    /// Maximum time one check may take (default 30s)
+    #[arg(
+        long,
+        value_name = "DUR",
+        value_parser = duration::parse,
+        allow_hyphen_values = true
+    )]
+    pub health_timeout: Option<Duration>,
+
+    /// Consecutive failures needed to report unhealthy (default 3)
+    #[arg(long, value_name = "N")]
+    pub health_retries: Option<u32>,
+
+    /// Time after the start during which failures do not count (default 0s)
+    #[arg(
+        long,
+        value_name = "DUR",
+        value_parser = duration::parse,
+        allow_hyphen_values = true
+    )]
+    pub health_start_period: Option<Duration>,
+
+    /// Kill the container when it turns unhealthy, for its restart policy to
+    /// restart it
+    #[arg(long)]
+    pub restart_on_unhealthy: bool,
+}
+
+impl HealthArgs {
+    /// The health check; `None` when no health flag was given.
+    pub fn to_health_check(&self) -> Option<HealthCheck> {
+        if *self == HealthArgs::default() {
+            return None;
+        }
+        Some(HealthCheck {
+            cmd: self.health_cmd.clone().unwrap_or_default(),
+            interval_ms: self.health_interval.map(duration::millis),
+            timeout_ms: self.health_timeout.map(duration::millis),
+            retries: self.health_retries,
+            start_period_ms: self.health_start_period.map(duration::millis),
+            restart_on_unhealthy: self.restart_on_unhealthy,
         })
     }
 }
@@ -266,7 +334,7 @@ fn parse_cpus(value: &str) -> Result<f64, String> {
 
 /// `-e` values as KEY=VALUE pairs. Like Docker, a bare KEY takes its value
 /// from `lookup` (our environment) and is dropped when unset there.
-fn environment(
+pub fn environment(
     vars: Vec<String>,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Vec<String>> {
@@ -525,6 +593,81 @@ mod tests {
                 .is_err()
             );
         }
+    }
+
+    #[test]
+    fn health_flags_use_docker_names() {
+        let spec = parse(&[
+            "--rootfs",
+            "/r",
+            "--health-cmd",
+            "test -e /tmp/ok",
+            "--health-interval",
+            "300ms",
+            "--health-timeout",
+            "2s",
+            "--health-retries",
+            "2",
+            "--health-start-period",
+            "1m",
+            "--restart-on-unhealthy",
+            "sleep",
+            "9",
+        ])
+        .into_spec()
+        .expect("valid spec");
+        assert_eq!(spec.command, ["sleep", "9"]);
+        assert_eq!(
+            spec.health,
+            Some(HealthCheck {
+                cmd: "test -e /tmp/ok".to_owned(),
+                interval_ms: Some(300),
+                timeout_ms: Some(2000),
+                retries: Some(2),
+                start_period_ms: Some(60_000),
+                restart_on_unhealthy: true,
+            })
+        );
+    }
+
+    #[test]
+    fn health_check_is_sent_only_when_asked_for() {
+        let spec = parse(&["--rootfs", "/r", "true"])
+            .into_spec()
+            .expect("valid spec");
+        assert_eq!(spec.health, None);
+        let spec = parse(&["--rootfs", "/r", "--health-cmd", "true", "true"])
+            .into_spec()
+            .expect("valid spec");
+        assert_eq!(
+            spec.health,
+            Some(HealthCheck {
+                cmd: "true".to_owned(),
+                ..Default::default()
+            })
+        );
+        // Without a command it is the daemon's to refuse.
+        let spec = parse(&["--rootfs", "/r", "--restart-on-unhealthy", "true"])
+            .into_spec()
+            .expect("valid spec");
+        assert_eq!(
+            spec.health,
+            Some(HealthCheck {
+                restart_on_unhealthy: true,
+                ..Default::default()
+            })
+        );
+        let err = Cli::try_parse_from([
+            "rsupctl",
+            "--rootfs",
+            "r",
+            "--health-interval",
+            "-1s",
+            "true",
+        ])
+        .err()
+        .expect("a bad duration");
+        assert!(err.to_string().contains("--health-interval"), "{err}");
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 use rsup_client::Client;
-use rsup_client::proto::{Container, ContainerState, Resources, RestartPolicy};
+use rsup_client::proto::{
+    Container, ContainerState, Health, HealthCheck, Resources, RestartPolicy,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -52,7 +54,7 @@ fn to_json(c: &Container) -> Value {
     let spec = c.spec.clone().unwrap_or_default();
     let exit = c.exit.clone().unwrap_or_default();
     let timestamp = |ts| time::rfc3339(ts, Fraction::Trimmed);
-    json!({
+    let mut v = json!({
         "Id": c.id,
         "Name": c.name,
         "Created": timestamp(c.created_at.as_ref()),
@@ -88,6 +90,48 @@ fn to_json(c: &Container) -> Value {
         "LogPath": c.log_path,
         "StartCount": c.start_count,
         "RestartCount": c.restart_count,
+    });
+    // Like Docker, both keys exist only for containers with a health check.
+    if let Some(health) = &c.health {
+        v["State"]["Health"] = health_json(health);
+    }
+    if let Some(check) = spec.health.as_ref().filter(|h| !h.cmd.is_empty()) {
+        v["Config"]["Healthcheck"] = healthcheck_json(check);
+    }
+    v
+}
+
+/// Docker's `State.Health`; the daemon keeps the last check only, so `Log`
+/// has at most one entry.
+fn health_json(h: &Health) -> Value {
+    let log: Vec<Value> = h
+        .last_check
+        .as_ref()
+        .map(|end| {
+            json!({
+                "End": time::rfc3339(Some(end), Fraction::Trimmed),
+                "Output": h.last_output,
+            })
+        })
+        .into_iter()
+        .collect();
+    json!({
+        "Status": h.status,
+        "FailingStreak": h.failing_streak,
+        "Log": log,
+    })
+}
+
+/// Docker's `Config.Healthcheck`: the command as a `CMD-SHELL` test,
+/// durations in nanoseconds, 0 for what was left to the defaults.
+fn healthcheck_json(h: &HealthCheck) -> Value {
+    let nanos = |ms: Option<u64>| ms.map_or(0, |ms| ms.saturating_mul(1_000_000));
+    json!({
+        "Test": ["CMD-SHELL", h.cmd],
+        "Interval": nanos(h.interval_ms),
+        "Timeout": nanos(h.timeout_ms),
+        "StartPeriod": nanos(h.start_period_ms),
+        "Retries": h.retries.unwrap_or(0),
     })
 }
 
@@ -255,6 +299,62 @@ mod tests {
         assert_eq!(restart_policy("on-failure"), ("on-failure", 0));
         assert_eq!(restart_policy("on-failure:3"), ("on-failure", 3));
         assert_eq!(restart_policy("on-failure:x"), ("on-failure", 0));
+    }
+
+    #[test]
+    fn health_shows_like_docker() {
+        let mut c = Container {
+            spec: Some(ContainerSpec {
+                health: Some(HealthCheck {
+                    cmd: "test -e /tmp/ok".to_owned(),
+                    interval_ms: Some(300),
+                    timeout_ms: Some(2_000),
+                    retries: Some(2),
+                    start_period_ms: None,
+                    restart_on_unhealthy: true,
+                }),
+                ..Default::default()
+            }),
+            health: Some(Health {
+                status: "unhealthy".to_owned(),
+                failing_streak: 2,
+                last_output: "no\n".to_owned(),
+                last_check: Some(Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 500_000_000,
+                }),
+            }),
+            ..Default::default()
+        };
+        c.set_state(ContainerState::Running);
+        let v = to_json(&c);
+        assert_eq!(
+            v["State"]["Health"],
+            json!({"Status": "unhealthy", "FailingStreak": 2,
+                   "Log": [{"End": "2023-11-14T22:13:20.5Z", "Output": "no\n"}]})
+        );
+        assert_eq!(
+            v["Config"]["Healthcheck"],
+            json!({"Test": ["CMD-SHELL", "test -e /tmp/ok"], "Interval": 300_000_000,
+                   "Timeout": 2_000_000_000u64, "StartPeriod": 0, "Retries": 2})
+        );
+
+        // Not checked yet: no log entry.
+        c.health = Some(Health {
+            status: "starting".to_owned(),
+            ..Default::default()
+        });
+        assert_eq!(
+            to_json(&c)["State"]["Health"],
+            json!({"Status": "starting", "FailingStreak": 0, "Log": []})
+        );
+    }
+
+    #[test]
+    fn no_health_keys_without_a_health_check() {
+        let v = to_json(&Container::default());
+        assert!(v["State"].get("Health").is_none(), "{v}");
+        assert!(v["Config"].get("Healthcheck").is_none(), "{v}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use rsup_client::Client;
 
 pub mod create;
 pub mod events;
+pub mod exec;
 pub mod info;
 pub mod inspect;
 pub mod kill;
@@ -50,6 +51,7 @@ pub enum Command {
     Stats(stats::Stats),
     Update(update::Update),
     Wait(wait::Wait),
+    Exec(exec::Exec),
     Events(events::Events),
     Supervisor(supervisor::Supervisors),
     Tree(tree::Tree),
@@ -73,6 +75,7 @@ impl Command {
             Command::Stats(c) => c.execute(client).await,
             Command::Update(c) => c.execute(client).await,
             Command::Wait(c) => c.execute(client).await,
+            Command::Exec(c) => c.execute(client).await,
             Command::Events(c) => c.execute(client).await,
             Command::Supervisor(c) => c.execute(client).await,
             Command::Tree(c) => c.execute(client).await,

@@ -77,7 +77,9 @@ fn table(containers: &[Container], now: SystemTime) -> String {
     format::table(&rows)
 }
 
-/// `--format json`: exit_code is null until the container has exited once.
+/// `--format json`: exit_code is null until the container has exited once,
+/// health ("starting", "healthy", "unhealthy") null without a health check
+/// or while the container is not running.
 fn json_line(c: &Container) -> Value {
     json!({
         "id": c.id,
@@ -86,6 +88,7 @@ fn json_line(c: &Container) -> Value {
         "command": format::command_line(c),
         "exit_code": c.exit.as_ref().map(|e| e.exit_code),
         "pid": c.pid,
+        "health": c.health.as_ref().map(|h| h.status.as_str()),
     })
 }
 
@@ -94,7 +97,7 @@ mod tests {
     use std::time::Duration;
 
     use prost_types::Timestamp;
-    use rsup_client::proto::{ContainerSpec, ContainerState, ExitStatus};
+    use rsup_client::proto::{ContainerSpec, ContainerState, ExitStatus, Health};
 
     use super::*;
 
@@ -144,16 +147,40 @@ mod tests {
         assert_eq!(
             json_line(&c),
             json!({"id": "f00dfeedcafe0123456789", "name": "web", "state": "running",
-                   "command": "sleep 100", "exit_code": null, "pid": 42})
+                   "command": "sleep 100", "exit_code": null, "pid": 42, "health": null})
         );
+        c.health = Some(Health {
+            status: "healthy".to_owned(),
+            ..Default::default()
+        });
+        assert_eq!(json_line(&c)["health"], "healthy");
         c.set_state(ContainerState::Exited);
         c.exit = Some(ExitStatus {
             exit_code: 3,
             ..Default::default()
         });
         c.pid = 0;
+        c.health = None;
         let line = json_line(&c);
         assert_eq!(line["state"], "exited");
         assert_eq!(line["exit_code"], 3);
+        assert_eq!(line["health"], Value::Null);
+    }
+
+    #[test]
+    fn table_status_shows_health() {
+        let now = 1_700_000_000;
+        let mut c = web(now);
+        c.health = Some(Health {
+            status: "starting".to_owned(),
+            ..Default::default()
+        });
+        let text = table(&[c], SystemTime::UNIX_EPOCH + Duration::from_secs(now));
+        assert!(
+            text.lines()
+                .nth(1)
+                .is_some_and(|l| l.ends_with("Up 3 seconds (health: starting)")),
+            "{text}"
+        );
     }
 }
