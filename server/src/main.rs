@@ -80,6 +80,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Tells systemd (Type=notify) that rsupd is ready, when started by it.
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(e) => return warn!(error = %e, "sd_notify"),
+    };
+    let bytes = path.as_encoded_bytes();
+    let r = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
+    } else {
+        sock.send_to(b"READY=1", &path)
+    };
+    if let Err(e) = r {
+        warn!(error = %e, "sd_notify READY=1");
+    }
+}
+
 async fn shutdown_signal(token: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -177,6 +199,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("building the reflection service")?;
 
     info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), "rsupd serving");
+    notify_ready();
     let result = tonic::transport::Server::builder()
         .layer(metrics::GrpcMetricsLayer)
         .add_service(health_service)
