@@ -152,7 +152,7 @@ pub fn render_containers(runtime: &Runtime) -> String {
         describe_gauge!(CONTAINERS, "Containers by state.");
         describe_gauge!(
             CONTAINER_INFO,
-            "Always 1; labels: the container's name, id, supervisor and restart policy."
+            "Always 1; labels: the container's name, id, supervisor, restart policy and first network."
         );
         describe_gauge!(
             CONTAINER_BACKOFF,
@@ -218,6 +218,14 @@ pub fn render_containers(runtime: &Runtime) -> String {
                         ("id", c.id.clone()),
                         ("supervisor", i.spec.supervisor.clone().unwrap_or_default()),
                         ("restart_policy", i.spec.restart.policy.to_string()),
+                        (
+                            "network",
+                            i.spec
+                                .networks
+                                .first()
+                                .map(|n| n.network.clone())
+                                .unwrap_or_else(|| "none".into()),
+                        ),
                     ]
                 )
                 .set(1.0);
