@@ -447,6 +447,7 @@ impl Runtime {
             runtime.spawn_dns_sync(&e);
         }
         runtime.sweep_links().await;
+        runtime.sweep_orphans();
         runtime.restart_on_open(&died_while_down);
         Ok(runtime)
     }

@@ -719,6 +719,40 @@ impl Runtime {
         }
     }
 
+    /// Collects what a crash may have left without an owner: leases and
+    /// cgroups of containers rsupd does not know (reported in the log).
+    pub(crate) fn sweep_orphans(&self) {
+        let known: Vec<String> = lock(&self.inner.containers)
+            .iter()
+            .map(|e| e.id.clone())
+            .collect();
+        for n in lock(&self.inner.networks).clone() {
+            let stale: Vec<String> = lock(&n.pool)
+                .leases()
+                .map(|(_, owner)| owner.to_string())
+                .filter(|o| !known.contains(o))
+                .collect();
+            for o in &stale {
+                warn!(network = %n.spec.name, owner = %o, "releasing the lease of an unknown container");
+                lock(&n.pool).release_owner(o);
+            }
+            if !stale.is_empty() {
+                let _ = self.persist_network(&n);
+            }
+        }
+        if let Some(cg) = &self.inner.cgroups {
+            use crate::cgroups::Manager;
+            for name in cg.list() {
+                if !known.contains(&name) {
+                    warn!(cgroup = %name, "removing the cgroup of an unknown container");
+                    if let Err(e) = cg.remove(&name) {
+                        warn!(cgroup = %name, error = %e, "cannot remove it");
+                    }
+                }
+            }
+        }
+    }
+
     /// Stops the DNS servers (shutdown). Bridges and sandboxes stay.
     pub(crate) async fn stop_dns(&self) {
         let nets = lock(&self.inner.networks).clone();

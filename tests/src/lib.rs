@@ -516,6 +516,13 @@ pub fn recorded_procs(state_dir: &Path, id: &str) -> Vec<ProcId> {
         .collect()
 }
 
+/// The cgroup subtree of the daemon on `state_dir` (`rsup-<link prefix>`):
+/// daemons of one test run share rsupd's own cgroup, and each sweeps the
+/// cgroups of containers it does not know at start.
+pub fn cgroup_subtree(state_dir: &Path) -> String {
+    format!("rsup-{}", net_identity(state_dir).0)
+}
+
 /// Link prefix and default subnet of the daemon on `state_dir`: `z` + 3
 /// hex digits, and a /24 in 10.100.0.0-10.163.255.0, from a hash of the path.
 pub fn net_identity(state_dir: &Path) -> (String, String) {
@@ -562,7 +569,8 @@ impl RsupdProcess {
         // hex, swept by scripts/test.sh) and default subnet, both stable
         // across restarts of the daemon on this state dir.
         let (prefix, subnet) = net_identity(state_dir);
-        cmd.env("RSUP_NET_PREFIX", prefix)
+        cmd.env("RSUP_CGROUP_SUBTREE", cgroup_subtree(state_dir))
+            .env("RSUP_NET_PREFIX", prefix)
             .env("RSUP_DEFAULT_SUBNET", subnet);
         // After the defaults: a flag beats its environment variable.
         cmd.args(extra_args);

@@ -129,6 +129,8 @@ pub trait Manager {
     fn processes(&self, name: &str) -> Result<Vec<i32>, CgroupError>;
     /// The `cgroup.procs` files a process must be written to, to join.
     fn procs_files(&self, name: &str) -> Vec<PathBuf>;
+    /// Names of the container cgroups that exist under the subtree.
+    fn list(&self) -> Vec<String>;
     /// Removes the cgroup, killing what is left in it; missing is fine.
     fn remove(&self, name: &str) -> Result<(), CgroupError>;
 }
@@ -187,6 +189,12 @@ impl Manager for AnyManager {
         match self {
             AnyManager::V1(m) => m.procs_files(name),
             AnyManager::V2(m) => m.procs_files(name),
+        }
+    }
+    fn list(&self) -> Vec<String> {
+        match self {
+            AnyManager::V1(m) => m.list(),
+            AnyManager::V2(m) => m.list(),
         }
     }
 }
@@ -355,6 +363,18 @@ pub(crate) fn read_keyed(path: &Path, key: &str) -> Result<u64, CgroupError> {
             }
         })
         .unwrap_or(0))
+}
+
+/// Sub-directory names of `dir` (missing: none).
+pub(crate) fn subdirs(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub(crate) fn read_pids(path: &Path) -> Result<Vec<i32>, CgroupError> {

@@ -136,6 +136,18 @@ impl Manager for V1 {
         read_pids(&self.path("memory", name, "cgroup.procs"))
     }
 
+    fn list(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for (_, d) in &self.dirs {
+            for n in super::subdirs(d) {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        names
+    }
+
     fn procs_files(&self, name: &str) -> Vec<PathBuf> {
         self.unique_dirs(name)
             .into_iter()

@@ -143,6 +143,10 @@ impl Manager for V2 {
         read_pids(&self.path(name, "cgroup.procs"))
     }
 
+    fn list(&self) -> Vec<String> {
+        super::subdirs(&self.base)
+    }
+
     fn procs_files(&self, name: &str) -> Vec<PathBuf> {
         vec![self.path(name, "cgroup.procs")]
     }

@@ -29,7 +29,6 @@ const MIB: u64 = 1 << 20;
 
 /// The directory under rsupd's own cgroup that holds the containers'
 /// (rsupd's `--cgroup-subtree` default).
-const SUBTREE: &str = "rsup";
 
 /// Whether the tests run inside the cgroup-v2 VM (slow TCG emulation).
 fn in_v2vm() -> bool {
@@ -140,6 +139,8 @@ struct CgroupDirs {
     dirs: Vec<(&'static str, PathBuf)>,
     /// Mount point of each entry's hierarchy, in the same order.
     mounts: Vec<PathBuf>,
+    /// rsupd's `--cgroup-subtree` (per daemon in the tests).
+    subtree: String,
 }
 
 impl CgroupDirs {
@@ -170,6 +171,7 @@ impl CgroupDirs {
         let mut out = CgroupDirs {
             dirs: Vec::new(),
             mounts: Vec::new(),
+            subtree: String::new(),
         };
         if host_is_v2() {
             let m = mounts
@@ -205,18 +207,21 @@ impl CgroupDirs {
     /// rsupd moves itself to a leaf `<own>/rsupd` at its first create when
     /// its own cgroup has to delegate controllers.
     fn of_rsupd(d: &Daemon) -> CgroupDirs {
-        CgroupDirs::of(d.pid())
+        let mut c = CgroupDirs::of(d.pid());
+        c.subtree = rsup_tests::cgroup_subtree(d.state_dir());
+        c
     }
 
-    /// The cgroups rsupd gives container `id`: `<own>/rsup/<id>`.
+    /// The cgroups rsupd gives container `id`: `<own>/<subtree>/<id>`.
     fn container(&self, id: &str) -> CgroupDirs {
         CgroupDirs {
             dirs: self
                 .dirs
                 .iter()
-                .map(|(c, d)| (*c, d.join(SUBTREE).join(id)))
+                .map(|(c, d)| (*c, d.join(&self.subtree).join(id)))
                 .collect(),
             mounts: self.mounts.clone(),
+            subtree: self.subtree.clone(),
         }
     }
 
@@ -891,8 +896,8 @@ async fn cgroup_is_created_under_rsupd_and_removed_with_the_container() {
     }
     // The container's processes are in it.
     assert_eq!(
-        CgroupDirs::of(c.pid),
-        cg,
+        CgroupDirs::of(c.pid).dirs,
+        cg.dirs,
         "cgroups of the container's init (pid {})",
         c.pid
     );
