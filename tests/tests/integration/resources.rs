@@ -27,9 +27,6 @@ use tonic::Code;
 
 const MIB: u64 = 1 << 20;
 
-/// The directory under rsupd's own cgroup that holds the containers'
-/// (rsupd's `--cgroup-subtree` default).
-
 /// Whether the tests run inside the cgroup-v2 VM (slow TCG emulation).
 fn in_v2vm() -> bool {
     std::env::var_os("RSUP_IN_V2VM").is_some()
