@@ -461,10 +461,14 @@ impl Runtime {
             // A create interrupted by a crash: nothing was ever reported as
             // created, so collect it.
             warn!(container = %id, "removing a half-created container");
+            crate::network::unmount_netns(&dir.join("netns"));
             return remove_dir(dir).map(|()| false);
         };
         if status.state == ContainerState::Removed {
+            // Its veths, leases and cgroup are collected by the sweeps that
+            // follow (they have no owner now); the netns mount goes first.
             info!(container = %spec.name, "finishing an interrupted remove");
+            crate::network::unmount_netns(&dir.join("netns"));
             return remove_dir(dir).map(|()| false);
         }
         let mut adopted = None;

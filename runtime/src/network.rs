@@ -639,13 +639,7 @@ impl Runtime {
                 }
             }
         }
-        let path = entry.dir.join("netns");
-        if is_netns_mount(&path)
-            && let Err(e) = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH)
-        {
-            warn!(path = %path.display(), error = %e, "cannot unmount the netns");
-        }
-        let _ = std::fs::remove_file(&path);
+        unmount_netns(&entry.dir.join("netns"));
     }
 
     /// Publishes or withdraws the container's DNS names according to its
@@ -762,6 +756,16 @@ impl Runtime {
             }
         }
     }
+}
+
+/// Unmounts and deletes a container's netns file; missing is fine.
+pub(crate) fn unmount_netns(path: &Path) {
+    if is_netns_mount(path)
+        && let Err(e) = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)
+    {
+        warn!(path = %path.display(), error = %e, "cannot unmount the netns");
+    }
+    let _ = std::fs::remove_file(path);
 }
 
 /// Whether `path` is a bind-mounted network namespace.
