@@ -144,6 +144,7 @@ impl Runtime {
             },
             uid,
             gid,
+            security: entry.spec.security.clone(),
         };
         let json = serde_json::to_string(&spec)
             .map_err(|e| Error::FailedPrecondition(format!("exec spec: {e}")))?;

@@ -39,6 +39,7 @@ pub struct SpecRequest {
     pub supervisor: String,
     pub health: HealthRequest,
     pub net: crate::network::NetRequest,
+    pub security: crate::security::SecurityRequest,
 }
 
 /// A health check as requested (Docker's --health-* flags).
@@ -319,6 +320,9 @@ pub struct ContainerSpec {
     /// Published ports.
     #[serde(default)]
     pub ports: Vec<crate::ports::PortMap>,
+    /// Capabilities, no_new_privs, privileged.
+    #[serde(default)]
+    pub security: crate::security::SecuritySpec,
 }
 
 /// True if `s` is a DNS label as rsup accepts it for names: 1-63 characters
@@ -475,6 +479,7 @@ impl ContainerSpec {
         let resources = req.resources.merge(Limits::default())?;
         let restart = req.restart.validate()?;
         let health = req.health.validate(&restart)?;
+        let security = req.security.validate()?;
         if req.auto_remove && !restart.policy.is_no() {
             return Err(invalid(
                 "restart_policy",
@@ -499,6 +504,7 @@ impl ContainerSpec {
             health,
             networks: Vec::new(),
             ports: Vec::new(),
+            security,
         })
     }
 }

@@ -34,6 +34,9 @@ pub struct ExecSpec {
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
+    /// The container's capabilities and no_new_privs.
+    #[serde(default)]
+    pub security: crate::security::SecuritySpec,
 }
 
 /// Entry point; returns the exit code.
@@ -99,6 +102,9 @@ fn run(json: &str) -> Result<i32, String> {
 fn exec_child(spec: &ExecSpec) -> String {
     // A health check that times out kills the helper; take the command along.
     let _ = sys::set_parent_death_signal(libc::SIGKILL);
+    if let Err(e) = spec.security.drop_bounding() {
+        return e;
+    }
     if let Err(e) = nix::unistd::setgroups(&[]) {
         return format!("setgroups: {e}");
     }
@@ -110,6 +116,9 @@ fn exec_child(spec: &ExecSpec) -> String {
     }
     if let Err(e) = nix::unistd::chdir(spec.cwd.as_str()) {
         return format!("chdir {}: {e}", spec.cwd);
+    }
+    if let Err(e) = spec.security.apply_after_setuid(spec.uid) {
+        return e;
     }
     let cmd = &spec.argv[0];
     let path_var = spec

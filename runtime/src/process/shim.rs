@@ -384,6 +384,9 @@ fn exec_command(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd, exec_w: Ow
         fail("dup2", &e);
     }
     drop((null, out_w, err_w));
+    if let Err(e) = spec.security.drop_bounding() {
+        fail("capabilities", &e);
+    }
     if let Err(e) = nix::unistd::setgroups(&[]) {
         fail("setgroups", &e);
     }
@@ -395,6 +398,9 @@ fn exec_command(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd, exec_w: Ow
     }
     if let Err(e) = nix::unistd::chdir(spec.working_dir.as_str()) {
         fail(&format!("chdir {}", spec.working_dir), &e);
+    }
+    if let Err(e) = spec.security.apply_after_setuid(spec.user.uid) {
+        fail("capabilities", &e);
     }
     let cstr = |s: &str| CString::new(s).unwrap_or_default();
     let path = cstr(&spec.executable);
@@ -567,7 +573,65 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
             );
         }
     }
+    if !spec.security.privileged {
+        mask_paths()?;
+    }
     std::fs::create_dir_all(&spec.working_dir)
         .map_err(|e| format!("working directory {}: {e}", spec.working_dir))?;
+    Ok(())
+}
+
+/// Docker's masked and read-only paths (after pivot_root).
+fn mask_paths() -> Result<(), String> {
+    use crate::security::{MASKED_DIRS, MASKED_FILES, READONLY_PATHS};
+    for f in MASKED_FILES {
+        if Path::new(f).exists() {
+            mount(
+                Some("/dev/null"),
+                f,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("masking {f}: {e}"))?;
+        }
+    }
+    for d in MASKED_DIRS {
+        if Path::new(d).is_dir() {
+            mount(
+                Some("tmpfs"),
+                d,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                Some("size=0"),
+            )
+            .map_err(|e| format!("masking {d}: {e}"))?;
+        }
+    }
+    for p in READONLY_PATHS {
+        if Path::new(p).exists() {
+            mount(
+                Some(p),
+                p,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| format!("binding {p}: {e}"))?;
+            mount(
+                None::<&str>,
+                p,
+                None::<&str>,
+                MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
+                None::<&str>,
+            )
+            .map_err(|e| format!("making {p} read-only: {e}"))?;
+        }
+    }
     Ok(())
 }

@@ -227,3 +227,11 @@ pub fn describe_fd(fd: std::os::fd::BorrowedFd<'_>) -> String {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| format!("fd {}", fd.as_raw_fd()))
 }
+
+/// Sets no_new_privs: execve can no longer grant privileges (setuid bits,
+/// file capabilities).
+pub fn set_no_new_privs() -> nix::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}

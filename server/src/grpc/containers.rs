@@ -10,6 +10,7 @@ use rsup_runtime::cgroups::Limits;
 use rsup_runtime::health::ExecRequest;
 use rsup_runtime::logs::Stream as LogStream;
 use rsup_runtime::network::NetRequest;
+use rsup_runtime::security::SecurityRequest;
 use rsup_runtime::spec::{HealthRequest, RestartRequest};
 use rsup_runtime::supervise::Event;
 use rsup_runtime::{
@@ -56,6 +57,11 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> SpecRequest {
             aliases: s.network_aliases,
             ip: s.ip,
             ports: s.ports,
+        },
+        security: SecurityRequest {
+            cap_add: s.cap_add,
+            cap_drop: s.cap_drop,
+            privileged: s.privileged,
         },
     }
 }
@@ -176,6 +182,9 @@ fn container(c: ContainerInfo) -> pb::Container {
                 .iter()
                 .map(|p| format!("{}:{}:{}", p.host_ip, p.host_port, p.container_port))
                 .collect(),
+            cap_add: s.security.caps.clone(),
+            cap_drop: Vec::new(),
+            privileged: s.security.privileged,
             health: s.health.as_ref().map(|h| pb::HealthCheck {
                 cmd: h.test.last().cloned().unwrap_or_default(),
                 interval_ms: Some(millis(h.interval)),

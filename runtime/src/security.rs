@@ -1,0 +1,208 @@
+//! Least privilege inside containers: capabilities, no_new_privs, and
+//! masked and read-only paths, as Docker sets them by default.
+//!
+//! The init applies the paths after `pivot_root`; the command's process
+//! applies the capability sets and no_new_privs right before `execve`:
+//! the bounding set is cut to the container's capabilities (needs
+//! CAP_SETPCAP, which it still holds), then after the uid change the
+//! permitted, effective and inheritable sets are set (root) or left empty
+//! (any other uid), and the ambient set is cleared.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+
+use caps::{CapSet, Capability, CapsHashSet};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Docker's default capabilities.
+pub const DEFAULT_CAPS: [Capability; 14] = [
+    Capability::CAP_CHOWN,
+    Capability::CAP_DAC_OVERRIDE,
+    Capability::CAP_FSETID,
+    Capability::CAP_FOWNER,
+    Capability::CAP_MKNOD,
+    Capability::CAP_NET_RAW,
+    Capability::CAP_SETGID,
+    Capability::CAP_SETUID,
+    Capability::CAP_SETFCAP,
+    Capability::CAP_SETPCAP,
+    Capability::CAP_NET_BIND_SERVICE,
+    Capability::CAP_SYS_CHROOT,
+    Capability::CAP_KILL,
+    Capability::CAP_AUDIT_WRITE,
+];
+
+/// Files hidden behind /dev/null (Docker's masked paths).
+pub const MASKED_FILES: [&str; 6] = [
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/timer_stats",
+];
+/// Directories hidden behind an empty read-only tmpfs.
+pub const MASKED_DIRS: [&str; 4] = ["/proc/scsi", "/proc/acpi", "/proc/asound", "/sys/firmware"];
+/// Remounted read-only.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The validated security settings of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecuritySpec {
+    /// Capability names (`CAP_…`) in the bounding, permitted and effective sets.
+    pub caps: Vec<String>,
+    /// All capabilities, no masked paths, no no_new_privs.
+    pub privileged: bool,
+    pub no_new_privs: bool,
+}
+
+impl Default for SecuritySpec {
+    fn default() -> Self {
+        SecuritySpec {
+            caps: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
+            privileged: false,
+            no_new_privs: true,
+        }
+    }
+}
+
+/// Security options as requested.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityRequest {
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+}
+
+fn parse_cap(s: &str) -> Result<Capability, Error> {
+    let up = s.trim().to_ascii_uppercase();
+    let name = if up.starts_with("CAP_") {
+        up
+    } else {
+        format!("CAP_{up}")
+    };
+    Capability::from_str(&name).map_err(|_| Error::InvalidArgument {
+        field: "capabilities",
+        reason: format!("{s:?} is not a capability (e.g. NET_ADMIN, CAP_SYS_TIME, or ALL)"),
+    })
+}
+
+impl SecurityRequest {
+    /// Docker's rule: start from the defaults (or nothing with `--cap-drop
+    /// ALL`, everything with `--cap-add ALL`), add, then drop.
+    pub fn validate(&self) -> Result<SecuritySpec, Error> {
+        let is_all = |s: &String| s.eq_ignore_ascii_case("all");
+        let mut set: HashSet<Capability> = if self.privileged || self.cap_add.iter().any(is_all) {
+            caps::all()
+        } else {
+            DEFAULT_CAPS.iter().copied().collect()
+        };
+        for c in self.cap_add.iter().filter(|c| !is_all(c)) {
+            set.insert(parse_cap(c)?);
+        }
+        if self.cap_drop.iter().any(is_all) {
+            set.clear();
+        }
+        for c in self.cap_drop.iter().filter(|c| !is_all(c)) {
+            set.remove(&parse_cap(c)?);
+        }
+        let mut caps: Vec<String> = set.iter().map(|c| c.to_string()).collect();
+        caps.sort();
+        Ok(SecuritySpec {
+            caps,
+            privileged: self.privileged,
+            no_new_privs: !self.privileged,
+        })
+    }
+}
+
+impl SecuritySpec {
+    fn cap_set(&self) -> CapsHashSet {
+        self.caps
+            .iter()
+            .filter_map(|c| Capability::from_str(c).ok())
+            .collect()
+    }
+
+    /// Cuts the bounding set (before the uid change; needs CAP_SETPCAP).
+    pub fn drop_bounding(&self) -> Result<(), String> {
+        let keep = self.cap_set();
+        for c in caps::all() {
+            if !keep.contains(&c) && caps::has_cap(None, CapSet::Bounding, c).unwrap_or(false) {
+                caps::drop(None, CapSet::Bounding, c)
+                    .map_err(|e| format!("dropping {c} from the bounding set: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the other sets for `uid` and no_new_privs (after the uid change,
+    /// right before execve).
+    pub fn apply_after_setuid(&self, uid: u32) -> Result<(), String> {
+        caps::clear(None, CapSet::Ambient).map_err(|e| format!("clearing the ambient set: {e}"))?;
+        let set = if uid == 0 {
+            self.cap_set()
+        } else {
+            CapsHashSet::new()
+        };
+        caps::set(None, CapSet::Inheritable, &set).map_err(|e| format!("inheritable set: {e}"))?;
+        caps::set(None, CapSet::Effective, &set).map_err(|e| format!("effective set: {e}"))?;
+        caps::set(None, CapSet::Permitted, &set).map_err(|e| format!("permitted set: {e}"))?;
+        if self.no_new_privs {
+            crate::sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_cap_rules() {
+        let d = SecurityRequest::default().validate().expect("default");
+        assert_eq!(d.caps.len(), 14);
+        assert!(d.no_new_privs);
+        let r = SecurityRequest {
+            cap_add: vec!["net_admin".into()],
+            cap_drop: vec!["CAP_CHOWN".into(), "KILL".into()],
+            ..Default::default()
+        }
+        .validate()
+        .expect("add/drop");
+        assert!(r.caps.contains(&"CAP_NET_ADMIN".to_string()));
+        assert!(!r.caps.contains(&"CAP_CHOWN".to_string()));
+        assert_eq!(r.caps.len(), 13);
+        let none = SecurityRequest {
+            cap_drop: vec!["ALL".into()],
+            ..Default::default()
+        }
+        .validate()
+        .expect("drop all");
+        assert!(none.caps.is_empty());
+        let p = SecurityRequest {
+            privileged: true,
+            ..Default::default()
+        }
+        .validate()
+        .expect("privileged");
+        assert!(p.caps.len() > 30 && !p.no_new_privs);
+        assert!(
+            SecurityRequest {
+                cap_add: vec!["FLY".into()],
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}
