@@ -1,5 +1,6 @@
 //! What a process inside a container sees: its own hostname (UTS namespace),
-//! only its own processes (PID namespace, fresh /proc), only `lo` (network
+//! only its own processes (PID namespace, fresh /proc), only `lo` with
+//! `--network none` and `lo` plus `eth0` on the default network (network
 //! namespace), only the rootfs and never the host's files (mount namespace
 //! over an overlay whose lower layer is never written), and the environment,
 //! working directory and user it was given.
@@ -9,7 +10,9 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use rsup_tests::{Daemon, ROOTFS_MARKER, TempDir, busybox_rootfs, describe, stdout, unique_name};
+use rsup_tests::{
+    Daemon, ROOTFS_MARKER, TempDir, busybox_rootfs, describe, net_identity, stdout, unique_name,
+};
 
 /// Runs `command` in a new container and returns its stdout; it must exit 0.
 fn run_ok(d: &Daemon, flags: &[&str], command: &[&str]) -> String {
@@ -37,14 +40,17 @@ async fn hostname_is_the_container_name_unless_overridden() {
     let out = run_ok(&d, &["--hostname", "custom-host"], &["hostname"]);
     assert_eq!(out.trim(), "custom-host");
 
-    // Setting it inside changes the container's hostname, not the host's.
+    // Without CAP_SYS_ADMIN (Docker's default set) the container cannot
+    // change it, and the host's never changes.
     let host_before = nix::unistd::gethostname().expect("gethostname");
-    let out = run_ok(
-        &d,
-        &[],
-        &["sh", "-c", "hostname changed-inside && hostname"],
+    let name = unique_name("iso");
+    let out = d.run(
+        &["--name", &name],
+        &["sh", "-c", "hostname changed-inside 2>&1; hostname"],
     );
-    assert_eq!(out.trim(), "changed-inside");
+    let text = stdout(&out);
+    assert!(text.contains("not permitted"), "{}", describe(&out));
+    assert_eq!(text.lines().last().map(str::trim), Some(name.as_str()));
     assert_eq!(
         nix::unistd::gethostname().expect("gethostname"),
         host_before
@@ -79,13 +85,10 @@ async fn ps_sees_only_the_container_processes() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn ip_link_shows_only_lo_and_it_is_up() {
-    let d = Daemon::start().await;
-    let out = run_ok(&d, &[], &["ip", "link"]);
-    // "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 ..."
-    let links: Vec<(String, Vec<String>)> = out
-        .lines()
+/// `ip link` output as (name, flags), e.g. "1: lo: <LOOPBACK,UP,LOWER_UP> ..."
+/// or "2: eth0@if7: <BROADCAST,...> ...".
+fn ip_links(out: &str) -> Vec<(String, Vec<String>)> {
+    out.lines()
         .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
         .filter_map(|l| {
             let mut parts = l.splitn(3, ": ");
@@ -99,10 +102,58 @@ async fn ip_link_shows_only_lo_and_it_is_up() {
                 .unwrap_or_default();
             Some((name, flags))
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ip_link_shows_only_lo_and_it_is_up() {
+    let d = Daemon::start().await;
+    let out = run_ok(&d, &["--network", "none"], &["ip", "link"]);
+    let links = ip_links(&out);
     let names: Vec<&str> = links.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["lo"], "ip link:\n{out}");
     assert!(links[0].1.iter().any(|f| f == "UP"), "lo is not up:\n{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_network_gives_lo_and_eth0_with_an_address_in_its_subnet() {
+    let d = Daemon::start().await;
+    let out = run_ok(&d, &[], &["sh", "-c", "ip link; echo ---; ip -o -4 addr"]);
+    let (links, addrs) = out.split_once("---\n").expect("both outputs");
+    let links = ip_links(links);
+    let names: Vec<&str> = links.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["lo", "eth0"], "ip link:\n{out}");
+    assert!(
+        links
+            .iter()
+            .all(|(_, flags)| flags.iter().any(|f| f == "UP")),
+        "a link is down:\n{out}"
+    );
+
+    // "2: eth0    inet 10.120.7.2/24 brd ... scope global eth0 ..."
+    let (_, subnet) = net_identity(d.state_dir());
+    let (net, prefix) = subnet.split_once('/').expect("a CIDR");
+    let net: std::net::Ipv4Addr = net.parse().expect("an address");
+    let prefix: u32 = prefix.parse().expect("a prefix length");
+    let mask = u32::MAX << (32 - prefix);
+    let eth0: Vec<(std::net::Ipv4Addr, u32)> = addrs
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("eth0"))
+        .filter_map(|l| {
+            let cidr = l.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
+            let (ip, len) = cidr.split_once('/')?;
+            Some((ip.parse().ok()?, len.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(eth0.len(), 1, "eth0 addresses:\n{out}");
+    let (ip, len) = eth0[0];
+    assert_eq!(len, prefix, "{out}");
+    assert_eq!(
+        u32::from(ip) & mask,
+        u32::from(net),
+        "{ip} is outside the default subnet {subnet}\n{out}"
+    );
+    assert_ne!(ip.octets()[3], 1, "eth0 has the gateway's address\n{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
