@@ -120,6 +120,9 @@ fn exec_child(spec: &ExecSpec) -> String {
     if let Err(e) = spec.security.apply_after_setuid(spec.uid) {
         return e;
     }
+    if let Err(e) = spec.security.apply_seccomp() {
+        return e;
+    }
     let cmd = &spec.argv[0];
     let path_var = spec
         .env

@@ -402,6 +402,9 @@ fn exec_command(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd, exec_w: Ow
     if let Err(e) = spec.security.apply_after_setuid(spec.user.uid) {
         fail("capabilities", &e);
     }
+    if let Err(e) = spec.security.apply_seccomp() {
+        fail("seccomp", &e);
+    }
     let cstr = |s: &str| CString::new(s).unwrap_or_default();
     let path = cstr(&spec.executable);
     let argv: Vec<CString> = spec.command.iter().map(|a| cstr(a)).collect();

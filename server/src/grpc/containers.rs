@@ -62,6 +62,16 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> SpecRequest {
             cap_add: s.cap_add,
             cap_drop: s.cap_drop,
             privileged: s.privileged,
+            seccomp: s
+                .security_opt
+                .iter()
+                .rev()
+                .find_map(|o| {
+                    o.strip_prefix("seccomp=")
+                        .or_else(|| o.strip_prefix("seccomp:"))
+                })
+                .map(str::to_string)
+                .unwrap_or_default(),
         },
     }
 }
@@ -185,6 +195,14 @@ fn container(c: ContainerInfo) -> pb::Container {
             cap_add: s.security.caps.clone(),
             cap_drop: Vec::new(),
             privileged: s.security.privileged,
+            security_opt: vec![format!(
+                "seccomp={}",
+                if s.security.seccomp {
+                    "default"
+                } else {
+                    "unconfined"
+                }
+            )],
             health: s.health.as_ref().map(|h| pb::HealthCheck {
                 cmd: h.test.last().cloned().unwrap_or_default(),
                 interval_ms: Some(millis(h.interval)),
@@ -311,9 +329,26 @@ impl Containers for Service {
         &self,
         req: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::CreateResponse>, Status> {
+        let spec = req.into_inner().spec;
+        let supported = |o: &String| {
+            o.starts_with("seccomp=")
+                || o.starts_with("seccomp:")
+                || matches!(
+                    o.as_str(),
+                    "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true"
+                )
+        };
+        if let Some(bad) = spec
+            .as_ref()
+            .and_then(|s| s.security_opt.iter().find(|o| !supported(o)))
+        {
+            return Err(Status::invalid_argument(format!(
+                "invalid security_opt: {bad:?} (supported: seccomp=default|unconfined, no-new-privileges)"
+            )));
+        }
         let c = self
             .runtime
-            .create(spec_request(req.into_inner().spec))
+            .create(spec_request(spec))
             .await
             .map_err(status)?;
         Ok(Response::new(pb::CreateResponse {
