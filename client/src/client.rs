@@ -9,6 +9,7 @@ use std::path::Path;
 use hyper_util::rt::TokioIo;
 use rsup_proto::v1 as proto;
 use rsup_proto::v1::containers_client::ContainersClient;
+use rsup_proto::v1::networks_client::NetworksClient;
 use rsup_proto::v1::supervisors_client::SupervisorsClient;
 use rsup_proto::v1::system_client::SystemClient;
 use tokio::net::UnixStream;
@@ -56,6 +57,11 @@ impl Client {
     /// The generated stub of the `Supervisors` service.
     pub fn supervisors(&self) -> SupervisorsClient<Channel> {
         SupervisorsClient::new(self.channel())
+    }
+
+    /// The generated stub of the `Networks` service.
+    pub fn networks(&self) -> NetworksClient<Channel> {
+        NetworksClient::new(self.channel())
     }
 
     /// The generated stub of the `System` service.
@@ -232,6 +238,44 @@ impl Client {
             .await?
             .into_inner();
         Ok(reply.supervisors)
+    }
+
+    /// Creates a network (bridge, address pool and DNS server) and returns
+    /// it. An empty `request.subnet` lets the daemon pick a free /24, an
+    /// empty gateway means the subnet's first address; the daemon judges the
+    /// values.
+    pub async fn create_network(
+        &self,
+        request: proto::CreateNetworkRequest,
+    ) -> Result<proto::Network, Error> {
+        Ok(self.networks().create(request).await?.into_inner())
+    }
+
+    /// Deletes a network no container uses (`FailedPrecondition` otherwise).
+    pub async fn remove_network(&self, name: &str) -> Result<(), Error> {
+        let request = proto::RemoveNetworkRequest {
+            name: name.to_owned(),
+        };
+        self.networks().remove(request).await?;
+        Ok(())
+    }
+
+    /// Every network, in creation order, with its leases.
+    pub async fn list_networks(&self) -> Result<Vec<proto::Network>, Error> {
+        let reply = self
+            .networks()
+            .list(proto::ListNetworksRequest {})
+            .await?
+            .into_inner();
+        Ok(reply.networks)
+    }
+
+    /// One network with the addresses leased to containers on it.
+    pub async fn inspect_network(&self, name: &str) -> Result<proto::Network, Error> {
+        let request = proto::InspectNetworkRequest {
+            name: name.to_owned(),
+        };
+        Ok(self.networks().inspect(request).await?.into_inner())
     }
 
     /// Facts about the daemon: version, state directory, counts, cgroup driver.

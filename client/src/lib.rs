@@ -4,9 +4,9 @@
 //! HTTP/2 channel to that socket and wraps every RPC in a method that takes and
 //! returns plain values: replies whose container is unexpectedly missing become
 //! an [`Error::Status`] with code `Internal`, never a panic. The generated
-//! stubs stay reachable through [`Client::containers`], [`Client::supervisors`]
-//! and [`Client::system`] for callers that need request metadata or raw
-//! responses.
+//! stubs stay reachable through [`Client::containers`], [`Client::supervisors`],
+//! [`Client::networks`] and [`Client::system`] for callers that need request
+//! metadata or raw responses.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), rsup_client::Error> {

@@ -16,6 +16,12 @@
 //! Supervisors: `list` returns a two-level tree, "app" (db, web and the
 //! supervisor "workers") over "workers" (w1). `create` records its request and
 //! refuses intensity 0, `remove` knows no "ghost".
+//!
+//! Networks: `list` returns "default" (empty) and "back" (db and app);
+//! `create` records its request and refuses a subnet ending in "/33";
+//! `inspect` knows those two only; `remove` refuses "ghost" (not found) and
+//! "back" (in use). The container "wired" is on two networks and publishes
+//! two ports.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -25,6 +31,7 @@ use std::sync::{Arc, Mutex};
 
 use prost_types::Timestamp;
 use rsup_client::proto::containers_server::{Containers, ContainersServer};
+use rsup_client::proto::networks_server::{Networks, NetworksServer};
 use rsup_client::proto::supervisors_server::{Supervisors, SupervisorsServer};
 use rsup_client::proto::system_server::{System, SystemServer};
 use rsup_client::proto::*;
@@ -45,6 +52,7 @@ struct Fake {
     events: Arc<Mutex<Vec<EventsRequest>>>,
     supervisors: Arc<Mutex<Vec<CreateSupervisorRequest>>>,
     execs: Arc<Mutex<Vec<ExecRequest>>>,
+    networks: Arc<Mutex<Vec<CreateNetworkRequest>>>,
 }
 
 fn ts(seconds: i64) -> Option<Timestamp> {
@@ -166,6 +174,30 @@ impl Containers for Fake {
                 last_output: "ok\n".to_owned(),
                 last_check: ts(NOW + 2),
             });
+            return Ok(Response::new(InspectResponse { container: Some(c) }));
+        }
+        if name == "wired" {
+            let mut c = container(name, ContainerState::Running)?;
+            c.spec.get_or_insert_default().ports = vec![
+                "127.0.0.1:8080:80".to_owned(),
+                "0.0.0.0:8443:443".to_owned(),
+            ];
+            let attach = |network: &str, i: u8, ip: &str, aliases: &[&str]| NetworkAttachment {
+                network: network.to_owned(),
+                ifname: format!("eth{i}"),
+                ip: ip.to_owned(),
+                prefix: 24,
+                gateway: ip
+                    .rsplit_once('.')
+                    .map(|(net, _)| format!("{net}.1"))
+                    .unwrap_or_default(),
+                aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+                host_ifname: format!("rsvc0ffee01{i}"),
+            };
+            c.networks = vec![
+                attach("default", 0, "10.88.0.7", &["web"]),
+                attach("back", 1, "10.90.0.4", &[]),
+            ];
             return Ok(Response::new(InspectResponse { container: Some(c) }));
         }
         if name == "flappy" {
@@ -419,6 +451,97 @@ impl Supervisors for Fake {
     }
 }
 
+fn networks() -> Vec<Network> {
+    let lease = |container: &str, ip: &str| NetworkLease {
+        container: container.to_owned(),
+        ip: ip.to_owned(),
+    };
+    vec![
+        Network {
+            name: "default".to_owned(),
+            subnet: "10.88.0.0/16".to_owned(),
+            gateway: "10.88.0.1".to_owned(),
+            internal: false,
+            bridge: "rsb1e2d3c4b".to_owned(),
+            created_at: ts(NOW),
+            containers: Vec::new(),
+            dns: "10.88.0.1:53".to_owned(),
+        },
+        Network {
+            name: "back".to_owned(),
+            subnet: "10.90.0.0/24".to_owned(),
+            gateway: "10.90.0.1".to_owned(),
+            internal: true,
+            bridge: "rsb5a6b7c8d".to_owned(),
+            created_at: ts(NOW + 1),
+            containers: vec![lease("db", "10.90.0.2"), lease("app", "10.90.0.3")],
+            dns: "10.90.0.1:53".to_owned(),
+        },
+    ]
+}
+
+#[tonic::async_trait]
+impl Networks for Fake {
+    async fn create(&self, r: Request<CreateNetworkRequest>) -> Result<Response<Network>, Status> {
+        let r = r.into_inner();
+        self.networks.lock().expect("not poisoned").push(r.clone());
+        if r.subnet.ends_with("/33") {
+            return Err(Status::invalid_argument(format!(
+                "{:?}: prefix length above 32",
+                r.subnet
+            )));
+        }
+        Ok(Response::new(Network {
+            name: r.name,
+            subnet: if r.subnet.is_empty() {
+                "10.89.0.0/24".to_owned()
+            } else {
+                r.subnet
+            },
+            gateway: r.gateway,
+            internal: r.internal,
+            bridge: "rsb00000000".to_owned(),
+            created_at: ts(NOW),
+            containers: Vec::new(),
+            dns: String::new(),
+        }))
+    }
+
+    async fn remove(
+        &self,
+        r: Request<RemoveNetworkRequest>,
+    ) -> Result<Response<RemoveNetworkResponse>, Status> {
+        match r.into_inner().name.as_str() {
+            "back" => Err(Status::failed_precondition(
+                "network back is in use by db, app: remove them first",
+            )),
+            "ghost" => Err(Status::not_found("no such network: ghost")),
+            _ => Ok(Response::new(RemoveNetworkResponse {})),
+        }
+    }
+
+    async fn list(
+        &self,
+        _: Request<ListNetworksRequest>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        Ok(Response::new(ListNetworksResponse {
+            networks: networks(),
+        }))
+    }
+
+    async fn inspect(
+        &self,
+        r: Request<InspectNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        let name = r.into_inner().name;
+        networks()
+            .into_iter()
+            .find(|n| n.name == name)
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no such network: {name}")))
+    }
+}
+
 #[tonic::async_trait]
 impl System for Fake {
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
@@ -470,6 +593,7 @@ async fn serve() -> Daemon {
         tonic::transport::Server::builder()
             .add_service(ContainersServer::new(fake.clone()))
             .add_service(SupervisorsServer::new(fake.clone()))
+            .add_service(NetworksServer::new(fake.clone()))
             .add_service(SystemServer::new(fake.clone()))
             .serve_with_incoming(UnixListenerStream::new(listener)),
     );
@@ -1389,4 +1513,209 @@ async fn health_flags_are_passed_through_and_shown() {
     let out = rsupctl(socket, &["inspect", "web"]).await;
     let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON array");
     assert!(all[0]["State"].get("Health").is_none(), "{all}");
+}
+
+#[tokio::test]
+async fn run_and_create_pass_the_network_flags() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(
+        socket,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "front",
+            "--net",
+            "back",
+            "--network-alias",
+            "db",
+            "--ip",
+            "10.90.0.9",
+            "-p",
+            "127.0.0.1:8080:80",
+            "--publish",
+            "9090:90",
+            "--rootfs",
+            "/r",
+            "sleep",
+            "9",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = rsupctl(
+        socket,
+        &["create", "--network", "none", "--rootfs", "/r", "true"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = rsupctl(socket, &["create", "--rootfs", "/r", "true"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let specs = daemon.fake.specs.lock().expect("not poisoned").clone();
+    let sent: Vec<_> = specs
+        .into_iter()
+        .map(|s| (s.networks, s.network_aliases, s.ip, s.ports))
+        .collect();
+    let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        sent,
+        [
+            (
+                strings(&["front", "back"]),
+                strings(&["db"]),
+                "10.90.0.9".to_owned(),
+                strings(&["127.0.0.1:8080:80", "9090:90"]),
+            ),
+            (strings(&["none"]), Vec::new(), String::new(), Vec::new()),
+            (Vec::new(), Vec::new(), String::new(), Vec::new()),
+        ]
+    );
+
+    let out = rsupctl(socket, &["inspect", "wired"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON array");
+    assert_eq!(
+        all[0]["NetworkSettings"]["Networks"],
+        serde_json::json!({
+            "default": {"IPAddress": "10.88.0.7", "IPPrefixLen": 24, "Gateway": "10.88.0.1",
+                        "Aliases": ["web"], "InterfaceName": "eth0",
+                        "HostInterfaceName": "rsvc0ffee010"},
+            "back": {"IPAddress": "10.90.0.4", "IPPrefixLen": 24, "Gateway": "10.90.0.1",
+                     "Aliases": [], "InterfaceName": "eth1",
+                     "HostInterfaceName": "rsvc0ffee011"}})
+    );
+    assert_eq!(
+        all[0]["HostConfig"]["PortBindings"],
+        serde_json::json!({"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}],
+                           "443/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8443"}]})
+    );
+}
+
+#[tokio::test]
+async fn library_network_calls_round_trip() {
+    let client = Client::connect(&serve().await.socket)
+        .await
+        .expect("connect");
+    let made = client
+        .create_network(CreateNetworkRequest {
+            name: "front".to_owned(),
+            subnet: String::new(),
+            gateway: String::new(),
+            internal: false,
+        })
+        .await
+        .expect("create");
+    assert_eq!(made.subnet, "10.89.0.0/24");
+    let names: Vec<String> = client
+        .list_networks()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["default", "back"]);
+    let back = client.inspect_network("back").await.expect("inspect");
+    assert_eq!(back.containers.len(), 2);
+    client.remove_network("front").await.expect("remove");
+    let err = client.remove_network("back").await.expect_err("in use");
+    assert_eq!(err.code(), Some(Code::FailedPrecondition));
+    let err = client.inspect_network("ghost").await.expect_err("unknown");
+    assert_eq!(err.code(), Some(Code::NotFound));
+    assert_eq!(err.to_string(), "no such network: ghost");
+}
+
+#[tokio::test]
+async fn network_verbs_print_names_tables_and_json() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(
+        socket,
+        &[
+            "network",
+            "create",
+            "--subnet",
+            "10.91.0.0/24",
+            "--gateway",
+            "10.91.0.254",
+            "--internal",
+            "front",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "front\n");
+    let out = rsupctl(socket, &["network", "create", "plain"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = rsupctl(
+        socket,
+        &["network", "create", "--subnet", "10.0.0.0/33", "bad"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: \"10.0.0.0/33\": prefix length above 32\n"
+    );
+    assert_eq!(text(&out.stdout), "");
+    let sent = daemon.fake.networks.lock().expect("not poisoned").clone();
+    assert_eq!(
+        sent,
+        [
+            CreateNetworkRequest {
+                name: "front".to_owned(),
+                subnet: "10.91.0.0/24".to_owned(),
+                gateway: "10.91.0.254".to_owned(),
+                internal: true,
+            },
+            CreateNetworkRequest {
+                name: "plain".to_owned(),
+                subnet: String::new(),
+                gateway: String::new(),
+                internal: false,
+            },
+            CreateNetworkRequest {
+                name: "bad".to_owned(),
+                subnet: "10.0.0.0/33".to_owned(),
+                gateway: String::new(),
+                internal: false,
+            },
+        ]
+    );
+
+    let out = rsupctl(socket, &["network", "ls"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "NAME      SUBNET         GATEWAY     BRIDGE        INTERNAL   CONTAINERS\n\
+         default   10.88.0.0/16   10.88.0.1   rsb1e2d3c4b   false      0\n\
+         back      10.90.0.0/24   10.90.0.1   rsb5a6b7c8d   true       2\n"
+    );
+
+    let out = rsupctl(socket, &["network", "inspect", "back", "ghost"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "error: no such network: ghost\n");
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON array");
+    assert_eq!(
+        all,
+        serde_json::json!([{"Name": "back", "Subnet": "10.90.0.0/24", "Gateway": "10.90.0.1",
+                            "Internal": true, "Bridge": "rsb5a6b7c8d",
+                            "Created": "2023-11-14T22:13:21Z",
+                            "Containers": {"db": {"IPv4Address": "10.90.0.2/24"},
+                                           "app": {"IPv4Address": "10.90.0.3/24"}},
+                            "DNS": "10.90.0.1:53"}])
+    );
+
+    let out = rsupctl(
+        socket,
+        &["network", "rm", "front", "back", "ghost", "plain"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "front\nplain\n");
+    assert_eq!(
+        text(&out.stderr),
+        "error: network back is in use by db, app: remove them first\n\
+         error: no such network: ghost\n"
+    );
 }

@@ -320,6 +320,15 @@ impl Entry {
         }
     }
 
+    /// Like [`Entry::signal`], but a container that has just exited is not
+    /// an error (stop and remove race with exits).
+    pub(crate) fn signal_if_running(&self, sig: i32) -> Result<(), Error> {
+        match self.signal(sig) {
+            Err(Error::FailedPrecondition(_)) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Waits until the container is no longer running, at most `timeout`.
     pub(crate) async fn wait_not_running(&self, timeout: Duration) -> bool {
         let mut rx = self.status.subscribe();
@@ -966,10 +975,11 @@ impl Runtime {
             EventKind::Stop,
             &[("timeout_s", timeout.as_secs().to_string())],
         );
-        entry.signal(libc::SIGTERM)?;
+        // It may exit by itself at this very moment: "not running" is fine.
+        entry.signal_if_running(libc::SIGTERM)?;
         if !entry.wait_not_running(timeout).await {
             info!("did not stop after SIGTERM; sending SIGKILL");
-            entry.signal(libc::SIGKILL)?;
+            entry.signal_if_running(libc::SIGKILL)?;
             if !entry.wait_not_running(KILL_WAIT).await {
                 return Err(Error::FailedPrecondition(format!(
                     "container {} did not die after SIGKILL",
@@ -1022,7 +1032,7 @@ impl Runtime {
             ContainerState::Running => {
                 entry.cancel_restart();
                 entry.set_status(|s| s.stopped_by_user = true)?;
-                entry.signal(libc::SIGKILL)?;
+                entry.signal_if_running(libc::SIGKILL)?;
                 if !entry.wait_not_running(KILL_WAIT).await {
                     return Err(Error::FailedPrecondition(format!(
                         "container {} did not die after SIGKILL",

@@ -284,10 +284,11 @@ impl Runtime {
                 n.spec.gateway,
                 self.inner.config.net.dns_port,
             ));
-            match DnsServer::start(
+            match DnsServer::start_for(
                 addr,
                 n.records.clone(),
                 self.inner.config.net.dns_upstream.clone(),
+                Some(n.spec.subnet.clone()),
             )
             .await
             {

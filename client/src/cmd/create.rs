@@ -72,6 +72,9 @@ pub struct SpecArgs {
     pub supervisor: Option<String>,
 
     #[command(flatten)]
+    pub network: NetworkArgs,
+
+    #[command(flatten)]
     pub resources: ResourceArgs,
 
     #[command(flatten)]
@@ -119,10 +122,36 @@ impl SpecArgs {
             restart: self.restart.to_policy(),
             supervisor: self.supervisor.unwrap_or_default(),
             health: self.health.to_health_check(),
+            networks: self.network.networks,
+            network_aliases: self.network.aliases,
+            ip: self.network.ip.unwrap_or_default(),
+            ports: self.network.publish,
             // Fields without a flag here keep the daemon's defaults.
             ..Default::default()
         })
     }
+}
+
+/// Networking, with Docker's flag names. Values go to the daemon as given:
+/// it alone knows the networks, and judges aliases, addresses and ports.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub struct NetworkArgs {
+    /// Network to join, repeatable (eth0, eth1, ... in this order; default:
+    /// "default"; "none": only the loopback interface)
+    #[arg(long = "network", visible_alias = "net", value_name = "NAME")]
+    pub networks: Vec<String>,
+
+    /// Extra DNS name of the container on its networks, repeatable
+    #[arg(long = "network-alias", value_name = "ALIAS")]
+    pub aliases: Vec<String>,
+
+    /// Fixed IPv4 address on the first network (default: allocated)
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<String>,
+
+    /// Publish a container port on the host, repeatable ([IP:]HOSTPORT:PORT[/tcp])
+    #[arg(short, long, value_name = "[IP:]HOSTPORT:PORT")]
+    pub publish: Vec<String>,
 }
 
 /// The restart policy and its backoff. Values go to the daemon as given; it
@@ -680,6 +709,54 @@ mod tests {
             .into_spec()
             .expect("valid spec");
         assert_eq!(spec.supervisor, "");
+    }
+
+    #[test]
+    fn network_flags_use_docker_names() {
+        let spec = parse(&[
+            "--rootfs",
+            "/r",
+            "--network",
+            "front",
+            "--net",
+            "back",
+            "--network-alias",
+            "db",
+            "--network-alias",
+            "primary",
+            "--ip",
+            "10.90.0.7",
+            "-p",
+            "127.0.0.1:8080:80",
+            "--publish",
+            "9090:90/tcp",
+            "sh",
+            "-p",
+        ])
+        .into_spec()
+        .expect("valid spec");
+        assert_eq!(spec.command, ["sh", "-p"]);
+        assert_eq!(spec.networks, ["front", "back"]);
+        assert_eq!(spec.network_aliases, ["db", "primary"]);
+        assert_eq!(spec.ip, "10.90.0.7");
+        assert_eq!(spec.ports, ["127.0.0.1:8080:80", "9090:90/tcp"]);
+    }
+
+    #[test]
+    fn no_network_flags_leave_the_daemon_defaults() {
+        let spec = parse(&["--rootfs", "/r", "true"])
+            .into_spec()
+            .expect("valid spec");
+        assert!(spec.networks.is_empty());
+        assert!(spec.network_aliases.is_empty());
+        assert_eq!(spec.ip, "");
+        assert!(spec.ports.is_empty());
+        // Values are the daemon's to judge.
+        let spec = parse(&["--rootfs", "/r", "--network", "none", "--ip", "x", "true"])
+            .into_spec()
+            .expect("valid spec");
+        assert_eq!(spec.networks, ["none"]);
+        assert_eq!(spec.ip, "x");
     }
 
     #[test]

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use clap::Args;
 use rsup_client::Client;
 use rsup_client::proto::{
-    Container, ContainerState, Health, HealthCheck, Resources, RestartPolicy,
+    Container, ContainerState, Health, HealthCheck, NetworkAttachment, Resources, RestartPolicy,
 };
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::Batch;
 use crate::format;
@@ -75,8 +75,10 @@ fn to_json(c: &Container) -> Value {
         },
         "HostConfig": host_config(
             spec.resources.unwrap_or_default(),
-            spec.restart.unwrap_or_default()
+            spec.restart.unwrap_or_default(),
+            &spec.ports,
         ),
+        "NetworkSettings": {"Networks": networks_json(&c.networks)},
         "Config": {
             "Cmd": spec.command,
             "Env": spec.env,
@@ -135,12 +137,59 @@ fn healthcheck_json(h: &HealthCheck) -> Value {
     })
 }
 
+/// Docker's `NetworkSettings.Networks`: the container's address on each of
+/// its networks (none for `--network none`), plus the host end of its veth.
+fn networks_json(networks: &[NetworkAttachment]) -> Value {
+    let networks: Map<String, Value> = networks
+        .iter()
+        .map(|a| {
+            let settings = json!({
+                "IPAddress": a.ip,
+                "IPPrefixLen": a.prefix,
+                "Gateway": a.gateway,
+                "Aliases": a.aliases,
+                "InterfaceName": a.ifname,
+                "HostInterfaceName": a.host_ifname,
+            });
+            (a.network.clone(), settings)
+        })
+        .collect();
+    Value::Object(networks)
+}
+
+/// Docker's `HostConfig.PortBindings`: `"PORT/PROTO": [{"HostIp",
+/// "HostPort"}, ...]` from the `[IP:]HOSTPORT:PORT[/PROTO]` forms of the
+/// spec (an IPv6 host address may carry brackets; they are dropped).
+fn port_bindings(ports: &[String]) -> Value {
+    let mut bindings = Map::new();
+    for port in ports {
+        let (body, proto) = port.rsplit_once('/').unwrap_or((port, "tcp"));
+        let mut parts = body.rsplitn(3, ':');
+        let container_port = parts.next().unwrap_or_default();
+        let host_port = parts.next().unwrap_or_default();
+        let host_ip = parts
+            .next()
+            .unwrap_or_default()
+            .trim_matches(|c| c == '[' || c == ']');
+        let binding = json!({"HostIp": host_ip, "HostPort": host_port});
+        match bindings
+            .entry(format!("{container_port}/{proto}"))
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
+            Value::Array(list) => list.push(binding),
+            other => *other = Value::Array(vec![binding]),
+        }
+    }
+    Value::Object(bindings)
+}
+
 /// Docker's `HostConfig` limits: 0 when unset, `MemorySwap` -1 for unlimited
-/// swap, CPUs in billionths; and its `RestartPolicy`.
-fn host_config(r: Resources, restart: RestartPolicy) -> Value {
+/// swap, CPUs in billionths; its `RestartPolicy` and `PortBindings`.
+fn host_config(r: Resources, restart: RestartPolicy, ports: &[String]) -> Value {
     let (name, max_retries) = restart_policy(&restart.policy);
     json!({
         "RestartPolicy": {"Name": name, "MaximumRetryCount": max_retries},
+        "PortBindings": port_bindings(ports),
         "Memory": r.memory_bytes.unwrap_or(0),
         "MemorySwap": r.memory_swap_bytes.unwrap_or(0),
         "NanoCpus": r.cpus.map_or(0, nano_cpus),
@@ -226,7 +275,7 @@ mod tests {
         assert_eq!(v["RestartCount"], 0);
         assert_eq!(
             v["HostConfig"],
-            json!({"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+            json!({"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "PortBindings": {},
                    "Memory": 0, "MemorySwap": 0, "NanoCpus": 0, "CpuShares": 0, "PidsLimit": 0})
         );
     }
@@ -248,7 +297,7 @@ mod tests {
         };
         assert_eq!(
             to_json(&c)["HostConfig"],
-            json!({"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+            json!({"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "PortBindings": {},
                    "Memory": 268435456, "MemorySwap": -1, "NanoCpus": 1500000000,
                    "CpuShares": 512, "PidsLimit": 100})
         );
@@ -363,6 +412,67 @@ mod tests {
         assert_eq!(v["State"]["StartedAt"], "0001-01-01T00:00:00Z");
         assert_eq!(v["State"]["Status"], "unknown");
         assert_eq!(v["Config"]["Cmd"], json!([]));
+    }
+
+    #[test]
+    fn networks_and_port_bindings_show_like_docker() {
+        let c = Container {
+            spec: Some(ContainerSpec {
+                ports: vec![
+                    "127.0.0.1:8080:80".to_owned(),
+                    "0.0.0.0:8443:443/tcp".to_owned(),
+                    "::1:8081:80".to_owned(),
+                    "9090:90".to_owned(),
+                ],
+                ..Default::default()
+            }),
+            networks: vec![
+                NetworkAttachment {
+                    network: "front".to_owned(),
+                    ifname: "eth0".to_owned(),
+                    ip: "10.90.0.2".to_owned(),
+                    prefix: 24,
+                    gateway: "10.90.0.1".to_owned(),
+                    aliases: vec!["db".to_owned()],
+                    host_ifname: "rsv0123abcd0".to_owned(),
+                },
+                NetworkAttachment {
+                    network: "back".to_owned(),
+                    ifname: "eth1".to_owned(),
+                    ip: "10.91.0.5".to_owned(),
+                    prefix: 16,
+                    gateway: "10.91.0.1".to_owned(),
+                    aliases: Vec::new(),
+                    host_ifname: "rsv0123abcd1".to_owned(),
+                },
+            ],
+            ..Default::default()
+        };
+        let v = to_json(&c);
+        assert_eq!(
+            v["NetworkSettings"],
+            json!({"Networks": {
+                "front": {"IPAddress": "10.90.0.2", "IPPrefixLen": 24, "Gateway": "10.90.0.1",
+                          "Aliases": ["db"], "InterfaceName": "eth0",
+                          "HostInterfaceName": "rsv0123abcd0"},
+                "back": {"IPAddress": "10.91.0.5", "IPPrefixLen": 16, "Gateway": "10.91.0.1",
+                         "Aliases": [], "InterfaceName": "eth1",
+                         "HostInterfaceName": "rsv0123abcd1"}}})
+        );
+        assert_eq!(
+            v["HostConfig"]["PortBindings"],
+            json!({"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"},
+                              {"HostIp": "::1", "HostPort": "8081"}],
+                   "443/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8443"}],
+                   "90/tcp": [{"HostIp": "", "HostPort": "9090"}]})
+        );
+    }
+
+    #[test]
+    fn a_container_without_networks_has_an_empty_map() {
+        let v = to_json(&Container::default());
+        assert_eq!(v["NetworkSettings"], json!({"Networks": {}}));
+        assert_eq!(v["HostConfig"]["PortBindings"], json!({}));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod info;
 pub mod inspect;
 pub mod kill;
 pub mod logs;
+pub mod network;
 pub mod ps;
 pub mod restart;
 pub mod rm;
@@ -54,6 +55,7 @@ pub enum Command {
     Exec(exec::Exec),
     Events(events::Events),
     Supervisor(supervisor::Supervisors),
+    Network(network::Networks),
     Tree(tree::Tree),
     Info(info::Info),
 }
@@ -78,6 +80,7 @@ impl Command {
             Command::Exec(c) => c.execute(client).await,
             Command::Events(c) => c.execute(client).await,
             Command::Supervisor(c) => c.execute(client).await,
+            Command::Network(c) => c.execute(client).await,
             Command::Tree(c) => c.execute(client).await,
             Command::Info(c) => c.execute(client).await,
         }

@@ -69,6 +69,18 @@ impl DnsServer {
         records: Arc<RwLock<Records>>,
         upstream: Vec<SocketAddr>,
     ) -> Result<DnsServer, NetError> {
+        Self::start_for(listen, records, upstream, None).await
+    }
+
+    /// Like [`DnsServer::start`], answering only clients inside `clients`
+    /// (a network's subnet; loopback too): a network's names are for its own
+    /// containers. Others get REFUSED.
+    pub async fn start_for(
+        listen: SocketAddr,
+        records: Arc<RwLock<Records>>,
+        upstream: Vec<SocketAddr>,
+        clients: Option<super::Subnet>,
+    ) -> Result<DnsServer, NetError> {
         let bind_err = |addr, proto| {
             move |source| NetError::DnsBind {
                 addr,
@@ -87,6 +99,7 @@ impl DnsServer {
         let mut server = Server::new(Handler {
             records,
             upstream: upstream.into(),
+            clients,
         });
         server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE, 32);
@@ -170,6 +183,7 @@ fn answer_locally(records: &Records, query: &LowerQuery) -> Local {
 struct Handler {
     records: Arc<RwLock<Records>>,
     upstream: Arc<[SocketAddr]>,
+    clients: Option<super::Subnet>,
 }
 
 fn info(metadata: Metadata) -> ResponseInfo {
@@ -197,6 +211,16 @@ impl RequestHandler for Handler {
         let mut md = Metadata::response_from_request(&request.metadata);
         md.recursion_available = !self.upstream.is_empty();
 
+        if let Some(net) = &self.clients {
+            let ok = match request.src().ip() {
+                std::net::IpAddr::V4(ip) => ip.is_loopback() || net.contains(ip),
+                std::net::IpAddr::V6(ip) => ip.is_loopback(),
+            };
+            if !ok {
+                md.response_code = ResponseCode::Refused;
+                return send(&mut response, builder().build_no_records(md), md).await;
+            }
+        }
         if request.metadata.message_type != MessageType::Query
             || request.metadata.op_code != OpCode::Query
         {
