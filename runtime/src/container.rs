@@ -714,10 +714,12 @@ impl Runtime {
         let cg = self.inner.cgroups.clone();
         let id = entry.id.clone();
         let limits = *lock(&entry.resources);
+        let privileged = entry.spec.security.privileged;
         let started = tokio::task::spawn_blocking(move || {
             let mut oom_base = 0;
             if let Some(cg) = &cg {
                 cg.create(&id)
+                    .and_then(|()| cg.restrict_devices(&id, privileged))
                     .and_then(|()| cg.apply(&id, &limits))
                     .map_err(|e| SpawnError::Setup(format!("cgroup: {e}")))?;
                 oom_base = cg.stats(&id).map(|s| s.oom_kills).unwrap_or(0);

@@ -122,6 +122,9 @@ pub trait Manager {
     fn create(&self, name: &str) -> Result<(), CgroupError>;
     /// Writes every limit (also resetting unset ones to unlimited).
     fn apply(&self, name: &str, limits: &Limits) -> Result<(), CgroupError>;
+    /// Allows only the standard devices (or all, for privileged containers)
+    /// before any process runs in the cgroup (v1 devices controller).
+    fn restrict_devices(&self, name: &str, all: bool) -> Result<(), CgroupError>;
     /// Moves a process into the container's cgroup.
     fn add_process(&self, name: &str, pid: i32) -> Result<(), CgroupError>;
     fn stats(&self, name: &str) -> Result<Stats, CgroupError>;
@@ -159,6 +162,12 @@ impl Manager for AnyManager {
         match self {
             AnyManager::V1(m) => m.apply(name, limits),
             AnyManager::V2(m) => m.apply(name, limits),
+        }
+    }
+    fn restrict_devices(&self, name: &str, all: bool) -> Result<(), CgroupError> {
+        match self {
+            AnyManager::V1(m) => m.restrict_devices(name, all),
+            AnyManager::V2(m) => m.restrict_devices(name, all),
         }
     }
     fn add_process(&self, name: &str, pid: i32) -> Result<(), CgroupError> {
@@ -319,6 +328,18 @@ pub fn detect_from(
                 CgroupError::Unavailable(format!("no {ctrl} line in /proc/self/cgroup"))
             })?;
         dirs.push((ctrl, own_dir(mount, path).join(subtree)));
+    }
+    // Optional: the device allow-list (only the standard devices).
+    let devices = mounts
+        .iter()
+        .find(|m| !m.unified && m.controllers.iter().any(|c| c == "devices"))
+        .and_then(|m| {
+            own.iter()
+                .find(|(_, c, _)| c.iter().any(|x| x == "devices"))
+                .map(|(_, _, p)| own_dir(m, p).join(subtree))
+        });
+    if let Some(d) = devices {
+        dirs.push(("devices", d));
     }
     Ok(AnyManager::V1(v1::V1::new(dirs)))
 }

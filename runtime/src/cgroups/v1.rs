@@ -9,6 +9,21 @@ use super::{
     write,
 };
 
+/// Devices a container may use (Docker's default list): mknod of any, and
+/// read/write of null, zero, full, tty, random, urandom, ptmx and the pts.
+pub const ALLOWED_DEVICES: [&str; 10] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
 /// Values at or above this are the kernel's "no limit" (v1 reports
 /// PAGE_COUNTER_MAX pages in bytes).
 const UNLIMITED: u64 = 1 << 62;
@@ -67,6 +82,22 @@ impl Manager for V1 {
     fn create(&self, name: &str) -> Result<(), CgroupError> {
         for d in self.unique_dirs(name) {
             std::fs::create_dir_all(&d).map_err(super::io("mkdir", &d))?;
+        }
+        Ok(())
+    }
+
+    fn restrict_devices(&self, name: &str, all: bool) -> Result<(), CgroupError> {
+        if self.dir("devices").is_none() {
+            return Ok(());
+        }
+        let deny = self.path("devices", name, "devices.deny");
+        let allow = self.path("devices", name, "devices.allow");
+        if all {
+            return write(&allow, "a");
+        }
+        write(&deny, "a")?;
+        for rule in ALLOWED_DEVICES {
+            write(&allow, rule)?;
         }
         Ok(())
     }
