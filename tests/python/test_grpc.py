@@ -35,6 +35,20 @@ PROTO_DIR = REPO / "proto"
 CONTAINERS_PROTO = "rsup/v1/containers.proto"
 
 HEALTH_TIMEOUT = 20.0  # seconds rsupd may take to report SERVING
+NET_PREFIX = "zpy"  # rsupd's link prefix here: bridges zpyb..., veths zpyv...
+
+
+def _remove_links(prefix):
+    """Deletes the bridges and veths an rsupd with `prefix` made."""
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        parts = line.split(": ")
+        if len(parts) < 2:
+            continue
+        name = parts[1].split("@")[0]
+        if name.startswith(prefix + "b") or name.startswith(prefix + "v"):
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 RPC_TIMEOUT = 30.0  # deadline of every RPC but Wait
 WAIT_TIMEOUT = 60.0  # deadline of Wait
@@ -201,7 +215,13 @@ class Daemon:
         _build_rootfs(self.rootfs)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [str(rsupd), "--socket", self.socket, "--state-dir", self.state_dir],
+                [
+                    str(rsupd), "--socket", self.socket, "--state-dir", self.state_dir,
+                    # No fixed TCP port, and links and subnets of its own
+                    # (prefix "zpy", swept by scripts/test.sh), removed below.
+                    "--metrics-addr", "", "--net-prefix", NET_PREFIX,
+                    "--default-subnet", "10.99.231.0/24", "--cgroup-subtree", "rsup-zpy",
+                ],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )
         self.channel = self.open_channel()
@@ -263,6 +283,7 @@ class Daemon:
                 print(f"warning: rsupd {self.proc.pid} ignored SIGTERM; SIGKILL", file=sys.stderr)
                 self.proc.kill()
                 self.proc.wait()
+        _remove_links(NET_PREFIX)
 
 
 # ----------------------------------------------------------------- fixtures
