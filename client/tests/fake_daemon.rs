@@ -21,7 +21,8 @@
 //! `create` records its request and refuses a subnet ending in "/33";
 //! `inspect` knows those two only; `remove` refuses "ghost" (not found) and
 //! "back" (in use). The container "wired" is on two networks and publishes
-//! two ports.
+//! two ports. The container "hardened" reports a capability set, privileged
+//! and an unconfined seccomp.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -198,6 +199,14 @@ impl Containers for Fake {
                 attach("default", 0, "10.88.0.7", &["web"]),
                 attach("back", 1, "10.90.0.4", &[]),
             ];
+            return Ok(Response::new(InspectResponse { container: Some(c) }));
+        }
+        if name == "hardened" {
+            let mut c = container(name, ContainerState::Running)?;
+            let spec = c.spec.get_or_insert_default();
+            spec.cap_add = vec!["CAP_CHOWN".to_owned(), "CAP_NET_ADMIN".to_owned()];
+            spec.privileged = true;
+            spec.security_opt = vec!["seccomp=unconfined".to_owned()];
             return Ok(Response::new(InspectResponse { container: Some(c) }));
         }
         if name == "flappy" {
@@ -1717,5 +1726,104 @@ async fn network_verbs_print_names_tables_and_json() {
         text(&out.stderr),
         "error: network back is in use by db, app: remove them first\n\
          error: no such network: ghost\n"
+    );
+}
+
+#[tokio::test]
+async fn run_and_create_pass_the_security_flags() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(
+        socket,
+        &[
+            "run",
+            "-d",
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-add",
+            "CAP_SYS_TIME",
+            "--cap-drop",
+            "chown",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--security-opt",
+            "no-new-privileges",
+            "--rootfs",
+            "/r",
+            "sh",
+            "--privileged",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = rsupctl(
+        socket,
+        &[
+            "create",
+            "--privileged",
+            "--cap-drop",
+            "ALL",
+            "--rootfs",
+            "/r",
+            "true",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = rsupctl(socket, &["create", "--rootfs", "/r", "true"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let specs = daemon.fake.specs.lock().expect("not poisoned").clone();
+    let sent: Vec<_> = specs
+        .into_iter()
+        .map(|s| {
+            (
+                s.cap_add,
+                s.cap_drop,
+                s.privileged,
+                s.security_opt,
+                s.command,
+            )
+        })
+        .collect();
+    let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        sent,
+        [
+            (
+                strings(&["NET_ADMIN", "CAP_SYS_TIME"]),
+                strings(&["chown"]),
+                false,
+                strings(&["seccomp=unconfined", "no-new-privileges"]),
+                strings(&["sh", "--privileged"]),
+            ),
+            (
+                Vec::new(),
+                strings(&["ALL"]),
+                true,
+                Vec::new(),
+                strings(&["true"]),
+            ),
+            (
+                Vec::new(),
+                Vec::new(),
+                false,
+                Vec::new(),
+                strings(&["true"])
+            ),
+        ]
+    );
+
+    let out = rsupctl(socket, &["inspect", "hardened"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON array");
+    let host = &all[0]["HostConfig"];
+    assert_eq!(
+        host["CapAdd"],
+        serde_json::json!(["CAP_CHOWN", "CAP_NET_ADMIN"])
+    );
+    assert_eq!(host["Privileged"], true);
+    assert_eq!(
+        host["SecurityOpt"],
+        serde_json::json!(["seccomp=unconfined"])
     );
 }

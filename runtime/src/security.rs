@@ -281,11 +281,17 @@ impl SecurityRequest {
 }
 
 impl SecuritySpec {
+    /// The container's capabilities that the calling process can still
+    /// grant (a privileged container gets all of rsupd's, not more).
     fn cap_set(&self) -> CapsHashSet {
-        self.caps
+        let wanted = self
+            .caps
             .iter()
-            .filter_map(|c| Capability::from_str(c).ok())
-            .collect()
+            .filter_map(|c| Capability::from_str(c).ok());
+        match caps::read(None, CapSet::Bounding) {
+            Ok(bounding) => wanted.filter(|c| bounding.contains(c)).collect(),
+            Err(_) => wanted.collect(),
+        }
     }
 
     /// Cuts the bounding set (before the uid change; needs CAP_SETPCAP).

@@ -83,6 +83,9 @@ pub struct SpecArgs {
     #[command(flatten)]
     pub health: HealthArgs,
 
+    #[command(flatten)]
+    pub security: SecurityArgs,
+
     /// Command to run, and its arguments
     #[arg(
         value_name = "COMMAND",
@@ -126,8 +129,10 @@ impl SpecArgs {
             network_aliases: self.network.aliases,
             ip: self.network.ip.unwrap_or_default(),
             ports: self.network.publish,
-            // Fields without a flag here keep the daemon's defaults.
-            ..Default::default()
+            cap_add: self.security.cap_add,
+            cap_drop: self.security.cap_drop,
+            privileged: self.security.privileged,
+            security_opt: self.security.security_opt,
         })
     }
 }
@@ -152,6 +157,30 @@ pub struct NetworkArgs {
     /// Publish a container port on the host, repeatable ([IP:]HOSTPORT:PORT[/tcp])
     #[arg(short, long, value_name = "[IP:]HOSTPORT:PORT")]
     pub publish: Vec<String>,
+}
+
+/// Capabilities and confinement, with Docker's flag names. Values go to the
+/// daemon as given: it alone knows the capability names and options.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub struct SecurityArgs {
+    /// Add a capability to Docker's default set, repeatable (NET_ADMIN,
+    /// CAP_SYS_TIME, or ALL)
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+
+    /// Drop a capability, repeatable (ALL: every one)
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+
+    /// Give the container every capability, every device, and no masked
+    /// paths, seccomp profile or no_new_privs
+    #[arg(long)]
+    pub privileged: bool,
+
+    /// Security option, repeatable (seccomp=unconfined, seccomp=default,
+    /// no-new-privileges)
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
 }
 
 /// The restart policy and its backoff. Values go to the daemon as given; it
@@ -757,6 +786,59 @@ mod tests {
             .expect("valid spec");
         assert_eq!(spec.networks, ["none"]);
         assert_eq!(spec.ip, "x");
+    }
+
+    #[test]
+    fn security_flags_use_docker_names() {
+        let spec = parse(&[
+            "--rootfs",
+            "/r",
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-add",
+            "cap_sys_time",
+            "--cap-drop",
+            "ALL",
+            "--privileged",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--security-opt",
+            "no-new-privileges",
+            "sh",
+            "--privileged",
+        ])
+        .into_spec()
+        .expect("valid spec");
+        assert_eq!(spec.command, ["sh", "--privileged"]);
+        assert_eq!(spec.cap_add, ["NET_ADMIN", "cap_sys_time"]);
+        assert_eq!(spec.cap_drop, ["ALL"]);
+        assert!(spec.privileged);
+        assert_eq!(
+            spec.security_opt,
+            ["seccomp=unconfined", "no-new-privileges"]
+        );
+    }
+
+    #[test]
+    fn no_security_flags_leave_the_daemon_defaults() {
+        let spec = parse(&["--rootfs", "/r", "true"])
+            .into_spec()
+            .expect("valid spec");
+        assert!(spec.cap_add.is_empty() && spec.cap_drop.is_empty());
+        assert!(!spec.privileged);
+        assert!(spec.security_opt.is_empty());
+        // Names and options are the daemon's to judge.
+        let spec = parse(&[
+            "--rootfs",
+            "/r",
+            "--cap-add",
+            "FLY",
+            "--security-opt",
+            "x",
+            "true",
+        ]);
+        assert_eq!(spec.security.cap_add, ["FLY"]);
+        assert_eq!(spec.security.security_opt, ["x"]);
     }
 
     #[test]

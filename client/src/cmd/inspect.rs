@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use rsup_client::Client;
 use rsup_client::proto::{
-    Container, ContainerState, Health, HealthCheck, NetworkAttachment, Resources, RestartPolicy,
+    Container, ContainerSpec, ContainerState, Health, HealthCheck, NetworkAttachment,
 };
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -73,11 +73,7 @@ fn to_json(c: &Container) -> Value {
             "NextStartAt": timestamp(c.next_start_at.as_ref()),
             "RestartDelayMs": c.restart_delay_ms,
         },
-        "HostConfig": host_config(
-            spec.resources.unwrap_or_default(),
-            spec.restart.unwrap_or_default(),
-            &spec.ports,
-        ),
+        "HostConfig": host_config(&spec),
         "NetworkSettings": {"Networks": networks_json(&c.networks)},
         "Config": {
             "Cmd": spec.command,
@@ -184,12 +180,19 @@ fn port_bindings(ports: &[String]) -> Value {
 }
 
 /// Docker's `HostConfig` limits: 0 when unset, `MemorySwap` -1 for unlimited
-/// swap, CPUs in billionths; its `RestartPolicy` and `PortBindings`.
-fn host_config(r: Resources, restart: RestartPolicy, ports: &[String]) -> Value {
+/// swap, CPUs in billionths; its `RestartPolicy` and `PortBindings`; and the
+/// security settings: `CapAdd` is the container's whole capability set as the
+/// daemon reports it, `SecurityOpt` its options.
+fn host_config(spec: &ContainerSpec) -> Value {
+    let r = spec.resources.unwrap_or_default();
+    let restart = spec.restart.clone().unwrap_or_default();
     let (name, max_retries) = restart_policy(&restart.policy);
     json!({
         "RestartPolicy": {"Name": name, "MaximumRetryCount": max_retries},
-        "PortBindings": port_bindings(ports),
+        "PortBindings": port_bindings(&spec.ports),
+        "CapAdd": spec.cap_add,
+        "Privileged": spec.privileged,
+        "SecurityOpt": spec.security_opt,
         "Memory": r.memory_bytes.unwrap_or(0),
         "MemorySwap": r.memory_swap_bytes.unwrap_or(0),
         "NanoCpus": r.cpus.map_or(0, nano_cpus),
@@ -218,7 +221,7 @@ fn nano_cpus(cpus: f64) -> i64 {
 #[cfg(test)]
 mod tests {
     use prost_types::Timestamp;
-    use rsup_client::proto::{ContainerSpec, ExitStatus};
+    use rsup_client::proto::{ExitStatus, Resources, RestartPolicy};
 
     use super::*;
 
@@ -276,6 +279,7 @@ mod tests {
         assert_eq!(
             v["HostConfig"],
             json!({"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "PortBindings": {},
+                   "CapAdd": [], "Privileged": false, "SecurityOpt": [],
                    "Memory": 0, "MemorySwap": 0, "NanoCpus": 0, "CpuShares": 0, "PidsLimit": 0})
         );
     }
@@ -298,6 +302,7 @@ mod tests {
         assert_eq!(
             to_json(&c)["HostConfig"],
             json!({"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "PortBindings": {},
+                   "CapAdd": [], "Privileged": false, "SecurityOpt": [],
                    "Memory": 268435456, "MemorySwap": -1, "NanoCpus": 1500000000,
                    "CpuShares": 512, "PidsLimit": 100})
         );
@@ -473,6 +478,29 @@ mod tests {
         let v = to_json(&Container::default());
         assert_eq!(v["NetworkSettings"], json!({"Networks": {}}));
         assert_eq!(v["HostConfig"]["PortBindings"], json!({}));
+    }
+
+    #[test]
+    fn security_settings_show_in_host_config() {
+        let c = Container {
+            spec: Some(ContainerSpec {
+                cap_add: vec!["CAP_CHOWN".to_owned(), "CAP_NET_ADMIN".to_owned()],
+                privileged: true,
+                security_opt: vec!["seccomp=unconfined".to_owned()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = to_json(&c);
+        assert_eq!(
+            v["HostConfig"]["CapAdd"],
+            json!(["CAP_CHOWN", "CAP_NET_ADMIN"])
+        );
+        assert_eq!(v["HostConfig"]["Privileged"], true);
+        assert_eq!(
+            v["HostConfig"]["SecurityOpt"],
+            json!(["seccomp=unconfined"])
+        );
     }
 
     #[test]
