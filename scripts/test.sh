@@ -6,11 +6,15 @@
 #
 # Needs root (the integration tests start real containers) on Debian 12 or
 # similar, with a Rust toolchain. It installs what is missing (busybox-static
-# for the test rootfs, Python packages for the cross-language test), sweeps
-# what earlier, killed runs left in /tmp/rsup-test-*, builds the workspace,
-# runs `cargo test`, then the Python tests in tests/python if there are any;
-# every suite runs, and the script fails at the end if any of them failed.
-# Arguments are passed to the cargo test harness (a name filter, --nocapture).
+# for the test rootfs, prometheus for promtool and a real Prometheus server,
+# Python packages for the cross-language test), sweeps what earlier, killed
+# runs left in /tmp/rsup-test-*, builds the workspace, runs `cargo test`, then
+# the resource tests (`resources::`) again in a throwaway pure-cgroup-v2 VM
+# (../shared/v2vm/run-in-v2vm, next to the repository), then the Python tests
+# in tests/python if there are any; every suite runs, and the script fails at
+# the end if any of them failed. Arguments are passed to the host's cargo
+# test harness (a name filter, --nocapture); the VM step always runs
+# `resources::`.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,22 +36,24 @@ missing=()
 command -v cc >/dev/null || missing+=(gcc libc6-dev)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+# promtool and prometheus, for resources::metrics_are_valid_and_scraped_by_a_real_prometheus.
+{ command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
-    echo "busybox-static, cc, python3 and pip are present"
+    echo "busybox-static, cc, python3, pip and prometheus are present"
 fi
 
 step "Python packages"
-if python3 -c 'import grpc, grpc_tools, pytest' 2>/dev/null; then
-    echo "grpcio, grpcio-tools and pytest are present"
+if python3 -c 'import grpc, grpc_tools, grpc_reflection, pytest' 2>/dev/null; then
+    echo "grpcio, grpcio-tools, grpcio-reflection and pytest are present"
 else
     # Debian marks its Python as externally managed; this is a test machine.
     PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
-        python3 -m pip install --quiet grpcio grpcio-tools pytest
+        python3 -m pip install --quiet -r tests/python/requirements.txt
 fi
 
 step "Sweeping leftovers of earlier runs (/tmp/rsup-test-*)"
@@ -120,6 +126,21 @@ for dir in /tmp/rsup-test-*; do
 done
 shopt -u nullglob
 
+step "Sweeping links and cgroups of earlier test daemons"
+# Test daemons name their links z<3 hex>b|v..., the Python test's zpy..., the
+# benchmark's bx...; their cgroup subtrees are rsup-z... (empty once their
+# containers are gone: rmdir leaves any cgroup that still has processes).
+while read -r link; do
+    echo "deleting leftover link $link"
+    ip link del "$link" 2>/dev/null || true
+done < <(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 |
+    grep -E '^(z[0-9a-f]{3}|zpy|bx)[bv]' || true)
+find /sys/fs/cgroup -mindepth 1 -maxdepth 8 -type d -name 'rsup-z*' 2>/dev/null | sort -r |
+    while read -r dir; do
+        find "$dir" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
+        rmdir "$dir" 2>/dev/null || true
+    done
+
 step "cargo build --workspace"
 cargo build --workspace
 
@@ -129,6 +150,31 @@ failed=()
 step "cargo test --workspace (integration tests as root)"
 RUST_BACKTRACE=${RUST_BACKTRACE:-1} cargo test --workspace --no-fail-fast -- --test-threads=2 "$@" ||
     failed+=("cargo test")
+
+step "cgroup v2 tests in a throwaway VM"
+# This host may have cgroup v1 only: run the resource tests again in a VM
+# whose /sys/fs/cgroup is pure cgroup2, placed in a systemd-like leaf cgroup.
+# Everything is built here; the VM (TCG, slow) only runs the binaries.
+v2vm="$(cd .. && pwd)/shared/v2vm/run-in-v2vm"
+if [[ ! -f $v2vm ]]; then
+    echo "scripts/test.sh: $v2vm not found: the cgroup v2 tests need the shared" \
+        "run-in-v2vm tool in ../shared next to the repository" >&2
+    failed+=("cgroup v2 tests (VM)")
+elif ! cargo test -p rsup-tests --test integration --no-run; then
+    failed+=("cgroup v2 tests (VM)")
+else
+    # rsupd and rsupctl run from a copy outside the workspace: the VM reads
+    # the host's root with page caching but re-reads the writable workspace
+    # share on every exec, which costs about a second per rsupctl there.
+    v2vm_bin=$(mktemp -d /var/tmp/rsup-v2vm-bin.XXXXXX)
+    trap 'rm -rf "$v2vm_bin"' EXIT
+    cp target/debug/rsupd target/debug/rsupctl "$v2vm_bin/"
+    RSUP_IN_V2VM=1 RSUP_BIN_DIR=$v2vm_bin RUST_BACKTRACE=${RUST_BACKTRACE:-1} \
+        bash "$v2vm" --timeout 1200 --cgroup rsup.slice/test -- \
+        cargo test -p rsup-tests --test integration -- resources:: --test-threads=1 ||
+        failed+=("cgroup v2 tests (VM)")
+    rm -rf "$v2vm_bin"
+fi
 
 if [[ -d tests/python ]]; then
     step "Python cross-language tests (tests/python)"

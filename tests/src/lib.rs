@@ -1057,6 +1057,49 @@ impl Daemon {
         }
         self.kill_leftovers();
         remove_links(&net_identity(self.state_dir()).0);
+        remove_cgroup_subtree(&cgroup_subtree(self.state_dir()));
+    }
+}
+
+/// Removes a daemon's (empty, once its containers are gone) cgroup subtree
+/// `<own cgroup>/<subtree>` in every hierarchy; rmdir never removes a cgroup
+/// that still has processes.
+pub fn remove_cgroup_subtree(subtree: &str) {
+    let Ok(own) = fs::read_to_string("/proc/self/cgroup") else {
+        return;
+    };
+    let mut dirs = Vec::new();
+    for line in own.lines() {
+        let mut it = line.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        let mount = if ctrls.is_empty() {
+            PathBuf::from("/sys/fs/cgroup")
+        } else {
+            let first = ctrls.split(',').next().unwrap_or(ctrls);
+            let name = first.strip_prefix("name=").unwrap_or(first);
+            PathBuf::from("/sys/fs/cgroup").join(name)
+        };
+        let mut dir = mount;
+        dir.extend(path.split('/').filter(|c| !c.is_empty()));
+        // On v2 rsupd may have moved us into <own>/rsupd.
+        for base in [
+            dir.clone(),
+            dir.parent().map(Path::to_path_buf).unwrap_or_default(),
+        ] {
+            dirs.push(base.join(subtree));
+        }
+    }
+    for d in dirs {
+        if let Ok(children) = fs::read_dir(&d) {
+            for c in children.flatten() {
+                if c.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = fs::remove_dir(c.path());
+                }
+            }
+        }
+        let _ = fs::remove_dir(&d);
     }
 }
 
@@ -1099,6 +1142,56 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Crash helpers: a `kill -9` of `rsupd` and what the tests need to look at
+/// a daemon that is down.
+impl Daemon {
+    /// Kills `rsupd` with SIGKILL (a crash: no shutdown code runs) and reaps
+    /// it. Containers keep running; call [`Daemon::start_again`] before the
+    /// end of the test so that teardown can remove them. The signal goes to
+    /// our own, not yet reaped child, so its pid cannot have been reused.
+    pub fn kill9(&mut self) {
+        self.client = None;
+        let mut old = self.rsupd.take().expect("rsupd is running");
+        if let Err(e) = old.child.kill() {
+            panic!("SIGKILL to rsupd (pid {}): {e}", old.pid());
+        }
+        match old.child.wait() {
+            Ok(status) => assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(libc::SIGKILL),
+                "rsupd ended with {status}, not by SIGKILL; its log:\n{}",
+                log_tail(&self.log, 60)
+            ),
+            Err(e) => panic!("reaping rsupd: {e}"),
+        }
+    }
+
+    /// The file `rsupd` writes its log to (appended across restarts).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// A command that starts another `rsupd` on this daemon's state dir (and
+    /// its environment: cgroup subtree, link prefix, default subnet, no
+    /// metrics) but listening on `socket`; spawning it is the caller's job.
+    pub fn rsupd_command(&self, socket: &Path) -> Command {
+        let mut cmd = Command::new(binary("rsupd"));
+        let (prefix, subnet) = net_identity(&self.state_dir);
+        cmd.arg("--socket")
+            .arg(socket)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(&self.extra_args)
+            .env_remove("RSUP_SOCKET")
+            .env_remove("RSUP_STATE_DIR")
+            .env("RSUP_METRICS_ADDR", "")
+            .env("RSUP_CGROUP_SUBTREE", cgroup_subtree(&self.state_dir))
+            .env("RSUP_NET_PREFIX", prefix)
+            .env("RSUP_DEFAULT_SUBNET", subnet);
+        cmd
     }
 }
 

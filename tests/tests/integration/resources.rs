@@ -6,8 +6,9 @@
 //! Every value is read back the ways a user sees it (`rsupctl inspect` and
 //! `stats`, the client library, `/metrics`) and, where it is a limit or a
 //! counter, also from the kernel's own file in the container's cgroup:
-//! rsupd's own cgroup + `/rsup/<id>`, found from `/proc/<rsupd>/cgroup` in
-//! either layout (v1: one directory per controller; v2: the unified tree).
+//! rsupd's own cgroup + `/<subtree>/<id>` (the harness gives every daemon
+//! its own `--cgroup-subtree`), found from `/proc/<rsupd>/cgroup` in either
+//! layout (v1: one directory per controller; v2: the unified tree).
 //! The same tests run on a v1 host and in a pure cgroup-v2 VM
 //! (`RSUP_IN_V2VM=1`, TCG: CPU-bound work 5-10x slower, so every wait there
 //! is longer).
@@ -27,9 +28,12 @@ use tonic::Code;
 
 const MIB: u64 = 1 << 20;
 
-/// Whether the tests run inside the cgroup-v2 VM (slow TCG emulation).
+/// Whether the tests run inside the cgroup-v2 VM (slow TCG emulation):
+/// `RSUP_IN_V2VM` is set (scripts/test.sh does), or the hostname is the
+/// VM's (`v2vm`, for a bare `run-in-v2vm -- cargo test`).
 fn in_v2vm() -> bool {
     std::env::var_os("RSUP_IN_V2VM").is_some()
+        || nix::unistd::gethostname().is_ok_and(|h| h == "v2vm")
 }
 
 /// `host`, stretched when the tests run in the emulated VM.
@@ -488,8 +492,9 @@ async fn oom_kill_is_counted_exactly_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn child_oom_is_counted_while_pid1_keeps_running() {
     let d = Daemon::start().await;
+    let own = CgroupDirs::of_rsupd(&d);
     let name = unique_name("childoom");
-    run_detached(
+    let id = run_detached(
         &d,
         &["--name", &name, "-m", "32m"],
         &[
@@ -536,6 +541,8 @@ async fn child_oom_is_counted_while_pid1_keeps_running() {
 
     let s = stats_json(&d, &name);
     assert_eq!(u64_field(&s, "oom_kills"), 1, "{s}");
+    let cg = own.container(&id);
+    assert_eq!(cg.oom_kills(), 1, "the kernel's counter in {cg:?}");
     let j = d.inspect_json(&name);
     assert_eq!(j["State"]["Status"], "running", "{j}");
     assert_eq!(j["State"]["OomKills"], 1, "{j}");
@@ -545,7 +552,7 @@ async fn child_oom_is_counted_while_pid1_keeps_running() {
     );
 
     d.ctl_ok(["rm", "-f", &name]);
-    assert!(!d.container_dir(&c.id).exists());
+    assert!(!d.container_dir(&id).exists(), "container dir left behind");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -595,23 +602,35 @@ async fn cpus_limit_holds_and_throttles() {
     let (t1, s1) = sample();
 
     let wall = (t1 - t0).as_secs_f64();
-    let used = (u64_field(&s1, "cpu_usage_ns") - u64_field(&s0, "cpu_usage_ns")) as f64 / 1e9;
+    let delta = |key: &str| u64_field(&s1, key).saturating_sub(u64_field(&s0, key));
+    let used = delta("cpu_usage_ns") as f64 / 1e9;
+    let (periods, throttled) = (delta("cpu_periods"), delta("cpu_throttled_periods"));
     let ratio = used / wall;
-    eprintln!("--cpus 0.5: {used:.3} s of CPU in {wall:.3} s: {ratio:.3}");
+    let throttled_share = throttled as f64 / periods.max(1) as f64;
+    let seen = format!(
+        "--cpus 0.5: {used:.3} s of CPU in {wall:.3} s (ratio {ratio:.3}); throttled in \
+         {throttled} of {periods} periods\nbefore: {s0}\nafter: {s1}"
+    );
+    eprintln!("{seen}");
+    assert!(periods > 0 && throttled > 0, "throttling goes on: {seen}");
     let (lo, hi) = if in_v2vm() { (0.3, 0.7) } else { (0.35, 0.65) };
+    // The limit: never more than half a CPU, however idle the host is.
+    assert!(ratio <= hi, "above the limit (want at most {hi}): {seen}");
+    // Each throttled period used up its 50 ms quota.
     assert!(
-        (lo..=hi).contains(&ratio),
-        "--cpus 0.5 used {used:.3} s of CPU in {wall:.3} s (ratio {ratio:.3}, want {lo}-{hi})\n\
-         before: {s0}\nafter: {s1}"
+        used >= 0.05 * throttled as f64 * 0.9,
+        "throttled before using the quota: {seen}"
     );
-    assert!(
-        u64_field(&s1, "cpu_throttled_periods") > u64_field(&s0, "cpu_throttled_periods"),
-        "throttling goes on\nbefore: {s0}\nafter: {s1}"
-    );
-    assert!(
-        u64_field(&s1, "cpu_periods") > u64_field(&s0, "cpu_periods"),
-        "before: {s0}\nafter: {s1}"
-    );
+    // And it gets its half CPU, unless other work kept it off the CPUs: it
+    // then often fell short of its quota, so was rarely throttled. On a
+    // loaded 2-CPU host that happens, and it is not rsupd's doing.
+    if ratio < lo {
+        assert!(
+            throttled_share < 0.8,
+            "below the limit (want at least {lo}) while throttled in most periods: {seen}"
+        );
+        eprintln!("below {lo} but rarely throttled: the host was busy");
+    }
     d.ctl_ok(["rm", "-f", &name]);
 }
 
