@@ -482,8 +482,18 @@ impl Runtime {
         }
         let mut adopted = None;
         let mut died = false;
-        if status.state == ContainerState::Running {
+        // A live shim recorded in state.json is ours whatever the state says
+        // (rsupd may have died between the start and recording it).
+        if status.shim_pid > 0 {
             adopted = adopt(&status);
+            if adopted.is_some() && status.state != ContainerState::Running {
+                info!(container = %spec.name, "found its shim running: it was being started");
+                status.state = ContainerState::Running;
+                status.next_start_at = None;
+                store::write_json(&dir.join("state.json"), &status)?;
+            }
+        }
+        if status.state == ContainerState::Running {
             if adopted.is_none() {
                 let exit: Option<ExitInfo> =
                     store::read_json(&dir.join("exit.json")).unwrap_or(None);
@@ -506,6 +516,7 @@ impl Runtime {
             *lock(&entry.init_pidfd) = init_fd.map(Arc::new);
             info!(container = %entry.spec.name, "re-adopted a running container");
             self.monitor(entry.clone(), shim_fd);
+            self.spawn_health(&entry);
         }
         lock(&self.inner.containers).push(entry);
         Ok(died)
@@ -715,6 +726,7 @@ impl Runtime {
         let id = entry.id.clone();
         let limits = *lock(&entry.resources);
         let privileged = entry.spec.security.privileged;
+        let e2 = entry.clone();
         let started = tokio::task::spawn_blocking(move || {
             let mut oom_base = 0;
             if let Some(cg) = &cg {
@@ -724,9 +736,21 @@ impl Runtime {
                     .map_err(|e| SpawnError::Setup(format!("cgroup: {e}")))?;
                 oom_base = cg.stats(&id).map(|s| s.oom_kills).unwrap_or(0);
             }
-            let started = process::start(&exe, &dir, |pid| match &cg {
-                Some(cg) => cg.add_process(&id, pid).map_err(|e| format!("cgroup: {e}")),
-                None => Ok(()),
+            let started = process::start(&exe, &dir, |s| {
+                if let Some(cg) = &cg {
+                    cg.add_process(&id, s.init_pid)
+                        .map_err(|e| format!("cgroup: {e}"))?;
+                }
+                // Record the processes before the command runs: an rsupd
+                // that dies from here on finds and re-adopts them instead of
+                // starting a second instance.
+                e2.set_status(|st| {
+                    st.shim_pid = s.shim_pid;
+                    st.shim_start_time = s.shim_start_time;
+                    st.init_pid = s.init_pid;
+                    st.init_start_time = s.init_start_time;
+                })
+                .map_err(|e| format!("recording the shim: {e}"))
             })?;
             Ok::<_, SpawnError>((started, oom_base))
         })

@@ -23,9 +23,18 @@ mod logs;
 // State that survives a restart of `rsupd`.
 #[path = "integration/persistence.rs"]
 mod persistence;
+// Crash safety: containers outlive a kill -9 of rsupd, a restarted rsupd
+// finds everything again, and the store and the kernel agree after any crash.
+#[path = "integration/crash.rs"]
+mod crash;
 // Bad input gets its gRPC status code and leaves nothing behind.
 #[path = "integration/errors.rs"]
 mod errors;
+// User networks: names and addresses, DNS that follows state, isolation
+// between networks, bad input, published ports, and what removal and a
+// restart of rsupd leave behind.
+#[path = "integration/networks.rs"]
+mod networks;
 // Many concurrent lifecycles leave no process, mount or file behind.
 #[path = "integration/stress.rs"]
 mod stress;
@@ -41,3 +50,7 @@ mod observability;
 // the event stream.
 #[path = "integration/supervision.rs"]
 mod supervision;
+// Least privilege: capabilities, seccomp, masked and read-only paths, the
+// devices cgroup, --privileged, --cap-add/--cap-drop and --security-opt.
+#[path = "integration/security.rs"]
+mod security;

@@ -109,13 +109,13 @@ pub struct Started {
 }
 
 /// Starts the shim for the container in `dir` and runs the handshake.
-/// `on_ready(init_pid)` runs while the init waits for "go" (to put it into
+/// `on_ready(started)` runs while the init waits for "go" (to put it into
 /// its cgroup): the command starts only after it succeeded.
 /// Blocking: call it from `spawn_blocking`.
 pub fn start(
     exe: &Path,
     dir: &Path,
-    on_ready: impl FnOnce(i32) -> Result<(), String>,
+    on_ready: impl FnOnce(&Started) -> Result<(), String>,
 ) -> Result<Started, SpawnError> {
     let shim_log = std::fs::OpenOptions::new()
         .create(true)
@@ -155,7 +155,7 @@ pub fn start(
 fn handshake(
     child: &mut std::process::Child,
     shim_pid: i32,
-    on_ready: impl FnOnce(i32) -> Result<(), String>,
+    on_ready: impl FnOnce(&Started) -> Result<(), String>,
 ) -> Result<Started, SpawnError> {
     let stdout = child
         .stdout
@@ -199,19 +199,20 @@ fn handshake(
     let init_pidfd = sys::pidfd_open(init_pid).map_err(sysop("pidfd_open init"))?;
     let shim_start_time = sys::process_start_time(shim_pid).unwrap_or(0);
     let init_start_time = sys::process_start_time(init_pid).unwrap_or(0);
-    on_ready(init_pid).map_err(SpawnError::Setup)?;
+    let started = Started {
+        shim_pid,
+        shim_start_time,
+        shim_pidfd,
+        init_pid,
+        init_start_time,
+        init_pidfd,
+    };
+    on_ready(&started).map_err(SpawnError::Setup)?;
     stdin
         .write_all(b"go\n")
         .map_err(|e| SpawnError::ShimLost(format!("writing go: {e}")))?;
     match next()? {
-        Report::Started => Ok(Started {
-            shim_pid,
-            shim_start_time,
-            shim_pidfd,
-            init_pid,
-            init_start_time,
-            init_pidfd,
-        }),
+        Report::Started => Ok(started),
         Report::Error { message } => Err(SpawnError::Command(message)),
         Report::Ready { .. } => Err(SpawnError::ShimLost("ready twice".into())),
     }
