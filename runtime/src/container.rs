@@ -493,23 +493,20 @@ impl Runtime {
                 store::write_json(&dir.join("state.json"), &status)?;
             }
         }
-        if status.state == ContainerState::Running {
-            if adopted.is_none() {
-                let exit: Option<ExitInfo> =
-                    store::read_json(&dir.join("exit.json")).unwrap_or(None);
-                status.error = if exit.is_some() {
-                    String::new()
-                } else {
-                    "the container's shim was lost while rsupd was down".into()
-                };
-                status.exit = exit;
-                status.state = ContainerState::Exited;
-                status.shim_pid = 0;
-                status.init_pid = 0;
-                store::write_json(&dir.join("state.json"), &status)?;
-                info!(container = %spec.name, "exited while rsupd was down");
-                died = true;
-            }
+        if status.state == ContainerState::Running && adopted.is_none() {
+            let exit: Option<ExitInfo> = store::read_json(&dir.join("exit.json")).unwrap_or(None);
+            status.error = if exit.is_some() {
+                String::new()
+            } else {
+                "the container's shim was lost while rsupd was down".into()
+            };
+            status.exit = exit;
+            status.state = ContainerState::Exited;
+            status.shim_pid = 0;
+            status.init_pid = 0;
+            store::write_json(&dir.join("state.json"), &status)?;
+            info!(container = %spec.name, "exited while rsupd was down");
+            died = true;
         }
         let entry = Arc::new(Entry::new(id.to_string(), spec, dir.to_path_buf(), status));
         if let Some((shim_fd, init_fd)) = adopted {
