@@ -161,6 +161,8 @@ async fn measure_api(
             name: name.clone(),
             rootfs: rootfs.to_owned(),
             command: vec!["/bin/true".to_owned()],
+            // Like the peers' bundles: new namespaces with only `lo`.
+            networks: vec!["none".to_owned()],
             ..Default::default()
         };
         let started = Instant::now();
@@ -201,7 +203,7 @@ async fn measure_cli(
         let mut cmd = tokio::process::Command::new(rsupctl);
         cmd.arg("--socket")
             .arg(socket)
-            .args(["run", "--rm", "--rootfs", rootfs, "/bin/true"])
+            .args(["run", "--rm", "--network", "none", "--rootfs", rootfs, "/bin/true"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
