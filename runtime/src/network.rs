@@ -174,17 +174,10 @@ impl Runtime {
     /// bridges and DNS servers (at start).
     pub(crate) async fn open_networks(&self) -> Result<(), Error> {
         let dir = self.inner.config.state_dir.join("networks");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Store(store::io_err("mkdir", &dir)(e)))?;
-        let entries =
-            std::fs::read_dir(&dir).map_err(|e| Error::Store(store::io_err("read", &dir)(e)))?;
         let mut list = Vec::new();
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.extension().is_none_or(|x| x != "json") {
-                continue;
-            }
-            match store::read_json::<NetworkFile>(&p) {
-                Ok(Some(f)) => list.push(Arc::new(Network {
+        for (p, f) in store::read_json_dir::<NetworkFile>(&dir)? {
+            match f {
+                Ok(f) => list.push(Arc::new(Network {
                     spec: f.spec,
                     created_at: f.created_at,
                     pool: Mutex::new(f.pool),
@@ -192,7 +185,6 @@ impl Runtime {
                     dns: tokio::sync::Mutex::new(None),
                     up: tokio::sync::Mutex::new(false),
                 })),
-                Ok(None) => {}
                 Err(e) => warn!(path = %p.display(), error = %e, "skipping an unreadable network"),
             }
         }

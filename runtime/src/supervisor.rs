@@ -124,23 +124,15 @@ impl Runtime {
     /// Loads the persisted supervisors (at start, before the containers).
     pub(crate) fn load_supervisors(&self) -> Result<(), Error> {
         let dir = self.inner.config.state_dir.join("supervisors");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Store(store::io_err("mkdir", &dir)(e)))?;
-        let entries =
-            std::fs::read_dir(&dir).map_err(|e| Error::Store(store::io_err("read", &dir)(e)))?;
         let mut list = Vec::new();
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.extension().is_none_or(|x| x != "json") {
-                continue;
-            }
-            match store::read_json::<SupFile>(&p) {
-                Ok(Some(f)) => list.push(Arc::new(Sup {
+        for (p, f) in store::read_json_dir::<SupFile>(&dir)? {
+            match f {
+                Ok(f) => list.push(Arc::new(Sup {
                     spec: f.spec,
                     created_at: f.created_at,
                     state: Mutex::new(f.state),
                     op: tokio::sync::Mutex::new(()),
                 })),
-                Ok(None) => {}
                 Err(e) => {
                     warn!(path = %p.display(), error = %e, "skipping an unreadable supervisor")
                 }

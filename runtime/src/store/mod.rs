@@ -95,6 +95,28 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreErr
     }
 }
 
+/// One file of [`read_json_dir`]: its path and its content or why not.
+pub type JsonFile<T> = (PathBuf, Result<T, StoreError>);
+
+/// Reads every `*.json` file of `dir` (created if missing). Unreadable files
+/// are returned as errors beside the good ones, for the caller to report.
+pub fn read_json_dir<T: DeserializeOwned>(dir: &Path) -> Result<Vec<JsonFile<T>>, StoreError> {
+    fs::create_dir_all(dir).map_err(io_err("mkdir", dir))?;
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).map_err(io_err("read", dir))?.flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        match read_json::<T>(&p) {
+            Ok(Some(v)) => out.push((p, Ok(v))),
+            Ok(None) => {}
+            Err(err) => out.push((p, Err(err))),
+        }
+    }
+    Ok(out)
+}
+
 /// Holds the exclusive lock of a state directory for as long as it lives.
 #[derive(Debug)]
 pub struct StateLock {
