@@ -582,6 +582,7 @@ impl Runtime {
         let default_name = format!("rsup-{}", &id[..12]);
         let log = self.inner.config.log;
         let net_req = req.net.clone();
+        let mounts_req = (req.volumes.clone(), req.tmpfs.clone());
         let spec =
             tokio::task::spawn_blocking(move || ContainerSpec::validate(req, &default_name, log))
                 .await
@@ -590,6 +591,24 @@ impl Runtime {
             self.check_supervisor(sup)?;
         }
         let mut spec = spec;
+        let volumes_dir = self.volumes_dir();
+        spec.mounts = mounts_req
+            .0
+            .iter()
+            .map(|v| crate::volumes::parse_volume(v, &volumes_dir))
+            .chain(mounts_req.1.iter().map(|t| crate::volumes::parse_tmpfs(t)))
+            .collect::<Result<_, _>>()?;
+        {
+            let mut targets: Vec<&str> = spec.mounts.iter().map(|m| m.target.as_str()).collect();
+            targets.sort_unstable();
+            if let Some(w) = targets.windows(2).find(|w| w[0] == w[1]) {
+                return Err(Error::InvalidArgument {
+                    field: "volumes",
+                    reason: format!("{} is mounted twice", w[0]),
+                });
+            }
+        }
+        self.ensure_volumes(&spec.mounts)?;
         spec.ports = net_req
             .ports
             .iter()

@@ -22,6 +22,7 @@ pub mod store;
 pub mod supervise;
 pub mod supervisor;
 pub mod sys;
+pub mod volumes;
 
 pub use container::{
     ContainerInfo, ContainerState, ContainerStats, LogStreamItem, Runtime, RuntimeConfig,

@@ -40,6 +40,12 @@ pub struct SpecRequest {
     pub health: HealthRequest,
     pub net: crate::network::NetRequest,
     pub security: crate::security::SecurityRequest,
+    /// `-v` specs: `NAME:/path[:ro]` or `/host/dir:/path[:ro]`.
+    pub volumes: Vec<String>,
+    /// `--tmpfs PATH[:OPTIONS]`.
+    pub tmpfs: Vec<String>,
+    /// `--read-only`: the root filesystem is read-only.
+    pub read_only: bool,
 }
 
 /// A health check as requested (Docker's --health-* flags).
@@ -323,6 +329,11 @@ pub struct ContainerSpec {
     /// Capabilities, no_new_privs, privileged.
     #[serde(default)]
     pub security: crate::security::SecuritySpec,
+    /// Volumes, bind mounts and tmpfs mounts, in mount order.
+    #[serde(default)]
+    pub mounts: Vec<crate::volumes::MountSpec>,
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// True if `s` is a DNS label as rsup accepts it for names: 1-63 characters
@@ -505,6 +516,8 @@ impl ContainerSpec {
             networks: Vec::new(),
             ports: Vec::new(),
             security,
+            mounts: Vec::new(),
+            read_only: req.read_only,
         })
     }
 }

@@ -22,6 +22,7 @@ use rsup_proto::v1::containers_server::ContainersServer;
 use rsup_proto::v1::networks_server::NetworksServer;
 use rsup_proto::v1::supervisors_server::SupervisorsServer;
 use rsup_proto::v1::system_server::SystemServer;
+use rsup_proto::v1::volumes_server::VolumesServer;
 use rsup_runtime::process::exec::{self, EXEC_ARG};
 use rsup_runtime::process::{SHIM_ARG, shim};
 use rsup_runtime::{Runtime, RuntimeConfig};
@@ -185,6 +186,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .set_serving::<NetworksServer<grpc::networks::Service>>()
         .await;
     health
+        .set_serving::<VolumesServer<grpc::volumes::Service>>()
+        .await;
+    health
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -215,6 +219,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             runtime.clone(),
         )))
         .add_service(NetworksServer::new(grpc::networks::Service::new(
+            runtime.clone(),
+        )))
+        .add_service(VolumesServer::new(grpc::volumes::Service::new(
             runtime.clone(),
         )))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), {

@@ -547,6 +547,7 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
     )
     .map_err(mount_err("sysfs", &sysfs))?;
 
+    mount_volumes(spec, &root)?;
     nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
     sys::set_link_up("lo").map_err(|e| format!("setting lo up: {e}"))?;
 
@@ -581,6 +582,18 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
     }
     std::fs::create_dir_all(&spec.working_dir)
         .map_err(|e| format!("working directory {}: {e}", spec.working_dir))?;
+    if spec.read_only {
+        // Only this mount point turns read-only: /proc, /dev, volumes and
+        // tmpfs mounts below keep their own flags.
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| format!("making the root read-only: {e}"))?;
+    }
     Ok(())
 }
 
@@ -634,6 +647,72 @@ fn mask_paths() -> Result<(), String> {
                 None::<&str>,
             )
             .map_err(|e| format!("making {p} read-only: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Volumes, bind mounts and tmpfs mounts, before pivot_root (`root` is the
+/// new root on the host side).
+fn mount_volumes(spec: &ContainerSpec, root: &Path) -> Result<(), String> {
+    use crate::volumes::MountKind;
+    for m in &spec.mounts {
+        let rel = m.target.trim_start_matches('/');
+        let source_is_file = matches!(&m.kind, MountKind::Bind { source } if !source.is_dir());
+        let target = if source_is_file {
+            let p = root.join(rel);
+            if std::fs::symlink_metadata(&p).is_ok_and(|md| md.file_type().is_symlink()) {
+                return Err(format!("{} in the rootfs is a symlink", m.target));
+            }
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("mkdir for {}: {e}", m.target))?;
+            }
+            if !p.exists() {
+                File::create(&p).map_err(|e| format!("creating {}: {e}", m.target))?;
+            }
+            p
+        } else {
+            target_dir(root, rel)?
+        };
+        match &m.kind {
+            MountKind::Volume { source, .. } | MountKind::Bind { source } => {
+                mount(
+                    Some(source.as_path()),
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(mount_err("a volume", &target))?;
+                if m.read_only {
+                    mount(
+                        None::<&str>,
+                        &target,
+                        None::<&str>,
+                        MsFlags::MS_BIND
+                            | MsFlags::MS_REMOUNT
+                            | MsFlags::MS_RDONLY
+                            | MsFlags::MS_REC,
+                        None::<&str>,
+                    )
+                    .map_err(mount_err("a read-only volume", &target))?;
+                }
+            }
+            MountKind::Tmpfs { options } => {
+                let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+                if m.read_only {
+                    flags |= MsFlags::MS_RDONLY;
+                }
+                mount(
+                    Some("tmpfs"),
+                    &target,
+                    Some("tmpfs"),
+                    flags,
+                    Some(options.as_str()),
+                )
+                .map_err(mount_err("tmpfs", &target))?;
+            }
         }
     }
     Ok(())

@@ -13,6 +13,7 @@ use rsup_runtime::network::NetRequest;
 use rsup_runtime::security::SecurityRequest;
 use rsup_runtime::spec::{HealthRequest, RestartRequest};
 use rsup_runtime::supervise::Event;
+use rsup_runtime::volumes::MountKind;
 use rsup_runtime::{
     ContainerInfo, ContainerState, ContainerStats, ResourcesRequest, Runtime, SpecRequest,
 };
@@ -58,6 +59,9 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> SpecRequest {
             ip: s.ip,
             ports: s.ports,
         },
+        volumes: s.volumes,
+        tmpfs: s.tmpfs,
+        read_only: s.read_only,
         security: SecurityRequest {
             cap_add: s.cap_add,
             cap_drop: s.cap_drop,
@@ -195,6 +199,31 @@ fn container(c: ContainerInfo) -> pb::Container {
             cap_add: s.security.caps.clone(),
             cap_drop: Vec::new(),
             privileged: s.security.privileged,
+            volumes: s
+                .mounts
+                .iter()
+                .filter_map(|m| match &m.kind {
+                    MountKind::Volume { name, .. } => {
+                        Some(format!("{name}:{}{}", m.target, ro(m.read_only)))
+                    }
+                    MountKind::Bind { source } => Some(format!(
+                        "{}:{}{}",
+                        source.display(),
+                        m.target,
+                        ro(m.read_only)
+                    )),
+                    MountKind::Tmpfs { .. } => None,
+                })
+                .collect(),
+            tmpfs: s
+                .mounts
+                .iter()
+                .filter_map(|m| match &m.kind {
+                    MountKind::Tmpfs { options } => Some(format!("{}:{options}", m.target)),
+                    _ => None,
+                })
+                .collect(),
+            read_only: s.read_only,
             security_opt: vec![format!(
                 "seccomp={}",
                 if s.security.seccomp {
@@ -300,6 +329,10 @@ fn s_networks(c: &ContainerInfo) -> Vec<pb::NetworkAttachment> {
             host_ifname: a.host_ifname.clone(),
         })
         .collect()
+}
+
+fn ro(read_only: bool) -> &'static str {
+    if read_only { ":ro" } else { "" }
 }
 
 fn millis(d: Duration) -> u64 {

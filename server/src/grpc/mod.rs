@@ -5,6 +5,7 @@ pub mod containers;
 pub mod networks;
 pub mod supervisors;
 pub mod system;
+pub mod volumes;
 
 use rsup_runtime::Error;
 use rsup_runtime::process::SpawnError;
