@@ -12,6 +12,7 @@ use rsup_proto::v1::containers_client::ContainersClient;
 use rsup_proto::v1::networks_client::NetworksClient;
 use rsup_proto::v1::supervisors_client::SupervisorsClient;
 use rsup_proto::v1::system_client::SystemClient;
+use rsup_proto::v1::volumes_client::VolumesClient;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -62,6 +63,11 @@ impl Client {
     /// The generated stub of the `Networks` service.
     pub fn networks(&self) -> NetworksClient<Channel> {
         NetworksClient::new(self.channel())
+    }
+
+    /// The generated stub of the `Volumes` service.
+    pub fn volumes(&self) -> VolumesClient<Channel> {
+        VolumesClient::new(self.channel())
     }
 
     /// The generated stub of the `System` service.
@@ -276,6 +282,41 @@ impl Client {
             name: name.to_owned(),
         };
         Ok(self.networks().inspect(request).await?.into_inner())
+    }
+
+    /// Creates a named volume and returns it; the daemon judges the name.
+    pub async fn create_volume(&self, name: &str) -> Result<proto::Volume, Error> {
+        let request = proto::CreateVolumeRequest {
+            name: name.to_owned(),
+        };
+        Ok(self.volumes().create(request).await?.into_inner())
+    }
+
+    /// Deletes a volume no container uses (`FailedPrecondition` otherwise).
+    pub async fn remove_volume(&self, name: &str) -> Result<(), Error> {
+        let request = proto::RemoveVolumeRequest {
+            name: name.to_owned(),
+        };
+        self.volumes().remove(request).await?;
+        Ok(())
+    }
+
+    /// Every volume, with the containers that mount it.
+    pub async fn list_volumes(&self) -> Result<Vec<proto::Volume>, Error> {
+        let reply = self
+            .volumes()
+            .list(proto::ListVolumesRequest {})
+            .await?
+            .into_inner();
+        Ok(reply.volumes)
+    }
+
+    /// One volume: its host directory, creation time and users.
+    pub async fn inspect_volume(&self, name: &str) -> Result<proto::Volume, Error> {
+        let request = proto::InspectVolumeRequest {
+            name: name.to_owned(),
+        };
+        Ok(self.volumes().inspect(request).await?.into_inner())
     }
 
     /// Facts about the daemon: version, state directory, counts, cgroup driver.

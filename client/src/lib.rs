@@ -5,7 +5,8 @@
 //! returns plain values: replies whose container is unexpectedly missing become
 //! an [`Error::Status`] with code `Internal`, never a panic. The generated
 //! stubs stay reachable through [`Client::containers`], [`Client::supervisors`],
-//! [`Client::networks`] and [`Client::system`] for callers that need request
+//! [`Client::networks`], [`Client::volumes`] and
+//! [`Client::system`] for callers that need request
 //! metadata or raw responses.
 //!
 //! ```no_run

@@ -23,6 +23,10 @@
 //! "back" (in use). The container "wired" is on two networks and publishes
 //! two ports. The container "hardened" reports a capability set, privileged
 //! and an unconfined seccomp.
+//!
+//! Volumes: `list` returns "data" (used by db); `create` echoes the name;
+//! `inspect` knows "data" only; `remove` refuses "ghost" (not found) and
+//! "data" (in use).
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -35,6 +39,7 @@ use rsup_client::proto::containers_server::{Containers, ContainersServer};
 use rsup_client::proto::networks_server::{Networks, NetworksServer};
 use rsup_client::proto::supervisors_server::{Supervisors, SupervisorsServer};
 use rsup_client::proto::system_server::{System, SystemServer};
+use rsup_client::proto::volumes_server::{Volumes, VolumesServer};
 use rsup_client::proto::*;
 use rsup_client::{Client, Error};
 use tokio::net::UnixListener;
@@ -551,6 +556,59 @@ impl Networks for Fake {
     }
 }
 
+fn data_volume() -> Volume {
+    Volume {
+        name: "data".to_owned(),
+        mountpoint: "/var/lib/rsup/volumes/data".to_owned(),
+        created_at: ts(NOW),
+        containers: vec!["db".to_owned()],
+    }
+}
+
+#[tonic::async_trait]
+impl Volumes for Fake {
+    async fn create(&self, r: Request<CreateVolumeRequest>) -> Result<Response<Volume>, Status> {
+        let name = r.into_inner().name;
+        Ok(Response::new(Volume {
+            mountpoint: format!("/var/lib/rsup/volumes/{name}"),
+            name,
+            created_at: ts(NOW),
+            containers: Vec::new(),
+        }))
+    }
+
+    async fn remove(
+        &self,
+        r: Request<RemoveVolumeRequest>,
+    ) -> Result<Response<RemoveVolumeResponse>, Status> {
+        match r.into_inner().name.as_str() {
+            "data" => Err(Status::failed_precondition(
+                "volume data is in use by db: remove it first",
+            )),
+            "ghost" => Err(Status::not_found("no such volume: ghost")),
+            _ => Ok(Response::new(RemoveVolumeResponse {})),
+        }
+    }
+
+    async fn list(
+        &self,
+        _: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        Ok(Response::new(ListVolumesResponse {
+            volumes: vec![data_volume()],
+        }))
+    }
+
+    async fn inspect(&self, r: Request<InspectVolumeRequest>) -> Result<Response<Volume>, Status> {
+        let name = r.into_inner().name;
+        if name == "data" {
+            Ok(Response::new(data_volume()))
+        } else {
+            Err(Status::not_found(format!("no such volume: {name}")))
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl System for Fake {
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
@@ -603,6 +661,7 @@ async fn serve() -> Daemon {
             .add_service(ContainersServer::new(fake.clone()))
             .add_service(SupervisorsServer::new(fake.clone()))
             .add_service(NetworksServer::new(fake.clone()))
+            .add_service(VolumesServer::new(fake.clone()))
             .add_service(SystemServer::new(fake.clone()))
             .serve_with_incoming(UnixListenerStream::new(listener)),
     );
@@ -1825,5 +1884,92 @@ async fn run_and_create_pass_the_security_flags() {
     assert_eq!(
         host["SecurityOpt"],
         serde_json::json!(["seccomp=unconfined"])
+    );
+}
+
+#[tokio::test]
+async fn run_and_create_pass_the_storage_flags() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let out = rsupctl(
+        socket,
+        &[
+            "run",
+            "-d",
+            "-v",
+            "data:/data",
+            "--volume",
+            "/srv:/host:ro",
+            "--tmpfs",
+            "/tmp:size=1m",
+            "--read-only",
+            "--rootfs",
+            "/r",
+            "sh",
+            "-v",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = rsupctl(socket, &["create", "--rootfs", "/r", "true"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let specs = daemon.fake.specs.lock().expect("not poisoned").clone();
+    let sent: Vec<_> = specs
+        .into_iter()
+        .map(|s| (s.volumes, s.tmpfs, s.read_only, s.command))
+        .collect();
+    let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        sent,
+        [
+            (
+                strings(&["data:/data", "/srv:/host:ro"]),
+                strings(&["/tmp:size=1m"]),
+                true,
+                strings(&["sh", "-v"]),
+            ),
+            (Vec::new(), Vec::new(), false, strings(&["true"])),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn volume_verbs_print_names_tables_and_json() {
+    let daemon = serve().await;
+    let socket = &daemon.socket;
+    let client = Client::connect(socket).await.expect("connects");
+    assert_eq!(client.list_volumes().await.expect("list"), [data_volume()]);
+    assert_eq!(
+        client.create_volume("cache").await.expect("create").name,
+        "cache"
+    );
+    let err = client.remove_volume("data").await.expect_err("in use");
+    assert_eq!(err.code(), Some(Code::FailedPrecondition));
+
+    let out = rsupctl(socket, &["volume", "create", "cache"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "cache\n");
+    let out = rsupctl(socket, &["volume", "ls"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "NAME   MOUNTPOINT                   CONTAINERS\n\
+         data   /var/lib/rsup/volumes/data   1\n"
+    );
+    let out = rsupctl(socket, &["volume", "inspect", "data", "ghost"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "error: no such volume: ghost\n");
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON array");
+    assert_eq!(
+        all,
+        serde_json::json!([{"Name": "data", "Mountpoint": "/var/lib/rsup/volumes/data",
+                            "CreatedAt": "2023-11-14T22:13:20Z", "Containers": ["db"]}])
+    );
+    let out = rsupctl(socket, &["volume", "rm", "cache", "data"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "cache\n");
+    assert_eq!(
+        text(&out.stderr),
+        "error: volume data is in use by db: remove it first\n"
     );
 }

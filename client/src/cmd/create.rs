@@ -86,6 +86,9 @@ pub struct SpecArgs {
     #[command(flatten)]
     pub security: SecurityArgs,
 
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
     /// Command to run, and its arguments
     #[arg(
         value_name = "COMMAND",
@@ -133,6 +136,9 @@ impl SpecArgs {
             cap_drop: self.security.cap_drop,
             privileged: self.security.privileged,
             security_opt: self.security.security_opt,
+            volumes: self.storage.volumes,
+            tmpfs: self.storage.tmpfs,
+            read_only: self.storage.read_only,
         })
     }
 }
@@ -181,6 +187,24 @@ pub struct SecurityArgs {
     /// no-new-privileges)
     #[arg(long = "security-opt", value_name = "OPT")]
     pub security_opt: Vec<String>,
+}
+
+/// Volumes, tmpfs mounts and a read-only root, with Docker's flag names.
+/// Values go to the daemon as given: it alone judges names, paths and options.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub struct StorageArgs {
+    /// Mount a volume, repeatable (NAME:/path[:ro] for a named volume,
+    /// /host/dir:/path[:ro] for a bind mount)
+    #[arg(short = 'v', long = "volume", value_name = "SPEC")]
+    pub volumes: Vec<String>,
+
+    /// Mount a tmpfs, repeatable (PATH[:size=64m,mode=1777])
+    #[arg(long = "tmpfs", value_name = "SPEC")]
+    pub tmpfs: Vec<String>,
+
+    /// Mount the container's root filesystem read-only
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 /// The restart policy and its backoff. Values go to the daemon as given; it
@@ -839,6 +863,36 @@ mod tests {
         ]);
         assert_eq!(spec.security.cap_add, ["FLY"]);
         assert_eq!(spec.security.security_opt, ["x"]);
+    }
+
+    #[test]
+    fn storage_flags_use_docker_names() {
+        let spec = parse(&[
+            "--rootfs",
+            "/r",
+            "-v",
+            "data:/data",
+            "--volume",
+            "/srv:/host:ro",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/run:size=1m,mode=700",
+            "--read-only",
+            "sh",
+            "-v",
+        ])
+        .into_spec()
+        .expect("valid spec");
+        assert_eq!(spec.command, ["sh", "-v"]);
+        assert_eq!(spec.volumes, ["data:/data", "/srv:/host:ro"]);
+        assert_eq!(spec.tmpfs, ["/tmp", "/run:size=1m,mode=700"]);
+        assert!(spec.read_only);
+        let spec = parse(&["--rootfs", "/r", "true"])
+            .into_spec()
+            .expect("valid spec");
+        assert!(spec.volumes.is_empty() && spec.tmpfs.is_empty());
+        assert!(!spec.read_only);
     }
 
     #[test]

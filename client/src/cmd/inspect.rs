@@ -193,12 +193,28 @@ fn host_config(spec: &ContainerSpec) -> Value {
         "CapAdd": spec.cap_add,
         "Privileged": spec.privileged,
         "SecurityOpt": spec.security_opt,
+        "Binds": spec.volumes,
+        "Tmpfs": tmpfs(&spec.tmpfs),
+        "ReadonlyRootfs": spec.read_only,
         "Memory": r.memory_bytes.unwrap_or(0),
         "MemorySwap": r.memory_swap_bytes.unwrap_or(0),
         "NanoCpus": r.cpus.map_or(0, nano_cpus),
         "CpuShares": r.cpu_shares.unwrap_or(0),
         "PidsLimit": r.pids_limit.unwrap_or(0),
     })
+}
+
+/// Docker's `HostConfig.Tmpfs`: each mount's path mapped to its options
+/// ("" when it has none), from the `PATH[:OPTIONS]` forms of the spec.
+fn tmpfs(mounts: &[String]) -> Value {
+    let mounts: Map<String, Value> = mounts
+        .iter()
+        .map(|m| {
+            let (path, options) = m.split_once(':').unwrap_or((m, ""));
+            (path.to_owned(), Value::from(options))
+        })
+        .collect();
+    Value::Object(mounts)
 }
 
 /// Docker's `RestartPolicy`: "on-failure:3" is Name "on-failure" with
@@ -280,6 +296,7 @@ mod tests {
             v["HostConfig"],
             json!({"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "PortBindings": {},
                    "CapAdd": [], "Privileged": false, "SecurityOpt": [],
+                   "Binds": [], "Tmpfs": {}, "ReadonlyRootfs": false,
                    "Memory": 0, "MemorySwap": 0, "NanoCpus": 0, "CpuShares": 0, "PidsLimit": 0})
         );
     }
@@ -303,6 +320,7 @@ mod tests {
             to_json(&c)["HostConfig"],
             json!({"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "PortBindings": {},
                    "CapAdd": [], "Privileged": false, "SecurityOpt": [],
+                   "Binds": [], "Tmpfs": {}, "ReadonlyRootfs": false,
                    "Memory": 268435456, "MemorySwap": -1, "NanoCpus": 1500000000,
                    "CpuShares": 512, "PidsLimit": 100})
         );
@@ -501,6 +519,33 @@ mod tests {
             v["HostConfig"]["SecurityOpt"],
             json!(["seccomp=unconfined"])
         );
+    }
+
+    #[test]
+    fn storage_settings_show_in_host_config() {
+        let c = Container {
+            spec: Some(ContainerSpec {
+                volumes: vec!["data:/data".to_owned(), "/srv:/host:ro".to_owned()],
+                tmpfs: vec!["/tmp".to_owned(), "/run:size=1m,mode=700".to_owned()],
+                read_only: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = to_json(&c);
+        assert_eq!(
+            v["HostConfig"]["Binds"],
+            json!(["data:/data", "/srv:/host:ro"])
+        );
+        assert_eq!(
+            v["HostConfig"]["Tmpfs"],
+            json!({"/tmp": "", "/run": "size=1m,mode=700"})
+        );
+        assert_eq!(v["HostConfig"]["ReadonlyRootfs"], true);
+        let v = to_json(&Container::default());
+        assert_eq!(v["HostConfig"]["Binds"], json!([]));
+        assert_eq!(v["HostConfig"]["Tmpfs"], json!({}));
+        assert_eq!(v["HostConfig"]["ReadonlyRootfs"], false);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod stop;
 pub mod supervisor;
 pub mod tree;
 pub mod update;
+pub mod volume;
 pub mod wait;
 
 /// Exit code of a failed command.
@@ -56,6 +57,7 @@ pub enum Command {
     Events(events::Events),
     Supervisor(supervisor::Supervisors),
     Network(network::Networks),
+    Volume(volume::Volumes),
     Tree(tree::Tree),
     Info(info::Info),
 }
@@ -81,6 +83,7 @@ impl Command {
             Command::Events(c) => c.execute(client).await,
             Command::Supervisor(c) => c.execute(client).await,
             Command::Network(c) => c.execute(client).await,
+            Command::Volume(c) => c.execute(client).await,
             Command::Tree(c) => c.execute(client).await,
             Command::Info(c) => c.execute(client).await,
         }
