@@ -18,6 +18,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -1123,9 +1124,10 @@ pub fn remove_links(prefix: &str) {
     }
 }
 
-/// Runs blocking `f`, telling a multi-threaded tokio runtime first (if this
-/// thread is in one) so that its other tasks keep running meanwhile.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
+/// Runs blocking `f` (a child process, a poll of /proc), telling a
+/// multi-threaded tokio runtime first (if this thread is in one) so that its
+/// other tasks keep running meanwhile.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
@@ -1192,6 +1194,318 @@ impl Daemon {
             .env("RSUP_NET_PREFIX", prefix)
             .env("RSUP_DEFAULT_SUBNET", subnet);
         cmd
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared test helpers: running containers, bad input, host links, cgroups,
+// HTTP and Prometheus.
+
+/// `rsupctl run FLAGS... -- COMMAND...` with a `--name` made by
+/// [`unique_name`]`(prefix)` put first, unless FLAGS already has a `--name`;
+/// any outcome.
+pub fn run_named(d: &Daemon, prefix: &str, flags: &[&str], command: &[&str]) -> Output {
+    if flags.contains(&"--name") {
+        return d.run(flags, command);
+    }
+    let name = unique_name(prefix);
+    let mut all = vec!["--name", name.as_str()];
+    all.extend_from_slice(flags);
+    d.run(&all, command)
+}
+
+/// [`run_named`] that must exit 0; returns its stdout.
+pub fn run_named_ok(d: &Daemon, prefix: &str, flags: &[&str], command: &[&str]) -> String {
+    let out = run_named(d, prefix, flags, command);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "run {flags:?} {command:?}\n{}",
+        describe(&out)
+    );
+    stdout(&out)
+}
+
+/// The gRPC status code of a call that must fail; panics (naming `what`) if
+/// it succeeded or failed without a status.
+pub fn code_of<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, rsup_client::Error>,
+) -> tonic::Code {
+    match result {
+        Ok(v) => panic!("{what}: expected an error, got {v:?}"),
+        Err(e) => e
+            .code()
+            .unwrap_or_else(|| panic!("{what}: not a gRPC status: {e}")),
+    }
+}
+
+/// The ids of every container the daemon knows (`list(all)`), to check that
+/// a rejected request left nothing behind.
+pub async fn container_ids(client: &Client) -> std::collections::BTreeSet<String> {
+    client
+        .list(true)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+/// Links of the host whose name starts with `prefix`, sorted.
+pub fn host_links(prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir("/sys/class/net")
+        .expect("/sys/class/net")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// One cgroup mount of a `/proc/<pid>/mountinfo`.
+#[derive(Debug, Clone)]
+pub struct CgroupMount {
+    /// The path inside the hierarchy that is mounted (usually `/`).
+    pub root: String,
+    /// Where it is mounted.
+    pub point: PathBuf,
+    /// cgroup2 (`true`) or a v1 hierarchy.
+    pub unified: bool,
+    /// Super options: the v1 controllers, among others.
+    pub options: Vec<String>,
+}
+
+impl CgroupMount {
+    /// The directory of the cgroup `path` (as `/proc/<pid>/cgroup` names it,
+    /// relative to our cgroup namespace) under this mount.
+    pub fn dir_of(&self, path: &str) -> PathBuf {
+        let rel = path
+            .strip_prefix(self.root.trim_end_matches('/'))
+            .unwrap_or(path);
+        let mut dir = self.point.clone();
+        dir.extend(rel.split('/').filter(|c| !c.is_empty()));
+        dir
+    }
+}
+
+/// The cgroup mounts (v1 and v2) of a mountinfo text.
+pub fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            let unified = match *post.first()? {
+                "cgroup2" => true,
+                "cgroup" => false,
+                _ => return None,
+            };
+            Some(CgroupMount {
+                root: (*pre.get(3)?).to_owned(),
+                point: PathBuf::from(*pre.get(4)?),
+                unified,
+                options: post.get(2)?.split(',').map(str::to_owned).collect(),
+            })
+        })
+        .collect()
+}
+
+/// The cgroup mounts this process sees (the host's: the tests run there).
+pub fn cgroup_mounts() -> Vec<CgroupMount> {
+    let path = "/proc/self/mountinfo";
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    parse_cgroup_mounts(&text)
+}
+
+/// One line of `/proc/<pid>/cgroup`: `hierarchy-id:controllers:path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcCgroup<'a> {
+    /// The hierarchy id (`0` for cgroup v2).
+    pub id: &'a str,
+    /// The v1 controllers of the hierarchy (none on v2).
+    pub controllers: Vec<&'a str>,
+    /// The cgroup's path in the hierarchy.
+    pub path: &'a str,
+}
+
+/// The lines of a `/proc/<pid>/cgroup` text.
+pub fn parse_proc_cgroup(text: &str) -> Vec<ProcCgroup<'_>> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let id = it.next()?;
+            let controllers = it.next()?.split(',').filter(|c| !c.is_empty()).collect();
+            Some(ProcCgroup {
+                id,
+                controllers,
+                path: it.next()?,
+            })
+        })
+        .collect()
+}
+
+/// A loopback address nothing listens on right now (the kernel's pick).
+pub fn free_loopback_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr")
+}
+
+/// What [`http_get_reply`] got: the status code, the header block (status
+/// line included) and the body.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+/// `GET http://ADDR/PATH` over a fresh HTTP/1.0 connection (so the body is
+/// never chunked), bounded by 20 s; returns the whole reply, or why not.
+pub async fn http_get_reply(addr: SocketAddr, path: &str) -> Result<HttpReply, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("send to {addr}: {e}"))?;
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| format!("read from {addr}: {e}"))?;
+        Ok::<_, String>(String::from_utf8_lossy(&raw).into_owned())
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .map_err(|_| format!("GET {path} from {addr} timed out"))??;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers in {raw:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    Ok(HttpReply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    })
+}
+
+/// [`http_get_reply`] reduced to the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let reply = http_get_reply(addr, path).await?;
+    Ok((reply.status, reply.body))
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Daemon {
+    /// A daemon serving `/metrics` on a free loopback port (with `extra`
+    /// arguments for rsupd after `--metrics-addr`), and that port.
+    pub async fn start_with_metrics(extra: &[&str]) -> (Daemon, SocketAddr) {
+        let addr = free_loopback_addr();
+        let mut args = vec!["--metrics-addr".to_owned(), addr.to_string()];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        (Daemon::start_with_args(&args).await, addr)
+    }
+}
+
+/// A Prometheus server on loopback, killed (by its own child handle, so by
+/// pid) and reaped on drop, also when the test panics; then the last lines
+/// of its log are shown.
+#[derive(Debug)]
+pub struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Prometheus {
+    /// Starts `prometheus` scraping `target` (job `rsupd`) every second, and
+    /// evaluating `rules` (if any) every second, with its configuration,
+    /// storage and log in `dir`.
+    pub fn start(dir: &Path, target: SocketAddr, rules: Option<&Path>) -> Prometheus {
+        let addr = free_loopback_addr();
+        let config = dir.join("prometheus.yml");
+        let rule_files = rules
+            .map(|r| format!("rule_files:\n  - '{}'\n", r.display()))
+            .unwrap_or_default();
+        fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 {rule_files}\
+                 scrape_configs:\n  - job_name: rsupd\n    static_configs:\n      \
+                 - targets: ['{target}']\n"
+            ),
+        )
+        .expect("writing prometheus.yml");
+        let log = dir.join("prometheus.log");
+        let log_file = fs::File::create(&log).expect("creating prometheus.log");
+        let log_err = log_file.try_clone().expect("dup prometheus.log");
+        let mut cmd = Command::new("prometheus");
+        cmd.arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err);
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("spawning prometheus: {e} (install Debian's `prometheus`; scripts/test.sh does)")
+        });
+        Prometheus { child, addr, log }
+    }
+
+    /// Where its HTTP API listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `Some(status)` once the server has exited (reaping it).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The path of an instant query of the HTTP API.
+    pub fn query_path(query: &str) -> String {
+        format!("/api/v1/query?query={}", percent_encode(query))
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        // Our own, not yet reaped child: the pid is still ours.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- prometheus log, last lines ---\n{}\n--- end ---",
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
     }
 }
 

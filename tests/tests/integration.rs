@@ -54,3 +54,6 @@ mod supervision;
 // devices cgroup, --privileged, --cap-add/--cap-drop and --security-opt.
 #[path = "integration/security.rs"]
 mod security;
+// Named volumes, bind mounts, tmpfs mounts and read-only roots.
+#[path = "integration/volumes.rs"]
+mod volumes;

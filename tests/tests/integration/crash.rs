@@ -30,8 +30,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rsup_client::proto::{self, ContainerState};
 use rsup_client::{Client, Error};
 use rsup_tests::{
-    Daemon, ProcId, cgroup_subtree, describe, eventually, mounts_mentioning, net_identity,
-    output_with_timeout, pids_mentioning, stderr, stdout,
+    CgroupMount, Daemon, ProcId, blocking, cgroup_subtree, describe, eventually, host_links,
+    mounts_mentioning, net_identity, output_with_timeout, parse_cgroup_mounts, parse_proc_cgroup,
+    pids_mentioning, stderr, stdout,
 };
 use tonic::Code;
 
@@ -64,12 +65,6 @@ const TICKER: &[&str] = &[
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// Runs blocking `f` (a child process, a poll of /proc) without stalling the
-/// runtime's other tasks.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    tokio::task::block_in_place(f)
-}
 
 /// `rsupctl run -d --name NAME FLAGS... -- COMMAND...`, which must succeed;
 /// returns the id it printed.
@@ -227,84 +222,27 @@ where
     SystemTime::try_from(ts.clone()).unwrap_or_else(|e| panic!("{what} {ts:?}: {e}"))
 }
 
-/// Links of the host whose name starts with `prefix`.
-fn host_links(prefix: &str) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir("/sys/class/net")
-        .expect("/sys/class/net")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(prefix))
-        .collect();
-    names.sort();
-    names
-}
-
 /// The directories whose subdirectories are the daemon's container cgroups:
 /// `<rsupd's own cgroup>/<subtree>` in every hierarchy rsupd uses (v1: the
 /// memory, cpu, cpuacct and pids hierarchies; v2: the unified one). Read it
 /// right after the first start: on v2 rsupd moves itself to a leaf at its
 /// first create.
 fn cgroup_parents(rsupd: i32, subtree: &str) -> Vec<PathBuf> {
-    struct Mount {
-        root: String,
-        point: PathBuf,
-        unified: bool,
-        options: Vec<String>,
-    }
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let mounts: Vec<Mount> = mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (pre, post) = line.split_once(" - ")?;
-            let pre: Vec<&str> = pre.split(' ').collect();
-            let post: Vec<&str> = post.split(' ').collect();
-            let unified = match *post.first()? {
-                "cgroup2" => true,
-                "cgroup" => false,
-                _ => return None,
-            };
-            Some(Mount {
-                root: (*pre.get(3)?).to_owned(),
-                point: PathBuf::from(*pre.get(4)?),
-                unified,
-                options: post.get(2)?.split(',').map(str::to_owned).collect(),
-            })
-        })
-        .collect();
+    let mounts = parse_cgroup_mounts(&mountinfo);
     let path = format!("/proc/{rsupd}/cgroup");
     let own = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    // "hierarchy-id:controllers:path"
-    let own: Vec<(String, Vec<String>, String)> = own
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.splitn(3, ':');
-            let id = it.next()?.to_owned();
-            let ctrls = it
-                .next()?
-                .split(',')
-                .filter(|c| !c.is_empty())
-                .map(str::to_owned)
-                .collect();
-            Some((id, ctrls, it.next()?.to_owned()))
-        })
-        .collect();
-    let under = |m: &Mount, own: &str| {
-        let rel = own
-            .strip_prefix(m.root.trim_end_matches('/'))
-            .unwrap_or(own);
-        let mut dir = m.point.clone();
-        dir.extend(rel.split('/').filter(|c| !c.is_empty()));
-        dir.push(subtree);
-        dir
-    };
+    let own = parse_proc_cgroup(&own);
+    let under = |m: &CgroupMount, own: &str| m.dir_of(own).join(subtree);
     let v2 = mounts
         .iter()
         .find(|m| m.unified && m.point == Path::new("/sys/fs/cgroup"));
     if let Some(m) = v2 {
-        let (_, _, p) = own
+        let line = own
             .iter()
-            .find(|(id, c, _)| id == "0" && c.is_empty())
+            .find(|l| l.id == "0" && l.controllers.is_empty())
             .unwrap_or_else(|| panic!("no 0:: line in {path}"));
-        return vec![under(m, p)];
+        return vec![under(m, line.path)];
     }
     let mut dirs = Vec::new();
     for ctrl in ["memory", "cpu", "cpuacct", "pids"] {
@@ -314,10 +252,10 @@ fn cgroup_parents(rsupd: i32, subtree: &str) -> Vec<PathBuf> {
         else {
             continue;
         };
-        let Some((_, _, p)) = own.iter().find(|(_, c, _)| c.iter().any(|x| x == ctrl)) else {
+        let Some(line) = own.iter().find(|l| l.controllers.contains(&ctrl)) else {
             continue;
         };
-        let dir = under(m, p);
+        let dir = under(m, line.path);
         if !dirs.contains(&dir) {
             dirs.push(dir);
         }

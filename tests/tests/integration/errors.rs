@@ -5,38 +5,18 @@
 //! an unknown container NOT_FOUND, removing a running container without
 //! force FAILED_PRECONDITION.
 
-use std::collections::BTreeSet;
-use std::fmt::Debug;
 use std::time::Duration;
 
+use rsup_client::Client;
 use rsup_client::proto::{self, ContainerState};
-use rsup_client::{Client, Error};
-use rsup_tests::{Daemon, TempDir, describe, eventually, stderr, unique_name};
+use rsup_tests::{
+    Daemon, TempDir, code_of, container_ids, describe, eventually, stderr, unique_name,
+};
 use tonic::Code;
-
-/// The status code of a call that must fail.
-fn code_of<T: Debug>(what: &str, result: Result<T, Error>) -> Code {
-    match result {
-        Ok(v) => panic!("{what}: expected an error, got {v:?}"),
-        Err(e) => e
-            .code()
-            .unwrap_or_else(|| panic!("{what}: not a gRPC status: {e}")),
-    }
-}
-
-async fn ids(client: &Client) -> BTreeSet<String> {
-    client
-        .list(true)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|c| c.id)
-        .collect()
-}
 
 /// Creates `spec`, expects one of `codes`, and checks nothing was recorded.
 async fn rejected_create(d: &Daemon, what: &str, spec: proto::ContainerSpec, codes: &[Code]) {
-    let before = ids(d.client()).await;
+    let before = container_ids(d.client()).await;
     let code = code_of(what, d.client().create(spec).await);
     assert!(
         codes.contains(&code),
@@ -44,7 +24,7 @@ async fn rejected_create(d: &Daemon, what: &str, spec: proto::ContainerSpec, cod
     );
     assert_ne!(code, Code::Internal, "{what}");
     assert_eq!(
-        ids(d.client()).await,
+        container_ids(d.client()).await,
         before,
         "{what}: a rejected create left a container"
     );
@@ -92,7 +72,7 @@ async fn duplicate_name_is_already_exists() {
         &[Code::AlreadyExists],
     )
     .await;
-    assert_eq!(ids(d.client()).await.len(), 1);
+    assert_eq!(container_ids(d.client()).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,22 +11,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use rsup_tests::{
-    Daemon, ROOTFS_MARKER, TempDir, busybox_rootfs, describe, net_identity, stdout, unique_name,
+    Daemon, ROOTFS_MARKER, TempDir, busybox_rootfs, describe, net_identity, run_named_ok, stdout,
+    unique_name,
 };
 
-/// Runs `command` in a new container and returns its stdout; it must exit 0.
+/// Runs `command` in a new container (named `iso-...`) and returns its
+/// stdout; it must exit 0.
 fn run_ok(d: &Daemon, flags: &[&str], command: &[&str]) -> String {
-    let name = unique_name("iso");
-    let mut all = vec!["--name", name.as_str()];
-    all.extend_from_slice(flags);
-    let out = d.run(&all, command);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "run {flags:?} {command:?}\n{}",
-        describe(&out)
-    );
-    stdout(&out)
+    run_named_ok(d, "iso", flags, command)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use rsup_client::proto::ContainerState;
 use rsup_client::{Client, proto};
-use rsup_tests::{Daemon, describe, eventually, mounts_mentioning, net_identity, stderr, stdout};
+use rsup_tests::{
+    Daemon, describe, eventually, host_links, mounts_mentioning, net_identity, stderr, stdout,
+};
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
@@ -184,17 +186,6 @@ async fn hello(d: &Daemon, from: &str, target: &str) {
         async || ask(d, from, target),
     )
     .await;
-}
-
-/// Links of the host whose name starts with `prefix`.
-fn host_links(prefix: &str) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir("/sys/class/net")
-        .expect("/sys/class/net")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(prefix))
-        .collect();
-    names.sort();
-    names
 }
 
 fn link_exists(name: &str) -> bool {

@@ -30,15 +30,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rsup_client::proto::ContainerState;
 use rsup_tests::{
-    Daemon, POLL_INTERVAL, TempDir, describe, eventually, output_with_timeout, stdout, unique_name,
+    Daemon, POLL_INTERVAL, Prometheus, TempDir, describe, eventually, http_get,
+    output_with_timeout, stdout, unique_name,
 };
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The dashboards every deployment gets.
 const DASHBOARDS: [&str; 2] = ["rsup-overview.json", "rsup-container.json"];
@@ -582,57 +582,6 @@ fn used_metrics() -> BTreeMap<String, Vec<String>> {
 
 // ------------------------------------------------------------------ HTTP
 
-/// A loopback address nothing listens on right now (the kernel's pick).
-fn free_loopback_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr")
-}
-
-/// `GET http://ADDR/PATH` over a fresh HTTP/1.0 connection (so the body is
-/// never chunked); returns the status code and the body.
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("send to {addr}: {e}"))?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| format!("read from {addr}: {e}"))?;
-        Ok::<_, String>(String::from_utf8_lossy(&raw).into_owned())
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(20), exchange)
-        .await
-        .map_err(|_| format!("GET {path} from {addr} timed out"))??;
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no end of headers in {raw:?}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status in {head:?}"))?;
-    Ok((code, body.to_owned()))
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// `GET /metrics` of rsupd, or why not.
 async fn scrape(addr: SocketAddr) -> Result<String, String> {
     match http_get(addr, "/metrics").await? {
@@ -658,13 +607,6 @@ struct Workload {
     /// A supervisor whose crash-looping child exceeds its intensity (1 in
     /// 60 s): it fails.
     esc: String,
-}
-
-/// A daemon serving `/metrics` on a free loopback port.
-async fn daemon_with_metrics() -> (Daemon, SocketAddr) {
-    let addr = free_loopback_addr();
-    let args = ["--metrics-addr".to_owned(), addr.to_string()];
-    (Daemon::start_with_args(&args).await, addr)
 }
 
 /// `rsupctl run -d FLAGS -- COMMAND`, which must succeed.
@@ -821,99 +763,38 @@ async fn start_workload(d: &Daemon) -> Workload {
 
 // ------------------------------------------------------------------ Prometheus
 
-/// A Prometheus server on loopback, killed (by its own child handle, so by
-/// pid) and reaped on drop, also when the test panics; then its log is
-/// shown.
-struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Prometheus {
-    /// Starts `prometheus` scraping `target` (job `rsupd`) every second and
-    /// evaluating `rules` every second, with its storage in `dir`.
-    fn start(dir: &Path, target: SocketAddr, rules: &Path) -> Prometheus {
-        let addr = free_loopback_addr();
-        let config = dir.join("prometheus.yml");
-        fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 rule_files:\n  - '{}'\n\
-                 scrape_configs:\n  - job_name: rsupd\n    static_configs:\n      \
-                 - targets: ['{target}']\n",
-                rules.display()
-            ),
-        )
-        .expect("writing prometheus.yml");
-        let log = dir.join("prometheus.log");
-        let log_file = fs::File::create(&log).expect("creating prometheus.log");
-        let log_err = log_file.try_clone().expect("dup prometheus.log");
-        let mut cmd = Command::new("prometheus");
-        cmd.arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err);
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("spawning prometheus: {e} (install Debian's `prometheus`; scripts/test.sh does)")
+/// An instant query of `prometheus`: `Ok(result vector)`, `Err(Retry)`
+/// while Prometheus is not answering yet, `Err(Fatal)` when it rejects the
+/// query.
+async fn instant_query(prometheus: &mut Prometheus, query: &str) -> Result<Vec<Value>, QueryError> {
+    if let Some(status) = prometheus.exited() {
+        return Err(QueryError::Fatal(format!("prometheus exited: {status}")));
+    }
+    let path = Prometheus::query_path(query);
+    let (code, body) = http_get(prometheus.addr(), &path)
+        .await
+        .map_err(QueryError::Retry)?;
+    let v: Value = serde_json::from_str(&body)
+        .map_err(|e| QueryError::Retry(format!("{code}: {e}: {body}")))?;
+    if v["status"] != "success" {
+        // 400 (bad_data) and 422 (execution): the query itself is wrong.
+        let error = format!("{code}: {} {}", v["errorType"], v["error"]);
+        return Err(if matches!(code, 400 | 422) {
+            QueryError::Fatal(error)
+        } else {
+            QueryError::Retry(error)
         });
-        Prometheus { child, addr, log }
     }
-
-    /// An instant query: `Ok(result vector)`, `Err(Retry)` while Prometheus
-    /// is not answering yet, `Err(Fatal)` when it rejects the query.
-    async fn query(&mut self, query: &str) -> Result<Vec<Value>, QueryError> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Err(QueryError::Fatal(format!("prometheus exited: {status}")));
-        }
-        let path = format!("/api/v1/query?query={}", percent_encode(query));
-        let (code, body) = http_get(self.addr, &path)
-            .await
-            .map_err(QueryError::Retry)?;
-        let v: Value = serde_json::from_str(&body)
-            .map_err(|e| QueryError::Retry(format!("{code}: {e}: {body}")))?;
-        if v["status"] != "success" {
-            // 400 (bad_data) and 422 (execution): the query itself is wrong.
-            let error = format!("{code}: {} {}", v["errorType"], v["error"]);
-            return Err(if matches!(code, 400 | 422) {
-                QueryError::Fatal(error)
-            } else {
-                QueryError::Retry(error)
-            });
-        }
-        v["data"]["result"]
-            .as_array()
-            .cloned()
-            .ok_or_else(|| QueryError::Fatal(format!("no result vector: {body}")))
-    }
+    v["data"]["result"]
+        .as_array()
+        .cloned()
+        .ok_or_else(|| QueryError::Fatal(format!("no result vector: {body}")))
 }
 
 #[derive(Debug)]
 enum QueryError {
     Retry(String),
     Fatal(String),
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        // Our own, not yet reaped child: the pid is still ours.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            eprintln!(
-                "--- prometheus log, last lines ---\n{}\n--- end ---",
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            );
-        }
-    }
 }
 
 /// Judges a query's result vector: `Err(why)` to try again.
@@ -939,7 +820,7 @@ async fn run_checks(prometheus: &mut Prometheus, checks: Vec<Check>, patience: D
     while !pending.is_empty() {
         let mut still = Vec::new();
         for (check, _) in pending {
-            match prometheus.query(&check.query).await {
+            match instant_query(prometheus, &check.query).await {
                 Ok(result) => match (check.accept)(&result) {
                     Ok(()) => {}
                     Err(why) => still.push((check, why)),
@@ -1220,7 +1101,7 @@ async fn dashboards_query_only_exported_metrics() {
         used.len()
     );
 
-    let (d, metrics) = daemon_with_metrics().await;
+    let (d, metrics) = Daemon::start_with_metrics(&[]).await;
     let _workload = start_workload(&d).await;
     // Container series appear at the first sample after a container starts:
     // poll until every used metric is exported, or report what is missing.
@@ -1252,20 +1133,22 @@ async fn dashboards_query_only_exported_metrics() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_panel_query_returns_data_from_a_real_prometheus() {
-    let (d, metrics) = daemon_with_metrics().await;
+    let (d, metrics) = Daemon::start_with_metrics(&[]).await;
     let w = start_workload(&d).await;
     let dir = TempDir::new();
-    let mut prometheus = Prometheus::start(dir.path(), metrics, &rules_file());
+    let mut prometheus = Prometheus::start(dir.path(), metrics, Some(&rules_file()));
 
     // A few scrapes first.
     eventually(
         "Prometheus to scrape rsupd 3 times",
         Duration::from_secs(30),
         async || {
-            let result = prometheus
-                .query("count_over_time(up{job=\"rsupd\"}[1m]) >= 3")
-                .await
-                .map_err(|e| format!("{e:?}"))?;
+            let result = instant_query(
+                &mut prometheus,
+                "count_over_time(up{job=\"rsupd\"}[1m]) >= 3",
+            )
+            .await
+            .map_err(|e| format!("{e:?}"))?;
             non_empty(&result)
         },
     )
@@ -1327,8 +1210,7 @@ async fn every_panel_query_returns_data_from_a_real_prometheus() {
         format!("ALERTS{{name=\"{}\"}}", w.hot),
         format!("ALERTS{{supervisor=\"{}\"}}", w.sup),
     ] {
-        let result = prometheus
-            .query(&query)
+        let result = instant_query(&mut prometheus, &query)
             .await
             .unwrap_or_else(|e| panic!("{query}: {e:?}"));
         assert!(result.is_empty(), "{query}: {result:?}");

@@ -18,12 +18,14 @@ use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rsup_client::proto::{self, ContainerState};
-use rsup_tests::{Daemon, ProcId, TempDir, describe, eventually, stderr, stdout, unique_name};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rsup_tests::{
+    Daemon, ProcId, Prometheus, TempDir, cgroup_mounts, describe, eventually, http_get_reply,
+    parse_proc_cgroup, stderr, stdout, unique_name,
+};
 use tonic::Code;
 
 const MIB: u64 = 1 << 20;
@@ -39,20 +41,6 @@ fn in_v2vm() -> bool {
 /// `host`, stretched when the tests run in the emulated VM.
 fn patience(host: Duration) -> Duration {
     if in_v2vm() { host * 4 } else { host }
-}
-
-/// A loopback address nothing listens on right now (the kernel's pick).
-fn free_loopback_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr")
-}
-
-/// A daemon serving `/metrics` on a free loopback port.
-async fn daemon_with_metrics(extra: &[&str]) -> (Daemon, SocketAddr) {
-    let addr = free_loopback_addr();
-    let mut args = vec!["--metrics-addr".to_owned(), addr.to_string()];
-    args.extend(extra.iter().map(|a| (*a).to_owned()));
-    (Daemon::start_with_args(&args).await, addr)
 }
 
 /// `rsupctl run -d ...`, which must succeed; returns the container's id.
@@ -95,41 +83,6 @@ fn host_is_v2() -> bool {
     fs.filesystem_type() == CGROUP2_SUPER_MAGIC
 }
 
-/// One cgroup mount of `/proc/<pid>/mountinfo`.
-#[derive(Debug)]
-struct CgroupMount {
-    /// The path inside the hierarchy that is mounted (usually `/`).
-    root: String,
-    point: PathBuf,
-    unified: bool,
-    /// Super options: the v1 controllers, among others.
-    options: Vec<String>,
-}
-
-/// The cgroup mounts this process sees (the host's: the tests run there).
-fn cgroup_mounts() -> Vec<CgroupMount> {
-    let path = "/proc/self/mountinfo";
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    text.lines()
-        .filter_map(|line| {
-            let (pre, post) = line.split_once(" - ")?;
-            let pre: Vec<&str> = pre.split(' ').collect();
-            let post: Vec<&str> = post.split(' ').collect();
-            let unified = match *post.first()? {
-                "cgroup2" => true,
-                "cgroup" => false,
-                _ => return None,
-            };
-            Some(CgroupMount {
-                root: (*pre.get(3)?).to_owned(),
-                point: PathBuf::from(*pre.get(4)?),
-                unified,
-                options: post.get(2)?.split(',').map(str::to_owned).collect(),
-            })
-        })
-        .collect()
-}
-
 /// The directories of the cgroups a process (or a container) is in, for
 /// the hierarchies rsupd uses.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,25 +103,8 @@ impl CgroupDirs {
     fn of(pid: i32) -> CgroupDirs {
         let path = format!("/proc/{pid}/cgroup");
         let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-        // "hierarchy-id:controllers:path"
-        let lines: Vec<(&str, Vec<&str>, &str)> = text
-            .lines()
-            .filter_map(|l| {
-                let mut it = l.splitn(3, ':');
-                let id = it.next()?;
-                let ctrls = it.next()?.split(',').filter(|c| !c.is_empty()).collect();
-                Some((id, ctrls, it.next()?))
-            })
-            .collect();
+        let lines = parse_proc_cgroup(&text);
         let mounts = cgroup_mounts();
-        let under = |m: &CgroupMount, own: &str| {
-            let rel = own
-                .strip_prefix(m.root.trim_end_matches('/'))
-                .unwrap_or(own);
-            let mut dir = m.point.clone();
-            dir.extend(rel.split('/').filter(|c| !c.is_empty()));
-            dir
-        };
         let mut out = CgroupDirs {
             dirs: Vec::new(),
             mounts: Vec::new(),
@@ -181,10 +117,10 @@ impl CgroupDirs {
                 .unwrap_or_else(|| panic!("no cgroup2 mount at /sys/fs/cgroup for pid {pid}"));
             let own = lines
                 .iter()
-                .find(|(id, ctrls, _)| *id == "0" && ctrls.is_empty())
+                .find(|l| l.id == "0" && l.controllers.is_empty())
                 .unwrap_or_else(|| panic!("no 0:: line in {path}:\n{text}"))
-                .2;
-            out.dirs.push(("", under(m, own)));
+                .path;
+            out.dirs.push(("", m.dir_of(own)));
             out.mounts.push(m.point.clone());
         } else {
             for ctrl in V1_CONTROLLERS {
@@ -194,10 +130,10 @@ impl CgroupDirs {
                     .unwrap_or_else(|| panic!("the v1 {ctrl} controller is not mounted"));
                 let own = lines
                     .iter()
-                    .find(|(_, ctrls, _)| ctrls.contains(&ctrl))
+                    .find(|l| l.controllers.contains(&ctrl))
                     .unwrap_or_else(|| panic!("no {ctrl} line in {path}:\n{text}"))
-                    .2;
-                out.dirs.push((ctrl, under(m, own)));
+                    .path;
+                out.dirs.push((ctrl, m.dir_of(own)));
                 out.mounts.push(m.point.clone());
             }
         }
@@ -283,43 +219,22 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
 
 // ------------------------------------------------------------------ metrics
 
-/// `GET http://ADDR/PATH` over a fresh HTTP/1.0 connection (so the body is
-/// never chunked); returns the status code and the body.
+/// [`http_get_reply`], which must not be chunked (rsupd and Prometheus
+/// answer an HTTP/1.0 request with a plain body); returns the status code
+/// and the body.
 async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("send to {addr}: {e}"))?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| format!("read from {addr}: {e}"))?;
-        Ok::<_, String>(String::from_utf8_lossy(&raw).into_owned())
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(20), exchange)
-        .await
-        .map_err(|_| format!("GET {path} from {addr} timed out"))??;
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no end of headers in {raw:?}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status in {head:?}"))?;
-    if head
+    let reply = http_get_reply(addr, path).await?;
+    if reply
+        .head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        return Err(format!("chunked reply to an HTTP/1.0 request: {head}"));
+        return Err(format!(
+            "chunked reply to an HTTP/1.0 request: {}",
+            reply.head
+        ));
     }
-    Ok((code, body.to_owned()))
+    Ok((reply.status, reply.body))
 }
 
 /// `GET /metrics`, which must answer 200.
@@ -442,7 +357,7 @@ async fn driver_matches_the_host() {
 #[tokio::test(flavor = "multi_thread")]
 async fn oom_kill_is_counted_exactly_once() {
     // Sampling every 100 ms gives a double count many chances to show.
-    let (d, metrics) = daemon_with_metrics(&["--stats-interval", "0.1"]).await;
+    let (d, metrics) = Daemon::start_with_metrics(&["--stats-interval", "0.1"]).await;
     let own = CgroupDirs::of_rsupd(&d);
     let name = unique_name("oom");
     let out = d.run(
@@ -930,96 +845,28 @@ async fn cgroup_is_created_under_rsupd_and_removed_with_the_container() {
     }
 }
 
-/// A Prometheus server on loopback, killed (by its own handle) and reaped on
-/// drop, also when the test panics; then its log is shown.
-struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Prometheus {
-    /// Starts `prometheus` scraping `target` every second, with its storage
-    /// in `dir`.
-    fn start(dir: &Path, target: SocketAddr) -> Prometheus {
-        let addr = free_loopback_addr();
-        let config = dir.join("prometheus.yml");
-        fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: rsupd\n    static_configs:\n      \
-                 - targets: ['{target}']\n"
-            ),
-        )
-        .expect("writing prometheus.yml");
-        let log = dir.join("prometheus.log");
-        let log_file = fs::File::create(&log).expect("creating prometheus.log");
-        let log_err = log_file.try_clone().expect("dup prometheus.log");
-        let mut cmd = Command::new("prometheus");
-        cmd.arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err);
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("spawning prometheus: {e} (install Debian's `prometheus`; scripts/test.sh does)")
-        });
-        Prometheus { child, addr, log }
+/// The result vector of an instant query of `prometheus`, or why there is
+/// none yet.
+async fn instant_query(
+    prometheus: &mut Prometheus,
+    query: &str,
+) -> Result<Vec<serde_json::Value>, String> {
+    if let Some(status) = prometheus.exited() {
+        return Err(format!("prometheus exited: {status}"));
     }
-
-    /// The result vector of an instant query, or why there is none yet.
-    async fn query(&mut self, query: &str) -> Result<Vec<serde_json::Value>, String> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Err(format!("prometheus exited: {status}"));
-        }
-        let path = format!("/api/v1/query?query={}", percent_encode(query));
-        let (code, body) = http_get(self.addr, &path).await?;
-        if code != 200 {
-            return Err(format!("{code}: {body}"));
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
-        if v["status"] != "success" {
-            return Err(body);
-        }
-        v["data"]["result"]
-            .as_array()
-            .cloned()
-            .ok_or_else(|| format!("no result vector: {body}"))
+    let path = Prometheus::query_path(query);
+    let (code, body) = http_get(prometheus.addr(), &path).await?;
+    if code != 200 {
+        return Err(format!("{code}: {body}"));
     }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        // Our own, not yet reaped child: the pid is still ours.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            eprintln!(
-                "--- prometheus log, last lines ---\n{}\n--- end ---",
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            );
-        }
+    let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    if v["status"] != "success" {
+        return Err(body);
     }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    v["data"]["result"]
+        .as_array()
+        .cloned()
+        .ok_or_else(|| format!("no result vector: {body}"))
 }
 
 /// `promtool check metrics` on `exposition` (stdin); panics unless it passes.
@@ -1050,7 +897,7 @@ fn promtool_check(exposition: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_are_valid_and_scraped_by_a_real_prometheus() {
-    let (d, metrics) = daemon_with_metrics(&[]).await;
+    let (d, metrics) = Daemon::start_with_metrics(&[]).await;
     let live = unique_name("live");
     let live_id = run_detached(&d, &["--name", &live, "-m", "64m"], &["sleep", "1000"]);
     let oom = unique_name("oomed");
@@ -1133,13 +980,13 @@ async fn metrics_are_valid_and_scraped_by_a_real_prometheus() {
     // A real Prometheus scrapes it (its storage in a directory removed
     // after the server is killed: locals drop in reverse order).
     let storage = TempDir::new();
-    let mut prometheus = Prometheus::start(storage.path(), metrics);
+    let mut prometheus = Prometheus::start(storage.path(), metrics, None);
     let query = format!("container_oom_events_total{{name=\"{oom}\"}}");
     let result = eventually(
         "Prometheus to scrape the OOM count",
         patience(Duration::from_secs(30)),
         async || {
-            let result = prometheus.query(&query).await?;
+            let result = instant_query(&mut prometheus, &query).await?;
             match result.as_slice() {
                 [one] if one["value"][1] == "1" => Ok(one.clone()),
                 other => Err(format!("{other:?}")),
@@ -1149,8 +996,7 @@ async fn metrics_are_valid_and_scraped_by_a_real_prometheus() {
     .await;
     assert_eq!(result["metric"]["id"], oom_id.as_str(), "{result}");
     assert_eq!(result["metric"]["job"], "rsupd", "{result}");
-    let up = prometheus
-        .query("up{job=\"rsupd\"}")
+    let up = instant_query(&mut prometheus, "up{job=\"rsupd\"}")
         .await
         .expect("query up");
     assert_eq!(up.len(), 1, "{up:?}");

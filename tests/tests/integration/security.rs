@@ -10,15 +10,15 @@
 //! them, and `unshare`/`setns` stand in for the profile here.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Debug;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::process::Output;
 
 use rsup_client::proto;
-use rsup_client::{Client, Error};
-use rsup_tests::{Daemon, describe, stderr, stdout, unique_name};
+use rsup_tests::{
+    Daemon, code_of, container_ids, describe, run_named, run_named_ok, stderr, unique_name,
+};
 use tonic::Code;
 
 /// Docker's default capabilities, by number (linux/capability.h).
@@ -51,25 +51,12 @@ fn default_mask() -> u64 {
 /// `rsupctl run FLAGS... -- COMMAND...` (with a unique `--name` unless
 /// FLAGS has one), any outcome.
 fn run(d: &Daemon, flags: &[&str], command: &[&str]) -> Output {
-    if flags.contains(&"--name") {
-        return d.run(flags, command);
-    }
-    let name = unique_name("sec");
-    let mut all = vec!["--name", name.as_str()];
-    all.extend_from_slice(flags);
-    d.run(&all, command)
+    run_named(d, "sec", flags, command)
 }
 
 /// [`run`] that must exit 0; returns stdout.
 fn run_ok(d: &Daemon, flags: &[&str], command: &[&str]) -> String {
-    let out = run(d, flags, command);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "run {flags:?} {command:?}\n{}",
-        describe(&out)
-    );
-    stdout(&out)
+    run_named_ok(d, "sec", flags, command)
 }
 
 /// Fields of `/proc/self/status` as the container's command sees them.
@@ -559,26 +546,6 @@ async fn seccomp_unconfined_allows_unshare() {
     assert_eq!(mask(&status, "CapEff"), default_mask());
 }
 
-/// The status code of a call that must fail.
-fn code_of<T: Debug>(what: &str, result: Result<T, Error>) -> Code {
-    match result {
-        Ok(v) => panic!("{what}: expected an error, got {v:?}"),
-        Err(e) => e
-            .code()
-            .unwrap_or_else(|| panic!("{what}: not a gRPC status: {e}")),
-    }
-}
-
-async fn ids(client: &Client) -> BTreeSet<String> {
-    client
-        .list(true)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|c| c.id)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn security_bad_input() {
     let d = Daemon::start().await;
@@ -620,12 +587,12 @@ async fn security_bad_input() {
             },
         ),
     ];
-    let before = ids(d.client()).await;
+    let before = container_ids(d.client()).await;
     for (what, spec) in cases {
         let code = code_of(what, d.client().create(spec).await);
         assert_eq!(code, Code::InvalidArgument, "{what}");
         assert_eq!(
-            ids(d.client()).await,
+            container_ids(d.client()).await,
             before,
             "{what}: a rejected create left a container"
         );
@@ -641,5 +608,9 @@ async fn security_bad_input() {
         &["true"],
     );
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
-    assert_eq!(ids(d.client()).await, before, "rsupctl left a container");
+    assert_eq!(
+        container_ids(d.client()).await,
+        before,
+        "rsupctl left a container"
+    );
 }

@@ -1,0 +1,250 @@
+//! Volumes and mounts: named volumes that outlive a container's crash, its
+//! removal and a restart of rsupd; `:ro` volumes; bind mounts of host
+//! directories; `--read-only` roots with `--tmpfs`; root writes that vanish
+//! with the container; and bad `-v` values refused with nothing created.
+
+use std::fs;
+use std::time::Duration;
+
+use rsup_client::proto::ContainerState;
+use rsup_tests::{
+    Daemon, TempDir, busybox_rootfs, code_of, container_ids, describe, eventually, run_named,
+    run_named_ok, stderr, stdout, unique_name,
+};
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// `rsupctl volume ls` names (first column, header skipped).
+fn volume_names(d: &Daemon) -> Vec<String> {
+    d.ctl_ok(["volume", "ls"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| Some(l.split_whitespace().next()?.to_owned()))
+        .collect()
+}
+
+/// `rsupctl volume inspect NAME`, element 0.
+fn volume_json(d: &Daemon, name: &str) -> serde_json::Value {
+    let text = d.ctl_ok(["volume", "inspect", name]);
+    let all: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("inspect {text:?}: {e}"));
+    all[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn named_volume_survives_crash_rm_and_a_new_container() {
+    let mut d = Daemon::start().await;
+    let out = d.run(
+        &[
+            "-d",
+            "--name",
+            "a",
+            "-v",
+            "data:/data",
+            "--restart",
+            "always",
+        ],
+        &["sh", "-c", "echo one >> /data/f; sleep 1000"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let first = d.wait_state("a", ContainerState::Running, WAIT).await;
+
+    // Created on first use, shown with its user and its host directory.
+    let v = volume_json(&d, "data");
+    assert_eq!(v["Name"], "data", "{v}");
+    assert_eq!(v["Containers"], serde_json::json!(["a"]), "{v}");
+    let mountpoint = v["Mountpoint"].as_str().expect("a mountpoint").to_owned();
+    let file = std::path::Path::new(&mountpoint).join("f");
+    let read = || fs::read_to_string(&file).unwrap_or_default();
+    eventually("the first line", WAIT, async || {
+        (read() == "one\n").then_some(()).ok_or_else(read)
+    })
+    .await;
+
+    // A crash: the policy restarts it, and the volume keeps the first run's line.
+    d.ctl_ok(["kill", "-s", "KILL", "a"]);
+    eventually("a restarted", WAIT, async || {
+        let c = d.client().inspect("a").await.map_err(|e| e.to_string())?;
+        (c.state == ContainerState::Running as i32 && c.restart_count >= 1 && c.pid != first.pid)
+            .then_some(())
+            .ok_or_else(|| format!("{c:?}"))
+    })
+    .await;
+    eventually("two lines", WAIT, async || {
+        (read() == "one\none\n").then_some(()).ok_or_else(read)
+    })
+    .await;
+
+    // Removing the container keeps the volume and its data.
+    d.ctl_ok(["rm", "-f", "a"]);
+    assert!(volume_names(&d).contains(&"data".to_owned()));
+    let out = d.run(&["--rm", "-v", "data:/data"], &["cat", "/data/f"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(stdout(&out), "one\none\n", "{}", describe(&out));
+
+    // And so does a restart of rsupd.
+    d.restart().await;
+    assert!(volume_names(&d).contains(&"data".to_owned()));
+    let out = run_named_ok(&d, "reader", &["-v", "data:/data:ro"], &["cat", "/data/f"]);
+    assert_eq!(out, "one\none\n");
+
+    // In use: refused, with one error line and the gRPC code.
+    let out = d.ctl(["volume", "rm", "data"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: ") && err.lines().count() == 1 && err.contains("in use"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        code_of("remove_volume", d.client().remove_volume("data").await),
+        Code::FailedPrecondition
+    );
+    assert!(volume_names(&d).contains(&"data".to_owned()));
+
+    // Once its users are gone, it goes.
+    for c in d.client().list(true).await.expect("list") {
+        d.ctl_ok(["rm", "-f", &c.id]);
+    }
+    assert!(container_ids(d.client()).await.is_empty());
+    assert_eq!(d.ctl_ok(["volume", "rm", "data"]), "data\n");
+    assert!(!volume_names(&d).contains(&"data".to_owned()));
+    assert!(!std::path::Path::new(&mountpoint).exists(), "{mountpoint}");
+    assert_eq!(
+        code_of("inspect_volume", d.client().inspect_volume("data").await),
+        Code::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_only_volume_refuses_writes() {
+    let d = Daemon::start().await;
+    let out = run_named(
+        &d,
+        "ro",
+        &["-v", "ro1:/data:ro"],
+        &["sh", "-c", "touch /data/x 2>&1"],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("Read-only file system"),
+        "{}",
+        describe(&out)
+    );
+    let v = volume_json(&d, "ro1");
+    let mountpoint = v["Mountpoint"].as_str().expect("a mountpoint");
+    assert!(!std::path::Path::new(mountpoint).join("x").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bind_mount_and_read_only_root() {
+    let d = Daemon::start().await;
+    let host = TempDir::new();
+    let dir = host.path().to_str().expect("utf-8 path").to_owned();
+    fs::write(host.path().join("hello"), "from the host\n").expect("write");
+
+    // Read-only bind: readable, not writable.
+    let ro = format!("{dir}:/host:ro");
+    let out = run_named_ok(&d, "bind", &["-v", &ro], &["cat", "/host/hello"]);
+    assert_eq!(out, "from the host\n");
+    let out = run_named(
+        &d,
+        "bind",
+        &["-v", &ro],
+        &["sh", "-c", "touch /host/new 2>&1"],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(!host.path().join("new").exists());
+
+    // Read-write bind: writes show on the host.
+    let rw = format!("{dir}:/rw");
+    run_named_ok(
+        &d,
+        "bind",
+        &["-v", &rw],
+        &["sh", "-c", "echo from inside > /rw/out"],
+    );
+    assert_eq!(
+        fs::read_to_string(host.path().join("out")).expect("written on the host"),
+        "from inside\n"
+    );
+
+    // A read-only root with a writable tmpfs.
+    let name = unique_name("rootro");
+    let out = d.run(
+        &["--name", &name, "--read-only", "--tmpfs", "/tmp"],
+        &[
+            "sh",
+            "-c",
+            "touch /x 2>&1 && exit 10; touch /tmp/x || exit 11; test -e /tmp/x || exit 12",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("Read-only file system"),
+        "{}",
+        describe(&out)
+    );
+    let j = d.inspect_json(&name);
+    assert_eq!(j["HostConfig"]["ReadonlyRootfs"], true, "{j}");
+    // The daemon reports the options it applied (its default mode=1777).
+    assert!(j["HostConfig"]["Tmpfs"]["/tmp"].is_string(), "{j}");
+    assert!(!busybox_rootfs().join("x").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn root_writes_are_gone_after_rm() {
+    let d = Daemon::start().await;
+    let marker = format!("/{}", unique_name("root-write"));
+    let first = unique_name("writer");
+    let script = format!("echo data > {marker} && cat {marker}");
+    let out = d.run(&["--name", &first], &["sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(stdout(&out), "data\n");
+    d.ctl_ok(["rm", &first]);
+
+    let script = format!("test -e {marker} && echo present || echo absent");
+    let out = run_named_ok(&d, "fresh", &[], &["sh", "-c", &script]);
+    assert_eq!(out, "absent\n");
+    let on_host = busybox_rootfs().join(marker.trim_start_matches('/'));
+    assert!(
+        !on_host.exists(),
+        "{} written into the rootfs",
+        on_host.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn volume_bad_input() {
+    let d = Daemon::start().await;
+    let before = container_ids(d.client()).await;
+    let volumes_before = volume_names(&d);
+    for (volume, code) in [
+        ("data:relative", Code::InvalidArgument),
+        ("data:/a/../b", Code::InvalidArgument),
+        ("bad name:/x", Code::InvalidArgument),
+        ("/nonexistent-rsup-dir:/x", Code::NotFound),
+    ] {
+        let mut spec = d.spec(&unique_name("bad"), &["true"]);
+        spec.volumes = vec![volume.to_owned()];
+        assert_eq!(
+            code_of(volume, d.client().create(spec).await),
+            code,
+            "{volume}"
+        );
+    }
+    // Through rsupctl: one error line, exit 125, nothing created.
+    let out = d.run(&["-v", "data:relative"], &["true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(
+        stderr(&out).starts_with("error: ") && stderr(&out).lines().count() == 1,
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(container_ids(d.client()).await, before);
+    assert!(d.ps_json().is_empty());
+    assert_eq!(volume_names(&d), volumes_before);
+    assert!(!volume_names(&d).contains(&"data".to_owned()));
+}
