@@ -320,6 +320,24 @@ impl Entry {
         }
     }
 
+    /// Whether the exit recorded in `s` will be followed by a restart (its
+    /// policy, or its supervisor's restart type, says so).
+    pub(crate) fn will_restart(&self, s: &Status) -> bool {
+        if self.spec.auto_remove || s.stopped_by_user || s.supervisor_stopping {
+            return false;
+        }
+        let code = s.exit.map_or(-1, |e| e.code);
+        if self.spec.supervisor.is_some() {
+            return ChildRestart::of(&self.spec.restart.policy).restarts(code, s.oom_killed);
+        }
+        self.spec.restart.policy.should_restart(&Ending {
+            exit_code: code,
+            oom_killed: s.oom_killed,
+            stopped_by_user: s.stopped_by_user,
+            restarts: s.restart_count,
+        })
+    }
+
     /// Like [`Entry::signal`], but a container that has just exited is not
     /// an error (stop and remove race with exits).
     pub(crate) fn signal_if_running(&self, sig: i32) -> Result<(), Error> {

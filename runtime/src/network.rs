@@ -638,8 +638,16 @@ impl Runtime {
     /// Publishes or withdraws the container's DNS names according to its
     /// state: present while running or waiting for a policy restart.
     pub(crate) fn sync_dns(&self, entry: &Entry) {
-        let state = entry.status.borrow().state;
-        let live = matches!(state, ContainerState::Running | ContainerState::Restarting);
+        let live = {
+            let s = entry.status.borrow();
+            match s.state {
+                ContainerState::Running | ContainerState::Restarting => true,
+                // Just exited: keep the name if its policy (or supervisor) is
+                // about to restart it, so there is no NXDOMAIN window.
+                ContainerState::Exited => entry.will_restart(&s),
+                ContainerState::Created | ContainerState::Removed => false,
+            }
+        };
         for a in &entry.spec.networks {
             let Some(n) = self.find_network(&a.network) else {
                 continue;
