@@ -203,7 +203,15 @@ async fn measure_cli(
         let mut cmd = tokio::process::Command::new(rsupctl);
         cmd.arg("--socket")
             .arg(socket)
-            .args(["run", "--rm", "--network", "none", "--rootfs", rootfs, "/bin/true"])
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--rootfs",
+                rootfs,
+                "/bin/true",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
