@@ -187,6 +187,41 @@ impl Batch {
     }
 }
 
+/// Runs `op` on each name, printing the name when it succeeds and one
+/// error line when it fails; exits 1 if any failed (`rm` of several things).
+pub async fn each_name<T>(
+    names: &[String],
+    mut op: impl AsyncFnMut(&str) -> Result<T, rsup_client::Error>,
+) -> anyhow::Result<ExitCode> {
+    let mut batch = Batch::default();
+    for name in names {
+        if batch.check(op(name).await).is_some() {
+            say(name)?;
+        }
+    }
+    Ok(batch.exit_code())
+}
+
+/// Fetches each name and prints the ones found as one JSON array (`inspect`
+/// of several things); exits 1 if any failed.
+pub async fn inspect_each<T>(
+    names: &[String],
+    mut fetch: impl AsyncFnMut(&str) -> Result<T, rsup_client::Error>,
+    to_json: impl Fn(&T) -> serde_json::Value,
+) -> anyhow::Result<ExitCode> {
+    let mut batch = Batch::default();
+    let mut found = Vec::new();
+    for name in names {
+        if let Some(item) = batch.check(fetch(name).await) {
+            found.push(to_json(&item));
+        }
+    }
+    let mut out = io::stdout().lock();
+    out.write_all(inspect::pretty(&serde_json::Value::Array(found))?.as_bytes())?;
+    out.write_all(b"\n")?;
+    Ok(batch.exit_code())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

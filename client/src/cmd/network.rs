@@ -11,7 +11,7 @@ use rsup_client::Client;
 use rsup_client::proto::{CreateNetworkRequest, Network};
 use serde_json::{Map, Value, json};
 
-use super::{Batch, inspect, say};
+use super::{each_name, inspect_each, say};
 use crate::format;
 use crate::time::{self, Fraction};
 
@@ -127,13 +127,7 @@ struct Rm {
 
 impl Rm {
     async fn execute(self, client: &Client) -> anyhow::Result<ExitCode> {
-        let mut batch = Batch::default();
-        for name in &self.names {
-            if batch.check(client.remove_network(name).await).is_some() {
-                say(name)?;
-            }
-        }
-        Ok(batch.exit_code())
+        each_name(&self.names, async |name| client.remove_network(name).await).await
     }
 }
 
@@ -147,17 +141,12 @@ struct Inspect {
 
 impl Inspect {
     async fn execute(self, client: &Client) -> anyhow::Result<ExitCode> {
-        let mut batch = Batch::default();
-        let mut found = Vec::new();
-        for name in &self.names {
-            if let Some(network) = batch.check(client.inspect_network(name).await) {
-                found.push(to_json(&network));
-            }
-        }
-        let mut out = io::stdout().lock();
-        out.write_all(inspect::pretty(&Value::Array(found))?.as_bytes())?;
-        out.write_all(b"\n")?;
-        Ok(batch.exit_code())
+        inspect_each(
+            &self.names,
+            async |name| client.inspect_network(name).await,
+            to_json,
+        )
+        .await
     }
 }
 

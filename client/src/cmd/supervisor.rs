@@ -11,7 +11,7 @@ use rsup_client::Client;
 use rsup_client::proto::{CreateSupervisorRequest, Supervisor};
 use serde_json::{Value, json};
 
-use super::{Batch, inspect, say};
+use super::{Batch, each_name, inspect, say};
 use crate::{duration, format};
 
 /// Manage supervisors (trees of restarting containers)
@@ -149,13 +149,10 @@ struct Rm {
 
 impl Rm {
     async fn execute(self, client: &Client) -> anyhow::Result<ExitCode> {
-        let mut batch = Batch::default();
-        for name in &self.names {
-            if batch.check(client.remove_supervisor(name).await).is_some() {
-                say(name)?;
-            }
-        }
-        Ok(batch.exit_code())
+        each_name(&self.names, async |name| {
+            client.remove_supervisor(name).await
+        })
+        .await
     }
 }
 
