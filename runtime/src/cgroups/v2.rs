@@ -59,12 +59,8 @@ impl V2 {
         if *done {
             return Ok(());
         }
-        let is_root = self
-            .own
-            .join("cgroup.type")
-            .exists()
-            .then_some(())
-            .is_none();
+        // The root cgroup has no cgroup.type (and is exempt from the rule).
+        let is_root = !self.own.join("cgroup.type").exists();
         let procs = read_pids(&self.own.join("cgroup.procs"))?;
         if !is_root && !procs.is_empty() {
             let leaf = self.own.join("rsupd");
