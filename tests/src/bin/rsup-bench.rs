@@ -27,9 +27,13 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
+
+#[path = "../benchstats.rs"]
+mod benchstats;
+use benchstats::{Summary, utc_minute};
 use clap::Parser;
 use rsup_client::{Client, proto};
 
@@ -275,112 +279,5 @@ impl Measure {
             "stdev": s.stdev,
             "p95": s.p95,
         })
-    }
-}
-
-/// Summary statistics, computed as Python's `statistics` module does
-/// (median of an even count: mean of the two middle values; sample stdev).
-/// p95 is the nearest-rank percentile: the ceil(0.95 n)-th smallest value.
-#[derive(Debug, PartialEq)]
-struct Summary {
-    n: usize,
-    median: f64,
-    p95: f64,
-    min: f64,
-    max: f64,
-    mean: f64,
-    stdev: f64,
-}
-
-impl Summary {
-    fn of(samples: &[f64]) -> Summary {
-        let mut v = samples.to_vec();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n == 0 {
-            return Summary {
-                n,
-                median: f64::NAN,
-                p95: f64::NAN,
-                min: f64::NAN,
-                max: f64::NAN,
-                mean: f64::NAN,
-                stdev: f64::NAN,
-            };
-        }
-        let median = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
-        let rank = (n * 95).div_ceil(100).max(1);
-        let mean = v.iter().sum::<f64>() / n as f64;
-        let stdev = if n > 1 {
-            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-        } else {
-            0.0
-        };
-        Summary {
-            n,
-            median,
-            p95: v[rank - 1],
-            min: v[0],
-            max: v[n - 1],
-            mean,
-            stdev,
-        }
-    }
-}
-
-/// `YYYY-MM-DD HH:MM UTC`, the `date` format of stats.py.
-fn utc_minute(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
-}
-
-/// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's
-/// `civil_from_days`, for non-negative counts).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn summary_matches_python_statistics() {
-        let s = Summary::of(&[4.0, 1.0, 3.0, 2.0]);
-        assert_eq!(
-            (s.n, s.median, s.min, s.max, s.mean),
-            (4, 2.5, 1.0, 4.0, 2.5)
-        );
-        assert!((s.stdev - 1.290_994_448_735_805_6).abs() < 1e-12);
-        assert_eq!(s.p95, 4.0);
-        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(Summary::of(&hundred).p95, 95.0);
-        assert_eq!(Summary::of(&[7.0]).p95, 7.0);
-    }
-
-    #[test]
-    fn dates_are_utc_minutes() {
-        assert_eq!(utc_minute(UNIX_EPOCH), "1970-01-01 00:00 UTC");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400 + 3_723);
-        assert_eq!(utc_minute(leap), "2000-02-29 01:02 UTC");
     }
 }
