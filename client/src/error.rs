@@ -16,6 +16,13 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// A local file to send (an image archive) could not be read.
+    #[error("{path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The daemon answered with a non-OK status (or the reply was unusable).
     #[error("{}", .0.message())]
     Status(#[from] tonic::Status),
@@ -26,7 +33,7 @@ impl Error {
     /// as a status; `None` when there never was a connection.
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
-            Error::Connect { .. } => None,
+            Error::Connect { .. } | Error::File { .. } => None,
             Error::Status(status) => Some(status.code()),
         }
     }

@@ -5,7 +5,7 @@
 //! returns plain values: replies whose container is unexpectedly missing become
 //! an [`Error::Status`] with code `Internal`, never a panic. The generated
 //! stubs stay reachable through [`Client::containers`], [`Client::supervisors`],
-//! [`Client::networks`], [`Client::volumes`] and
+//! [`Client::networks`], [`Client::volumes`], [`Client::images`] and
 //! [`Client::system`] for callers that need request
 //! metadata or raw responses.
 //!
@@ -21,6 +21,7 @@
 
 mod client;
 mod error;
+mod images;
 
 pub use client::Client;
 pub use error::Error;

@@ -368,6 +368,9 @@ pub(crate) struct Inner {
     pub(crate) supervisors: Mutex<Vec<Arc<Sup>>>,
     pub(crate) networks: Mutex<Vec<Arc<crate::network::Network>>>,
     pub(crate) netlink: tokio::sync::OnceCell<crate::net::Netlink>,
+    pub(crate) images: Arc<crate::image::ImageStore>,
+    /// Creates from an image hold it shared, image removals exclusively.
+    pub(crate) image_gate: tokio::sync::RwLock<()>,
     _lock: StateLock,
 }
 
@@ -377,7 +380,7 @@ pub struct Runtime {
     pub(crate) inner: Arc<Inner>,
 }
 
-fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     let mut b = [0u8; 32];
     if std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
@@ -439,6 +442,9 @@ impl Runtime {
                 }
             },
         };
+        let images = Arc::new(crate::image::ImageStore::open(&root.join("images"))?);
+        crate::images::sweep_views(&root.join("run").join("views"));
+        let _ = remove_dir(&root.join("uploads"));
         let runtime = Runtime {
             inner: Arc::new(Inner {
                 config,
@@ -451,6 +457,8 @@ impl Runtime {
                 supervisors: Mutex::new(Vec::new()),
                 networks: Mutex::new(Vec::new()),
                 netlink: tokio::sync::OnceCell::new(),
+                images,
+                image_gate: tokio::sync::RwLock::new(()),
                 _lock: state_lock,
             }),
         };
@@ -601,10 +609,26 @@ impl Runtime {
         let log = self.inner.config.log;
         let net_req = req.net.clone();
         let mounts_req = (req.volumes.clone(), req.tmpfs.clone());
-        let spec =
-            tokio::task::spawn_blocking(move || ContainerSpec::validate(req, &default_name, log))
-                .await
-                .map_err(|e| Error::FailedPrecondition(format!("validation task failed: {e}")))??;
+        // Held until the container is recorded: its image cannot go away
+        // in between.
+        let _image_gate = if req.image.is_empty() {
+            None
+        } else {
+            Some(self.inner.image_gate.read().await)
+        };
+        let image = if req.image.is_empty() {
+            None
+        } else {
+            Some(self.resolve_image(&req.image).await?)
+        };
+        let spec = tokio::task::spawn_blocking(move || {
+            let (source, view) = image.unzip();
+            let spec = ContainerSpec::validate_with_image(req, &default_name, log, source);
+            drop(view);
+            spec
+        })
+        .await
+        .map_err(|e| Error::FailedPrecondition(format!("validation task failed: {e}")))??;
         if let Some(sup) = &spec.supervisor {
             self.check_supervisor(sup)?;
         }
@@ -1122,6 +1146,9 @@ impl Runtime {
         .await
         .map_err(|e| Error::FailedPrecondition(format!("remove task failed: {e}")))??;
         info!(container = %entry.spec.name, "removed");
+        if entry.spec.image.is_some() {
+            self.collect_layers().await;
+        }
         Ok(())
     }
 

@@ -10,6 +10,8 @@ pub mod cgroups;
 pub mod container;
 pub mod error;
 pub mod health;
+pub mod image;
+pub mod images;
 pub mod logs;
 pub mod net;
 pub mod network;

@@ -46,6 +46,37 @@ pub struct SpecRequest {
     pub tmpfs: Vec<String>,
     /// `--read-only`: the root filesystem is read-only.
     pub read_only: bool,
+    /// An imported image as the root filesystem (instead of `rootfs`).
+    pub image: String,
+    /// `--entrypoint`: replaces the image's Entrypoint ("" clears it).
+    pub entrypoint: Option<String>,
+}
+
+/// An image resolved for a create: its layers and the defaults of its config.
+#[derive(Debug, Clone)]
+pub struct ImageSource {
+    /// The reference as the user gave it.
+    pub reference: String,
+    pub id: String,
+    /// Layer diff ids, bottom first.
+    pub layers: Vec<String>,
+    /// The layers' host directories, top first (overlay's lowerdir order).
+    pub lowerdirs: Vec<PathBuf>,
+    pub config: crate::image::ImageConfig,
+    /// A directory showing the merged layers, where the command and the user
+    /// are looked up.
+    pub view: PathBuf,
+}
+
+/// The image a container runs, as recorded in its spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub reference: String,
+    pub id: String,
+    /// Layer diff ids, bottom first.
+    pub layers: Vec<String>,
+    /// The layers' host directories, top first.
+    pub lowerdirs: Vec<PathBuf>,
 }
 
 /// A health check as requested (Docker's --health-* flags).
@@ -295,8 +326,12 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSpec {
     pub name: String,
-    /// Absolute host path of the read-only lower layer.
+    /// Absolute host path of the read-only lower layer (`--rootfs`); empty
+    /// for a container made from an image.
     pub rootfs: PathBuf,
+    /// The image whose layers are the lower layers, if any.
+    #[serde(default)]
+    pub image: Option<ImageRef>,
     /// argv as given.
     pub command: Vec<String>,
     /// Path of argv\[0\] inside the container, resolved at create time.
@@ -366,13 +401,47 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
 }
 
 impl ContainerSpec {
-    /// Validates `req`; `default_name` is used when the request has none and
-    /// `default_log` fills zero log settings.
+    /// The overlay lower dirs of the root filesystem, top first.
+    pub fn lowerdirs(&self) -> Vec<PathBuf> {
+        match &self.image {
+            Some(img) => img.lowerdirs.clone(),
+            None => vec![self.rootfs.clone()],
+        }
+    }
+
+    /// Validates a request with a `--rootfs` (see [`Self::validate_with_image`]).
     pub fn validate(
         req: SpecRequest,
         default_name: &str,
         default_log: LogConfig,
     ) -> Result<ContainerSpec, Error> {
+        Self::validate_with_image(req, default_name, default_log, None)
+    }
+
+    /// Validates `req`; `default_name` is used when the request has none and
+    /// `default_log` fills zero log settings. `image` is the resolved image
+    /// when the request names one: its config gives the defaults of the
+    /// command (Entrypoint + Cmd), env, working dir and user, which the
+    /// request's fields override as Docker's flags do.
+    pub fn validate_with_image(
+        mut req: SpecRequest,
+        default_name: &str,
+        default_log: LogConfig,
+        image: Option<ImageSource>,
+    ) -> Result<ContainerSpec, Error> {
+        if let Some(img) = &image {
+            if !req.rootfs.is_empty() {
+                return Err(invalid(
+                    "rootfs",
+                    "give either a root filesystem directory or an image, not both",
+                ));
+            }
+            req.apply_image_defaults(&img.config);
+        } else if let Some(e) = req.entrypoint.take()
+            && !e.is_empty()
+        {
+            req.command.insert(0, e);
+        }
         let name = if req.name.is_empty() {
             default_name.to_string()
         } else {
@@ -397,34 +466,18 @@ impl ContainerSpec {
                 format!("{hostname:?} is not a valid hostname"),
             ));
         }
-        if req.rootfs.is_empty() {
-            return Err(invalid("rootfs", "a root filesystem directory is required"));
-        }
-        let rootfs = PathBuf::from(&req.rootfs);
-        if !rootfs.is_absolute() {
-            return Err(invalid(
-                "rootfs",
-                format!("{:?} is not an absolute path", req.rootfs),
-            ));
-        }
-        match std::fs::metadata(&rootfs) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(Error::FailedPrecondition(format!(
-                    "rootfs {} is not a directory",
-                    rootfs.display()
-                )));
+        let (rootfs, lookup_root, root_label) = match &image {
+            Some(img) => (
+                PathBuf::new(),
+                img.view.clone(),
+                format!("image {}", img.reference),
+            ),
+            None => {
+                let rootfs = check_rootfs(&req.rootfs)?;
+                let label = format!("the rootfs {}", rootfs.display());
+                (rootfs.clone(), rootfs, label)
             }
-            Err(e) => {
-                return Err(Error::FailedPrecondition(format!(
-                    "rootfs {}: {e}",
-                    rootfs.display()
-                )));
-            }
-        }
-        let rootfs = rootfs
-            .canonicalize()
-            .map_err(|e| Error::FailedPrecondition(format!("rootfs {}: {e}", rootfs.display())))?;
+        };
 
         for kv in &req.env {
             match kv.split_once('=') {
@@ -444,10 +497,17 @@ impl ContainerSpec {
             ));
         }
 
-        let (user, home) = resolve_user(&rootfs, &req.user)?;
+        let (user, home) = resolve_user(&lookup_root, &req.user)?;
 
         if req.command.is_empty() || req.command[0].is_empty() {
-            return Err(invalid("command", "a command is required"));
+            return Err(invalid(
+                "command",
+                if image.is_some() {
+                    "a command is required: the image has no Entrypoint or Cmd"
+                } else {
+                    "a command is required"
+                },
+            ));
         }
         if req.command.iter().any(|a| a.contains('\0')) {
             return Err(invalid("command", "arguments must not contain NUL bytes"));
@@ -458,7 +518,13 @@ impl ContainerSpec {
             .find_map(|kv| kv.strip_prefix("PATH="))
             .unwrap_or(DEFAULT_PATH)
             .to_string();
-        let executable = resolve_command(&rootfs, &req.command[0], &path_var, &working_dir)?;
+        let executable = resolve_command(
+            &lookup_root,
+            &root_label,
+            &req.command[0],
+            &path_var,
+            &working_dir,
+        )?;
         let has = |env: &[String], k: &str| {
             env.iter()
                 .any(|kv| kv.split_once('=').is_some_and(|(key, _)| key == k))
@@ -500,6 +566,12 @@ impl ContainerSpec {
         Ok(ContainerSpec {
             name,
             rootfs,
+            image: image.map(|img| ImageRef {
+                reference: img.reference,
+                id: img.id,
+                layers: img.layers,
+                lowerdirs: img.lowerdirs,
+            }),
             command: req.command,
             executable,
             env,
@@ -520,6 +592,81 @@ impl ContainerSpec {
             read_only: req.read_only,
         })
     }
+}
+
+impl SpecRequest {
+    /// Fills what the request leaves unset from an image's config, as
+    /// Docker does: the command is Entrypoint + Cmd, where `--entrypoint`
+    /// replaces the Entrypoint (and drops the image's Cmd) and a command
+    /// given replaces the Cmd; the image's env comes first and the
+    /// request's variables override it; working dir and user apply when the
+    /// request has none.
+    fn apply_image_defaults(&mut self, config: &crate::image::ImageConfig) {
+        let entrypoint_overridden = self.entrypoint.is_some();
+        let entrypoint = match self.entrypoint.take() {
+            Some(e) if e.is_empty() => Vec::new(),
+            Some(e) => vec![e],
+            None => config.entrypoint.clone(),
+        };
+        let cmd = if !self.command.is_empty() {
+            std::mem::take(&mut self.command)
+        } else if entrypoint_overridden {
+            Vec::new()
+        } else {
+            config.cmd.clone()
+        };
+        self.command = entrypoint.into_iter().chain(cmd).collect();
+        let key = |kv: &str| kv.split_once('=').map_or(kv, |(k, _)| k).to_string();
+        let mut env: Vec<String> = config
+            .env
+            .iter()
+            .filter(|kv| !self.env.iter().any(|o| key(o) == key(kv)))
+            .cloned()
+            .collect();
+        env.append(&mut self.env);
+        self.env = env;
+        if self.working_dir.is_empty() {
+            self.working_dir = config.working_dir.clone();
+        }
+        if self.user.is_empty() {
+            self.user = config.user.clone();
+        }
+    }
+}
+
+/// Checks a `--rootfs` directory and returns its canonical path.
+fn check_rootfs(given: &str) -> Result<PathBuf, Error> {
+    if given.is_empty() {
+        return Err(invalid(
+            "rootfs",
+            "a root filesystem is required: an image or a directory (--rootfs)",
+        ));
+    }
+    let rootfs = PathBuf::from(given);
+    if !rootfs.is_absolute() {
+        return Err(invalid(
+            "rootfs",
+            format!("{given:?} is not an absolute path"),
+        ));
+    }
+    match std::fs::metadata(&rootfs) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::FailedPrecondition(format!(
+                "rootfs {} is not a directory",
+                rootfs.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Error::FailedPrecondition(format!(
+                "rootfs {}: {e}",
+                rootfs.display()
+            )));
+        }
+    }
+    rootfs
+        .canonicalize()
+        .map_err(|e| Error::FailedPrecondition(format!("rootfs {}: {e}", rootfs.display())))
 }
 
 /// Resolves `path` (absolute, as seen inside the container) to a host path
@@ -582,6 +729,7 @@ fn is_executable_file(p: &Path) -> bool {
 /// to the working directory), a bare name is searched in `path_var`.
 fn resolve_command(
     root: &Path,
+    root_label: &str,
     cmd: &str,
     path_var: &str,
     working_dir: &str,
@@ -606,10 +754,7 @@ fn resolve_command(
     }
     Err(invalid(
         "command",
-        format!(
-            "{cmd:?}: executable file not found in the rootfs {} (PATH {path_var})",
-            root.display()
-        ),
+        format!("{cmd:?}: executable file not found in {root_label} (PATH {path_var})"),
     ))
 }
 
@@ -957,5 +1102,105 @@ mod tests {
             ContainerSpec::validate(missing, "x", LogConfig::default()),
             Err(Error::FailedPrecondition(_))
         ));
+    }
+
+    fn image_config() -> crate::image::ImageConfig {
+        crate::image::ImageConfig {
+            entrypoint: vec!["/bin/entry".into()],
+            cmd: vec!["serve".into(), "--port=80".into()],
+            env: vec!["PATH=/opt/bin:/bin".into(), "MODE=prod".into()],
+            working_dir: "/srv".into(),
+            user: "nobody".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn image_config_gives_the_defaults_that_flags_override() {
+        let apply = |f: &dyn Fn(&mut SpecRequest)| {
+            let mut q = SpecRequest::default();
+            f(&mut q);
+            q.apply_image_defaults(&image_config());
+            q
+        };
+        let q = apply(&|_| {});
+        assert_eq!(q.command, ["/bin/entry", "serve", "--port=80"]);
+        assert_eq!(q.env, ["PATH=/opt/bin:/bin", "MODE=prod"]);
+        assert_eq!(
+            (q.working_dir.as_str(), q.user.as_str()),
+            ("/srv", "nobody")
+        );
+
+        // A command replaces Cmd and keeps the Entrypoint.
+        let q = apply(&|q| q.command = vec!["debug".into()]);
+        assert_eq!(q.command, ["/bin/entry", "debug"]);
+        // --entrypoint replaces the Entrypoint and drops Cmd.
+        let q = apply(&|q| q.entrypoint = Some("/bin/sh".into()));
+        assert_eq!(q.command, ["/bin/sh"]);
+        let q = apply(&|q| {
+            q.entrypoint = Some(String::new());
+            q.command = vec!["ls".into(), "-l".into()];
+        });
+        assert_eq!(q.command, ["ls", "-l"]);
+        // Variables given override the image's by key; the rest stay.
+        let q = apply(&|q| {
+            q.env = vec!["MODE=dev".into(), "X=1".into()];
+            q.working_dir = "/".into();
+            q.user = "0:0".into();
+        });
+        assert_eq!(q.env, ["PATH=/opt/bin:/bin", "MODE=dev", "X=1"]);
+        assert_eq!((q.working_dir.as_str(), q.user.as_str()), ("/", "0:0"));
+    }
+
+    #[test]
+    fn an_image_excludes_a_rootfs_and_looks_up_in_its_view() {
+        let r = rootfs();
+        let source = |view: &Path| ImageSource {
+            reference: "app:1".into(),
+            id: "sha256:00".into(),
+            layers: vec!["sha256:11".into()],
+            lowerdirs: vec![view.to_path_buf()],
+            config: crate::image::ImageConfig {
+                cmd: vec!["sh".into()],
+                ..Default::default()
+            },
+            view: view.to_path_buf(),
+        };
+        let q = SpecRequest::default();
+        let s = ContainerSpec::validate_with_image(
+            q.clone(),
+            "x",
+            LogConfig::default(),
+            Some(source(r.path())),
+        )
+        .expect("valid");
+        assert_eq!(s.executable, "/usr/bin/sh", "found in the view's PATH");
+        assert_eq!(s.rootfs, PathBuf::new());
+        assert_eq!(s.lowerdirs(), [r.path().to_path_buf()]);
+        assert_eq!(s.image.as_ref().map(|i| i.id.as_str()), Some("sha256:00"));
+        let mut both = q;
+        both.rootfs = r.path().display().to_string();
+        assert!(matches!(
+            ContainerSpec::validate_with_image(
+                both,
+                "x",
+                LogConfig::default(),
+                Some(source(r.path()))
+            ),
+            Err(Error::InvalidArgument {
+                field: "rootfs",
+                ..
+            })
+        ));
+        let mut no_cmd = source(r.path());
+        no_cmd.config.cmd.clear();
+        let e = ContainerSpec::validate_with_image(
+            SpecRequest::default(),
+            "x",
+            LogConfig::default(),
+            Some(no_cmd),
+        )
+        .expect_err("no command");
+        assert!(e.to_string().contains("no Entrypoint or Cmd"), "{e}");
     }
 }

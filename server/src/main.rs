@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use rsup_proto::v1::containers_server::ContainersServer;
+use rsup_proto::v1::images_server::ImagesServer;
 use rsup_proto::v1::networks_server::NetworksServer;
 use rsup_proto::v1::supervisors_server::SupervisorsServer;
 use rsup_proto::v1::system_server::SystemServer;
@@ -189,6 +190,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .set_serving::<VolumesServer<grpc::volumes::Service>>()
         .await;
     health
+        .set_serving::<ImagesServer<grpc::images::Service>>()
+        .await;
+    health
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -222,6 +226,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             runtime.clone(),
         )))
         .add_service(VolumesServer::new(grpc::volumes::Service::new(
+            runtime.clone(),
+        )))
+        .add_service(ImagesServer::new(grpc::images::Service::new(
             runtime.clone(),
         )))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), {

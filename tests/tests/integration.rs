@@ -57,3 +57,6 @@ mod security;
 // Named volumes, bind mounts, tmpfs mounts and read-only roots.
 #[path = "integration/volumes.rs"]
 mod volumes;
+// Images: OCI layout and docker-save imports, layers, config defaults.
+#[path = "integration/images.rs"]
+mod images;

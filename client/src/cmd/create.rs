@@ -13,7 +13,7 @@ use rsup_client::proto::{ContainerSpec, HealthCheck, LogConfig, Resources, Resta
 use super::say;
 use crate::{duration, size};
 
-/// Create a container from a root filesystem and print its id
+/// Create a container from an image (or a root filesystem) and print its id
 #[derive(Args)]
 pub struct Create {
     #[command(flatten)]
@@ -35,9 +35,15 @@ pub struct SpecArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// Host directory to use as the container's read-only root
+    /// Host directory to use as the container's read-only root instead of
+    /// an image (then every argument is the command)
     #[arg(long, value_name = "DIR")]
-    pub rootfs: PathBuf,
+    pub rootfs: Option<PathBuf>,
+
+    /// Overwrite the image's entrypoint ("" clears it; the image's CMD is
+    /// then dropped too)
+    #[arg(long, value_name = "COMMAND")]
+    pub entrypoint: Option<String>,
 
     /// Set an environment variable (KEY=VALUE, or KEY to copy it from here)
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
@@ -89,11 +95,11 @@ pub struct SpecArgs {
     #[command(flatten)]
     pub storage: StorageArgs,
 
-    /// Command to run, and its arguments
+    /// IMAGE [COMMAND [ARG...]], or with --rootfs: COMMAND [ARG...]. The
+    /// command and its arguments replace the image's CMD.
     #[arg(
-        value_name = "COMMAND",
-        required = true,
-        num_args = 1..,
+        value_name = "IMAGE [COMMAND]",
+        num_args = 0..,
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
@@ -103,11 +109,25 @@ pub struct SpecArgs {
 impl SpecArgs {
     /// The request's spec. The rootfs is made absolute here, since the daemon
     /// does not share our working directory.
-    pub fn into_spec(self) -> anyhow::Result<ContainerSpec> {
-        let rootfs = std::path::absolute(&self.rootfs)
-            .with_context(|| format!("--rootfs {}", self.rootfs.display()))?;
-        let Some(rootfs) = rootfs.to_str() else {
-            bail!("--rootfs {}: path is not valid UTF-8", rootfs.display());
+    pub fn into_spec(mut self) -> anyhow::Result<ContainerSpec> {
+        let (rootfs, image) = match &self.rootfs {
+            Some(dir) => {
+                let rootfs = std::path::absolute(dir)
+                    .with_context(|| format!("--rootfs {}", dir.display()))?;
+                let Some(rootfs) = rootfs.to_str() else {
+                    bail!("--rootfs {}: path is not valid UTF-8", rootfs.display());
+                };
+                if self.command.is_empty() {
+                    bail!("a command is required after --rootfs DIR");
+                }
+                (rootfs.to_owned(), String::new())
+            }
+            None => {
+                if self.command.is_empty() {
+                    bail!("an image is required (or --rootfs DIR and a command)");
+                }
+                (String::new(), self.command.remove(0))
+            }
         };
         let log =
             (self.log_max_size.is_some() || self.log_max_files.is_some()).then(|| LogConfig {
@@ -116,7 +136,9 @@ impl SpecArgs {
             });
         Ok(ContainerSpec {
             name: self.name.unwrap_or_default(),
-            rootfs: rootfs.to_owned(),
+            rootfs,
+            image,
+            entrypoint: self.entrypoint,
             command: self.command,
             env: environment(self.env, |key| std::env::var(key).ok())?,
             working_dir: self.workdir.unwrap_or_default(),
@@ -449,6 +471,26 @@ mod tests {
     fn parse(args: &[&str]) -> SpecArgs {
         let argv = std::iter::once("rsupctl").chain(args.iter().copied());
         Cli::try_parse_from(argv).expect("valid flags").spec
+    }
+
+    #[test]
+    fn first_argument_is_the_image_without_rootfs() {
+        let spec = parse(&["--entrypoint", "", "busybox:1.36", "sh", "-c", "echo"])
+            .into_spec()
+            .expect("valid spec");
+        assert_eq!(spec.image, "busybox:1.36");
+        assert_eq!(spec.rootfs, "");
+        assert_eq!(spec.command, ["sh", "-c", "echo"]);
+        assert_eq!(spec.entrypoint.as_deref(), Some(""));
+        let spec = parse(&["busybox"]).into_spec().expect("valid spec");
+        assert_eq!(spec.image, "busybox");
+        assert!(spec.command.is_empty());
+        assert_eq!(spec.entrypoint, None);
+        assert!(parse(&["--rm"]).into_spec().is_err(), "no image, no rootfs");
+        assert!(
+            parse(&["--rootfs", "/r"]).into_spec().is_err(),
+            "no command"
+        );
     }
 
     #[test]
@@ -897,7 +939,8 @@ mod tests {
 
     #[test]
     fn command_is_required() {
-        assert!(Cli::try_parse_from(["rsupctl", "--rootfs", "r"]).is_err());
+        let spec = Cli::try_parse_from(["rsupctl", "--rootfs", "r"]).expect("parses");
+        assert!(spec.spec.into_spec().is_err());
     }
 
     #[test]

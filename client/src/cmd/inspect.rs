@@ -56,6 +56,7 @@ fn to_json(c: &Container) -> Value {
     let timestamp = |ts| time::rfc3339(ts, Fraction::Trimmed);
     let mut v = json!({
         "Id": c.id,
+        "ImageId": c.image_id,
         "Name": c.name,
         "Created": timestamp(c.created_at.as_ref()),
         "State": {
@@ -82,6 +83,7 @@ fn to_json(c: &Container) -> Value {
             "User": spec.user,
             "Hostname": spec.hostname,
             "Rootfs": spec.rootfs,
+            "Image": spec.image,
             "AutoRemove": spec.auto_remove,
             "Supervisor": spec.supervisor,
         },

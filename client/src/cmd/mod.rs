@@ -14,6 +14,7 @@ use rsup_client::Client;
 pub mod create;
 pub mod events;
 pub mod exec;
+pub mod image;
 pub mod info;
 pub mod inspect;
 pub mod kill;
@@ -58,6 +59,7 @@ pub enum Command {
     Supervisor(supervisor::Supervisors),
     Network(network::Networks),
     Volume(volume::Volumes),
+    Image(image::Images),
     Tree(tree::Tree),
     Info(info::Info),
 }
@@ -84,6 +86,7 @@ impl Command {
             Command::Supervisor(c) => c.execute(client).await,
             Command::Network(c) => c.execute(client).await,
             Command::Volume(c) => c.execute(client).await,
+            Command::Image(c) => c.execute(client).await,
             Command::Tree(c) => c.execute(client).await,
             Command::Info(c) => c.execute(client).await,
         }
@@ -143,7 +146,7 @@ fn describe_client_error(err: &rsup_client::Error) -> String {
         rsup_client::Error::Status(status) if status.message().is_empty() => {
             status.code().description().to_owned()
         }
-        rsup_client::Error::Status(_) => err.to_string(),
+        rsup_client::Error::Status(_) | rsup_client::Error::File { .. } => err.to_string(),
     }
 }
 

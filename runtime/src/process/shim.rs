@@ -459,12 +459,25 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
     for d in ["rootfs", "upper", "work"] {
         std::fs::create_dir_all(dir.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
     }
+    let lower: Vec<String> = spec
+        .lowerdirs()
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        spec.rootfs.display(),
+        lower.join(":"),
         dir.join("upper").display(),
         dir.join("work").display()
     );
+    // The kernel copies at most a page of mount options.
+    if opts.len() >= 4096 {
+        return Err(format!(
+            "the overlay options of {} layers exceed a page ({} bytes)",
+            lower.len(),
+            opts.len()
+        ));
+    }
     mount(
         Some("overlay"),
         &root,

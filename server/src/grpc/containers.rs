@@ -62,6 +62,8 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> SpecRequest {
         volumes: s.volumes,
         tmpfs: s.tmpfs,
         read_only: s.read_only,
+        image: s.image,
+        entrypoint: s.entrypoint,
         security: SecurityRequest {
             cap_add: s.cap_add,
             cap_drop: s.cap_drop,
@@ -240,7 +242,14 @@ fn container(c: ContainerInfo) -> pb::Container {
                 start_period_ms: Some(millis(h.start_period)),
                 restart_on_unhealthy: h.restart_on_unhealthy,
             }),
+            image: s
+                .image
+                .as_ref()
+                .map(|i| i.reference.clone())
+                .unwrap_or_default(),
+            entrypoint: None,
         }),
+        image_id: s.image.as_ref().map(|i| i.id.clone()).unwrap_or_default(),
         state: state(c.state).into(),
         pid: c.pid,
         created_at: Some(c.created_at.into()),

@@ -2,6 +2,7 @@
 //! The one mapping of runtime errors onto status codes lives here.
 
 pub mod containers;
+pub mod images;
 pub mod networks;
 pub mod supervisors;
 pub mod system;

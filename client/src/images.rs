@@ -1,0 +1,115 @@
+//! The `Images` calls of [`Client`]: import streams a local archive file to
+//! the daemon (so it works over TCP too), in chunks well under gRPC's
+//! message size limit.
+
+use std::path::Path;
+
+use rsup_proto::v1 as proto;
+use rsup_proto::v1::images_client::ImagesClient;
+use tokio::io::AsyncReadExt;
+use tonic::transport::Channel;
+
+use crate::{Client, Error};
+
+/// Bytes per import message.
+const CHUNK: usize = 1 << 20;
+
+impl Client {
+    /// The generated stub of the `Images` service.
+    pub fn images(&self) -> ImagesClient<Channel> {
+        ImagesClient::new(self.channel())
+    }
+
+    /// Sends the archive at `path` (an OCI layout or `docker save` tarball,
+    /// gzip or not) and returns the imported image. `name` tags it.
+    pub async fn import_image(
+        &self,
+        path: &Path,
+        name: Option<&str>,
+    ) -> Result<proto::Image, Error> {
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|source| Error::File {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let first = proto::ImportImageRequest {
+            part: Some(proto::import_image_request::Part::Options(
+                proto::ImportOptions {
+                    name: name.unwrap_or_default().to_owned(),
+                },
+            )),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let path_buf = path.to_path_buf();
+        let reader = tokio::spawn(async move {
+            if tx.send(first).await.is_err() {
+                return Ok(());
+            }
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let mut filled = 0;
+                while filled < CHUNK {
+                    let n = file.read(&mut buf[filled..]).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
+                    return Ok(());
+                }
+                buf.truncate(filled);
+                let msg = proto::ImportImageRequest {
+                    part: Some(proto::import_image_request::Part::Chunk(buf)),
+                };
+                if tx.send(msg).await.is_err() {
+                    // The daemon ended the call; its status says why.
+                    return Ok(());
+                }
+            }
+        });
+        let reply = self
+            .images()
+            .import(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await;
+        let read: std::io::Result<()> = reader.await.unwrap_or(Ok(()));
+        if let Err(source) = read {
+            return Err(Error::File {
+                path: path_buf,
+                source,
+            });
+        }
+        Ok(reply?.into_inner())
+    }
+
+    /// Every image, with the containers made from it.
+    pub async fn list_images(&self) -> Result<Vec<proto::Image>, Error> {
+        let reply = self
+            .images()
+            .list(proto::ListImagesRequest {})
+            .await?
+            .into_inner();
+        Ok(reply.images)
+    }
+
+    /// One image by reference, id or unique id prefix.
+    pub async fn inspect_image(&self, image: &str) -> Result<proto::Image, Error> {
+        let request = proto::InspectImageRequest {
+            image: image.to_owned(),
+        };
+        Ok(self.images().inspect(request).await?.into_inner())
+    }
+
+    /// Removes an image; `force` removes it even while containers use it.
+    pub async fn remove_image(&self, image: &str, force: bool) -> Result<proto::Image, Error> {
+        let request = proto::RemoveImageRequest {
+            image: image.to_owned(),
+            force,
+        };
+        let reply = self.images().remove(request).await?.into_inner();
+        reply
+            .image
+            .ok_or_else(|| Error::Status(tonic::Status::internal("the reply has no image")))
+    }
+}

@@ -1,0 +1,288 @@
+//! The image verbs of [`Runtime`]: import, list, inspect and remove, and the
+//! resolution of an image into the lower layers of a new container.
+//!
+//! The layer store itself is [`crate::image::ImageStore`]; this file adds
+//! what needs the containers: an image used by a container is not removed
+//! unless forced, a forced removal keeps the layers containers still mount
+//! (they go with the last such container), and a create and a removal of
+//! the same image never interleave (the image gate: creates take it shared,
+//! removals exclusively).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use futures::{Stream, StreamExt};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use tokio::io::AsyncWriteExt;
+use tracing::{info, warn};
+
+use crate::container::lock;
+use crate::image::Image;
+use crate::spec::ImageSource;
+use crate::{Error, Runtime};
+
+/// An image and the names of the containers made from it.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    pub image: Image,
+    pub containers: Vec<String>,
+}
+
+fn blocking_failed(e: tokio::task::JoinError) -> Error {
+    Error::FailedPrecondition(format!("image task failed: {e}"))
+}
+
+fn store_io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let f = crate::store::io_err(op, path);
+    move |e| Error::Store(f(e))
+}
+
+/// A read-only overlay of an image's layers, mounted in rsupd's own mount
+/// namespace while a create looks the command and the user up in it;
+/// unmounted on drop. A single-layer image needs no mount.
+pub(crate) struct View {
+    path: PathBuf,
+    mounted: bool,
+}
+
+impl View {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Mounts the lower dirs (top first) under `views_dir`.
+    fn mount(views_dir: &Path, lowerdirs: &[PathBuf]) -> Result<View, Error> {
+        match lowerdirs {
+            [] => Err(Error::FailedPrecondition("the image has no layers".into())),
+            [only] => Ok(View {
+                path: only.clone(),
+                mounted: false,
+            }),
+            _ => {
+                std::fs::create_dir_all(views_dir).map_err(store_io("mkdir", views_dir))?;
+                let path = views_dir.join(crate::container::random_id());
+                std::fs::create_dir(&path).map_err(store_io("mkdir", &path))?;
+                let lower: Vec<String> =
+                    lowerdirs.iter().map(|d| d.display().to_string()).collect();
+                let opts = format!("lowerdir={}", lower.join(":"));
+                if let Err(e) = mount(
+                    Some("overlay"),
+                    &path,
+                    Some("overlay"),
+                    MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+                    Some(opts.as_str()),
+                ) {
+                    let _ = std::fs::remove_dir(&path);
+                    return Err(Error::FailedPrecondition(format!(
+                        "mounting the image's layers at {}: {e}",
+                        path.display()
+                    )));
+                }
+                Ok(View {
+                    path,
+                    mounted: true,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        if self.mounted {
+            if let Err(e) = umount2(&self.path, MntFlags::MNT_DETACH) {
+                warn!(path = %self.path.display(), error = %e, "cannot unmount an image view");
+            }
+            let _ = std::fs::remove_dir(&self.path);
+        }
+    }
+}
+
+/// Unmounts and removes views a killed rsupd left behind.
+pub(crate) fn sweep_views(views_dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(views_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let _ = umount2(&p, MntFlags::MNT_DETACH);
+        if let Err(e) = std::fs::remove_dir(&p) {
+            warn!(path = %p.display(), error = %e, "cannot remove a leftover image view");
+        }
+    }
+}
+
+impl Runtime {
+    fn views_dir(&self) -> PathBuf {
+        self.inner.config.state_dir.join("run").join("views")
+    }
+
+    fn uploads_dir(&self) -> PathBuf {
+        self.inner.config.state_dir.join("uploads")
+    }
+
+    /// Names of the containers made from image `id`.
+    fn users_of(&self, id: &str) -> Vec<String> {
+        lock(&self.inner.containers)
+            .iter()
+            .filter(|e| e.spec.image.as_ref().is_some_and(|i| i.id == id))
+            .map(|e| e.spec.name.clone())
+            .collect()
+    }
+
+    /// Layers the containers mount.
+    fn layers_in_use(&self) -> HashSet<String> {
+        lock(&self.inner.containers)
+            .iter()
+            .filter_map(|e| e.spec.image.as_ref())
+            .flat_map(|i| i.layers.iter().cloned())
+            .collect()
+    }
+
+    fn info_of(&self, image: Image) -> ImageInfo {
+        let containers = self.users_of(&image.id);
+        ImageInfo { image, containers }
+    }
+
+    /// Imports an archive file on rsupd's host.
+    pub async fn import_image_file(
+        &self,
+        archive: &Path,
+        name: Option<&str>,
+    ) -> Result<ImageInfo, Error> {
+        let store = self.inner.images.clone();
+        let archive = archive.to_path_buf();
+        let name = name.map(str::to_string);
+        let image = tokio::task::spawn_blocking(move || store.import(&archive, name.as_deref()))
+            .await
+            .map_err(blocking_failed)??;
+        info!(image = %image.id, names = ?image.names, "imported");
+        Ok(self.info_of(image))
+    }
+
+    /// Imports an archive sent in chunks (the client's file): spooled to
+    /// the state directory, imported, then deleted.
+    pub async fn import_image<S>(&self, chunks: S, name: Option<&str>) -> Result<ImageInfo, Error>
+    where
+        S: Stream<Item = Result<Vec<u8>, Error>> + Unpin,
+    {
+        let dir = self.uploads_dir();
+        std::fs::create_dir_all(&dir).map_err(store_io("mkdir", &dir))?;
+        let path = dir.join(format!("{}.tar", crate::container::random_id()));
+        let result = async {
+            let mut file = tokio::fs::File::create(&path)
+                .await
+                .map_err(store_io("create", &path))?;
+            let mut chunks = chunks;
+            let mut total = 0u64;
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
+                total += chunk.len() as u64;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(store_io("write", &path))?;
+            }
+            file.flush().await.map_err(store_io("write", &path))?;
+            drop(file);
+            if total == 0 {
+                return Err(Error::InvalidArgument {
+                    field: "archive",
+                    reason: "the archive is empty".into(),
+                });
+            }
+            self.import_image_file(&path, name).await
+        }
+        .await;
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(path = %path.display(), error = %e, "cannot remove an uploaded archive");
+        }
+        result
+    }
+
+    pub fn images(&self) -> Result<Vec<ImageInfo>, Error> {
+        Ok(self
+            .inner
+            .images
+            .list()?
+            .into_iter()
+            .map(|i| self.info_of(i))
+            .collect())
+    }
+
+    pub fn inspect_image(&self, reference: &str) -> Result<ImageInfo, Error> {
+        let image = self.inner.images.get(reference)?;
+        Ok(self.info_of(image))
+    }
+
+    /// Removes an image; refused while containers use it unless `force`
+    /// (then the layers they mount stay until the last of them is removed).
+    pub async fn remove_image(&self, reference: &str, force: bool) -> Result<ImageInfo, Error> {
+        let _gate = self.inner.image_gate.write().await;
+        let image = self.inner.images.get(reference)?;
+        let users = self.users_of(&image.id);
+        if !users.is_empty() && !force {
+            return Err(Error::FailedPrecondition(format!(
+                "image {reference} is used by container(s) {}: remove them first or force the removal",
+                users.join(", ")
+            )));
+        }
+        let in_use = self.layers_in_use();
+        let store = self.inner.images.clone();
+        let id = image.id.clone();
+        let removed = tokio::task::spawn_blocking(move || store.remove(&id, &in_use))
+            .await
+            .map_err(blocking_failed)??;
+        info!(image = %removed.id, "removed");
+        Ok(ImageInfo {
+            image: removed,
+            containers: users,
+        })
+    }
+
+    /// After a container made from an image is gone: deletes layers that
+    /// only force-removed images had.
+    pub(crate) async fn collect_layers(&self) {
+        let _gate = self.inner.image_gate.write().await;
+        let in_use = self.layers_in_use();
+        let store = self.inner.images.clone();
+        match tokio::task::spawn_blocking(move || store.gc(&in_use)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => info!(layers = n, "removed layers no image or container uses"),
+            Ok(Err(e)) => warn!(error = %e, "cannot collect unused layers"),
+            Err(e) => warn!(error = %e, "layer collection failed"),
+        }
+    }
+
+    /// Resolves an image reference for a create and mounts a view of its
+    /// layers for the lookups of validation. The caller holds the image
+    /// gate (shared) until the container is recorded.
+    pub(crate) async fn resolve_image(
+        &self,
+        reference: &str,
+    ) -> Result<(ImageSource, View), Error> {
+        let store = self.inner.images.clone();
+        let views = self.views_dir();
+        let reference = reference.to_string();
+        tokio::task::spawn_blocking(move || {
+            let image = store.get(&reference).map_err(|e| match e {
+                Error::NotFound(_) => Error::NotFound(format!("no such image: {reference}")),
+                e => e,
+            })?;
+            let lowerdirs = store.layer_dirs(&image);
+            let view = View::mount(&views, &lowerdirs)?;
+            let source = ImageSource {
+                reference,
+                id: image.id,
+                layers: image.layers,
+                lowerdirs,
+                config: image.config,
+                view: view.path().to_path_buf(),
+            };
+            Ok((source, view))
+        })
+        .await
+        .map_err(blocking_failed)?
+    }
+}
