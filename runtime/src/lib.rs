@@ -10,6 +10,7 @@ pub mod cgroups;
 pub mod container;
 pub mod error;
 pub mod health;
+pub mod image;
 pub mod logs;
 pub mod net;
 pub mod network;
