@@ -235,3 +235,48 @@ pub fn set_no_new_privs() -> nix::Result<()> {
     let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     if r < 0 { Err(Errno::last()) } else { Ok(()) }
 }
+
+fn path_cstring(path: &std::path::Path) -> nix::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// Sets the extended attribute `name` of `path` to `value` without following
+/// a final symlink (`lsetxattr(2)`; nix 0.32 has no xattr calls). Used for
+/// overlayfs' `trusted.overlay.opaque`.
+pub fn lsetxattr(path: &std::path::Path, name: &str, value: &[u8]) -> nix::Result<()> {
+    let p = path_cstring(path)?;
+    let n = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: `p` and `n` are NUL-terminated strings that outlive the call and
+    // `value` is a valid slice of `value.len()` bytes; the kernel only reads
+    // them.
+    let r = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// Reads the extended attribute `name` of `path` without following a final
+/// symlink (`lgetxattr(2)`); `Ok(None)` when the attribute is not set.
+pub fn lgetxattr(path: &std::path::Path, name: &str) -> nix::Result<Option<Vec<u8>>> {
+    let p = path_cstring(path)?;
+    let n = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: `p` and `n` are NUL-terminated strings that outlive the call;
+    // the kernel writes at most `buf.len()` bytes into `buf`, which we own.
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return match Errno::last() {
+            Errno::ENODATA => Ok(None),
+            e => Err(e),
+        };
+    }
+    buf.truncate(usize::try_from(r).map_err(|_| Errno::EINVAL)?);
+    Ok(Some(buf))
+}

@@ -1,0 +1,1 @@
+//! Unit tests of the image store (root: mknod, xattrs, overlay mounts).
