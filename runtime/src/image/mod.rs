@@ -253,11 +253,9 @@ impl ImageStore {
                 let Ok(f) = OpenOptions::new().write(true).open(p) else {
                     return false;
                 };
-                match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-                    // Nobody holds it: a leftover.
-                    Ok(_) => false,
-                    Err(_) => true,
-                }
+                // Held by a running import; if we get it, nobody holds it: a
+                // leftover.
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
             })
             .map(|p| p.with_extension(""))
             .collect();
