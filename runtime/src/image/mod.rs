@@ -335,6 +335,14 @@ impl ImageStore {
                 staged.push(Some(self.stage_layer(&staging, l)?));
             }
         }
+        if staged.iter().any(Option::is_some) {
+            // The unpacked files reach the disk before they are renamed into
+            // place, so a layer in layers/ is complete even after a power
+            // loss.
+            File::open(&staging.dir)
+                .and_then(|d| nix::unistd::syncfs(&d).map_err(std::io::Error::from))
+                .map_err(io_err("syncfs", &staging.dir))?;
+        }
         let _lock = self.lock()?;
         let mut placed = Vec::new();
         let result = self.commit(&staging, &parsed, &staged, names, &mut placed);
