@@ -501,6 +501,100 @@ fn a_name_moves_to_the_newest_image() {
     assert_eq!(a_now.names, vec!["keep:latest".to_string()]);
 }
 
+/// The offset in the archive of member `member` and its content.
+fn member(archive: &Path, member: &str) -> (u64, Vec<u8>) {
+    let mut ar = tar::Archive::new(fs::File::open(archive).expect("open"));
+    for e in ar.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        if e.path().expect("path").to_string_lossy() == member {
+            let pos = e.raw_file_position();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).expect("read");
+            return (pos, data);
+        }
+    }
+    panic!("{member} not in the archive");
+}
+
+/// Overwrites bytes of the archive member `name` where `from` first occurs
+/// in it with `to` (same length).
+fn patch(archive: &Path, name: &str, from: &[u8], to: &[u8]) {
+    assert_eq!(from.len(), to.len());
+    let (pos, data) = member(archive, name);
+    let at = data
+        .windows(from.len())
+        .position(|w| w == from)
+        .unwrap_or_else(|| panic!("{:?} not in {name}", String::from_utf8_lossy(from)));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(archive)
+        .expect("open rw");
+    f.seek(SeekFrom::Start(pos + at as u64)).expect("seek");
+    f.write_all(to).expect("write");
+}
+
+#[test]
+fn a_descriptor_size_that_lies_is_refused() {
+    let work = tmpdir();
+    let archive = work.path().join("i.tar");
+    build::oci_layout_tar(
+        &archive,
+        &[vec![TarEntry::file("f", "f")]],
+        &ImageConfig::default(),
+        &BuildOptions::default(),
+    )
+    .expect("build");
+    let (_, manifest) = member(&archive, "index.json");
+    let manifest_digest = serde_json::from_slice::<serde_json::Value>(&manifest).expect("json")
+        ["manifests"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    // The manifest is content-addressed (a wrong config size in it breaks its
+    // digest first): lie in index.json about the manifest's size instead.
+    let (_, m) = member(&archive, &blob(&manifest_digest));
+    let mlen = m.len();
+    patch(
+        &archive,
+        "index.json",
+        format!("\"size\":{mlen}").as_bytes(),
+        // Toggling the low bit keeps the number of digits.
+        format!("\"size\":{}", mlen ^ 1).as_bytes(),
+    );
+    let store = ImageStore::open(&work.path().join("store")).expect("open");
+    let msg = err_text(store.import(&archive, None));
+    assert!(msg.contains("size mismatch"), "{msg}");
+    assert_store_empty(store.root());
+}
+
+#[test]
+fn a_bare_tag_ref_name_is_not_taken_as_a_name() {
+    let work = tmpdir();
+    let archive = work.path().join("i.tar");
+    build::oci_layout_tar(
+        &archive,
+        &[vec![TarEntry::file("f", "f")]],
+        &ImageConfig::default(),
+        &BuildOptions {
+            ref_name: Some("busybox:1.36".into()),
+            ..BuildOptions::default()
+        },
+    )
+    .expect("build");
+    // Hide the containerd name: only ref.name = "1.36" remains.
+    patch(
+        &archive,
+        "index.json",
+        b"io.containerd.image.name",
+        b"io.containerd.image.xxxx",
+    );
+    let store = ImageStore::open(&work.path().join("store")).expect("open");
+    let image = store.import(&archive, None).expect("import");
+    assert!(image.names.is_empty(), "{:?}", image.names);
+    let named = store.import(&archive, Some("bb:1.36")).expect("named");
+    assert_eq!(named.names, vec!["bb:1.36".to_string()]);
+}
+
 /// Flips one byte of the archive member `member`, `at` bytes into it (the
 /// middle if `at` is past its end).
 fn flip(archive: &Path, member: &str, at: u64) {
