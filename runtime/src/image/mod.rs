@@ -534,6 +534,9 @@ impl ImageStore {
     pub fn remove(&self, reference: &str, layers_in_use: &HashSet<String>) -> Result<Image, Error> {
         let _lock = self.lock()?;
         let image = self.get(reference)?;
+        // Refuse before removing anything if a record is unreadable (the gc
+        // below could not tell which layers it uses).
+        self.records()?;
         let path = self
             .root
             .join("images")

@@ -1115,3 +1115,35 @@ fn normalize_reference_follows_dockers_rules() {
             .contains("not supported")
     );
 }
+
+#[test]
+fn a_host_directory_becomes_a_layer() {
+    let work = tmpdir();
+    let src = work.path().join("rootfs");
+    fs::create_dir_all(src.join("usr/bin")).expect("mkdir");
+    fs::write(src.join("usr/bin/tool"), "tool").expect("tool");
+    fs::set_permissions(src.join("usr/bin/tool"), fs::Permissions::from_mode(0o750))
+        .expect("chmod");
+    std::os::unix::fs::symlink("usr/bin", src.join("bin")).expect("symlink");
+    let base = build::entries_from_dir(&src, "").expect("entries");
+    assert_eq!(
+        base.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+        vec!["bin", "usr", "usr/bin", "usr/bin/tool"]
+    );
+    let archive = work.path().join("i.tar");
+    build::docker_save_tar(
+        &archive,
+        &build::two_layers(base),
+        &ImageConfig::default(),
+        &BuildOptions::default(),
+    )
+    .expect("build");
+    let store = ImageStore::open(&work.path().join("store")).expect("open");
+    let image = store.import(&archive, Some("dir")).expect("import");
+    let target = work.path().join("m");
+    let _ov = Overlay::mount(&store.layer_dirs(&image), &target);
+    let tool = fs::metadata(target.join("bin/tool")).expect("through the symlink");
+    assert_eq!(tool.permissions().mode() & 0o7777, 0o750);
+    assert!(target.join("data/a.txt").exists() && target.join("data/b.txt").exists());
+    assert!(!target.join("etc/removed.txt").exists());
+}
