@@ -1147,3 +1147,88 @@ fn a_host_directory_becomes_a_layer() {
     assert!(target.join("data/a.txt").exists() && target.join("data/b.txt").exists());
     assert!(!target.join("etc/removed.txt").exists());
 }
+
+/// The static busybox the integration tests use too (`RSUP_BUSYBOX` or
+/// `/bin/busybox`; scripts/test.sh installs busybox-static).
+fn host_busybox() -> PathBuf {
+    let p = std::env::var_os("RSUP_BUSYBOX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/bin/busybox"));
+    assert!(
+        p.is_file(),
+        "{} missing: install busybox-static or set RSUP_BUSYBOX",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn a_busybox_image_runs_in_its_merged_root() {
+    let work = tmpdir();
+    let layers = build::two_layers(build::busybox_rootfs(
+        &host_busybox(),
+        &["sh", "cat", "test", "echo"],
+    ));
+    let archive = work.path().join("bb.tar.gz");
+    build::docker_save_tar(
+        &archive,
+        &layers,
+        &ImageConfig::default(),
+        &BuildOptions {
+            ref_name: Some("busybox:test".into()),
+            gzip_outer: true,
+            ..BuildOptions::default()
+        },
+    )
+    .expect("build");
+    let store = ImageStore::open(&work.path().join("store")).expect("open");
+    let image = store.import(&archive, None).expect("import");
+    assert_eq!(store.get("busybox:test").expect("get"), image);
+    let target = work.path().join("root");
+    let _ov = Overlay::mount(&store.layer_dirs(&image), &target);
+    let out = std::process::Command::new("chroot")
+        .arg(&target)
+        .args([
+            "/bin/sh",
+            "-c",
+            "cat /data/a.txt /data/b.txt; test -e /etc/removed.txt || echo gone",
+        ])
+        .output()
+        .expect("chroot");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "a from layer 1\nb from layer 2\ngone\n"
+    );
+}
+
+#[test]
+fn an_unreadable_record_stops_gc_and_remove_from_deleting() {
+    let work = tmpdir();
+    let archive = work.path().join("i.tar");
+    build::oci_layout_tar(
+        &archive,
+        &[vec![TarEntry::file("f", "f")]],
+        &ImageConfig::default(),
+        &BuildOptions::default(),
+    )
+    .expect("build");
+    let store = ImageStore::open(&work.path().join("store")).expect("open");
+    let image = store.import(&archive, Some("x")).expect("import");
+    let record = store
+        .root()
+        .join("images")
+        .join(format!("{}.json", &image.id[7..]));
+    fs::write(&record, "{ torn").expect("corrupt");
+    assert!(matches!(
+        store.gc(&HashSet::new()),
+        Err(Error::Store(crate::store::StoreError::Json { .. }))
+    ));
+    fake_record(&store, &"e".repeat(64), &["other:latest"]);
+    assert!(matches!(
+        store.remove("other", &HashSet::new()),
+        Err(Error::Store(crate::store::StoreError::Json { .. }))
+    ));
+    assert!(store.get("other").is_ok());
+    assert_eq!(count(&store.root().join("layers")), 1);
+}
