@@ -161,12 +161,19 @@ fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf, Error> {
     inside(dir, &format!("blobs/sha256/{hex}"))
 }
 
-/// Reads a small JSON blob and checks its digest.
-fn read_verified(path: &Path, what: &str, digest: &str) -> Result<Vec<u8>, Error> {
+/// Reads a small JSON blob and checks its digest (and its size, when a
+/// descriptor gives one).
+fn read_verified(
+    path: &Path,
+    what: &str,
+    digest: &str,
+    size: Option<u64>,
+) -> Result<Vec<u8>, Error> {
     let mut data = Vec::new();
     File::open(path)
         .and_then(|f| BufReader::new(f).take(64 << 20).read_to_end(&mut data))
         .map_err(|e| bad(format!("{what}: {e}")))?;
+    check_size(what, size, data.len() as u64)?;
     let got = format!("sha256:{}", hex(&Sha256::digest(&data)));
     if got != digest {
         return Err(bad(format!(
@@ -174,6 +181,16 @@ fn read_verified(path: &Path, what: &str, digest: &str) -> Result<Vec<u8>, Error
         )));
     }
     Ok(data)
+}
+
+/// A descriptor's size must be the blob's.
+pub(crate) fn check_size(what: &str, expected: Option<u64>, got: u64) -> Result<(), Error> {
+    match expected {
+        Some(e) if e != got => Err(bad(format!(
+            "{what} size mismatch: the descriptor says {e} bytes, the blob has {got}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Architecture name of this machine as OCI spells it.
@@ -223,6 +240,7 @@ fn parse_oci(dir: &Path) -> Result<Parsed, Error> {
         &blob_path(dir, &config_digest)?,
         &format!("config {config_digest}"),
         &config_digest,
+        Some(manifest.config().size()),
     )?;
     let config = ImageConfiguration::from_reader(&config_bytes[..])
         .map_err(|e| bad(format!("config {config_digest}: {e}")))?;
@@ -245,8 +263,13 @@ fn parse_oci(dir: &Path) -> Result<Parsed, Error> {
             )));
         }
         sha256_hex(diff_id)?;
+        let path = blob_path(dir, &digest)?;
+        let len = fs::metadata(&path)
+            .map_err(|e| bad(format!("layer {digest}: {e}")))?
+            .len();
+        check_size(&format!("layer {digest}"), Some(d.size()), len)?;
         layers.push(LayerRef {
-            path: blob_path(dir, &digest)?,
+            path,
             blob_digest: Some(digest),
             diff_id: diff_id.clone(),
         });
@@ -315,16 +338,22 @@ fn pick(
         }
     };
     let mut kind = Kind::Manifest;
+    let mut size = None;
     for d in candidates
         .iter()
         .filter(|d| d.digest().to_string() == chosen)
     {
         kind = kind_of(d).unwrap_or(Kind::Manifest);
+        size = Some(d.size());
         if let Some(a) = d.annotations() {
             if let Some(n) = a.get(CONTAINERD_NAME) {
                 names.push(n.clone());
             } else if let Some(n) = a.get(oci_spec::image::ANNOTATION_REF_NAME) {
-                names.push(n.clone());
+                // Often only a tag ("latest", "1.36"): a name needs a
+                // repository, so a bare word without '/' or ':' is left out.
+                if n.contains('/') || n.contains(':') {
+                    names.push(n.clone());
+                }
             }
         }
     }
@@ -332,6 +361,7 @@ fn pick(
         &blob_path(dir, &chosen)?,
         &format!("manifest {chosen}"),
         &chosen,
+        size,
     )?;
     match kind {
         Kind::Index => {
@@ -392,6 +422,7 @@ fn parse_docker(dir: &Path) -> Result<Parsed, Error> {
         &inside(dir, &first.config)?,
         &format!("config {config_digest}"),
         &config_digest,
+        None,
     )?;
     let config = ImageConfiguration::from_reader(&config_bytes[..])
         .map_err(|e| bad(format!("config {config_digest}: {e}")))?;

@@ -267,7 +267,11 @@ fn append_entry(b: &mut tar::Builder<Vec<u8>>, e: &TarEntry) -> io::Result<()> {
             h.set_device_major(*major)?;
             h.set_device_minor(*minor)?;
         }
-        EntryKind::Fifo => h.set_entry_type(tar::EntryType::Fifo),
+        EntryKind::Fifo => {
+            h.set_entry_type(tar::EntryType::Fifo);
+            h.set_device_major(0)?;
+            h.set_device_minor(0)?;
+        }
     }
     let name = e.path.as_bytes();
     if name.len() <= 100 {

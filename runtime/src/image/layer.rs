@@ -287,8 +287,15 @@ fn make_node<R: Read>(target: &Path, entry: &tar::Entry<'_, R>) -> io::Result<()
         tar::EntryType::Block => SFlag::S_IFBLK,
         _ => SFlag::S_IFIFO,
     };
-    let major = h.device_major()?.unwrap_or(0);
-    let minor = h.device_minor()?.unwrap_or(0);
+    // A fifo has no device numbers (some writers leave the fields blank).
+    let (major, minor) = if kind == SFlag::S_IFIFO {
+        (0, 0)
+    } else {
+        (
+            h.device_major()?.unwrap_or(0),
+            h.device_minor()?.unwrap_or(0),
+        )
+    };
     let mode = h.mode()? & 0o7777;
     remove_any(target)?;
     nix::sys::stat::mknod(

@@ -253,11 +253,9 @@ impl ImageStore {
                 let Ok(f) = OpenOptions::new().write(true).open(p) else {
                     return false;
                 };
-                match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-                    // Nobody holds it: a leftover.
-                    Ok(_) => false,
-                    Err(_) => true,
-                }
+                // Held by a running import; if we get it, nobody holds it: a
+                // leftover.
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
             })
             .map(|p| p.with_extension(""))
             .collect();
@@ -336,6 +334,14 @@ impl ImageStore {
             } else {
                 staged.push(Some(self.stage_layer(&staging, l)?));
             }
+        }
+        if staged.iter().any(Option::is_some) {
+            // The unpacked files reach the disk before they are renamed into
+            // place, so a layer in layers/ is complete even after a power
+            // loss.
+            File::open(&staging.dir)
+                .and_then(|d| nix::unistd::syncfs(&d).map_err(std::io::Error::from))
+                .map_err(io_err("syncfs", &staging.dir))?;
         }
         let _lock = self.lock()?;
         let mut placed = Vec::new();
@@ -528,6 +534,9 @@ impl ImageStore {
     pub fn remove(&self, reference: &str, layers_in_use: &HashSet<String>) -> Result<Image, Error> {
         let _lock = self.lock()?;
         let image = self.get(reference)?;
+        // Refuse before removing anything if a record is unreadable (the gc
+        // below could not tell which layers it uses).
+        self.records()?;
         let path = self
             .root
             .join("images")
