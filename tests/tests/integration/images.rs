@@ -142,7 +142,8 @@ async fn oci_and_docker_save_images_run_with_their_layers_and_config() {
     let docker_id = import(&d, &docker, "docker-app");
     assert!(oci_id.starts_with("sha256:"), "{oci_id}");
 
-    let expected = "a from layer 1\nb from layer 2\nremoved-is-gone\ngreeting=hello pwd=/data uid=1000\n";
+    let expected =
+        "a from layer 1\nb from layer 2\nremoved-is-gone\ngreeting=hello pwd=/data uid=1000\n";
     for image in ["oci-app:1", "docker-app", "docker-app:latest"] {
         assert_eq!(run_image(&d, &[], image, &[]), expected, "{image}");
     }
@@ -187,8 +188,19 @@ async fn oci_and_docker_save_images_run_with_their_layers_and_config() {
     // Inspect and ls show the images with their config and layers.
     let v = image_json(&d, "oci-app:1");
     assert_eq!(v["Id"], oci_id.as_str(), "{v}");
-    assert_eq!(v["RepoTags"], serde_json::json!(["oci-app:1"]), "{v}");
-    assert_eq!(v["RootFS"]["Layers"].as_array().map(Vec::len), Some(2), "{v}");
+    // Same config, same layers: the same image (content-addressed), known
+    // by both names.
+    assert_eq!(oci_id, docker_id);
+    assert_eq!(
+        v["RepoTags"],
+        serde_json::json!(["oci-app:1", "docker-app:latest"]),
+        "{v}"
+    );
+    assert_eq!(
+        v["RootFS"]["Layers"].as_array().map(Vec::len),
+        Some(2),
+        "{v}"
+    );
     assert_eq!(v["Config"]["WorkingDir"], "/data", "{v}");
     assert_eq!(v["Config"]["User"], "1000:1000", "{v}");
     let ls = d.ctl_ok(["image", "ls"]);
@@ -231,7 +243,11 @@ async fn layers_are_shared_and_root_writes_go_with_the_container() {
     }
     for name in [&a, &b] {
         let out = d.ctl_ok(["exec", name.as_str(), "cat", "/etc/written", "/data/a.txt"]);
-        assert_eq!(out, format!("{name}\na from layer 1\nx\n"), "each has its own upper dir");
+        assert_eq!(
+            out,
+            format!("{name}\na from layer 1\nx\n"),
+            "each has its own upper dir"
+        );
     }
     // The layers are stored once and untouched by the writes.
     assert_eq!(stored_layers(&d), layers_before);
@@ -351,7 +367,10 @@ async fn corrupt_archives_are_refused_and_leave_nothing_behind() {
         "liar",
         &show_config(),
         BuildOptions {
-            diff_ids: Some(vec![format!("sha256:{}", "0".repeat(64)), format!("sha256:{}", "1".repeat(64))]),
+            diff_ids: Some(vec![
+                format!("sha256:{}", "0".repeat(64)),
+                format!("sha256:{}", "1".repeat(64)),
+            ]),
             ..Default::default()
         },
     );
@@ -386,10 +405,7 @@ async fn corrupt_archives_are_refused_and_leave_nothing_behind() {
             describe(&out)
         );
         assert_eq!(
-            code_of(
-                what,
-                d.client().import_image(path, Some("bad")).await
-            ),
+            code_of(what, d.client().import_image(path, Some("bad")).await),
             Code::InvalidArgument,
             "{what}"
         );
@@ -453,7 +469,11 @@ async fn image_bad_input() {
     // A command that is not in the image.
     let out = d.ctl(["run", "--rm", "x", "no-such-command"]);
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
-    assert!(stderr(&out).contains("not found in image x"), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("not found in image x"),
+        "{}",
+        describe(&out)
+    );
     // A missing archive file is the client's error.
     let out = d.ctl(["image", "import", "/nonexistent/rsup-image.tar"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
