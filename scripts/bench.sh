@@ -17,6 +17,8 @@
 #   adopt      SIGKILL rsupd with them running; time until a new one
 #              is SERVING and lists all running (re-adoption)       (05: conmon memory)
 #   (resources and adopt share one fleet of containers: rsup-bench-suite fleet)
+#   images     import of a ~100 MB image, create and run --rm from it
+#              (scripts/bench-images.sh, podman load/create/run beside it)
 #
 # Every rsup part starts its own release rsupd under /tmp/rsup-test-<pid>-bench (the prefix
 # scripts/test.sh sweeps; the pid keeps a live run from being swept), with its own link prefix
@@ -58,7 +60,7 @@ CG_SUBTREE=bxbench
 step() { printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { echo "scripts/bench.sh: $*" >&2; exit 1; }
 
-ALL_PARTS=(coldstart restart net resources adopt)
+ALL_PARTS=(coldstart restart net resources adopt images)
 declare -A WANT=()
 if (($# == 0)); then
     for p in "${ALL_PARTS[@]}"; do WANT[$p]=1; done
@@ -303,6 +305,14 @@ if want resources || want adopt; then
     : >"$OUT"
     suite fleet "${FLEET[@]}" --json "$OUT"
     peer 05-podman-density.sh N="${PEER_N:-50}"
+fi
+
+# ------------------------------------------------------------------ images
+if want images; then
+    step "images: scripts/bench-images.sh"
+    wait_quiet
+    SKIP_BUILD=1 RESULTS=$RESULTS PEERS=$PEERS bash "$REPO/scripts/bench-images.sh" ||
+        echo "warning: the images part failed" >&2
 fi
 
 remove_work

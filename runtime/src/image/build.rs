@@ -64,7 +64,7 @@ pub struct TarEntry {
 pub const DEFAULT_MTIME: u64 = 1_700_000_000;
 
 impl TarEntry {
-    fn new(path: &str, kind: EntryKind, mode: u32) -> TarEntry {
+    pub fn new(path: &str, kind: EntryKind, mode: u32) -> TarEntry {
         TarEntry {
             path: path.to_string(),
             kind,
