@@ -280,6 +280,19 @@ async fn layers_are_shared_and_root_writes_go_with_the_container() {
     assert!(out.contains("No such file"), "{out}");
     assert!(out.ends_with("a from layer 1\n"), "{out}");
 
+    // --read-only and --tmpfs work on an image root as on a --rootfs one.
+    let out = run_image(
+        &d,
+        &["-u", "0", "--read-only", "--tmpfs", "/tmp"],
+        "app",
+        &[
+            "sh",
+            "-c",
+            "touch /etc/x 2>/dev/null || echo root-ro; touch /tmp/y && echo tmp-rw",
+        ],
+    );
+    assert_eq!(out, "root-ro\ntmp-rw\n");
+
     // Images and containers made from them survive a restart of rsupd.
     d.restart().await;
     assert!(d.ctl_ok(["image", "ls"]).contains("app"));
