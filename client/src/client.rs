@@ -1,8 +1,12 @@
-//! [`Client`]: one gRPC channel to rsupd's Unix socket and a method per RPC.
+//! [`Client`]: one gRPC channel to rsupd (its Unix socket, or TCP with or
+//! without mutual TLS) and a method per RPC.
 //!
-//! The channel is connected eagerly, so a missing or dead socket is reported by
-//! [`Client::connect`] as [`Error::Connect`] instead of surfacing on the first
-//! call. Clones share the channel; tonic multiplexes concurrent calls over it.
+//! The channel is connected eagerly, so a missing or dead socket, or a server
+//! certificate the client does not trust, is reported by [`Client::connect`]
+//! (or [`Client::connect_host`]) as [`Error::Connect`] instead of surfacing on
+//! the first call. (With TLS 1.3 a server that refuses the client's
+//! certificate can only say so after the client's side of the handshake has
+//! finished: that shows on the first call, as an `Unavailable` status.) Clones share the channel; tonic multiplexes concurrent calls over it.
 
 use std::path::Path;
 
@@ -14,9 +18,12 @@ use rsup_proto::v1::supervisors_client::SupervisorsClient;
 use rsup_proto::v1::system_client::SystemClient;
 use rsup_proto::v1::volumes_client::VolumesClient;
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
-use crate::Error;
+use crate::{Error, Host, TlsFiles};
+
+/// How long a TCP connect plus TLS handshake may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The authority is ignored: every connection goes to the Unix socket.
 const PLACEHOLDER_URI: &str = "http://[::]:50051";
@@ -41,7 +48,49 @@ impl Client {
                     }
                 }))
                 .await
-                .map_err(|source| Error::Connect { path, source })?;
+                .map_err(|source| Error::Connect {
+                    target: path.display().to_string(),
+                    source,
+                })?;
+        Ok(Client { channel })
+    }
+
+    /// Connects to `host`: its Unix socket, or TCP, with mutual TLS when
+    /// `tls` is given and in plaintext (rsupd's `--insecure-tcp`) when not.
+    /// `tls` is ignored for a Unix socket.
+    pub async fn connect_host(host: &Host, tls: Option<&TlsFiles>) -> Result<Client, Error> {
+        let (name, port) = match host {
+            Host::Unix(path) => return Client::connect(path).await,
+            Host::Tcp { host, port } => (host, *port),
+        };
+        let authority = Host::authority(name, port);
+        let target = host.to_string();
+        let connect_err = |source| Error::Connect {
+            target: target.clone(),
+            source,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{authority}"))
+            .map_err(connect_err)?
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(tls) = tls {
+            let read = |what, path: &Path| {
+                std::fs::read(path).map_err(|source| Error::TlsFile {
+                    what,
+                    path: path.to_owned(),
+                    source,
+                })
+            };
+            let ca = read("CA certificate", &tls.ca)?;
+            let cert = read("client certificate", &tls.cert)?;
+            let key = read("client key", &tls.key)?;
+            let config = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca))
+                .identity(Identity::from_pem(cert, key))
+                .domain_name(tls.server_name.as_deref().unwrap_or(name));
+            endpoint = endpoint.tls_config(config).map_err(connect_err)?;
+        }
+        let channel = endpoint.connect().await.map_err(connect_err)?;
         Ok(Client { channel })
     }
 

@@ -7,14 +7,26 @@ use std::path::PathBuf;
 /// A failed call to rsupd.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The socket could not be connected (missing, refused, no permission).
-    #[error("cannot connect to rsupd at {path}: {source}")]
+    /// The daemon could not be reached (missing socket, refused, no
+    /// permission, failed TLS handshake).
+    #[error("cannot connect to rsupd at {target}: {source}")]
     Connect {
-        /// The socket path that was tried.
-        path: PathBuf,
+        /// The socket path or TCP address that was tried.
+        target: String,
         /// Why the connection failed; its own `source()` holds the OS error.
         #[source]
         source: tonic::transport::Error,
+    },
+    /// A TLS file could not be read.
+    #[error("{what} {}: {source}", path.display())]
+    TlsFile {
+        /// Which file: "CA certificate", "client certificate", "client key".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
     },
     /// The daemon answered with a non-OK status (or the reply was unusable).
     #[error("{}", .0.message())]
@@ -26,7 +38,7 @@ impl Error {
     /// as a status; `None` when there never was a connection.
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
-            Error::Connect { .. } => None,
+            Error::Connect { .. } | Error::TlsFile { .. } => None,
             Error::Status(status) => Some(status.code()),
         }
     }

@@ -1,6 +1,7 @@
 //! rsupctl: Docker-style command line for rsupd.
 //!
-//! Parses the command line, connects to the daemon's socket, and hands the
+//! Parses the command line, connects to the daemon (its Unix socket, or TCP
+//! with mutual TLS, Docker's `-H` and `--tls*` flags), and hands the
 //! client to one subcommand handler (`cmd/<verb>.rs`). Every failure is
 //! printed once, as `error: <message>` on stderr, and turns into a non-zero
 //! exit: 1 in general, 125 when `run` fails on its own, or the container's
@@ -9,8 +10,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::bail;
 use clap::Parser;
-use rsup_client::{Client, DEFAULT_SOCKET};
+use rsup_client::{Client, DEFAULT_SOCKET, Host, TlsFiles};
 
 mod cmd;
 mod duration;
@@ -22,15 +24,32 @@ mod time;
 #[derive(Parser)]
 #[command(name = "rsupctl", version)]
 struct Cli {
-    /// Unix socket where rsupd listens.
-    #[arg(
-        long,
-        global = true,
-        env = "RSUP_SOCKET",
-        default_value = DEFAULT_SOCKET,
-        value_name = "PATH"
-    )]
-    socket: PathBuf,
+    /// Unix socket where rsupd listens [default: /run/rsup/rsupd.sock].
+    #[arg(long, global = true, env = "RSUP_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    /// Daemon to connect to: unix:///PATH or tcp://HOST:PORT (takes
+    /// precedence over --socket). tcp:// uses mutual TLS when --tlscacert,
+    /// --tlscert and --tlskey are given, plaintext (rsupd --insecure-tcp)
+    /// when none is.
+    #[arg(short = 'H', long, global = true, env = "RSUP_HOST", value_name = "URL")]
+    host: Option<Host>,
+
+    /// CA certificate (PEM) that rsupd's TLS certificate must chain to.
+    #[arg(long, global = true, env = "RSUP_TLS_CA", value_name = "PATH")]
+    tlscacert: Option<PathBuf>,
+
+    /// Client certificate (PEM) signed by the CA rsupd trusts.
+    #[arg(long, global = true, env = "RSUP_TLS_CERT", value_name = "PATH")]
+    tlscert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tlscert.
+    #[arg(long, global = true, env = "RSUP_TLS_KEY", value_name = "PATH")]
+    tlskey: Option<PathBuf>,
+
+    /// Name rsupd's certificate must carry, instead of the host part of -H.
+    #[arg(long, global = true, env = "RSUP_TLS_SERVER_NAME", value_name = "NAME")]
+    tls_server_name: Option<String>,
 
     #[command(subcommand)]
     command: cmd::Command,
@@ -40,10 +59,10 @@ struct Cli {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let failure = ExitCode::from(cli.command.failure_code());
-    let client = match Client::connect(&cli.socket).await {
+    let client = match connect(&cli).await {
         Ok(client) => client,
         Err(err) => {
-            cmd::report(&err.into());
+            cmd::report(&err);
             return failure;
         }
     };
@@ -54,4 +73,30 @@ async fn main() -> ExitCode {
             failure
         }
     }
+}
+
+/// Connects as the global flags say: `-H`, else `--socket`, else the default
+/// socket; over TCP, mutual TLS with all three `--tls*` files or plaintext
+/// with none.
+async fn connect(cli: &Cli) -> anyhow::Result<Client> {
+    let host = match (&cli.host, &cli.socket) {
+        (Some(host), _) => host.clone(),
+        (None, Some(socket)) => Host::Unix(socket.clone()),
+        (None, None) => Host::Unix(PathBuf::from(DEFAULT_SOCKET)),
+    };
+    let tls = match (&cli.tlscacert, &cli.tlscert, &cli.tlskey) {
+        (Some(ca), Some(cert), Some(key)) => Some(TlsFiles {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+            server_name: cli.tls_server_name.clone(),
+        }),
+        (None, None, None) => None,
+        _ if matches!(host, Host::Unix(_)) => None,
+        _ => bail!(
+            "--tlscacert, --tlscert and --tlskey go together (rsupd requires a client \
+             certificate): give all three for mutual TLS, or none for plaintext"
+        ),
+    };
+    Ok(Client::connect_host(&host, tls.as_ref()).await?)
 }
