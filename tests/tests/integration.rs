@@ -57,3 +57,8 @@ mod security;
 // Named volumes, bind mounts, tmpfs mounts and read-only roots.
 #[path = "integration/volumes.rs"]
 mod volumes;
+// The authenticated control plane: gRPC over TCP with mutual TLS (and
+// refused without a certificate of the configured CA), --insecure-tcp on
+// loopback only, and the Unix socket's mode and group.
+#[path = "integration/tls.rs"]
+mod tls;
