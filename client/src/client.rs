@@ -18,8 +18,9 @@ use rsup_proto::v1::supervisors_client::SupervisorsClient;
 use rsup_proto::v1::system_client::SystemClient;
 use rsup_proto::v1::volumes_client::VolumesClient;
 use tokio::net::UnixStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
+use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::tls::Tls;
 use crate::{Error, Host, TlsFiles};
 
 /// How long a TCP connect plus TLS handshake may take.
@@ -55,9 +56,10 @@ impl Client {
         Ok(Client { channel })
     }
 
-    /// Connects to `host`: its Unix socket, or TCP, with mutual TLS when
-    /// `tls` is given and in plaintext (rsupd's `--insecure-tcp`) when not.
-    /// `tls` is ignored for a Unix socket.
+    /// Connects to `host`: its Unix socket, or TCP, with TLS when `tls` is
+    /// given and in plaintext (rsupd's `--insecure-tcp`) when not. `tls` is
+    /// ignored for a Unix socket. With TLS, a refused handshake or client
+    /// certificate is reported here, as [`Error::Tls`].
     pub async fn connect_host(host: &Host, tls: Option<&TlsFiles>) -> Result<Client, Error> {
         let (name, port) = match host {
             Host::Unix(path) => return Client::connect(path).await,
@@ -69,28 +71,27 @@ impl Client {
             target: target.clone(),
             source,
         };
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{authority}"))
+        // The scheme only names the authority: TLS, when asked for, is done
+        // by the connector below, not by tonic.
+        let endpoint = Endpoint::from_shared(format!("http://{authority}"))
             .map_err(connect_err)?
             .connect_timeout(CONNECT_TIMEOUT);
-        if let Some(tls) = tls {
-            let read = |what, path: &Path| {
-                std::fs::read(path).map_err(|source| Error::TlsFile {
-                    what,
-                    path: path.to_owned(),
-                    source,
-                })
-            };
-            let ca = read("CA certificate", &tls.ca)?;
-            let cert = read("client certificate", &tls.cert)?;
-            let key = read("client key", &tls.key)?;
-            let config = ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(ca))
-                .identity(Identity::from_pem(cert, key))
-                .domain_name(tls.server_name.as_deref().unwrap_or(name));
-            endpoint = endpoint.tls_config(config).map_err(connect_err)?;
-        }
-        let channel = endpoint.connect().await.map_err(connect_err)?;
+        let channel = match tls {
+            None => endpoint.connect().await.map_err(connect_err)?,
+            Some(files) => {
+                let tls = Tls::new(files, name)?;
+                tls.preflight(&authority, &target, CONNECT_TIMEOUT).await?;
+                endpoint
+                    .connect_with_connector(tower::service_fn(move |_: Uri| {
+                        let (tls, authority) = (tls.clone(), authority.clone());
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(tls.connect(&authority).await?))
+                        }
+                    }))
+                    .await
+                    .map_err(connect_err)?
+            }
+        };
         Ok(Client { channel })
     }
 

@@ -17,7 +17,15 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
-    /// A TLS file could not be read.
+    /// The TLS handshake failed, or rsupd refused this client's certificate.
+    #[error("cannot connect to rsupd at {target}: {reason}")]
+    Tls {
+        /// The address that was tried.
+        target: String,
+        /// What the handshake (or the server's alert) said.
+        reason: String,
+    },
+    /// A TLS file could not be read or holds no usable PEM.
     #[error("{what} {}: {source}", path.display())]
     TlsFile {
         /// Which file: "CA certificate", "client certificate", "client key".
@@ -38,7 +46,7 @@ impl Error {
     /// as a status; `None` when there never was a connection.
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
-            Error::Connect { .. } | Error::TlsFile { .. } => None,
+            Error::Connect { .. } | Error::Tls { .. } | Error::TlsFile { .. } => None,
             Error::Status(status) => Some(status.code()),
         }
     }

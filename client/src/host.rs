@@ -64,7 +64,9 @@ impl FromStr for Host {
             let (host, after) = bracketed.split_once(']').ok_or_else(bad)?;
             (host, after.strip_prefix(':').ok_or_else(bad)?)
         } else {
-            rest.rsplit_once(':').ok_or_else(bad)?
+            // An IPv6 address needs its brackets: `::1:7443` is ambiguous.
+            let (host, port) = rest.split_once(':').ok_or_else(bad)?;
+            (host, port)
         };
         let port: u16 = port.parse().map_err(|_| bad())?;
         let valid_host = !host.is_empty()
@@ -82,16 +84,17 @@ impl FromStr for Host {
     }
 }
 
-/// The files of a mutual-TLS connection: the CA that signed rsupd's
-/// certificate, and this client's certificate and key (all PEM).
+/// The files of a TLS connection: the CA that signed rsupd's certificate,
+/// and this client's certificate and key (all PEM). rsupd's `--tcp` requires
+/// the client certificate; without one the handshake is refused.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     /// CA certificate(s) that rsupd's certificate must chain to.
     pub ca: PathBuf,
     /// Client certificate, signed by the CA rsupd trusts (`--tls-ca`).
-    pub cert: PathBuf,
+    pub cert: Option<PathBuf>,
     /// Private key of `cert`.
-    pub key: PathBuf,
+    pub key: Option<PathBuf>,
     /// Name to verify rsupd's certificate against instead of the host part
     /// of the address.
     pub server_name: Option<String>,
@@ -115,7 +118,10 @@ mod tests {
             Ok(Host::Unix("/run/rsup/rsupd.sock".into()))
         );
         assert_eq!("tcp://127.0.0.1:7443".parse(), Ok(tcp("127.0.0.1", 7443)));
-        assert_eq!("tcp://rsup.example:7443/".parse(), Ok(tcp("rsup.example", 7443)));
+        assert_eq!(
+            "tcp://rsup.example:7443/".parse(),
+            Ok(tcp("rsup.example", 7443))
+        );
         assert_eq!("tcp://[::1]:7443".parse(), Ok(tcp("::1", 7443)));
     }
 

@@ -22,6 +22,7 @@
 mod client;
 mod error;
 mod host;
+mod tls;
 
 pub use client::Client;
 pub use error::Error;

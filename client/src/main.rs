@@ -29,10 +29,16 @@ struct Cli {
     socket: Option<PathBuf>,
 
     /// Daemon to connect to: unix:///PATH or tcp://HOST:PORT (takes
-    /// precedence over --socket). tcp:// uses mutual TLS when --tlscacert,
-    /// --tlscert and --tlskey are given, plaintext (rsupd --insecure-tcp)
-    /// when none is.
-    #[arg(short = 'H', long, global = true, env = "RSUP_HOST", value_name = "URL")]
+    /// precedence over --socket). tcp:// uses TLS when --tlscacert is given
+    /// (rsupd --tcp also needs --tlscert and --tlskey), plaintext (rsupd
+    /// --insecure-tcp) when not.
+    #[arg(
+        short = 'H',
+        long,
+        global = true,
+        env = "RSUP_HOST",
+        value_name = "URL"
+    )]
     host: Option<Host>,
 
     /// CA certificate (PEM) that rsupd's TLS certificate must chain to.
@@ -76,8 +82,8 @@ async fn main() -> ExitCode {
 }
 
 /// Connects as the global flags say: `-H`, else `--socket`, else the default
-/// socket; over TCP, mutual TLS with all three `--tls*` files or plaintext
-/// with none.
+/// socket; over TCP, TLS with `--tlscacert` (and the client certificate
+/// when given) or plaintext without it.
 async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let host = match (&cli.host, &cli.socket) {
         (Some(host), _) => host.clone(),
@@ -85,18 +91,18 @@ async fn connect(cli: &Cli) -> anyhow::Result<Client> {
         (None, None) => Host::Unix(PathBuf::from(DEFAULT_SOCKET)),
     };
     let tls = match (&cli.tlscacert, &cli.tlscert, &cli.tlskey) {
-        (Some(ca), Some(cert), Some(key)) => Some(TlsFiles {
+        _ if matches!(host, Host::Unix(_)) => None,
+        (None, None, None) => None,
+        (Some(ca), cert, key) if cert.is_some() == key.is_some() => Some(TlsFiles {
             ca: ca.clone(),
             cert: cert.clone(),
             key: key.clone(),
             server_name: cli.tls_server_name.clone(),
         }),
-        (None, None, None) => None,
-        _ if matches!(host, Host::Unix(_)) => None,
-        _ => bail!(
-            "--tlscacert, --tlscert and --tlskey go together (rsupd requires a client \
-             certificate): give all three for mutual TLS, or none for plaintext"
-        ),
+        (None, _, _) => {
+            bail!("--tlscert and --tlskey need --tlscacert, the CA that signed rsupd's certificate")
+        }
+        _ => bail!("--tlscert and --tlskey go together: give both, or neither"),
     };
     Ok(Client::connect_host(&host, tls.as_ref()).await?)
 }

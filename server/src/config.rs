@@ -291,7 +291,10 @@ mod tests {
     #[test]
     fn insecure_tcp_takes_loopback_only() {
         for ok in ["127.0.0.1:7000", "127.1.2.3:0", "[::1]:7000"] {
-            assert!(resolve_insecure_tcp(Some(ok)).unwrap().is_some(), "{ok}");
+            assert!(
+                resolve_insecure_tcp(Some(ok)).expect("ok").is_some(),
+                "{ok}"
+            );
         }
         for bad in [
             "0.0.0.0:7000",
@@ -301,29 +304,29 @@ mod tests {
         ] {
             assert!(resolve_insecure_tcp(Some(bad)).is_err(), "{bad}");
         }
-        let err = resolve_insecure_tcp(Some("0.0.0.0:7000")).unwrap_err();
+        let err = resolve_insecure_tcp(Some("0.0.0.0:7000")).expect_err("refused");
         assert!(err.to_string().contains("loopback"), "{err}");
-        let err = resolve_insecure_tcp(Some("localhost:7000")).unwrap_err();
+        let err = resolve_insecure_tcp(Some("localhost:7000")).expect_err("refused");
         assert!(err.to_string().contains("host names"), "{err}");
     }
 
     #[test]
     fn tcp_needs_all_three_files() {
         let p = Path::new("/nonexistent");
-        let err = resolve_tcp(Some("127.0.0.1:7000"), Some(p), None, None).unwrap_err();
+        let err = resolve_tcp(Some("127.0.0.1:7000"), Some(p), None, None).expect_err("refused");
         let text = err.to_string();
         assert!(text.contains("missing: --tls-key, --tls-ca"), "{text}");
-        let err = resolve_tcp(None, Some(p), None, None).unwrap_err();
+        let err = resolve_tcp(None, Some(p), None, None).expect_err("refused");
         assert!(err.to_string().contains("--tcp"), "{err}");
-        assert!(resolve_tcp(None, None, None, None).unwrap().is_none());
+        assert!(resolve_tcp(None, None, None, None).expect("ok").is_none());
     }
 
     #[test]
     fn tls_files_must_exist_and_hold_pem() {
         let dir = std::env::temp_dir().join(format!("rsupd-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("ok");
         let junk = dir.join("junk.pem");
-        std::fs::write(&junk, "not pem").unwrap();
+        std::fs::write(&junk, "not pem").expect("ok");
         let missing = dir.join("missing.pem");
         let err = resolve_tcp(
             Some("127.0.0.1:7000"),
@@ -331,10 +334,10 @@ mod tests {
             Some(&junk),
             Some(&junk),
         )
-        .unwrap_err();
+        .expect_err("refused");
         assert!(err.to_string().starts_with("--tls-cert "), "{err}");
-        let err = read_pem("--tls-ca", &junk).unwrap_err();
+        let err = read_pem("--tls-ca", &junk).expect_err("refused");
         assert!(err.to_string().contains("not a PEM file"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).expect("ok");
     }
 }

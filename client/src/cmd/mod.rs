@@ -140,7 +140,7 @@ fn describe_client_error(err: &rsup_client::Error) -> String {
             }
             format!("{err}: {root}")
         }
-        rsup_client::Error::TlsFile { .. } => err.to_string(),
+        rsup_client::Error::TlsFile { .. } | rsup_client::Error::Tls { .. } => err.to_string(),
         rsup_client::Error::Status(status) => {
             let message = if status.message().is_empty() {
                 status.code().description().to_owned()

@@ -93,16 +93,15 @@ impl Pki {
             ExtendedKeyUsagePurpose::ServerAuth,
         );
         let (client, client_key) = a.sign("rsupctl", &[], ExtendedKeyUsagePurpose::ClientAuth);
-        let (intruder, intruder_key) =
-            b.sign("intruder", &[], ExtendedKeyUsagePurpose::ClientAuth);
+        let (intruder, intruder_key) = b.sign("intruder", &[], ExtendedKeyUsagePurpose::ClientAuth);
         let ca_a = write("ca-a.pem", &a.pem);
         let ca_b = write("ca-b.pem", &b.pem);
         let client_cert = write("client-a.pem", &client);
         let client_key = write("client-a-key.pem", &client_key);
         let files = |ca: &Path, cert: &Path, key: &Path| TlsFiles {
             ca: ca.to_owned(),
-            cert: cert.to_owned(),
-            key: key.to_owned(),
+            cert: Some(cert.to_owned()),
+            key: Some(key.to_owned()),
             server_name: None,
         };
         Pki {
@@ -152,12 +151,13 @@ fn ctl_at(host: &str, tls: Option<&TlsFiles>, args: &[&OsStr]) -> Output {
     }
     cmd.args(["-H", host]);
     if let Some(tls) = tls {
-        cmd.arg("--tlscacert")
-            .arg(&tls.ca)
-            .arg("--tlscert")
-            .arg(&tls.cert)
-            .arg("--tlskey")
-            .arg(&tls.key);
+        cmd.arg("--tlscacert").arg(&tls.ca);
+        if let Some(cert) = &tls.cert {
+            cmd.arg("--tlscert").arg(cert);
+        }
+        if let Some(key) = &tls.key {
+            cmd.arg("--tlskey").arg(key);
+        }
         if let Some(name) = &tls.server_name {
             cmd.args(["--tls-server-name", name]);
         }
@@ -181,13 +181,18 @@ fn ctl_ok_at(host: &str, tls: Option<&TlsFiles>, args: &[&str]) -> String {
 /// that names the TLS failure; returns stderr.
 fn assert_refused(out: &Output, what: &str, any_of: &[&str]) -> String {
     let err = stderr(out);
-    assert!(!out.status.success(), "{what}: rsupctl succeeded: {}", describe(out));
+    assert!(
+        !out.status.success(),
+        "{what}: rsupctl succeeded: {}",
+        describe(out)
+    );
     assert!(stdout(out).trim().is_empty(), "{what}: {}", describe(out));
     assert!(
         err.starts_with("error: ") && any_of.iter().any(|w| err.contains(w)),
         "{what}: want one of {any_of:?} in stderr: {}",
         describe(out)
     );
+    eprintln!("{what}: {}", err.trim_end());
     err
 }
 
@@ -287,7 +292,10 @@ async fn mutual_tls_serves_rsupctl_and_the_client_library() {
         .expect("create over mutual TLS");
     let listed = client.list(true).await.expect("list over mutual TLS");
     assert!(listed.iter().any(|l| l.id == c.id), "{listed:?}");
-    client.remove(&c.id, true).await.expect("rm over mutual TLS");
+    client
+        .remove(&c.id, true)
+        .await
+        .expect("rm over mutual TLS");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -300,20 +308,32 @@ async fn clients_without_a_certificate_of_the_ca_are_refused() {
 
     // A certificate from CA B: the server refuses it during the handshake.
     let out = ctl_at(&host, Some(&pki.client_b), &ps);
-    assert_refused(
-        &out,
-        "client certificate from CA B",
-        &["UnknownCA", "unknown CA", "BadCertificate", "certificate"],
-    );
+    assert_refused(&out, "client certificate from CA B", &["UnknownCA"]);
     let target: Host = host.parse().expect("tcp host");
-    let outcome = match Client::connect_host(&target, Some(&pki.client_b)).await {
-        Ok(client) => client.list(true).await.map(|_| ()).map_err(|e| chain(&e)),
-        Err(e) => Err(chain(&e)),
-    };
-    let err = outcome.expect_err("a CA B client certificate must be refused");
-    assert!(err.contains("UnknownCA") || err.contains("alert"), "{err}");
+    let err = Client::connect_host(&target, Some(&pki.client_b))
+        .await
+        .expect_err("a CA B client certificate must be refused");
+    assert!(chain(&err).contains("UnknownCA"), "{}", chain(&err));
 
     // No client certificate at all (TLS, trusting the server): refused.
+    let no_cert = TlsFiles {
+        cert: None,
+        key: None,
+        ..pki.client_a.clone()
+    };
+    let out = ctl_at(&host, Some(&no_cert), &ps);
+    assert_refused(&out, "no client certificate", &["CertificateRequired"]);
+    let err = Client::connect_host(&target, Some(&no_cert))
+        .await
+        .expect_err("a client without a certificate must be refused");
+    assert!(
+        chain(&err).contains("CertificateRequired"),
+        "{}",
+        chain(&err)
+    );
+
+    // The same with tonic's own TLS client: the handshake is refused, no
+    // call gets through.
     let endpoint = Endpoint::from_shared(format!("https://{addr}"))
         .expect("endpoint")
         .tls_config(
@@ -330,29 +350,27 @@ async fn clients_without_a_certificate_of_the_ca_are_refused() {
             .map_err(|e| chain(&e)),
         Err(e) => Err(chain(&e)),
     };
-    let err = outcome.expect_err("a client without a certificate must be refused");
-    assert!(
-        err.contains("CertificateRequired") || err.contains("alert") || err.contains("handshake"),
-        "{err}"
-    );
+    outcome.expect_err("tonic without a client certificate must be refused");
 
     // Plaintext HTTP/2 to the TLS port: no answer either.
     let out = ctl_at(&host, None, &ps);
-    assert!(!out.status.success(), "plaintext to --tcp: {}", describe(&out));
+    assert!(
+        !out.status.success(),
+        "plaintext to --tcp: {}",
+        describe(&out)
+    );
 
-    // Half the TLS flags: refused by rsupctl before connecting.
-    let mut cmd = Command::new(bin_dir().join("rsupctl"));
-    cmd.env_remove("RSUP_TLS_KEY")
-        .env_remove("RSUP_TLS_CA")
-        .args(["-H", &host, "--tlscert"])
-        .arg(&pki.client_a.cert)
-        .arg("ps");
-    let out = output_with_timeout(cmd, CTL_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
-    assert_refused(&out, "--tlscert alone", &["go together"]);
+    // A certificate without its key: refused by rsupctl before connecting.
+    let no_key = TlsFiles {
+        key: None,
+        ..pki.client_a.clone()
+    };
+    let out = ctl_at(&host, Some(&no_key), &ps);
+    assert_refused(&out, "--tlscert without --tlskey", &["go together"]);
 
     // A missing file is named.
     let missing = TlsFiles {
-        key: PathBuf::from("/nonexistent/client-key.pem"),
+        key: Some(PathBuf::from("/nonexistent/client-key.pem")),
         ..pki.client_a.clone()
     };
     let out = ctl_at(&host, Some(&missing), &ps);
@@ -371,7 +389,10 @@ async fn client_that_trusts_another_ca_refuses_the_server() {
         "server certificate from a CA the client does not trust",
         &["UnknownIssuer", "invalid peer certificate"],
     );
-    assert!(err.contains(&format!("cannot connect to rsupd at {host}")), "{err}");
+    assert!(
+        err.contains(&format!("cannot connect to rsupd at {host}")),
+        "{err}"
+    );
     let target: Host = host.parse().expect("tcp host");
     let err = Client::connect_host(&target, Some(&pki.trusts_b))
         .await
@@ -384,7 +405,11 @@ async fn client_that_trusts_another_ca_refuses_the_server() {
         ..pki.client_a.clone()
     };
     let out = ctl_at(&host, Some(&wrong_name), &[OsStr::new("ps")]);
-    assert_refused(&out, "wrong server name", &["NotValidForName", "not valid for"]);
+    assert_refused(
+        &out,
+        "wrong server name",
+        &["NotValidForName", "not valid for"],
+    );
 }
 
 /// Runs rsupd with `args` (it must refuse to start) and returns its output.
@@ -407,7 +432,11 @@ fn rsupd_refusing(args: &[&str]) -> Output {
         .arg(dir.path().join("state"))
         .args(args);
     let out = output_with_timeout(cmd, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
-    assert!(!out.status.success(), "rsupd {args:?} started: {}", describe(&out));
+    assert!(
+        !out.status.success(),
+        "rsupd {args:?} started: {}",
+        describe(&out)
+    );
     assert!(
         !dir.path().join("rsupd.sock").exists(),
         "rsupd {args:?} created its socket"
@@ -456,7 +485,8 @@ fn insecure_tcp_is_refused_off_loopback() {
         let out = rsupd_refusing(&["--insecure-tcp", &addr]);
         let err = stderr(&out);
         assert!(
-            err.contains("--insecure-tcp") && (err.contains("loopback") || err.contains("host names")),
+            err.contains("--insecure-tcp")
+                && (err.contains("loopback") || err.contains("host names")),
             "{addr}: {}",
             describe(&out)
         );
@@ -503,7 +533,10 @@ async fn insecure_tcp_on_loopback_serves_and_warns() {
         .lines()
         .find(|l| l.contains("WITHOUT TLS or authentication"))
         .unwrap_or_else(|| panic!("no warning in the log:\n{log}"));
-    assert!(warning.contains("WARN") && warning.contains(&addr.to_string()), "{warning}");
+    assert!(
+        warning.contains("WARN") && warning.contains(&addr.to_string()),
+        "{warning}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -514,7 +547,12 @@ async fn unix_socket_keeps_its_mode_and_group_beside_tcp() {
     // A group nobody else uses: the socket's group is exactly the one given.
     let gid = "64123";
     let mut args = pki.daemon_args(&tcp);
-    args.extend(["--insecure-tcp".into(), plain, "--socket-group".into(), gid.into()]);
+    args.extend([
+        "--insecure-tcp".into(),
+        plain,
+        "--socket-group".into(),
+        gid.into(),
+    ]);
     let d = Daemon::start_with_args(&args).await;
     let meta = fs::metadata(d.socket()).expect("stat socket");
     assert_eq!(meta.mode() & 0o7777, 0o660, "mode {:o}", meta.mode());
@@ -522,7 +560,9 @@ async fn unix_socket_keeps_its_mode_and_group_beside_tcp() {
     assert_eq!(meta.uid(), 0);
     // And it still serves.
     assert_eq!(
-        health(d.client()).await.expect("health over the Unix socket"),
+        health(d.client())
+            .await
+            .expect("health over the Unix socket"),
         tonic_health::ServingStatus::Serving as i32
     );
 }
