@@ -296,6 +296,21 @@ async fn mutual_tls_serves_rsupctl_and_the_client_library() {
         .remove(&c.id, true)
         .await
         .expect("rm over mutual TLS");
+
+    // A graceful stop is not held up by a client on TCP, even one that is
+    // following the event stream: SIGTERM ends rsupd cleanly in time.
+    let mut events = client
+        .events(Default::default())
+        .await
+        .expect("events over mutual TLS");
+    let mut d = d;
+    d.stop();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = events.message().await {}
+    })
+    .await
+    .expect("the event stream ends when rsupd stops");
+    d.start_again().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
