@@ -149,19 +149,9 @@ async fn bind(config: &Config) -> anyhow::Result<UnixListener> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let runtime = Runtime::open(RuntimeConfig {
-        state_dir: config.state_dir.clone(),
-        shim_exe: "/proc/self/exe".into(),
-        log: config.log,
-        cgroup_subtree: (!config.no_cgroups).then(|| config.cgroup_subtree.clone()),
-        stats_interval: config.stats_interval,
-        net: config.net.clone(),
-    })
-    .await
-    .with_context(|| format!("opening state directory {}", config.state_dir.display()))?;
-    let listener = bind(&config).await?;
-    // Every listener is bound before anything is served: a taken port or a
-    // bad certificate stops rsupd at start, not halfway.
+    // The TCP listeners come first, before the state is opened or the Unix
+    // socket made: a taken port or a bad certificate or key stops rsupd
+    // before it has touched anything.
     let tls = match &config.tcp {
         Some(tcp) => {
             let (incoming, addr) = listeners::bind_tcp("--tcp", tcp.addr).await?;
@@ -176,6 +166,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Some(addr) => Some(listeners::bind_tcp("--insecure-tcp", addr).await?),
         None => None,
     };
+    let runtime = Runtime::open(RuntimeConfig {
+        state_dir: config.state_dir.clone(),
+        shim_exe: "/proc/self/exe".into(),
+        log: config.log,
+        cgroup_subtree: (!config.no_cgroups).then(|| config.cgroup_subtree.clone()),
+        stats_interval: config.stats_interval,
+        net: config.net.clone(),
+    })
+    .await
+    .with_context(|| format!("opening state directory {}", config.state_dir.display()))?;
+    let listener = bind(&config).await?;
     let token = CancellationToken::new();
     let tracker = tokio_util::task::TaskTracker::new();
     if let Some(addr) = config.metrics_addr {

@@ -452,10 +452,12 @@ fn rsupd_refusing(args: &[&str]) -> Output {
         "rsupd {args:?} started: {}",
         describe(&out)
     );
-    assert!(
-        !dir.path().join("rsupd.sock").exists(),
-        "rsupd {args:?} created its socket"
-    );
+    for made in ["rsupd.sock", "state"] {
+        assert!(
+            !dir.path().join(made).exists(),
+            "rsupd {args:?} created {made}"
+        );
+    }
     out
 }
 
@@ -484,6 +486,24 @@ fn tcp_without_certificates_stops_rsupd_at_start() {
     ]);
     assert!(
         stderr(&out).contains("--tls-key /nonexistent/key.pem"),
+        "{}",
+        describe(&out)
+    );
+
+    // PEM, but not a key: refused before the state dir or socket is made.
+    let out = rsupd_refusing(&[
+        "--tcp",
+        &addr,
+        "--tls-cert",
+        &pki.server_cert.to_string_lossy(),
+        "--tls-key",
+        &pki.ca_a.to_string_lossy(),
+        "--tls-ca",
+        &pki.ca_a.to_string_lossy(),
+    ]);
+    eprintln!("certificate as key: {}", stderr(&out).trim_end());
+    assert!(
+        stderr(&out).contains("--tcp: loading --tls-cert, --tls-key and --tls-ca"),
         "{}",
         describe(&out)
     );
