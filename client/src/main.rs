@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use rsup_client::{Client, DEFAULT_SOCKET, Host, TlsFiles};
 
 mod cmd;
@@ -57,13 +58,24 @@ struct Cli {
     #[arg(long, global = true, env = "RSUP_TLS_SERVER_NAME", value_name = "NAME")]
     tls_server_name: Option<String>,
 
+    /// Set after parsing: `--socket` was on the command line and `-H` only
+    /// in the environment, so the explicit flag wins.
+    #[arg(skip)]
+    socket_over_env_host: bool,
+
     #[command(subcommand)]
     command: cmd::Command,
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    cli.socket_over_env_host = matches.value_source("socket") == Some(ValueSource::CommandLine)
+        && matches.value_source("host") == Some(ValueSource::EnvVariable);
     let failure = ExitCode::from(cli.command.failure_code());
     let client = match connect(&cli).await {
         Ok(client) => client,
@@ -82,10 +94,11 @@ async fn main() -> ExitCode {
 }
 
 /// Connects as the global flags say: `-H`, else `--socket`, else the default
-/// socket; over TCP, TLS with `--tlscacert` (and the client certificate
+/// socket (a `--socket` flag beats an `RSUP_HOST` variable); over TCP, TLS with `--tlscacert` (and the client certificate
 /// when given) or plaintext without it.
 async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let host = match (&cli.host, &cli.socket) {
+        (Some(_), Some(socket)) if cli.socket_over_env_host => Host::Unix(socket.clone()),
         (Some(host), _) => host.clone(),
         (None, Some(socket)) => Host::Unix(socket.clone()),
         (None, None) => Host::Unix(PathBuf::from(DEFAULT_SOCKET)),
