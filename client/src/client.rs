@@ -1,8 +1,12 @@
-//! [`Client`]: one gRPC channel to rsupd's Unix socket and a method per RPC.
+//! [`Client`]: one gRPC channel to rsupd (its Unix socket, or TCP with or
+//! without mutual TLS) and a method per RPC.
 //!
-//! The channel is connected eagerly, so a missing or dead socket is reported by
-//! [`Client::connect`] as [`Error::Connect`] instead of surfacing on the first
-//! call. Clones share the channel; tonic multiplexes concurrent calls over it.
+//! The channel is connected eagerly, so a missing or dead socket, or a server
+//! certificate the client does not trust, is reported by [`Client::connect`]
+//! (or [`Client::connect_host`]) as [`Error::Connect`] instead of surfacing on
+//! the first call. (With TLS 1.3 a server that refuses the client's
+//! certificate can only say so after the client's side of the handshake has
+//! finished: that shows on the first call, as an `Unavailable` status.) Clones share the channel; tonic multiplexes concurrent calls over it.
 
 use std::path::Path;
 
@@ -16,7 +20,11 @@ use rsup_proto::v1::volumes_client::VolumesClient;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::Error;
+use crate::tls::Tls;
+use crate::{Error, Host, TlsFiles};
+
+/// How long a TCP connect plus TLS handshake may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The authority is ignored: every connection goes to the Unix socket.
 const PLACEHOLDER_URI: &str = "http://[::]:50051";
@@ -41,7 +49,49 @@ impl Client {
                     }
                 }))
                 .await
-                .map_err(|source| Error::Connect { path, source })?;
+                .map_err(|source| Error::Connect {
+                    target: path.display().to_string(),
+                    source,
+                })?;
+        Ok(Client { channel })
+    }
+
+    /// Connects to `host`: its Unix socket, or TCP, with TLS when `tls` is
+    /// given and in plaintext (rsupd's `--insecure-tcp`) when not. `tls` is
+    /// ignored for a Unix socket. With TLS, a refused handshake or client
+    /// certificate is reported here, as [`Error::Tls`].
+    pub async fn connect_host(host: &Host, tls: Option<&TlsFiles>) -> Result<Client, Error> {
+        let (name, port) = match host {
+            Host::Unix(path) => return Client::connect(path).await,
+            Host::Tcp { host, port } => (host, *port),
+        };
+        let authority = Host::authority(name, port);
+        let target = host.to_string();
+        let connect_err = |source| Error::Connect {
+            target: target.clone(),
+            source,
+        };
+        // The scheme only names the authority: TLS, when asked for, is done
+        // by the connector below, not by tonic.
+        let endpoint = Endpoint::from_shared(format!("http://{authority}"))
+            .map_err(connect_err)?
+            .connect_timeout(CONNECT_TIMEOUT);
+        let channel = match tls {
+            None => endpoint.connect().await.map_err(connect_err)?,
+            Some(files) => {
+                let tls = Tls::new(files, name)?;
+                tls.preflight(&authority, &target, CONNECT_TIMEOUT).await?;
+                endpoint
+                    .connect_with_connector(tower::service_fn(move |_: Uri| {
+                        let (tls, authority) = (tls.clone(), authority.clone());
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(tls.connect(&authority).await?))
+                        }
+                    }))
+                    .await
+                    .map_err(connect_err)?
+            }
+        };
         Ok(Client { channel })
     }
 

@@ -7,11 +7,12 @@ use std::path::PathBuf;
 /// A failed call to rsupd.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The socket could not be connected (missing, refused, no permission).
-    #[error("cannot connect to rsupd at {path}: {source}")]
+    /// The daemon could not be reached (missing socket, refused, no
+    /// permission, failed TLS handshake).
+    #[error("cannot connect to rsupd at {target}: {source}")]
     Connect {
-        /// The socket path that was tried.
-        path: PathBuf,
+        /// The socket path or TCP address that was tried.
+        target: String,
         /// Why the connection failed; its own `source()` holds the OS error.
         #[source]
         source: tonic::transport::Error,
@@ -20,6 +21,25 @@ pub enum Error {
     #[error("{path}: {source}")]
     File {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed, or rsupd refused this client's certificate.
+    #[error("cannot connect to rsupd at {target}: {reason}")]
+    Tls {
+        /// The address that was tried.
+        target: String,
+        /// What the handshake (or the server's alert) said.
+        reason: String,
+    },
+    /// A TLS file could not be read or holds no usable PEM.
+    #[error("{what} {}: {source}", path.display())]
+    TlsFile {
+        /// Which file: "CA certificate", "client certificate", "client key".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
@@ -33,7 +53,10 @@ impl Error {
     /// as a status; `None` when there never was a connection.
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
-            Error::Connect { .. } | Error::File { .. } => None,
+            Error::Connect { .. }
+            | Error::File { .. }
+            | Error::Tls { .. }
+            | Error::TlsFile { .. } => None,
             Error::Status(status) => Some(status.code()),
         }
     }

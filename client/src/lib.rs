@@ -1,7 +1,7 @@
 //! A typed client for rsupd, the rsup container daemon.
 //!
-//! rsupd serves gRPC (package `rsup.v1`) on a Unix socket. [`Client`] owns one
-//! HTTP/2 channel to that socket and wraps every RPC in a method that takes and
+//! rsupd serves gRPC (package `rsup.v1`) on a Unix socket and, optionally, on
+//! TCP with mutual TLS. [`Client`] owns one HTTP/2 channel to either and wraps every RPC in a method that takes and
 //! returns plain values: replies whose container is unexpectedly missing become
 //! an [`Error::Status`] with code `Internal`, never a panic. The generated
 //! stubs stay reachable through [`Client::containers`], [`Client::supervisors`],
@@ -21,10 +21,13 @@
 
 mod client;
 mod error;
+mod host;
 mod images;
+mod tls;
 
 pub use client::Client;
 pub use error::Error;
+pub use host::{Host, HostError, TlsFiles};
 pub use rsup_proto::v1 as proto;
 
 /// Where rsupd listens unless told otherwise (`rsupctl --socket`, `RSUP_SOCKET`).

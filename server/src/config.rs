@@ -1,7 +1,8 @@
 //! rsupd's configuration: command-line flags with environment fallbacks,
 //! resolved once into an immutable [`Config`].
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use rsup_runtime::spec::LogConfig;
@@ -55,6 +56,24 @@ pub struct Cli {
     /// Address of the Prometheus /metrics endpoint ("" to disable).
     #[arg(long, env = "RSUP_METRICS_ADDR", default_value = "127.0.0.1:9750")]
     pub metrics_addr: String,
+    /// Also serve gRPC on this TCP address (IP:PORT; port 0 picks one and
+    /// logs it), with mutual TLS: needs --tls-cert, --tls-key and --tls-ca.
+    #[arg(long, env = "RSUP_TCP", value_name = "IP:PORT")]
+    pub tcp: Option<String>,
+    /// Server certificate (PEM, with any intermediates) for --tcp.
+    #[arg(long, env = "RSUP_TLS_SERVER_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "RSUP_TLS_SERVER_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that sign the client certificates --tcp
+    /// accepts; a client without one is refused during the handshake.
+    #[arg(long, env = "RSUP_TLS_CLIENT_CA", value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+    /// Also serve gRPC on this TCP address WITHOUT TLS or any
+    /// authentication: loopback addresses only (127.0.0.0/8, ::1).
+    #[arg(long, env = "RSUP_INSECURE_TCP", value_name = "IP:PORT")]
+    pub insecure_tcp: Option<String>,
 }
 
 /// The resolved configuration.
@@ -70,6 +89,104 @@ pub struct Config {
     pub stats_interval: std::time::Duration,
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub net: rsup_runtime::container::NetConfig,
+    /// The mutual-TLS TCP listener, if any.
+    pub tcp: Option<TlsListener>,
+    /// The unauthenticated loopback TCP listener, if any.
+    pub insecure_tcp: Option<SocketAddr>,
+}
+
+/// `--tcp` with its certificate files, read at start so that a missing or
+/// unreadable file stops rsupd before it serves anything.
+#[derive(Clone)]
+pub struct TlsListener {
+    pub addr: SocketAddr,
+    /// Server certificate chain, PEM.
+    pub cert_pem: Vec<u8>,
+    /// Server private key, PEM.
+    pub key_pem: Vec<u8>,
+    /// CA(s) that client certificates must chain to, PEM.
+    pub ca_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsListener {
+    // Never print the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An `IP:PORT` for a TCP listener; host names are refused so that what is
+/// bound (and checked for loopback) is exactly what was written.
+fn parse_listen_addr(flag: &str, value: &str) -> anyhow::Result<SocketAddr> {
+    value.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "{flag} {value:?}: expected IP:PORT such as 127.0.0.1:7443 or [::1]:7443 (host names are not accepted)"
+        )
+    })
+}
+
+/// Reads one PEM file named by `flag`, checking that it holds PEM at all.
+fn read_pem(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        anyhow::bail!("{flag} {}: not a PEM file", path.display());
+    }
+    Ok(bytes)
+}
+
+/// `--tcp` and its three files: all of them, or none.
+fn resolve_tcp(
+    tcp: Option<&str>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    ca: Option<&Path>,
+) -> anyhow::Result<Option<TlsListener>> {
+    let Some(tcp) = tcp else {
+        if cert.is_some() || key.is_some() || ca.is_some() {
+            anyhow::bail!("--tls-cert, --tls-key and --tls-ca apply to --tcp, which is not given");
+        }
+        return Ok(None);
+    };
+    let addr = parse_listen_addr("--tcp", tcp)?;
+    let (Some(cert), Some(key), Some(ca)) = (cert, key, ca) else {
+        let missing: Vec<&str> = [
+            (cert.is_none(), "--tls-cert"),
+            (key.is_none(), "--tls-key"),
+            (ca.is_none(), "--tls-ca"),
+        ]
+        .into_iter()
+        .filter_map(|(absent, flag)| absent.then_some(flag))
+        .collect();
+        anyhow::bail!(
+            "--tcp serves only mutual TLS and needs --tls-cert, --tls-key and --tls-ca (missing: {}); \
+             for an unauthenticated listener on loopback use --insecure-tcp",
+            missing.join(", ")
+        );
+    };
+    Ok(Some(TlsListener {
+        addr,
+        cert_pem: read_pem("--tls-cert", cert)?,
+        key_pem: read_pem("--tls-key", key)?,
+        ca_pem: read_pem("--tls-ca", ca)?,
+    }))
+}
+
+/// `--insecure-tcp`: a loopback IP:PORT only.
+fn resolve_insecure_tcp(value: Option<&str>) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let addr = parse_listen_addr("--insecure-tcp", value)?;
+    if !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "--insecure-tcp {value}: refused, an unauthenticated listener may only bind a loopback \
+             address (127.0.0.0/8 or ::1); use --tcp with mutual TLS for other addresses"
+        );
+    }
+    Ok(Some(addr))
 }
 
 impl Cli {
@@ -135,7 +252,16 @@ impl Cli {
                     .map_err(|_| anyhow::anyhow!("--dns-upstream {u:?} is not IP[:PORT]"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let tcp = resolve_tcp(
+            self.tcp.as_deref(),
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_ca.as_deref(),
+        )?;
+        let insecure_tcp = resolve_insecure_tcp(self.insecure_tcp.as_deref())?;
         Ok(Config {
+            tcp,
+            insecure_tcp,
             net: rsup_runtime::container::NetConfig {
                 prefix: self.net_prefix,
                 default_subnet,
@@ -155,5 +281,63 @@ impl Cli {
                 max_files: self.log_max_files,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_tcp_takes_loopback_only() {
+        for ok in ["127.0.0.1:7000", "127.1.2.3:0", "[::1]:7000"] {
+            assert!(
+                resolve_insecure_tcp(Some(ok)).expect("ok").is_some(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "0.0.0.0:7000",
+            "10.0.0.1:7000",
+            "[::]:7000",
+            "localhost:7000",
+        ] {
+            assert!(resolve_insecure_tcp(Some(bad)).is_err(), "{bad}");
+        }
+        let err = resolve_insecure_tcp(Some("0.0.0.0:7000")).expect_err("refused");
+        assert!(err.to_string().contains("loopback"), "{err}");
+        let err = resolve_insecure_tcp(Some("localhost:7000")).expect_err("refused");
+        assert!(err.to_string().contains("host names"), "{err}");
+    }
+
+    #[test]
+    fn tcp_needs_all_three_files() {
+        let p = Path::new("/nonexistent");
+        let err = resolve_tcp(Some("127.0.0.1:7000"), Some(p), None, None).expect_err("refused");
+        let text = err.to_string();
+        assert!(text.contains("missing: --tls-key, --tls-ca"), "{text}");
+        let err = resolve_tcp(None, Some(p), None, None).expect_err("refused");
+        assert!(err.to_string().contains("--tcp"), "{err}");
+        assert!(resolve_tcp(None, None, None, None).expect("ok").is_none());
+    }
+
+    #[test]
+    fn tls_files_must_exist_and_hold_pem() {
+        let dir = std::env::temp_dir().join(format!("rsupd-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("ok");
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not pem").expect("ok");
+        let missing = dir.join("missing.pem");
+        let err = resolve_tcp(
+            Some("127.0.0.1:7000"),
+            Some(&missing),
+            Some(&junk),
+            Some(&junk),
+        )
+        .expect_err("refused");
+        assert!(err.to_string().starts_with("--tls-cert "), "{err}");
+        let err = read_pem("--tls-ca", &junk).expect_err("refused");
+        assert!(err.to_string().contains("not a PEM file"), "{err}");
+        std::fs::remove_dir_all(&dir).expect("ok");
     }
 }

@@ -7,6 +7,7 @@
 
 mod config;
 mod grpc;
+mod listeners;
 mod metrics;
 
 use std::process::ExitCode;
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    listeners::install_crypto_provider();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,6 +150,23 @@ async fn bind(config: &Config) -> anyhow::Result<UnixListener> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // The TCP listeners come first, before the state is opened or the Unix
+    // socket made: a taken port or a bad certificate or key stops rsupd
+    // before it has touched anything.
+    let tls = match &config.tcp {
+        Some(tcp) => {
+            let (incoming, addr) = listeners::bind_tcp("--tcp", tcp.addr).await?;
+            let server = tonic::transport::Server::builder()
+                .tls_config(listeners::server_tls(tcp))
+                .context("--tcp: loading --tls-cert, --tls-key and --tls-ca")?;
+            Some((incoming, addr, server))
+        }
+        None => None,
+    };
+    let insecure = match config.insecure_tcp {
+        Some(addr) => Some(listeners::bind_tcp("--insecure-tcp", addr).await?),
+        None => None,
+    };
     let runtime = Runtime::open(RuntimeConfig {
         state_dir: config.state_dir.clone(),
         shim_exe: "/proc/self/exe".into(),
@@ -206,10 +225,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .build_v1alpha()
         .context("building the reflection service")?;
 
-    info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), "rsupd serving");
-    notify_ready();
-    let result = tonic::transport::Server::builder()
-        .layer(metrics::GrpcMetricsLayer)
+    let mut routes = tonic::service::Routes::builder();
+    routes
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -230,23 +247,83 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         )))
         .add_service(ImagesServer::new(grpc::images::Service::new(
             runtime.clone(),
-        )))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), {
-            let (token, runtime) = (token.clone(), runtime.clone());
-            async move {
-                shutdown_signal(token.clone()).await;
-                // End long-lived streams (wait, logs -f, events) now, so that
-                // the graceful shutdown does not wait on clients.
-                runtime.begin_shutdown();
-                token.cancel();
-            }
+        )));
+    let routes = routes.routes();
+
+    // Watches for SIGTERM/SIGINT (or a listener that stopped on its own),
+    // ends long-lived streams (wait, logs -f, events) so that the graceful
+    // shutdown does not wait on clients, then stops every listener.
+    let stopper = tracker.spawn({
+        let (token, runtime) = (token.clone(), runtime.clone());
+        async move {
+            shutdown_signal(token.clone()).await;
+            runtime.begin_shutdown();
+            token.cancel();
+        }
+    });
+
+    info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), "rsupd serving");
+    let unix = until_stopped(&token, "the Unix socket", {
+        tonic::transport::Server::builder()
+            .layer(metrics::GrpcMetricsLayer)
+            .add_routes(routes.clone())
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(listener),
+                token.clone().cancelled_owned(),
+            )
+    });
+    let tls = async {
+        let Some((incoming, addr, server)) = tls else {
+            return Ok(());
+        };
+        info!(%addr, "rsupd serving gRPC over TCP with mutual TLS (client certificates required)");
+        until_stopped(&token, "the --tcp listener", {
+            server
+                .layer(metrics::GrpcMetricsLayer)
+                .add_routes(routes.clone())
+                .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned())
         })
-        .await;
+        .await
+    };
+    let insecure = async {
+        let Some((incoming, addr)) = insecure else {
+            return Ok(());
+        };
+        warn!(
+            %addr,
+            "rsupd serving gRPC over TCP WITHOUT TLS or authentication (--insecure-tcp): \
+             every local user and process that can connect to it controls rsupd"
+        );
+        until_stopped(&token, "the --insecure-tcp listener", {
+            tonic::transport::Server::builder()
+                .layer(metrics::GrpcMetricsLayer)
+                .add_routes(routes.clone())
+                .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned())
+        })
+        .await
+    };
+    notify_ready();
+    let (unix, tls, insecure) = tokio::join!(unix, tls, insecure);
+    token.cancel();
+    let _ = stopper.await;
+    let result = unix.and(tls).and(insecure);
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     runtime.shutdown().await;
     let _ = std::fs::remove_file(&config.socket);
     info!("rsupd stopped; running containers keep running and are re-adopted at the next start");
-    result.context("serving gRPC")
+    result
+}
+
+/// Runs one listener's server; when it ends, for any reason, the others
+/// stop too.
+async fn until_stopped(
+    token: &CancellationToken,
+    what: &str,
+    server: impl Future<Output = Result<(), tonic::transport::Error>>,
+) -> anyhow::Result<()> {
+    let result = server.await;
+    token.cancel();
+    result.with_context(|| format!("serving gRPC on {what}"))
 }

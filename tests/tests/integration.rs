@@ -60,3 +60,8 @@ mod volumes;
 // Images: OCI layout and docker-save imports, layers, config defaults.
 #[path = "integration/images.rs"]
 mod images;
+// The authenticated control plane: gRPC over TCP with mutual TLS (and
+// refused without a certificate of the configured CA), --insecure-tcp on
+// loopback only, and the Unix socket's mode and group.
+#[path = "integration/tls.rs"]
+mod tls;

@@ -143,10 +143,30 @@ fn describe_client_error(err: &rsup_client::Error) -> String {
             }
             format!("{err}: {root}")
         }
-        rsup_client::Error::Status(status) if status.message().is_empty() => {
-            status.code().description().to_owned()
+        rsup_client::Error::TlsFile { .. }
+        | rsup_client::Error::Tls { .. }
+        | rsup_client::Error::File { .. } => err.to_string(),
+        rsup_client::Error::Status(status) => {
+            let message = if status.message().is_empty() {
+                status.code().description().to_owned()
+            } else {
+                err.to_string()
+            };
+            // A transport failure (a refused TLS handshake, a reset
+            // connection) keeps its cause as the status' source.
+            let Some(mut root) = std::error::Error::source(status) else {
+                return message;
+            };
+            while let Some(next) = root.source() {
+                root = next;
+            }
+            let cause = root.to_string();
+            if message.contains(&cause) {
+                message
+            } else {
+                format!("{message}: {cause}")
+            }
         }
-        rsup_client::Error::Status(_) | rsup_client::Error::File { .. } => err.to_string(),
     }
 }
 
