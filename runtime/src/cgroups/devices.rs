@@ -401,6 +401,13 @@ mod tests {
         assert_eq!(r.to_string(), "a 4:* rw");
     }
 
+    #[test]
+    fn default_program_size() {
+        // 6 loads, 6 per mknod rule, 5 per major:minor rule, 4 for the
+        // pts, 2 to deny: far below any verifier limit.
+        assert_eq!(filter_program(&DEFAULT_RULES).len(), 59);
+    }
+
     /// The exact encoding of a small program (runc's devicefilter emits the
     /// same shape), byte for byte as the kernel reads `struct bpf_insn`.
     #[test]
