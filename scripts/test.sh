@@ -9,12 +9,14 @@
 # for the test rootfs, prometheus for promtool and a real Prometheus server,
 # Python packages for the cross-language test), sweeps what earlier, killed
 # runs left in /tmp/rsup-test-*, builds the workspace, runs `cargo test`, then
-# the resource tests (`resources::`) again in a throwaway pure-cgroup-v2 VM
+# the resource tests (`resources::`) and the device-filter tests
+# (`security::dangerous_operations_fail`, `security::devices_`) again in a
+# throwaway pure-cgroup-v2 VM
 # (../shared/v2vm/run-in-v2vm, next to the repository), then the Python tests
 # in tests/python if there are any; every suite runs, and the script fails at
 # the end if any of them failed. Arguments are passed to the host's cargo
-# test harness (a name filter, --nocapture); the VM step always runs
-# `resources::`.
+# test harness (a name filter, --nocapture); the VM step always runs the
+# same three filters.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -152,7 +154,8 @@ RUST_BACKTRACE=${RUST_BACKTRACE:-1} cargo test --workspace --no-fail-fast -- --t
     failed+=("cargo test")
 
 step "cgroup v2 tests in a throwaway VM"
-# This host may have cgroup v1 only: run the resource tests again in a VM
+# This host may have cgroup v1 only: run the resource tests and the device
+# filter tests (v2: an eBPF program instead of the devices cgroup) again in a VM
 # whose /sys/fs/cgroup is pure cgroup2, placed in a systemd-like leaf cgroup.
 # Everything is built here; the VM (TCG, slow) only runs the binaries.
 v2vm="$(cd .. && pwd)/shared/v2vm/run-in-v2vm"
@@ -171,7 +174,8 @@ else
     cp target/debug/rsupd target/debug/rsupctl "$v2vm_bin/"
     RSUP_IN_V2VM=1 RSUP_BIN_DIR=$v2vm_bin RUST_BACKTRACE=${RUST_BACKTRACE:-1} \
         bash "$v2vm" --timeout 1200 --cgroup rsup.slice/test -- \
-        cargo test -p rsup-tests --test integration -- resources:: --test-threads=1 ||
+        cargo test -p rsup-tests --test integration -- \
+        resources:: security::dangerous_operations_fail security::devices_ --test-threads=1 ||
         failed+=("cgroup v2 tests (VM)")
     rm -rf "$v2vm_bin"
 fi

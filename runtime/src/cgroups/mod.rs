@@ -13,9 +13,12 @@
 //! * [`Manager`] is the narrow interface the runtime uses; [`AnyManager`] is
 //!   the enum of the two drivers. Both take their root paths as data, so unit
 //!   tests run them against fake trees in a temp dir.
+//! * Device access ([`devices`]): one allow-list, written to the v1 devices
+//!   controller or compiled into the eBPF program v2 attaches.
 //! * The kernel's own counters are the truth for OOM kills: v1
 //!   `memory.oom_control` (`oom_kill`), v2 `memory.events` (`oom_kill`).
 
+pub mod devices;
 pub mod v1;
 pub mod v2;
 
@@ -35,6 +38,15 @@ pub enum CgroupError {
     Parse { path: PathBuf, what: String },
     #[error("no usable cgroup hierarchy: {0}")]
     Unavailable(String),
+    /// A bpf(2) command on a cgroup failed; `log` is the verifier's output
+    /// when the kernel refused a program.
+    #[error("{op} {path}: {errno}{}", if log.is_empty() { String::new() } else { format!("; verifier log:\n{log}") })]
+    Bpf {
+        op: &'static str,
+        path: PathBuf,
+        errno: nix::errno::Errno,
+        log: String,
+    },
 }
 
 pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
@@ -122,8 +134,10 @@ pub trait Manager {
     fn create(&self, name: &str) -> Result<(), CgroupError>;
     /// Writes every limit (also resetting unset ones to unlimited).
     fn apply(&self, name: &str, limits: &Limits) -> Result<(), CgroupError>;
-    /// Allows only the standard devices (or all, for privileged containers)
-    /// before any process runs in the cgroup (v1 devices controller).
+    /// Allows only the standard devices ([`devices::DEFAULT_RULES`]), or all
+    /// for privileged containers, before any process runs in the cgroup:
+    /// the devices controller on v1, an eBPF device program on v2.
+    /// Calling it again replaces what an earlier call set.
     fn restrict_devices(&self, name: &str, all: bool) -> Result<(), CgroupError>;
     /// Moves a process into the container's cgroup.
     fn add_process(&self, name: &str, pid: i32) -> Result<(), CgroupError>;

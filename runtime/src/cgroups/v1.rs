@@ -1,6 +1,9 @@
 //! cgroup v1: one directory per controller hierarchy (memory, cpu, cpuacct,
 //! pids). Controllers that share a hierarchy (`cpu,cpuacct`) share a
-//! directory; each directory is created, filled and removed once.
+//! directory; each directory is created, filled and removed once. The
+//! devices hierarchy, when mounted, holds the allow-list of
+//! [`super::devices::DEFAULT_RULES`] (`devices.deny` `a`, then one
+//! `devices.allow` line per rule).
 
 use std::path::{Path, PathBuf};
 
@@ -8,21 +11,6 @@ use super::{
     CgroupError, Driver, Limits, Manager, Stats, read, read_keyed, read_pids, read_u64, remove_dir,
     write,
 };
-
-/// Devices a container may use (Docker's default list): mknod of any, and
-/// read/write of null, zero, full, tty, random, urandom, ptmx and the pts.
-pub const ALLOWED_DEVICES: [&str; 10] = [
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-];
 
 /// Values at or above this are the kernel's "no limit" (v1 reports
 /// PAGE_COUNTER_MAX pages in bytes).
@@ -96,8 +84,8 @@ impl Manager for V1 {
             return write(&allow, "a");
         }
         write(&deny, "a")?;
-        for rule in ALLOWED_DEVICES {
-            write(&allow, rule)?;
+        for rule in super::devices::DEFAULT_RULES {
+            write(&allow, &rule.to_string())?;
         }
         Ok(())
     }

@@ -3,14 +3,31 @@
 //! a cgroup that delegates controllers must hold no process itself, so when
 //! rsupd's own cgroup is not the root and has processes, they are moved to a
 //! leaf `<own>/rsupd` first.
+//!
+//! v2 has no devices controller: device access is an eBPF program
+//! (`BPF_PROG_TYPE_CGROUP_DEVICE`, compiled by [`super::devices`]) attached
+//! to the container's cgroup with `BPF_F_ALLOW_MULTI`, so that programs of
+//! ancestors (systemd's, say) still run too. The kernel keeps it attached
+//! for as long as the cgroup exists: nothing to restore after an rsupd
+//! restart, nothing to detach before the rmdir. Every program attached to a
+//! container's cgroup is rsup's: setting the filter again attaches the new
+//! one and then detaches all that were there before, so there is never a
+//! moment without one and never two after.
 
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::devices::{self, DeviceRule};
 use super::{
     CgroupError, Driver, Limits, Manager, Stats, read, read_keyed, read_pids, read_u64, remove_dir,
     write,
 };
+use crate::sys;
+
+/// The name rsup's device programs carry (`bpftool prog` shows it).
+const DEVICE_PROGRAM_NAME: &str = "rsup_devices";
 
 /// The v2 driver.
 #[derive(Debug)]
@@ -113,9 +130,9 @@ impl Manager for V2 {
         Ok(())
     }
 
-    /// v2 has no devices files (it takes an eBPF program): not enforced yet.
-    fn restrict_devices(&self, _name: &str, _all: bool) -> Result<(), CgroupError> {
-        Ok(())
+    fn restrict_devices(&self, name: &str, all: bool) -> Result<(), CgroupError> {
+        let rules = (!all).then_some(&devices::DEFAULT_RULES[..]);
+        set_device_filter(&self.base.join(name), rules)
     }
 
     fn add_process(&self, name: &str, pid: i32) -> Result<(), CgroupError> {
@@ -159,6 +176,58 @@ impl Manager for V2 {
         }
         remove_dir(&d)
     }
+}
+
+/// Makes `rules` the device filter of the cgroup directory `dir`, or
+/// removes every device program there when `rules` is `None` (all devices).
+pub fn set_device_filter(dir: &Path, rules: Option<&[DeviceRule]>) -> Result<(), CgroupError> {
+    let bpf_err = |op: &'static str| {
+        move |errno| CgroupError::Bpf {
+            op,
+            path: dir.to_path_buf(),
+            errno,
+            log: String::new(),
+        }
+    };
+    let cgroup = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+        .map_err(super::io("open", dir))?;
+    let cgroup = cgroup.as_fd();
+    let old = sys::bpf_prog_query(cgroup, sys::BPF_CGROUP_DEVICE)
+        .map_err(bpf_err("query device programs of"))?;
+    if let Some(rules) = rules {
+        let program = devices::filter_program(rules);
+        let prog = sys::bpf_load_device_program(&program, c"Apache-2.0", DEVICE_PROGRAM_NAME)
+            .map_err(|e| CgroupError::Bpf {
+                op: "load the device program for",
+                path: dir.to_path_buf(),
+                errno: e.errno,
+                log: e.log,
+            })?;
+        sys::bpf_prog_attach(
+            cgroup,
+            prog.as_fd(),
+            sys::BPF_CGROUP_DEVICE,
+            sys::BPF_F_ALLOW_MULTI,
+        )
+        .map_err(bpf_err("attach the device program to"))?;
+        // The attached program stays alive without our fd.
+    }
+    for id in old {
+        // Gone meanwhile (ENOENT): nothing to detach.
+        let prog = match sys::bpf_prog_get_fd_by_id(id) {
+            Ok(p) => p,
+            Err(nix::errno::Errno::ENOENT) => continue,
+            Err(e) => return Err(bpf_err("open an old device program of")(e)),
+        };
+        match sys::bpf_prog_detach(cgroup, prog.as_fd(), sys::BPF_CGROUP_DEVICE) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(bpf_err("detach an old device program from")(e)),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -242,5 +311,111 @@ mod tests {
             (2_000_000, 7, 3, 50_000)
         );
         assert_eq!((s.pids, s.pids_limit, s.oom_kills), (2, Some(64), 1));
+    }
+}
+
+/// The device filter on the running kernel: needs root and a cgroup2 mount
+/// (`/sys/fs/cgroup` on v2, `/sys/fs/cgroup/unified` on a hybrid host,
+/// where device programs are enforced just the same); skipped otherwise.
+#[cfg(test)]
+mod kernel_tests {
+    use super::*;
+    use std::process::Command;
+
+    /// A fresh cgroup2 directory, removed on drop.
+    struct TestCgroup(PathBuf);
+
+    impl Drop for TestCgroup {
+        fn drop(&mut self) {
+            let _ = remove_dir(&self.0);
+        }
+    }
+
+    fn test_cgroup() -> Option<TestCgroup> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: not root");
+            return None;
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let Some(mount) = super::super::parse_mountinfo(&mounts)
+            .into_iter()
+            .find(|m| m.unified && m.root == "/")
+        else {
+            eprintln!("skipped: no cgroup2 mount");
+            return None;
+        };
+        let dir = mount
+            .mount_point
+            .join(format!("rsup-devtest-{}", std::process::id()));
+        std::fs::create_dir(&dir).expect("mkdir test cgroup");
+        Some(TestCgroup(dir))
+    }
+
+    /// Runs `script` with sh inside the cgroup; (exit code, stdout+stderr).
+    fn sh_in(cg: &Path, script: &str) -> (Option<i32>, String) {
+        let procs = cg.join("cgroup.procs");
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("echo $$ > {} && {script}", procs.display()))
+            .output()
+            .expect("sh");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    }
+
+    fn programs(cg: &Path) -> usize {
+        let f = std::fs::File::open(cg).expect("open cgroup");
+        sys::bpf_prog_query(f.as_fd(), sys::BPF_CGROUP_DEVICE)
+            .expect("query")
+            .len()
+    }
+
+    #[test]
+    fn filter_denies_a_disk_and_allows_dev_null() {
+        let Some(cg) = test_cgroup() else { return };
+        let nodes = tempfile::tempdir().expect("tempdir");
+        let disk = nodes.path().join("sda");
+        let zero = nodes.path().join("zero");
+        let dev = |major, minor| nix::sys::stat::makedev(major, minor);
+        use nix::sys::stat::{Mode, SFlag, mknod};
+        mknod(
+            &disk,
+            SFlag::S_IFBLK,
+            Mode::from_bits_truncate(0o600),
+            dev(8, 0),
+        )
+        .expect("mknod");
+        mknod(
+            &zero,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o600),
+            dev(1, 5),
+        )
+        .expect("mknod");
+        let read_disk = format!("head -c1 {} >/dev/null", disk.display());
+        let read_zero = format!("head -c1 {} | wc -c", zero.display());
+
+        set_device_filter(&cg.0, Some(&devices::DEFAULT_RULES)).expect("filter");
+        assert_eq!(programs(&cg.0), 1);
+        let (code, out) = sh_in(&cg.0, &read_disk);
+        assert_ne!(code, Some(0), "{out}");
+        assert!(out.contains("Operation not permitted"), "{out}");
+        let (code, out) = sh_in(&cg.0, &read_zero);
+        assert_eq!((code, out.trim()), (Some(0), "1"), "{out}");
+        // Writing to /dev/null is allowed; mknod too (the node exists: EEXIST).
+        let (code, out) = sh_in(&cg.0, "echo x > /dev/null");
+        assert_eq!(code, Some(0), "{out}");
+
+        // Again: replaced, not stacked.
+        set_device_filter(&cg.0, Some(&devices::DEFAULT_RULES)).expect("again");
+        assert_eq!(programs(&cg.0), 1);
+
+        // All devices: no program; the disk is no longer refused by us
+        // (it may not exist here: ENXIO is fine, EPERM is not).
+        set_device_filter(&cg.0, None).expect("all");
+        assert_eq!(programs(&cg.0), 0);
+        let (_, out) = sh_in(&cg.0, &read_disk);
+        assert!(!out.contains("Operation not permitted"), "{out}");
     }
 }
