@@ -15,6 +15,7 @@ pub mod net;
 pub mod network;
 pub mod ports;
 pub mod process;
+pub mod seccomp;
 pub mod security;
 pub mod signal;
 pub mod spec;
