@@ -251,6 +251,64 @@ mod tests {
     use super::*;
 
     #[test]
+    fn seccomp_setting_in_old_and_new_configs() {
+        let load = |json: &str| -> SecuritySpec { serde_json::from_str(json).expect(json) };
+        let old = r#"{"caps":[],"privileged":false,"no_new_privs":true"#;
+        assert_eq!(load(&format!("{old}}}")).seccomp, Seccomp::Default);
+        assert_eq!(
+            load(&format!("{old},\"seccomp\":true}}")).seccomp,
+            Seccomp::Default
+        );
+        assert_eq!(
+            load(&format!("{old},\"seccomp\":false}}")).seccomp,
+            Seccomp::Unconfined
+        );
+        for s in [
+            Seccomp::Default,
+            Seccomp::Unconfined,
+            Seccomp::Custom(r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#.into()),
+        ] {
+            let spec = SecuritySpec {
+                seccomp: s.clone(),
+                ..SecuritySpec::default()
+            };
+            let text = serde_json::to_string(&spec).expect("serialize");
+            assert_eq!(load(&text).seccomp, s, "{text}");
+        }
+    }
+
+    #[test]
+    fn seccomp_requests() {
+        let req = |seccomp: &str, profile: &str, privileged: bool| SecurityRequest {
+            seccomp: seccomp.into(),
+            seccomp_profile: profile.into(),
+            privileged,
+            ..Default::default()
+        };
+        let ok = |r: SecurityRequest| r.validate().expect("valid").seccomp;
+        assert_eq!(ok(req("", "", false)), Seccomp::Default);
+        assert_eq!(ok(req("default", "", false)), Seccomp::Default);
+        assert_eq!(ok(req("unconfined", "", false)), Seccomp::Unconfined);
+        assert_eq!(ok(req("", "", true)), Seccomp::Unconfined);
+        let good = r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#;
+        assert_eq!(ok(req("", good, false)), Seccomp::Custom(good.into()));
+        for (r, why) in [
+            (req("/etc/p.json", "", false), "rsupctl reads seccomp=FILE"),
+            (req("unconfined", good, false), "one or the other"),
+            (req("", good, true), "--privileged"),
+            (req("", "{", false), "seccomp profile: not a valid profile"),
+        ] {
+            match r.validate() {
+                Err(Error::InvalidArgument { field, reason }) => {
+                    assert_eq!(field, "security_opt");
+                    assert!(reason.contains(why), "{reason}");
+                }
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn docker_cap_rules() {
         let d = SecurityRequest::default().validate().expect("default");
         assert_eq!(d.caps.len(), 14);

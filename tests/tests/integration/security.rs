@@ -905,3 +905,64 @@ async fn default_profile_refuses_the_keyring() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn busybox_works_under_the_default_profile() {
+    let d = Daemon::start().await;
+    // Each command reports its own exit status; the allow-list must let
+    // everyday tools through (files, processes, sockets, time, IPC).
+    let commands: [(&str, &str); 20] = [
+        ("ls", "ls -la / /proc/self/"),
+        ("cat", "cat /proc/self/status"),
+        ("mkdir", "mkdir -p /tmp/a/b && rmdir /tmp/a/b"),
+        (
+            "files",
+            "echo x > /tmp/f && cp /tmp/f /tmp/g && mv /tmp/g /tmp/h && ln -s /tmp/h /tmp/l && cat /tmp/l && rm /tmp/f /tmp/h /tmp/l",
+        ),
+        (
+            "chmod",
+            "touch /tmp/m && chmod 600 /tmp/m && chown 1000:1000 /tmp/m && stat -c %a /tmp/m",
+        ),
+        ("ps", "ps"),
+        ("top", "top -b -n 1"),
+        ("sleep", "sleep 0.1"),
+        ("timeout", "timeout 1 sleep 0.1"),
+        ("date", "date && uptime && free && df /"),
+        ("id", "id && whoami && hostname"),
+        ("pipes", "seq 1 1000 | sort -n | tail -1 | grep -q 1000"),
+        ("bg", "sleep 5 & kill $! && wait $!; test $? -ne 0"),
+        ("nice", "renice -n 1 -p $$ && ionice -c 3 true"),
+        ("taskset", "taskset -p $$"),
+        ("chroot", "chroot / true"),
+        (
+            "su",
+            "su -s /bin/sh nobody -c true 2>/dev/null || setpriv --reuid 1000 --regid 1000 --clear-groups true",
+        ),
+        ("linux32", "linux32 uname -m"),
+        (
+            "http",
+            "mkdir -p /tmp/www && echo page-ok > /tmp/www/i && \
+                  (httpd -f -p 127.0.0.1:8080 -h /tmp/www & pid=$!; sleep 0.3; \
+                   wget -q -O- http://127.0.0.1:8080/i; r=$?; kill $pid; exit $r)",
+        ),
+        (
+            "nc",
+            "(nc -l -p 9090 -e echo nc-ok &) ; sleep 0.3; nc 127.0.0.1 9090 </dev/null",
+        ),
+    ];
+    let script: String = commands
+        .iter()
+        .map(|(name, cmd)| format!("( {cmd} ) >/tmp/out.{name} 2>&1; echo {name}=$?; "))
+        .chain(
+            commands
+                .iter()
+                .map(|(name, _)| format!("echo '--- {name}'; cat /tmp/out.{name}; ")),
+        )
+        .collect();
+    let out = run_ok(&d, &["--network", "none"], &["sh", "-c", &script]);
+    for (name, _) in commands {
+        assert_eq!(marker(&out, name), Some("0"), "{name} failed:\n{out}");
+    }
+    assert!(out.contains("page-ok"), "{out}");
+    assert!(out.contains("nc-ok"), "{out}");
+}
