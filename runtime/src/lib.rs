@@ -17,6 +17,7 @@ pub mod net;
 pub mod network;
 pub mod ports;
 pub mod process;
+pub mod seccomp;
 pub mod security;
 pub mod signal;
 pub mod spec;

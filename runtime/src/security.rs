@@ -6,7 +6,8 @@
 //! the bounding set is cut to the container's capabilities (needs
 //! CAP_SETPCAP, which it still holds), then after the uid change the
 //! permitted, effective and inheritable sets are set (root) or left empty
-//! (any other uid), and the ambient set is cleared.
+//! (any other uid), and the ambient set is cleared. The seccomp filter
+//! (see [`crate::seccomp`]) comes last, after no_new_privs.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -15,6 +16,7 @@ use caps::{CapSet, Capability, CapsHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::seccomp::Seccomp;
 
 /// Docker's default capabilities.
 pub const DEFAULT_CAPS: [Capability; 14] = [
@@ -62,14 +64,29 @@ pub struct SecuritySpec {
     /// All capabilities, no masked paths, no no_new_privs.
     pub privileged: bool,
     pub no_new_privs: bool,
-    /// Apply the default seccomp profile (off with `seccomp=unconfined` or
-    /// `--privileged`).
-    #[serde(default = "yes")]
-    pub seccomp: bool,
+    /// The seccomp filter (none with `seccomp=unconfined` or
+    /// `--privileged`). Configs written before custom profiles hold a bool
+    /// here: true is the default profile, false unconfined.
+    #[serde(default = "default_seccomp", deserialize_with = "seccomp_compat")]
+    pub seccomp: Seccomp,
 }
 
-fn yes() -> bool {
-    true
+fn default_seccomp() -> Seccomp {
+    Seccomp::Default
+}
+
+fn seccomp_compat<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Seccomp, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Old(bool),
+        New(Seccomp),
+    }
+    Ok(match Stored::deserialize(d)? {
+        Stored::Old(true) => Seccomp::Default,
+        Stored::Old(false) => Seccomp::Unconfined,
+        Stored::New(s) => s,
+    })
 }
 
 impl Default for SecuritySpec {
@@ -78,142 +95,10 @@ impl Default for SecuritySpec {
             caps: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
             privileged: false,
             no_new_privs: true,
-            seccomp: true,
+            seccomp: Seccomp::Default,
         }
     }
 }
-
-/// System calls the default profile refuses with EPERM (Docker's profile
-/// blocks these for containers without the matching capability). A call
-/// whose capability the container was given stays allowed.
-const DENIED: &[(&str, i64, Option<Capability>)] = &[
-    ("add_key", libc::SYS_add_key, None),
-    ("keyctl", libc::SYS_keyctl, None),
-    ("request_key", libc::SYS_request_key, None),
-    ("bpf", libc::SYS_bpf, Some(Capability::CAP_SYS_ADMIN)),
-    (
-        "kexec_load",
-        libc::SYS_kexec_load,
-        Some(Capability::CAP_SYS_BOOT),
-    ),
-    (
-        "kexec_file_load",
-        libc::SYS_kexec_file_load,
-        Some(Capability::CAP_SYS_BOOT),
-    ),
-    ("reboot", libc::SYS_reboot, Some(Capability::CAP_SYS_BOOT)),
-    ("mount", libc::SYS_mount, Some(Capability::CAP_SYS_ADMIN)),
-    (
-        "umount2",
-        libc::SYS_umount2,
-        Some(Capability::CAP_SYS_ADMIN),
-    ),
-    (
-        "pivot_root",
-        libc::SYS_pivot_root,
-        Some(Capability::CAP_SYS_ADMIN),
-    ),
-    (
-        "unshare",
-        libc::SYS_unshare,
-        Some(Capability::CAP_SYS_ADMIN),
-    ),
-    ("setns", libc::SYS_setns, Some(Capability::CAP_SYS_ADMIN)),
-    (
-        "open_by_handle_at",
-        libc::SYS_open_by_handle_at,
-        Some(Capability::CAP_DAC_READ_SEARCH),
-    ),
-    ("ptrace", libc::SYS_ptrace, Some(Capability::CAP_SYS_PTRACE)),
-    (
-        "process_vm_readv",
-        libc::SYS_process_vm_readv,
-        Some(Capability::CAP_SYS_PTRACE),
-    ),
-    (
-        "process_vm_writev",
-        libc::SYS_process_vm_writev,
-        Some(Capability::CAP_SYS_PTRACE),
-    ),
-    (
-        "init_module",
-        libc::SYS_init_module,
-        Some(Capability::CAP_SYS_MODULE),
-    ),
-    (
-        "finit_module",
-        libc::SYS_finit_module,
-        Some(Capability::CAP_SYS_MODULE),
-    ),
-    (
-        "delete_module",
-        libc::SYS_delete_module,
-        Some(Capability::CAP_SYS_MODULE),
-    ),
-    ("swapon", libc::SYS_swapon, Some(Capability::CAP_SYS_ADMIN)),
-    (
-        "swapoff",
-        libc::SYS_swapoff,
-        Some(Capability::CAP_SYS_ADMIN),
-    ),
-    ("acct", libc::SYS_acct, Some(Capability::CAP_SYS_PACCT)),
-    (
-        "settimeofday",
-        libc::SYS_settimeofday,
-        Some(Capability::CAP_SYS_TIME),
-    ),
-    (
-        "clock_settime",
-        libc::SYS_clock_settime,
-        Some(Capability::CAP_SYS_TIME),
-    ),
-    (
-        "clock_adjtime",
-        libc::SYS_clock_adjtime,
-        Some(Capability::CAP_SYS_TIME),
-    ),
-    (
-        "adjtimex",
-        libc::SYS_adjtimex,
-        Some(Capability::CAP_SYS_TIME),
-    ),
-    (
-        "quotactl",
-        libc::SYS_quotactl,
-        Some(Capability::CAP_SYS_ADMIN),
-    ),
-    (
-        "userfaultfd",
-        libc::SYS_userfaultfd,
-        Some(Capability::CAP_SYS_PTRACE),
-    ),
-    (
-        "perf_event_open",
-        libc::SYS_perf_event_open,
-        Some(Capability::CAP_PERFMON),
-    ),
-    ("fsopen", libc::SYS_fsopen, Some(Capability::CAP_SYS_ADMIN)),
-    (
-        "fsmount",
-        libc::SYS_fsmount,
-        Some(Capability::CAP_SYS_ADMIN),
-    ),
-    (
-        "move_mount",
-        libc::SYS_move_mount,
-        Some(Capability::CAP_SYS_ADMIN),
-    ),
-    (
-        "open_tree",
-        libc::SYS_open_tree,
-        Some(Capability::CAP_SYS_ADMIN),
-    ),
-    (
-        "lookup_dcookie",
-        libc::SYS_lookup_dcookie,
-        Some(Capability::CAP_SYS_ADMIN),
-    ),
-];
 
 /// Security options as requested.
 #[derive(Debug, Clone, Default)]
@@ -221,8 +106,10 @@ pub struct SecurityRequest {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub privileged: bool,
-    /// "" / "default" or "unconfined".
+    /// The value of `seccomp=`: "" / "default" or "unconfined".
     pub seccomp: String,
+    /// A custom profile in Docker's JSON format (its text), or "".
+    pub seccomp_profile: String,
 }
 
 fn parse_cap(s: &str) -> Result<Capability, Error> {
@@ -259,24 +146,52 @@ impl SecurityRequest {
         }
         let mut caps: Vec<String> = set.iter().map(|c| c.to_string()).collect();
         caps.sort();
-        let seccomp = match self.seccomp.as_str() {
-            "" | "default" => !self.privileged,
-            "unconfined" => false,
-            other => {
-                return Err(Error::InvalidArgument {
-                    field: "security_opt",
-                    reason: format!(
-                        "seccomp={other:?}: use seccomp=default or seccomp=unconfined (profile files are not supported yet)"
-                    ),
-                });
-            }
-        };
+        let seccomp = self.seccomp_setting(&caps)?;
         Ok(SecuritySpec {
             caps,
             privileged: self.privileged,
             no_new_privs: !self.privileged,
             seccomp,
         })
+    }
+}
+
+impl SecurityRequest {
+    /// The seccomp setting, a custom profile checked and compiled for the
+    /// container's capabilities `caps`.
+    fn seccomp_setting(&self, caps: &[String]) -> Result<Seccomp, Error> {
+        let bad = |reason: String| Error::InvalidArgument {
+            field: "security_opt",
+            reason,
+        };
+        if !self.seccomp_profile.is_empty() {
+            if !self.seccomp.is_empty() {
+                return Err(bad(format!(
+                    "seccomp={} and a seccomp profile: give one or the other",
+                    self.seccomp
+                )));
+            }
+            if self.privileged {
+                return Err(bad(
+                    "a seccomp profile with --privileged: a privileged container runs unconfined"
+                        .into(),
+                ));
+            }
+            let custom = Seccomp::Custom(self.seccomp_profile.clone());
+            custom
+                .program(caps)
+                .map_err(|e| bad(format!("seccomp profile: {e}")))?;
+            return Ok(custom);
+        }
+        match self.seccomp.as_str() {
+            "" | "default" if self.privileged => Ok(Seccomp::Unconfined),
+            "" | "default" => Ok(Seccomp::Default),
+            "unconfined" => Ok(Seccomp::Unconfined),
+            other => Err(bad(format!(
+                "seccomp={other:?}: use seccomp=default, seccomp=unconfined, or send a profile's \
+                 content in seccomp_profile (rsupctl reads seccomp=FILE itself)"
+            ))),
+        }
     }
 }
 
@@ -324,37 +239,74 @@ impl SecuritySpec {
         Ok(())
     }
 
-    /// Installs the default seccomp profile (last step before execve).
+    /// Installs the container's seccomp filter, if any (last step before
+    /// execve, after no_new_privs).
     pub fn apply_seccomp(&self) -> Result<(), String> {
-        if !self.seccomp {
-            return Ok(());
-        }
-        let granted = self.cap_set();
-        let rules = DENIED
-            .iter()
-            .filter(|(_, _, cap)| cap.is_none_or(|c| !granted.contains(&c)))
-            .map(|(_, nr, _)| (*nr, Vec::new()))
-            .collect();
-        let arch = std::env::consts::ARCH
-            .try_into()
-            .map_err(|e| format!("seccomp: unsupported architecture: {e:?}"))?;
-        let filter = seccompiler::SeccompFilter::new(
-            rules,
-            seccompiler::SeccompAction::Allow,
-            seccompiler::SeccompAction::Errno(libc::EPERM as u32),
-            arch,
-        )
-        .map_err(|e| format!("seccomp filter: {e}"))?;
-        let prog: seccompiler::BpfProgram = filter
-            .try_into()
-            .map_err(|e| format!("seccomp program: {e:?}"))?;
-        seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp: {e}"))
+        self.seccomp.apply(&self.caps)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seccomp_setting_in_old_and_new_configs() {
+        let load = |json: &str| -> SecuritySpec { serde_json::from_str(json).expect(json) };
+        let old = r#"{"caps":[],"privileged":false,"no_new_privs":true"#;
+        assert_eq!(load(&format!("{old}}}")).seccomp, Seccomp::Default);
+        assert_eq!(
+            load(&format!("{old},\"seccomp\":true}}")).seccomp,
+            Seccomp::Default
+        );
+        assert_eq!(
+            load(&format!("{old},\"seccomp\":false}}")).seccomp,
+            Seccomp::Unconfined
+        );
+        for s in [
+            Seccomp::Default,
+            Seccomp::Unconfined,
+            Seccomp::Custom(r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#.into()),
+        ] {
+            let spec = SecuritySpec {
+                seccomp: s.clone(),
+                ..SecuritySpec::default()
+            };
+            let text = serde_json::to_string(&spec).expect("serialize");
+            assert_eq!(load(&text).seccomp, s, "{text}");
+        }
+    }
+
+    #[test]
+    fn seccomp_requests() {
+        let req = |seccomp: &str, profile: &str, privileged: bool| SecurityRequest {
+            seccomp: seccomp.into(),
+            seccomp_profile: profile.into(),
+            privileged,
+            ..Default::default()
+        };
+        let ok = |r: SecurityRequest| r.validate().expect("valid").seccomp;
+        assert_eq!(ok(req("", "", false)), Seccomp::Default);
+        assert_eq!(ok(req("default", "", false)), Seccomp::Default);
+        assert_eq!(ok(req("unconfined", "", false)), Seccomp::Unconfined);
+        assert_eq!(ok(req("", "", true)), Seccomp::Unconfined);
+        let good = r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#;
+        assert_eq!(ok(req("", good, false)), Seccomp::Custom(good.into()));
+        for (r, why) in [
+            (req("/etc/p.json", "", false), "rsupctl reads seccomp=FILE"),
+            (req("unconfined", good, false), "one or the other"),
+            (req("", good, true), "--privileged"),
+            (req("", "{", false), "seccomp profile: not a valid profile"),
+        ] {
+            match r.validate() {
+                Err(Error::InvalidArgument { field, reason }) => {
+                    assert_eq!(field, "security_opt");
+                    assert!(reason.contains(why), "{reason}");
+                }
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn docker_cap_rules() {

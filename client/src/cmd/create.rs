@@ -134,6 +134,7 @@ impl SpecArgs {
                 max_size_bytes: self.log_max_size.unwrap_or(0),
                 max_files: self.log_max_files.unwrap_or(0),
             });
+        let (security_opt, seccomp_profile) = seccomp_profile(self.security.security_opt)?;
         Ok(ContainerSpec {
             name: self.name.unwrap_or_default(),
             rootfs,
@@ -157,12 +158,43 @@ impl SpecArgs {
             cap_add: self.security.cap_add,
             cap_drop: self.security.cap_drop,
             privileged: self.security.privileged,
-            security_opt: self.security.security_opt,
+            security_opt,
+            seccomp_profile,
             volumes: self.storage.volumes,
             tmpfs: self.storage.tmpfs,
             read_only: self.storage.read_only,
         })
     }
+}
+
+/// Takes `seccomp=FILE` out of the security options and reads the file:
+/// the daemon may be on another machine, so the profile travels as text.
+/// The last seccomp option wins, as in Docker.
+fn seccomp_profile(options: Vec<String>) -> anyhow::Result<(Vec<String>, String)> {
+    let mut kept = Vec::new();
+    let mut profile = String::new();
+    for opt in options {
+        let value = opt
+            .strip_prefix("seccomp=")
+            .or_else(|| opt.strip_prefix("seccomp:"));
+        match value {
+            Some("default" | "unconfined") => {
+                profile.clear();
+                kept.retain(|o: &String| !o.starts_with("seccomp"));
+                kept.push(opt);
+            }
+            Some(path) => {
+                profile = std::fs::read_to_string(path)
+                    .with_context(|| format!("--security-opt {opt}: reading the profile"))?;
+                if profile.is_empty() {
+                    bail!("--security-opt {opt}: the profile file is empty");
+                }
+                kept.retain(|o: &String| !o.starts_with("seccomp"));
+            }
+            None => kept.push(opt),
+        }
+    }
+    Ok((kept, profile))
 }
 
 /// Networking, with Docker's flag names. Values go to the daemon as given:
@@ -206,7 +238,7 @@ pub struct SecurityArgs {
     pub privileged: bool,
 
     /// Security option, repeatable (seccomp=unconfined, seccomp=default,
-    /// no-new-privileges)
+    /// seccomp=FILE with a profile in Docker's JSON format, no-new-privileges)
     #[arg(long = "security-opt", value_name = "OPT")]
     pub security_opt: Vec<String>,
 }
@@ -883,6 +915,50 @@ mod tests {
             spec.security_opt,
             ["seccomp=unconfined", "no-new-privileges"]
         );
+    }
+
+    #[test]
+    fn seccomp_file_is_read_by_the_client() {
+        let dir = std::env::temp_dir().join(format!("rsupctl-seccomp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("profile.json");
+        let json = r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#;
+        std::fs::write(&path, json).expect("write");
+        let opt = format!("seccomp={}", path.display());
+        let spec = parse(&[
+            "--rootfs",
+            "/r",
+            "--security-opt",
+            "no-new-privileges",
+            "--security-opt",
+            &opt,
+            "true",
+        ])
+        .into_spec()
+        .expect("valid spec");
+        assert_eq!(spec.seccomp_profile, json);
+        assert_eq!(spec.security_opt, ["no-new-privileges"]);
+        // The last seccomp option wins.
+        let spec = parse(&[
+            "--rootfs",
+            "/r",
+            "--security-opt",
+            &opt,
+            "--security-opt",
+            "seccomp=unconfined",
+            "true",
+        ])
+        .into_spec()
+        .expect("valid spec");
+        assert_eq!(spec.seccomp_profile, "");
+        assert_eq!(spec.security_opt, ["seccomp=unconfined"]);
+        // A file that is not there: refused here, with its name.
+        let missing = format!("seccomp={}", dir.join("nope.json").display());
+        let err = parse(&["--rootfs", "/r", "--security-opt", &missing, "true"])
+            .into_spec()
+            .expect_err("missing file");
+        assert!(format!("{err:#}").contains("nope.json"), "{err:#}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

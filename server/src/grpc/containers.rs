@@ -10,6 +10,7 @@ use rsup_runtime::cgroups::Limits;
 use rsup_runtime::health::ExecRequest;
 use rsup_runtime::logs::Stream as LogStream;
 use rsup_runtime::network::NetRequest;
+use rsup_runtime::seccomp::Seccomp;
 use rsup_runtime::security::SecurityRequest;
 use rsup_runtime::spec::{HealthRequest, RestartRequest};
 use rsup_runtime::supervise::Event;
@@ -78,6 +79,7 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> SpecRequest {
                 })
                 .map(str::to_string)
                 .unwrap_or_default(),
+            seccomp_profile: s.seccomp_profile,
         },
     }
 }
@@ -226,14 +228,11 @@ fn container(c: ContainerInfo) -> pb::Container {
                 })
                 .collect(),
             read_only: s.read_only,
-            security_opt: vec![format!(
-                "seccomp={}",
-                if s.security.seccomp {
-                    "default"
-                } else {
-                    "unconfined"
-                }
-            )],
+            security_opt: vec![format!("seccomp={}", s.security.seccomp.kind())],
+            seccomp_profile: match &s.security.seccomp {
+                Seccomp::Custom(json) => json.clone(),
+                _ => String::new(),
+            },
             health: s.health.as_ref().map(|h| pb::HealthCheck {
                 cmd: h.test.last().cloned().unwrap_or_default(),
                 interval_ms: Some(millis(h.interval)),
@@ -385,7 +384,7 @@ impl Containers for Service {
             .and_then(|s| s.security_opt.iter().find(|o| !supported(o)))
         {
             return Err(Status::invalid_argument(format!(
-                "invalid security_opt: {bad:?} (supported: seccomp=default|unconfined, no-new-privileges)"
+                "invalid security_opt: {bad:?} (supported: seccomp=default|unconfined, no-new-privileges; a profile goes in seccomp_profile)"
             )));
         }
         let c = self

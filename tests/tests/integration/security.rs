@@ -5,9 +5,10 @@
 //! devices). Also `--cap-add`/`--cap-drop`, `--privileged`, `-u` and
 //! `--security-opt` end to end, and the bad input they refuse.
 //!
-//! The `keyctl`/`add_key` denials of the seccomp profile have no busybox
-//! applet to exercise them; the profile's unit tests in the runtime cover
-//! them, and `unshare`/`setns` stand in for the profile here.
+//! The seccomp profile: `unshare`/`setns` and a handmade static probe (a
+//! 200-byte x86_64 ELF that makes one system call and exits with its errno)
+//! for the calls busybox has no applet for (`keyctl`, `add_key`); custom
+//! profiles in Docker's format through `--security-opt seccomp=FILE`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -738,4 +739,365 @@ async fn security_bad_input() {
         before,
         "rsupctl left a container"
     );
+}
+
+/// Writes `json` as a profile file in the daemon's directory; returns its
+/// `--security-opt` value.
+fn profile_opt(d: &Daemon, name: &str, json: &str) -> String {
+    let path = d.dir().join(format!("{name}.json"));
+    fs::write(&path, json).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    format!("seccomp={}", path.display())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn custom_profile_denies_mkdir_and_survives_a_restart() {
+    let mut d = Daemon::start().await;
+    // ENOSPC, so the failure cannot be anything but this profile.
+    let opt = profile_opt(
+        &d,
+        "no-mkdir",
+        r#"{
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 28,
+                 "comment": "no new directories", "args": [], "includes": {}, "excludes": {}}
+            ]
+        }"#,
+    );
+    let script = "mkdir /tmp/x 2>&1; echo mkdir=$?; \
+                  touch /tmp/f; echo touch=$?; ls /bin >/dev/null; echo ls=$?; \
+                  unshare -U true 2>/dev/null; echo unshare=$?; \
+                  grep Seccomp /proc/self/status";
+    let name = unique_name("sec");
+    let out = run_ok(
+        &d,
+        &["--name", &name, "--security-opt", &opt],
+        &["sh", "-c", script],
+    );
+    assert_ne!(marker(&out, "mkdir"), Some("0"), "{out}");
+    assert!(out.contains("No space left on device"), "{out}");
+    assert_eq!(marker(&out, "touch"), Some("0"), "{out}");
+    assert_eq!(marker(&out, "ls"), Some("0"), "{out}");
+    let status = parse_status(&out);
+    assert_eq!(field(&status, "Seccomp"), "2", "{out}");
+    // One program, not one per action (the field exists since Linux 5.9).
+    if let Some(filters) = status.get("Seccomp_filters") {
+        assert_eq!(filters, "1", "{out}");
+    }
+    // The profile replaces the default one: a user namespace is allowed
+    // (where the host can make one).
+    let host_can = std::process::Command::new("/bin/busybox")
+        .args(["unshare", "-U", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if host_can {
+        assert_eq!(marker(&out, "unshare"), Some("0"), "{out}");
+    }
+    let host = &d.inspect_json(&name)["HostConfig"];
+    assert_eq!(
+        host["SecurityOpt"],
+        serde_json::json!(["seccomp=custom"]),
+        "{host}"
+    );
+
+    // The daemon keeps the profile (not the file): a restart of the daemon
+    // and of the container applies it again.
+    fs::remove_file(opt.trim_start_matches("seccomp=")).expect("remove the profile file");
+    d.restart().await;
+    d.ctl_ok(["start", name.as_str()]);
+    d.ctl_ok(["wait", name.as_str()]);
+    let logs = d.ctl_ok(["logs", name.as_str()]);
+    assert_eq!(
+        logs.matches("No space left on device").count(),
+        2,
+        "the second start ran without the profile:\n{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn custom_profile_argument_conditions() {
+    let d = Daemon::start().await;
+    // personality(PER_LINUX32) fails with EACCES, personality(PER_LINUX)
+    // works; socket(AF_INET, ...) fails with EAFNOSUPPORT, netlink works.
+    let opt = profile_opt(
+        &d,
+        "args",
+        r#"{
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
+            "syscalls": [
+                {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13,
+                 "args": [{"index": 0, "value": 8, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]},
+                {"name": "socket", "action": "SCMP_ACT_ERRNO", "errnoRet": 97,
+                 "args": [{"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}]}
+            ]
+        }"#,
+    );
+    let script = "linux32 uname -m 2>&1; echo linux32=$?; \
+                  linux64 uname -m 2>&1; echo linux64=$?; \
+                  ip link show lo >/dev/null 2>&1; echo netlink=$?; \
+                  nc 127.0.0.1 1 </dev/null 2>&1; echo inet=$?";
+    let out = run_ok(
+        &d,
+        &["--network", "none", "--security-opt", &opt],
+        &["sh", "-c", script],
+    );
+    assert_ne!(marker(&out, "linux32"), Some("0"), "{out}");
+    assert!(out.contains("Permission denied"), "{out}");
+    assert_eq!(marker(&out, "linux64"), Some("0"), "{out}");
+    assert_eq!(marker(&out, "netlink"), Some("0"), "{out}");
+    assert_ne!(marker(&out, "inet"), Some("0"), "{out}");
+    assert!(
+        out.contains("Address family not supported"),
+        "socket(AF_INET) did not fail with EAFNOSUPPORT:\n{out}"
+    );
+
+    // The same commands under the default profile: all allowed but nc,
+    // which finds no listener.
+    let out = run_ok(&d, &["--network", "none"], &["sh", "-c", script]);
+    assert_eq!(marker(&out, "linux32"), Some("0"), "{out}");
+    assert_eq!(marker(&out, "linux64"), Some("0"), "{out}");
+    assert_eq!(marker(&out, "netlink"), Some("0"), "{out}");
+    assert!(!out.contains("Address family not supported"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_seccomp_profiles_are_refused() {
+    let d = Daemon::start().await;
+    let cases: [(&str, &str); 6] = [
+        ("{\"defaultAction\": ", "not a valid profile"),
+        (r#"{"defaultAction":"SCMP_ACT_MAYBE"}"#, "SCMP_ACT_MAYBE"),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":7,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
+            "index 7",
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":1,"op":"SCMP_CMP_SOMETIMES"}]}]}"#,
+            "SCMP_CMP_SOMETIMES",
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":[],"action":"SCMP_ACT_ERRNO"}]}"#,
+            "no system call names",
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["rm -rf"],"action":"SCMP_ACT_ERRNO"}]}"#,
+            "is not a system call name",
+        ),
+    ];
+    let before = container_ids(d.client()).await;
+    for (i, (json, reason)) in cases.iter().enumerate() {
+        // Through rsupctl: exit 125, the reason on stderr.
+        let opt = profile_opt(&d, &format!("bad{i}"), json);
+        let out = run(&d, &["--security-opt", &opt], &["true"]);
+        assert_eq!(out.status.code(), Some(125), "{json}\n{}", describe(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(reason) && err.contains("seccomp"),
+            "{json}: stderr does not say {reason:?}:\n{}",
+            describe(&out)
+        );
+        // Over gRPC: INVALID_ARGUMENT with the reason.
+        let spec = proto::ContainerSpec {
+            seccomp_profile: (*json).to_owned(),
+            ..d.spec(&unique_name("bad"), &["true"])
+        };
+        match d.client().create(spec).await {
+            Ok(c) => panic!("{json}: created {c:?}"),
+            Err(e) => {
+                assert_eq!(e.code(), Some(Code::InvalidArgument), "{json}: {e}");
+                assert!(e.to_string().contains(reason), "{json}: {e}");
+            }
+        }
+        assert_eq!(
+            container_ids(d.client()).await,
+            before,
+            "{json}: a refused create left a container"
+        );
+    }
+    // A profile with --privileged, or with seccomp=unconfined: refused.
+    let good = r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#;
+    for spec in [
+        proto::ContainerSpec {
+            seccomp_profile: good.to_owned(),
+            privileged: true,
+            ..d.spec(&unique_name("bad"), &["true"])
+        },
+        proto::ContainerSpec {
+            seccomp_profile: good.to_owned(),
+            security_opt: vec!["seccomp=unconfined".to_owned()],
+            ..d.spec(&unique_name("bad"), &["true"])
+        },
+    ] {
+        let code = code_of("profile conflict", d.client().create(spec).await);
+        assert_eq!(code, Code::InvalidArgument);
+    }
+    assert_eq!(container_ids(d.client()).await, before);
+}
+
+/// A static x86_64 ELF that calls `nr` with three arguments and exits
+/// with the errno it got (0 on success).
+fn syscall_probe(nr: u32, args: [i32; 3]) -> Vec<u8> {
+    let mut code = vec![0xb8];
+    code.extend(nr.to_le_bytes()); // mov eax, nr
+    for (arg, reg) in args.iter().zip([0xc7u8, 0xc6, 0xc2]) {
+        code.extend([0x48, 0xc7, reg]); // mov rdi/rsi/rdx, imm32 (sign-extended)
+        code.extend(arg.to_le_bytes());
+    }
+    code.extend([0x0f, 0x05]); // syscall
+    code.extend([0x31, 0xff]); // xor edi, edi
+    code.extend([0x48, 0x85, 0xc0]); // test rax, rax
+    code.extend([0x79, 0x04]); // jns +4
+    code.extend([0xf7, 0xd8]); // neg eax
+    code.extend([0x89, 0xc7]); // mov edi, eax
+    code.extend([0xb8, 60, 0, 0, 0]); // mov eax, SYS_exit
+    code.extend([0x0f, 0x05]); // syscall
+    const BASE: u64 = 0x40_0000;
+    const HEADERS: u64 = 64 + 56;
+    let size = HEADERS + code.len() as u64;
+    let mut elf = Vec::new();
+    elf.extend([0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    elf.extend(2u16.to_le_bytes()); // ET_EXEC
+    elf.extend(0x3eu16.to_le_bytes()); // EM_X86_64
+    elf.extend(1u32.to_le_bytes());
+    elf.extend((BASE + HEADERS).to_le_bytes()); // entry
+    elf.extend(64u64.to_le_bytes()); // program headers
+    elf.extend(0u64.to_le_bytes()); // no sections
+    elf.extend(0u32.to_le_bytes());
+    for half in [64u16, 56, 1, 64, 0, 0] {
+        elf.extend(half.to_le_bytes());
+    }
+    elf.extend(1u32.to_le_bytes()); // PT_LOAD
+    elf.extend(5u32.to_le_bytes()); // R+X
+    elf.extend(0u64.to_le_bytes());
+    elf.extend(BASE.to_le_bytes());
+    elf.extend(BASE.to_le_bytes());
+    elf.extend(size.to_le_bytes());
+    elf.extend(size.to_le_bytes());
+    elf.extend(0x1000u64.to_le_bytes());
+    elf.extend(code);
+    elf
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_profile_refuses_the_keyring() {
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("skipping: the probe is an x86_64 program");
+        return;
+    }
+    let d = Daemon::start().await;
+    let dir = d.dir().join("probes");
+    fs::create_dir_all(&dir).expect("probe dir");
+    // keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0): no
+    // capability needed; add_key(NULL, ...): EFAULT when allowed.
+    for (name, nr, args) in [
+        ("keyctl", libc::SYS_keyctl, [0, -3, 0]),
+        ("add_key", libc::SYS_add_key, [0, 0, 0]),
+    ] {
+        let path = dir.join(name);
+        fs::write(&path, syscall_probe(nr as u32, args)).expect("write probe");
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod probe");
+    }
+    let volume = format!("{}:/probe:ro", dir.display());
+    let errno = |flags: &[&str], probe: &str| -> i32 {
+        let mut all = vec!["--network", "none", "-v", volume.as_str()];
+        all.extend_from_slice(flags);
+        // Through sh: the daemon looks the command up in the rootfs only.
+        let out = run(&d, &all, &["sh", "-c", &format!("exec /probe/{probe}")]);
+        let code = out
+            .status
+            .code()
+            .unwrap_or_else(|| panic!("{probe} {flags:?}: {}", describe(&out)));
+        assert!(
+            code < 125,
+            "{probe} {flags:?} did not run:\n{}",
+            describe(&out)
+        );
+        code
+    };
+    for probe in ["keyctl", "add_key"] {
+        let unconfined = errno(&["--security-opt", "seccomp=unconfined"], probe);
+        assert_ne!(
+            unconfined,
+            libc::EPERM,
+            "{probe} fails with EPERM even unconfined: the check proves nothing"
+        );
+        assert_eq!(
+            errno(&[], probe),
+            libc::EPERM,
+            "{probe} under the default profile"
+        );
+        // No capability opens the keyring.
+        assert_eq!(
+            errno(&["--cap-add", "ALL"], probe),
+            libc::EPERM,
+            "{probe} with every capability"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn busybox_works_under_the_default_profile() {
+    let d = Daemon::start().await;
+    // Each command reports its own exit status; the allow-list must let
+    // everyday tools through (files, processes, sockets, time, IPC).
+    let commands: [(&str, &str); 20] = [
+        ("ls", "ls -la / /proc/self/"),
+        ("cat", "cat /proc/self/status"),
+        ("mkdir", "mkdir -p /tmp/a/b && rmdir /tmp/a/b"),
+        (
+            "files",
+            "echo x > /tmp/f && cp /tmp/f /tmp/g && mv /tmp/g /tmp/h && ln -s /tmp/h /tmp/l && cat /tmp/l && rm /tmp/f /tmp/h /tmp/l",
+        ),
+        (
+            "chmod",
+            "touch /tmp/m && chmod 600 /tmp/m && chown 1000:1000 /tmp/m && stat -c %a /tmp/m",
+        ),
+        ("ps", "ps"),
+        ("top", "top -b -n 1"),
+        ("sleep", "sleep 0.1"),
+        ("timeout", "timeout 1 sleep 0.1"),
+        ("date", "date && uptime && free && df /"),
+        ("id", "id && whoami && hostname"),
+        ("pipes", "seq 1 1000 | sort -n | tail -1 | grep -q 1000"),
+        ("bg", "sleep 5 & kill $! && wait $!; test $? -ne 0"),
+        ("nice", "renice -n 1 -p $$ && ionice -c 3 true"),
+        ("taskset", "taskset -p $$"),
+        ("chroot", "chroot / true"),
+        (
+            "su",
+            "su -s /bin/sh nobody -c true 2>/dev/null || setpriv --reuid 1000 --regid 1000 --clear-groups true",
+        ),
+        ("linux32", "linux32 uname -m"),
+        (
+            "http",
+            "mkdir -p /tmp/www && echo page-ok > /tmp/www/i && \
+                  (httpd -f -p 127.0.0.1:8080 -h /tmp/www & pid=$!; sleep 0.3; \
+                   wget -q -O- http://127.0.0.1:8080/i; r=$?; kill $pid; exit $r)",
+        ),
+        (
+            "nc",
+            "(nc -l -p 9090 -e echo nc-ok &) ; sleep 0.3; nc 127.0.0.1 9090 </dev/null",
+        ),
+    ];
+    let script: String = commands
+        .iter()
+        .map(|(name, cmd)| format!("( {cmd} ) >/tmp/out.{name} 2>&1; echo {name}=$?; "))
+        .chain(
+            commands
+                .iter()
+                .map(|(name, _)| format!("echo '--- {name}'; cat /tmp/out.{name}; ")),
+        )
+        .collect();
+    let out = run_ok(&d, &["--network", "none"], &["sh", "-c", &script]);
+    for (name, _) in commands {
+        assert_eq!(marker(&out, name), Some("0"), "{name} failed:\n{out}");
+    }
+    assert!(out.contains("page-ok"), "{out}");
+    let status = parse_status(&out);
+    assert_eq!(field(&status, "Seccomp"), "2", "{out}");
+    if let Some(filters) = status.get("Seccomp_filters") {
+        assert_eq!(filters, "1", "one filter, installed once:\n{out}");
+    }
+    assert!(out.contains("nc-ok"), "{out}");
 }
