@@ -37,6 +37,8 @@ missing=()
 [[ -x /bin/busybox ]] || missing+=(busybox-static)
 command -v cc >/dev/null || missing+=(gcc libc6-dev)
 command -v python3 >/dev/null || missing+=(python3)
+# the Python TLS test makes its certificates with the openssl CLI
+command -v openssl >/dev/null || missing+=(openssl)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 # promtool and prometheus, for resources::metrics_are_valid_and_scraped_by_a_real_prometheus.
 { command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
@@ -46,7 +48,7 @@ if ((${#missing[@]})); then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
-    echo "busybox-static, cc, python3, pip and prometheus are present"
+    echo "busybox-static, cc, python3, pip, openssl and prometheus are present"
 fi
 
 step "Python packages"
