@@ -60,6 +60,8 @@ pub struct RuntimeConfig {
     /// How often usage is sampled (CPU %, OOM kills, metrics).
     pub stats_interval: Duration,
     pub net: NetConfig,
+    /// The remap user and its subordinate id files (`--userns remap`).
+    pub userns: crate::userns::UsernsConfig,
 }
 
 /// Network settings of the daemon.
@@ -601,10 +603,30 @@ impl Runtime {
         let log = self.inner.config.log;
         let net_req = req.net.clone();
         let mounts_req = (req.volumes.clone(), req.tmpfs.clone());
-        let spec =
-            tokio::task::spawn_blocking(move || ContainerSpec::validate(req, &default_name, log))
-                .await
-                .map_err(|e| Error::FailedPrecondition(format!("validation task failed: {e}")))??;
+        let userns_cfg = self.inner.config.userns.clone();
+        let spec = tokio::task::spawn_blocking(move || {
+            let userns_req = req.userns.clone();
+            let mut spec = ContainerSpec::validate(req, &default_name, log)?;
+            let userns = crate::userns::resolve(&userns_req, &userns_cfg)?;
+            if let Some(map) = &userns {
+                if map.host_uid(spec.user.uid).is_none() {
+                    return Err(Error::InvalidArgument {
+                        field: "user",
+                        reason: format!("uid {} is not in the uid_map", spec.user.uid),
+                    });
+                }
+                if map.host_gid(spec.user.gid).is_none() {
+                    return Err(Error::InvalidArgument {
+                        field: "user",
+                        reason: format!("gid {} is not in the gid_map", spec.user.gid),
+                    });
+                }
+            }
+            spec.userns = userns;
+            Ok(spec)
+        })
+        .await
+        .map_err(|e| Error::FailedPrecondition(format!("validation task failed: {e}")))??;
         if let Some(sup) = &spec.supervisor {
             self.check_supervisor(sup)?;
         }

@@ -46,6 +46,9 @@ pub struct SpecRequest {
     pub tmpfs: Vec<String>,
     /// `--read-only`: the root filesystem is read-only.
     pub read_only: bool,
+    /// `--userns`, `--uidmap`, `--gidmap` (resolved by the runtime, which
+    /// knows the daemon's subordinate id ranges).
+    pub userns: crate::userns::UsernsRequest,
 }
 
 /// A health check as requested (Docker's --health-* flags).
@@ -334,6 +337,9 @@ pub struct ContainerSpec {
     pub mounts: Vec<crate::volumes::MountSpec>,
     #[serde(default)]
     pub read_only: bool,
+    /// The user namespace's id maps; `None`: the host's user namespace.
+    #[serde(default)]
+    pub userns: Option<crate::userns::IdMap>,
 }
 
 /// True if `s` is a DNS label as rsup accepts it for names: 1-63 characters
@@ -518,6 +524,7 @@ impl ContainerSpec {
             security,
             mounts: Vec::new(),
             read_only: req.read_only,
+            userns: None,
         })
     }
 }
