@@ -52,6 +52,16 @@ pub struct Cli {
     /// repeatable. None: such names get NXDOMAIN.
     #[arg(long = "dns-upstream")]
     pub dns_upstream: Vec<String>,
+    /// Host user (name or uid) whose subordinate id ranges `--userns remap`
+    /// containers use.
+    #[arg(long, env = "RSUP_USERNS_REMAP_USER", default_value = "rsup")]
+    pub userns_remap_user: String,
+    /// subuid file (`name-or-uid:start:count` lines) read at each create.
+    #[arg(long, env = "RSUP_SUBUID_FILE", default_value = "/etc/subuid")]
+    pub subuid_file: PathBuf,
+    /// subgid file, as --subuid-file.
+    #[arg(long, env = "RSUP_SUBGID_FILE", default_value = "/etc/subgid")]
+    pub subgid_file: PathBuf,
     /// Address of the Prometheus /metrics endpoint ("" to disable).
     #[arg(long, env = "RSUP_METRICS_ADDR", default_value = "127.0.0.1:9750")]
     pub metrics_addr: String,
@@ -70,6 +80,7 @@ pub struct Config {
     pub stats_interval: std::time::Duration,
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub net: rsup_runtime::container::NetConfig,
+    pub userns: rsup_runtime::userns::UsernsConfig,
 }
 
 impl Cli {
@@ -135,7 +146,23 @@ impl Cli {
                     .map_err(|_| anyhow::anyhow!("--dns-upstream {u:?} is not IP[:PORT]"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        if self.userns_remap_user.is_empty() || self.userns_remap_user.contains(':') {
+            anyhow::bail!("--userns-remap-user must be a user name or uid");
+        }
+        let absolute = |p: PathBuf| -> anyhow::Result<PathBuf> {
+            Ok(if p.is_absolute() {
+                p
+            } else {
+                std::env::current_dir()?.join(p)
+            })
+        };
+        let userns = rsup_runtime::userns::UsernsConfig {
+            user: self.userns_remap_user,
+            subuid_file: absolute(self.subuid_file)?,
+            subgid_file: absolute(self.subgid_file)?,
+        };
         Ok(Config {
+            userns,
             net: rsup_runtime::container::NetConfig {
                 prefix: self.net_prefix,
                 default_subnet,

@@ -136,6 +136,9 @@ impl SpecArgs {
             cap_drop: self.security.cap_drop,
             privileged: self.security.privileged,
             security_opt: self.security.security_opt,
+            userns: self.security.userns.unwrap_or_default(),
+            uid_map: self.security.uid_map,
+            gid_map: self.security.gid_map,
             volumes: self.storage.volumes,
             tmpfs: self.storage.tmpfs,
             read_only: self.storage.read_only,
@@ -187,6 +190,22 @@ pub struct SecurityArgs {
     /// no-new-privileges)
     #[arg(long = "security-opt", value_name = "OPT")]
     pub security_opt: Vec<String>,
+
+    /// User namespace: host (none, the default) or remap (container root
+    /// becomes an unprivileged uid of rsupd's subuid range)
+    #[arg(long, value_name = "MODE")]
+    pub userns: Option<String>,
+
+    /// Map container uids to host uids, repeatable
+    /// (CONTAINER_ID:HOST_ID:SIZE, inside rsupd's subuid range; implies a
+    /// user namespace)
+    #[arg(long = "uidmap", value_name = "C:H:SIZE")]
+    pub uid_map: Vec<String>,
+
+    /// Map container gids to host gids, repeatable (as --uidmap; default:
+    /// the uid map)
+    #[arg(long = "gidmap", value_name = "C:H:SIZE")]
+    pub gid_map: Vec<String>,
 }
 
 /// Volumes, tmpfs mounts and a read-only root, with Docker's flag names.

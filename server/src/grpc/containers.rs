@@ -13,6 +13,7 @@ use rsup_runtime::network::NetRequest;
 use rsup_runtime::security::SecurityRequest;
 use rsup_runtime::spec::{HealthRequest, RestartRequest};
 use rsup_runtime::supervise::Event;
+use rsup_runtime::userns::UsernsRequest;
 use rsup_runtime::volumes::MountKind;
 use rsup_runtime::{
     ContainerInfo, ContainerState, ContainerStats, ResourcesRequest, Runtime, SpecRequest,
@@ -62,6 +63,11 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> SpecRequest {
         volumes: s.volumes,
         tmpfs: s.tmpfs,
         read_only: s.read_only,
+        userns: UsernsRequest {
+            mode: s.userns,
+            uid_map: s.uid_map,
+            gid_map: s.gid_map,
+        },
         security: SecurityRequest {
             cap_add: s.cap_add,
             cap_drop: s.cap_drop,
@@ -224,6 +230,21 @@ fn container(c: ContainerInfo) -> pb::Container {
                 })
                 .collect(),
             read_only: s.read_only,
+            userns: if s.userns.is_some() {
+                "remap".into()
+            } else {
+                String::new()
+            },
+            uid_map: s
+                .userns
+                .iter()
+                .flat_map(|m| m.uids.iter().map(|r| r.to_string()))
+                .collect(),
+            gid_map: s
+                .userns
+                .iter()
+                .flat_map(|m| m.gids.iter().map(|r| r.to_string()))
+                .collect(),
             security_opt: vec![format!(
                 "seccomp={}",
                 if s.security.seccomp {
