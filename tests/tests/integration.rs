@@ -57,3 +57,7 @@ mod security;
 // Named volumes, bind mounts, tmpfs mounts and read-only roots.
 #[path = "integration/volumes.rs"]
 mod volumes;
+// User namespaces: --userns remap, --uidmap/--gidmap, container root as an
+// unprivileged host uid, the shifted rootfs copy, and bad maps.
+#[path = "integration/userns.rs"]
+mod userns;
