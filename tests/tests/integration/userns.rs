@@ -438,3 +438,37 @@ async fn userns_bad_input() {
     let out = empty.run(&[], &["id", "-u"]);
     assert_eq!(stdout(&out).trim(), "0", "{}", describe(&out));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remapped_root_cannot_mount_even_with_sys_admin() {
+    let files = TempDir::new();
+    let (d, _) = remap_daemon(&files, 4).await;
+    // The mount and network namespaces belong to the host's user namespace:
+    // CAP_SYS_ADMIN and CAP_NET_ADMIN inside the container's do not reach
+    // them (stricter than Docker's userns-remap).
+    let script = "mkdir -p /mnt; mount -t tmpfs x /mnt 2>&1; echo mount=$?; \
+                  ip link set lo down 2>&1; echo link=$?; echo done=1";
+    let flags = [
+        "--cap-add",
+        "SYS_ADMIN",
+        "--cap-add",
+        "NET_ADMIN",
+        "--security-opt",
+        "seccomp=unconfined",
+    ];
+    let marker = |out: &str, key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_owned)
+    };
+    let mut remap = vec!["--userns", "remap"];
+    remap.extend_from_slice(&flags);
+    let out = run_ok(&d, &remap, &["sh", "-c", script]);
+    assert_eq!(marker(&out, "done").as_deref(), Some("1"), "{out}");
+    assert_ne!(marker(&out, "mount").as_deref(), Some("0"), "{out}");
+    assert_ne!(marker(&out, "link").as_deref(), Some("0"), "{out}");
+    // The same flags without a user namespace can: the check is not vacuous.
+    let out = run_ok(&d, &flags, &["sh", "-c", script]);
+    assert_eq!(marker(&out, "mount").as_deref(), Some("0"), "{out}");
+    assert_eq!(marker(&out, "link").as_deref(), Some("0"), "{out}");
+}
