@@ -430,6 +430,7 @@ pub fn shifted_lowerdirs(
     // which reads lower dirs with the mounter's credentials.
     std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700))
         .map_err(io("chmod", &base))?;
+    remove_abandoned_builds(&map_dir);
     let desc = map.describe();
     let map_file = map_dir.join("map");
     if !map_file.exists() {
@@ -463,6 +464,27 @@ pub fn shifted_lowerdirs(
             Ok(root)
         })
         .collect()
+}
+
+/// Removes `.tmp-<entry>-<pid>` build directories whose builder is gone
+/// (a shim killed mid-copy); those of live builders stay.
+fn remove_abandoned_builds(map_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(map_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(".tmp-")
+            .and_then(|rest| rest.rsplit_once('-'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -785,8 +807,48 @@ mod tests {
             }],
             gids: map.gids.clone(),
         };
-        let o = shifted_lowerdirs(&state, &[lower], &other).expect("copy");
+        let o = shifted_lowerdirs(&state, std::slice::from_ref(&lower), &other).expect("copy");
         assert_ne!(o, out);
         assert_eq!(std::fs::metadata(&o[0]).expect("stat").uid(), 400000);
+        // A build abandoned by a dead builder is swept; a live one's is kept.
+        let map_dir = out[0].parent().and_then(Path::parent).expect("map dir");
+        let dead = map_dir.join(format!(".tmp-abc-{}", u32::MAX - 1));
+        let live = map_dir.join(format!(".tmp-abc-{}", std::process::id()));
+        std::fs::create_dir(&dead).expect("mkdir");
+        std::fs::create_dir(&live).expect("mkdir");
+        shifted_lowerdirs(&state, &[lower], &map).expect("copy");
+        assert!(!dead.exists());
+        assert!(live.exists());
+    }
+
+    #[test]
+    fn a_config_json_without_userns_loads() {
+        let spec = crate::spec::ContainerSpec {
+            name: "old".into(),
+            rootfs: "/".into(),
+            command: vec!["true".into()],
+            executable: "/bin/true".into(),
+            env: Vec::new(),
+            working_dir: "/".into(),
+            user_spec: String::new(),
+            user: crate::spec::User { uid: 0, gid: 0 },
+            hostname: "old".into(),
+            auto_remove: false,
+            log: crate::spec::LogConfig::default(),
+            resources: Default::default(),
+            restart: Default::default(),
+            supervisor: None,
+            health: None,
+            networks: Vec::new(),
+            ports: Vec::new(),
+            security: Default::default(),
+            mounts: Vec::new(),
+            read_only: false,
+            userns: None,
+        };
+        let mut json = serde_json::to_value(&spec).expect("json");
+        json.as_object_mut().expect("object").remove("userns");
+        let back: crate::spec::ContainerSpec = serde_json::from_value(json).expect("loads");
+        assert_eq!(back, spec);
     }
 }

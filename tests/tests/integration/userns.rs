@@ -278,7 +278,7 @@ async fn remapped_user_and_explicit_maps() {
 #[tokio::test(flavor = "multi_thread")]
 async fn remapped_container_lifecycle() {
     let files = TempDir::new();
-    let (d, base) = remap_daemon(&files, 2).await;
+    let (mut d, base) = remap_daemon(&files, 2).await;
     let name = unique_name("userns");
     run_ok(
         &d,
@@ -325,6 +325,13 @@ async fn remapped_container_lifecycle() {
     exec_ok(&d, &name, &["sh", "-c", "echo kept > /root/kept"]);
     d.ctl_ok(["restart", &name]);
     assert_eq!(exec_ok(&d, &name, &["cat", "/root/kept"]).trim(), "kept");
+    // A restart of rsupd re-adopts it as it is.
+    let (before, _) = init_of(&d, &name);
+    d.restart().await;
+    let (after, _) = init_of(&d, &name);
+    assert_eq!(before, after, "the container was restarted with rsupd");
+    assert_ids(after, base, base, "the init after an rsupd restart");
+    assert_eq!(exec_ok(&d, &name, &["id", "-u"]).trim(), "0");
     d.ctl_ok(["kill", &name]);
     d.wait_state(
         &name,
