@@ -245,6 +245,24 @@ async fn remapped_user_and_explicit_maps() {
     assert_eq!(exec_ok(&d, &name, &["id", "-u"]).trim(), "1000");
     d.ctl_ok(["rm", "-f", &name]);
 
+    // A read-only root stays read-only for container root; a tmpfs is
+    // writable, and rsup's own files in /etc belong to container root.
+    let out = run_ok(
+        &d,
+        &["--userns", "remap", "--read-only", "--tmpfs", "/tmp"],
+        &[
+            "sh",
+            "-c",
+            "echo hi > /tmp/f && cat /tmp/f; touch /x 2>/dev/null; echo touch=$?; \
+             stat -c %u /etc/hosts /dev /dev/shm",
+        ],
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["hi", "touch=1", "0", "0", "0"],
+        "{out}"
+    );
+
     // Explicit maps inside the range, with a gid map of its own.
     let name = unique_name("userns");
     let uidmap = format!("0:{}:2000", base + 10000);
