@@ -305,7 +305,6 @@ fn pump(
 
 // ---------------------------------------------------------------- init (PID 1)
 
-/// Body of the container's init. Returns its exit code.
 /// The init's ends of the pipes to the shim.
 struct InitPipes {
     /// The command's stdout and stderr.
@@ -319,6 +318,7 @@ struct InitPipes {
     map_r: OwnedFd,
 }
 
+/// Body of the container's init. Returns its exit code.
 fn init_main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: InitPipes) -> i32 {
     let InitPipes {
         out_w,
