@@ -60,6 +60,8 @@ pub struct RuntimeConfig {
     /// How often usage is sampled (CPU %, OOM kills, metrics).
     pub stats_interval: Duration,
     pub net: NetConfig,
+    /// The remap user and its subordinate id files (`--userns remap`).
+    pub userns: crate::userns::UsernsConfig,
 }
 
 /// Network settings of the daemon.
@@ -621,11 +623,30 @@ impl Runtime {
         } else {
             Some(self.resolve_image(&req.image).await?)
         };
+        let userns_cfg = self.inner.config.userns.clone();
         let spec = tokio::task::spawn_blocking(move || {
+            let userns_req = req.userns.clone();
             let (source, view) = image.unzip();
             let spec = ContainerSpec::validate_with_image(req, &default_name, log, source);
             drop(view);
-            spec
+            let mut spec = spec?;
+            let userns = crate::userns::resolve(&userns_req, &userns_cfg)?;
+            if let Some(map) = &userns {
+                if map.host_uid(spec.user.uid).is_none() {
+                    return Err(Error::InvalidArgument {
+                        field: "user",
+                        reason: format!("uid {} is not in the uid_map", spec.user.uid),
+                    });
+                }
+                if map.host_gid(spec.user.gid).is_none() {
+                    return Err(Error::InvalidArgument {
+                        field: "user",
+                        reason: format!("gid {} is not in the gid_map", spec.user.gid),
+                    });
+                }
+            }
+            spec.userns = userns;
+            Ok(spec)
         })
         .await
         .map_err(|e| Error::FailedPrecondition(format!("validation task failed: {e}")))??;

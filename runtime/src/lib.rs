@@ -2,7 +2,8 @@
 //!
 //! [`Runtime`] is everything a user can do with rsupd, without gRPC: the
 //! daemon translates requests into calls of this API. Containers are real
-//! processes in their own PID, MNT, UTS, IPC and NET namespaces, built by a
+//! processes in their own PID, MNT, UTS, IPC and NET namespaces (and, on
+//! request, a user namespace: see [`userns`]), built by a
 //! per-container shim (see [`process`]); state is kept under a state
 //! directory (see [`store`]).
 
@@ -25,6 +26,7 @@ pub mod store;
 pub mod supervise;
 pub mod supervisor;
 pub mod sys;
+pub mod userns;
 pub mod volumes;
 
 pub use container::{

@@ -50,6 +50,9 @@ pub struct SpecRequest {
     pub image: String,
     /// `--entrypoint`: replaces the image's Entrypoint ("" clears it).
     pub entrypoint: Option<String>,
+    /// `--userns`, `--uidmap`, `--gidmap` (resolved by the runtime, which
+    /// knows the daemon's subordinate id ranges).
+    pub userns: crate::userns::UsernsRequest,
 }
 
 /// An image resolved for a create: its layers and the defaults of its config.
@@ -369,6 +372,9 @@ pub struct ContainerSpec {
     pub mounts: Vec<crate::volumes::MountSpec>,
     #[serde(default)]
     pub read_only: bool,
+    /// The user namespace's id maps; `None`: the host's user namespace.
+    #[serde(default)]
+    pub userns: Option<crate::userns::IdMap>,
 }
 
 /// True if `s` is a DNS label as rsup accepts it for names: 1-63 characters
@@ -590,6 +596,7 @@ impl ContainerSpec {
             security,
             mounts: Vec::new(),
             read_only: req.read_only,
+            userns: None,
         })
     }
 }

@@ -53,6 +53,16 @@ pub struct Cli {
     /// repeatable. None: such names get NXDOMAIN.
     #[arg(long = "dns-upstream")]
     pub dns_upstream: Vec<String>,
+    /// Host user (name or uid) whose subordinate id ranges `--userns remap`
+    /// containers use.
+    #[arg(long, env = "RSUP_USERNS_REMAP_USER", default_value = "rsup")]
+    pub userns_remap_user: String,
+    /// subuid file (`name-or-uid:start:count` lines) read at each create.
+    #[arg(long, env = "RSUP_SUBUID_FILE", default_value = "/etc/subuid")]
+    pub subuid_file: PathBuf,
+    /// subgid file, as --subuid-file.
+    #[arg(long, env = "RSUP_SUBGID_FILE", default_value = "/etc/subgid")]
+    pub subgid_file: PathBuf,
     /// Address of the Prometheus /metrics endpoint ("" to disable).
     #[arg(long, env = "RSUP_METRICS_ADDR", default_value = "127.0.0.1:9750")]
     pub metrics_addr: String,
@@ -93,6 +103,7 @@ pub struct Config {
     pub tcp: Option<TlsListener>,
     /// The unauthenticated loopback TCP listener, if any.
     pub insecure_tcp: Option<SocketAddr>,
+    pub userns: rsup_runtime::userns::UsernsConfig,
 }
 
 /// `--tcp` with its certificate files, read at start so that a missing or
@@ -259,9 +270,25 @@ impl Cli {
             self.tls_ca.as_deref(),
         )?;
         let insecure_tcp = resolve_insecure_tcp(self.insecure_tcp.as_deref())?;
+        if self.userns_remap_user.is_empty() || self.userns_remap_user.contains(':') {
+            anyhow::bail!("--userns-remap-user must be a user name or uid");
+        }
+        let absolute = |p: PathBuf| -> anyhow::Result<PathBuf> {
+            Ok(if p.is_absolute() {
+                p
+            } else {
+                std::env::current_dir()?.join(p)
+            })
+        };
+        let userns = rsup_runtime::userns::UsernsConfig {
+            user: self.userns_remap_user,
+            subuid_file: absolute(self.subuid_file)?,
+            subgid_file: absolute(self.subgid_file)?,
+        };
         Ok(Config {
             tcp,
             insecure_tcp,
+            userns,
             net: rsup_runtime::container::NetConfig {
                 prefix: self.net_prefix,
                 default_subnet,

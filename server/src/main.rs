@@ -174,6 +174,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         cgroup_subtree: (!config.no_cgroups).then(|| config.cgroup_subtree.clone()),
         stats_interval: config.stats_interval,
         net: config.net.clone(),
+        userns: config.userns.clone(),
     })
     .await
     .with_context(|| format!("opening state directory {}", config.state_dir.display()))?;

@@ -65,3 +65,7 @@ mod images;
 // loopback only, and the Unix socket's mode and group.
 #[path = "integration/tls.rs"]
 mod tls;
+// User namespaces: --userns remap, --uidmap/--gidmap, container root as an
+// unprivileged host uid, the shifted rootfs copy, and bad maps.
+#[path = "integration/userns.rs"]
+mod userns;

@@ -160,6 +160,9 @@ impl SpecArgs {
             privileged: self.security.privileged,
             security_opt,
             seccomp_profile,
+            userns: self.security.userns.unwrap_or_default(),
+            uid_map: self.security.uid_map,
+            gid_map: self.security.gid_map,
             volumes: self.storage.volumes,
             tmpfs: self.storage.tmpfs,
             read_only: self.storage.read_only,
@@ -241,6 +244,22 @@ pub struct SecurityArgs {
     /// seccomp=FILE with a profile in Docker's JSON format, no-new-privileges)
     #[arg(long = "security-opt", value_name = "OPT")]
     pub security_opt: Vec<String>,
+
+    /// User namespace: host (none, the default) or remap (container root
+    /// becomes an unprivileged uid of rsupd's subuid range)
+    #[arg(long, value_name = "MODE")]
+    pub userns: Option<String>,
+
+    /// Map container uids to host uids, repeatable
+    /// (CONTAINER_ID:HOST_ID:SIZE, inside rsupd's subuid range; implies a
+    /// user namespace)
+    #[arg(long = "uidmap", value_name = "C:H:SIZE")]
+    pub uid_map: Vec<String>,
+
+    /// Map container gids to host gids, repeatable (as --uidmap; default:
+    /// the uid map)
+    #[arg(long = "gidmap", value_name = "C:H:SIZE")]
+    pub gid_map: Vec<String>,
 }
 
 /// Volumes, tmpfs mounts and a read-only root, with Docker's flag names.

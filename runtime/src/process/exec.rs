@@ -4,14 +4,15 @@
 //! Like the shim, this is a fresh single-threaded process, so it may setns
 //! and fork safely. It joins the container's cgroup, then its IPC, UTS, NET,
 //! PID and MNT namespaces (opening every namespace fd first, while
-//! `/proc/<init>` is still the host's), forks (a PID namespace applies to
-//! children only), and the child sets the user and working directory and
-//! execs the command found in the container's PATH. The parent waits and
-//! exits with the command's status (128+signal when killed).
+//! `/proc/<init>` is still the host's), then its user namespace if it has
+//! one (last: the others belong to the host's user namespace), forks (a PID
+//! namespace applies to children only), and the child sets the user and
+//! working directory and execs the command found in the container's PATH.
+//! The parent waits and exits with the command's status (128+signal when killed).
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use nix::sched::{CloneFlags, setns};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -75,10 +76,22 @@ fn run(json: &str) -> Result<i32, String> {
         let f = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
         fds.push((name, flag, f));
     }
+    // A container with a user namespace: join it last. Its other namespaces
+    // belong to the host's user namespace (the init unshares the user
+    // namespace after them), so joining them needs host root's
+    // capabilities, which setns(CLONE_NEWUSER) gives up.
+    let user_path = format!("/proc/{}/ns/user", spec.init_pid);
+    let user = File::open(&user_path).map_err(|e| format!("{user_path}: {e}"))?;
+    let own = std::fs::metadata("/proc/self/ns/user").map_err(|e| format!("own user ns: {e}"))?;
+    let theirs = user.metadata().map_err(|e| format!("{user_path}: {e}"))?;
+    let join_user = (own.dev(), own.ino()) != (theirs.dev(), theirs.ino());
     for (name, flag, f) in &fds {
         setns(f, *flag).map_err(|e| format!("setns {name}: {e}"))?;
     }
-    drop(fds);
+    if join_user {
+        setns(&user, CloneFlags::CLONE_NEWUSER).map_err(|e| format!("setns user: {e}"))?;
+    }
+    drop((fds, user));
     // SAFETY: this helper is single-threaded (checked above).
     match unsafe { sys::fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {

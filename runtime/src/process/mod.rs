@@ -16,6 +16,8 @@
 //!                     ▼
 //!                    init = PID 1 (new PID, MNT, UTS, IPC, NET namespaces)
 //!                     │ overlay root, /proc, /dev, /sys ro, pivot_root, hostname, lo up
+//!                     │ [--userns: unshare(CLONE_NEWUSER); the shim writes the id maps;
+//!                     │  setresuid/setresgid(0) inside]
 //!                     │ waits for "go"; fork
 //!                     ▼
 //!                    command = PID 2 (uid/gid, cwd, env; execve)

@@ -9,7 +9,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use nix::fcntl::OFlag;
@@ -103,20 +103,29 @@ fn run(dir: &Path) -> Result<(), String> {
 
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
+    let lowers = lower_dirs(&spec, dir)?;
     let (st_r, st_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
+    let (map_r, map_w) = pipe()?;
 
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare(CLONE_NEWPID): {e}"))?;
     // SAFETY: the shim is single-threaded (checked above).
     let init_pid = match unsafe { sys::fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            drop((out_r, err_r, st_r, go_w));
-            let code = init_main(&spec, dir, out_w, err_w, st_w, go_r);
+            drop((out_r, err_r, st_r, go_w, map_w));
+            let pipes = InitPipes {
+                out_w,
+                err_w,
+                st_w,
+                go_r,
+                map_r,
+            };
+            let code = init_main(&spec, dir, &lowers, pipes);
             sys::exit_now(code);
         }
         ForkResult::Parent { child } => child,
     };
-    drop((out_w, err_w, st_w, go_r));
+    drop((out_w, err_w, st_w, go_r, map_r));
     let mut status = StatusReader {
         fd: File::from(st_r),
         buf: Vec::new(),
@@ -129,7 +138,27 @@ fn run(dir: &Path) -> Result<(), String> {
         Err(msg)
     };
 
-    match status.next_line(&mut pending) {
+    let mut line = status.next_line(&mut pending);
+    if let Some(map) = &spec.userns {
+        // The init is in its new user namespace and waits for its maps: we
+        // write them from the host's user namespace, where we hold
+        // CAP_SETUID and CAP_SETGID (so no setgroups "deny" is needed).
+        match line {
+            Some(l) if l == "userns" => {}
+            Some(l) => return fail(l.strip_prefix("error ").unwrap_or(&l).to_string()),
+            None => return fail("the container init died during setup".into()),
+        }
+        if let Err(e) = write_id_maps(init_pid, map) {
+            return fail(e);
+        }
+        if File::from(map_w).write_all(b"m").is_err() {
+            return fail("the container init died before its id maps were set".into());
+        }
+        line = status.next_line(&mut pending);
+    } else {
+        drop(map_w);
+    }
+    match line {
         Some(l) if l == "ready" => {}
         Some(l) => return fail(l.strip_prefix("error ").unwrap_or(&l).to_string()),
         None => return fail("the container init died during setup".into()),
@@ -276,22 +305,43 @@ fn pump(
 
 // ---------------------------------------------------------------- init (PID 1)
 
-/// Body of the container's init. Returns its exit code.
-fn init_main(
-    spec: &ContainerSpec,
-    dir: &Path,
+/// The init's ends of the pipes to the shim.
+struct InitPipes {
+    /// The command's stdout and stderr.
     out_w: OwnedFd,
     err_w: OwnedFd,
+    /// Status lines to the shim.
     st_w: OwnedFd,
+    /// One byte: start the command.
     go_r: OwnedFd,
-) -> i32 {
+    /// One byte: the id maps are written.
+    map_r: OwnedFd,
+}
+
+/// Body of the container's init. Returns its exit code.
+fn init_main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: InitPipes) -> i32 {
+    let InitPipes {
+        out_w,
+        err_w,
+        st_w,
+        go_r,
+        map_r,
+    } = pipes;
     // If the shim dies, so does the container: nobody would record its exit.
     let _ = sys::set_parent_death_signal(libc::SIGKILL);
     let _ = sys::set_name("rsup-init");
     let mut st = File::from(st_w);
-    if let Err(e) = setup(spec, dir) {
+    if let Err(e) = setup(spec, dir, lowers) {
         let _ = writeln!(st, "error {e}");
         return 1;
+    }
+    if spec.userns.is_some() {
+        if let Err(e) = enter_userns(&mut st, map_r) {
+            let _ = writeln!(st, "error {e}");
+            return 1;
+        }
+    } else {
+        drop(map_r);
     }
     let _ = writeln!(st, "ready");
     let mut b = [0u8; 1];
@@ -413,6 +463,70 @@ fn exec_command(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd, exec_w: Ow
     fail(&format!("exec {}", spec.executable), &e.desc())
 }
 
+/// The overlay's lower directories, top first: the rootfs, or its shifted
+/// copy when the container has a user namespace (see
+/// [`crate::userns::shifted_lowerdirs`]); then the upper and work
+/// directories are made the container root's too, so that it owns `/`.
+fn lower_dirs(spec: &ContainerSpec, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let lowers = spec.lowerdirs();
+    let Some(map) = &spec.userns else {
+        return Ok(lowers);
+    };
+    // <state>/containers/<id>: see crate::store.
+    let state = dir
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("the container directory is not inside a state directory")?;
+    let shifted =
+        crate::userns::shifted_lowerdirs(state, &lowers, map).map_err(|e| e.to_string())?;
+    let (uid, gid) = map.root();
+    for d in ["upper", "work"] {
+        let p = dir.join(d);
+        std::fs::create_dir_all(&p).map_err(|e| format!("mkdir {d}: {e}"))?;
+        std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {d}: {e}"))?;
+    }
+    Ok(shifted)
+}
+
+/// Writes the init's uid and gid maps (from the shim, in the host's user
+/// namespace). Each file takes exactly one write.
+fn write_id_maps(init: Pid, map: &crate::userns::IdMap) -> Result<(), String> {
+    for (file, ranges) in [("uid_map", &map.uids), ("gid_map", &map.gids)] {
+        let path = format!("/proc/{init}/{file}");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(crate::userns::proc_map_text(ranges).as_bytes()))
+            .map_err(|e| format!("writing {path}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// In the init, after every mount: moves into a new user namespace, has the
+/// shim write its maps, and becomes the namespace's root. The mount, PID,
+/// UTS, IPC and network namespaces stay owned by the host's user namespace,
+/// so even with capabilities container root cannot mount or configure the
+/// network; the capability sets the command gets apply in the new
+/// namespace only.
+fn enter_userns(st: &mut File, map_r: OwnedFd) -> Result<(), String> {
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| format!("unshare(CLONE_NEWUSER): {e}"))?;
+    writeln!(st, "userns").map_err(|e| format!("status pipe: {e}"))?;
+    let mut b = [0u8; 1];
+    if !matches!(File::from(map_r).read(&mut b), Ok(1)) {
+        return Err("the shim did not write the id maps".into());
+    }
+    let root = (Uid::from_raw(0), Gid::from_raw(0));
+    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups in the user namespace: {e}"))?;
+    nix::unistd::setresgid(root.1, root.1, root.1)
+        .map_err(|e| format!("setresgid(0) in the user namespace: {e}"))?;
+    nix::unistd::setresuid(root.0, root.0, root.0)
+        .map_err(|e| format!("setresuid(0) in the user namespace: {e}"))?;
+    // A change of the effective uid clears the parent-death signal.
+    let _ = sys::set_parent_death_signal(libc::SIGKILL);
+    Ok(())
+}
+
 fn mount_err(what: &str, target: &Path) -> impl FnOnce(nix::errno::Errno) -> String {
     let msg = format!("mount {what} on {}", target.display());
     move |e| format!("{msg}: {e}")
@@ -432,7 +546,16 @@ fn target_dir(root: &Path, rel: &str) -> Result<std::path::PathBuf, String> {
 }
 
 /// Namespaces and mounts of a new container, as its PID 1.
-fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
+fn setup(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf]) -> Result<(), String> {
+    // tmpfs mounts of rsup's own (/dev, /dev/shm) belong to container root.
+    let owner = spec
+        .userns
+        .as_ref()
+        .map(|m| {
+            let (u, g) = m.root();
+            format!(",uid={u},gid={g}")
+        })
+        .unwrap_or_default();
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if spec.networks.is_empty() {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -459,14 +582,13 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
     for d in ["rootfs", "upper", "work"] {
         std::fs::create_dir_all(dir.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
     }
-    let lower: Vec<String> = spec
-        .lowerdirs()
+    let lowerdir = lowers
         .iter()
-        .map(|d| d.display().to_string())
-        .collect();
+        .map(|l| l.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
+        "lowerdir={lowerdir},upperdir={},workdir={}",
         dir.join("upper").display(),
         dir.join("work").display()
     );
@@ -474,7 +596,7 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
     if opts.len() >= 4096 {
         return Err(format!(
             "the overlay options of {} layers exceed a page ({} bytes)",
-            lower.len(),
+            lowers.len(),
             opts.len()
         ));
     }
@@ -504,7 +626,7 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
         &dev,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
+        Some(format!("mode=755,size=65536k{owner}").as_str()),
     )
     .map_err(mount_err("tmpfs", &dev))?;
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
@@ -537,7 +659,7 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
         &shm,
         Some("tmpfs"),
         nosuid_noexec_nodev,
-        Some("mode=1777,size=65536k"),
+        Some(format!("mode=1777,size=65536k{owner}").as_str()),
     )
     .map_err(mount_err("tmpfs", &shm))?;
     for (link, target) in [
@@ -589,12 +711,23 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> Result<(), String> {
                 format!("nameserver {}\noptions ndots:0\n", a.gateway),
             );
         }
+        if let Some(map) = &spec.userns {
+            let (u, g) = map.root();
+            for f in ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"] {
+                let _ = std::os::unix::fs::lchown(f, Some(u), Some(g));
+            }
+        }
     }
     if !spec.security.privileged {
         mask_paths()?;
     }
+    let made_working_dir = !Path::new(&spec.working_dir).exists();
     std::fs::create_dir_all(&spec.working_dir)
         .map_err(|e| format!("working directory {}: {e}", spec.working_dir))?;
+    if let (true, Some(map)) = (made_working_dir, &spec.userns) {
+        let (u, g) = map.root();
+        let _ = std::os::unix::fs::chown(&spec.working_dir, Some(u), Some(g));
+    }
     if spec.read_only {
         // Only this mount point turns read-only: /proc, /dev, volumes and
         // tmpfs mounts below keep their own flags.

@@ -14,6 +14,7 @@ use rsup_runtime::seccomp::Seccomp;
 use rsup_runtime::security::SecurityRequest;
 use rsup_runtime::spec::{HealthRequest, RestartRequest};
 use rsup_runtime::supervise::Event;
+use rsup_runtime::userns::UsernsRequest;
 use rsup_runtime::volumes::MountKind;
 use rsup_runtime::{
     ContainerInfo, ContainerState, ContainerStats, ResourcesRequest, Runtime, SpecRequest,
@@ -65,6 +66,11 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> SpecRequest {
         read_only: s.read_only,
         image: s.image,
         entrypoint: s.entrypoint,
+        userns: UsernsRequest {
+            mode: s.userns,
+            uid_map: s.uid_map,
+            gid_map: s.gid_map,
+        },
         security: SecurityRequest {
             cap_add: s.cap_add,
             cap_drop: s.cap_drop,
@@ -228,6 +234,21 @@ fn container(c: ContainerInfo) -> pb::Container {
                 })
                 .collect(),
             read_only: s.read_only,
+            userns: if s.userns.is_some() {
+                "remap".into()
+            } else {
+                String::new()
+            },
+            uid_map: s
+                .userns
+                .iter()
+                .flat_map(|m| m.uids.iter().map(|r| r.to_string()))
+                .collect(),
+            gid_map: s
+                .userns
+                .iter()
+                .flat_map(|m| m.gids.iter().map(|r| r.to_string()))
+                .collect(),
             security_opt: vec![format!("seccomp={}", s.security.seccomp.kind())],
             seccomp_profile: match &s.security.seccomp {
                 Seccomp::Custom(json) => json.clone(),
