@@ -226,12 +226,7 @@ impl ImageStore {
 
     fn lock(&self) -> Result<StoreLock, Error> {
         let path = self.root.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
+        let file = store::open_lock_file(&path)?;
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| io_err("flock", &path)(e.into()))?;
         Ok(StoreLock { _lock: lock })

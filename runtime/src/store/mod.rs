@@ -123,17 +123,23 @@ pub struct StateLock {
     _lock: nix::fcntl::Flock<File>,
 }
 
+/// Opens a lock file for an flock, creating it if needed (never truncating:
+/// its content, if any, is not ours to lose).
+pub(crate) fn open_lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err("open", path))
+}
+
 impl StateLock {
     /// Takes `dir/rsupd.lock` with a non-blocking exclusive flock; fails with
     /// [`StoreError::Locked`] if another process holds it.
     pub fn acquire(dir: &Path) -> Result<StateLock, StoreError> {
         let path = dir.join("rsupd.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
+        let file = open_lock_file(&path)?;
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(StateLock { _lock: lock }),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StoreError::Locked(dir.to_path_buf())),
