@@ -198,6 +198,9 @@ fn host_config(spec: &ContainerSpec) -> Value {
         "Binds": spec.volumes,
         "Tmpfs": tmpfs(&spec.tmpfs),
         "ReadonlyRootfs": spec.read_only,
+        "UsernsMode": spec.userns,
+        "UIDMaps": spec.uid_map,
+        "GIDMaps": spec.gid_map,
         "Memory": r.memory_bytes.unwrap_or(0),
         "MemorySwap": r.memory_swap_bytes.unwrap_or(0),
         "NanoCpus": r.cpus.map_or(0, nano_cpus),
@@ -299,6 +302,7 @@ mod tests {
             json!({"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "PortBindings": {},
                    "CapAdd": [], "Privileged": false, "SecurityOpt": [],
                    "Binds": [], "Tmpfs": {}, "ReadonlyRootfs": false,
+                   "UsernsMode": "", "UIDMaps": [], "GIDMaps": [],
                    "Memory": 0, "MemorySwap": 0, "NanoCpus": 0, "CpuShares": 0, "PidsLimit": 0})
         );
     }
@@ -323,6 +327,7 @@ mod tests {
             json!({"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "PortBindings": {},
                    "CapAdd": [], "Privileged": false, "SecurityOpt": [],
                    "Binds": [], "Tmpfs": {}, "ReadonlyRootfs": false,
+                   "UsernsMode": "", "UIDMaps": [], "GIDMaps": [],
                    "Memory": 268435456, "MemorySwap": -1, "NanoCpus": 1500000000,
                    "CpuShares": 512, "PidsLimit": 100})
         );

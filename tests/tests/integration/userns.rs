@@ -552,6 +552,14 @@ async fn remapped_container_from_an_image() {
         )
         .await;
     assert_ids(c.pid, base, base, "the image container's init");
+    let v = d.inspect_json(&name);
+    assert_eq!(v["HostConfig"]["UsernsMode"], "remap", "{v}");
+    assert_eq!(
+        v["HostConfig"]["UIDMaps"],
+        serde_json::json!([format!("0:{base}:65536")]),
+        "{v}"
+    );
+    assert_eq!(v["Config"]["Image"], "remapped", "{v}");
     let out = d.ctl_ok([
         "exec",
         name.as_str(),
