@@ -33,10 +33,12 @@ impl Client {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let size = file.metadata().await.ok().map(|m| m.len());
         let first = proto::ImportImageRequest {
             part: Some(proto::import_image_request::Part::Options(
                 proto::ImportOptions {
                     name: name.unwrap_or_default().to_owned(),
+                    size,
                 },
             )),
         };
@@ -101,15 +103,23 @@ impl Client {
         Ok(self.images().inspect(request).await?.into_inner())
     }
 
-    /// Removes an image; `force` removes it even while containers use it.
-    pub async fn remove_image(&self, image: &str, force: bool) -> Result<proto::Image, Error> {
+    /// Removes a name, or the image when it is its last name or an id;
+    /// `force` removes an image even while containers use it.
+    pub async fn remove_image(
+        &self,
+        image: &str,
+        force: bool,
+    ) -> Result<proto::RemoveImageResponse, Error> {
         let request = proto::RemoveImageRequest {
             image: image.to_owned(),
             force,
         };
         let reply = self.images().remove(request).await?.into_inner();
-        reply
-            .image
-            .ok_or_else(|| Error::Status(tonic::Status::internal("the reply has no image")))
+        if reply.image.is_none() {
+            return Err(Error::Status(tonic::Status::internal(
+                "the reply has no image",
+            )));
+        }
+        Ok(reply)
     }
 }

@@ -373,6 +373,9 @@ pub(crate) struct Inner {
     pub(crate) images: Arc<crate::image::ImageStore>,
     /// Creates from an image hold it shared, image removals exclusively.
     pub(crate) image_gate: tokio::sync::RwLock<()>,
+    /// Container dirs whose state could not be read at start: while there
+    /// are any, no image layer is deleted (they may mount them).
+    pub(crate) unreadable_containers: std::sync::atomic::AtomicUsize,
     _lock: StateLock,
 }
 
@@ -461,6 +464,7 @@ impl Runtime {
                 netlink: tokio::sync::OnceCell::new(),
                 images,
                 image_gate: tokio::sync::RwLock::new(()),
+                unreadable_containers: std::sync::atomic::AtomicUsize::new(0),
                 _lock: state_lock,
             }),
         };
@@ -475,6 +479,10 @@ impl Runtime {
                 Ok(true) => died_while_down.push(id),
                 Ok(false) => {}
                 Err(e) => {
+                    runtime
+                        .inner
+                        .unreadable_containers
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     warn!(container = %id, error = %e, "skipping a container whose state cannot be read")
                 }
             }
@@ -486,6 +494,8 @@ impl Runtime {
         runtime.sweep_links().await;
         runtime.sweep_orphans();
         runtime.restart_on_open(&died_while_down);
+        // Layers an interrupted removal left without a user.
+        runtime.collect_layers().await;
         Ok(runtime)
     }
 
@@ -652,6 +662,16 @@ impl Runtime {
         .map_err(|e| Error::FailedPrecondition(format!("validation task failed: {e}")))??;
         if let Some(sup) = &spec.supervisor {
             self.check_supervisor(sup)?;
+        }
+        {
+            // The shim's overlay mount must fit the kernel's page: refuse
+            // now rather than at every start.
+            let dir = self.inner.config.state_dir.join("containers").join(&id);
+            crate::spec::overlay_options(
+                &spec.lowerdirs(),
+                Some((&dir.join("upper"), &dir.join("work"))),
+            )
+            .map_err(Error::FailedPrecondition)?;
         }
         let mut spec = spec;
         let volumes_dir = self.volumes_dir();
@@ -1156,7 +1176,7 @@ impl Runtime {
         let dir = entry.dir.clone();
         let cg = self.inner.cgroups.clone();
         let id = entry.id.clone();
-        tokio::task::spawn_blocking(move || {
+        let removed = tokio::task::spawn_blocking(move || {
             if let Some(cg) = cg
                 && let Err(e) = cg.remove(&id)
             {
@@ -1165,11 +1185,13 @@ impl Runtime {
             remove_dir(&dir)
         })
         .await
-        .map_err(|e| Error::FailedPrecondition(format!("remove task failed: {e}")))??;
-        info!(container = %entry.spec.name, "removed");
+        .map_err(|e| Error::FailedPrecondition(format!("remove task failed: {e}")));
+        // The container is forgotten either way: its layers may go.
         if entry.spec.image.is_some() {
             self.collect_layers().await;
         }
+        removed??;
+        info!(container = %entry.spec.name, "removed");
         Ok(())
     }
 

@@ -21,11 +21,43 @@ use crate::image::Image;
 use crate::spec::ImageSource;
 use crate::{Error, Runtime};
 
+/// What `remove_image` did: the names it took away, and whether the image
+/// itself is gone.
+#[derive(Debug, Clone)]
+pub struct RemovedImage {
+    pub info: ImageInfo,
+    pub untagged: Vec<String>,
+    pub deleted: bool,
+}
+
 /// An image and the names of the containers made from it.
 #[derive(Debug, Clone)]
 pub struct ImageInfo {
     pub image: Image,
     pub containers: Vec<String>,
+}
+
+/// Creates `dir` (and its parents) readable by root only.
+fn private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(store_io("mkdir", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(store_io("chmod", dir))
+}
+
+/// Deletes the spooled upload however the import ends (an error, or the
+/// client going away while rsupd still reads it: unlinking an open file is
+/// fine for its reader).
+struct Spool(PathBuf);
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(path = %self.0.display(), error = %e, "cannot remove an uploaded archive");
+        }
+    }
 }
 
 fn blocking_failed(e: tokio::task::JoinError) -> Error {
@@ -59,12 +91,11 @@ impl View {
                 mounted: false,
             }),
             _ => {
-                std::fs::create_dir_all(views_dir).map_err(store_io("mkdir", views_dir))?;
+                let opts = crate::spec::overlay_options(lowerdirs, None)
+                    .map_err(Error::FailedPrecondition)?;
+                private_dir(views_dir)?;
                 let path = views_dir.join(crate::container::random_id());
                 std::fs::create_dir(&path).map_err(store_io("mkdir", &path))?;
-                let lower: Vec<String> =
-                    lowerdirs.iter().map(|d| d.display().to_string()).collect();
-                let opts = format!("lowerdir={}", lower.join(":"));
                 if let Err(e) = mount(
                     Some("overlay"),
                     &path,
@@ -130,13 +161,25 @@ impl Runtime {
             .collect()
     }
 
-    /// Layers the containers mount.
-    fn layers_in_use(&self) -> HashSet<String> {
-        lock(&self.inner.containers)
-            .iter()
-            .filter_map(|e| e.spec.image.as_ref())
-            .flat_map(|i| i.layers.iter().cloned())
-            .collect()
+    /// Layers the containers mount; `None` when a container's config could
+    /// not be read at start (it may be running on layers nobody knows of):
+    /// then no layer is deleted.
+    fn layers_in_use(&self) -> Option<HashSet<String>> {
+        if self
+            .inner
+            .unreadable_containers
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            return None;
+        }
+        Some(
+            lock(&self.inner.containers)
+                .iter()
+                .filter_map(|e| e.spec.image.as_ref())
+                .flat_map(|i| i.layers.iter().cloned())
+                .collect(),
+        )
     }
 
     fn info_of(&self, image: Image) -> ImageInfo {
@@ -161,66 +204,101 @@ impl Runtime {
     }
 
     /// Imports an archive sent in chunks (the client's file): spooled to
-    /// the state directory, imported, then deleted.
-    pub async fn import_image<S>(&self, chunks: S, name: Option<&str>) -> Result<ImageInfo, Error>
+    /// the state directory, imported, then deleted. `size`, when the client
+    /// says it, must be what arrived (a client that failed to read its file
+    /// must not get half an archive imported).
+    pub async fn import_image<S>(
+        &self,
+        chunks: S,
+        name: Option<&str>,
+        size: Option<u64>,
+    ) -> Result<ImageInfo, Error>
     where
         S: Stream<Item = Result<Vec<u8>, Error>> + Unpin,
     {
+        // A bad name fails before anything is uploaded.
+        if let Some(n) = name {
+            crate::image::normalize_reference(n)?;
+        }
         let dir = self.uploads_dir();
-        std::fs::create_dir_all(&dir).map_err(store_io("mkdir", &dir))?;
-        let path = dir.join(format!("{}.tar", crate::container::random_id()));
-        let result = async {
-            let mut file = tokio::fs::File::create(&path)
+        private_dir(&dir)?;
+        let spool = Spool(dir.join(format!("{}.tar", crate::container::random_id())));
+        let path = spool.0.clone();
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(store_io("create", &path))?;
+        let mut chunks = chunks;
+        let mut total = 0u64;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            total += chunk.len() as u64;
+            file.write_all(&chunk)
                 .await
-                .map_err(store_io("create", &path))?;
-            let mut chunks = chunks;
-            let mut total = 0u64;
-            while let Some(chunk) = chunks.next().await {
-                let chunk = chunk?;
-                total += chunk.len() as u64;
-                file.write_all(&chunk)
-                    .await
-                    .map_err(store_io("write", &path))?;
-            }
-            file.flush().await.map_err(store_io("write", &path))?;
-            drop(file);
-            if total == 0 {
-                return Err(Error::InvalidArgument {
-                    field: "archive",
-                    reason: "the archive is empty".into(),
-                });
-            }
-            self.import_image_file(&path, name).await
+                .map_err(store_io("write", &path))?;
         }
-        .await;
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
+        file.flush().await.map_err(store_io("write", &path))?;
+        drop(file);
+        if total == 0 {
+            return Err(Error::InvalidArgument {
+                field: "archive",
+                reason: "the archive is empty".into(),
+            });
+        }
+        if let Some(size) = size
+            && size != total
         {
-            warn!(path = %path.display(), error = %e, "cannot remove an uploaded archive");
+            return Err(Error::InvalidArgument {
+                field: "archive",
+                reason: format!("the client announced {size} bytes but sent {total}"),
+            });
         }
+        let result = self.import_image_file(&path, name).await;
+        drop(spool);
         result
     }
 
-    pub fn images(&self) -> Result<Vec<ImageInfo>, Error> {
-        Ok(self
-            .inner
-            .images
-            .list()?
-            .into_iter()
-            .map(|i| self.info_of(i))
-            .collect())
+    pub async fn images(&self) -> Result<Vec<ImageInfo>, Error> {
+        let store = self.inner.images.clone();
+        let images = tokio::task::spawn_blocking(move || store.list())
+            .await
+            .map_err(blocking_failed)??;
+        Ok(images.into_iter().map(|i| self.info_of(i)).collect())
     }
 
-    pub fn inspect_image(&self, reference: &str) -> Result<ImageInfo, Error> {
-        let image = self.inner.images.get(reference)?;
+    pub async fn inspect_image(&self, reference: &str) -> Result<ImageInfo, Error> {
+        let store = self.inner.images.clone();
+        let reference = reference.to_string();
+        let image = tokio::task::spawn_blocking(move || store.get(&reference))
+            .await
+            .map_err(blocking_failed)??;
         Ok(self.info_of(image))
     }
 
-    /// Removes an image; refused while containers use it unless `force`
-    /// (then the layers they mount stay until the last of them is removed).
-    pub async fn remove_image(&self, reference: &str, force: bool) -> Result<ImageInfo, Error> {
+    /// Removes a name or an image, as `docker rmi` does: a name of an image
+    /// that has other names is only taken away (untagged); the last name,
+    /// or an id, deletes the image, which is refused while containers use
+    /// it unless `force` (then the layers they mount stay until the last of
+    /// them is removed).
+    pub async fn remove_image(&self, reference: &str, force: bool) -> Result<RemovedImage, Error> {
         let _gate = self.inner.image_gate.write().await;
-        let image = self.inner.images.get(reference)?;
+        let store = self.inner.images.clone();
+        let r = reference.to_string();
+        let (image, untagged) = tokio::task::spawn_blocking(move || {
+            let image = store.get(&r)?;
+            let untagged = store.untag(&r)?;
+            Ok::<_, Error>((image, untagged))
+        })
+        .await
+        .map_err(blocking_failed)??;
+        if let Some(image) = untagged {
+            let name = crate::image::normalize_reference(reference)?;
+            info!(image = %image.id, name = %name, "untagged");
+            return Ok(RemovedImage {
+                info: self.info_of(image),
+                untagged: vec![name],
+                deleted: false,
+            });
+        }
         let users = self.users_of(&image.id);
         if !users.is_empty() && !force {
             return Err(Error::FailedPrecondition(format!(
@@ -228,16 +306,23 @@ impl Runtime {
                 users.join(", ")
             )));
         }
-        let in_use = self.layers_in_use();
+        // Unknown containers: keep this image's layers too.
+        let in_use = self
+            .layers_in_use()
+            .unwrap_or_else(|| image.layers.iter().cloned().collect());
         let store = self.inner.images.clone();
         let id = image.id.clone();
         let removed = tokio::task::spawn_blocking(move || store.remove(&id, &in_use))
             .await
             .map_err(blocking_failed)??;
         info!(image = %removed.id, "removed");
-        Ok(ImageInfo {
-            image: removed,
-            containers: users,
+        Ok(RemovedImage {
+            untagged: removed.names.clone(),
+            info: ImageInfo {
+                image: removed,
+                containers: users,
+            },
+            deleted: true,
         })
     }
 
@@ -245,7 +330,9 @@ impl Runtime {
     /// only force-removed images had.
     pub(crate) async fn collect_layers(&self) {
         let _gate = self.inner.image_gate.write().await;
-        let in_use = self.layers_in_use();
+        let Some(in_use) = self.layers_in_use() else {
+            return;
+        };
         let store = self.inner.images.clone();
         match tokio::task::spawn_blocking(move || store.gc(&in_use)).await {
             Ok(Ok(0)) => {}

@@ -165,7 +165,9 @@ impl SecurityRequest {
             reason,
         };
         if !self.seccomp_profile.is_empty() {
-            if !self.seccomp.is_empty() {
+            // "custom" is what replies say beside the profile: a spec read
+            // back can be sent again.
+            if !self.seccomp.is_empty() && self.seccomp != "custom" {
                 return Err(bad(format!(
                     "seccomp={} and a seccomp profile: give one or the other",
                     self.seccomp

@@ -641,6 +641,37 @@ impl SpecRequest {
     }
 }
 
+/// The options of an overlay mount of `lowers` (top first) with, if given,
+/// an upper and a work dir. Refused when longer than the page the kernel
+/// copies (it would cut the string silently): about 38 image layers at the
+/// default state dir.
+pub fn overlay_options(
+    lowers: &[PathBuf],
+    upper_work: Option<(&Path, &Path)>,
+) -> Result<String, String> {
+    let lowerdir = lowers
+        .iter()
+        .map(|l| l.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let opts = match upper_work {
+        Some((upper, work)) => format!(
+            "lowerdir={lowerdir},upperdir={},workdir={}",
+            upper.display(),
+            work.display()
+        ),
+        None => format!("lowerdir={lowerdir}"),
+    };
+    if opts.len() >= 4096 {
+        return Err(format!(
+            "the overlay mount options of {} layers exceed a page ({} bytes)",
+            lowers.len(),
+            opts.len()
+        ));
+    }
+    Ok(opts)
+}
+
 /// Checks a `--rootfs` directory and returns its canonical path.
 fn check_rootfs(given: &str) -> Result<PathBuf, Error> {
     if given.is_empty() {

@@ -117,7 +117,7 @@ impl SpecArgs {
                 let Some(rootfs) = rootfs.to_str() else {
                     bail!("--rootfs {}: path is not valid UTF-8", rootfs.display());
                 };
-                if self.command.is_empty() {
+                if self.command.is_empty() && self.entrypoint.as_deref().unwrap_or("").is_empty() {
                     bail!("a command is required after --rootfs DIR");
                 }
                 (rootfs.to_owned(), String::new())
@@ -125,6 +125,13 @@ impl SpecArgs {
             None => {
                 if self.command.is_empty() {
                     bail!("an image is required (or --rootfs DIR and a command)");
+                }
+                // Flags go before the image: an unknown one lands here.
+                if self.command[0].starts_with('-') {
+                    bail!(
+                        "unknown flag {:?} (flags go before the image; `rsupctl run --help`)",
+                        self.command[0]
+                    );
                 }
                 (String::new(), self.command.remove(0))
             }
@@ -538,6 +545,14 @@ mod tests {
         assert!(spec.command.is_empty());
         assert_eq!(spec.entrypoint, None);
         assert!(parse(&["--rm"]).into_spec().is_err(), "no image, no rootfs");
+        let err = parse(&["--netwrok", "host", "busybox"])
+            .into_spec()
+            .expect_err("a mistyped flag is not an image");
+        assert!(err.to_string().contains("unknown flag"), "{err}");
+        let spec = parse(&["--rootfs", "/r", "--entrypoint", "/bin/sh"])
+            .into_spec()
+            .expect("an entrypoint is a command");
+        assert_eq!(spec.entrypoint.as_deref(), Some("/bin/sh"));
         assert!(
             parse(&["--rootfs", "/r"]).into_spec().is_err(),
             "no command"

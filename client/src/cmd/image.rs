@@ -147,8 +147,15 @@ impl Rm {
     async fn execute(self, client: &Client) -> anyhow::Result<ExitCode> {
         let mut batch = Batch::default();
         for name in &self.images {
-            if let Some(image) = batch.check(client.remove_image(name, self.force).await) {
-                say(format!("Deleted: {}", image.id))?;
+            if let Some(reply) = batch.check(client.remove_image(name, self.force).await) {
+                for n in &reply.untagged {
+                    say(format!("Untagged: {n}"))?;
+                }
+                if reply.deleted
+                    && let Some(image) = reply.image
+                {
+                    say(format!("Deleted: {}", image.id))?;
+                }
             }
         }
         Ok(batch.exit_code())

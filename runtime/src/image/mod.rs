@@ -186,6 +186,14 @@ impl ImageStore {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err("mkdir", &p))?;
         }
+        // Layers keep their owners and modes (setuid binaries included):
+        // only root may walk into the store. Overlay reads lower dirs with
+        // the mounter's credentials, so containers are not affected.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+                .map_err(io_err("chmod", root))?;
+        }
         let store = ImageStore {
             root: root.to_path_buf(),
             unpacked: AtomicU64::new(0),
@@ -520,6 +528,36 @@ impl ImageStore {
             }
         }
         Err(Error::NotFound(format!("image {reference:?} not found")))
+    }
+
+    /// Removes the name `reference` from its image (Docker's untag) when it
+    /// is a name of an image that has other names too: returns the image
+    /// with its remaining names. `None` when `reference` is an id, or the
+    /// image's only name (then it is [`Self::remove`]'s to delete).
+    pub fn untag(&self, reference: &str) -> Result<Option<Image>, Error> {
+        let Ok(name) = normalize_reference(reference) else {
+            return Ok(None);
+        };
+        let _lock = self.lock()?;
+        for (p, image) in self.records()? {
+            if !image.names.contains(&name) {
+                continue;
+            }
+            if image.names.len() < 2 {
+                return Ok(None);
+            }
+            let mut image = image;
+            image.names.retain(|n| *n != name);
+            store::write_json(
+                &p,
+                &ImageRecord {
+                    version: RECORD_VERSION,
+                    image: image.clone(),
+                },
+            )?;
+            return Ok(Some(image));
+        }
+        Ok(None)
     }
 
     /// Removes the image record, then every layer that no image references

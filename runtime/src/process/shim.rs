@@ -582,24 +582,7 @@ fn setup(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf]) -> Result<(), Str
     for d in ["rootfs", "upper", "work"] {
         std::fs::create_dir_all(dir.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
     }
-    let lowerdir = lowers
-        .iter()
-        .map(|l| l.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":");
-    let opts = format!(
-        "lowerdir={lowerdir},upperdir={},workdir={}",
-        dir.join("upper").display(),
-        dir.join("work").display()
-    );
-    // The kernel copies at most a page of mount options.
-    if opts.len() >= 4096 {
-        return Err(format!(
-            "the overlay options of {} layers exceed a page ({} bytes)",
-            lowers.len(),
-            opts.len()
-        ));
-    }
+    let opts = crate::spec::overlay_options(lowers, Some((&dir.join("upper"), &dir.join("work"))))?;
     mount(
         Some("overlay"),
         &root,

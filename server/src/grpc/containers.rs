@@ -267,7 +267,10 @@ fn container(c: ContainerInfo) -> pb::Container {
                 .as_ref()
                 .map(|i| i.reference.clone())
                 .unwrap_or_default(),
-            entrypoint: None,
+            // The command is the whole argv (Entrypoint + Cmd): an empty
+            // entrypoint keeps a spec read back from adding the image's
+            // Entrypoint again when it is sent as a new create.
+            entrypoint: s.image.as_ref().map(|_| String::new()),
         }),
         image_id: s.image.as_ref().map(|i| i.id.clone()).unwrap_or_default(),
         state: state(c.state).into(),
@@ -480,7 +483,15 @@ impl Containers for Service {
             .runtime
             .list(req.into_inner().all)
             .into_iter()
-            .map(container)
+            .map(|c| {
+                // A custom seccomp profile can be tens of KB: List carries
+                // only "seccomp=custom", Inspect the profile itself.
+                let mut c = container(c);
+                if let Some(spec) = c.spec.as_mut() {
+                    spec.seccomp_profile.clear();
+                }
+                c
+            })
             .collect();
         Ok(Response::new(pb::ListResponse { containers }))
     }

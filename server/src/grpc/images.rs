@@ -74,15 +74,15 @@ impl Images for Service {
                 part: Some(Part::Chunk(bytes)),
             }) => Ok(bytes),
             Ok(_) => Err(bad_stream("only the first message may carry options")),
-            Err(s) => Err(Error::FailedPrecondition(format!(
-                "the upload broke off: {}",
-                s.message()
-            ))),
+            Err(s) => Err(Error::InvalidArgument {
+                field: "archive",
+                reason: format!("the upload broke off: {}", s.message()),
+            }),
         });
         let name = (!options.name.is_empty()).then_some(options.name.as_str());
         let info = self
             .runtime
-            .import_image(chunks, name)
+            .import_image(chunks, name, options.size)
             .await
             .map_err(status)?;
         Ok(Response::new(image(info)))
@@ -95,6 +95,7 @@ impl Images for Service {
         let images = self
             .runtime
             .images()
+            .await
             .map_err(status)?
             .into_iter()
             .map(image)
@@ -109,6 +110,7 @@ impl Images for Service {
         let i = self
             .runtime
             .inspect_image(&req.into_inner().image)
+            .await
             .map_err(status)?;
         Ok(Response::new(image(i)))
     }
@@ -124,7 +126,9 @@ impl Images for Service {
             .await
             .map_err(status)?;
         Ok(Response::new(pb::RemoveImageResponse {
-            image: Some(image(i)),
+            image: Some(image(i.info)),
+            untagged: i.untagged,
+            deleted: i.deleted,
         }))
     }
 }

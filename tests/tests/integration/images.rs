@@ -222,6 +222,11 @@ async fn layers_are_shared_and_root_writes_go_with_the_container() {
     assert_eq!(layers_before.len(), 2);
     let layers_dir = d.state_dir().join("images").join("layers");
     let layer_files_before = files_below(&layers_dir);
+    // Layers keep their owners and setuid bits: only root may enter.
+    let mode = fs::metadata(d.state_dir().join("images"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("stat");
+    assert_eq!(mode, 0o700, "the image store is root's alone");
 
     // Two containers of the same image, each writing into its root.
     let (a, b) = (unique_name("img-a"), unique_name("img-b"));
@@ -324,9 +329,18 @@ async fn image_rm_is_refused_while_used_unless_forced() {
     );
     assert!(d.ctl_ok(["image", "ls"]).contains("used"));
 
+    // A second name: removing one name only untags (Docker's rmi), even
+    // while the image is in use; the last name deletes.
+    let arg = archive.display().to_string();
+    d.ctl_ok(["image", "import", arg.as_str(), "--name", "used:second"]);
+    let out = d.ctl_ok(["image", "rm", "used:second"]);
+    assert_eq!(out, "Untagged: used:second\n");
+    let v = image_json(&d, "used");
+    assert_eq!(v["RepoTags"], serde_json::json!(["used:latest"]), "{v}");
+
     // Forced: the image is gone, the container keeps its layers and runs.
     let out = d.ctl_ok(["image", "rm", "-f", "used"]);
-    assert!(out.contains(&id), "{out}");
+    assert_eq!(out, format!("Untagged: used:latest\nDeleted: {id}\n"));
     assert_eq!(
         code_of("inspect", d.client().inspect_image("used").await),
         Code::NotFound
@@ -424,6 +438,30 @@ async fn corrupt_archives_are_refused_and_leave_nothing_behind() {
         );
         assert_store_empty(&d);
     }
+    // A client that announces more than it sends (it failed to read its
+    // file) gets nothing imported, and the spooled upload is gone.
+    use rsup_client::proto::{ImportImageRequest, ImportOptions, import_image_request::Part};
+    let partial = vec![
+        ImportImageRequest {
+            part: Some(Part::Options(ImportOptions {
+                name: "partial".into(),
+                size: Some(bytes.len() as u64),
+            })),
+        },
+        ImportImageRequest {
+            part: Some(Part::Chunk(bytes[..bytes.len() / 2].to_vec())),
+        },
+    ];
+    let err = d
+        .client()
+        .images()
+        .import(tokio_stream::iter(partial))
+        .await
+        .expect_err("half an archive");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("announced"), "{err:?}");
+    assert_store_empty(&d);
+
     // The intact archive still imports.
     import(&d, &good, "good");
     assert_eq!(stored_layers(&d).len(), 2);
