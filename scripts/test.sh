@@ -139,7 +139,9 @@ while read -r link; do
     ip link del "$link" 2>/dev/null || true
 done < <(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 |
     grep -E '^(z[0-9a-f]{3}|zpy|bx)[bv]' || true)
-find /sys/fs/cgroup -mindepth 1 -maxdepth 8 -type d -name 'rsup-z*' 2>/dev/null | sort -r |
+# (find fails when a cgroup vanishes under it: that is not an error here)
+{ find /sys/fs/cgroup -mindepth 1 -maxdepth 8 -type d -name 'rsup-z*' 2>/dev/null || true; } |
+    sort -r |
     while read -r dir; do
         find "$dir" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
         rmdir "$dir" 2>/dev/null || true
