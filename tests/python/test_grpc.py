@@ -42,6 +42,27 @@ CONTAINERS_PROTO = "rsup/v1/containers.proto"
 
 HEALTH_TIMEOUT = 20.0  # seconds rsupd may take to report SERVING
 NET_PREFIX = "zpy"  # rsupd's link prefix here: bridges zpyb..., veths zpyv...
+CGROUP_SUBTREE = "rsup-zpy"  # rsupd's cgroup subtree here, in every hierarchy
+
+
+def _remove_cgroup_subtree(name):
+    """Removes the (empty, once rsupd's containers are gone) cgroup
+    directories `name` an rsupd made below its own cgroup, deepest first;
+    rmdir leaves any cgroup that still has processes."""
+    found = []
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        if root.count(os.sep) >= 11:
+            dirs[:] = []
+            continue
+        if os.path.basename(root) == name:
+            found.append(root)
+            dirs[:] = []
+    for top in found:
+        for root, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count(os.sep)):
+            try:
+                os.rmdir(root)
+            except OSError:
+                pass
 
 
 def _remove_links(prefix):
@@ -268,7 +289,7 @@ class Daemon:
                     # No fixed TCP port, and links and subnets of its own
                     # (prefix "zpy", swept by scripts/test.sh), removed below.
                     "--metrics-addr", "", "--net-prefix", NET_PREFIX,
-                    "--default-subnet", "10.99.231.0/24", "--cgroup-subtree", "rsup-zpy",
+                    "--default-subnet", "10.99.231.0/24", "--cgroup-subtree", CGROUP_SUBTREE,
                     # gRPC over TCP with mutual TLS as well (test_mtls_*).
                     "--tcp", self.tcp, "--tls-cert", self.pki["server"],
                     "--tls-key", self.pki["server-key"], "--tls-ca", self.pki["ca-a"],
@@ -352,6 +373,7 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
         _remove_links(NET_PREFIX)
+        _remove_cgroup_subtree(CGROUP_SUBTREE)
 
 
 # ----------------------------------------------------------------- fixtures
