@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use crate::container::lock;
 use crate::image::Image;
 use crate::spec::ImageSource;
+use crate::store::io_err;
 use crate::{Error, Runtime};
 
 /// What `remove_image` did: the names it took away, and whether the image
@@ -40,9 +41,10 @@ pub struct ImageInfo {
 /// Creates `dir` (and its parents) readable by root only.
 fn private_dir(dir: &Path) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(store_io("mkdir", dir))?;
+    std::fs::create_dir_all(dir).map_err(io_err("mkdir", dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(store_io("chmod", dir))
+        .map_err(io_err("chmod", dir))?;
+    Ok(())
 }
 
 /// Deletes the spooled upload however the import ends (an error, or the
@@ -62,11 +64,6 @@ impl Drop for Spool {
 
 fn blocking_failed(e: tokio::task::JoinError) -> Error {
     Error::FailedPrecondition(format!("image task failed: {e}"))
-}
-
-fn store_io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
-    let f = crate::store::io_err(op, path);
-    move |e| Error::Store(f(e))
 }
 
 /// A read-only overlay of an image's layers, mounted in rsupd's own mount
@@ -95,7 +92,7 @@ impl View {
                     .map_err(Error::FailedPrecondition)?;
                 private_dir(views_dir)?;
                 let path = views_dir.join(crate::container::random_id());
-                std::fs::create_dir(&path).map_err(store_io("mkdir", &path))?;
+                std::fs::create_dir(&path).map_err(io_err("mkdir", &path))?;
                 if let Err(e) = mount(
                     Some("overlay"),
                     &path,
@@ -226,7 +223,7 @@ impl Runtime {
         let path = spool.0.clone();
         let mut file = tokio::fs::File::create(&path)
             .await
-            .map_err(store_io("create", &path))?;
+            .map_err(io_err("create", &path))?;
         let mut chunks = chunks;
         let mut total = 0u64;
         while let Some(chunk) = chunks.next().await {
@@ -234,9 +231,9 @@ impl Runtime {
             total += chunk.len() as u64;
             file.write_all(&chunk)
                 .await
-                .map_err(store_io("write", &path))?;
+                .map_err(io_err("write", &path))?;
         }
-        file.flush().await.map_err(store_io("write", &path))?;
+        file.flush().await.map_err(io_err("write", &path))?;
         drop(file);
         if total == 0 {
             return Err(Error::InvalidArgument {

@@ -486,13 +486,13 @@ fn ref_annotations(ref_name: Option<&str>) -> serde_json::Value {
     }
 }
 
-/// Writes an OCI image layout tarball of `layers` (bottom first) to `out`.
-pub fn oci_layout_tar(
-    out: &Path,
+/// The layer blobs, the diff_ids the config states (the real ones unless
+/// `opts` gives others) and the config blob: what both formats start from.
+fn layers_and_config(
     layers: &[Vec<TarEntry>],
     config: &ImageConfig,
     opts: &BuildOptions,
-) -> io::Result<BuiltImage> {
+) -> io::Result<(Blobs, Vec<String>, Vec<u8>)> {
     let blobs = build_layers(layers, opts.gzip_layers)?;
     let diff_ids = opts
         .diff_ids
@@ -504,6 +504,17 @@ pub fn oci_layout_tar(
         &opts.architecture,
         opts.created.as_deref(),
     );
+    Ok((blobs, diff_ids, cfg))
+}
+
+/// Writes an OCI image layout tarball of `layers` (bottom first) to `out`.
+pub fn oci_layout_tar(
+    out: &Path,
+    layers: &[Vec<TarEntry>],
+    config: &ImageConfig,
+    opts: &BuildOptions,
+) -> io::Result<BuiltImage> {
+    let (blobs, diff_ids, cfg) = layers_and_config(layers, config, opts)?;
     let manifest = manifest_json(&cfg, &blobs.layers, opts.gzip_layers);
     let mut files: Vec<(String, Vec<u8>)> = vec![(
         "oci-layout".into(),
@@ -592,17 +603,7 @@ pub fn docker_save_tar(
     config: &ImageConfig,
     opts: &BuildOptions,
 ) -> io::Result<BuiltImage> {
-    let blobs = build_layers(layers, opts.gzip_layers)?;
-    let diff_ids = opts
-        .diff_ids
-        .clone()
-        .unwrap_or_else(|| blobs.diff_ids.clone());
-    let cfg = config_json(
-        config,
-        &diff_ids,
-        &opts.architecture,
-        opts.created.as_deref(),
-    );
+    let (blobs, _, cfg) = layers_and_config(layers, config, opts)?;
     let cfg_hex = sha256(&cfg)[7..].to_string();
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let (config_path, layer_paths): (String, Vec<String>) = if opts.legacy_docker_layout {
