@@ -177,6 +177,16 @@ fn ctl_ok_at(host: &str, tls: Option<&TlsFiles>, args: &[&str]) -> String {
     stdout(&out)
 }
 
+/// `rsupctl -H HOST run --rootfs <busybox> --name NAME -- echo WORD`, which
+/// must succeed; returns its trimmed output.
+fn run_echo_at(host: &str, tls: Option<&TlsFiles>, name: &str, word: &str) -> String {
+    let rootfs = busybox_rootfs().to_string_lossy().into_owned();
+    let args = [
+        "run", "--rootfs", &rootfs, "--name", name, "--", "echo", word,
+    ];
+    ctl_ok_at(host, tls, &args).trim().to_owned()
+}
+
 /// A refused rsupctl: non-zero exit, nothing on stdout, and an error line
 /// that names the TLS failure; returns stderr.
 fn assert_refused(out: &Output, what: &str, any_of: &[&str]) -> String {
@@ -230,21 +240,7 @@ async fn mutual_tls_serves_rsupctl_and_the_client_library() {
     // rsupctl: a real container, run, listed, removed, all over TCP.
     let name = unique_name("tls");
     let rootfs = busybox_rootfs();
-    let out = ctl_ok_at(
-        &host,
-        tls,
-        &[
-            "run",
-            "--rootfs",
-            &rootfs.to_string_lossy(),
-            "--name",
-            &name,
-            "--",
-            "echo",
-            "over-mtls",
-        ],
-    );
-    assert_eq!(out.trim(), "over-mtls");
+    assert_eq!(run_echo_at(&host, tls, &name, "over-mtls"), "over-mtls");
     let ps = ctl_ok_at(&host, tls, &["ps", "-a", "--format", "json"]);
     assert!(ps.contains(&format!("\"{name}\"")), "{ps}");
     let created = unique_name("tls");
@@ -534,22 +530,7 @@ async fn insecure_tcp_on_loopback_serves_and_warns() {
     let d = Daemon::start_with_args(&["--insecure-tcp", &addr.to_string()]).await;
     let host = format!("tcp://{addr}");
     let name = unique_name("tls");
-    let rootfs = busybox_rootfs();
-    let out = ctl_ok_at(
-        &host,
-        None,
-        &[
-            "run",
-            "--rootfs",
-            &rootfs.to_string_lossy(),
-            "--name",
-            &name,
-            "--",
-            "echo",
-            "plain",
-        ],
-    );
-    assert_eq!(out.trim(), "plain");
+    assert_eq!(run_echo_at(&host, None, &name, "plain"), "plain");
     let target: Host = host.parse().expect("tcp host");
     let client = Client::connect_host(&target, None)
         .await
