@@ -2,7 +2,7 @@
 //! `stats.py` does, so that rsup's rows stand beside theirs. Included by
 //! `rsup-bench` and `rsup-bench-suite` with `#[path]`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// Summary statistics as Python's `statistics` computes them (median of an
 /// even count: mean of the two middle values; sample stdev); p95 and p99 are
@@ -63,29 +63,15 @@ impl Summary {
 
 /// `YYYY-MM-DD HH:MM UTC`, the `date` format of stats.py.
 pub fn utc_minute(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // H. Hinnant's civil_from_days, for non-negative day counts.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    // YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ
+    let s = rsup_runtime::logs::format_rfc3339_nanos(t);
+    format!("{} {} UTC", &s[..10], &s[11..16])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn summary_matches_python_statistics() {
