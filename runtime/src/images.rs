@@ -38,15 +38,6 @@ pub struct ImageInfo {
     pub containers: Vec<String>,
 }
 
-/// Creates `dir` (and its parents) readable by root only.
-fn private_dir(dir: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(io_err("mkdir", dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(io_err("chmod", dir))?;
-    Ok(())
-}
-
 /// Deletes the spooled upload however the import ends (an error, or the
 /// client going away while rsupd still reads it: unlinking an open file is
 /// fine for its reader).
@@ -90,7 +81,7 @@ impl View {
             _ => {
                 let opts = crate::spec::overlay_options(lowerdirs, None)
                     .map_err(Error::FailedPrecondition)?;
-                private_dir(views_dir)?;
+                crate::store::private_dir(views_dir)?;
                 let path = views_dir.join(crate::container::random_id());
                 std::fs::create_dir(&path).map_err(io_err("mkdir", &path))?;
                 if let Err(e) = mount(
@@ -218,7 +209,7 @@ impl Runtime {
             crate::image::normalize_reference(n)?;
         }
         let dir = self.uploads_dir();
-        private_dir(&dir)?;
+        crate::store::private_dir(&dir)?;
         let spool = Spool(dir.join(format!("{}.tar", crate::container::random_id())));
         let path = spool.0.clone();
         let mut file = tokio::fs::File::create(&path)

@@ -425,11 +425,9 @@ pub fn shifted_lowerdirs(
             Error::FailedPrecondition(format!("{op} {}: {source}", path.display()))
         }
     };
+    // Only root walks the cache.
+    crate::store::private_dir(&base)?;
     std::fs::create_dir_all(&map_dir).map_err(io("mkdir", &map_dir))?;
-    // Only root walks the cache; the copies are reached through overlayfs,
-    // which reads lower dirs with the mounter's credentials.
-    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700))
-        .map_err(io("chmod", &base))?;
     remove_abandoned_builds(&map_dir);
     let desc = map.describe();
     let map_file = map_dir.join("map");

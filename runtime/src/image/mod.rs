@@ -182,17 +182,11 @@ impl ImageStore {
     /// `root/tmp` leftovers of killed imports (staging dirs whose import no
     /// longer holds its lock).
     pub fn open(root: &Path) -> Result<ImageStore, Error> {
+        // Layers keep their owners and modes (setuid binaries included).
+        store::private_dir(root)?;
         for d in ["layers", "images", "tmp"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err("mkdir", &p))?;
-        }
-        // Layers keep their owners and modes (setuid binaries included):
-        // only root may walk into the store. Overlay reads lower dirs with
-        // the mounter's credentials, so containers are not affected.
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(root, fs::Permissions::from_mode(0o700))
-                .map_err(io_err("chmod", root))?;
         }
         let store = ImageStore {
             root: root.to_path_buf(),

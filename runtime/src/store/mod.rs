@@ -123,6 +123,16 @@ pub struct StateLock {
     _lock: nix::fcntl::Flock<File>,
 }
 
+/// Creates `dir` (and its parents) and makes it root's alone (0700): for
+/// trees that keep image files with their owners and setuid bits, which
+/// containers reach through overlayfs (it reads lower dirs with the
+/// mounter's credentials) and host users must not.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir).map_err(io_err("mkdir", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err("chmod", dir))
+}
+
 /// Opens a lock file for an flock, creating it if needed (never truncating:
 /// its content, if any, is not ours to lose).
 pub(crate) fn open_lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
