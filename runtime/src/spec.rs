@@ -377,16 +377,7 @@ pub struct ContainerSpec {
     pub userns: Option<crate::userns::IdMap>,
 }
 
-/// True if `s` is a DNS label as rsup accepts it for names: 1-63 characters
-/// of `a-z`, `0-9` and `-`, neither starting nor ending with `-`.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
+pub use crate::names::is_dns_label;
 
 fn is_hostname(s: &str) -> bool {
     s.len() <= 64
