@@ -510,7 +510,8 @@ impl ImageStore {
                     return Err(Error::InvalidArgument {
                         field: "image",
                         reason: format!(
-                            "{reference:?} is ambiguous: it matches {} images ({})",
+                            "{} is ambiguous: it matches {} images ({})",
+                            crate::names::quote(reference),
                             many.len(),
                             many.iter()
                                 .map(|i| short_id(&i.id))
@@ -521,7 +522,10 @@ impl ImageStore {
                 }
             }
         }
-        Err(Error::NotFound(format!("image {reference:?} not found")))
+        Err(Error::NotFound(format!(
+            "image {} not found",
+            crate::names::quote(reference)
+        )))
     }
 
     /// Removes the name `reference` from its image (Docker's untag) when it
