@@ -590,7 +590,7 @@ impl Runtime {
         if let Some(e) = list.iter().find(|e| e.id == key || e.spec.name == key) {
             return Ok(e.clone());
         }
-        // A ContainerRef is never empty: every id does not start with it.
+        // A ContainerRef is never empty: a prefix never matches them all.
         let matches: Vec<_> = list.iter().filter(|e| e.id.starts_with(key)).collect();
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
