@@ -184,6 +184,30 @@ else
     rm -rf "$v2vm_bin"
 fi
 
+step "hostile-name tests in a throwaway VM (only a scratch dir writable)"
+# Hostile names (/, .., paths to a canary) against every RPC: a regression
+# would delete host paths, so they run only in a VM that shares nothing
+# writable but a scratch directory holding the binaries (never the work tree);
+# on the host the test skips itself.
+if [[ ! -f $v2vm ]]; then
+    failed+=("hostile-name tests (VM)")
+else
+    test_bin=$(cargo test -p rsup-tests --test integration --no-run --message-format=json |
+        sed -n 's/.*"executable":"\([^"]*\/deps\/integration-[0-9a-f]*\)".*/\1/p')
+    scratch=$(mktemp -d /var/tmp/rsup-hostile.XXXXXX)
+    trap 'rm -rf "$scratch"' EXIT
+    if [[ -z $test_bin ]]; then
+        failed+=("hostile-name tests (VM)")
+    else
+        cp target/debug/rsupd target/debug/rsupctl "$test_bin" "$scratch/"
+        RSUP_IN_V2VM=1 RSUP_BIN_DIR=$scratch RUST_BACKTRACE=${RUST_BACKTRACE:-1} \
+            bash "$v2vm" --timeout 1200 --rw "$scratch" -- \
+            "$scratch/$(basename "$test_bin")" names:: --test-threads=1 ||
+            failed+=("hostile-name tests (VM)")
+    fi
+    rm -rf "$scratch"
+fi
+
 if [[ -d tests/python ]]; then
     step "Python cross-language tests (tests/python)"
     python3 -m pytest -q tests/python || failed+=("pytest tests/python")

@@ -30,6 +30,7 @@ use tracing::{info, instrument, warn};
 use crate::cgroups::{self, AnyManager, Driver, Limits, Manager, Stats};
 use crate::health::HealthState;
 use crate::logs::{self, LogRecord};
+use crate::names::{ContainerRef, quote};
 use crate::process::SpawnError;
 use crate::process::{self, ExitInfo};
 use crate::spec::{ContainerSpec, LogConfig, ResourcesRequest, SpecRequest};
@@ -581,22 +582,22 @@ impl Runtime {
         }
     }
 
-    pub(crate) fn find(&self, key: &str) -> Result<Arc<Entry>, Error> {
+    /// The container `key` names: by id or name, else by a unique id
+    /// prefix.
+    pub(crate) fn find(&self, key: &ContainerRef) -> Result<Arc<Entry>, Error> {
+        let key = key.as_str();
         let list = lock(&self.inner.containers);
         if let Some(e) = list.iter().find(|e| e.id == key || e.spec.name == key) {
             return Ok(e.clone());
         }
-        let matches: Vec<_> = if key.is_empty() {
-            Vec::new()
-        } else {
-            list.iter().filter(|e| e.id.starts_with(key)).collect()
-        };
+        // A ContainerRef is never empty: a prefix never matches them all.
+        let matches: Vec<_> = list.iter().filter(|e| e.id.starts_with(key)).collect();
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(Error::NotFound(format!("no such container: {key}"))),
             _ => Err(Error::InvalidArgument {
                 field: "container",
-                reason: format!("{key:?} matches more than one container id"),
+                reason: format!("{} matches more than one container id", quote(key)),
             }),
         }
     }
@@ -611,7 +612,7 @@ impl Runtime {
     }
 
     /// Records a new container. Nothing runs until [`Runtime::start`].
-    #[instrument(skip_all, fields(container = %req.name))]
+    #[instrument(skip_all, fields(container = req.name.as_ref().map_or("", |n| n.as_str())))]
     pub async fn create(&self, req: SpecRequest) -> Result<ContainerInfo, Error> {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
@@ -623,15 +624,13 @@ impl Runtime {
         let mounts_req = (req.volumes.clone(), req.tmpfs.clone());
         // Held until the container is recorded: its image cannot go away
         // in between.
-        let _image_gate = if req.image.is_empty() {
-            None
-        } else {
-            Some(self.inner.image_gate.read().await)
+        let _image_gate = match req.image {
+            None => None,
+            Some(_) => Some(self.inner.image_gate.read().await),
         };
-        let image = if req.image.is_empty() {
-            None
-        } else {
-            Some(self.resolve_image(&req.image).await?)
+        let image = match &req.image {
+            None => None,
+            Some(r) => Some(self.resolve_image(r).await?),
         };
         let userns_cfg = self.inner.config.userns.clone();
         let spec = tokio::task::spawn_blocking(move || {
@@ -770,7 +769,7 @@ impl Runtime {
     /// Starts a created or exited container (a user start: it clears a
     /// user stop and the restart history).
     #[instrument(skip_all, fields(container = %key))]
-    pub async fn start(&self, key: &str) -> Result<ContainerInfo, Error> {
+    pub async fn start(&self, key: &ContainerRef) -> Result<ContainerInfo, Error> {
         let entry = self.find(key)?;
         self.start_entry(&entry, StartBy::User).await
     }
@@ -1077,7 +1076,11 @@ impl Runtime {
     /// Sends SIGTERM, then SIGKILL after `timeout`. Stopping a container that
     /// is not running is not an error (as in Docker).
     #[instrument(skip_all, fields(container = %key))]
-    pub async fn stop(&self, key: &str, timeout: Duration) -> Result<ContainerInfo, Error> {
+    pub async fn stop(
+        &self,
+        key: &ContainerRef,
+        timeout: Duration,
+    ) -> Result<ContainerInfo, Error> {
         let entry = self.find(key)?;
         let _op = entry.op.lock().await;
         entry.cancel_restart();
@@ -1117,7 +1120,7 @@ impl Runtime {
 
     /// Sends a signal (see [`signal::parse`]) to the container's command.
     #[instrument(skip_all, fields(container = %key))]
-    pub async fn kill(&self, key: &str, sig: &str) -> Result<(), Error> {
+    pub async fn kill(&self, key: &ContainerRef, sig: &str) -> Result<(), Error> {
         let sig = signal::parse(sig)?;
         let entry = self.find(key)?;
         if entry.status().state != ContainerState::Running {
@@ -1132,7 +1135,7 @@ impl Runtime {
     /// Removes a container and everything it left on disk. A running one is
     /// refused unless `force`, which kills it first.
     #[instrument(skip_all, fields(container = %key))]
-    pub async fn remove(&self, key: &str, force: bool) -> Result<(), Error> {
+    pub async fn remove(&self, key: &ContainerRef, force: bool) -> Result<(), Error> {
         let entry = self.find(key)?;
         self.remove_entry(&entry, force).await
     }
@@ -1207,13 +1210,13 @@ impl Runtime {
         out
     }
 
-    pub fn inspect(&self, key: &str) -> Result<ContainerInfo, Error> {
+    pub fn inspect(&self, key: &ContainerRef) -> Result<ContainerInfo, Error> {
         Ok(self.find(key)?.info())
     }
 
     /// Waits until the container has run and is no longer running; returns
     /// its exit (or, for a removed container, the last exit it had).
-    pub async fn wait(&self, key: &str) -> Result<(Option<ExitInfo>, String), Error> {
+    pub async fn wait(&self, key: &ContainerRef) -> Result<(Option<ExitInfo>, String), Error> {
         let entry = match self.find(key) {
             Ok(e) => e,
             Err(Error::NotFound(m)) => {
@@ -1222,7 +1225,8 @@ impl Runtime {
                     .iter()
                     .rev()
                     .find(|(id, name, s)| {
-                        (id == key || name == key) && (s.exit.is_some() || !s.error.is_empty())
+                        (id == key.as_str() || name == key.as_str())
+                            && (s.exit.is_some() || !s.error.is_empty())
                     })
                     .map(|(_, _, s)| (s.exit, s.error.clone()))
                     .ok_or(Error::NotFound(m));
@@ -1250,7 +1254,7 @@ impl Runtime {
     /// then, with `follow`, new ones until the container stops running.
     pub fn logs(
         &self,
-        key: &str,
+        key: &ContainerRef,
         follow: bool,
         tail: Option<u64>,
     ) -> Result<mpsc::Receiver<LogRecord>, Error> {
@@ -1306,7 +1310,11 @@ impl Runtime {
 
     /// Changes the limits of a container; a running one gets them at once.
     #[instrument(skip_all, fields(container = %key))]
-    pub async fn update(&self, key: &str, req: ResourcesRequest) -> Result<ContainerInfo, Error> {
+    pub async fn update(
+        &self,
+        key: &ContainerRef,
+        req: ResourcesRequest,
+    ) -> Result<ContainerInfo, Error> {
         let entry = self.find(key)?;
         let _op = entry.op.lock().await;
         let current = *lock(&entry.resources);
@@ -1387,7 +1395,7 @@ impl Runtime {
     }
 
     /// Usage of the given containers (all running ones when `keys` is empty).
-    pub fn stats(&self, keys: &[String]) -> Result<Vec<ContainerStats>, Error> {
+    pub fn stats(&self, keys: &[ContainerRef]) -> Result<Vec<ContainerStats>, Error> {
         let entries: Vec<Arc<Entry>> = if keys.is_empty() {
             lock(&self.inner.containers)
                 .iter()

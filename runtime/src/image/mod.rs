@@ -510,7 +510,8 @@ impl ImageStore {
                     return Err(Error::InvalidArgument {
                         field: "image",
                         reason: format!(
-                            "{reference:?} is ambiguous: it matches {} images ({})",
+                            "{} is ambiguous: it matches {} images ({})",
+                            crate::names::quote(reference),
                             many.len(),
                             many.iter()
                                 .map(|i| short_id(&i.id))
@@ -521,7 +522,10 @@ impl ImageStore {
                 }
             }
         }
-        Err(Error::NotFound(format!("image {reference:?} not found")))
+        Err(Error::NotFound(format!(
+            "image {} not found",
+            crate::names::quote(reference)
+        )))
     }
 
     /// Removes the name `reference` from its image (Docker's untag) when it
@@ -667,113 +671,4 @@ pub fn short_id(id: &str) -> String {
     hex.chars().take(12).collect()
 }
 
-/// Normalizes an image reference to `name:tag`.
-///
-/// Adds `:latest` when there is no tag, lowercases the repository path and
-/// shortens Docker Hub names to their familiar form (`docker.io/library/x`
-/// -> `x`, `docker.io/u/x` -> `u/x`). Path components follow Docker's rule
-/// (`[a-z0-9]+` joined by `.`, `_`, `__` or runs of `-`), an optional first
-/// component is a registry host (`reg.example`, `localhost:5000`), a tag is
-/// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`. Digest references (`name@sha256:..`)
-/// are refused as unsupported.
-pub fn normalize_reference(s: &str) -> Result<String, Error> {
-    let invalid = |reason: String| Error::InvalidArgument {
-        field: "name",
-        reason,
-    };
-    if s.is_empty() {
-        return Err(invalid("an image name must not be empty".into()));
-    }
-    if s.contains('@') {
-        return Err(invalid(format!(
-            "{s:?}: digest references (name@sha256:...) are not supported; use name:tag or the image id"
-        )));
-    }
-    let slash = s.rfind('/').map_or(0, |i| i + 1);
-    let (repo, tag) = match s[slash..].rfind(':') {
-        Some(i) => (&s[..slash + i], &s[slash + i + 1..]),
-        None => (s, "latest"),
-    };
-    let tb = tag.as_bytes();
-    let tag_ok = !tb.is_empty()
-        && tb.len() <= 128
-        && (tb[0].is_ascii_alphanumeric() || tb[0] == b'_')
-        && tb
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c));
-    if !tag_ok {
-        return Err(invalid(format!(
-            "{s:?}: invalid tag {tag:?} (use [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})"
-        )));
-    }
-    let repo = repo.to_ascii_lowercase();
-    let mut parts: Vec<&str> = repo.split('/').collect();
-    let host = if parts.len() > 1
-        && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost")
-    {
-        Some(parts.remove(0))
-    } else {
-        None
-    };
-    if let Some(h) = host {
-        let (name, port) = h.split_once(':').unwrap_or((h, ""));
-        let host_ok = !name.is_empty()
-            && name.split('.').all(|l| {
-                !l.is_empty()
-                    && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-            })
-            && (!h.contains(':') || (!port.is_empty() && port.bytes().all(|c| c.is_ascii_digit())));
-        if !host_ok {
-            return Err(invalid(format!("{s:?}: invalid registry host {h:?}")));
-        }
-    }
-    if parts.is_empty() || !parts.iter().all(|p| path_component_ok(p)) {
-        return Err(invalid(format!(
-            "{s:?}: invalid repository name (components of [a-z0-9] joined by '.', '_', '__' or '-')"
-        )));
-    }
-    let path = parts.join("/");
-    let full = match host {
-        Some("docker.io" | "index.docker.io" | "registry-1.docker.io") => {
-            match path.strip_prefix("library/") {
-                Some(short) if !short.contains('/') => short.to_string(),
-                _ => path,
-            }
-        }
-        Some(h) => format!("{h}/{path}"),
-        None => path,
-    };
-    if full.len() > 255 {
-        return Err(invalid(format!(
-            "{s:?}: the name is longer than 255 characters"
-        )));
-    }
-    Ok(format!("{full}:{tag}"))
-}
-
-/// Docker's path component: `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`.
-fn path_component_ok(p: &str) -> bool {
-    let b = p.as_bytes();
-    if b.is_empty() || !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if b[i].is_ascii_lowercase() || b[i].is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !(b[i].is_ascii_lowercase() || b[i].is_ascii_digit()) {
-            i += 1;
-        }
-        let sep = &p[start..i];
-        let ok = matches!(sep, "." | "_" | "__") || sep.bytes().all(|c| c == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
+pub use crate::names::normalize_reference;
