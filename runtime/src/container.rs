@@ -432,8 +432,18 @@ impl Runtime {
     pub async fn open(config: RuntimeConfig) -> Result<Runtime, Error> {
         let root = config.state_dir.clone();
         let containers_dir = root.join("containers");
-        std::fs::create_dir_all(&containers_dir).map_err(io_err("mkdir", &containers_dir))?;
+        store::create_root(&root)?;
         let state_lock = StateLock::acquire(&root)?;
+        // A state dir of an older rsupd (or one whose modes were changed
+        // by hand): only root may reach what containers wrote.
+        for f in store::fix_modes(&root)? {
+            warn!(
+                path = %f.path.display(),
+                from = format_args!("{:o}", f.from),
+                to = format_args!("{:o}", f.to),
+                "fixed the mode of a state file"
+            );
+        }
         let cgroups = match &config.cgroup_subtree {
             None => None,
             Some(sub) => match cgroups::detect(sub) {
@@ -737,10 +747,12 @@ impl Runtime {
             health: None,
         };
         let write = || -> Result<(), Error> {
-            std::fs::create_dir_all(&dir).map_err(io_err("mkdir", &dir))?;
+            store::private_dir(&dir)?;
+            // The overlay root takes the upper dir's attributes: Docker's 0755.
+            store::visible_dir(&dir.join("upper"))?;
+            store::visible_dir(&dir.join("work"))?;
             store::write_json(&dir.join("config.json"), &spec)?;
-            let log_path = dir.join("container.log");
-            std::fs::File::create(&log_path).map_err(io_err("create", &log_path))?;
+            store::create_private_file(&dir.join("container.log"))?;
             // state.json last: its presence marks the create as complete.
             store::write_json(&dir.join("state.json"), &status)?;
             Ok(())

@@ -212,7 +212,11 @@ impl Runtime {
         crate::store::private_dir(&dir)?;
         let spool = Spool(dir.join(format!("{}.tar", crate::container::random_id())));
         let path = spool.0.clone();
-        let mut file = tokio::fs::File::create(&path)
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(crate::store::PRIVATE_FILE_MODE)
+            .open(&path)
             .await
             .map_err(io_err("create", &path))?;
         let mut chunks = chunks;

@@ -216,9 +216,8 @@ impl Runtime {
                 format!("{name:?} is not a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"),
             ));
         }
-        let data = self.volumes_dir().join(name).join("_data");
-        std::fs::create_dir_all(&data)
-            .map_err(|e| Error::Store(crate::store::io_err("mkdir", &data)(e)))?;
+        // volumes/<name> 0700, a new _data 0755 (see crate::store).
+        crate::store::volume_dir(&self.volumes_dir().join(name))?;
         self.inspect_volume(name)
     }
 

@@ -31,6 +31,7 @@ mod tests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -152,12 +153,16 @@ impl Staging {
         let file = OpenOptions::new()
             .create_new(true)
             .write(true)
+            .mode(store::PRIVATE_FILE_MODE)
             .open(&lock_path)
             .map_err(io_err("create", &lock_path))?;
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|(_, e)| io_err("flock", &lock_path)(e.into()))?;
         let dir = tmp.join(unique);
-        fs::create_dir(&dir).map_err(io_err("mkdir", &dir))?;
+        fs::DirBuilder::new()
+            .mode(store::PRIVATE_DIR_MODE)
+            .create(&dir)
+            .map_err(io_err("mkdir", &dir))?;
         Ok(Staging {
             dir,
             lock_path,
@@ -185,8 +190,7 @@ impl ImageStore {
         // Layers keep their owners and modes (setuid binaries included).
         store::private_dir(root)?;
         for d in ["layers", "images", "tmp"] {
-            let p = root.join(d);
-            fs::create_dir_all(&p).map_err(io_err("mkdir", &p))?;
+            store::private_dir(&root.join(d))?;
         }
         let store = ImageStore {
             root: root.to_path_buf(),
@@ -354,7 +358,10 @@ impl ImageStore {
         let hex = sha256_hex(&l.diff_id)?;
         let dir = staging.dir.join(format!("layer-{hex}"));
         let diff = dir.join("diff");
-        fs::create_dir_all(&diff).map_err(io_err("mkdir", &diff))?;
+        store::private_dir(&dir)?;
+        // The layer's root as overlayfs merges it: 0755 as before rsupd's
+        // umask (the tar's "./" entry is not applied).
+        store::visible_dir(&diff)?;
         let s = layer::read_layer(&l.path, Some(&diff))
             .map_err(|e| bad(format!("layer {}: {e}", l.diff_id)))?;
         check_diff_id(&l.diff_id, &s.diff_id)?;

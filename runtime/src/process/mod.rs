@@ -133,6 +133,8 @@ pub fn start(
     let shim_log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(crate::store::PRIVATE_FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(dir.join("shim.log"))
         .map_err(|source| SpawnError::Exec {
             exe: exe.display().to_string(),
