@@ -62,6 +62,12 @@ pub struct RuntimeConfig {
     pub net: NetConfig,
     /// The remap user and its subordinate id files (`--userns remap`).
     pub userns: crate::userns::UsernsConfig,
+    /// The pids limit of a container created without `pids_limit`
+    /// (`None`: unlimited). rsupd's `--default-pids-limit`.
+    pub default_pids_limit: Option<u64>,
+    /// Limits of image imports: the per-image maximum and the state
+    /// device's free-space reserve.
+    pub image_limits: crate::image::limits::UnpackLimits,
 }
 
 /// Network settings of the daemon.
@@ -457,7 +463,9 @@ impl Runtime {
                 }
             },
         };
-        let images = Arc::new(crate::image::ImageStore::open(&root.join("images"))?);
+        let images = Arc::new(
+            crate::image::ImageStore::open(&root.join("images"))?.with_limits(config.image_limits),
+        );
         crate::images::sweep_views(&root.join("run").join("views"));
         let _ = remove_dir(&root.join("uploads"));
         let runtime = Runtime {
@@ -631,6 +639,12 @@ impl Runtime {
         let log = self.inner.config.log;
         let net_req = req.net.clone();
         let mounts_req = (req.volumes.clone(), req.tmpfs.clone());
+        // No pids_limit given: the daemon's default (0 given: unlimited).
+        let default_pids = req
+            .resources
+            .pids_limit
+            .is_none()
+            .then_some(self.inner.config.default_pids_limit);
         // Held until the container is recorded: its image cannot go away
         // in between.
         let _image_gate = if req.image.is_empty() {
@@ -684,6 +698,9 @@ impl Runtime {
             .map_err(Error::FailedPrecondition)?;
         }
         let mut spec = spec;
+        if let Some(pids) = default_pids {
+            spec.resources.pids = pids;
+        }
         let volumes_dir = self.volumes_dir();
         spec.mounts = mounts_req
             .0

@@ -221,9 +221,17 @@ impl Runtime {
             .map_err(io_err("create", &path))?;
         let mut chunks = chunks;
         let mut total = 0u64;
+        // The spool counts against the state device's free-space reserve
+        // (the image maximum applies to what it unpacks to).
+        let limits = crate::image::limits::UnpackLimits {
+            max_image_bytes: u64::MAX,
+            ..self.inner.config.image_limits
+        };
+        let budget = crate::image::limits::Budget::new("the upload", limits, &dir);
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
             total += chunk.len() as u64;
+            budget.charge(chunk.len() as u64)?;
             file.write_all(&chunk)
                 .await
                 .map_err(io_err("write", &path))?;

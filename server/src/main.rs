@@ -191,6 +191,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         stats_interval: config.stats_interval,
         net: config.net.clone(),
         userns: config.userns.clone(),
+        default_pids_limit: config.default_pids_limit,
+        image_limits: config.image_limits,
     })
     .await
     .with_context(|| format!("opening state directory {}", config.state_dir.display()))?;

@@ -19,6 +19,8 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::limits::{Budget, Metered};
+
 /// How a blob is compressed, from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Compression {
@@ -132,11 +134,19 @@ pub(crate) struct LayerSummary {
 
 /// Reads the layer blob at `blob` (plain tar or gzip), returns its diff_id and
 /// size and, if `dest` is given, unpacks it into `dest` (an existing, empty
-/// directory) with overlay whiteouts. Errors are messages for the caller to
-/// put in context.
-pub(crate) fn read_layer(blob: &Path, dest: Option<&Path>) -> Result<LayerSummary, String> {
+/// directory) with overlay whiteouts. The uncompressed bytes are charged to
+/// `budget`; when it stops the read, the error is the budget's to explain
+/// ([`Budget::explain`]). Errors are messages for the caller to put in
+/// context.
+pub(crate) fn read_layer(
+    blob: &Path,
+    dest: Option<&Path>,
+    budget: &Budget,
+) -> Result<LayerSummary, String> {
     let gzip = detect(blob)? == Compression::Gzip;
-    let stream = HashingReader::new(open_decompressed(blob)?);
+    // Every uncompressed byte is charged before it is written: a bomb stops
+    // at the image's limit, not at its digest check.
+    let stream = HashingReader::new(Metered::new(open_decompressed(blob)?, budget));
     let corrupt = |e: io::Error| {
         if gzip {
             format!("truncated/corrupt gzip or tar stream: {e}")

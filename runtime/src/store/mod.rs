@@ -179,13 +179,14 @@ fn make_dir(dir: &Path, mode: u32) -> Result<(), StoreError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", dir))
 }
 
-/// Creates the state root (0710) and its [`TOP_DIRS`] (0700).
+/// Creates the state root (0710) and its [`TOP_DIRS`] (0700), but for
+/// `userns/`, which is made with the first shifted copy.
 pub fn create_root(root: &Path) -> Result<(), StoreError> {
     if let Some(parent) = root.parent() {
         fs::create_dir_all(parent).map_err(io_err("mkdir", parent))?;
     }
     make_dir(root, ROOT_MODE)?;
-    for d in TOP_DIRS {
+    for d in TOP_DIRS.iter().filter(|d| **d != "userns") {
         private_dir(&root.join(d))?;
     }
     Ok(())
@@ -413,7 +414,7 @@ mod tests {
         let root = t.path().join("state");
         create_root(&root).expect("root");
         assert_eq!(mode(&root), ROOT_MODE);
-        for d in TOP_DIRS {
+        for d in TOP_DIRS.iter().filter(|d| **d != "userns") {
             assert_eq!(mode(&root.join(d)), PRIVATE_DIR_MODE, "{d}");
         }
         let c = root.join("containers/abc");
