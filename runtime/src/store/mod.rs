@@ -114,7 +114,9 @@ pub type JsonFile<T> = (PathBuf, Result<T, StoreError>);
 /// Reads every `*.json` file of `dir` (created if missing). Unreadable files
 /// are returned as errors beside the good ones, for the caller to report.
 pub fn read_json_dir<T: DeserializeOwned>(dir: &Path) -> Result<Vec<JsonFile<T>>, StoreError> {
-    private_dir(dir)?;
+    if !dir.exists() {
+        private_dir(dir)?;
+    }
     let mut out = Vec::new();
     for e in fs::read_dir(dir).map_err(io_err("read", dir))?.flatten() {
         let p = e.path();
