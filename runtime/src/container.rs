@@ -63,6 +63,12 @@ pub struct RuntimeConfig {
     pub net: NetConfig,
     /// The remap user and its subordinate id files (`--userns remap`).
     pub userns: crate::userns::UsernsConfig,
+    /// The pids limit of a container created without `pids_limit`
+    /// (`None`: unlimited). rsupd's `--default-pids-limit`.
+    pub default_pids_limit: Option<u64>,
+    /// Limits of image imports: the per-image maximum and the state
+    /// device's free-space reserve.
+    pub image_limits: crate::image::limits::UnpackLimits,
 }
 
 /// Network settings of the daemon.
@@ -433,8 +439,18 @@ impl Runtime {
     pub async fn open(config: RuntimeConfig) -> Result<Runtime, Error> {
         let root = config.state_dir.clone();
         let containers_dir = root.join("containers");
-        std::fs::create_dir_all(&containers_dir).map_err(io_err("mkdir", &containers_dir))?;
+        store::create_root(&root)?;
         let state_lock = StateLock::acquire(&root)?;
+        // A state dir of an older rsupd (or one whose modes were changed
+        // by hand): only root may reach what containers wrote.
+        for f in store::fix_modes(&root)? {
+            warn!(
+                path = %f.path.display(),
+                from = format_args!("{:o}", f.from),
+                to = format_args!("{:o}", f.to),
+                "fixed the mode of a state file"
+            );
+        }
         let cgroups = match &config.cgroup_subtree {
             None => None,
             Some(sub) => match cgroups::detect(sub) {
@@ -448,7 +464,9 @@ impl Runtime {
                 }
             },
         };
-        let images = Arc::new(crate::image::ImageStore::open(&root.join("images"))?);
+        let images = Arc::new(
+            crate::image::ImageStore::open(&root.join("images"))?.with_limits(config.image_limits),
+        );
         crate::images::sweep_views(&root.join("run").join("views"));
         let _ = remove_dir(&root.join("uploads"));
         let runtime = Runtime {
@@ -622,6 +640,12 @@ impl Runtime {
         let log = self.inner.config.log;
         let net_req = req.net.clone();
         let mounts_req = (req.volumes.clone(), req.tmpfs.clone());
+        // No pids_limit given: the daemon's default (0 given: unlimited).
+        let default_pids = req
+            .resources
+            .pids_limit
+            .is_none()
+            .then_some(self.inner.config.default_pids_limit);
         // Held until the container is recorded: its image cannot go away
         // in between.
         let _image_gate = match req.image {
@@ -673,6 +697,9 @@ impl Runtime {
             .map_err(Error::FailedPrecondition)?;
         }
         let mut spec = spec;
+        if let Some(pids) = default_pids {
+            spec.resources.pids = pids;
+        }
         let volumes_dir = self.volumes_dir();
         spec.mounts = mounts_req
             .0
@@ -736,10 +763,12 @@ impl Runtime {
             health: None,
         };
         let write = || -> Result<(), Error> {
-            std::fs::create_dir_all(&dir).map_err(io_err("mkdir", &dir))?;
+            store::private_dir(&dir)?;
+            // The overlay root takes the upper dir's attributes: Docker's 0755.
+            store::visible_dir(&dir.join("upper"))?;
+            store::visible_dir(&dir.join("work"))?;
             store::write_json(&dir.join("config.json"), &spec)?;
-            let log_path = dir.join("container.log");
-            std::fs::File::create(&log_path).map_err(io_err("create", &log_path))?;
+            store::create_private_file(&dir.join("container.log"))?;
             // state.json last: its presence marks the create as complete.
             store::write_json(&dir.join("state.json"), &status)?;
             Ok(())

@@ -215,14 +215,26 @@ impl Runtime {
         crate::store::private_dir(&dir)?;
         let spool = Spool(dir.join(format!("{}.tar", crate::container::random_id())));
         let path = spool.0.clone();
-        let mut file = tokio::fs::File::create(&path)
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(crate::store::PRIVATE_FILE_MODE)
+            .open(&path)
             .await
             .map_err(io_err("create", &path))?;
         let mut chunks = chunks;
         let mut total = 0u64;
+        // The spool counts against the state device's free-space reserve
+        // (the image maximum applies to what it unpacks to).
+        let limits = crate::image::limits::UnpackLimits {
+            max_image_bytes: u64::MAX,
+            ..self.inner.config.image_limits
+        };
+        let budget = crate::image::limits::Budget::new("the upload", limits, &dir);
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
             total += chunk.len() as u64;
+            budget.charge(chunk.len() as u64)?;
             file.write_all(&chunk)
                 .await
                 .map_err(io_err("write", &path))?;

@@ -789,7 +789,16 @@ fn make_netns(path: &Path) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("rsup-mknetns".into())
         .spawn(move || -> std::io::Result<()> {
-            std::fs::File::create(&p)?;
+            // The mount point: root's alone, like every file of the state dir.
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(crate::store::PRIVATE_FILE_MODE)
+                    .open(&p)?;
+            }
             sys::unshare_net().map_err(std::io::Error::from)?;
             nix::mount::mount(
                 Some("/proc/thread-self/ns/net"),

@@ -223,9 +223,8 @@ impl Runtime {
 
     /// Creates a named volume (no-op if it exists).
     pub fn create_volume(&self, name: &VolumeName) -> Result<VolumeInfo, Error> {
-        let data = self.volume_dir(name).join("_data");
-        std::fs::create_dir_all(&data)
-            .map_err(|e| Error::Store(crate::store::io_err("mkdir", &data)(e)))?;
+        // volumes/<name> 0700, a new _data 0755 (see crate::store).
+        crate::store::volume_dir(&self.volume_dir(name))?;
         self.inspect_volume(name)
     }
 

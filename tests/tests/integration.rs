@@ -73,3 +73,7 @@ mod tls;
 // unprivileged host uid, the shifted rootfs copy, and bad maps.
 #[path = "integration/userns.rs"]
 mod userns;
+// Private state: what containers write, their environment and logs are
+// root's alone on the host (checked as uid 65534); modes fixed at start.
+#[path = "integration/private.rs"]
+mod private;

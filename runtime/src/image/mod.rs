@@ -26,11 +26,13 @@
 mod archive;
 pub mod build;
 mod layer;
+pub mod limits;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -40,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::store::{self, io_err};
 use archive::{bad, sha256_hex};
+use limits::{Budget, UnpackLimits};
 
 /// An imported image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +123,7 @@ const LAYER_JSON: &str = "layer.json";
 pub struct ImageStore {
     root: PathBuf,
     unpacked: AtomicU64,
+    limits: UnpackLimits,
 }
 
 /// Holds the store's lock file flock'ed for as long as it lives.
@@ -152,12 +156,16 @@ impl Staging {
         let file = OpenOptions::new()
             .create_new(true)
             .write(true)
+            .mode(store::PRIVATE_FILE_MODE)
             .open(&lock_path)
             .map_err(io_err("create", &lock_path))?;
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|(_, e)| io_err("flock", &lock_path)(e.into()))?;
         let dir = tmp.join(unique);
-        fs::create_dir(&dir).map_err(io_err("mkdir", &dir))?;
+        fs::DirBuilder::new()
+            .mode(store::PRIVATE_DIR_MODE)
+            .create(&dir)
+            .map_err(io_err("mkdir", &dir))?;
         Ok(Staging {
             dir,
             lock_path,
@@ -185,16 +193,23 @@ impl ImageStore {
         // Layers keep their owners and modes (setuid binaries included).
         store::private_dir(root)?;
         for d in ["layers", "images", "tmp"] {
-            let p = root.join(d);
-            fs::create_dir_all(&p).map_err(io_err("mkdir", &p))?;
+            store::private_dir(&root.join(d))?;
         }
         let store = ImageStore {
             root: root.to_path_buf(),
             unpacked: AtomicU64::new(0),
+            limits: UnpackLimits::default(),
         };
         let _lock = store.lock()?;
         store.sweep_tmp()?;
         Ok(store)
+    }
+
+    /// The same store with these unpack limits for its imports (the
+    /// defaults otherwise).
+    pub fn with_limits(mut self, limits: UnpackLimits) -> ImageStore {
+        self.limits = limits;
+        self
     }
 
     /// The store's root directory.
@@ -291,7 +306,14 @@ impl ImageStore {
         let given = name.map(normalize_reference).transpose()?;
         let staging = Staging::create(&self.root.join("tmp"))?;
         let unpacked_archive = staging.dir.join("archive");
-        archive::extract(archive, &unpacked_archive)?;
+        // Two budgets: the unpacked archive (its blobs, mostly compressed)
+        // and the unpacked layers. Both stop at the image maximum and at
+        // the free-space reserve of the store's filesystem.
+        let archive_budget = Budget::new("the archive", self.limits, &self.root);
+        archive::extract(archive, &unpacked_archive, &archive_budget)
+            .map_err(|e| archive_budget.explain(e))?;
+        drop(archive_budget);
+        let budget = Budget::new("the image", self.limits, &self.root);
         let parsed = archive::parse(&unpacked_archive)?;
         let names = match given {
             Some(n) => vec![n],
@@ -324,12 +346,12 @@ impl ImageStore {
             if !seen.insert(l.diff_id.clone()) {
                 staged.push(None);
             } else if self.layer_path(&l.diff_id).join(LAYER_JSON).exists() {
-                let s = layer::read_layer(&l.path, None)
-                    .map_err(|e| bad(format!("layer {}: {e}", l.diff_id)))?;
+                let s = layer::read_layer(&l.path, None, &budget)
+                    .map_err(|e| budget.explain(bad(format!("layer {}: {e}", l.diff_id))))?;
                 check_diff_id(&l.diff_id, &s.diff_id)?;
                 staged.push(None);
             } else {
-                staged.push(Some(self.stage_layer(&staging, l)?));
+                staged.push(Some(self.stage_layer(&staging, l, &budget)?));
             }
         }
         if staged.iter().any(Option::is_some) {
@@ -342,7 +364,7 @@ impl ImageStore {
         }
         let _lock = self.lock()?;
         let mut placed = Vec::new();
-        let result = self.commit(&staging, &parsed, &staged, names, &mut placed);
+        let result = self.commit(&staging, &parsed, &staged, names, &mut placed, &budget);
         if result.is_err() {
             self.remove_unreferenced(&placed);
         }
@@ -350,13 +372,21 @@ impl ImageStore {
     }
 
     /// Unpacks `l` into the staging dir and checks its diff_id.
-    fn stage_layer(&self, staging: &Staging, l: &archive::LayerRef) -> Result<PathBuf, Error> {
+    fn stage_layer(
+        &self,
+        staging: &Staging,
+        l: &archive::LayerRef,
+        budget: &Budget,
+    ) -> Result<PathBuf, Error> {
         let hex = sha256_hex(&l.diff_id)?;
         let dir = staging.dir.join(format!("layer-{hex}"));
         let diff = dir.join("diff");
-        fs::create_dir_all(&diff).map_err(io_err("mkdir", &diff))?;
-        let s = layer::read_layer(&l.path, Some(&diff))
-            .map_err(|e| bad(format!("layer {}: {e}", l.diff_id)))?;
+        store::private_dir(&dir)?;
+        // The layer's root as overlayfs merges it: 0755 as before rsupd's
+        // umask (the tar's "./" entry is not applied).
+        store::visible_dir(&diff)?;
+        let s = layer::read_layer(&l.path, Some(&diff), budget)
+            .map_err(|e| budget.explain(bad(format!("layer {}: {e}", l.diff_id))))?;
         check_diff_id(&l.diff_id, &s.diff_id)?;
         store::write_json(
             &dir.join(LAYER_JSON),
@@ -381,6 +411,7 @@ impl ImageStore {
         staged: &[Option<PathBuf>],
         names: Vec<String>,
         placed: &mut Vec<String>,
+        budget: &Budget,
     ) -> Result<Image, Error> {
         let mut size = 0u64;
         for (l, st) in parsed.layers.iter().zip(staged) {
@@ -389,7 +420,7 @@ impl ImageStore {
                 let src = match st {
                     Some(src) => src.clone(),
                     // Found in the store before, removed since by a gc.
-                    None => self.stage_layer(staging, l)?,
+                    None => self.stage_layer(staging, l, budget)?,
                 };
                 if dest.exists() {
                     // An incomplete leftover (no layer.json): replace it.
