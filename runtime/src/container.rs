@@ -1110,6 +1110,7 @@ impl Runtime {
         key: &ContainerRef,
         timeout: Duration,
     ) -> Result<ContainerInfo, Error> {
+        crate::bounds::duration("timeout_seconds", timeout, &crate::bounds::STOP_TIMEOUT)?;
         let entry = self.find(key)?;
         let _op = entry.op.lock().await;
         entry.cancel_restart();

@@ -7,6 +7,7 @@
 //! per-container shim (see [`process`]); state is kept under a state
 //! directory (see [`store`]).
 
+pub mod bounds;
 pub mod cgroups;
 pub mod container;
 pub mod error;
