@@ -40,11 +40,11 @@ use crate::supervisor::{Child, Sup};
 use crate::{Error, signal, sys};
 
 /// Version of `state.json`.
-const STATE_VERSION: u32 = 1;
+pub(crate) const STATE_VERSION: u32 = 1;
 /// Removed containers whose exit status `wait` can still report.
 const GRAVEYARD: usize = 256;
 /// How long a forced kill may take before we give up waiting.
-const KILL_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const KILL_WAIT: Duration = Duration::from_secs(30);
 
 /// Settings of a [`Runtime`].
 #[derive(Debug, Clone)]
@@ -95,6 +95,9 @@ pub enum ContainerState {
     /// Exited, and its restart policy will start it again at `next_start_at`.
     Restarting,
     Removed,
+    /// Its record could not be read at start: quarantined, nothing acts on
+    /// it until `rm -f` (see [`crate::quarantine`]). Never persisted.
+    Unknown,
 }
 
 impl ContainerState {
@@ -254,7 +257,7 @@ impl Entry {
         r
     }
 
-    fn new(id: String, spec: ContainerSpec, dir: PathBuf, status: Status) -> Entry {
+    pub(crate) fn new(id: String, spec: ContainerSpec, dir: PathBuf, status: Status) -> Entry {
         Entry {
             id,
             resources: Mutex::new(spec.resources),
@@ -290,7 +293,8 @@ impl Entry {
             name: self.spec.name.clone(),
             spec: self.current_spec(),
             state: s.state,
-            pid: if s.state == ContainerState::Running {
+            // A quarantined container shows the init of its live shim.
+            pid: if matches!(s.state, ContainerState::Running | ContainerState::Unknown) {
                 s.init_pid
             } else {
                 0
@@ -383,6 +387,8 @@ pub(crate) struct Inner {
     /// Container dirs whose state could not be read at start: while there
     /// are any, no image layer is deleted (they may mount them).
     pub(crate) unreadable_containers: std::sync::atomic::AtomicUsize,
+    /// Containers whose record could not be read at start.
+    pub(crate) quarantined: crate::quarantine::Registry,
     _lock: StateLock,
 }
 
@@ -425,7 +431,7 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error
     move |e| Error::Store(f(e))
 }
 
-fn remove_dir(dir: &Path) -> Result<(), Error> {
+pub(crate) fn remove_dir(dir: &Path) -> Result<(), Error> {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -484,6 +490,7 @@ impl Runtime {
                 images,
                 image_gate: tokio::sync::RwLock::new(()),
                 unreadable_containers: std::sync::atomic::AtomicUsize::new(0),
+                quarantined: Default::default(),
                 _lock: state_lock,
             }),
         };
@@ -521,14 +528,21 @@ impl Runtime {
     /// Loads one container; `Ok(true)` when it was running and exited while
     /// rsupd was down.
     fn load(&self, id: &str, dir: &Path) -> Result<bool, Error> {
-        let spec: Option<ContainerSpec> = store::read_json(&dir.join("config.json"))?;
-        let status: Option<Status> = store::read_json(&dir.join("state.json"))?;
-        let (Some(spec), Some(mut status)) = (spec, status) else {
-            // A create interrupted by a crash: nothing was ever reported as
-            // created, so collect it.
-            warn!(container = %id, "removing a half-created container");
-            crate::network::unmount_netns(&dir.join("netns"));
-            return remove_dir(dir).map(|()| false);
+        use crate::quarantine::{Examined, examine};
+        let (spec, mut status) = match examine(dir) {
+            Examined::Loaded(spec, status) => (*spec, *status),
+            // A create (or the deletion of a removed container's directory)
+            // interrupted by a crash: nothing of it runs, collect it.
+            Examined::Collect(what) => {
+                warn!(container = %id, "{what}");
+                crate::network::unmount_netns(&dir.join("netns"));
+                return remove_dir(dir).map(|()| false);
+            }
+            // Unreadable: never acted on.
+            Examined::Quarantine(d) => {
+                self.quarantine(id, dir, *d);
+                return Ok(false);
+            }
         };
         if status.state == ContainerState::Removed {
             // Its veths, leases and cgroup are collected by the sweeps that
@@ -547,7 +561,7 @@ impl Runtime {
                 info!(container = %spec.name, "found its shim running: it was being started");
                 status.state = ContainerState::Running;
                 status.next_start_at = None;
-                store::write_json(&dir.join("state.json"), &status)?;
+                persist_loaded(dir, &status);
             }
         }
         if status.state == ContainerState::Running && adopted.is_none() {
@@ -561,7 +575,7 @@ impl Runtime {
             status.state = ContainerState::Exited;
             status.shim_pid = 0;
             status.init_pid = 0;
-            store::write_json(&dir.join("state.json"), &status)?;
+            persist_loaded(dir, &status);
             info!(container = %spec.name, "exited while rsupd was down");
             died = true;
         }
@@ -600,9 +614,17 @@ impl Runtime {
         }
     }
 
+    /// The container `key` names (see [`Runtime::find_any`]), which must not
+    /// be quarantined: every verb but list, inspect, stats and rm.
+    pub(crate) fn find(&self, key: &ContainerRef) -> Result<Arc<Entry>, Error> {
+        let entry = self.find_any(key)?;
+        self.refuse_quarantined(&entry)?;
+        Ok(entry)
+    }
+
     /// The container `key` names: by id or name, else by a unique id
     /// prefix.
-    pub(crate) fn find(&self, key: &ContainerRef) -> Result<Arc<Entry>, Error> {
+    pub(crate) fn find_any(&self, key: &ContainerRef) -> Result<Arc<Entry>, Error> {
         let key = key.as_str();
         let list = lock(&self.inner.containers);
         if let Some(e) = list.iter().find(|e| e.id == key || e.spec.name == key) {
@@ -620,7 +642,7 @@ impl Runtime {
         }
     }
 
-    fn forget(&self, entry: &Arc<Entry>) {
+    pub(crate) fn forget(&self, entry: &Arc<Entry>) {
         lock(&self.inner.containers).retain(|e| !Arc::ptr_eq(e, entry));
         let mut g = lock(&self.inner.graveyard);
         g.push_back((entry.id.clone(), entry.spec.name.clone(), entry.status()));
@@ -1166,7 +1188,10 @@ impl Runtime {
     /// refused unless `force`, which kills it first.
     #[instrument(skip_all, fields(container = %key))]
     pub async fn remove(&self, key: &ContainerRef, force: bool) -> Result<(), Error> {
-        let entry = self.find(key)?;
+        let entry = self.find_any(key)?;
+        if self.is_quarantined(&entry.id) {
+            return self.remove_quarantined(&entry, force).await;
+        }
         self.remove_entry(&entry, force).await
     }
 
@@ -1199,6 +1224,9 @@ impl Runtime {
                 }
             }
             ContainerState::Created | ContainerState::Exited => {}
+            // Quarantined: only `remove` (through `remove_quarantined`).
+            // (No longer quarantined: removed meanwhile.)
+            ContainerState::Unknown => return self.refuse_quarantined(entry),
         }
         // Mark first: a crash from here on finishes the removal at start.
         entry.set_status(|s| s.state = ContainerState::Removed)?;
@@ -1241,7 +1269,7 @@ impl Runtime {
     }
 
     pub fn inspect(&self, key: &ContainerRef) -> Result<ContainerInfo, Error> {
-        Ok(self.find(key)?.info())
+        Ok(self.find_any(key)?.info())
     }
 
     /// Waits until the container has run and is no longer running; returns
@@ -1434,7 +1462,7 @@ impl Runtime {
                 .collect()
         } else {
             keys.iter()
-                .map(|k| self.find(k))
+                .map(|k| self.find_any(k))
                 .collect::<Result<_, _>>()?
         };
         Ok(self.stats_of(&entries))
@@ -1528,9 +1556,17 @@ impl Runtime {
     }
 }
 
+/// Writes what loading a container found out; best-effort: the container
+/// is loaded (and so kept, never swept) even when the disk refuses.
+fn persist_loaded(dir: &Path, status: &Status) {
+    if let Err(e) = store::write_json(&dir.join("state.json"), status) {
+        warn!(dir = %dir.display(), error = %e, "cannot record the state found at start");
+    }
+}
+
 /// Re-opens pidfds on a running container's shim and init if they are the
 /// processes recorded (same pid and start time).
-fn adopt(status: &Status) -> Option<(OwnedFd, Option<OwnedFd>)> {
+pub(crate) fn adopt(status: &Status) -> Option<(OwnedFd, Option<OwnedFd>)> {
     let same =
         |pid: i32, start: u64| pid > 0 && start != 0 && sys::process_start_time(pid) == Some(start);
     if !same(status.shim_pid, status.shim_start_time) {

@@ -20,6 +20,7 @@ pub mod net;
 pub mod network;
 pub mod ports;
 pub mod process;
+pub mod quarantine;
 pub mod seccomp;
 pub mod security;
 pub mod signal;

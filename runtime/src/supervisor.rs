@@ -512,6 +512,7 @@ fn state_name(s: ContainerState) -> &'static str {
         ContainerState::Exited => "exited",
         ContainerState::Restarting => "restarting",
         ContainerState::Removed => "removed",
+        ContainerState::Unknown => "unknown",
     }
 }
 

@@ -79,7 +79,8 @@ fn table(containers: &[Container], now: SystemTime) -> String {
 
 /// `--format json`: exit_code is null until the container has exited once,
 /// health ("starting", "healthy", "unhealthy") null without a health check
-/// or while the container is not running.
+/// or while the container is not running, quarantine_reason null unless the
+/// container is quarantined (state "unknown").
 fn json_line(c: &Container) -> Value {
     json!({
         "id": c.id,
@@ -89,6 +90,7 @@ fn json_line(c: &Container) -> Value {
         "exit_code": c.exit.as_ref().map(|e| e.exit_code),
         "pid": c.pid,
         "health": c.health.as_ref().map(|h| h.status.as_str()),
+        "quarantine_reason": (!c.quarantine_reason.is_empty()).then_some(c.quarantine_reason.as_str()),
     })
 }
 

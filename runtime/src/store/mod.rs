@@ -10,6 +10,9 @@
 //!     exit.json               written by the shim when the command ended
 //!     shim.log                the shim's own diagnostics
 //!     container.log[.N]       stdout/stderr in CRI format, rotated by size
+//!     quarantine.json         why the record could not be read at a start,
+//!     *.quarantined-<time>    and the unreadable files, renamed aside (see
+//!                             `crate::quarantine`)
 //!     upper/ work/            overlayfs writable layer of the container
 //!     rootfs/                 mount point of the overlay (inside the
 //!                             container's mount namespace only)
@@ -255,9 +258,11 @@ fn is_private_container_file(name: &str) -> bool {
     matches!(
         name,
         "config.json" | "state.json" | "exit.json" | "shim.log" | "container.log"
-    ) || name
-        .strip_prefix("container.log.")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    ) || name == crate::quarantine::QUARANTINE_FILE
+        || name.contains(crate::quarantine::QUARANTINED_MARK)
+        || name
+            .strip_prefix("container.log.")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         || (name.starts_with('.') && name.ends_with(".tmp"))
 }
 

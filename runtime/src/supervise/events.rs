@@ -23,6 +23,9 @@ pub enum EventKind {
     SupervisorRestart,
     SupervisorEscalate,
     SupervisorFail,
+    /// A container's record could not be read at start (see
+    /// [`crate::quarantine`]).
+    Quarantine,
 }
 
 impl EventKind {
@@ -40,6 +43,7 @@ impl EventKind {
             EventKind::SupervisorRestart => "supervisor_restart",
             EventKind::SupervisorEscalate => "supervisor_escalate",
             EventKind::SupervisorFail => "supervisor_fail",
+            EventKind::Quarantine => "quarantine",
         }
     }
 }
