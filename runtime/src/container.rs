@@ -45,6 +45,9 @@ pub(crate) const STATE_VERSION: u32 = 1;
 const GRAVEYARD: usize = 256;
 /// How long a forced kill may take before we give up waiting.
 pub(crate) const KILL_WAIT: Duration = Duration::from_secs(30);
+/// How long a new rsupd waits for the state dir's lock (see
+/// [`StateLock::acquire_patiently`]).
+const LOCK_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Settings of a [`Runtime`].
 #[derive(Debug, Clone)]
@@ -446,7 +449,7 @@ impl Runtime {
         let root = config.state_dir.clone();
         let containers_dir = root.join("containers");
         store::create_root(&root)?;
-        let state_lock = StateLock::acquire(&root)?;
+        let state_lock = StateLock::acquire_patiently(&root, LOCK_PATIENCE).await?;
         // A state dir of an older rsupd (or one whose modes were changed
         // by hand): only root may reach what containers wrote.
         for f in store::fix_modes(&root)? {
