@@ -288,23 +288,27 @@ fn argv(pid: i32) -> Option<Vec<Vec<u8>>> {
     Some(raw.split(|b| *b == 0).map(<[u8]>::to_vec).collect())
 }
 
-/// Whether `argv` is the one rsupd gives the shim of the container in `dir`
-/// (`rsup-shim __rsup-shim DIR`; the init, a fork, keeps it).
-fn is_shim_argv(argv: &[Vec<u8>], dir: &Path) -> bool {
-    let [_, arg, path] = argv else {
-        return false;
-    };
-    if arg.as_slice() != SHIM_ARG.as_bytes() {
-        return false;
+/// The directory a shim's argv names (`rsup-shim __rsup-shim DIR`; the
+/// init, a fork of the shim, keeps it), if `argv` is a shim's.
+fn shim_dir(argv: &[Vec<u8>]) -> Option<&Path> {
+    match argv {
+        [_, arg, path] if arg.as_slice() == SHIM_ARG.as_bytes() => {
+            Some(Path::new(std::ffi::OsStr::from_bytes(path)))
+        }
+        _ => None,
     }
-    if path.as_slice() == dir.as_os_str().as_bytes() {
+}
+
+/// Whether `named` (from a shim's argv) is `dir`, spelled the same or
+/// another way. Only ever asked of a root process of the host (see
+/// [`is_host_root`]): anyone's argv could name a path whose `stat` hangs.
+fn same_dir(named: &Path, dir: &Path) -> bool {
+    if named == dir {
         return true;
     }
-    // The same directory spelled another way.
     let same =
         |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
-    let other = Path::new(std::ffi::OsStr::from_bytes(path));
-    match (std::fs::metadata(other), std::fs::metadata(dir)) {
+    match (std::fs::metadata(named), std::fs::metadata(dir)) {
         (Ok(a), Ok(b)) => same(&a, &b),
         _ => false,
     }
@@ -362,24 +366,29 @@ fn find_processes(dir: &Path, status: Option<&Status>) -> Vec<Found> {
         return Vec::new();
     };
     let own = std::process::id();
-    let candidates: Vec<ProcStat> = entries
+    // Every process with a shim's argv (cheap: no path is looked up yet).
+    let candidates: Vec<(ProcStat, Vec<Vec<u8>>)> = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| u32::try_from(pid).is_ok_and(|p| p != own))
-        .filter(|&pid| argv(pid).is_some_and(|a| is_shim_argv(&a, dir)))
-        .filter_map(proc_stat)
+        .filter_map(|pid| {
+            let argv = argv(pid).filter(|a| shim_dir(a).is_some())?;
+            Some((proc_stat(pid)?, argv))
+        })
         .collect();
-    let shims: Vec<ProcStat> = candidates
+    // Its shims: root processes of rsupd's PID namespace naming `dir`.
+    let shims: Vec<&(ProcStat, Vec<Vec<u8>>)> = candidates
         .iter()
-        .copied()
-        .filter(|p| is_host_root(p.pid))
+        .filter(|(p, a)| is_host_root(p.pid) && shim_dir(a).is_some_and(|d| same_dir(d, dir)))
         .collect();
-    let inits = candidates
-        .iter()
-        .copied()
-        .filter(|p| shims.iter().any(|s| s.pid == p.ppid));
-    let mut out: Vec<_> = shims.iter().filter_map(|p| pin(*p, false)).collect();
-    out.extend(inits.filter_map(|p| pin(p, true)));
+    // Their inits: a child of one with its very argv.
+    let inits = candidates.iter().filter(|(p, a)| {
+        shims
+            .iter()
+            .any(|(s, shim_argv)| s.pid == p.ppid && shim_argv == a)
+    });
+    let mut out: Vec<_> = shims.iter().filter_map(|(p, _)| pin(*p, false)).collect();
+    out.extend(inits.filter_map(|(p, _)| pin(*p, true)));
     out
 }
 
@@ -929,23 +938,15 @@ mod tests {
         std::fs::create_dir(&dir).expect("mkdir");
         let v = |args: &[&[u8]]| args.iter().map(|a| a.to_vec()).collect::<Vec<_>>();
         let d = dir.as_os_str().as_bytes();
-        assert!(is_shim_argv(&v(&[b"rsup-shim", b"__rsup-shim", d]), &dir));
+        let named = |args: &[&[u8]]| shim_dir(&v(args)).is_some_and(|n| same_dir(n, &dir));
+        assert!(named(&[b"rsup-shim", b"__rsup-shim", d]));
         // Spelled another way.
         let other = t.path().join(".").join("c");
-        assert!(is_shim_argv(
-            &v(&[b"x", b"__rsup-shim", other.as_os_str().as_bytes()]),
-            &dir
-        ));
-        assert!(!is_shim_argv(&v(&[b"rsup-shim", b"__rsup-exec", d]), &dir));
-        assert!(!is_shim_argv(
-            &v(&[b"rsup-shim", b"__rsup-shim", b"/elsewhere"]),
-            &dir
-        ));
-        assert!(!is_shim_argv(
-            &v(&[b"rsup-shim", b"__rsup-shim", d, b"extra"]),
-            &dir
-        ));
-        assert!(!is_shim_argv(&v(&[b"__rsup-shim", d]), &dir));
+        assert!(named(&[b"x", b"__rsup-shim", other.as_os_str().as_bytes()]));
+        assert!(!named(&[b"rsup-shim", b"__rsup-exec", d]));
+        assert!(!named(&[b"rsup-shim", b"__rsup-shim", b"/elsewhere"]));
+        assert!(!named(&[b"rsup-shim", b"__rsup-shim", d, b"extra"]));
+        assert!(!named(&[b"__rsup-shim", d]));
     }
 
     #[test]
