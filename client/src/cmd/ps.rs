@@ -149,7 +149,8 @@ mod tests {
         assert_eq!(
             json_line(&c),
             json!({"id": "f00dfeedcafe0123456789", "name": "web", "state": "running",
-                   "command": "sleep 100", "exit_code": null, "pid": 42, "health": null})
+                   "command": "sleep 100", "exit_code": null, "pid": 42, "health": null,
+                   "quarantine_reason": null})
         );
         c.health = Some(Health {
             status: "healthy".to_owned(),
@@ -167,6 +168,11 @@ mod tests {
         assert_eq!(line["state"], "exited");
         assert_eq!(line["exit_code"], 3);
         assert_eq!(line["health"], Value::Null);
+        c.set_state(ContainerState::Unknown);
+        c.quarantine_reason = "state.json is unreadable (EOF)".to_owned();
+        let line = json_line(&c);
+        assert_eq!(line["state"], "unknown");
+        assert_eq!(line["quarantine_reason"], "state.json is unreadable (EOF)");
     }
 
     #[test]
