@@ -629,7 +629,7 @@ impl Runtime {
              `rsupctl rm -f {}` stops its processes and cleans it up",
             label(entry),
             q.reason,
-            &entry.id[..entry.id.len().min(12)]
+            entry.id.chars().take(12).collect::<String>()
         )))
     }
 
