@@ -155,15 +155,19 @@ async fn mount_case(
     let verdict = match &outcome {
         Err(status) => format!("refused ({:?}: {})", status.code(), status.message()),
         Ok(ran) => {
-            for t in targets {
-                if !ran.output.lines().any(|l| l == format!("LANDED {t}")) {
-                    problems.push(format!(
-                        "ran (exit {}) but the mount is not at {t} inside the container; output:\n{}",
-                        ran.exit_code, ran.output
-                    ));
-                }
+            let missing: Vec<&&str> = targets
+                .iter()
+                .filter(|t| !ran.output.lines().any(|l| l == format!("LANDED {t}")))
+                .collect();
+            if missing.is_empty() {
+                "ran, the mounts landed inside the root".to_owned()
+            } else {
+                problems.push(format!(
+                    "nothing is mounted at {missing:?} inside the container; its output:\n{}",
+                    ran.output
+                ));
+                format!("ran (exit {})", ran.exit_code)
             }
-            "ran, the mounts landed inside the root".to_owned()
         }
     };
     if problems.is_empty() {
@@ -200,14 +204,16 @@ async fn symlinked_targets(
     failures
 }
 
-/// A container leaves `link -> <canary>` and `rel -> ../..<canary>` in a
-/// named volume; a later container mounts that volume on /data and another
-/// source on /data/link/x and /data/rel/x.
+/// A container (from `planter`) leaves `link -> <canary>` and `rel ->
+/// ../..<canary>` in a named volume; a later container (from `mounter`)
+/// mounts that volume on /data and another source on /data/link/x and
+/// /data/rel/x.
 async fn symlink_left_in_a_volume(
     d: &Daemon,
     canary: &mut Canary,
     what: &str,
-    spec: impl Fn(&[&str]) -> proto::ContainerSpec,
+    planter: impl Fn(&[&str]) -> proto::ContainerSpec,
+    mounter: impl Fn() -> proto::ContainerSpec,
 ) -> Vec<String> {
     let vol = unique_name("leftlinks");
     let other = d
@@ -222,13 +228,13 @@ async fn symlink_left_in_a_volume(
         climb(),
         c.trim_start_matches('/')
     );
-    let mut first = spec(&["sh", "-c", &plant]);
+    let mut first = planter(&["sh", "-c", &plant]);
     first.volumes = vec![format!("{vol}:/data")];
     match run_to_end(d, first).await {
         Ok(r) if r.output.contains("planted") => {}
         other => return vec![format!("{what}: planting the links failed: {other:?}")],
     }
-    let mut second = spec(&[]);
+    let mut second = mounter();
     second.volumes = vec![format!("{vol}:/data")];
     match mount_case(
         d,
@@ -288,9 +294,13 @@ async fn rootfs_and_volume_symlinks_do_not_steer_mounts_out_of_the_root() {
     })
     .await;
     failures.extend(
-        symlink_left_in_a_volume(&d, &mut canary, "--rootfs", |cmd| {
-            rootfs_spec(&unique_name("vlink"), &rootfs, cmd)
-        })
+        symlink_left_in_a_volume(
+            &d,
+            &mut canary,
+            "--rootfs",
+            |cmd| rootfs_spec(&unique_name("plant"), &rootfs, cmd),
+            || rootfs_spec(&unique_name("vlink"), &rootfs, &[]),
+        )
         .await,
     );
     assert_none(failures);
@@ -316,10 +326,16 @@ async fn remapped_symlinks_do_not_steer_mounts_out_of_the_root() {
         remapped(&unique_name("evil"), &[])
     })
     .await;
+    // The links are planted by a container without a user namespace (the
+    // volume is host root's); the remapped one then mounts through them.
     failures.extend(
-        symlink_left_in_a_volume(&d, &mut canary, "--userns remap", |cmd| {
-            remapped(&unique_name("vlink"), cmd)
-        })
+        symlink_left_in_a_volume(
+            &d,
+            &mut canary,
+            "--userns remap",
+            |cmd| rootfs_spec(&unique_name("plant"), &rootfs, cmd),
+            || remapped(&unique_name("vlink"), &[]),
+        )
         .await,
     );
     assert_none(failures);
