@@ -2,14 +2,16 @@
 //! messages and repeated fields included), set to hostile values one at a
 //! time and all together: `/`, `..`, `.`, empty, the absolute path of a
 //! canary tree next to the state dir and relative paths that climb to it,
-//! `x/../../..`, 100 KB strings, NUL, `-rf`, unicode, a newline.
+//! `x/../../..`, a 100 KB string, NUL, `-rf`, unicode with a newline.
 //!
 //! The list of (RPC, field) is not written by hand: it comes from the
 //! descriptor set compiled into `rsup-proto`, so a new RPC or field is
 //! fuzzed as soon as it exists. Each field must still be classified in
-//! [`RULES`] (name or free text), and every RPC needs a caller in
+//! [`RULES`] (name, path or text), and every RPC needs a caller in
 //! [`api_calls!`]; [`fuzz_table_covers_every_string_field_of_the_api`]
 //! fails otherwise (that one test needs no daemon and runs everywhere).
+//! Names and paths get every value; plain text fields a sample (under TCG
+//! every call costs about 50 ms, and there are many such fields).
 //!
 //! A request is the RPC's base request (valid values; see [`Names::base`])
 //! with the hostile fields appended in protobuf wire format: a later
@@ -17,22 +19,21 @@
 //! field gets one more element (the base leaves fuzzed repeated fields
 //! empty, so they hold exactly the hostile value).
 //!
-//! After EACH call, seen from the host: the canary tree is byte-identical,
-//! the sentinel volume's marker file is intact and the inits of the
-//! sentinel and victim containers still run. From the daemon: the status
-//! code is allowed for the field (names: INVALID_ARGUMENT or NOT_FOUND;
-//! free text may also be OK or another clean refusal such as
-//! FAILED_PRECONDITION; a remove is never OK) and the message is at most
-//! 4 KiB. After every call that may create or remove (and every 10th): the
-//! sentinel container (running), victim, volume, network, supervisor and
-//! image made before the fuzz are all still listed, and anything new is
+//! After EACH call: the canary tree is byte-identical; the sentinel
+//! volume's marker file is intact and the inits of the sentinel and victim
+//! containers still run (seen from the host); rsupd answers health SERVING;
+//! the status code is allowed for the field (names: INVALID_ARGUMENT or
+//! NOT_FOUND; free text may also be OK or another clean refusal such as
+//! FAILED_PRECONDITION; a remove is never OK) and its message is at most
+//! 4 KiB. After every call that may create or remove (and every 10th):
+//! the sentinel container (running), victim, volume, network, supervisor
+//! and image made before the fuzz are all still listed, and anything new is
 //! removed again (a refused call that left something is reported; for the
 //! many Containers/Create refusals a look at the state dir's containers and
-//! volumes stands in for the listing). rsupd
-//! must answer health SERVING every 10 calls and after any odd code; the
-//! sentinel must work (an exec reads its volume's marker) every 50 calls
-//! and at the end. A reply that breaks the connection (an oversized status)
-//! is a violation, and the fuzz goes on over a new connection.
+//! volumes stands in for the listing). Every 50 calls and at the end the
+//! sentinel must work: an exec reads its volume's marker. A reply that
+//! breaks the connection (an oversized status) is a violation, and the fuzz
+//! goes on over a new connection.
 //!
 //! Damage (canary, sentinels, a dead daemon) stops the fuzz at once: what
 //! comes after would only run against a broken world. Other violations are

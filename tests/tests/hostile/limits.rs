@@ -11,8 +11,8 @@
 //! these holes; adjust here if they landed differently.
 
 use std::fs;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rsup_client::proto;
 use rsup_runtime::image::ImageConfig;
@@ -24,9 +24,38 @@ use super::common::{in_throwaway_vm, start_detached, tree_names};
 
 const MIB: u64 = 1 << 20;
 
-/// An OCI archive whose one gzip layer holds `unpacked` bytes of zeros
-/// (a sparse host file read while building; the digests are right).
-fn bomb(dir: &Path, unpacked: u64) -> std::path::PathBuf {
+/// One bomb at a time: the free-space test needs /tmp's free space to hold
+/// still while it runs.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How much the bomb unpacks to: far beyond both limits below, yet cheap to
+/// build (every byte is hashed for the diff id, by a debug build, under TCG).
+const BOMB_BYTES: u64 = 24 * MIB;
+
+/// The bomb both tests import, built once. Its directory stays until the
+/// process ends (in the VM's throwaway /tmp).
+static BOMB: tokio::sync::OnceCell<(TempDir, PathBuf)> = tokio::sync::OnceCell::const_new();
+
+/// An OCI archive whose one gzip layer holds [`BOMB_BYTES`] of zeros (a
+/// sparse host file read while building; the digests are right, so only a
+/// limit can stop the import).
+async fn bomb() -> &'static Path {
+    let (_, path) = BOMB
+        .get_or_init(|| async {
+            tokio::task::spawn_blocking(|| {
+                let dir = TempDir::new();
+                let path = build_bomb(dir.path(), BOMB_BYTES);
+                (dir, path)
+            })
+            .await
+            .expect("building the bomb")
+        })
+        .await;
+    path
+}
+
+fn build_bomb(dir: &Path, unpacked: u64) -> PathBuf {
+    let started = Instant::now();
     let zeros = dir.join("zeros");
     fs::File::create(&zeros)
         .and_then(|f| f.set_len(unpacked))
@@ -48,7 +77,10 @@ fn bomb(dir: &Path, unpacked: u64) -> std::path::PathBuf {
     .expect("building the bomb");
     let _ = fs::remove_file(&zeros);
     let size = fs::metadata(&archive).expect("archive").len();
-    eprintln!("bomb: {size} bytes of archive unpack to {unpacked} bytes");
+    eprintln!(
+        "bomb: {size} bytes of archive unpack to {unpacked} bytes (built in {:?})",
+        started.elapsed()
+    );
     assert!(
         size < unpacked / 50,
         "the bomb does not compress: {size} bytes"
@@ -90,10 +122,11 @@ async fn a_decompression_bomb_stops_at_the_image_size_limit() {
     if !in_throwaway_vm() {
         return;
     }
-    let d = Daemon::start_with_args(&["--image-max-size", &(8 * MIB).to_string()]).await;
+    let archive = bomb().await;
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let d = Daemon::start_with_args(&["--image-max-size", &(2 * MIB).to_string()]).await;
     let files = TempDir::new();
-    let archive = bomb(files.path(), 64 * MIB);
-    refused_without_a_trace(&d, &archive, "--image-max-size 8 MiB").await;
+    refused_without_a_trace(&d, archive, "--image-max-size 2 MiB").await;
     // A small image still imports on that daemon.
     let small = files.path().join("small.tar");
     build::oci_layout_tar(
@@ -114,12 +147,14 @@ async fn a_decompression_bomb_stops_at_the_free_space_reserve() {
     if !in_throwaway_vm() {
         return;
     }
-    // The reserve leaves 32 MiB to unpack into; the bomb needs 128 MiB. The
+    // The reserve leaves 6 MiB to unpack into; the bomb needs 24 MiB. The
     // per-image maximum is far above both, so only the reserve can stop it.
+    let archive = bomb().await;
+    let _alone = ONE_AT_A_TIME.lock().await;
     let stat = nix::sys::statvfs::statvfs("/tmp").expect("statvfs /tmp");
     let free = stat.blocks_available() * stat.fragment_size();
     assert!(free > 256 * MIB, "only {free} bytes free in /tmp");
-    let reserve = free - 32 * MIB;
+    let reserve = free - 6 * MIB;
     let d = Daemon::start_with_args(&[
         "--image-min-free",
         &reserve.to_string(),
@@ -127,9 +162,7 @@ async fn a_decompression_bomb_stops_at_the_free_space_reserve() {
         &(1024 * MIB).to_string(),
     ])
     .await;
-    let files = TempDir::new();
-    let archive = bomb(files.path(), 128 * MIB);
-    refused_without_a_trace(&d, &archive, "--image-min-free (32 MiB to spare)").await;
+    refused_without_a_trace(&d, archive, "--image-min-free (6 MiB to spare)").await;
 }
 
 /// The cgroup v2 directory of `pid` (the VM has cgroup v2 only).
