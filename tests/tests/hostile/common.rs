@@ -33,6 +33,18 @@ pub const NOBODY: u32 = 65534;
 /// How long a container of these tests may run.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// rsupd arguments for a daemon that imports images in the VM: its default
+/// free-space reserve (the larger of 1 GiB and 5% of the device) is more
+/// than the VM's whole /tmp, where the state dirs live.
+pub const IMAGES_IN_THE_VM: [&str; 2] = ["--image-min-free", "0"];
+
+/// A daemon with [`IMAGES_IN_THE_VM`] and `args`.
+pub async fn image_daemon(args: &[&str]) -> Daemon {
+    let mut all: Vec<&str> = IMAGES_IN_THE_VM.to_vec();
+    all.extend_from_slice(args);
+    Daemon::start_with_args(&all).await
+}
+
 /// Why this process is not inside the throwaway VM, or `Ok` if it is.
 pub fn vm_markers() -> Result<(), String> {
     let mut missing = Vec::new();

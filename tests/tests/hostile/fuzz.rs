@@ -57,7 +57,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::common::{Canary, in_throwaway_vm, start_detached};
+use super::common::{Canary, image_daemon, in_throwaway_vm, start_detached};
 
 /// Longest error message a reply may carry.
 const MAX_MESSAGE: usize = 4096;
@@ -793,7 +793,7 @@ async fn init_of(c: &Client, name: &str) -> Result<ProcId, String> {
 impl World {
     async fn build() -> World {
         // No periodic stats sampling: under TCG it would slow every call.
-        let d = Daemon::start_with_args(&["--log-level", "info", "--stats-interval", "3600"]).await;
+        let d = image_daemon(&["--log-level", "info", "--stats-interval", "3600"]).await;
         let c = d.client().clone();
         let canary = Canary::plant(d.dir());
         let files = TempDir::new();

@@ -24,8 +24,8 @@ use rsup_client::proto;
 use rsup_tests::{Daemon, TempDir, unique_name};
 
 use super::common::{
-    Canary, hostile_rootfs, image_spec, import_hostile_image, in_throwaway_vm, remap_daemon,
-    rootfs_spec, run_to_end,
+    Canary, hostile_rootfs, image_daemon, image_spec, import_hostile_image, in_throwaway_vm,
+    remap_daemon, rootfs_spec, run_to_end,
 };
 
 /// `../` enough times to reach `/` from any state dir on the host.
@@ -268,7 +268,7 @@ async fn image_symlinks_do_not_steer_mounts_out_of_the_root() {
     if !in_throwaway_vm() {
         return;
     }
-    let d = Daemon::start().await;
+    let d = image_daemon(&[]).await;
     let files = TempDir::new();
     let mut canary = Canary::plant(files.path());
     let image = "evil-mounts:1";
@@ -349,7 +349,7 @@ async fn etc_files_symlinked_out_of_the_root_are_not_written_through() {
     if !in_throwaway_vm() {
         return;
     }
-    let d = Daemon::start().await;
+    let d = image_daemon(&[]).await;
     let files = TempDir::new();
     let mut canary = Canary::plant(files.path());
     let links = etc_links(&canary);
