@@ -179,10 +179,13 @@ test_executable() {
 }
 
 # run_in_vm TIMEOUT CGROUP EXECUTABLE TEST-ARGS...: the test executable in
-# the throwaway VM, in the systemd-like leaf cgroup CGROUP.
+# the throwaway VM, in the systemd-like leaf cgroup CGROUP ("": the root
+# cgroup).
 run_in_vm() {
     local timeout=$1 cgroup=$2 exe=$3 scratch rc=0
     shift 3
+    local -a placement=()
+    [[ -z $cgroup ]] || placement=(--cgroup "$cgroup")
     scratch=$(mktemp -d /var/tmp/rsup-vm.XXXXXX)
     vm_scratch+=("$scratch")
     mkdir "$scratch/bin" "$scratch/rw"
@@ -190,7 +193,7 @@ run_in_vm() {
     (
         cd "$scratch/rw"
         RSUP_IN_V2VM=1 RSUP_BIN_DIR=$scratch/bin RUST_BACKTRACE=${RUST_BACKTRACE:-1} \
-            bash "$v2vm" --timeout "$timeout" --rw "$scratch/rw" --cgroup "$cgroup" -- \
+            bash "$v2vm" --timeout "$timeout" --rw "$scratch/rw" "${placement[@]}" -- \
             "$scratch/bin/$(basename "$exe")" "$@"
     ) || rc=$?
     rm -rf "$scratch"
@@ -218,7 +221,10 @@ step "hostile suite in the throwaway VM"
 # mount targets, the host's /dev, private state, image and pids limits. It
 # may destroy what it can reach if rsup regresses, so it runs only there (its
 # tests skip themselves anywhere else) with nothing writable but the
-# scratch dir. Two tests at a time: each has its own rsupd.
+# scratch dir. Two tests at a time, each with its own rsupd, in the root
+# cgroup: in a leaf, each new rsupd moves the processes of its cgroup (the
+# test process and the other daemons) one level down, and two daemons doing
+# so at once race.
 if [[ ! -f $v2vm ]]; then
     echo "scripts/test.sh: $v2vm not found: the hostile suite runs only in the" \
         "throwaway VM" >&2
@@ -226,7 +232,7 @@ if [[ ! -f $v2vm ]]; then
 elif ! exe=$(test_executable hostile) || [[ -z $exe ]]; then
     failed+=("hostile suite (VM)")
 else
-    run_in_vm 900 rsup.slice/hostile "$exe" --test-threads=2 ||
+    run_in_vm 900 "" "$exe" --test-threads=2 ||
         failed+=("hostile suite (VM)")
 fi
 
