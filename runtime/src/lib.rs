@@ -16,6 +16,7 @@ pub mod images;
 pub mod logs;
 pub mod net;
 pub mod network;
+pub mod paths;
 pub mod ports;
 pub mod process;
 pub mod seccomp;
