@@ -859,7 +859,25 @@ impl Runtime {
             Ok(s) => s,
             Err(source) => {
                 let msg = source.to_string();
-                let _ = entry.set_status(|s| s.error = msg);
+                // A command that could not be run gets Docker's exit code
+                // (127 not found, 126 not executable), shown by inspect.
+                let exit = match &source {
+                    SpawnError::Command {
+                        exit_code: Some(code),
+                        ..
+                    } => Some(ExitInfo {
+                        code: *code,
+                        signal: 0,
+                        finished_at: SystemTime::now(),
+                    }),
+                    _ => None,
+                };
+                let _ = entry.set_status(|s| {
+                    s.error = msg;
+                    if exit.is_some() {
+                        s.exit = exit;
+                    }
+                });
                 return Err(Error::Spawn {
                     container: entry.spec.name.clone(),
                     source,
