@@ -641,7 +641,8 @@ impl Runtime {
             drop(view);
             let mut spec = spec?;
             let userns = crate::userns::resolve(&userns_req, &userns_cfg)?;
-            if let Some(map) = &userns {
+            // A user resolved at start is checked by the init's setuid.
+            if let Some(map) = userns.as_ref().filter(|_| !spec.user_at_start) {
                 if map.host_uid(spec.user.uid).is_none() {
                     return Err(Error::InvalidArgument {
                         field: "user",

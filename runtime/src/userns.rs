@@ -837,6 +837,7 @@ mod tests {
             env: Vec::new(),
             working_dir: "/".into(),
             user_spec: String::new(),
+            user_at_start: false,
             user: crate::spec::User { uid: 0, gid: 0 },
             hostname: "old".into(),
             auto_remove: false,

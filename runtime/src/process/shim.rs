@@ -482,16 +482,31 @@ fn exec_command(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd, exec_w: Ow
         fail("dup2", &e);
     }
     drop((null, out_w, err_w));
+    // A user that a mount may define is resolved now, in the container.
+    let (user, env) = if spec.user_at_start {
+        match crate::spec::resolve_user_in_container(&spec.user_spec) {
+            Ok((user, home)) => {
+                let mut env = spec.env.clone();
+                if !env.iter().any(|kv| kv.starts_with("HOME=")) {
+                    env.push(format!("HOME={home}"));
+                }
+                (user, env)
+            }
+            Err(e) => fail("user", &e),
+        }
+    } else {
+        (spec.user, spec.env.clone())
+    };
     if let Err(e) = spec.security.drop_bounding() {
         fail("capabilities", &e);
     }
     if let Err(e) = nix::unistd::setgroups(&[]) {
         fail("setgroups", &e);
     }
-    if let Err(e) = nix::unistd::setgid(Gid::from_raw(spec.user.gid)) {
+    if let Err(e) = nix::unistd::setgid(Gid::from_raw(user.gid)) {
         fail("setgid", &e);
     }
-    if let Err(e) = nix::unistd::setuid(Uid::from_raw(spec.user.uid)) {
+    if let Err(e) = nix::unistd::setuid(Uid::from_raw(user.uid)) {
         fail("setuid", &e);
     }
     if let Err(e) = nix::unistd::chdir(spec.working_dir.as_str()) {
@@ -500,11 +515,11 @@ fn exec_command(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd, exec_w: Ow
     // The command is looked up here, inside the container after its mounts
     // (as runc does): a bind mount or a volume may provide it.
     let cmd = spec.command.first().map(String::as_str).unwrap_or_default();
-    let executable = match find_command(cmd, &spec.env) {
+    let executable = match find_command(cmd, &env) {
         Ok(p) => p,
         Err((code, msg)) => fail_code(code, &msg),
     };
-    if let Err(e) = spec.security.apply_after_setuid(spec.user.uid) {
+    if let Err(e) = spec.security.apply_after_setuid(user.uid) {
         fail("capabilities", &e);
     }
     if let Err(e) = spec.security.apply_seccomp() {
@@ -513,7 +528,7 @@ fn exec_command(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd, exec_w: Ow
     let cstr = |s: &str| CString::new(s).unwrap_or_default();
     let path = cstr(&executable);
     let argv: Vec<CString> = spec.command.iter().map(|a| cstr(a)).collect();
-    let env: Vec<CString> = spec.env.iter().map(|a| cstr(a)).collect();
+    let env: Vec<CString> = env.iter().map(|a| cstr(a)).collect();
     let Err(e) = nix::unistd::execve(&path, &argv, &env);
     let code = if e == nix::errno::Errno::ENOENT {
         127
