@@ -400,11 +400,37 @@ impl RootDir {
             self.root
                 .mkdir_all(r, &std::fs::Permissions::from_mode(mode))
         }
-        .map_err(|e| self.pathrs_err("mkdir", rel, &e))?;
+        .map_err(|e| match self.dangling_in(rel) {
+            Some(at) => PathError::Kind {
+                root: self.label.clone(),
+                path: at,
+                found: "a dangling symlink",
+                expected: "a directory",
+            },
+            None => self.pathrs_err("mkdir", rel, &e),
+        })?;
         Ok(Target {
             fd: h.into(),
             path: rel.to_string(),
         })
+    }
+
+    /// The first component of `rel` that is a symlink leading nowhere
+    /// inside the root (to explain a failed [`Self::mkdir_all`]).
+    fn dangling_in(&self, rel: &str) -> Option<String> {
+        let mut prefix = String::new();
+        for c in relative(rel).split('/').filter(|c| !c.is_empty()) {
+            prefix.push('/');
+            prefix.push_str(c);
+            let link = self
+                .resolve_nofollow(&prefix)
+                .and_then(|t| self.stat_of(&t))
+                .is_ok_and(|st| is_kind(&st, SFlag::S_IFLNK));
+            if link && self.resolve(&prefix).is_err_and(|e| e.is_not_found()) {
+                return Some(prefix);
+            }
+        }
+        None
     }
 
     /// A directory that must be exactly `name` in the root (no symlink, not
@@ -845,7 +871,11 @@ mod tests {
                 .is_not_found()
         );
         std::fs::remove_file(f.outside.join("secret")).expect("rm");
-        assert!(r.mkdir_all("/abs/new", 0o755).is_err());
+        let e = r.mkdir_all("/abs/new", 0o755).expect_err("dangling");
+        assert!(
+            e.to_string().contains("\"/abs\"") && e.to_string().contains("dangling symlink"),
+            "{e}"
+        );
         let e = r.create_file("/abs", 0o644).expect_err("dangling");
         assert!(e.to_string().contains("dangling symlink"), "{e}");
         assert!(r.create_file("/abs/file", 0o644).is_err());
