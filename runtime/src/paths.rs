@@ -463,54 +463,82 @@ impl RootDir {
     /// root) or a new empty regular file with `mode`, its parent directories
     /// made as by [`Self::mkdir_all`] with 0755. For file mount targets.
     pub fn create_file(&self, rel: &str, mode: u32) -> Result<Target, PathError> {
+        // Creating first (O_EXCL | O_NOFOLLOW: never through a symlink) is
+        // the cheap path for the common missing file; an existing one is
+        // then resolved.
+        let r = relative(rel);
+        let created = match self.create_excl(r, OpenFlags::O_RDONLY, mode) {
+            Err(e) if pathrs_errno(&e) == Some(Errno::ENOENT) => {
+                if let Some((parent, _)) = r.rsplit_once('/') {
+                    self.mkdir_all(parent, 0o755)?;
+                }
+                self.create_excl(r, OpenFlags::O_RDONLY, mode)
+            }
+            other => other,
+        };
+        let e = match created {
+            Ok(f) => {
+                return Ok(Target {
+                    fd: f.into(),
+                    path: rel.to_string(),
+                });
+            }
+            Err(e) => e,
+        };
+        if pathrs_errno(&e) != Some(Errno::EEXIST) {
+            return Err(self.pathrs_err("create", rel, &e));
+        }
         match self.resolve(rel) {
             Ok(t) => {
                 let st = self.stat_of(&t)?;
                 if is_kind(&st, SFlag::S_IFDIR) {
                     return Err(self.kind_err(rel, &st, "a file"));
                 }
-                return Ok(t);
+                Ok(t)
             }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
+            // It exists but leads nowhere: a dangling symlink, which we do
+            // not create through.
+            Err(e) if e.is_not_found() => Err(PathError::Kind {
+                root: self.label.clone(),
+                path: rel.to_string(),
+                found: "a dangling symlink",
+                expected: "a file",
+            }),
+            Err(e) => Err(e),
         }
-        let r = relative(rel);
-        if let Some((parent, _)) = r.rsplit_once('/') {
-            self.mkdir_all(parent, 0o755)?;
-        }
-        let f = self
-            .root
-            .create_file(
-                r,
-                OpenFlags::O_RDONLY
-                    | OpenFlags::O_EXCL
-                    | OpenFlags::O_NOFOLLOW
-                    | OpenFlags::O_CLOEXEC,
-                &std::fs::Permissions::from_mode(mode),
+    }
+
+    /// `O_CREAT | O_EXCL | O_NOFOLLOW` of `r` in its parent (resolved in
+    /// the root) with `mode`.
+    fn create_excl(
+        &self,
+        r: &str,
+        access: OpenFlags,
+        mode: u32,
+    ) -> Result<File, pathrs::error::Error> {
+        self.root.create_file(
+            r,
+            access | OpenFlags::O_EXCL | OpenFlags::O_NOFOLLOW | OpenFlags::O_CLOEXEC,
+            &std::fs::Permissions::from_mode(mode),
+        )
+    }
+
+    /// Makes the directory `rel` (which must not exist) with `mode` and
+    /// returns it, checked to be a directory: for a fresh tree of rsup's own,
+    /// such as the /dev tmpfs, where probing first would only cost.
+    pub fn mkdir(&self, rel: &str, mode: u32) -> Result<Target, PathError> {
+        self.root
+            .create(
+                relative(rel),
+                &pathrs::InodeType::Directory(std::fs::Permissions::from_mode(mode)),
             )
-            .map_err(|e| {
-                if pathrs_errno(&e) == Some(Errno::EEXIST)
-                    && self
-                        .resolve_nofollow(rel)
-                        .and_then(|t| self.stat_of(&t))
-                        .is_ok_and(|st| is_kind(&st, SFlag::S_IFLNK))
-                {
-                    // Resolving it failed, creating it says it exists: a
-                    // dangling symlink, which we do not create through.
-                    PathError::Kind {
-                        root: self.label.clone(),
-                        path: rel.to_string(),
-                        found: "a dangling symlink",
-                        expected: "a file",
-                    }
-                } else {
-                    self.pathrs_err("create", rel, &e)
-                }
-            })?;
-        Ok(Target {
-            fd: f.into(),
-            path: rel.to_string(),
-        })
+            .map_err(|e| self.pathrs_err("mkdir", rel, &e))?;
+        let t = self.resolve_nofollow(rel)?;
+        let st = self.stat_of(&t)?;
+        if !is_kind(&st, SFlag::S_IFDIR) {
+            return Err(self.kind_err(rel, &st, "a directory"));
+        }
+        Ok(t)
     }
 
     /// Creates a character device node `rel` (`mknod(2)`) with exactly
@@ -611,24 +639,11 @@ impl RootDir {
         mode: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<(), PathError> {
-        let (t, mut f) = match self.resolve_nofollow(rel) {
-            Ok(t) => {
-                self.check_writable(&t)?;
-                let f = self.reopen(&t, OpenFlags::O_WRONLY | OpenFlags::O_TRUNC)?;
-                (t, f)
-            }
-            Err(e) if e.is_not_found() => {
-                let f = self
-                    .root
-                    .create_file(
-                        relative(rel),
-                        OpenFlags::O_WRONLY
-                            | OpenFlags::O_EXCL
-                            | OpenFlags::O_NOFOLLOW
-                            | OpenFlags::O_CLOEXEC,
-                        &std::fs::Permissions::from_mode(mode),
-                    )
-                    .map_err(|e| self.pathrs_err("create", rel, &e))?;
+        // Created first (O_EXCL | O_NOFOLLOW); an existing file is then
+        // resolved without following a trailing symlink, checked, and
+        // reopened by its fd for writing.
+        let (t, mut f) = match self.create_excl(relative(rel), OpenFlags::O_WRONLY, mode) {
+            Ok(f) => {
                 let fd = OwnedFd::from(f.try_clone().map_err(|e| {
                     self.op_err("dup", rel, Errno::from_raw(e.raw_os_error().unwrap_or(0)))
                 })?);
@@ -639,7 +654,13 @@ impl RootDir {
                 self.check_writable(&t)?;
                 (t, f)
             }
-            Err(e) => return Err(e),
+            Err(e) if pathrs_errno(&e) == Some(Errno::EEXIST) => {
+                let t = self.resolve_nofollow(rel)?;
+                self.check_writable(&t)?;
+                let f = self.reopen(&t, OpenFlags::O_WRONLY | OpenFlags::O_TRUNC)?;
+                (t, f)
+            }
+            Err(e) => return Err(self.pathrs_err("create", rel, &e)),
         };
         let io = |op: &'static str| {
             move |e: std::io::Error| {

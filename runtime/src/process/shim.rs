@@ -785,12 +785,14 @@ fn setup_root(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf]) -> Result<()
         mask_paths()?;
     }
     let root = RootDir::open(Path::new("/")).map_err(path_err)?;
-    let made_working_dir = root
-        .resolve(&spec.working_dir)
-        .is_err_and(|e| e.is_not_found());
-    let wd = root
-        .mkdir_all(&spec.working_dir, 0o755)
-        .map_err(|e| format!("working directory: {e}"))?;
+    let (wd, made_working_dir) = match root.resolve(&spec.working_dir) {
+        Ok(t) if t.is_dir() => (t, false),
+        _ => (
+            root.mkdir_all(&spec.working_dir, 0o755)
+                .map_err(|e| format!("working directory: {e}"))?,
+            true,
+        ),
+    };
     wd.ensure_mountable(&root)
         .map_err(|e| format!("working directory: {e}"))?;
     if let (true, Some((u, g))) = (made_working_dir, root_ids) {
@@ -862,7 +864,7 @@ fn make_dev(root: &RootDir, root_ids: Option<(u32, u32)>) -> Result<(), String> 
                 .map_err(|e| format!("chown /dev/{name}: {e}"))?;
         }
     }
-    let pts = dev.plain_dir("pts", 0o755).map_err(path_err)?;
+    let pts = dev.mkdir("pts", 0o755).map_err(path_err)?;
     mount_on(
         Some("devpts"),
         &pts,
@@ -871,7 +873,7 @@ fn make_dev(root: &RootDir, root_ids: Option<(u32, u32)>) -> Result<(), String> 
         Some("newinstance,ptmxmode=0666,mode=0620"),
         "devpts",
     )?;
-    let shm = dev.plain_dir("shm", 0o1777).map_err(path_err)?;
+    let shm = dev.mkdir("shm", 0o1777).map_err(path_err)?;
     let owner = root_ids
         .map(|(u, g)| format!(",uid={u},gid={g}"))
         .unwrap_or_default();

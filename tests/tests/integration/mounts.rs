@@ -108,8 +108,8 @@ fn symlinked_targets_stay_inside(d: &Daemon, tmp: &TempDir, rootfs: &Path, extra
         let mut flags: Vec<&str> = m.iter().map(String::as_str).collect();
         flags.extend_from_slice(extra);
         let out = run_in(d, rootfs, &flags, &["sh", "-c", "touch /evil/x/f; true"]);
-        assert_ne!(out.status.code(), Some(0), "{flags:?}: {}", describe(&out));
         assert_untouched(&canary, &format!("{flags:?} (dangling)"));
+        assert_ne!(out.status.code(), Some(0), "{flags:?}: {}", describe(&out));
     }
     // The same path made inside the root: /evil now leads there.
     let inside = rootfs.join(canary.strip_prefix("/").expect("absolute"));
@@ -216,8 +216,8 @@ async fn a_symlink_left_in_a_volume_does_not_lead_a_later_mount_out() {
             &["-v", &format!("{vol}:/data"), &inner],
             &["sh", "-c", "echo x > /data/link/x/f; true"],
         );
-        assert_ne!(out.status.code(), Some(0), "{inner}: {}", describe(&out));
         assert_untouched(&canary, &inner);
+        assert_ne!(out.status.code(), Some(0), "{inner}: {}", describe(&out));
     }
     // Nested volumes themselves still work, whatever order they are given in.
     let (outer, inner) = (unique_name("outer"), unique_name("inner"));
