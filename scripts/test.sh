@@ -9,14 +9,15 @@
 # for the test rootfs, prometheus for promtool and a real Prometheus server,
 # Python packages for the cross-language test), sweeps what earlier, killed
 # runs left in /tmp/rsup-test-*, builds the workspace, runs `cargo test`, then
-# the resource tests (`resources::`) and the device-filter tests
-# (`security::dangerous_operations_fail`, `security::devices_`) again in a
-# throwaway pure-cgroup-v2 VM
+# the resource tests (`resources::`), the device-filter tests
+# (`security::dangerous_operations_fail`, `security::devices_`) and the
+# cgroup-namespace tests (`security::cgroupns_`) again in a throwaway
+# pure-cgroup-v2 VM
 # (../shared/v2vm/run-in-v2vm, next to the repository), then the Python tests
 # in tests/python if there are any; every suite runs, and the script fails at
 # the end if any of them failed. Arguments are passed to the host's cargo
 # test harness (a name filter, --nocapture); the VM step always runs the
-# same three filters.
+# same four filters.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -179,9 +180,34 @@ else
     RSUP_IN_V2VM=1 RSUP_BIN_DIR=$v2vm_bin RUST_BACKTRACE=${RUST_BACKTRACE:-1} \
         bash "$v2vm" --timeout 1200 --cgroup rsup.slice/test -- \
         cargo test -p rsup-tests --test integration -- \
-        resources:: security::dangerous_operations_fail security::devices_ --test-threads=1 ||
+        resources:: security::dangerous_operations_fail security::devices_ security::cgroupns_ \
+        --test-threads=1 ||
         failed+=("cgroup v2 tests (VM)")
     rm -rf "$v2vm_bin"
+fi
+
+step "hostile-name tests in a throwaway VM (only a scratch dir writable)"
+# Hostile names (/, .., paths to a canary) against every RPC: a regression
+# would delete host paths, so they run only in a VM that shares nothing
+# writable but a scratch directory holding the binaries (never the work tree);
+# on the host the test skips itself.
+if [[ ! -f $v2vm ]]; then
+    failed+=("hostile-name tests (VM)")
+else
+    test_bin=$(cargo test -p rsup-tests --test integration --no-run --message-format=json |
+        sed -n 's/.*"executable":"\([^"]*\/deps\/integration-[0-9a-f]*\)".*/\1/p')
+    scratch=$(mktemp -d /var/tmp/rsup-hostile.XXXXXX)
+    trap 'rm -rf "$scratch"' EXIT
+    if [[ -z $test_bin ]]; then
+        failed+=("hostile-name tests (VM)")
+    else
+        cp target/debug/rsupd target/debug/rsupctl "$test_bin" "$scratch/"
+        RSUP_IN_V2VM=1 RSUP_BIN_DIR=$scratch RUST_BACKTRACE=${RUST_BACKTRACE:-1} \
+            bash "$v2vm" --timeout 1200 --rw "$scratch" -- \
+            "$scratch/$(basename "$test_bin")" names:: --test-threads=1 ||
+            failed+=("hostile-name tests (VM)")
+    fi
+    rm -rf "$scratch"
 fi
 
 if [[ -d tests/python ]]; then

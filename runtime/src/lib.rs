@@ -14,6 +14,7 @@ pub mod health;
 pub mod image;
 pub mod images;
 pub mod logs;
+pub mod names;
 pub mod net;
 pub mod network;
 pub mod paths;

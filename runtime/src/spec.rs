@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::cgroups::Limits;
+use crate::names::{ContainerName, SupervisorName, quote};
 use crate::supervise::{BackoffConfig, RestartPolicy};
 use std::time::Duration;
 
@@ -32,7 +33,8 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// A container as the user asked for it, not yet validated.
 #[derive(Debug, Clone, Default)]
 pub struct SpecRequest {
-    pub name: String,
+    /// None: a generated name.
+    pub name: Option<ContainerName>,
     pub rootfs: String,
     pub command: Vec<String>,
     pub env: Vec<String>,
@@ -44,8 +46,8 @@ pub struct SpecRequest {
     pub log_max_files: u32,
     pub resources: ResourcesRequest,
     pub restart: RestartRequest,
-    /// Supervisor to join ("" = none).
-    pub supervisor: String,
+    /// Supervisor to join.
+    pub supervisor: Option<SupervisorName>,
     pub health: HealthRequest,
     pub net: crate::network::NetRequest,
     pub security: crate::security::SecurityRequest,
@@ -56,7 +58,7 @@ pub struct SpecRequest {
     /// `--read-only`: the root filesystem is read-only.
     pub read_only: bool,
     /// An imported image as the root filesystem (instead of `rootfs`).
-    pub image: String,
+    pub image: Option<crate::names::ImageRef>,
     /// `--entrypoint`: replaces the image's Entrypoint ("" clears it).
     pub entrypoint: Option<String>,
     /// `--userns`, `--uidmap`, `--gidmap` (resolved by the runtime, which
@@ -372,7 +374,7 @@ pub struct ContainerSpec {
     pub restart: RestartSpec,
     /// The supervisor it joined, if any.
     #[serde(default)]
-    pub supervisor: Option<String>,
+    pub supervisor: Option<SupervisorName>,
     #[serde(default)]
     pub health: Option<HealthSpec>,
     /// Network attachments (leased at create; empty: only `lo`).
@@ -394,16 +396,7 @@ pub struct ContainerSpec {
     pub userns: Option<crate::userns::IdMap>,
 }
 
-/// True if `s` is a DNS label as rsup accepts it for names: 1-63 characters
-/// of `a-z`, `0-9` and `-`, neither starting nor ending with `-`.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
+pub use crate::names::is_dns_label;
 
 fn is_hostname(s: &str) -> bool {
     s.len() <= 64
@@ -465,19 +458,11 @@ impl ContainerSpec {
         {
             req.command.insert(0, e);
         }
-        let name = if req.name.is_empty() {
-            default_name.to_string()
-        } else {
-            req.name
-        };
-        if !is_dns_label(&name) {
-            return Err(invalid(
-                "name",
-                format!(
-                    "{name:?} is not a DNS label (1-63 of a-z, 0-9 and '-', not starting or ending with '-')"
-                ),
-            ));
+        let name = match req.name {
+            Some(n) => n,
+            None => ContainerName::parse(default_name)?,
         }
+        .into_string();
         let hostname = if req.hostname.is_empty() {
             name.clone()
         } else {
@@ -486,7 +471,7 @@ impl ContainerSpec {
         if !is_hostname(&hostname) {
             return Err(invalid(
                 "hostname",
-                format!("{hostname:?} is not a valid hostname"),
+                format!("{} is not a valid hostname", quote(&hostname)),
             ));
         }
         let (rootfs, lookup_root, root_label) = match &image {
@@ -505,7 +490,7 @@ impl ContainerSpec {
         for kv in &req.env {
             match kv.split_once('=') {
                 Some((k, _)) if !k.is_empty() && !k.contains('\0') => {}
-                _ => return Err(invalid("env", format!("{kv:?} is not KEY=VALUE"))),
+                _ => return Err(invalid("env", format!("{} is not KEY=VALUE", quote(kv)))),
             }
         }
         let working_dir = if req.working_dir.is_empty() {
@@ -516,7 +501,7 @@ impl ContainerSpec {
         if !working_dir.starts_with('/') || working_dir.contains('\0') {
             return Err(invalid(
                 "working_dir",
-                format!("{working_dir:?} is not an absolute path"),
+                format!("{} is not an absolute path", quote(&working_dir)),
             ));
         }
 
@@ -622,7 +607,7 @@ impl ContainerSpec {
             log,
             resources,
             restart,
-            supervisor: (!req.supervisor.is_empty()).then_some(req.supervisor),
+            supervisor: req.supervisor,
             health,
             networks: Vec::new(),
             ports: Vec::new(),
@@ -717,7 +702,7 @@ fn check_rootfs(given: &str) -> Result<PathBuf, Error> {
     if !rootfs.is_absolute() {
         return Err(invalid(
             "rootfs",
-            format!("{given:?} is not an absolute path"),
+            format!("{} is not an absolute path", quote(given)),
         ));
     }
     match std::fs::metadata(&rootfs) {
@@ -725,19 +710,19 @@ fn check_rootfs(given: &str) -> Result<PathBuf, Error> {
         Ok(_) => {
             return Err(Error::FailedPrecondition(format!(
                 "rootfs {} is not a directory",
-                rootfs.display()
+                quote(given)
             )));
         }
         Err(e) => {
             return Err(Error::FailedPrecondition(format!(
                 "rootfs {}: {e}",
-                rootfs.display()
+                quote(given)
             )));
         }
     }
     rootfs
         .canonicalize()
-        .map_err(|e| Error::FailedPrecondition(format!("rootfs {}: {e}", rootfs.display())))
+        .map_err(|e| Error::FailedPrecondition(format!("rootfs {}: {e}", quote(given))))
 }
 
 /// Largest `/etc/passwd` or `/etc/group` read (a bigger one is ignored).
@@ -874,7 +859,11 @@ fn resolve_command(
     }
     Err(invalid(
         "command",
-        format!("{cmd:?}: executable file not found in {root_label} (PATH {path_var})"),
+        format!(
+            "{}: executable file not found in {root_label} (PATH {})",
+            quote(cmd),
+            quote(path_var)
+        ),
     ))
 }
 
@@ -928,14 +917,17 @@ fn resolve_user(root: &crate::paths::RootDir, spec: &str) -> Result<(User, Strin
         None => (spec, None),
     };
     if u.is_empty() || g.is_some_and(str::is_empty) {
-        return Err(invalid("user", format!("{spec:?} is not USER[:GROUP]")));
+        return Err(invalid(
+            "user",
+            format!("{} is not USER[:GROUP]", quote(spec)),
+        ));
     }
     let entry = match u.parse::<u32>() {
         Ok(uid) => lookup_uid(root, uid),
         Err(_) => Some(lookup_db(root, "/etc/passwd", u).ok_or_else(|| {
             invalid(
                 "user",
-                format!("user {u:?} not found in the rootfs' /etc/passwd"),
+                format!("user {} not found in the rootfs' /etc/passwd", quote(u)),
             )
         })?),
     };
@@ -945,7 +937,12 @@ fn resolve_user(root: &crate::paths::RootDir, spec: &str) -> Result<(User, Strin
             .as_ref()
             .and_then(|f| f.get(2))
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| invalid("user", format!("malformed /etc/passwd entry for {u:?}")))?,
+            .ok_or_else(|| {
+                invalid(
+                    "user",
+                    format!("malformed /etc/passwd entry for {}", quote(u)),
+                )
+            })?,
     };
     let primary_gid = entry
         .as_ref()
@@ -961,7 +958,7 @@ fn resolve_user(root: &crate::paths::RootDir, spec: &str) -> Result<(User, Strin
                 .ok_or_else(|| {
                     invalid(
                         "user",
-                        format!("group {g:?} not found in the rootfs' /etc/group"),
+                        format!("group {} not found in the rootfs' /etc/group", quote(g)),
                     )
                 })?,
         },
@@ -1301,7 +1298,10 @@ mod tests {
             }
         };
         let base = req(r.path(), &["sh"]);
-        assert_eq!(field(base.clone(), &|q| q.name = "Bad_Name".into()), "name");
+        assert!(matches!(
+            ContainerSpec::validate(base.clone(), "Bad_Name", LogConfig::default()),
+            Err(Error::InvalidArgument { field: "name", .. })
+        ));
         assert_eq!(
             field(base.clone(), &|q| q.env = vec!["NOEQUALS".into()]),
             "env"

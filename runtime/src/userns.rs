@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::names::quote;
 
 /// Most ranges a kernel id map takes (`user_namespaces(7)`).
 pub const MAX_RANGES: usize = 340;
@@ -57,12 +58,12 @@ impl IdRange {
     pub fn parse(s: &str) -> Result<IdRange, String> {
         let parts: Vec<&str> = s.split(':').collect();
         let [c, h, n] = parts[..] else {
-            return Err(format!("{s:?} is not CONTAINER_ID:HOST_ID:SIZE"));
+            return Err(format!("{} is not CONTAINER_ID:HOST_ID:SIZE", quote(s)));
         };
         let num = |v: &str, what: &str| {
             v.trim()
                 .parse::<u32>()
-                .map_err(|_| format!("{s:?}: {what} {v:?} is not a number"))
+                .map_err(|_| format!("{}: {what} {} is not a number", quote(s), quote(v)))
         };
         let r = IdRange {
             container: num(c, "container id")?,
@@ -70,10 +71,10 @@ impl IdRange {
             size: num(n, "size")?,
         };
         if r.size == 0 {
-            return Err(format!("{s:?}: the size must be at least 1"));
+            return Err(format!("{}: the size must be at least 1", quote(s)));
         }
         if r.container_end() > u64::from(u32::MAX) || r.host_end() > u64::from(u32::MAX) {
-            return Err(format!("{s:?}: the range goes past the last id"));
+            return Err(format!("{}: the range goes past the last id", quote(s)));
         }
         Ok(r)
     }
@@ -328,7 +329,10 @@ pub fn resolve(req: &UsernsRequest, cfg: &UsernsConfig) -> Result<Option<IdMap>,
         other => {
             return Err(Error::InvalidArgument {
                 field: "userns",
-                reason: format!("{other:?} is not a user namespace mode (host or remap)"),
+                reason: format!(
+                    "{} is not a user namespace mode (host or remap)",
+                    quote(other)
+                ),
             });
         }
     }
@@ -486,8 +490,14 @@ fn remove_abandoned_builds(map_dir: &Path) {
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(crate::store::PRIVATE_FILE_MODE)
+        .open(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)

@@ -2,9 +2,11 @@
 //! `rsupctl exec` and health checks).
 //!
 //! Like the shim, this is a fresh single-threaded process, so it may setns
-//! and fork safely. It joins the container's cgroup, then its IPC, UTS, NET,
-//! PID and MNT namespaces (opening every namespace fd first, while
-//! `/proc/<init>` is still the host's), then its user namespace if it has
+//! and fork safely. It makes itself non-dumpable (no container process may
+//! open its `/proc/<pid>/exe`, which is rsupd's binary), joins the
+//! container's cgroup, then its IPC, UTS, NET, PID, MNT and cgroup
+//! namespaces (opening every namespace fd first, while `/proc/<init>` is
+//! still the host's), then its user namespace if it has
 //! one (last: the others belong to the host's user namespace), forks (a PID
 //! namespace applies to children only), and the child sets the user and
 //! working directory and execs the command found in the container's PATH.
@@ -57,6 +59,12 @@ pub fn main(json: &str) -> i32 {
 }
 
 fn run(json: &str) -> Result<i32, String> {
+    // First thing: this process is rsupd's binary and is about to enter the
+    // container's PID namespace, so no container process may open its
+    // /proc/<pid>/exe or ptrace it (the command's execve resets the flag).
+    sys::set_non_dumpable().map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
+    // rsupd's own umask (0077) is not the command's: it gets runc's 0022.
+    sys::set_umask(0o022);
     if sys::thread_count() != 1 {
         return Err("the exec helper must be single-threaded".into());
     }
@@ -80,6 +88,15 @@ fn run(json: &str) -> Result<i32, String> {
         let path = format!("/proc/{}/ns/{name}", spec.init_pid);
         let f = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
         fds.push((name, flag, f));
+    }
+    // The container's cgroup namespace (its cgroup as "/"), after joining
+    // the cgroups above: on v2 a move is checked against the mover's cgroup
+    // namespace. A kernel without cgroup namespaces has no such file.
+    let cgroup_path = format!("/proc/{}/ns/cgroup", spec.init_pid);
+    match File::open(&cgroup_path) {
+        Ok(f) => fds.push(("cgroup", CloneFlags::CLONE_NEWCGROUP, f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{cgroup_path}: {e}")),
     }
     // A container with a user namespace: join it last. Its other namespaces
     // belong to the host's user namespace (the init unshares the user

@@ -18,7 +18,8 @@
 //!                     │ overlay root, /proc, /dev, /sys ro, pivot_root, hostname, lo up
 //!                     │ [--userns: unshare(CLONE_NEWUSER); the shim writes the id maps;
 //!                     │  setresuid/setresgid(0) inside]
-//!                     │ waits for "go"; fork
+//!                     │ waits for "go" (rsupd has put it into its cgroups);
+//!                     │ unshare(CLONE_NEWCGROUP); fork
 //!                     ▼
 //!                    command = PID 2 (uid/gid, cwd, env; execve)
 //! ```
@@ -43,12 +44,22 @@
 //!
 //! Every fd is opened close-on-exec, so no container's pipes leak into
 //! another's helper.
+//!
+//! The shim (and so the init, which is a fork of it and never execs) and the
+//! exec helper make themselves non-dumpable first thing: they run rsupd's
+//! binary inside or next to the container, and a dumpable one would let a
+//! container process open `/proc/<pid>/exe` and overwrite rsupd (runc's
+//! CVE-2019-5736). The command's `execve` makes it dumpable again. They also
+//! set the umask to runc's 0022 (rsupd itself runs with 0077): the command
+//! and what the init makes inside the container get the modes they would
+//! get under runc; rsup's own files are created with explicit modes.
 
 pub mod exec;
 pub mod shim;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -139,6 +150,8 @@ pub fn start(
     let shim_log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(crate::store::PRIVATE_FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(dir.join("shim.log"))
         .map_err(|source| SpawnError::Exec {
             exe: exe.display().to_string(),

@@ -127,6 +127,15 @@ impl StatusReader {
 }
 
 fn run(dir: &Path) -> Result<(), Failure> {
+    // First thing: this binary is rsupd's, and the init we fork (which never
+    // execs) is the container's PID 1: no container process may open its
+    // /proc/<pid>/exe or ptrace it. The init inherits the flag; the
+    // command's execve resets it.
+    sys::set_non_dumpable().map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
+    // rsupd runs with umask 0077; what the init makes for the container
+    // (/etc/hosts, mount targets, ...) and the command get runc's 0022.
+    // rsup's own files here are created with explicit modes.
+    sys::set_umask(0o022);
     // Our own session: a signal to rsupd's process group or the loss of its
     // terminal does not reach the containers.
     let _ = nix::unistd::setsid();
@@ -385,6 +394,13 @@ fn init_main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: InitPi
     let _ = writeln!(st, "ready");
     let mut b = [0u8; 1];
     if !matches!(File::from(go_r).read(&mut b), Ok(1)) {
+        return 1;
+    }
+    // rsupd has put us into the container's cgroups: make them the root of
+    // a cgroup namespace, so the command sees "/" in /proc/self/cgroup and a
+    // cgroupfs it mounts (with CAP_SYS_ADMIN) shows only its own subtree.
+    if let Err(e) = sys::unshare_cgroup() {
+        let _ = writeln!(st, "error unshare(CLONE_NEWCGROUP): {e}");
         return 1;
     }
 
@@ -1042,9 +1058,7 @@ fn mount_volumes(spec: &ContainerSpec, root: &RootDir, dir: &Path) -> Result<(),
     for m in order {
         let source = match &m.kind {
             MountKind::Volume { name, .. } => {
-                if !crate::volumes::is_volume_name(name) {
-                    return Err(format!("{name:?} is not a volume name"));
-                }
+                // A VolumeName is checked when config.json is read.
                 let vols = match &mut volumes {
                     Some(v) => v,
                     None => volumes.insert(
@@ -1053,7 +1067,7 @@ fn mount_volumes(spec: &ContainerSpec, root: &RootDir, dir: &Path) -> Result<(),
                     ),
                 };
                 let data = vols
-                    .resolve_nofollow(&format!("{name}/_data"))
+                    .resolve_nofollow(&format!("{}/_data", name.as_str()))
                     .map_err(|e| format!("volume {name}: {e}"))?;
                 if !data.is_dir() {
                     return Err(format!("volume {name}: _data is not a directory"));
