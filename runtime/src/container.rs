@@ -664,7 +664,8 @@ impl Runtime {
             drop(view);
             let mut spec = spec?;
             let userns = crate::userns::resolve(&userns_req, &userns_cfg)?;
-            if let Some(map) = &userns {
+            // A user resolved at start is checked by the init's setuid.
+            if let Some(map) = userns.as_ref().filter(|_| !spec.user_at_start) {
                 if map.host_uid(spec.user.uid).is_none() {
                     return Err(Error::InvalidArgument {
                         field: "user",
@@ -887,7 +888,25 @@ impl Runtime {
             Ok(s) => s,
             Err(source) => {
                 let msg = source.to_string();
-                let _ = entry.set_status(|s| s.error = msg);
+                // A command that could not be run gets Docker's exit code
+                // (127 not found, 126 not executable), shown by inspect.
+                let exit = match &source {
+                    SpawnError::Command {
+                        exit_code: Some(code),
+                        ..
+                    } => Some(ExitInfo {
+                        code: *code,
+                        signal: 0,
+                        finished_at: SystemTime::now(),
+                    }),
+                    _ => None,
+                };
+                let _ = entry.set_status(|s| {
+                    s.error = msg;
+                    if exit.is_some() {
+                        s.exit = exit;
+                    }
+                });
                 return Err(Error::Spawn {
                     container: entry.spec.name.clone(),
                     source,

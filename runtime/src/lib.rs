@@ -17,6 +17,7 @@ pub mod logs;
 pub mod names;
 pub mod net;
 pub mod network;
+pub mod paths;
 pub mod ports;
 pub mod process;
 pub mod seccomp;

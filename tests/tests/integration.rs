@@ -61,6 +61,11 @@ mod security;
 // Named volumes, bind mounts, tmpfs mounts and read-only roots.
 #[path = "integration/volumes.rs"]
 mod volumes;
+// The host boundary of mounts: symlinked targets (image, rootfs, volume,
+// --userns remap) stay inside the root, /dev nodes are the container's own,
+// /etc files are bind mounts, and the command is looked up after the mounts.
+#[path = "integration/mounts.rs"]
+mod mounts;
 // Images: OCI layout and docker-save imports, layers, config defaults.
 #[path = "integration/images.rs"]
 mod images;

@@ -10,6 +10,9 @@
 //!     exit.json               written by the shim when the command ended
 //!     shim.log                the shim's own diagnostics
 //!     container.log[.N]       stdout/stderr in CRI format, rotated by size
+//!     hostname hosts resolv.conf
+//!                             written by the init at each start (0644) and
+//!                             bind-mounted onto the container's /etc files
 //!     upper/ work/            overlayfs writable layer of the container
 //!     rootfs/                 mount point of the overlay (inside the
 //!                             container's mount namespace only)

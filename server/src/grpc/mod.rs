@@ -65,7 +65,7 @@ pub fn status(e: Error) -> Status {
         Error::ResourceExhausted(_) => Status::resource_exhausted(msg),
         Error::FailedPrecondition(_) => Status::failed_precondition(msg),
         Error::Spawn {
-            source: SpawnError::Setup(_) | SpawnError::Command(_),
+            source: SpawnError::Setup(_) | SpawnError::Command { .. },
             ..
         } => Status::failed_precondition(msg),
         Error::ShuttingDown => Status::unavailable(msg),
