@@ -9,17 +9,18 @@
 # for the test rootfs, prometheus for promtool and a real Prometheus server,
 # Python packages for the cross-language test), sweeps what earlier, killed
 # runs left in /tmp/rsup-test-*, builds the workspace, runs `cargo test`, then
-# the resource tests (`resources::`) and the device-filter tests
-# (`security::dangerous_operations_fail`, `security::devices_`) again in a
-# throwaway pure-cgroup-v2 VM
-# (../shared/v2vm/run-in-v2vm, next to the repository), then the hostile
-# suite (tests/tests/hostile.rs: tries to make rsupd reach host paths; it
-# runs only in that VM and skips itself anywhere else), then the Python tests
-# in tests/python if there are any; every suite runs, and the script fails at
-# the end if any of them failed. Arguments are passed to the host's cargo
-# test harness (a name filter, --nocapture); the VM steps always run the
-# same filters. In the VM only a scratch dir under /var/tmp is writable from
-# the guest: never the work tree.
+# the resource tests (`resources::`), the device-filter tests
+# (`security::dangerous_operations_fail`, `security::devices_`) and the
+# cgroup-namespace tests (`security::cgroupns_`) again in a throwaway
+# pure-cgroup-v2 VM
+# (../shared/v2vm/run-in-v2vm, next to the repository), then the hostile-name
+# tests (`names::`) and the hostile suite (tests/tests/hostile.rs: tries to
+# make rsupd reach host paths; it runs only in that VM and skips itself
+# anywhere else), then the Python tests in tests/python if there are any;
+# every suite runs, and the script fails at the end if any of them failed.
+# Arguments are passed to the host's cargo test harness (a name filter,
+# --nocapture); the VM steps always run the same filters. In the VM only a
+# scratch dir under /var/tmp is writable from the guest: never the work tree.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -201,9 +202,10 @@ run_in_vm() {
 }
 
 step "cgroup v2 tests in a throwaway VM"
-# This host may have cgroup v1 only: run the resource tests and the device
-# filter tests (v2: an eBPF program instead of the devices cgroup) again in a VM
-# whose /sys/fs/cgroup is pure cgroup2, placed in a systemd-like leaf cgroup.
+# This host may have cgroup v1 only: run the resource tests, the device
+# filter tests (v2: an eBPF program instead of the devices cgroup) and the
+# cgroup-namespace tests again in a VM whose /sys/fs/cgroup is pure cgroup2,
+# placed in a systemd-like leaf cgroup.
 if [[ ! -f $v2vm ]]; then
     echo "scripts/test.sh: $v2vm not found: the cgroup v2 tests need the shared" \
         "run-in-v2vm tool in ../shared next to the repository" >&2
@@ -212,8 +214,22 @@ elif ! exe=$(test_executable integration) || [[ -z $exe ]]; then
     failed+=("cgroup v2 tests (VM)")
 else
     run_in_vm 1200 rsup.slice/test "$exe" \
-        resources:: security::dangerous_operations_fail security::devices_ --test-threads=1 ||
+        resources:: security::dangerous_operations_fail security::devices_ security::cgroupns_ \
+        --test-threads=1 ||
         failed+=("cgroup v2 tests (VM)")
+fi
+
+step "hostile-name tests in a throwaway VM"
+# Hostile names (/, .., paths to a canary) against every RPC: a regression
+# would delete host paths, so they run only in the VM (on the host the tests
+# skip themselves), in its root cgroup.
+if [[ ! -f $v2vm ]]; then
+    failed+=("hostile-name tests (VM)")
+elif ! exe=$(test_executable integration) || [[ -z $exe ]]; then
+    failed+=("hostile-name tests (VM)")
+else
+    run_in_vm 1200 "" "$exe" names:: --test-threads=1 ||
+        failed+=("hostile-name tests (VM)")
 fi
 
 step "hostile suite in the throwaway VM"

@@ -30,6 +30,7 @@ use tracing::{info, instrument, warn};
 use crate::cgroups::{self, AnyManager, Driver, Limits, Manager, Stats};
 use crate::health::HealthState;
 use crate::logs::{self, LogRecord};
+use crate::names::{ContainerRef, quote};
 use crate::process::SpawnError;
 use crate::process::{self, ExitInfo};
 use crate::spec::{ContainerSpec, LogConfig, ResourcesRequest, SpecRequest};
@@ -62,6 +63,12 @@ pub struct RuntimeConfig {
     pub net: NetConfig,
     /// The remap user and its subordinate id files (`--userns remap`).
     pub userns: crate::userns::UsernsConfig,
+    /// The pids limit of a container created without `pids_limit`
+    /// (`None`: unlimited). rsupd's `--default-pids-limit`.
+    pub default_pids_limit: Option<u64>,
+    /// Limits of image imports: the per-image maximum and the state
+    /// device's free-space reserve.
+    pub image_limits: crate::image::limits::UnpackLimits,
 }
 
 /// Network settings of the daemon.
@@ -432,8 +439,18 @@ impl Runtime {
     pub async fn open(config: RuntimeConfig) -> Result<Runtime, Error> {
         let root = config.state_dir.clone();
         let containers_dir = root.join("containers");
-        std::fs::create_dir_all(&containers_dir).map_err(io_err("mkdir", &containers_dir))?;
+        store::create_root(&root)?;
         let state_lock = StateLock::acquire(&root)?;
+        // A state dir of an older rsupd (or one whose modes were changed
+        // by hand): only root may reach what containers wrote.
+        for f in store::fix_modes(&root)? {
+            warn!(
+                path = %f.path.display(),
+                from = format_args!("{:o}", f.from),
+                to = format_args!("{:o}", f.to),
+                "fixed the mode of a state file"
+            );
+        }
         let cgroups = match &config.cgroup_subtree {
             None => None,
             Some(sub) => match cgroups::detect(sub) {
@@ -447,7 +464,9 @@ impl Runtime {
                 }
             },
         };
-        let images = Arc::new(crate::image::ImageStore::open(&root.join("images"))?);
+        let images = Arc::new(
+            crate::image::ImageStore::open(&root.join("images"))?.with_limits(config.image_limits),
+        );
         crate::images::sweep_views(&root.join("run").join("views"));
         let _ = remove_dir(&root.join("uploads"));
         let runtime = Runtime {
@@ -581,22 +600,22 @@ impl Runtime {
         }
     }
 
-    pub(crate) fn find(&self, key: &str) -> Result<Arc<Entry>, Error> {
+    /// The container `key` names: by id or name, else by a unique id
+    /// prefix.
+    pub(crate) fn find(&self, key: &ContainerRef) -> Result<Arc<Entry>, Error> {
+        let key = key.as_str();
         let list = lock(&self.inner.containers);
         if let Some(e) = list.iter().find(|e| e.id == key || e.spec.name == key) {
             return Ok(e.clone());
         }
-        let matches: Vec<_> = if key.is_empty() {
-            Vec::new()
-        } else {
-            list.iter().filter(|e| e.id.starts_with(key)).collect()
-        };
+        // A ContainerRef is never empty: a prefix never matches them all.
+        let matches: Vec<_> = list.iter().filter(|e| e.id.starts_with(key)).collect();
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(Error::NotFound(format!("no such container: {key}"))),
             _ => Err(Error::InvalidArgument {
                 field: "container",
-                reason: format!("{key:?} matches more than one container id"),
+                reason: format!("{} matches more than one container id", quote(key)),
             }),
         }
     }
@@ -611,7 +630,7 @@ impl Runtime {
     }
 
     /// Records a new container. Nothing runs until [`Runtime::start`].
-    #[instrument(skip_all, fields(container = %req.name))]
+    #[instrument(skip_all, fields(container = req.name.as_ref().map_or("", |n| n.as_str())))]
     pub async fn create(&self, req: SpecRequest) -> Result<ContainerInfo, Error> {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
@@ -621,17 +640,21 @@ impl Runtime {
         let log = self.inner.config.log;
         let net_req = req.net.clone();
         let mounts_req = (req.volumes.clone(), req.tmpfs.clone());
+        // No pids_limit given: the daemon's default (0 given: unlimited).
+        let default_pids = req
+            .resources
+            .pids_limit
+            .is_none()
+            .then_some(self.inner.config.default_pids_limit);
         // Held until the container is recorded: its image cannot go away
         // in between.
-        let _image_gate = if req.image.is_empty() {
-            None
-        } else {
-            Some(self.inner.image_gate.read().await)
+        let _image_gate = match req.image {
+            None => None,
+            Some(_) => Some(self.inner.image_gate.read().await),
         };
-        let image = if req.image.is_empty() {
-            None
-        } else {
-            Some(self.resolve_image(&req.image).await?)
+        let image = match &req.image {
+            None => None,
+            Some(r) => Some(self.resolve_image(r).await?),
         };
         let userns_cfg = self.inner.config.userns.clone();
         let spec = tokio::task::spawn_blocking(move || {
@@ -641,7 +664,8 @@ impl Runtime {
             drop(view);
             let mut spec = spec?;
             let userns = crate::userns::resolve(&userns_req, &userns_cfg)?;
-            if let Some(map) = &userns {
+            // A user resolved at start is checked by the init's setuid.
+            if let Some(map) = userns.as_ref().filter(|_| !spec.user_at_start) {
                 if map.host_uid(spec.user.uid).is_none() {
                     return Err(Error::InvalidArgument {
                         field: "user",
@@ -674,6 +698,9 @@ impl Runtime {
             .map_err(Error::FailedPrecondition)?;
         }
         let mut spec = spec;
+        if let Some(pids) = default_pids {
+            spec.resources.pids = pids;
+        }
         let volumes_dir = self.volumes_dir();
         spec.mounts = mounts_req
             .0
@@ -737,10 +764,12 @@ impl Runtime {
             health: None,
         };
         let write = || -> Result<(), Error> {
-            std::fs::create_dir_all(&dir).map_err(io_err("mkdir", &dir))?;
+            store::private_dir(&dir)?;
+            // The overlay root takes the upper dir's attributes: Docker's 0755.
+            store::visible_dir(&dir.join("upper"))?;
+            store::visible_dir(&dir.join("work"))?;
             store::write_json(&dir.join("config.json"), &spec)?;
-            let log_path = dir.join("container.log");
-            std::fs::File::create(&log_path).map_err(io_err("create", &log_path))?;
+            store::create_private_file(&dir.join("container.log"))?;
             // state.json last: its presence marks the create as complete.
             store::write_json(&dir.join("state.json"), &status)?;
             Ok(())
@@ -770,7 +799,7 @@ impl Runtime {
     /// Starts a created or exited container (a user start: it clears a
     /// user stop and the restart history).
     #[instrument(skip_all, fields(container = %key))]
-    pub async fn start(&self, key: &str) -> Result<ContainerInfo, Error> {
+    pub async fn start(&self, key: &ContainerRef) -> Result<ContainerInfo, Error> {
         let entry = self.find(key)?;
         self.start_entry(&entry, StartBy::User).await
     }
@@ -859,7 +888,25 @@ impl Runtime {
             Ok(s) => s,
             Err(source) => {
                 let msg = source.to_string();
-                let _ = entry.set_status(|s| s.error = msg);
+                // A command that could not be run gets Docker's exit code
+                // (127 not found, 126 not executable), shown by inspect.
+                let exit = match &source {
+                    SpawnError::Command {
+                        exit_code: Some(code),
+                        ..
+                    } => Some(ExitInfo {
+                        code: *code,
+                        signal: 0,
+                        finished_at: SystemTime::now(),
+                    }),
+                    _ => None,
+                };
+                let _ = entry.set_status(|s| {
+                    s.error = msg;
+                    if exit.is_some() {
+                        s.exit = exit;
+                    }
+                });
                 return Err(Error::Spawn {
                     container: entry.spec.name.clone(),
                     source,
@@ -1077,7 +1124,11 @@ impl Runtime {
     /// Sends SIGTERM, then SIGKILL after `timeout`. Stopping a container that
     /// is not running is not an error (as in Docker).
     #[instrument(skip_all, fields(container = %key))]
-    pub async fn stop(&self, key: &str, timeout: Duration) -> Result<ContainerInfo, Error> {
+    pub async fn stop(
+        &self,
+        key: &ContainerRef,
+        timeout: Duration,
+    ) -> Result<ContainerInfo, Error> {
         let entry = self.find(key)?;
         let _op = entry.op.lock().await;
         entry.cancel_restart();
@@ -1117,7 +1168,7 @@ impl Runtime {
 
     /// Sends a signal (see [`signal::parse`]) to the container's command.
     #[instrument(skip_all, fields(container = %key))]
-    pub async fn kill(&self, key: &str, sig: &str) -> Result<(), Error> {
+    pub async fn kill(&self, key: &ContainerRef, sig: &str) -> Result<(), Error> {
         let sig = signal::parse(sig)?;
         let entry = self.find(key)?;
         if entry.status().state != ContainerState::Running {
@@ -1132,7 +1183,7 @@ impl Runtime {
     /// Removes a container and everything it left on disk. A running one is
     /// refused unless `force`, which kills it first.
     #[instrument(skip_all, fields(container = %key))]
-    pub async fn remove(&self, key: &str, force: bool) -> Result<(), Error> {
+    pub async fn remove(&self, key: &ContainerRef, force: bool) -> Result<(), Error> {
         let entry = self.find(key)?;
         self.remove_entry(&entry, force).await
     }
@@ -1207,13 +1258,13 @@ impl Runtime {
         out
     }
 
-    pub fn inspect(&self, key: &str) -> Result<ContainerInfo, Error> {
+    pub fn inspect(&self, key: &ContainerRef) -> Result<ContainerInfo, Error> {
         Ok(self.find(key)?.info())
     }
 
     /// Waits until the container has run and is no longer running; returns
     /// its exit (or, for a removed container, the last exit it had).
-    pub async fn wait(&self, key: &str) -> Result<(Option<ExitInfo>, String), Error> {
+    pub async fn wait(&self, key: &ContainerRef) -> Result<(Option<ExitInfo>, String), Error> {
         let entry = match self.find(key) {
             Ok(e) => e,
             Err(Error::NotFound(m)) => {
@@ -1222,7 +1273,8 @@ impl Runtime {
                     .iter()
                     .rev()
                     .find(|(id, name, s)| {
-                        (id == key || name == key) && (s.exit.is_some() || !s.error.is_empty())
+                        (id == key.as_str() || name == key.as_str())
+                            && (s.exit.is_some() || !s.error.is_empty())
                     })
                     .map(|(_, _, s)| (s.exit, s.error.clone()))
                     .ok_or(Error::NotFound(m));
@@ -1250,7 +1302,7 @@ impl Runtime {
     /// then, with `follow`, new ones until the container stops running.
     pub fn logs(
         &self,
-        key: &str,
+        key: &ContainerRef,
         follow: bool,
         tail: Option<u64>,
     ) -> Result<mpsc::Receiver<LogRecord>, Error> {
@@ -1306,7 +1358,11 @@ impl Runtime {
 
     /// Changes the limits of a container; a running one gets them at once.
     #[instrument(skip_all, fields(container = %key))]
-    pub async fn update(&self, key: &str, req: ResourcesRequest) -> Result<ContainerInfo, Error> {
+    pub async fn update(
+        &self,
+        key: &ContainerRef,
+        req: ResourcesRequest,
+    ) -> Result<ContainerInfo, Error> {
         let entry = self.find(key)?;
         let _op = entry.op.lock().await;
         let current = *lock(&entry.resources);
@@ -1387,7 +1443,7 @@ impl Runtime {
     }
 
     /// Usage of the given containers (all running ones when `keys` is empty).
-    pub fn stats(&self, keys: &[String]) -> Result<Vec<ContainerStats>, Error> {
+    pub fn stats(&self, keys: &[ContainerRef]) -> Result<Vec<ContainerStats>, Error> {
         let entries: Vec<Arc<Entry>> = if keys.is_empty() {
             lock(&self.inner.containers)
                 .iter()

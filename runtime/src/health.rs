@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use crate::Error;
 use crate::cgroups::Manager;
 use crate::container::{ContainerState, Entry, Runtime, lock};
+use crate::names::{ContainerRef, quote};
 use crate::process::exec::{EXEC_ARG, ExecSpec};
 use crate::supervise::EventKind;
 
@@ -85,7 +86,7 @@ async fn read_capped(r: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
 
 impl Runtime {
     /// Runs a command inside a running container and collects its output.
-    pub async fn exec(&self, key: &str, req: ExecRequest) -> Result<ExecOutput, Error> {
+    pub async fn exec(&self, key: &ContainerRef, req: ExecRequest) -> Result<ExecOutput, Error> {
         let entry = self.find(key)?;
         self.exec_entry(&entry, req).await
     }
@@ -113,7 +114,7 @@ impl Runtime {
         } else {
             parse_ids(&req.user).ok_or_else(|| Error::InvalidArgument {
                 field: "user",
-                reason: format!("{:?} is not UID[:GID]", req.user),
+                reason: format!("{} is not UID[:GID]", quote(&req.user)),
             })?
         };
         let mut env = entry.spec.env.clone();
@@ -121,7 +122,7 @@ impl Runtime {
             let Some((k, _)) = kv.split_once('=') else {
                 return Err(Error::InvalidArgument {
                     field: "env",
-                    reason: format!("{kv:?} is not KEY=VALUE"),
+                    reason: format!("{} is not KEY=VALUE", quote(kv)),
                 });
             };
             env.retain(|e| e.split_once('=').is_none_or(|(ek, _)| ek != k));
@@ -144,6 +145,9 @@ impl Runtime {
             },
             uid,
             gid,
+            // A user resolved at start is resolved again inside the container.
+            user_spec: (req.user.is_empty() && entry.spec.user_at_start)
+                .then(|| entry.spec.user_spec.clone()),
             security: entry.spec.security.clone(),
         };
         let json = serde_json::to_string(&spec)

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::container::lock;
 use crate::image::Image;
+use crate::names::ImageRef;
 use crate::spec::ImageSource;
 use crate::store::io_err;
 use crate::{Error, Runtime};
@@ -179,14 +180,16 @@ impl Runtime {
     pub async fn import_image_file(
         &self,
         archive: &Path,
-        name: Option<&str>,
+        name: Option<&ImageRef>,
     ) -> Result<ImageInfo, Error> {
         let store = self.inner.images.clone();
         let archive = archive.to_path_buf();
-        let name = name.map(str::to_string);
-        let image = tokio::task::spawn_blocking(move || store.import(&archive, name.as_deref()))
-            .await
-            .map_err(blocking_failed)??;
+        let name = name.cloned();
+        let image = tokio::task::spawn_blocking(move || {
+            store.import(&archive, name.as_ref().map(ImageRef::as_str))
+        })
+        .await
+        .map_err(blocking_failed)??;
         info!(image = %image.id, names = ?image.names, "imported");
         Ok(self.info_of(image))
     }
@@ -198,7 +201,7 @@ impl Runtime {
     pub async fn import_image<S>(
         &self,
         chunks: S,
-        name: Option<&str>,
+        name: Option<&ImageRef>,
         size: Option<u64>,
     ) -> Result<ImageInfo, Error>
     where
@@ -206,20 +209,32 @@ impl Runtime {
     {
         // A bad name fails before anything is uploaded.
         if let Some(n) = name {
-            crate::image::normalize_reference(n)?;
+            crate::image::normalize_reference(n.as_str())?;
         }
         let dir = self.uploads_dir();
         crate::store::private_dir(&dir)?;
         let spool = Spool(dir.join(format!("{}.tar", crate::container::random_id())));
         let path = spool.0.clone();
-        let mut file = tokio::fs::File::create(&path)
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(crate::store::PRIVATE_FILE_MODE)
+            .open(&path)
             .await
             .map_err(io_err("create", &path))?;
         let mut chunks = chunks;
         let mut total = 0u64;
+        // The spool counts against the state device's free-space reserve
+        // (the image maximum applies to what it unpacks to).
+        let limits = crate::image::limits::UnpackLimits {
+            max_image_bytes: u64::MAX,
+            ..self.inner.config.image_limits
+        };
+        let budget = crate::image::limits::Budget::new("the upload", limits, &dir);
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
             total += chunk.len() as u64;
+            budget.charge(chunk.len() as u64)?;
             file.write_all(&chunk)
                 .await
                 .map_err(io_err("write", &path))?;
@@ -253,10 +268,10 @@ impl Runtime {
         Ok(images.into_iter().map(|i| self.info_of(i)).collect())
     }
 
-    pub async fn inspect_image(&self, reference: &str) -> Result<ImageInfo, Error> {
+    pub async fn inspect_image(&self, reference: &ImageRef) -> Result<ImageInfo, Error> {
         let store = self.inner.images.clone();
-        let reference = reference.to_string();
-        let image = tokio::task::spawn_blocking(move || store.get(&reference))
+        let reference = reference.clone();
+        let image = tokio::task::spawn_blocking(move || store.get(reference.as_str()))
             .await
             .map_err(blocking_failed)??;
         Ok(self.info_of(image))
@@ -267,19 +282,23 @@ impl Runtime {
     /// or an id, deletes the image, which is refused while containers use
     /// it unless `force` (then the layers they mount stay until the last of
     /// them is removed).
-    pub async fn remove_image(&self, reference: &str, force: bool) -> Result<RemovedImage, Error> {
+    pub async fn remove_image(
+        &self,
+        reference: &ImageRef,
+        force: bool,
+    ) -> Result<RemovedImage, Error> {
         let _gate = self.inner.image_gate.write().await;
         let store = self.inner.images.clone();
-        let r = reference.to_string();
+        let r = reference.clone();
         let (image, untagged) = tokio::task::spawn_blocking(move || {
-            let image = store.get(&r)?;
-            let untagged = store.untag(&r)?;
+            let image = store.get(r.as_str())?;
+            let untagged = store.untag(r.as_str())?;
             Ok::<_, Error>((image, untagged))
         })
         .await
         .map_err(blocking_failed)??;
         if let Some(image) = untagged {
-            let name = crate::image::normalize_reference(reference)?;
+            let name = crate::image::normalize_reference(reference.as_str())?;
             info!(image = %image.id, name = %name, "untagged");
             return Ok(RemovedImage {
                 info: self.info_of(image),
@@ -335,7 +354,7 @@ impl Runtime {
     /// gate (shared) until the container is recorded.
     pub(crate) async fn resolve_image(
         &self,
-        reference: &str,
+        reference: &ImageRef,
     ) -> Result<(ImageSource, View), Error> {
         let store = self.inner.images.clone();
         let views = self.views_dir();

@@ -157,8 +157,16 @@ pub struct LogWriter {
     config: LogConfig,
 }
 
+/// Opens the log for appending; a new file is root's alone (0600): a
+/// container's output is its own business. Rotated files are renames of it.
 fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(crate::store::PRIVATE_FILE_MODE)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
 }
 
 impl LogWriter {

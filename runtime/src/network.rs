@@ -29,13 +29,14 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::container::{ContainerState, Entry, Runtime, lock};
+use crate::names::{NetworkName, quote};
 use crate::net::{Attachment, DnsServer, Netlink, Pool, Records, Subnet};
 use crate::{Error, spec, store, sys};
 
 /// How a container is attached to one network (part of its spec).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetAttach {
-    pub network: String,
+    pub network: NetworkName,
     /// `eth0`, `eth1`, ... inside the container.
     pub ifname: String,
     /// The veth end on the host.
@@ -50,7 +51,7 @@ pub struct NetAttach {
 /// A network as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkSpec {
-    pub name: String,
+    pub name: NetworkName,
     pub subnet: Subnet,
     pub gateway: Ipv4Addr,
     pub internal: bool,
@@ -76,10 +77,10 @@ pub(crate) struct Network {
     pub up: tokio::sync::Mutex<bool>,
 }
 
-/// A network request, not yet validated.
-#[derive(Debug, Clone, Default)]
+/// A network request (its name checked, the rest not yet validated).
+#[derive(Debug, Clone)]
 pub struct NetworkRequest {
-    pub name: String,
+    pub name: NetworkName,
     /// "" = pick a free /24 in 10.89.0.0/16.
     pub subnet: String,
     /// "" = the subnet's first host.
@@ -101,7 +102,7 @@ pub struct NetworkInfo {
 #[derive(Debug, Clone, Default)]
 pub struct NetRequest {
     /// Network names; empty = the default network; ["none"] = only `lo`.
-    pub networks: Vec<String>,
+    pub networks: Vec<NetworkName>,
     pub aliases: Vec<String>,
     /// Fixed address on the first network ("" = allocate).
     pub ip: String,
@@ -133,7 +134,7 @@ impl Runtime {
         &self.inner.config.net.prefix
     }
 
-    fn network_path(&self, name: &str) -> PathBuf {
+    fn network_path(&self, name: &NetworkName) -> PathBuf {
         self.inner
             .config
             .state_dir
@@ -155,10 +156,10 @@ impl Runtime {
         Ok(())
     }
 
-    pub(crate) fn find_network(&self, name: &str) -> Option<Arc<Network>> {
+    pub(crate) fn find_network(&self, name: &NetworkName) -> Option<Arc<Network>> {
         lock(&self.inner.networks)
             .iter()
-            .find(|n| n.spec.name == name)
+            .find(|n| n.spec.name == *name)
             .cloned()
     }
 
@@ -190,12 +191,14 @@ impl Runtime {
         }
         list.sort_by_key(|n| n.created_at);
         *lock(&self.inner.networks) = list;
-        if self.find_network(DEFAULT_NETWORK).is_none() {
+        let default = NetworkName::parse(DEFAULT_NETWORK)?;
+        if self.find_network(&default).is_none() {
             let subnet = self.inner.config.net.default_subnet.to_string();
             self.create_network(NetworkRequest {
-                name: DEFAULT_NETWORK.into(),
+                name: default,
                 subnet,
-                ..Default::default()
+                gateway: String::new(),
+                internal: false,
             })
             .await?;
         }
@@ -295,12 +298,12 @@ impl Runtime {
 
     /// Creates a network: validates, persists, brings up its bridge and DNS.
     pub async fn create_network(&self, req: NetworkRequest) -> Result<NetworkInfo, Error> {
-        if !spec::is_dns_label(&req.name) || req.name == "none" || req.name == "host" {
+        if req.name == "none" || req.name == "host" {
             return Err(invalid(
                 "name",
                 format!(
                     "{:?} is not a usable network name (a DNS label, not none/host)",
-                    req.name
+                    req.name.as_str()
                 ),
             ));
         }
@@ -323,7 +326,7 @@ impl Runtime {
         } else {
             req.subnet
                 .parse()
-                .map_err(|e| invalid("subnet", format!("{:?}: {e}", req.subnet)))?
+                .map_err(|e| invalid("subnet", format!("{}: {e}", quote(&req.subnet))))?
         };
         if let Some(o) = existing.iter().find(|e| e.overlaps(&subnet)) {
             return Err(invalid(
@@ -337,7 +340,7 @@ impl Runtime {
             Some(req.gateway.parse::<Ipv4Addr>().map_err(|_| {
                 invalid(
                     "gateway",
-                    format!("{:?} is not an IPv4 address", req.gateway),
+                    format!("{} is not an IPv4 address", quote(&req.gateway)),
                 )
             })?)
         };
@@ -345,7 +348,7 @@ impl Runtime {
             Pool::new(subnet.clone(), gateway).map_err(|e| invalid("gateway", e.to_string()))?;
         let n = Arc::new(Network {
             spec: NetworkSpec {
-                bridge: format!("{}b{}", self.net_prefix(), hash8(&req.name)),
+                bridge: format!("{}b{}", self.net_prefix(), hash8(req.name.as_str())),
                 name: req.name.clone(),
                 subnet,
                 gateway: pool.gateway(),
@@ -388,13 +391,13 @@ impl Runtime {
     }
 
     /// Removes a network no container uses.
-    pub async fn remove_network(&self, name: &str) -> Result<(), Error> {
+    pub async fn remove_network(&self, name: &NetworkName) -> Result<(), Error> {
         let n = self
             .find_network(name)
             .ok_or_else(|| Error::NotFound(format!("no such network: {name}")))?;
         let users: Vec<String> = lock(&self.inner.containers)
             .iter()
-            .filter(|e| e.spec.networks.iter().any(|a| a.network == name))
+            .filter(|e| e.spec.networks.iter().any(|a| a.network == *name))
             .map(|e| e.spec.name.clone())
             .collect();
         if !users.is_empty() {
@@ -424,7 +427,7 @@ impl Runtime {
         list.iter().map(|n| self.network_info(n)).collect()
     }
 
-    pub fn inspect_network(&self, name: &str) -> Result<NetworkInfo, Error> {
+    pub fn inspect_network(&self, name: &NetworkName) -> Result<NetworkInfo, Error> {
         let n = self
             .find_network(name)
             .ok_or_else(|| Error::NotFound(format!("no such network: {name}")))?;
@@ -458,8 +461,8 @@ impl Runtime {
     /// Leases addresses for a new container (`id`); on error nothing stays
     /// leased.
     pub(crate) fn lease(&self, id: &str, req: &NetRequest) -> Result<Vec<NetAttach>, Error> {
-        let names: Vec<String> = if req.networks.is_empty() {
-            vec![DEFAULT_NETWORK.to_string()]
+        let names: Vec<NetworkName> = if req.networks.is_empty() {
+            vec![NetworkName::parse(DEFAULT_NETWORK)?]
         } else {
             req.networks.clone()
         };
@@ -480,18 +483,20 @@ impl Runtime {
         }
         for a in &req.aliases {
             if !spec::is_dns_label(a) {
-                return Err(invalid("aliases", format!("{a:?} is not a DNS label")));
+                return Err(invalid(
+                    "aliases",
+                    format!("{} is not a DNS label", quote(a)),
+                ));
             }
         }
-        let fixed = if req.ip.is_empty() {
-            None
-        } else {
-            Some(
-                req.ip
-                    .parse::<Ipv4Addr>()
-                    .map_err(|_| invalid("ip", format!("{:?} is not an IPv4 address", req.ip)))?,
-            )
-        };
+        let fixed =
+            if req.ip.is_empty() {
+                None
+            } else {
+                Some(req.ip.parse::<Ipv4Addr>().map_err(|_| {
+                    invalid("ip", format!("{} is not an IPv4 address", quote(&req.ip)))
+                })?)
+            };
         let mut nets = Vec::new();
         for (i, name) in names.iter().enumerate() {
             if names[..i].contains(name) {
@@ -784,7 +789,16 @@ fn make_netns(path: &Path) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("rsup-mknetns".into())
         .spawn(move || -> std::io::Result<()> {
-            std::fs::File::create(&p)?;
+            // The mount point: root's alone, like every file of the state dir.
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(crate::store::PRIVATE_FILE_MODE)
+                    .open(&p)?;
+            }
             sys::unshare_net().map_err(std::io::Error::from)?;
             nix::mount::mount(
                 Some("/proc/thread-self/ns/net"),

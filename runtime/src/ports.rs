@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::container::{ContainerState, Entry, Runtime, lock};
+use crate::names::quote;
 
 /// One published port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,11 +31,16 @@ impl PortMap {
     pub fn parse(s: &str) -> Result<PortMap, Error> {
         let bad = |why: &str| Error::InvalidArgument {
             field: "ports",
-            reason: format!("{s:?}: {why}; use [IP:]HOSTPORT:PORT[/tcp]"),
+            reason: format!("{}: {why}; use [IP:]HOSTPORT:PORT[/tcp]", quote(s)),
         };
         let body = match s.rsplit_once('/') {
             Some((b, "tcp")) => b,
-            Some((_, p)) => return Err(bad(&format!("protocol {p} is not supported (tcp only)"))),
+            Some((_, p)) => {
+                return Err(bad(&format!(
+                    "protocol {} is not supported (tcp only)",
+                    quote(p)
+                )));
+            }
             None => s,
         };
         let parts: Vec<&str> = body.rsplitn(3, ':').collect();

@@ -16,6 +16,7 @@ use caps::{CapSet, Capability, CapsHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::names::quote;
 use crate::seccomp::Seccomp;
 
 /// Docker's default capabilities.
@@ -121,7 +122,10 @@ fn parse_cap(s: &str) -> Result<Capability, Error> {
     };
     Capability::from_str(&name).map_err(|_| Error::InvalidArgument {
         field: "capabilities",
-        reason: format!("{s:?} is not a capability (e.g. NET_ADMIN, CAP_SYS_TIME, or ALL)"),
+        reason: format!(
+            "{} is not a capability (e.g. NET_ADMIN, CAP_SYS_TIME, or ALL)",
+            quote(s)
+        ),
     })
 }
 
@@ -190,8 +194,9 @@ impl SecurityRequest {
             "" | "default" => Ok(Seccomp::Default),
             "unconfined" => Ok(Seccomp::Unconfined),
             other => Err(bad(format!(
-                "seccomp={other:?}: use seccomp=default, seccomp=unconfined, or send a profile's \
-                 content in seccomp_profile (rsupctl reads seccomp=FILE itself)"
+                "seccomp={}: use seccomp=default, seccomp=unconfined, or send a profile's \
+                 content in seccomp_profile (rsupctl reads seccomp=FILE itself)",
+                quote(other)
             ))),
         }
     }

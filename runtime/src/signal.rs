@@ -2,6 +2,7 @@
 //! "SIGRTMIN+3").
 
 use crate::Error;
+use crate::names::quote;
 
 const NAMES: &[(&str, i32)] = &[
     ("HUP", libc::SIGHUP),
@@ -42,7 +43,10 @@ const NAMES: &[(&str, i32)] = &[
 pub fn parse(s: &str) -> Result<i32, Error> {
     let bad = || Error::InvalidArgument {
         field: "signal",
-        reason: format!("{s:?} is not a signal (a number 1-64 or a name such as TERM or SIGUSR1)"),
+        reason: format!(
+            "{} is not a signal (a number 1-64 or a name such as TERM or SIGUSR1)",
+            quote(s)
+        ),
     };
     let t = s.trim();
     if t.is_empty() {

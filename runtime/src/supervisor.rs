@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::container::{ContainerState, Entry, Runtime, StartBy, lock};
+use crate::names::SupervisorName;
 use crate::supervise::tree::{self, RestartWindow, Strategy, SupervisorSpec};
 use crate::supervise::{Event, EventKind};
-use crate::{Error, spec, store};
+use crate::{Error, store};
 
 /// Grace period of a supervisor stopping one of its containers.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,19 +68,19 @@ impl Child {
     fn name(&self) -> &str {
         match self {
             Child::Container(e) => &e.spec.name,
-            Child::Supervisor(s) => &s.spec.name,
+            Child::Supervisor(s) => s.spec.name.as_str(),
         }
     }
 }
 
-/// A supervisor request, not yet validated.
-#[derive(Debug, Clone, Default)]
+/// A supervisor request (its names checked, the rest not yet validated).
+#[derive(Debug, Clone)]
 pub struct SupervisorRequest {
-    pub name: String,
+    pub name: SupervisorName,
     pub strategy: String,
     pub intensity: u32,
     pub period: Duration,
-    pub parent: String,
+    pub parent: Option<SupervisorName>,
 }
 
 /// What `tree` shows of a supervisor.
@@ -102,7 +103,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
 }
 
 impl Runtime {
-    fn sup_path(&self, name: &str) -> std::path::PathBuf {
+    fn sup_path(&self, name: &SupervisorName) -> std::path::PathBuf {
         self.inner
             .config
             .state_dir
@@ -143,15 +144,15 @@ impl Runtime {
         Ok(())
     }
 
-    pub(crate) fn find_sup(&self, name: &str) -> Option<Arc<Sup>> {
+    pub(crate) fn find_sup(&self, name: &SupervisorName) -> Option<Arc<Sup>> {
         lock(&self.inner.supervisors)
             .iter()
-            .find(|s| s.spec.name == name)
+            .find(|s| s.spec.name == *name)
             .cloned()
     }
 
     /// Checks that a container may join `name`.
-    pub(crate) fn check_supervisor(&self, name: &str) -> Result<(), Error> {
+    pub(crate) fn check_supervisor(&self, name: &SupervisorName) -> Result<(), Error> {
         match self.find_sup(name) {
             Some(_) => Ok(()),
             None => Err(Error::NotFound(format!("no such supervisor: {name}"))),
@@ -160,12 +161,6 @@ impl Runtime {
 
     /// Creates a supervisor.
     pub fn create_supervisor(&self, req: SupervisorRequest) -> Result<SupervisorInfo, Error> {
-        if !spec::is_dns_label(&req.name) {
-            return Err(invalid(
-                "name",
-                format!("{:?} is not a DNS label", req.name),
-            ));
-        }
         let strategy: Strategy = req
             .strategy
             .parse()
@@ -179,10 +174,16 @@ impl Runtime {
         if req.period.is_zero() {
             return Err(invalid("period", "must be longer than 0"));
         }
-        let parent = (!req.parent.is_empty()).then(|| req.parent.clone());
+        let parent = req.parent.clone();
         if let Some(p) = &parent {
-            let parent_of = |n: &str| self.find_sup(n).and_then(|s| s.spec.parent.clone());
-            if *p == req.name || tree::creates_cycle(&req.name, p, parent_of) {
+            let parent_of = |n: &str| {
+                lock(&self.inner.supervisors)
+                    .iter()
+                    .find(|s| s.spec.name == n)
+                    .and_then(|s| s.spec.parent.clone())
+                    .map(String::from)
+            };
+            if *p == req.name || tree::creates_cycle(req.name.as_str(), p.as_str(), parent_of) {
                 return Err(invalid(
                     "parent",
                     format!("{p} as the parent of {} makes a cycle", req.name),
@@ -223,7 +224,7 @@ impl Runtime {
     }
 
     /// Removes a supervisor that has no children.
-    pub fn remove_supervisor(&self, name: &str) -> Result<(), Error> {
+    pub fn remove_supervisor(&self, name: &SupervisorName) -> Result<(), Error> {
         let sup = self
             .find_sup(name)
             .ok_or_else(|| Error::NotFound(format!("no such supervisor: {name}")))?;
@@ -264,7 +265,7 @@ impl Runtime {
                     ),
                     Child::Supervisor(s) => (
                         "supervisor",
-                        s.spec.name.clone(),
+                        s.spec.name.to_string(),
                         if lock(&s.state).failed {
                             "failed"
                         } else {
@@ -282,13 +283,13 @@ impl Runtime {
         let name = &sup.spec.name;
         let mut kids: Vec<(SystemTime, Child)> = lock(&self.inner.containers)
             .iter()
-            .filter(|e| e.spec.supervisor.as_deref() == Some(name.as_str()))
+            .filter(|e| e.spec.supervisor.as_ref() == Some(name))
             .map(|e| (e.status().created_at, Child::Container(e.clone())))
             .collect();
         kids.extend(
             lock(&self.inner.supervisors)
                 .iter()
-                .filter(|s| s.spec.parent.as_deref() == Some(name.as_str()))
+                .filter(|s| s.spec.parent.as_ref() == Some(name))
                 .map(|s| (s.created_at, Child::Supervisor(s.clone()))),
         );
         kids.sort_by_key(|(t, _)| *t);
@@ -300,8 +301,8 @@ impl Runtime {
             time: SystemTime::now(),
             kind,
             subject_type: "supervisor",
-            subject: sup.spec.name.clone(),
-            id: sup.spec.name.clone(),
+            subject: sup.spec.name.to_string(),
+            id: sup.spec.name.to_string(),
             attributes: attrs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
@@ -311,14 +312,14 @@ impl Runtime {
 
     /// A child of supervisor `sup_name` failed and should be restarted:
     /// applies the supervisor's strategy (in a tracked task).
-    pub(crate) fn child_failed(&self, sup_name: String, failed: Child, ran: Duration) {
+    pub(crate) fn child_failed(&self, sup_name: SupervisorName, failed: Child, ran: Duration) {
         let rt = self.clone();
         self.inner
             .tracker
             .spawn(async move { rt.apply_strategy(sup_name, failed, ran).await });
     }
 
-    fn apply_strategy(&self, sup_name: String, failed: Child, ran: Duration) -> BoxFut<'_> {
+    fn apply_strategy(&self, sup_name: SupervisorName, failed: Child, ran: Duration) -> BoxFut<'_> {
         Box::pin(async move {
             let Some(sup) = self.find_sup(&sup_name) else {
                 warn!(supervisor = %sup_name, "a child failed but its supervisor is gone");
@@ -421,7 +422,7 @@ impl Runtime {
                     self.sup_event(
                         &sup,
                         EventKind::SupervisorEscalate,
-                        &[("parent", parent.clone())],
+                        &[("parent", parent.to_string())],
                     );
                     self.apply_strategy(parent, Child::Supervisor(sup), Duration::ZERO)
                         .await;

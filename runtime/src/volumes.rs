@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::container::{Runtime, lock};
+pub use crate::names::is_volume_name;
+use crate::names::{VolumeName, quote};
 
 /// One mount of a container, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +37,7 @@ pub struct MountSpec {
 pub enum MountKind {
     /// A named volume (its host directory is resolved by the runtime).
     Volume {
-        name: String,
+        name: VolumeName,
         source: PathBuf,
     },
     Bind {
@@ -53,22 +55,12 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Docker's rule for volume names.
-pub fn is_volume_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
-}
-
 /// An absolute container path without `..` (normalised: no `.` or `//`).
 fn container_path(p: &str, field: &'static str) -> Result<String, Error> {
     if !p.starts_with('/') {
         return Err(invalid(
             field,
-            format!("{p:?}: the container path must be absolute"),
+            format!("{}: the container path must be absolute", quote(p)),
         ));
     }
     let mut parts = Vec::new();
@@ -79,14 +71,19 @@ fn container_path(p: &str, field: &'static str) -> Result<String, Error> {
             Component::ParentDir => {
                 return Err(invalid(
                     field,
-                    format!("{p:?}: the container path must not contain '..'"),
+                    format!("{}: the container path must not contain '..'", quote(p)),
                 ));
             }
-            Component::Prefix(_) => return Err(invalid(field, format!("{p:?} is not a path"))),
+            Component::Prefix(_) => {
+                return Err(invalid(field, format!("{} is not a path", quote(p))));
+            }
         }
     }
     if parts.is_empty() {
-        return Err(invalid(field, format!("{p:?}: cannot mount over the root")));
+        return Err(invalid(
+            field,
+            format!("{}: cannot mount over the root", quote(p)),
+        ));
     }
     Ok(format!("/{}", parts.join("/")))
 }
@@ -101,7 +98,7 @@ pub fn parse_volume(s: &str, volumes_dir: &Path) -> Result<MountSpec, Error> {
         _ => {
             return Err(invalid(
                 "volumes",
-                format!("{s:?}: use NAME:/path[:ro] or /host/dir:/path[:ro]"),
+                format!("{}: use NAME:/path[:ro] or /host/dir:/path[:ro]", quote(s)),
             ));
         }
     };
@@ -111,7 +108,7 @@ pub fn parse_volume(s: &str, volumes_dir: &Path) -> Result<MountSpec, Error> {
         other => {
             return Err(invalid(
                 "volumes",
-                format!("{s:?}: unknown mode {other:?} (ro or rw)"),
+                format!("{}: unknown mode {} (ro or rw)", quote(s), quote(other)),
             ));
         }
     };
@@ -122,24 +119,31 @@ pub fn parse_volume(s: &str, volumes_dir: &Path) -> Result<MountSpec, Error> {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotFound(format!(
-                    "bind source {source}: no such file or directory"
+                    "bind source {}: no such file or directory",
+                    quote(source)
                 )));
             }
-            Err(e) => return Err(invalid("volumes", format!("bind source {source}: {e}"))),
+            Err(e) => {
+                return Err(invalid(
+                    "volumes",
+                    format!("bind source {}: {e}", quote(source)),
+                ));
+            }
         }
         MountKind::Bind { source: src }
     } else {
-        if !is_volume_name(source) {
+        let Ok(name) = VolumeName::parse_as(source, "volumes") else {
             return Err(invalid(
                 "volumes",
                 format!(
-                    "{source:?} is not a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*) nor an absolute host path"
+                    "{} is not a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*) nor an absolute host path",
+                    quote(source)
                 ),
             ));
-        }
+        };
         MountKind::Volume {
-            name: source.to_string(),
-            source: volumes_dir.join(source).join("_data"),
+            source: volumes_dir.join(name.as_str()).join("_data"),
+            name,
         }
     };
     Ok(MountSpec {
@@ -169,7 +173,10 @@ pub fn parse_tmpfs(s: &str) -> Result<MountSpec, Error> {
                 | "ro"
                 | "rw"
         ) {
-            return Err(invalid("tmpfs", format!("{s:?}: unsupported option {o:?}")));
+            return Err(invalid(
+                "tmpfs",
+                format!("{}: unsupported option {}", quote(s), quote(o)),
+            ));
         }
     }
     let read_only = opts.split(',').any(|o| o == "ro");
@@ -208,17 +215,16 @@ impl Runtime {
         self.inner.config.state_dir.join("volumes")
     }
 
+    /// The directory of volume `name`: one component below the volumes dir
+    /// (a [`VolumeName`] is never `.`, `..` or anything with a `/`).
+    fn volume_dir(&self, name: &VolumeName) -> PathBuf {
+        self.volumes_dir().join(name.as_str())
+    }
+
     /// Creates a named volume (no-op if it exists).
-    pub fn create_volume(&self, name: &str) -> Result<VolumeInfo, Error> {
-        if !is_volume_name(name) {
-            return Err(invalid(
-                "name",
-                format!("{name:?} is not a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"),
-            ));
-        }
-        let data = self.volumes_dir().join(name).join("_data");
-        std::fs::create_dir_all(&data)
-            .map_err(|e| Error::Store(crate::store::io_err("mkdir", &data)(e)))?;
+    pub fn create_volume(&self, name: &VolumeName) -> Result<VolumeInfo, Error> {
+        // volumes/<name> 0700, a new _data 0755 (see crate::store).
+        crate::store::volume_dir(&self.volume_dir(name))?;
         self.inspect_volume(name)
     }
 
@@ -232,8 +238,8 @@ impl Runtime {
         Ok(())
     }
 
-    pub fn inspect_volume(&self, name: &str) -> Result<VolumeInfo, Error> {
-        let dir = self.volumes_dir().join(name);
+    pub fn inspect_volume(&self, name: &VolumeName) -> Result<VolumeInfo, Error> {
+        let dir = self.volume_dir(name);
         let meta = std::fs::metadata(&dir)
             .map_err(|_| Error::NotFound(format!("no such volume: {name}")))?;
         let users = lock(&self.inner.containers)
@@ -258,10 +264,16 @@ impl Runtime {
     }
 
     pub fn volumes(&self) -> Vec<VolumeInfo> {
-        let mut names: Vec<String> = std::fs::read_dir(self.volumes_dir())
+        // Only entries that are volume names: anything else in the dir is
+        // not a volume (and could not be inspected or removed).
+        let mut names: Vec<VolumeName> = std::fs::read_dir(self.volumes_dir())
             .map(|rd| {
                 rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()
+                            .and_then(|n| VolumeName::parse(n).ok())
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -273,7 +285,7 @@ impl Runtime {
     }
 
     /// Removes a volume and its data; refused while a container uses it.
-    pub fn remove_volume(&self, name: &str) -> Result<(), Error> {
+    pub fn remove_volume(&self, name: &VolumeName) -> Result<(), Error> {
         let v = self.inspect_volume(name)?;
         if !v.users.is_empty() {
             return Err(Error::FailedPrecondition(format!(
@@ -281,7 +293,7 @@ impl Runtime {
                 v.users.join(", ")
             )));
         }
-        let dir = self.volumes_dir().join(name);
+        let dir = self.volume_dir(name);
         std::fs::remove_dir_all(&dir)
             .map_err(|e| Error::Store(crate::store::io_err("remove", &dir)(e)))
     }
@@ -300,7 +312,7 @@ mod tests {
         assert_eq!(
             m.kind,
             MountKind::Volume {
-                name: "data".into(),
+                name: VolumeName::parse("data").expect("name"),
                 source: vd.join("data/_data")
             }
         );
@@ -318,6 +330,11 @@ mod tests {
             "data",
             "-x:/y",
             "data:/",
+            "..:/x",
+            ".:/x",
+            "a/../..:/x",
+            "x/../../..:/x",
+            "../../canary:/x",
         ] {
             assert!(
                 matches!(parse_volume(bad, vd), Err(Error::InvalidArgument { .. })),

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use rsup_runtime::image::limits::{FreeReserve, UnpackLimits};
 use rsup_runtime::spec::LogConfig;
 
 /// rsupd: runs and supervises containers, driven over gRPC.
@@ -63,6 +64,24 @@ pub struct Cli {
     /// subgid file, as --subuid-file.
     #[arg(long, env = "RSUP_SUBGID_FILE", default_value = "/etc/subgid")]
     pub subgid_file: PathBuf,
+    /// pids limit of a container created without --pids-limit (Podman's
+    /// default is 2048); 0 means unlimited. A container's own --pids-limit
+    /// wins (0 there: unlimited).
+    #[arg(long, env = "RSUP_DEFAULT_PIDS_LIMIT", default_value_t = 2048)]
+    pub default_pids_limit: u64,
+    /// Most an image may unpack to (its layers uncompressed, summed; the
+    /// unpacked archive too), enforced while it is read: bytes or a size
+    /// such as 512m, 16g (powers of 1024). Beyond it an import fails with
+    /// INVALID_ARGUMENT and leaves nothing behind.
+    #[arg(long, env = "RSUP_IMAGE_MAX_SIZE", default_value = "16g")]
+    pub image_max_size: String,
+    /// Free space an image import (and its upload) must leave on the state
+    /// directory's filesystem, checked while it is written: a size (2g), a
+    /// share of the filesystem (10%), or "auto": the larger of 1 GiB and
+    /// 5%. Below it an import fails with RESOURCE_EXHAUSTED and leaves
+    /// nothing behind. 0 turns the check off.
+    #[arg(long, env = "RSUP_IMAGE_MIN_FREE", default_value = "auto")]
+    pub image_min_free: String,
     /// Address of the Prometheus /metrics endpoint ("" to disable).
     #[arg(long, env = "RSUP_METRICS_ADDR", default_value = "127.0.0.1:9750")]
     pub metrics_addr: String,
@@ -104,6 +123,62 @@ pub struct Config {
     /// The unauthenticated loopback TCP listener, if any.
     pub insecure_tcp: Option<SocketAddr>,
     pub userns: rsup_runtime::userns::UsernsConfig,
+    /// `--default-pids-limit`; `None`: unlimited.
+    pub default_pids_limit: Option<u64>,
+    /// `--image-max-size` and `--image-min-free`.
+    pub image_limits: UnpackLimits,
+}
+
+/// `DIGITS[UNIT]` in bytes, UNIT one of k, m, g, t (powers of 1024,
+/// case-insensitive, with an optional `b` or `ib`: `16g`, `16GiB`, `512MB`).
+fn parse_size(value: &str) -> Option<u64> {
+    let v = value.trim().to_ascii_lowercase();
+    let digits_end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(digits_end);
+    let number: u64 = number.parse().ok()?;
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(unit);
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return None,
+    };
+    number.checked_mul(1u64 << shift)
+}
+
+/// `--image-max-size`: a size above 0.
+fn resolve_image_max_size(value: &str) -> anyhow::Result<u64> {
+    match parse_size(value) {
+        Some(0) => anyhow::bail!("--image-max-size must be above 0"),
+        Some(n) => Ok(n),
+        None => anyhow::bail!(
+            "--image-max-size {value:?}: expected bytes or a size such as 512m or 16g"
+        ),
+    }
+}
+
+/// `--image-min-free`: `auto`, `N%` (0-100) or a size.
+fn resolve_image_min_free(value: &str) -> anyhow::Result<FreeReserve> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("auto") {
+        return Ok(FreeReserve::Auto);
+    }
+    if let Some(p) = v.strip_suffix('%') {
+        return match p.trim().parse::<u8>() {
+            Ok(p) if p <= 100 => Ok(FreeReserve::Percent(p)),
+            _ => anyhow::bail!("--image-min-free {value:?}: a share is 0% to 100%"),
+        };
+    }
+    parse_size(v).map(FreeReserve::Bytes).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--image-min-free {value:?}: expected \"auto\", a share such as 5% or a size such as 2g"
+        )
+    })
 }
 
 /// `--tcp` with its certificate files, read at start so that a missing or
@@ -285,7 +360,13 @@ impl Cli {
             subuid_file: absolute(self.subuid_file)?,
             subgid_file: absolute(self.subgid_file)?,
         };
+        let image_limits = UnpackLimits {
+            max_image_bytes: resolve_image_max_size(&self.image_max_size)?,
+            min_free: resolve_image_min_free(&self.image_min_free)?,
+        };
         Ok(Config {
+            default_pids_limit: (self.default_pids_limit > 0).then_some(self.default_pids_limit),
+            image_limits,
             tcp,
             insecure_tcp,
             userns,
@@ -335,6 +416,35 @@ mod tests {
         assert!(err.to_string().contains("loopback"), "{err}");
         let err = resolve_insecure_tcp(Some("localhost:7000")).expect_err("refused");
         assert!(err.to_string().contains("host names"), "{err}");
+    }
+
+    #[test]
+    fn image_limits_parse() {
+        assert_eq!(parse_size("16g"), Some(16 << 30));
+        assert_eq!(parse_size("16GiB"), Some(16 << 30));
+        assert_eq!(parse_size("512MB"), Some(512 << 20));
+        assert_eq!(parse_size("1000"), Some(1000));
+        assert_eq!(parse_size("1.5g"), None);
+        assert_eq!(parse_size("-1"), None);
+        assert_eq!(parse_size("99999999999t"), None);
+        assert!(resolve_image_max_size("0").is_err());
+        assert_eq!(resolve_image_max_size("1m").expect("ok"), 1 << 20);
+        let err = resolve_image_max_size("lots").expect_err("refused");
+        assert!(err.to_string().contains("--image-max-size"), "{err}");
+        assert_eq!(
+            resolve_image_min_free("auto").expect("ok"),
+            FreeReserve::Auto
+        );
+        assert_eq!(
+            resolve_image_min_free("10%").expect("ok"),
+            FreeReserve::Percent(10)
+        );
+        assert_eq!(
+            resolve_image_min_free("2g").expect("ok"),
+            FreeReserve::Bytes(2 << 30)
+        );
+        assert!(resolve_image_min_free("101%").is_err());
+        assert!(resolve_image_min_free("some").is_err());
     }
 
     #[test]

@@ -48,6 +48,10 @@ fn main() -> ExitCode {
         };
         return ExitCode::from(u8::try_from(shim::main(std::path::Path::new(&dir))).unwrap_or(1));
     }
+    // Defence in depth: whatever rsupd creates without an explicit mode is
+    // root's alone. Files and directories that others must reach (the
+    // socket, what containers see) get their modes explicitly.
+    rsup_runtime::sys::set_umask(0o077);
     let config = match Cli::parse().resolve() {
         Ok(c) => c,
         Err(e) => {
@@ -126,8 +130,20 @@ async fn shutdown_signal(token: CancellationToken) {
 /// replaces a stale one, and sets the mode (and group) afterwards.
 async fn bind(config: &Config) -> anyhow::Result<UnixListener> {
     let path = &config.socket;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
+    if let Some(parent) = path.parent()
+        && !parent.exists()
+    {
+        // Group members of --socket-group must reach the socket: 0755, not
+        // what rsupd's umask (0077) would give.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
+            })
             .with_context(|| format!("creating {}", parent.display()))?;
     }
     if path.exists() {
@@ -175,6 +191,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         stats_interval: config.stats_interval,
         net: config.net.clone(),
         userns: config.userns.clone(),
+        default_pids_limit: config.default_pids_limit,
+        image_limits: config.image_limits,
     })
     .await
     .with_context(|| format!("opening state directory {}", config.state_dir.display()))?;

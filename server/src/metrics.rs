@@ -176,7 +176,7 @@ pub fn render_containers(runtime: &Runtime) -> String {
             "Children of the supervisor (containers and supervisors)."
         );
         for sup in runtime.supervisors() {
-            let name = sup.spec.name.clone();
+            let name = sup.spec.name.to_string();
             for state in ["running", "failed"] {
                 let v = if (state == "failed") == sup.failed {
                     1.0
@@ -220,14 +220,21 @@ pub fn render_containers(runtime: &Runtime) -> String {
                     &[
                         ("name", c.name.clone()),
                         ("id", c.id.clone()),
-                        ("supervisor", i.spec.supervisor.clone().unwrap_or_default()),
+                        (
+                            "supervisor",
+                            i.spec
+                                .supervisor
+                                .as_ref()
+                                .map(ToString::to_string)
+                                .unwrap_or_default(),
+                        ),
                         ("restart_policy", i.spec.restart.policy.to_string()),
                         (
                             "network",
                             i.spec
                                 .networks
                                 .first()
-                                .map(|n| n.network.clone())
+                                .map(|n| n.network.to_string())
                                 .unwrap_or_else(|| "none".into()),
                         ),
                     ]

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::layer::{self, clean_path, hex};
+use super::limits::{Budget, Metered};
 use crate::Error;
 
 pub(crate) fn bad(reason: impl Into<String>) -> Error {
@@ -31,8 +32,10 @@ pub(crate) fn bad(reason: impl Into<String>) -> Error {
     }
 }
 
-/// Unpacks the archive at `archive` into `dest` (created).
-pub(crate) fn extract(archive: &Path, dest: &Path) -> Result<(), Error> {
+/// Unpacks the archive at `archive` into `dest` (created), charging its
+/// uncompressed bytes to `budget` (see [`Budget::explain`] for the error
+/// when it stops the read).
+pub(crate) fn extract(archive: &Path, dest: &Path, budget: &Budget) -> Result<(), Error> {
     match fs::metadata(archive) {
         Ok(m) if m.is_file() => {}
         Ok(_) => return Err(bad(format!("{} is not a regular file", archive.display()))),
@@ -56,7 +59,10 @@ pub(crate) fn extract(archive: &Path, dest: &Path) -> Result<(), Error> {
             format!("reading {}: truncated/corrupt tar: {e}", archive.display())
         })
     };
-    let mut ar = tar::Archive::new(layer::open_decompressed(archive).map_err(bad)?);
+    let mut ar = tar::Archive::new(Metered::new(
+        layer::open_decompressed(archive).map_err(bad)?,
+        budget,
+    ));
     ar.set_preserve_permissions(false);
     ar.set_preserve_ownerships(false);
     ar.set_overwrite(true);

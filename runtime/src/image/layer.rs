@@ -19,6 +19,8 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::limits::{Budget, Metered};
+
 /// How a blob is compressed, from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Compression {
@@ -132,11 +134,19 @@ pub(crate) struct LayerSummary {
 
 /// Reads the layer blob at `blob` (plain tar or gzip), returns its diff_id and
 /// size and, if `dest` is given, unpacks it into `dest` (an existing, empty
-/// directory) with overlay whiteouts. Errors are messages for the caller to
-/// put in context.
-pub(crate) fn read_layer(blob: &Path, dest: Option<&Path>) -> Result<LayerSummary, String> {
+/// directory) with overlay whiteouts. The uncompressed bytes are charged to
+/// `budget`; when it stops the read, the error is the budget's to explain
+/// ([`Budget::explain`]). Errors are messages for the caller to put in
+/// context.
+pub(crate) fn read_layer(
+    blob: &Path,
+    dest: Option<&Path>,
+    budget: &Budget,
+) -> Result<LayerSummary, String> {
     let gzip = detect(blob)? == Compression::Gzip;
-    let stream = HashingReader::new(open_decompressed(blob)?);
+    // Every uncompressed byte is charged before it is written: a bomb stops
+    // at the image's limit, not at its digest check.
+    let stream = HashingReader::new(Metered::new(open_decompressed(blob)?, budget));
     let corrupt = |e: io::Error| {
         if gzip {
             format!("truncated/corrupt gzip or tar stream: {e}")
@@ -203,6 +213,7 @@ pub(crate) fn read_layer(blob: &Path, dest: Option<&Path>) -> Result<LayerSummar
                 set_mtime(&target, mtime).map_err(|e| format!("entry {shown:?}: {e}"))?;
             }
             _ => {
+                make_parents(dest, parent_parts).map_err(|e| format!("entry {shown:?}: {e}"))?;
                 let done = entry
                     .unpack_in(dest)
                     .map_err(|e| format!("entry {shown:?}: {e}"))?;
@@ -257,14 +268,38 @@ fn safe_dir(root: &Path, parts: &[OsString]) -> io::Result<PathBuf> {
                     p.display()
                 )));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                use std::os::unix::fs::DirBuilderExt;
-                fs::DirBuilder::new().mode(0o755).create(&p)?;
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => mkdir_0755(&p)?,
             Err(e) => return Err(e),
         }
     }
     Ok(p)
+}
+
+/// Creates the missing parent directories of an entry before `unpack_in`
+/// does: a layer may list `a/b/c` without `a/`, and the directories it
+/// implies are 0755 whatever rsupd's umask (0077) is (a container's non-root
+/// user must be able to walk them). Stops at the first component that
+/// exists and is not a directory: a symlink is `unpack_in`'s to resolve
+/// inside the layer or refuse.
+fn make_parents(root: &Path, parts: &[OsString]) -> io::Result<()> {
+    let mut p = root.to_path_buf();
+    for c in parts {
+        p.push(c);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => mkdir_0755(&p)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// mkdir with mode 0755, set again after (mkdir applies the umask).
+fn mkdir_0755(p: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new().mode(0o755).create(p)?;
+    fs::set_permissions(p, fs::Permissions::from_mode(0o755))
 }
 
 /// Removes whatever is at `p` (not following a symlink); nothing there is fine.

@@ -26,11 +26,13 @@
 mod archive;
 pub mod build;
 mod layer;
+pub mod limits;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -40,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::store::{self, io_err};
 use archive::{bad, sha256_hex};
+use limits::{Budget, UnpackLimits};
 
 /// An imported image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +123,7 @@ const LAYER_JSON: &str = "layer.json";
 pub struct ImageStore {
     root: PathBuf,
     unpacked: AtomicU64,
+    limits: UnpackLimits,
 }
 
 /// Holds the store's lock file flock'ed for as long as it lives.
@@ -152,12 +156,16 @@ impl Staging {
         let file = OpenOptions::new()
             .create_new(true)
             .write(true)
+            .mode(store::PRIVATE_FILE_MODE)
             .open(&lock_path)
             .map_err(io_err("create", &lock_path))?;
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|(_, e)| io_err("flock", &lock_path)(e.into()))?;
         let dir = tmp.join(unique);
-        fs::create_dir(&dir).map_err(io_err("mkdir", &dir))?;
+        fs::DirBuilder::new()
+            .mode(store::PRIVATE_DIR_MODE)
+            .create(&dir)
+            .map_err(io_err("mkdir", &dir))?;
         Ok(Staging {
             dir,
             lock_path,
@@ -185,16 +193,23 @@ impl ImageStore {
         // Layers keep their owners and modes (setuid binaries included).
         store::private_dir(root)?;
         for d in ["layers", "images", "tmp"] {
-            let p = root.join(d);
-            fs::create_dir_all(&p).map_err(io_err("mkdir", &p))?;
+            store::private_dir(&root.join(d))?;
         }
         let store = ImageStore {
             root: root.to_path_buf(),
             unpacked: AtomicU64::new(0),
+            limits: UnpackLimits::default(),
         };
         let _lock = store.lock()?;
         store.sweep_tmp()?;
         Ok(store)
+    }
+
+    /// The same store with these unpack limits for its imports (the
+    /// defaults otherwise).
+    pub fn with_limits(mut self, limits: UnpackLimits) -> ImageStore {
+        self.limits = limits;
+        self
     }
 
     /// The store's root directory.
@@ -291,7 +306,14 @@ impl ImageStore {
         let given = name.map(normalize_reference).transpose()?;
         let staging = Staging::create(&self.root.join("tmp"))?;
         let unpacked_archive = staging.dir.join("archive");
-        archive::extract(archive, &unpacked_archive)?;
+        // Two budgets: the unpacked archive (its blobs, mostly compressed)
+        // and the unpacked layers. Both stop at the image maximum and at
+        // the free-space reserve of the store's filesystem.
+        let archive_budget = Budget::new("the archive", self.limits, &self.root);
+        archive::extract(archive, &unpacked_archive, &archive_budget)
+            .map_err(|e| archive_budget.explain(e))?;
+        drop(archive_budget);
+        let budget = Budget::new("the image", self.limits, &self.root);
         let parsed = archive::parse(&unpacked_archive)?;
         let names = match given {
             Some(n) => vec![n],
@@ -324,12 +346,12 @@ impl ImageStore {
             if !seen.insert(l.diff_id.clone()) {
                 staged.push(None);
             } else if self.layer_path(&l.diff_id).join(LAYER_JSON).exists() {
-                let s = layer::read_layer(&l.path, None)
-                    .map_err(|e| bad(format!("layer {}: {e}", l.diff_id)))?;
+                let s = layer::read_layer(&l.path, None, &budget)
+                    .map_err(|e| budget.explain(bad(format!("layer {}: {e}", l.diff_id))))?;
                 check_diff_id(&l.diff_id, &s.diff_id)?;
                 staged.push(None);
             } else {
-                staged.push(Some(self.stage_layer(&staging, l)?));
+                staged.push(Some(self.stage_layer(&staging, l, &budget)?));
             }
         }
         if staged.iter().any(Option::is_some) {
@@ -342,7 +364,7 @@ impl ImageStore {
         }
         let _lock = self.lock()?;
         let mut placed = Vec::new();
-        let result = self.commit(&staging, &parsed, &staged, names, &mut placed);
+        let result = self.commit(&staging, &parsed, &staged, names, &mut placed, &budget);
         if result.is_err() {
             self.remove_unreferenced(&placed);
         }
@@ -350,13 +372,21 @@ impl ImageStore {
     }
 
     /// Unpacks `l` into the staging dir and checks its diff_id.
-    fn stage_layer(&self, staging: &Staging, l: &archive::LayerRef) -> Result<PathBuf, Error> {
+    fn stage_layer(
+        &self,
+        staging: &Staging,
+        l: &archive::LayerRef,
+        budget: &Budget,
+    ) -> Result<PathBuf, Error> {
         let hex = sha256_hex(&l.diff_id)?;
         let dir = staging.dir.join(format!("layer-{hex}"));
         let diff = dir.join("diff");
-        fs::create_dir_all(&diff).map_err(io_err("mkdir", &diff))?;
-        let s = layer::read_layer(&l.path, Some(&diff))
-            .map_err(|e| bad(format!("layer {}: {e}", l.diff_id)))?;
+        store::private_dir(&dir)?;
+        // The layer's root as overlayfs merges it: 0755 as before rsupd's
+        // umask (the tar's "./" entry is not applied).
+        store::visible_dir(&diff)?;
+        let s = layer::read_layer(&l.path, Some(&diff), budget)
+            .map_err(|e| budget.explain(bad(format!("layer {}: {e}", l.diff_id))))?;
         check_diff_id(&l.diff_id, &s.diff_id)?;
         store::write_json(
             &dir.join(LAYER_JSON),
@@ -381,6 +411,7 @@ impl ImageStore {
         staged: &[Option<PathBuf>],
         names: Vec<String>,
         placed: &mut Vec<String>,
+        budget: &Budget,
     ) -> Result<Image, Error> {
         let mut size = 0u64;
         for (l, st) in parsed.layers.iter().zip(staged) {
@@ -389,7 +420,7 @@ impl ImageStore {
                 let src = match st {
                     Some(src) => src.clone(),
                     // Found in the store before, removed since by a gc.
-                    None => self.stage_layer(staging, l)?,
+                    None => self.stage_layer(staging, l, budget)?,
                 };
                 if dest.exists() {
                     // An incomplete leftover (no layer.json): replace it.
@@ -510,7 +541,8 @@ impl ImageStore {
                     return Err(Error::InvalidArgument {
                         field: "image",
                         reason: format!(
-                            "{reference:?} is ambiguous: it matches {} images ({})",
+                            "{} is ambiguous: it matches {} images ({})",
+                            crate::names::quote(reference),
                             many.len(),
                             many.iter()
                                 .map(|i| short_id(&i.id))
@@ -521,7 +553,10 @@ impl ImageStore {
                 }
             }
         }
-        Err(Error::NotFound(format!("image {reference:?} not found")))
+        Err(Error::NotFound(format!(
+            "image {} not found",
+            crate::names::quote(reference)
+        )))
     }
 
     /// Removes the name `reference` from its image (Docker's untag) when it
@@ -667,113 +702,4 @@ pub fn short_id(id: &str) -> String {
     hex.chars().take(12).collect()
 }
 
-/// Normalizes an image reference to `name:tag`.
-///
-/// Adds `:latest` when there is no tag, lowercases the repository path and
-/// shortens Docker Hub names to their familiar form (`docker.io/library/x`
-/// -> `x`, `docker.io/u/x` -> `u/x`). Path components follow Docker's rule
-/// (`[a-z0-9]+` joined by `.`, `_`, `__` or runs of `-`), an optional first
-/// component is a registry host (`reg.example`, `localhost:5000`), a tag is
-/// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`. Digest references (`name@sha256:..`)
-/// are refused as unsupported.
-pub fn normalize_reference(s: &str) -> Result<String, Error> {
-    let invalid = |reason: String| Error::InvalidArgument {
-        field: "name",
-        reason,
-    };
-    if s.is_empty() {
-        return Err(invalid("an image name must not be empty".into()));
-    }
-    if s.contains('@') {
-        return Err(invalid(format!(
-            "{s:?}: digest references (name@sha256:...) are not supported; use name:tag or the image id"
-        )));
-    }
-    let slash = s.rfind('/').map_or(0, |i| i + 1);
-    let (repo, tag) = match s[slash..].rfind(':') {
-        Some(i) => (&s[..slash + i], &s[slash + i + 1..]),
-        None => (s, "latest"),
-    };
-    let tb = tag.as_bytes();
-    let tag_ok = !tb.is_empty()
-        && tb.len() <= 128
-        && (tb[0].is_ascii_alphanumeric() || tb[0] == b'_')
-        && tb
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c));
-    if !tag_ok {
-        return Err(invalid(format!(
-            "{s:?}: invalid tag {tag:?} (use [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})"
-        )));
-    }
-    let repo = repo.to_ascii_lowercase();
-    let mut parts: Vec<&str> = repo.split('/').collect();
-    let host = if parts.len() > 1
-        && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost")
-    {
-        Some(parts.remove(0))
-    } else {
-        None
-    };
-    if let Some(h) = host {
-        let (name, port) = h.split_once(':').unwrap_or((h, ""));
-        let host_ok = !name.is_empty()
-            && name.split('.').all(|l| {
-                !l.is_empty()
-                    && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-            })
-            && (!h.contains(':') || (!port.is_empty() && port.bytes().all(|c| c.is_ascii_digit())));
-        if !host_ok {
-            return Err(invalid(format!("{s:?}: invalid registry host {h:?}")));
-        }
-    }
-    if parts.is_empty() || !parts.iter().all(|p| path_component_ok(p)) {
-        return Err(invalid(format!(
-            "{s:?}: invalid repository name (components of [a-z0-9] joined by '.', '_', '__' or '-')"
-        )));
-    }
-    let path = parts.join("/");
-    let full = match host {
-        Some("docker.io" | "index.docker.io" | "registry-1.docker.io") => {
-            match path.strip_prefix("library/") {
-                Some(short) if !short.contains('/') => short.to_string(),
-                _ => path,
-            }
-        }
-        Some(h) => format!("{h}/{path}"),
-        None => path,
-    };
-    if full.len() > 255 {
-        return Err(invalid(format!(
-            "{s:?}: the name is longer than 255 characters"
-        )));
-    }
-    Ok(format!("{full}:{tag}"))
-}
-
-/// Docker's path component: `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`.
-fn path_component_ok(p: &str) -> bool {
-    let b = p.as_bytes();
-    if b.is_empty() || !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if b[i].is_ascii_lowercase() || b[i].is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !(b[i].is_ascii_lowercase() || b[i].is_ascii_digit()) {
-            i += 1;
-        }
-        let sep = &p[start..i];
-        let ok = matches!(sep, "." | "_" | "__") || sep.bytes().all(|c| c == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
+pub use crate::names::normalize_reference;

@@ -880,7 +880,8 @@ fn zstd_and_other_compressions_are_named() {
     ] {
         let p = work.path().join(name);
         fs::write(&p, magic).expect("write");
-        let e = layer::read_layer(&p, None).expect_err("refused");
+        let budget = limits::Budget::new("the image", UnpackLimits::default(), work.path());
+        let e = layer::read_layer(&p, None, &budget).expect_err("refused");
         assert_eq!(e, format!("unsupported layer compression: {name}"));
     }
 }
@@ -1231,4 +1232,140 @@ fn an_unreadable_record_stops_gc_and_remove_from_deleting() {
     ));
     assert!(store.get("other").is_ok());
     assert_eq!(count(&store.root().join("layers")), 1);
+}
+
+/// One layer holding `mib` MiB of zeros: gzip'ed, about 1000:1.
+fn bomb_layers(mib: usize) -> Vec<Vec<TarEntry>> {
+    vec![vec![
+        TarEntry::dir("data"),
+        TarEntry::file("data/zeros", vec![0u8; mib << 20]),
+    ]]
+}
+
+fn limits(max_image_bytes: u64, min_free: limits::FreeReserve) -> UnpackLimits {
+    UnpackLimits {
+        max_image_bytes,
+        min_free,
+    }
+}
+
+#[test]
+fn a_gzip_bomb_layer_stops_at_the_image_limit_and_leaves_nothing() {
+    let work = tmpdir();
+    let archive = work.path().join("bomb.tar");
+    build::oci_layout_tar(
+        &archive,
+        &bomb_layers(24),
+        &ImageConfig::default(),
+        &BuildOptions {
+            gzip_layers: true,
+            gzip_outer: true,
+            ..BuildOptions::default()
+        },
+    )
+    .expect("build");
+    let size = fs::metadata(&archive).expect("stat").len();
+    assert!(size < 1 << 20, "the bomb is {size} bytes");
+    let no_reserve = limits::FreeReserve::Bytes(0);
+    let store = ImageStore::open(&work.path().join("store"))
+        .expect("open")
+        .with_limits(limits(4 << 20, no_reserve));
+    let msg = err_text(store.import(&archive, Some("bomb")));
+    assert!(
+        msg.contains("the image unpacks to more than 4.0 MiB")
+            && msg.contains("rsupd --image-max-size"),
+        "{msg}"
+    );
+    assert_store_empty(store.root());
+    // Under a limit it fits, the same archive imports.
+    let store = ImageStore::open(&work.path().join("store"))
+        .expect("open")
+        .with_limits(limits(32 << 20, no_reserve));
+    store.import(&archive, Some("bomb")).expect("import");
+}
+
+#[test]
+fn a_gzip_bomb_archive_stops_at_the_limit() {
+    let work = tmpdir();
+    let archive = work.path().join("bomb.tar.gz");
+    // Plain layers in a gzip'ed archive: the archive itself is the bomb.
+    build::docker_save_tar(
+        &archive,
+        &bomb_layers(24),
+        &ImageConfig::default(),
+        &BuildOptions {
+            gzip_outer: true,
+            ..BuildOptions::default()
+        },
+    )
+    .expect("build");
+    let store = ImageStore::open(&work.path().join("store"))
+        .expect("open")
+        .with_limits(limits(4 << 20, limits::FreeReserve::Bytes(0)));
+    let msg = err_text(store.import(&archive, None));
+    assert!(
+        msg.contains("the archive unpacks to more than 4.0 MiB"),
+        "{msg}"
+    );
+    assert_store_empty(store.root());
+}
+
+#[test]
+fn unpacking_stops_within_a_buffer_of_the_limit() {
+    use std::io::Write as _;
+    let work = tmpdir();
+    let blob = work.path().join("layer.tar.gz");
+    let tar = build::layer_tar(&bomb_layers(24)[0]).expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(
+        fs::File::create(&blob).expect("create"),
+        flate2::Compression::fast(),
+    );
+    gz.write_all(&tar).expect("gzip");
+    gz.finish().expect("gzip");
+    let dest = work.path().join("dest");
+    fs::create_dir(&dest).expect("mkdir");
+    let budget = limits::Budget::new(
+        "the image",
+        limits(2 << 20, limits::FreeReserve::Bytes(0)),
+        work.path(),
+    );
+    layer::read_layer(&blob, Some(&dest), &budget).expect_err("stopped");
+    assert!(
+        matches!(
+            budget.tripped(),
+            Some(limits::LimitError::TooLarge { max, .. }) if max == 2 << 20
+        ),
+        "{:?}",
+        budget.tripped()
+    );
+    let written = fs::metadata(dest.join("data/zeros")).map_or(0, |m| m.len());
+    assert!(
+        written <= 2 << 20,
+        "{written} bytes written past a 2 MiB limit"
+    );
+}
+
+#[test]
+fn the_free_space_reserve_stops_an_import() {
+    let work = tmpdir();
+    let layers = demo_layers(work.path());
+    let archive = work.path().join("i.tar");
+    build::oci_layout_tar(
+        &archive,
+        &layers,
+        &ImageConfig::default(),
+        &BuildOptions::default(),
+    )
+    .expect("build");
+    let store = ImageStore::open(&work.path().join("store"))
+        .expect("open")
+        .with_limits(limits(u64::MAX, limits::FreeReserve::Bytes(u64::MAX)));
+    match store.import(&archive, Some("x")) {
+        Err(Error::ResourceExhausted(msg)) => {
+            assert!(msg.contains("rsupd --image-min-free"), "{msg}");
+            assert!(msg.contains("mounted at /"), "{msg}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_store_empty(store.root());
 }

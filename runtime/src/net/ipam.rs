@@ -133,7 +133,8 @@ impl fmt::Display for Subnet {
 impl FromStr for Subnet {
     type Err = IpamError;
     fn from_str(s: &str) -> Result<Subnet, IpamError> {
-        let bad = |why: &str| IpamError::InvalidSubnet(format!("{s:?}: {why}"));
+        let bad =
+            |why: &str| IpamError::InvalidSubnet(format!("{}: {why}", crate::names::quote(s)));
         let (addr, prefix) = s
             .split_once('/')
             .ok_or_else(|| bad("expected ADDRESS/PREFIX"))?;

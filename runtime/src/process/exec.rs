@@ -2,9 +2,11 @@
 //! `rsupctl exec` and health checks).
 //!
 //! Like the shim, this is a fresh single-threaded process, so it may setns
-//! and fork safely. It joins the container's cgroup, then its IPC, UTS, NET,
-//! PID and MNT namespaces (opening every namespace fd first, while
-//! `/proc/<init>` is still the host's), then its user namespace if it has
+//! and fork safely. It makes itself non-dumpable (no container process may
+//! open its `/proc/<pid>/exe`, which is rsupd's binary), joins the
+//! container's cgroup, then its IPC, UTS, NET, PID, MNT and cgroup
+//! namespaces (opening every namespace fd first, while `/proc/<init>` is
+//! still the host's), then its user namespace if it has
 //! one (last: the others belong to the host's user namespace), forks (a PID
 //! namespace applies to children only), and the child sets the user and
 //! working directory and execs the command found in the container's PATH.
@@ -35,6 +37,11 @@ pub struct ExecSpec {
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
+    /// A user to resolve inside the container instead of `uid`/`gid` (a
+    /// container whose user is resolved at start, see
+    /// [`crate::spec::ContainerSpec::user_at_start`]).
+    #[serde(default)]
+    pub user_spec: Option<String>,
     /// The container's capabilities and no_new_privs.
     #[serde(default)]
     pub security: crate::security::SecuritySpec,
@@ -52,6 +59,12 @@ pub fn main(json: &str) -> i32 {
 }
 
 fn run(json: &str) -> Result<i32, String> {
+    // First thing: this process is rsupd's binary and is about to enter the
+    // container's PID namespace, so no container process may open its
+    // /proc/<pid>/exe or ptrace it (the command's execve resets the flag).
+    sys::set_non_dumpable().map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
+    // rsupd's own umask (0077) is not the command's: it gets runc's 0022.
+    sys::set_umask(0o022);
     if sys::thread_count() != 1 {
         return Err("the exec helper must be single-threaded".into());
     }
@@ -75,6 +88,15 @@ fn run(json: &str) -> Result<i32, String> {
         let path = format!("/proc/{}/ns/{name}", spec.init_pid);
         let f = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
         fds.push((name, flag, f));
+    }
+    // The container's cgroup namespace (its cgroup as "/"), after joining
+    // the cgroups above: on v2 a move is checked against the mover's cgroup
+    // namespace. A kernel without cgroup namespaces has no such file.
+    let cgroup_path = format!("/proc/{}/ns/cgroup", spec.init_pid);
+    match File::open(&cgroup_path) {
+        Ok(f) => fds.push(("cgroup", CloneFlags::CLONE_NEWCGROUP, f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{cgroup_path}: {e}")),
     }
     // A container with a user namespace: join it last. Its other namespaces
     // belong to the host's user namespace (the init unshares the user
@@ -115,30 +137,42 @@ fn run(json: &str) -> Result<i32, String> {
 fn exec_child(spec: &ExecSpec) -> String {
     // A health check that times out kills the helper; take the command along.
     let _ = sys::set_parent_death_signal(libc::SIGKILL);
+    let mut env = spec.env.clone();
+    let (uid, gid) = match &spec.user_spec {
+        None => (spec.uid, spec.gid),
+        Some(u) => match crate::spec::resolve_user_in_container(u) {
+            Ok((user, home)) => {
+                if !env.iter().any(|kv| kv.starts_with("HOME=")) {
+                    env.push(format!("HOME={home}"));
+                }
+                (user.uid, user.gid)
+            }
+            Err(e) => return format!("user: {e}"),
+        },
+    };
     if let Err(e) = spec.security.drop_bounding() {
         return e;
     }
     if let Err(e) = nix::unistd::setgroups(&[]) {
         return format!("setgroups: {e}");
     }
-    if let Err(e) = nix::unistd::setgid(Gid::from_raw(spec.gid)) {
+    if let Err(e) = nix::unistd::setgid(Gid::from_raw(gid)) {
         return format!("setgid: {e}");
     }
-    if let Err(e) = nix::unistd::setuid(Uid::from_raw(spec.uid)) {
+    if let Err(e) = nix::unistd::setuid(Uid::from_raw(uid)) {
         return format!("setuid: {e}");
     }
     if let Err(e) = nix::unistd::chdir(spec.cwd.as_str()) {
         return format!("chdir {}: {e}", spec.cwd);
     }
-    if let Err(e) = spec.security.apply_after_setuid(spec.uid) {
+    if let Err(e) = spec.security.apply_after_setuid(uid) {
         return e;
     }
     if let Err(e) = spec.security.apply_seccomp() {
         return e;
     }
     let cmd = &spec.argv[0];
-    let path_var = spec
-        .env
+    let path_var = env
         .iter()
         .find_map(|kv| kv.strip_prefix("PATH="))
         .unwrap_or(crate::spec::DEFAULT_PATH);
@@ -157,7 +191,7 @@ fn exec_child(spec: &ExecSpec) -> String {
     };
     let cstr = |s: &str| CString::new(s).unwrap_or_default();
     let argv: Vec<CString> = spec.argv.iter().map(|a| cstr(a)).collect();
-    let env: Vec<CString> = spec.env.iter().map(|a| cstr(a)).collect();
+    let env: Vec<CString> = env.iter().map(|a| cstr(a)).collect();
     let Err(e) = nix::unistd::execve(&cstr(&path), &argv, &env);
     format!("exec {path}: {}", e.desc())
 }

@@ -18,7 +18,8 @@
 //!                     │ overlay root, /proc, /dev, /sys ro, pivot_root, hostname, lo up
 //!                     │ [--userns: unshare(CLONE_NEWUSER); the shim writes the id maps;
 //!                     │  setresuid/setresgid(0) inside]
-//!                     │ waits for "go"; fork
+//!                     │ waits for "go" (rsupd has put it into its cgroups);
+//!                     │ unshare(CLONE_NEWCGROUP); fork
 //!                     ▼
 //!                    command = PID 2 (uid/gid, cwd, env; execve)
 //! ```
@@ -35,16 +36,30 @@
 //! * Start is a handshake over the shim's stdin/stdout: the shim reports
 //!   `ready` (namespaces and mounts done) with the pids, the daemon opens
 //!   pidfds on both (they cannot have exited yet: the init is waiting) and
-//!   writes `go`, the shim reports `started` or the `execve` error.
+//!   writes `go`, the shim reports `started` or why the command could not
+//!   run. The init looks the command up only then, inside the container
+//!   after every mount (a volume or bind mount may provide it), and a
+//!   missing one fails the start with Docker's exit code 127 (126 when it
+//!   is not executable), which is recorded as the container's exit code.
 //!
 //! Every fd is opened close-on-exec, so no container's pipes leak into
 //! another's helper.
+//!
+//! The shim (and so the init, which is a fork of it and never execs) and the
+//! exec helper make themselves non-dumpable first thing: they run rsupd's
+//! binary inside or next to the container, and a dumpable one would let a
+//! container process open `/proc/<pid>/exe` and overwrite rsupd (runc's
+//! CVE-2019-5736). The command's `execve` makes it dumpable again. They also
+//! set the umask to runc's 0022 (rsupd itself runs with 0077): the command
+//! and what the init makes inside the container get the modes they would
+//! get under runc; rsup's own files are created with explicit modes.
 
 pub mod exec;
 pub mod shim;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -61,9 +76,18 @@ pub const SHIM_ARG: &str = "__rsup-shim";
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Report {
-    Ready { shim_pid: i32, init_pid: i32 },
+    Ready {
+        shim_pid: i32,
+        init_pid: i32,
+    },
     Started,
-    Error { message: String },
+    Error {
+        message: String,
+        /// The container's exit code when its command could not be run
+        /// (126: not executable, 127: not found), as Docker records it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+    },
 }
 
 /// How a container's command ended; written by the shim as `exit.json`.
@@ -87,8 +111,12 @@ pub enum SpawnError {
     },
     #[error("setting up the container failed: {0}")]
     Setup(String),
-    #[error("starting the command failed: {0}")]
-    Command(String),
+    #[error("starting the command failed: {message}")]
+    Command {
+        message: String,
+        /// Docker's exit code for a command that cannot be run (126, 127).
+        exit_code: Option<i32>,
+    },
     #[error("the shim ended without reporting ({0})")]
     ShimLost(String),
     #[error("{op}: {source}")]
@@ -122,6 +150,8 @@ pub fn start(
     let shim_log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(crate::store::PRIVATE_FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(dir.join("shim.log"))
         .map_err(|source| SpawnError::Exec {
             exe: exe.display().to_string(),
@@ -191,7 +221,7 @@ fn handshake(
                 "shim says pid {reported}, expected {shim_pid}"
             )));
         }
-        Report::Error { message } => return Err(SpawnError::Setup(message)),
+        Report::Error { message, .. } => return Err(SpawnError::Setup(message)),
         Report::Started => return Err(SpawnError::ShimLost("started before go".into())),
     };
     // Both processes are alive now: the init waits for "go", the shim waits
@@ -215,7 +245,7 @@ fn handshake(
         .map_err(|e| SpawnError::ShimLost(format!("writing go: {e}")))?;
     match next()? {
         Report::Started => Ok(started),
-        Report::Error { message } => Err(SpawnError::Command(message)),
+        Report::Error { message, exit_code } => Err(SpawnError::Command { message, exit_code }),
         Report::Ready { .. } => Err(SpawnError::ShimLost("ready twice".into())),
     }
 }

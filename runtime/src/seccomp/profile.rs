@@ -17,6 +17,7 @@ use caps::Capability;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::table;
+use crate::names::quote;
 
 /// What the kernel does with a matching call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -353,7 +354,7 @@ fn parse_cap_name(s: &str) -> Result<Capability, String> {
         format!("CAP_{up}")
     };
     name.parse()
-        .map_err(|_| format!("{s:?} is not a capability"))
+        .map_err(|_| format!("{} is not a capability", quote(s)))
 }
 
 /// "MAJOR.MINOR[...]" as (major, minor).
@@ -391,7 +392,8 @@ impl Profile {
         for f in &self.flags {
             if !FLAGS.contains(&f.as_str()) {
                 return Err(format!(
-                    "flags: unknown flag {f:?} (known: {})",
+                    "flags: unknown flag {} (known: {})",
+                    quote(f),
                     FLAGS.join(", ")
                 ));
             }
@@ -403,7 +405,7 @@ impl Profile {
         );
         for a in arches {
             if !SCMP_ARCHES.contains(&a.as_str()) {
-                return Err(format!("architectures: unknown architecture {a:?}"));
+                return Err(format!("architectures: unknown architecture {}", quote(a)));
             }
         }
         for (i, s) in self.syscalls.iter().enumerate() {
@@ -417,7 +419,7 @@ impl Profile {
                 .chain((!s.name.is_empty()).then_some(&s.name))
             {
                 if !is_syscall_name(n) {
-                    return Err(format!("{what}: {n:?} is not a system call name"));
+                    return Err(format!("{what}: {} is not a system call name", quote(n)));
                 }
             }
             Action::resolve(s.action, s.errno_ret, &what)?;
@@ -441,8 +443,8 @@ impl Profile {
                 }
                 if !filter.min_kernel.is_empty() && parse_kernel(&filter.min_kernel).is_none() {
                     return Err(format!(
-                        "{what}.{part}.minKernel: {:?} is not MAJOR.MINOR",
-                        filter.min_kernel
+                        "{what}.{part}.minKernel: {} is not MAJOR.MINOR",
+                        quote(&filter.min_kernel)
                     ));
                 }
             }

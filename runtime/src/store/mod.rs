@@ -10,6 +10,9 @@
 //!     exit.json               written by the shim when the command ended
 //!     shim.log                the shim's own diagnostics
 //!     container.log[.N]       stdout/stderr in CRI format, rotated by size
+//!     hostname hosts resolv.conf
+//!                             written by the init at each start (0644) and
+//!                             bind-mounted onto the container's /etc files
 //!     upper/ work/            overlayfs writable layer of the container
 //!     rootfs/                 mount point of the overlay (inside the
 //!                             container's mount namespace only)
@@ -19,6 +22,19 @@
 //! a temporary file in the same directory, fsync'ed, renamed over the old one,
 //! and the directory fsync'ed, so a crash leaves either the old or the new
 //! content, never a torn file.
+//!
+//! # Modes
+//! Everything under the state directory is root's: a container writes
+//! setuid binaries into its upper dir and its volumes, and `config.json`
+//! holds its environment (secrets). The root is 0710 (as Docker's
+//! `/var/lib/docker`), its top-level directories ([`TOP_DIRS`]) and every
+//! `containers/<id>` and `volumes/<name>` 0700, every file rsup writes
+//! (config, state, exit, logs, records, temporary files) 0600, created with
+//! that mode (never created wider and narrowed after). What a container
+//! sees keeps Docker's modes: `upper/` and `work/` (the overlay root takes
+//! the upper dir's attributes) and a new volume's `_data` are 0755; the 0700
+//! directories above them keep host users out. [`fix_modes`] narrows an
+//! existing state directory at start.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -62,7 +78,7 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError
     write_atomic(path, &data)
 }
 
-/// Replaces `path` with `data` atomically.
+/// Replaces `path` with `data` atomically; the file is 0600.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
@@ -70,7 +86,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.{}.{seq}.tmp", std::process::id()));
-    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    let mut f = create_private_file(&tmp)?;
     f.write_all(data).map_err(io_err("write", &tmp))?;
     f.sync_all().map_err(io_err("fsync", &tmp))?;
     drop(f);
@@ -101,7 +117,9 @@ pub type JsonFile<T> = (PathBuf, Result<T, StoreError>);
 /// Reads every `*.json` file of `dir` (created if missing). Unreadable files
 /// are returned as errors beside the good ones, for the caller to report.
 pub fn read_json_dir<T: DeserializeOwned>(dir: &Path) -> Result<Vec<JsonFile<T>>, StoreError> {
-    fs::create_dir_all(dir).map_err(io_err("mkdir", dir))?;
+    if !dir.exists() {
+        private_dir(dir)?;
+    }
     let mut out = Vec::new();
     for e in fs::read_dir(dir).map_err(io_err("read", dir))?.flatten() {
         let p = e.path();
@@ -123,25 +141,231 @@ pub struct StateLock {
     _lock: nix::fcntl::Flock<File>,
 }
 
+/// Mode of the state root: root's, and traversable by its group (root),
+/// as Docker keeps `/var/lib/docker`.
+pub const ROOT_MODE: u32 = 0o710;
+/// Mode of every directory of rsup's own under the root.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of every file rsup writes under the root.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+/// Mode of the directories whose attributes a container sees: `upper/` and
+/// `work/` (the overlay root) and a new volume's `_data`.
+pub const VISIBLE_DIR_MODE: u32 = 0o755;
+/// The top-level directories of the state root; all [`PRIVATE_DIR_MODE`].
+pub const TOP_DIRS: &[&str] = &[
+    "containers",
+    "volumes",
+    "networks",
+    "supervisors",
+    "run",
+    "uploads",
+    "images",
+    "userns",
+];
+
 /// Creates `dir` (and its parents) and makes it root's alone (0700): for
 /// trees that keep image files with their owners and setuid bits, which
 /// containers reach through overlayfs (it reads lower dirs with the
-/// mounter's credentials) and host users must not.
+/// mounter's credentials) and host users must not. Created with that mode
+/// (no moment with a wider one); an existing directory is narrowed.
 pub(crate) fn private_dir(dir: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::create_dir_all(dir).map_err(io_err("mkdir", dir))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err("chmod", dir))
+    make_dir(dir, PRIVATE_DIR_MODE)
+}
+
+/// Creates `dir` (and missing parents) with `mode` and sets `mode` on it
+/// (mkdir applies the umask; an existing directory keeps another mode).
+fn make_dir(dir: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(io_err("mkdir", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", dir))
+}
+
+/// Creates the state root (0710) and its [`TOP_DIRS`] (0700), but for
+/// `userns/`, which is made with the first shifted copy.
+pub fn create_root(root: &Path) -> Result<(), StoreError> {
+    if let Some(parent) = root.parent() {
+        fs::create_dir_all(parent).map_err(io_err("mkdir", parent))?;
+    }
+    make_dir(root, ROOT_MODE)?;
+    for d in TOP_DIRS.iter().filter(|d| **d != "userns") {
+        private_dir(&root.join(d))?;
+    }
+    Ok(())
+}
+
+/// Creates a directory whose attributes a container sees (`upper/`,
+/// `work/`, a new volume's `_data`) with Docker's 0755, whatever the umask;
+/// its private parents keep host users out.
+pub(crate) fn visible_dir(dir: &Path) -> Result<(), StoreError> {
+    make_dir(dir, VISIBLE_DIR_MODE)
+}
+
+/// Creates a new volume's directory `volumes/<name>` (0700) with its
+/// `_data` (0755, the volume's root as the container sees it). An existing
+/// `_data` keeps its mode: the container may have changed it.
+pub(crate) fn volume_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    private_dir(dir)?;
+    let data = dir.join("_data");
+    match fs::DirBuilder::new().mode(VISIBLE_DIR_MODE).create(&data) {
+        Ok(()) => fs::set_permissions(&data, fs::Permissions::from_mode(VISIBLE_DIR_MODE))
+            .map_err(io_err("chmod", &data)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err("mkdir", &data)(e)),
+    }
+}
+
+/// Creates a new, empty file readable by root only (0600 from the start;
+/// refuses an existing one).
+pub(crate) fn create_private_file(path: &Path) -> Result<File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_err("create", path))
 }
 
 /// Opens a lock file for an flock, creating it if needed (never truncating:
-/// its content, if any, is not ours to lose).
+/// its content, if any, is not ours to lose); a new one is 0600.
 pub(crate) fn open_lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(PRIVATE_FILE_MODE)
         .open(path)
         .map_err(io_err("open", path))
+}
+
+/// One mode [`fix_modes`] changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeFix {
+    pub path: PathBuf,
+    pub from: u32,
+    pub to: u32,
+}
+
+/// Files of a container directory that are rsup's and private.
+fn is_private_container_file(name: &str) -> bool {
+    matches!(
+        name,
+        "config.json" | "state.json" | "exit.json" | "shim.log" | "container.log"
+    ) || name
+        .strip_prefix("container.log.")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        || (name.starts_with('.') && name.ends_with(".tmp"))
+}
+
+/// Brings an existing state directory to the modes described in the
+/// module documentation: the root 0710; [`TOP_DIRS`], every
+/// `containers/<id>` and `volumes/<name>` 0700; the lock, the files of
+/// every container and the `networks/` and `supervisors/` records 0600.
+/// What a container sees (`upper/`, `_data`, ...) is not touched. Symlinks
+/// are never followed (nothing is opened through one). Returns what it
+/// changed, for the caller to log; the first error stops it.
+pub fn fix_modes(root: &Path) -> Result<Vec<ModeFix>, StoreError> {
+    let mut fixes = Vec::new();
+    let mut fix = |path: &Path, dir: bool, mode: u32| -> Result<(), StoreError> {
+        if let Some(f) = set_mode_nofollow(path, dir, mode)? {
+            fixes.push(f);
+        }
+        Ok(())
+    };
+    fix(root, true, ROOT_MODE)?;
+    fix(&root.join("rsupd.lock"), false, PRIVATE_FILE_MODE)?;
+    for d in TOP_DIRS {
+        fix(&root.join(d), true, PRIVATE_DIR_MODE)?;
+    }
+    for top in ["containers", "volumes"] {
+        for e in read_dir_or_empty(&root.join(top))? {
+            let p = e.path();
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            fix(&p, true, PRIVATE_DIR_MODE)?;
+            if top != "containers" {
+                continue;
+            }
+            for f in read_dir_or_empty(&p)? {
+                let name = f.file_name();
+                if f.file_type().is_ok_and(|t| t.is_file())
+                    && name.to_str().is_some_and(is_private_container_file)
+                {
+                    fix(&f.path(), false, PRIVATE_FILE_MODE)?;
+                }
+            }
+        }
+    }
+    for top in ["networks", "supervisors"] {
+        for e in read_dir_or_empty(&root.join(top))? {
+            if e.file_type().is_ok_and(|t| t.is_file()) {
+                fix(&e.path(), false, PRIVATE_FILE_MODE)?;
+            }
+        }
+    }
+    Ok(fixes)
+}
+
+fn read_dir_or_empty(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
+    match fs::read_dir(dir) {
+        Ok(rd) => Ok(rd.flatten().collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err("read", dir)(e)),
+    }
+}
+
+/// Sets `mode` on the directory or regular file at `path` through an fd
+/// opened with O_NOFOLLOW (a symlink, or something of another type, is left
+/// alone); `None` when it is missing or already has that mode.
+fn set_mode_nofollow(path: &Path, dir: bool, mode: u32) -> Result<Option<ModeFix>, StoreError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    // Only directories and regular files are opened (a device or fifo never
+    // is); the fd's own type is checked again below.
+    match fs::symlink_metadata(path) {
+        Ok(m) if (m.is_dir() && dir) || (m.is_file() && !dir) => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("stat", path)(e)),
+    }
+    let mut flags = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+    if dir {
+        flags |= libc::O_DIRECTORY;
+    }
+    let f = match OpenOptions::new().read(true).custom_flags(flags).open(path) {
+        Ok(f) => f,
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR)
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(io_err("open", path)(e)),
+    };
+    let md = f.metadata().map_err(io_err("stat", path))?;
+    if md.is_dir() != dir || !(md.is_dir() || md.is_file()) {
+        return Ok(None);
+    }
+    let from = md.mode() & 0o7777;
+    if from == mode {
+        return Ok(None);
+    }
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io_err("chmod", path))?;
+    Ok(Some(ModeFix {
+        path: path.to_path_buf(),
+        from,
+        to: mode,
+    }))
 }
 
 impl StateLock {
@@ -161,6 +385,7 @@ impl StateLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn atomic_write_replaces_and_reads_back() {
@@ -181,6 +406,104 @@ mod tests {
             .map(|e| e.expect("e").file_name())
             .collect();
         assert_eq!(names.len(), 1);
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        fs::symlink_metadata(p).expect("lstat").mode() & 0o7777
+    }
+
+    #[test]
+    fn files_and_dirs_are_made_private() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = t.path().join("state");
+        create_root(&root).expect("root");
+        assert_eq!(mode(&root), ROOT_MODE);
+        for d in TOP_DIRS.iter().filter(|d| **d != "userns") {
+            assert_eq!(mode(&root.join(d)), PRIVATE_DIR_MODE, "{d}");
+        }
+        let c = root.join("containers/abc");
+        private_dir(&c).expect("container dir");
+        visible_dir(&c.join("upper")).expect("upper");
+        write_json(&c.join("config.json"), &vec!["SECRET=x"]).expect("config");
+        create_private_file(&c.join("container.log")).expect("log");
+        assert!(create_private_file(&c.join("container.log")).is_err());
+        assert_eq!(mode(&c), 0o700);
+        assert_eq!(mode(&c.join("upper")), 0o755);
+        assert_eq!(mode(&c.join("config.json")), 0o600);
+        assert_eq!(mode(&c.join("container.log")), 0o600);
+        let v = root.join("volumes/v1");
+        volume_dir(&v).expect("volume");
+        assert_eq!((mode(&v), mode(&v.join("_data"))), (0o700, 0o755));
+        // An existing _data keeps what the container made of it.
+        fs::set_permissions(v.join("_data"), fs::Permissions::from_mode(0o1777)).expect("chmod");
+        volume_dir(&v).expect("volume again");
+        assert_eq!(mode(&v.join("_data")), 0o1777);
+    }
+
+    #[test]
+    fn fix_modes_narrows_an_old_state_dir() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = t.path().join("state");
+        let c = root.join("containers/abc");
+        for d in [
+            c.join("upper"),
+            root.join("volumes/v1/_data"),
+            root.join("networks"),
+        ] {
+            fs::create_dir_all(&d).expect("mkdir");
+        }
+        let outside = t.path().join("outside");
+        fs::write(&outside, "x").expect("write");
+        let files = [
+            c.join("config.json"),
+            c.join("state.json"),
+            c.join("container.log"),
+            c.join("container.log.1"),
+            c.join("shim.log"),
+            root.join("networks/default.json"),
+            root.join("rsupd.lock"),
+        ];
+        for f in &files {
+            fs::write(f, "{}").expect("write");
+        }
+        let wide = |p: &Path, m: u32| {
+            fs::set_permissions(p, fs::Permissions::from_mode(m)).expect("chmod")
+        };
+        for p in [
+            &root,
+            &root.join("containers"),
+            &c,
+            &root.join("volumes/v1"),
+        ] {
+            wide(p, 0o755);
+        }
+        for f in files.iter().chain([&outside]) {
+            wide(f, 0o644);
+        }
+        // A symlink in the tree is not followed.
+        std::os::unix::fs::symlink(&outside, c.join("exit.json")).expect("symlink");
+        let fixes = fix_modes(&root).expect("fix");
+        assert_eq!(mode(&root), 0o710);
+        assert_eq!(mode(&root.join("containers")), 0o700);
+        assert_eq!(mode(&c), 0o700);
+        assert_eq!(mode(&root.join("volumes/v1")), 0o700);
+        for f in &files {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+        assert_eq!(mode(&outside), 0o644, "followed a symlink");
+        // What the container sees is left alone.
+        assert_eq!(mode(&c.join("upper")), 0o755);
+        assert_eq!(mode(&root.join("volumes/v1/_data")), 0o755);
+        assert!(
+            fixes
+                .iter()
+                .any(|f| f.path == c && f.from == 0o755 && f.to == 0o700)
+        );
+        // root, containers/, volumes/, networks/, the container and the volume.
+        assert_eq!(fixes.len(), 6 + files.len(), "{fixes:?}");
+        // A second run has nothing to do.
+        assert_eq!(fix_modes(&root).expect("again"), Vec::new());
     }
 
     #[test]

@@ -75,7 +75,8 @@ impl FromStr for RestartPolicy {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || {
             format!(
-                "{s:?} is not a restart policy: use no, on-failure[:MAX], always or unless-stopped"
+                "{} is not a restart policy: use no, on-failure[:MAX], always or unless-stopped",
+                crate::names::quote(s)
             )
         };
         match s {

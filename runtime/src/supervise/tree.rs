@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::RestartPolicy;
+use crate::names::SupervisorName;
 
 /// Which children a failure restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +41,8 @@ impl FromStr for Strategy {
             "one_for_all" => Ok(Strategy::OneForAll),
             "rest_for_one" => Ok(Strategy::RestForOne),
             _ => Err(format!(
-                "{s:?} is not a strategy: use one_for_one, one_for_all or rest_for_one"
+                "{} is not a strategy: use one_for_one, one_for_all or rest_for_one",
+                crate::names::quote(s)
             )),
         }
     }
@@ -96,13 +98,13 @@ impl ChildRestart {
 /// A supervisor as configured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SupervisorSpec {
-    pub name: String,
+    pub name: SupervisorName,
     pub strategy: Strategy,
     /// At most this many restarts...
     pub intensity: u32,
     /// ...within this period.
     pub period: Duration,
-    pub parent: Option<String>,
+    pub parent: Option<SupervisorName>,
 }
 
 /// The children to restart, in start order, when `failed` fails.

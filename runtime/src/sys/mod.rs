@@ -89,6 +89,50 @@ pub fn set_child_subreaper() -> nix::Result<()> {
     if r < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
+/// Makes the calling process non-dumpable (`PR_SET_DUMPABLE` 0): its
+/// `/proc/<pid>` files become root's, and a process without
+/// `CAP_SYS_PTRACE` over it can no longer ptrace it or open its
+/// `/proc/<pid>/exe`, `mem`, `environ` or fds. rsup's helpers (the shim, the
+/// container init, the exec helper) are rsupd's own binary: a container
+/// process that could open `/proc/<pid>/exe` of one could overwrite rsupd
+/// (runc's CVE-2019-5736). Forks inherit the flag; `execve` of the
+/// container's command resets it (unless the binary is setuid or
+/// unreadable).
+pub fn set_non_dumpable() -> nix::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// Whether the calling process is dumpable (`PR_GET_DUMPABLE`).
+pub fn is_dumpable() -> nix::Result<bool> {
+    // SAFETY: prctl with integer arguments only; PR_GET_DUMPABLE returns the
+    // flag and writes no memory.
+    let r = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r != 0)
+    }
+}
+
+/// Sets the process' file mode creation mask and returns the old one.
+pub fn set_umask(mask: u32) -> u32 {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask)).bits()
+}
+
+/// Gives the calling process a new cgroup namespace whose root is its
+/// current cgroup in every hierarchy: `/proc/self/cgroup` then shows `/`,
+/// and a cgroup filesystem mounted inside shows only that subtree.
+/// `Ok(false)` on a kernel without cgroup namespaces (EINVAL).
+pub fn unshare_cgroup() -> nix::Result<bool> {
+    match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+        Ok(()) => Ok(true),
+        Err(Errno::EINVAL) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Asks the kernel to send `sig` to the caller when its parent dies.
 pub fn set_parent_death_signal(sig: i32) -> nix::Result<()> {
     // SAFETY: prctl with integer arguments only.

@@ -9,6 +9,9 @@ use rsup_proto::v1::containers_server::Containers;
 use rsup_runtime::cgroups::Limits;
 use rsup_runtime::health::ExecRequest;
 use rsup_runtime::logs::Stream as LogStream;
+use rsup_runtime::names::{
+    ContainerName, ContainerRef, ImageRef, NetworkName, SupervisorName, quote,
+};
 use rsup_runtime::network::NetRequest;
 use rsup_runtime::seccomp::Seccomp;
 use rsup_runtime::security::SecurityRequest;
@@ -22,7 +25,7 @@ use rsup_runtime::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::status;
+use super::{parse, parse_opt, status};
 
 /// Stop timeout when the request does not set one (Docker's default).
 const DEFAULT_STOP_TIMEOUT: u32 = 10;
@@ -37,11 +40,18 @@ impl Service {
     }
 }
 
-fn spec_request(spec: Option<pb::ContainerSpec>) -> SpecRequest {
+/// The create request, with its names parsed (INVALID_ARGUMENT naming the
+/// field for a malformed one).
+fn spec_request(spec: Option<pb::ContainerSpec>) -> Result<SpecRequest, Status> {
     let s = spec.unwrap_or_default();
     let log = s.log.unwrap_or_default();
-    SpecRequest {
-        name: s.name,
+    let networks = s
+        .networks
+        .iter()
+        .map(|n| parse(n, "networks", NetworkName::parse_as))
+        .collect::<Result<_, _>>()?;
+    Ok(SpecRequest {
+        name: parse_opt(&s.name, "name", ContainerName::parse_as)?,
         rootfs: s.rootfs,
         command: s.command,
         env: s.env,
@@ -53,10 +63,10 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> SpecRequest {
         log_max_files: log.max_files,
         resources: resources_request(s.resources),
         restart: restart_request(s.restart),
-        supervisor: s.supervisor,
+        supervisor: parse_opt(&s.supervisor, "supervisor", SupervisorName::parse_as)?,
         health: health_request(s.health),
         net: NetRequest {
-            networks: s.networks,
+            networks,
             aliases: s.network_aliases,
             ip: s.ip,
             ports: s.ports,
@@ -64,7 +74,7 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> SpecRequest {
         volumes: s.volumes,
         tmpfs: s.tmpfs,
         read_only: s.read_only,
-        image: s.image,
+        image: parse_opt(&s.image, "image", ImageRef::parse_as)?,
         entrypoint: s.entrypoint,
         userns: UsernsRequest {
             mode: s.userns,
@@ -87,7 +97,12 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> SpecRequest {
                 .unwrap_or_default(),
             seccomp_profile: s.seccomp_profile,
         },
-    }
+    })
+}
+
+/// The container a request addresses.
+fn container_ref(value: &str) -> Result<ContainerRef, Status> {
+    parse(value, "container", ContainerRef::parse_as)
 }
 
 fn health_request(h: Option<pb::HealthCheck>) -> HealthRequest {
@@ -189,11 +204,15 @@ fn container(c: ContainerInfo) -> pb::Container {
                 reset_after_ms: Some(millis(s.restart.backoff.reset_after)),
                 jitter: Some(s.restart.backoff.jitter),
             }),
-            supervisor: s.supervisor.clone().unwrap_or_default(),
+            supervisor: s
+                .supervisor
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             networks: if s.networks.is_empty() {
                 vec!["none".into()]
             } else {
-                s.networks.iter().map(|a| a.network.clone()).collect()
+                s.networks.iter().map(|a| a.network.to_string()).collect()
             },
             network_aliases: s
                 .networks
@@ -352,7 +371,7 @@ fn s_networks(c: &ContainerInfo) -> Vec<pb::NetworkAttachment> {
         .networks
         .iter()
         .map(|a| pb::NetworkAttachment {
-            network: a.network.clone(),
+            network: a.network.to_string(),
             ifname: a.ifname.clone(),
             ip: a.ip.to_string(),
             prefix: u32::from(a.prefix),
@@ -408,12 +427,13 @@ impl Containers for Service {
             .and_then(|s| s.security_opt.iter().find(|o| !supported(o)))
         {
             return Err(Status::invalid_argument(format!(
-                "invalid security_opt: {bad:?} (supported: seccomp=default|unconfined, no-new-privileges; a profile goes in seccomp_profile)"
+                "invalid security_opt: {} (supported: seccomp=default|unconfined, no-new-privileges; a profile goes in seccomp_profile)",
+                quote(bad)
             )));
         }
         let c = self
             .runtime
-            .create(spec_request(spec))
+            .create(spec_request(spec)?)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::CreateResponse {
@@ -425,11 +445,8 @@ impl Containers for Service {
         &self,
         req: Request<pb::StartRequest>,
     ) -> Result<Response<pb::StartResponse>, Status> {
-        let c = self
-            .runtime
-            .start(&req.into_inner().container)
-            .await
-            .map_err(status)?;
+        let key = container_ref(&req.into_inner().container)?;
+        let c = self.runtime.start(&key).await.map_err(status)?;
         Ok(Response::new(pb::StartResponse {
             container: Some(container(c)),
         }))
@@ -441,11 +458,8 @@ impl Containers for Service {
     ) -> Result<Response<pb::StopResponse>, Status> {
         let r = req.into_inner();
         let timeout = Duration::from_secs(r.timeout_seconds.unwrap_or(DEFAULT_STOP_TIMEOUT).into());
-        let c = self
-            .runtime
-            .stop(&r.container, timeout)
-            .await
-            .map_err(status)?;
+        let key = container_ref(&r.container)?;
+        let c = self.runtime.stop(&key, timeout).await.map_err(status)?;
         Ok(Response::new(pb::StopResponse {
             container: Some(container(c)),
         }))
@@ -456,10 +470,8 @@ impl Containers for Service {
         req: Request<pb::KillRequest>,
     ) -> Result<Response<pb::KillResponse>, Status> {
         let r = req.into_inner();
-        self.runtime
-            .kill(&r.container, &r.signal)
-            .await
-            .map_err(status)?;
+        let key = container_ref(&r.container)?;
+        self.runtime.kill(&key, &r.signal).await.map_err(status)?;
         Ok(Response::new(pb::KillResponse {}))
     }
 
@@ -468,10 +480,8 @@ impl Containers for Service {
         req: Request<pb::RemoveRequest>,
     ) -> Result<Response<pb::RemoveResponse>, Status> {
         let r = req.into_inner();
-        self.runtime
-            .remove(&r.container, r.force)
-            .await
-            .map_err(status)?;
+        let key = container_ref(&r.container)?;
+        self.runtime.remove(&key, r.force).await.map_err(status)?;
         Ok(Response::new(pb::RemoveResponse {}))
     }
 
@@ -500,10 +510,8 @@ impl Containers for Service {
         &self,
         req: Request<pb::InspectRequest>,
     ) -> Result<Response<pb::InspectResponse>, Status> {
-        let c = self
-            .runtime
-            .inspect(&req.into_inner().container)
-            .map_err(status)?;
+        let key = container_ref(&req.into_inner().container)?;
+        let c = self.runtime.inspect(&key).map_err(status)?;
         Ok(Response::new(pb::InspectResponse {
             container: Some(container(c)),
         }))
@@ -513,11 +521,8 @@ impl Containers for Service {
         &self,
         req: Request<pb::WaitRequest>,
     ) -> Result<Response<pb::WaitResponse>, Status> {
-        let (exit, error) = self
-            .runtime
-            .wait(&req.into_inner().container)
-            .await
-            .map_err(status)?;
+        let key = container_ref(&req.into_inner().container)?;
+        let (exit, error) = self.runtime.wait(&key).await.map_err(status)?;
         Ok(Response::new(pb::WaitResponse {
             status: exit_status(exit, &error),
         }))
@@ -528,9 +533,10 @@ impl Containers for Service {
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::UpdateResponse>, Status> {
         let r = req.into_inner();
+        let key = container_ref(&r.container)?;
         let c = self
             .runtime
-            .update(&r.container, resources_request(r.resources))
+            .update(&key, resources_request(r.resources))
             .await
             .map_err(status)?;
         Ok(Response::new(pb::UpdateResponse {
@@ -545,10 +551,15 @@ impl Containers for Service {
         req: Request<pb::StatsRequest>,
     ) -> Result<Response<Self::StatsStream>, Status> {
         let r = req.into_inner();
+        let keys: Vec<ContainerRef> = r
+            .containers
+            .iter()
+            .map(|c| parse(c, "containers", ContainerRef::parse_as))
+            .collect::<Result<_, _>>()?;
         let host_mem = host_memory();
         let sample = {
             let runtime = self.runtime.clone();
-            move |keys: &[String]| -> Result<pb::StatsResponse, Status> {
+            move |keys: &[ContainerRef]| -> Result<pb::StatsResponse, Status> {
                 let list = runtime.stats(keys).map_err(status)?;
                 Ok(pb::StatsResponse {
                     stats: list.into_iter().map(|c| stats(c, host_mem)).collect(),
@@ -556,12 +567,11 @@ impl Containers for Service {
                 })
             }
         };
-        let first = sample(&r.containers)?;
+        let first = sample(&keys)?;
         if !r.stream {
             return Ok(Response::new(Box::pin(tokio_stream::once(Ok(first)))));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let keys = r.containers;
         let shutdown = self.runtime.shutdown_token();
         tokio::spawn(async move {
             let mut next = Ok(first);
@@ -587,10 +597,11 @@ impl Containers for Service {
         req: Request<pb::ExecRequest>,
     ) -> Result<Response<pb::ExecResponse>, Status> {
         let r = req.into_inner();
+        let key = container_ref(&r.container)?;
         let out = self
             .runtime
             .exec(
-                &r.container,
+                &key,
                 ExecRequest {
                     argv: r.command,
                     env: r.env,
@@ -671,10 +682,8 @@ impl Containers for Service {
         req: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let r = req.into_inner();
-        let rx = self
-            .runtime
-            .logs(&r.container, r.follow, r.tail)
-            .map_err(status)?;
+        let key = container_ref(&r.container)?;
+        let rx = self.runtime.logs(&key, r.follow, r.tail).map_err(status)?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let stream = tokio_stream::StreamExt::map(stream, |rec| {
             Ok(pb::LogEntry {

@@ -4,10 +4,11 @@ use futures::StreamExt;
 use rsup_proto::v1 as pb;
 use rsup_proto::v1::images_server::Images;
 use rsup_runtime::images::ImageInfo;
+use rsup_runtime::names::{ImageRef, quote};
 use rsup_runtime::{Error, Runtime};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::status;
+use super::{parse, parse_opt, status};
 
 pub struct Service {
     runtime: Runtime,
@@ -76,13 +77,13 @@ impl Images for Service {
             Ok(_) => Err(bad_stream("only the first message may carry options")),
             Err(s) => Err(Error::InvalidArgument {
                 field: "archive",
-                reason: format!("the upload broke off: {}", s.message()),
+                reason: format!("the upload broke off: {}", quote(s.message())),
             }),
         });
-        let name = (!options.name.is_empty()).then_some(options.name.as_str());
+        let name = parse_opt(&options.name, "name", ImageRef::parse_as)?;
         let info = self
             .runtime
-            .import_image(chunks, name, options.size)
+            .import_image(chunks, name.as_ref(), options.size)
             .await
             .map_err(status)?;
         Ok(Response::new(image(info)))
@@ -107,9 +108,10 @@ impl Images for Service {
         &self,
         req: Request<pb::InspectImageRequest>,
     ) -> Result<Response<pb::Image>, Status> {
+        let reference = parse(&req.into_inner().image, "image", ImageRef::parse_as)?;
         let i = self
             .runtime
-            .inspect_image(&req.into_inner().image)
+            .inspect_image(&reference)
             .await
             .map_err(status)?;
         Ok(Response::new(image(i)))
@@ -120,9 +122,10 @@ impl Images for Service {
         req: Request<pb::RemoveImageRequest>,
     ) -> Result<Response<pb::RemoveImageResponse>, Status> {
         let r = req.into_inner();
+        let reference = parse(&r.image, "image", ImageRef::parse_as)?;
         let i = self
             .runtime
-            .remove_image(&r.image, r.force)
+            .remove_image(&reference, r.force)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::RemoveImageResponse {

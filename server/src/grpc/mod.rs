@@ -12,9 +12,52 @@ use rsup_runtime::Error;
 use rsup_runtime::process::SpawnError;
 use tonic::Status;
 
+/// Longest status message rsupd sends. gRPC carries the message in a
+/// header (percent-encoded): a message that grows with its input would hit
+/// the peer's header limit and reach the client as RESOURCE_EXHAUSTED
+/// instead of its own code.
+pub const MAX_MESSAGE: usize = 2048;
+
+/// `msg` cut to at most [`MAX_MESSAGE`] bytes (on a char boundary), saying
+/// that and how long it was.
+pub fn cap_message(msg: String) -> String {
+    if msg.len() <= MAX_MESSAGE {
+        return msg;
+    }
+    let note = format!("…(message cut: {} bytes in all)", msg.len());
+    let mut end = MAX_MESSAGE - note.len();
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{note}", &msg[..end])
+}
+
+/// Parses a name or reference field of a request once, at the edge: a
+/// malformed value is INVALID_ARGUMENT naming `field` (a valid one that
+/// names nothing is the runtime's NOT_FOUND).
+pub fn parse<T>(
+    value: &str,
+    field: &'static str,
+    parse_as: fn(&str, &'static str) -> Result<T, Error>,
+) -> Result<T, Status> {
+    parse_as(value, field).map_err(status)
+}
+
+/// Like [`parse`] for an optional field: empty means none.
+pub fn parse_opt<T>(
+    value: &str,
+    field: &'static str,
+    parse_as: fn(&str, &'static str) -> Result<T, Error>,
+) -> Result<Option<T>, Status> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    parse(value, field, parse_as).map(Some)
+}
+
 /// Maps a runtime error onto exactly one gRPC status.
 pub fn status(e: Error) -> Status {
-    let msg = e.to_string();
+    let msg = cap_message(e.to_string());
     match e {
         Error::InvalidArgument { .. } => Status::invalid_argument(msg),
         Error::NotFound(_) => Status::not_found(msg),
@@ -22,10 +65,46 @@ pub fn status(e: Error) -> Status {
         Error::ResourceExhausted(_) => Status::resource_exhausted(msg),
         Error::FailedPrecondition(_) => Status::failed_precondition(msg),
         Error::Spawn {
-            source: SpawnError::Setup(_) | SpawnError::Command(_),
+            source: SpawnError::Setup(_) | SpawnError::Command { .. },
             ..
         } => Status::failed_precondition(msg),
         Error::ShuttingDown => Status::unavailable(msg),
         Error::Spawn { .. } | Error::Store(_) | Error::Sys { .. } => Status::internal(msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_capped_on_a_char_boundary() {
+        let short = "no such volume: data".to_string();
+        assert_eq!(cap_message(short.clone()), short);
+        let exact = "x".repeat(MAX_MESSAGE);
+        assert_eq!(cap_message(exact.clone()), exact);
+        for filler in ["y", "é", "名"] {
+            let long = filler.repeat(1 << 20);
+            let capped = cap_message(long.clone());
+            assert!(capped.len() <= MAX_MESSAGE, "{}", capped.len());
+            assert!(
+                capped.ends_with(&format!("…(message cut: {} bytes in all)", long.len())),
+                "{capped}"
+            );
+        }
+        let s = status(Error::NotFound("z".repeat(1 << 20)));
+        assert_eq!(s.code(), tonic::Code::NotFound);
+        assert!(s.message().len() <= MAX_MESSAGE);
+        let s = status(Error::InvalidArgument {
+            field: "name",
+            reason: "r".repeat(100_000),
+        });
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(
+            s.message().starts_with("invalid name: rrr"),
+            "{}",
+            s.message()
+        );
+        assert!(s.message().len() <= MAX_MESSAGE);
     }
 }

@@ -3,10 +3,11 @@
 use rsup_proto::v1 as pb;
 use rsup_proto::v1::networks_server::Networks;
 use rsup_runtime::Runtime;
+use rsup_runtime::names::NetworkName;
 use rsup_runtime::network::{NetworkInfo, NetworkRequest};
 use tonic::{Request, Response, Status};
 
-use super::status;
+use super::{parse, status};
 
 pub struct Service {
     runtime: Runtime,
@@ -20,7 +21,7 @@ impl Service {
 
 fn network(n: NetworkInfo) -> pb::Network {
     pb::Network {
-        name: n.spec.name,
+        name: n.spec.name.into_string(),
         subnet: n.spec.subnet.to_string(),
         gateway: n.spec.gateway.to_string(),
         internal: n.spec.internal,
@@ -45,10 +46,11 @@ impl Networks for Service {
         req: Request<pb::CreateNetworkRequest>,
     ) -> Result<Response<pb::Network>, Status> {
         let r = req.into_inner();
+        let name = parse(&r.name, "name", NetworkName::parse_as)?;
         let n = self
             .runtime
             .create_network(NetworkRequest {
-                name: r.name,
+                name,
                 subnet: r.subnet,
                 gateway: r.gateway,
                 internal: r.internal,
@@ -62,10 +64,8 @@ impl Networks for Service {
         &self,
         req: Request<pb::RemoveNetworkRequest>,
     ) -> Result<Response<pb::RemoveNetworkResponse>, Status> {
-        self.runtime
-            .remove_network(&req.into_inner().name)
-            .await
-            .map_err(status)?;
+        let name = parse(&req.into_inner().name, "name", NetworkName::parse_as)?;
+        self.runtime.remove_network(&name).await.map_err(status)?;
         Ok(Response::new(pb::RemoveNetworkResponse {}))
     }
 
@@ -81,10 +81,8 @@ impl Networks for Service {
         &self,
         req: Request<pb::InspectNetworkRequest>,
     ) -> Result<Response<pb::Network>, Status> {
-        let n = self
-            .runtime
-            .inspect_network(&req.into_inner().name)
-            .map_err(status)?;
+        let name = parse(&req.into_inner().name, "name", NetworkName::parse_as)?;
+        let n = self.runtime.inspect_network(&name).map_err(status)?;
         Ok(Response::new(network(n)))
     }
 }

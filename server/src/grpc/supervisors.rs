@@ -5,10 +5,11 @@ use std::time::Duration;
 use rsup_proto::v1 as pb;
 use rsup_proto::v1::supervisors_server::Supervisors;
 use rsup_runtime::Runtime;
+use rsup_runtime::names::SupervisorName;
 use rsup_runtime::supervisor::{SupervisorInfo, SupervisorRequest};
 use tonic::{Request, Response, Status};
 
-use super::status;
+use super::{parse, parse_opt, status};
 
 pub struct Service {
     runtime: Runtime,
@@ -22,11 +23,11 @@ impl Service {
 
 fn supervisor(s: SupervisorInfo) -> pb::Supervisor {
     pb::Supervisor {
-        name: s.spec.name,
+        name: s.spec.name.into_string(),
         strategy: s.spec.strategy.to_string(),
         intensity: s.spec.intensity,
         period_ms: u64::try_from(s.spec.period.as_millis()).unwrap_or(u64::MAX),
-        parent: s.spec.parent.unwrap_or_default(),
+        parent: s.spec.parent.map(String::from).unwrap_or_default(),
         state: if s.failed { "failed" } else { "running" }.into(),
         restarts: s.restarts,
         children: s
@@ -51,11 +52,11 @@ impl Supervisors for Service {
         let info = self
             .runtime
             .create_supervisor(SupervisorRequest {
-                name: r.name,
+                name: parse(&r.name, "name", SupervisorName::parse_as)?,
                 strategy: r.strategy,
                 intensity: r.intensity,
                 period: Duration::from_millis(r.period_ms),
-                parent: r.parent,
+                parent: parse_opt(&r.parent, "parent", SupervisorName::parse_as)?,
             })
             .map_err(status)?;
         Ok(Response::new(supervisor(info)))
@@ -65,9 +66,8 @@ impl Supervisors for Service {
         &self,
         req: Request<pb::RemoveSupervisorRequest>,
     ) -> Result<Response<pb::RemoveSupervisorResponse>, Status> {
-        self.runtime
-            .remove_supervisor(&req.into_inner().name)
-            .map_err(status)?;
+        let name = parse(&req.into_inner().name, "name", SupervisorName::parse_as)?;
+        self.runtime.remove_supervisor(&name).map_err(status)?;
         Ok(Response::new(pb::RemoveSupervisorResponse {}))
     }
 

@@ -3,10 +3,11 @@
 use rsup_proto::v1 as pb;
 use rsup_proto::v1::volumes_server::Volumes;
 use rsup_runtime::Runtime;
+use rsup_runtime::names::VolumeName;
 use rsup_runtime::volumes::VolumeInfo;
 use tonic::{Request, Response, Status};
 
-use super::status;
+use super::{parse, status};
 
 pub struct Service {
     runtime: Runtime,
@@ -33,10 +34,8 @@ impl Volumes for Service {
         &self,
         req: Request<pb::CreateVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        let v = self
-            .runtime
-            .create_volume(&req.into_inner().name)
-            .map_err(status)?;
+        let name = parse(&req.into_inner().name, "name", VolumeName::parse_as)?;
+        let v = self.runtime.create_volume(&name).map_err(status)?;
         Ok(Response::new(volume(v)))
     }
 
@@ -44,9 +43,8 @@ impl Volumes for Service {
         &self,
         req: Request<pb::RemoveVolumeRequest>,
     ) -> Result<Response<pb::RemoveVolumeResponse>, Status> {
-        self.runtime
-            .remove_volume(&req.into_inner().name)
-            .map_err(status)?;
+        let name = parse(&req.into_inner().name, "name", VolumeName::parse_as)?;
+        self.runtime.remove_volume(&name).map_err(status)?;
         Ok(Response::new(pb::RemoveVolumeResponse {}))
     }
 
@@ -62,10 +60,8 @@ impl Volumes for Service {
         &self,
         req: Request<pb::InspectVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        let v = self
-            .runtime
-            .inspect_volume(&req.into_inner().name)
-            .map_err(status)?;
+        let name = parse(&req.into_inner().name, "name", VolumeName::parse_as)?;
+        let v = self.runtime.inspect_volume(&name).map_err(status)?;
         Ok(Response::new(volume(v)))
     }
 }

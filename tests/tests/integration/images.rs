@@ -531,3 +531,78 @@ async fn image_bad_input() {
     assert!(stderr(&out).contains("No such file"), "{}", describe(&out));
     assert_eq!(d.ps_json().len(), before, "nothing created");
 }
+
+/// An image whose one gzip'ed layer holds `mib` MiB of zeros (about
+/// 1000:1): a decompression bomb of a few dozen KiB.
+fn bomb_archive(dir: &Path, mib: usize) -> PathBuf {
+    let path = dir.join("bomb.tar");
+    let layers = vec![vec![
+        TarEntry::dir("data"),
+        TarEntry::file("data/zeros", vec![0u8; mib << 20]),
+    ]];
+    build::oci_layout_tar(
+        &path,
+        &layers,
+        &ImageConfig::default(),
+        &BuildOptions {
+            gzip_layers: true,
+            ..Default::default()
+        },
+    )
+    .expect("building the bomb");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decompression_bomb_stops_at_the_image_limit() {
+    let d = Daemon::start_with_args(&["--image-max-size", "8m"]).await;
+    let tmp = TempDir::new();
+    let bomb = bomb_archive(tmp.path(), 48);
+    let size = fs::metadata(&bomb).expect("stat").len();
+    assert!(size < 1 << 20, "the bomb is {size} bytes");
+    let arg = bomb.display().to_string();
+    let out = d.ctl(["image", "import", arg.as_str(), "--name", "bomb"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the image unpacks to more than 8.0 MiB")
+            && err.contains("rsupd --image-max-size"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        code_of("bomb", d.client().import_image(&bomb, Some("bomb")).await),
+        Code::InvalidArgument
+    );
+    assert_store_empty(&d);
+    // An image within the limit still imports.
+    let good = oci_archive(tmp.path(), "good", &show_config(), BuildOptions::default());
+    import(&d, &good, "good");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_keeps_the_free_space_reserve() {
+    // A reserve of the whole device: no import can keep it.
+    let d = Daemon::start_with_args(&["--image-min-free", "100%"]).await;
+    let tmp = TempDir::new();
+    let good = oci_archive(tmp.path(), "good", &show_config(), BuildOptions::default());
+    let arg = good.display().to_string();
+    let out = d.ctl(["image", "import", arg.as_str(), "--name", "good"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("not enough space to import")
+            && err.contains("mounted at /")
+            && err.contains("rsupd --image-min-free"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        code_of(
+            "reserve",
+            d.client().import_image(&good, Some("good")).await
+        ),
+        Code::ResourceExhausted
+    );
+    assert_store_empty(&d);
+}

@@ -1017,3 +1017,86 @@ async fn metrics_are_valid_and_scraped_by_a_real_prometheus() {
     let left = samples_naming(&samples, &oom, &oom_id);
     assert!(left.is_empty(), "series of removed {oom}: {left:?}");
 }
+
+/// `max N` of a `pids.events` file: how often a fork hit the limit.
+fn pids_max_events(cg: &CgroupDirs) -> u64 {
+    let text = cg.read("pids", "pids.events", "pids.events");
+    keyed(&text, "max").unwrap_or_else(|| panic!("no max in pids.events {text:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_pids_limit_applies_unless_the_container_sets_its_own() {
+    let d = Daemon::start().await;
+    let own = CgroupDirs::of_rsupd(&d);
+    for (flags, want_kernel, want_inspect) in [
+        (&[][..], "2048", 2048),
+        (&["--pids-limit", "100"][..], "100", 100),
+        // 0 given explicitly: unlimited.
+        (&["--pids-limit", "0"][..], "max", 0),
+    ] {
+        let name = unique_name("pidsdef");
+        let mut all = vec!["--name", name.as_str()];
+        all.extend_from_slice(flags);
+        let id = run_detached(&d, &all, &["sleep", "1000"]);
+        let cg = own.container(&id);
+        assert_eq!(
+            cg.read("pids", "pids.max", "pids.max").trim(),
+            want_kernel,
+            "{flags:?}"
+        );
+        let inspect = d.inspect_json(&name);
+        assert_eq!(
+            inspect["HostConfig"]["PidsLimit"], want_inspect,
+            "{flags:?}: {inspect}"
+        );
+        d.ctl_ok(["rm", "-f", &name]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_bomb_without_flags_stops_at_the_default_pids_limit() {
+    const LIMIT: u64 = 64;
+    // A low default on a daemon of its own keeps the bomb small.
+    let d = Daemon::start_with_args(&["--default-pids-limit", &LIMIT.to_string()]).await;
+    let own = CgroupDirs::of_rsupd(&d);
+    let name = unique_name("forkbomb");
+    // The classic bomb (`:(){ :|:& };:` with a name ash accepts); the
+    // command itself then execs into a sleep, so the container runs on.
+    let id = run_detached(
+        &d,
+        &["--name", &name],
+        &["sh", "-c", "f() { f | f & }; f; exec sleep 1000"],
+    );
+    let cg = own.container(&id);
+    assert_eq!(
+        cg.read("pids", "pids.max", "pids.max").trim(),
+        LIMIT.to_string()
+    );
+    eventually(
+        "the fork bomb to hit the pids limit",
+        patience(Duration::from_secs(20)),
+        async || match pids_max_events(&cg) {
+            0 => Err("no fork refused yet".to_owned()),
+            n => Ok(n),
+        },
+    )
+    .await;
+    for _ in 0..5 {
+        let current = cg.read("pids", "pids.current", "pids.current");
+        let current: u64 = current.trim().parse().expect("pids.current");
+        assert!(current <= LIMIT, "the kernel counts {current} tasks");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // rsupd stays responsive meanwhile.
+    let asked = Instant::now();
+    d.ctl_ok(["info"]);
+    let took = asked.elapsed();
+    assert!(
+        took < patience(Duration::from_secs(10)),
+        "info took {took:?}"
+    );
+    d.ctl_ok(["rm", "-f", &name]);
+    for dir in cg.unique_dirs() {
+        assert!(!dir.exists(), "cgroup {} left behind", dir.display());
+    }
+}

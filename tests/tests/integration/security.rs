@@ -18,7 +18,7 @@ use std::process::Output;
 
 use rsup_client::proto;
 use rsup_tests::{
-    Daemon, code_of, container_ids, describe, run_named, run_named_ok, stderr, unique_name,
+    Daemon, code_of, container_ids, describe, run_named, run_named_ok, stderr, stdout, unique_name,
 };
 use tonic::Code;
 
@@ -1100,4 +1100,131 @@ async fn busybox_works_under_the_default_profile() {
         assert_eq!(filters, "1", "one filter, installed once:\n{out}");
     }
     assert!(out.contains("nc-ok"), "{out}");
+}
+
+/// Lines of `/proc/self/cgroup` (as printed by a container) whose path is
+/// not `/`.
+fn cgroup_paths_not_root(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.contains(':'))
+        .filter(|l| l.splitn(3, ':').nth(2) != Some("/"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rsupd_binary_is_out_of_reach_of_the_container() {
+    let d = Daemon::start().await;
+    // PID 1 is rsup's init: rsupd's binary, made non-dumpable before it
+    // forked, so container root (default capabilities) can neither resolve
+    // nor open its /proc/1/exe (runc's CVE-2019-5736 class).
+    let script = "readlink /proc/1/exe 2>&1; echo readlink=$?; \
+                  cat /proc/1/exe 2>&1 >/dev/null; echo open=$?; \
+                  cat /proc/1/environ 2>&1 >/dev/null; echo environ=$?; \
+                  readlink /proc/self/exe; echo self=$?";
+    let out = run_ok(&d, &[], &["sh", "-c", script]);
+    for key in ["readlink", "open", "environ"] {
+        assert_ne!(marker(&out, key), Some("0"), "{key} of /proc/1:\n{out}");
+    }
+    assert!(out.contains("Permission denied"), "{out}");
+    // The command itself is dumpable again after its execve.
+    assert_eq!(marker(&out, "self"), Some("0"), "{out}");
+    assert!(out.contains("/bin/busybox"), "{out}");
+
+    // During a long exec: the exec'd process runs normally (its execve
+    // made it dumpable) and is seen as busybox from another exec, while
+    // PID 1 stays closed.
+    let name = unique_name("dumpable");
+    let out = d.run(&["-d", "--name", &name], &["sleep", "1000"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let mut long = d.ctl_command();
+    long.args([
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "echo $$ > /tmp/long.pid; exec sleep 30",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut long = long.spawn().expect("spawning rsupctl exec");
+    let probe = "while [ ! -s /tmp/long.pid ]; do sleep 0.1; done; p=$(cat /tmp/long.pid); \
+                 echo long=$(readlink /proc/$p/exe); \
+                 readlink /proc/1/exe >/dev/null 2>&1; echo init=$?";
+    let out = d.ctl(["exec", &name, "sh", "-c", probe]);
+    // Our own child, not yet reaped: its pid is ours to kill.
+    let _ = long.kill();
+    let _ = long.wait();
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    assert_eq!(marker(&text, "long"), Some("/bin/busybox"), "{text}");
+    assert_ne!(marker(&text, "init"), Some("0"), "{text}");
+    d.ctl_ok(["rm", "-f", &name]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cgroupns_shows_the_container_its_own_cgroup_as_root() {
+    let d = Daemon::start().await;
+    // The command and an exec'd process see "/" in every hierarchy.
+    let text = run_ok(&d, &[], &["cat", "/proc/self/cgroup"]);
+    assert!(!text.trim().is_empty(), "empty /proc/self/cgroup");
+    let outside = cgroup_paths_not_root(&text);
+    assert!(
+        outside.is_empty(),
+        "paths outside the namespace: {outside:?}\n{text}"
+    );
+    let name = unique_name("cgns");
+    let out = d.run(
+        &["-d", "--name", &name, "--pids-limit", "77"],
+        &["sleep", "1000"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = d.ctl_ok(["exec", &name, "cat", "/proc/self/cgroup"]);
+    let outside = cgroup_paths_not_root(&text);
+    assert!(
+        outside.is_empty(),
+        "exec: paths outside: {outside:?}\n{text}"
+    );
+    d.ctl_ok(["rm", "-f", &name]);
+
+    // With CAP_SYS_ADMIN a container may mount a cgroup filesystem: it
+    // shows the container's own cgroup as its root (its pids limit and its
+    // own processes), never the host's hierarchy.
+    let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    let mount = if v2 {
+        "mount -t cgroup2 none /tmp/cg"
+    } else {
+        "mount -t cgroup -o pids none /tmp/cg"
+    };
+    let script = format!(
+        "mkdir /tmp/cg && {mount} 2>&1; echo mount=$?; \
+         echo max=$(cat /tmp/cg/pids.max); \
+         grep -qx $$ /tmp/cg/cgroup.procs; echo mine=$?; \
+         echo subdirs=$(find /tmp/cg -mindepth 1 -type d | wc -l); \
+         echo procs=$(wc -l < /tmp/cg/cgroup.procs)"
+    );
+    let out = run_ok(
+        &d,
+        &["--cap-add", "SYS_ADMIN", "--pids-limit", "77"],
+        &["sh", "-c", &script],
+    );
+    assert_eq!(marker(&out, "mount"), Some("0"), "{out}");
+    assert_eq!(
+        marker(&out, "max"),
+        Some("77"),
+        "not the container's cgroup:\n{out}"
+    );
+    assert_eq!(marker(&out, "mine"), Some("0"), "{out}");
+    assert_eq!(
+        marker(&out, "subdirs"),
+        Some("0"),
+        "the host's hierarchy shows:\n{out}"
+    );
+    let procs: u32 = marker(&out, "procs")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no procs= in\n{out}"));
+    assert!(
+        procs <= 5,
+        "{procs} processes in the container's cgroup:\n{out}"
+    );
 }
