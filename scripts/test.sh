@@ -13,10 +13,11 @@
 # (`security::dangerous_operations_fail`, `security::devices_`) and the
 # cgroup-namespace tests (`security::cgroupns_`) again in a throwaway
 # pure-cgroup-v2 VM
-# (../shared/v2vm/run-in-v2vm, next to the repository), then the hostile-name
-# tests (`names::`) and the hostile suite (tests/tests/hostile.rs: tries to
-# make rsupd reach host paths; it runs only in that VM and skips itself
-# anywhere else), then the Python tests in tests/python if there are any;
+# (../shared/v2vm/run-in-v2vm, next to the repository), then the hostile
+# suite (tests/tests/hostile.rs: hostile names and fuzzed fields against
+# every RPC, symlinked mount targets, the host's /dev, private state, limits;
+# it tries to make rsupd reach host paths, so it runs only in that VM and
+# skips itself anywhere else), then the Python tests in tests/python if there are any;
 # every suite runs, and the script fails at the end if any of them failed.
 # Arguments are passed to the host's cargo test harness (a name filter,
 # --nocapture); the VM steps always run the same filters. In the VM only a
@@ -217,19 +218,6 @@ else
         resources:: security::dangerous_operations_fail security::devices_ security::cgroupns_ \
         --test-threads=1 ||
         failed+=("cgroup v2 tests (VM)")
-fi
-
-step "hostile-name tests in a throwaway VM"
-# Hostile names (/, .., paths to a canary) against every RPC: a regression
-# would delete host paths, so they run only in the VM (on the host the tests
-# skip themselves), in its root cgroup.
-if [[ ! -f $v2vm ]]; then
-    failed+=("hostile-name tests (VM)")
-elif ! exe=$(test_executable integration) || [[ -z $exe ]]; then
-    failed+=("hostile-name tests (VM)")
-else
-    run_in_vm 1200 "" "$exe" names:: --test-threads=1 ||
-        failed+=("hostile-name tests (VM)")
 fi
 
 step "hostile suite in the throwaway VM"

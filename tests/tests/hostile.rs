@@ -23,6 +23,10 @@ mod common;
 // (a) Every RPC, every string field, set to hostile values.
 #[path = "hostile/fuzz.rs"]
 mod fuzz;
+// Hostile names and references against every RPC that takes one, with the
+// runtime's own containers, volumes and a canary checked after each call.
+#[path = "hostile/names.rs"]
+mod names;
 // (b) Mount targets through symlinks (image, rootfs, a symlink left in a
 // volume; also under --userns remap) and (f) /etc files symlinked out.
 #[path = "hostile/mounts.rs"]

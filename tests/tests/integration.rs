@@ -30,10 +30,6 @@ mod crash;
 // Bad input gets its gRPC status code and leaves nothing behind.
 #[path = "integration/errors.rs"]
 mod errors;
-// Hostile names and references (paths, "..", NUL, 100 KB) against every RPC
-// that takes one reach no host path (run only in the throwaway VM).
-#[path = "integration/names.rs"]
-mod names;
 // User networks: names and addresses, DNS that follows state, isolation
 // between networks, bad input, published ports, and what removal and a
 // restart of rsupd leave behind.
