@@ -422,7 +422,7 @@ fn random_unit() -> f64 {
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let f = store::io_err(op, path);
-    move |e| Error::Store(f(e))
+    move |e| Error::from(f(e))
 }
 
 fn remove_dir(dir: &Path) -> Result<(), Error> {

@@ -19,6 +19,7 @@ pub mod net;
 pub mod network;
 pub mod ports;
 pub mod process;
+pub mod rollback;
 pub mod seccomp;
 pub mod security;
 pub mod signal;

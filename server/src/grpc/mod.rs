@@ -62,7 +62,9 @@ pub fn status(e: Error) -> Status {
         Error::InvalidArgument { .. } => Status::invalid_argument(msg),
         Error::NotFound(_) => Status::not_found(msg),
         Error::AlreadyExists(_) => Status::already_exists(msg),
-        Error::ResourceExhausted(_) => Status::resource_exhausted(msg),
+        // A full state device: the message names it (device, mount point,
+        // state dir) for the operator to free space there.
+        Error::ResourceExhausted(_) | Error::NoSpace(_) => Status::resource_exhausted(msg),
         Error::FailedPrecondition(_) => Status::failed_precondition(msg),
         Error::Spawn {
             source: SpawnError::Setup(_) | SpawnError::Command(_),
