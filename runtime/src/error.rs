@@ -50,6 +50,30 @@ pub enum Error {
     ShuttingDown,
 }
 
+impl Error {
+    /// This error, with the failures of the undo that followed it added
+    /// to its message (the cause first: it is what the caller must fix).
+    /// Variants without a free-text message keep theirs; the failures are
+    /// in the log either way.
+    pub fn with_cleanup_failures(self, failures: &[String]) -> Error {
+        if failures.is_empty() {
+            return self;
+        }
+        let note = |m: String| format!("{m} (undoing it also failed: {})", failures.join("; "));
+        match self {
+            Error::InvalidArgument { field, reason } => Error::InvalidArgument {
+                field,
+                reason: note(reason),
+            },
+            Error::NotFound(m) => Error::NotFound(note(m)),
+            Error::AlreadyExists(m) => Error::AlreadyExists(note(m)),
+            Error::ResourceExhausted(m) => Error::ResourceExhausted(note(m)),
+            Error::FailedPrecondition(m) => Error::FailedPrecondition(note(m)),
+            other => other,
+        }
+    }
+}
+
 /// A state write refused for want of space, with where that space is.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -96,6 +120,17 @@ impl NoSpace {
             source,
         })
     }
+}
+
+/// The message `e` has as an [`Error`] (a full disk names its device).
+pub(crate) fn describe_store_error(e: &StoreError) -> String {
+    if let StoreError::Io { op, path, source } = e
+        && let Some(errno) = source.raw_os_error()
+        && let Ok(full) = NoSpace::of(op, path, std::io::Error::from_raw_os_error(errno))
+    {
+        return full.to_string();
+    }
+    e.to_string()
 }
 
 impl From<StoreError> for Error {

@@ -32,7 +32,7 @@ pub mod userns;
 pub mod volumes;
 
 pub use container::{
-    ContainerInfo, ContainerState, ContainerStats, LogStreamItem, Runtime, RuntimeConfig,
+    ContainerInfo, ContainerState, ContainerStats, LogStreamItem, OpReport, Runtime, RuntimeConfig,
 };
 pub use error::Error;
 pub use process::ExitInfo;

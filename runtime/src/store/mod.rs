@@ -10,6 +10,8 @@
 //!     exit.json               written by the shim when the command ended
 //!     shim.log                the shim's own diagnostics
 //!     container.log[.N]       stdout/stderr in CRI format, rotated by size
+//!     log-dropped             log output the shim could not write (bytes,
+//!                             records), overwritten in place (see crate::logs)
 //!     upper/ work/            overlayfs writable layer of the container
 //!     rootfs/                 mount point of the overlay (inside the
 //!                             container's mount namespace only)
@@ -18,7 +20,9 @@
 //! Every JSON file carries a `version` and is replaced atomically: written to
 //! a temporary file in the same directory, fsync'ed, renamed over the old one,
 //! and the directory fsync'ed, so a crash leaves either the old or the new
-//! content, never a torn file.
+//! content, never a torn file. The temporary file (`.NAME.PID.N.tmp`) is
+//! removed on every error; those a crash leaves are removed at the next
+//! start ([`sweep_temp_files`]).
 //!
 //! # Modes
 //! Everything under the state directory is root's: a container writes
@@ -314,7 +318,12 @@ pub struct ModeFix {
 fn is_private_container_file(name: &str) -> bool {
     matches!(
         name,
-        "config.json" | "state.json" | "exit.json" | "shim.log" | "container.log"
+        "config.json"
+            | "state.json"
+            | "exit.json"
+            | "shim.log"
+            | "container.log"
+            | crate::logs::DROPPED_FILE
     ) || name
         .strip_prefix("container.log.")
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
