@@ -610,6 +610,9 @@ impl Runtime {
         }
         let mut adopted = None;
         let mut died = false;
+        // What load decides holds even if it cannot be saved now (a full
+        // disk): the flusher saves it later.
+        let mut saved = Ok(());
         // A live shim recorded in state.json is ours whatever the state says
         // (rsupd may have died between the start and recording it).
         if status.shim_pid > 0 {
@@ -618,7 +621,7 @@ impl Runtime {
                 info!(container = %spec.name, "found its shim running: it was being started");
                 status.state = ContainerState::Running;
                 status.next_start_at = None;
-                store::write_json(&dir.join("state.json"), &status)?;
+                saved = store::write_json(&dir.join("state.json"), &status);
             }
         }
         if status.state == ContainerState::Running && adopted.is_none() {
@@ -632,11 +635,15 @@ impl Runtime {
             status.state = ContainerState::Exited;
             status.shim_pid = 0;
             status.init_pid = 0;
-            store::write_json(&dir.join("state.json"), &status)?;
+            saved = store::write_json(&dir.join("state.json"), &status);
             info!(container = %spec.name, "exited while rsupd was down");
             died = true;
         }
         let entry = Arc::new(Entry::new(id.to_string(), spec, dir.to_path_buf(), status));
+        if let Err(e) = &saved {
+            warn!(container = %entry.spec.name, error = %e, "its state is not saved yet");
+        }
+        entry.note_saved(&saved);
         if let Some((shim_fd, init_fd)) = adopted {
             *lock(&entry.init_pidfd) = init_fd.map(Arc::new);
             info!(container = %entry.spec.name, "re-adopted a running container");
