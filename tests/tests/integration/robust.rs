@@ -598,3 +598,92 @@ async fn a_failed_start_leaves_nothing_but_keeps_the_lease() {
     assert_eq!(leases(&d, "fail").await, lease);
     d.ctl_ok(["rm", "-f", "late"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_at_start_fixes_leases_and_reports_them() {
+    let (mut d, metrics) = Daemon::start_with_metrics(&[]).await;
+    create_network(&d, "rec", &subnet(&d, 144, 28));
+    run_detached(
+        &d,
+        &["--name", "kept", "--network", "rec"],
+        &["sleep", "100000"],
+    );
+    let lease = leases(&d, "rec").await;
+    assert_eq!(lease.len(), 1);
+    // While rsupd is down the record loses kept's lease and gains one of
+    // a container that does not exist.
+    d.stop();
+    let path = d.state_dir().join("networks/rec.json");
+    let mut net: serde_json::Value =
+        serde_json::from_slice(&fs::read(&path).expect("read")).expect("json");
+    let orphan_ip = subnet(&d, 157, 32).replace("/32", "");
+    let orphan = "f".repeat(64);
+    net["pool"]["leases"] = serde_json::json!({ orphan_ip.clone(): orphan });
+    fs::write(&path, serde_json::to_vec(&net).expect("json")).expect("write");
+    let since = std::time::SystemTime::now();
+    d.start_again().await;
+
+    assert_eq!(leases(&d, "rec").await, lease);
+    // Both fixes are reported as events (and in the log).
+    let mut events = d
+        .client()
+        .events(proto::EventsRequest {
+            types: vec!["reconcile".into()],
+            containers: Vec::new(),
+            since: Some(since.into()),
+        })
+        .await
+        .expect("events");
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let e = tokio::time::timeout(WAIT, events.message())
+            .await
+            .expect("an event in time")
+            .expect("stream")
+            .expect("not ended");
+        assert_eq!(
+            (e.subject_type.as_str(), e.subject.as_str()),
+            ("network", "rec")
+        );
+        got.push((
+            e.attributes["action"].clone(),
+            e.attributes["owner"].clone(),
+            e.attributes["ip"].clone(),
+        ));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("released".to_string(), orphan, orphan_ip),
+            (
+                "restored".to_string(),
+                "kept".to_string(),
+                lease[0].1.clone()
+            ),
+        ]
+    );
+    let log = fs::read_to_string(d.dir().join("rsupd.log")).expect("log");
+    assert_eq!(log.matches("reconciled a lease").count(), 2, "{log}");
+
+    // Leases and containers per network, and the log-dropped counter.
+    let (code, body) = rsup_tests::http_get(metrics, "/metrics")
+        .await
+        .expect("GET /metrics");
+    assert_eq!(code, 200);
+    for want in [
+        "rsup_network_leases{network=\"rec\"} 1",
+        "rsup_network_containers{network=\"rec\"} 1",
+        "# TYPE rsup_container_log_dropped_bytes_total counter",
+    ] {
+        assert!(body.lines().any(|l| l == want), "no {want:?} in\n{body}");
+    }
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("rsup_container_log_dropped_bytes_total{")
+                && l.contains("name=\"kept\"")
+                && l.ends_with(" 0")),
+        "{body}"
+    );
+    d.ctl_ok(["rm", "-f", "kept"]);
+}
