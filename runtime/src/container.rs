@@ -4,7 +4,18 @@
 //! Invariants:
 //! * A container's observed state lives in one `watch` channel
 //!   ([`Entry::status`]); every change goes through [`Entry::set_status`], which
-//!   persists `state.json` before anyone can observe the new state.
+//!   writes `state.json` before anyone can observe the new state. A write
+//!   that fails (a full disk) does not hold the change back: the state in
+//!   memory is the truth, the entry is marked unsaved, and the file catches
+//!   up with the next write that succeeds (a flusher retries every second).
+//!   Stop, kill and remove act first and report what was not saved
+//!   ([`OpReport`]).
+//! * Whatever a create or a start takes (leases, directory, sandbox, port
+//!   proxies, cgroup, the shim's pids) is pushed on one
+//!   [`Rollback`](crate::rollback::Rollback) and given back, last first, when
+//!   it fails: a failed create leaves nothing, a failed start leaves the
+//!   container as it was. A start and a removal's teardown run on tasks of
+//!   their own, so a cancelled request cannot stop them half-way.
 //! * Start, stop and remove of one container are serialised by its `op` lock;
 //!   the exit monitor does not take it, so a stop can wait for the exit the
 //!   monitor records.
@@ -25,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, instrument, warn};
+use tracing::{Instrument, info, instrument, warn};
 
 use crate::cgroups::{self, AnyManager, Driver, Limits, Manager, Stats};
 use crate::health::HealthState;
@@ -918,11 +929,22 @@ impl Runtime {
         self.start_entry(&entry, StartBy::User).await
     }
 
+    /// Starts `entry` on a task of its own: a caller that goes away (a
+    /// cancelled request) neither stops a start half-way nor its undo.
     pub(crate) async fn start_entry(
         &self,
         entry: &Arc<Entry>,
         by: StartBy,
     ) -> Result<ContainerInfo, Error> {
+        let (rt, e) = (self.clone(), entry.clone());
+        self.inner
+            .tracker
+            .spawn(async move { rt.start_now(&e, by).await }.instrument(tracing::Span::current()))
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("start task failed: {e}")))?
+    }
+
+    async fn start_now(&self, entry: &Arc<Entry>, by: StartBy) -> Result<ContainerInfo, Error> {
         let key = &entry.spec.name;
         let _op = entry.op.lock().await;
         let st = entry.status();
@@ -1403,10 +1425,13 @@ impl Runtime {
         self.event(entry, EventKind::Destroy, &[]);
         // The rest runs to its end even if the caller goes away.
         let (rt, e) = (self.clone(), entry.clone());
-        let teardown = self.inner.tracker.spawn(async move {
-            let _op = op;
-            rt.tear_down(&e).await
-        });
+        let teardown = self.inner.tracker.spawn(
+            async move {
+                let _op = op;
+                rt.tear_down(&e).await
+            }
+            .instrument(tracing::Span::current()),
+        );
         let warnings = teardown
             .await
             .map_err(|e| Error::FailedPrecondition(format!("remove task failed: {e}")))?;

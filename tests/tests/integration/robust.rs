@@ -215,6 +215,11 @@ async fn same_name_creates_racing_for_30s_leak_no_lease() {
         "{created} creates, {refused} refused: no race"
     );
     assert_leases_match(&d, "race").await;
+    // No directory of a refused create is left.
+    let dirs = fs::read_dir(d.state_dir().join("containers"))
+        .expect("ls")
+        .count();
+    assert_eq!(dirs, d.client().list(true).await.expect("list").len());
     // A restarted rsupd finds nothing to reconcile.
     let mut d = d;
     d.restart().await;
