@@ -109,4 +109,23 @@ mod tests {
         );
         assert!(s.message().len() <= MAX_MESSAGE);
     }
+
+    #[test]
+    fn a_full_state_device_is_resource_exhausted() {
+        let path = std::env::temp_dir().join("state/networks/n.json");
+        let e: Error = rsup_runtime::store::StoreError::Io {
+            op: "write",
+            path,
+            source: std::io::Error::from_raw_os_error(nix::errno::Errno::ENOSPC as i32),
+        }
+        .into();
+        let s = status(e);
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            s.message()
+                .starts_with("no space left on the state device "),
+            "{}",
+            s.message()
+        );
+    }
 }
