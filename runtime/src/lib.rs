@@ -20,6 +20,7 @@ pub mod network;
 pub mod paths;
 pub mod ports;
 pub mod process;
+pub mod rollback;
 pub mod seccomp;
 pub mod security;
 pub mod signal;
@@ -32,7 +33,7 @@ pub mod userns;
 pub mod volumes;
 
 pub use container::{
-    ContainerInfo, ContainerState, ContainerStats, LogStreamItem, Runtime, RuntimeConfig,
+    ContainerInfo, ContainerState, ContainerStats, LogStreamItem, OpReport, Runtime, RuntimeConfig,
 };
 pub use error::Error;
 pub use process::ExitInfo;

@@ -78,3 +78,7 @@ mod userns;
 // root's alone on the host (checked as uid 65534); modes fixed at start.
 #[path = "integration/private.rs"]
 mod private;
+// Failures leave state as it was: no leaked lease, stop and rm on a full
+// disk, idempotent removal, failed starts undone.
+#[path = "integration/robust.rs"]
+mod robust;

@@ -99,8 +99,8 @@ async fn command_exit_code(client: &Client, id: &str) -> Option<u8> {
 /// Removes a container that failed to start, as `--rm` promised; a daemon that
 /// already removed it is fine, any other failure is reported as well.
 async fn discard(client: &Client, id: &str) {
-    match client.remove(id, true).await {
-        Ok(()) => {}
+    match client.remove_with_warnings(id, true).await {
+        Ok(warnings) => super::warn(&warnings),
         Err(err) if err.code() == Some(tonic::Code::NotFound) => {}
         Err(err) => {
             report(&anyhow::Error::from(err).context(format!("removing {}", format::short_id(id))))

@@ -21,7 +21,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, pipe2};
 
 use super::{ExitInfo, Report};
-use crate::logs::{LineSplitter, LogWriter, Stream};
+use crate::logs::{DROPPED_FILE, DropCounter, LineSplitter, LogWriter, Stream};
 use crate::paths::{PathError, RootDir, Target};
 use crate::spec::ContainerSpec;
 use crate::store;
@@ -146,7 +146,8 @@ fn run(dir: &Path) -> Result<(), Failure> {
         .map_err(|e| e.to_string())?
         .ok_or("config.json is missing")?;
     let mut log = LogWriter::open(&dir.join("container.log"), spec.log)
-        .map_err(|e| format!("container.log: {e}"))?;
+        .map_err(|e| format!("container.log: {e}"))?
+        .with_drop_counter(DropCounter::open(&dir.join(DROPPED_FILE)));
     let _ = std::fs::remove_file(dir.join("exit.json"));
 
     let (out_r, out_w) = pipe()?;

@@ -23,6 +23,8 @@ pub enum EventKind {
     SupervisorRestart,
     SupervisorEscalate,
     SupervisorFail,
+    /// rsupd fixed a network's leases at start (subject: the network).
+    Reconcile,
 }
 
 impl EventKind {
@@ -40,6 +42,7 @@ impl EventKind {
             EventKind::SupervisorRestart => "supervisor_restart",
             EventKind::SupervisorEscalate => "supervisor_escalate",
             EventKind::SupervisorFail => "supervisor_fail",
+            EventKind::Reconcile => "reconcile",
         }
     }
 }
@@ -49,7 +52,7 @@ impl EventKind {
 pub struct Event {
     pub time: SystemTime,
     pub kind: EventKind,
-    /// "container" or "supervisor".
+    /// "container", "supervisor" or "network".
     pub subject_type: &'static str,
     pub subject: String,
     pub id: String,
