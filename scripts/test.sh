@@ -13,11 +13,15 @@
 # (`security::dangerous_operations_fail`, `security::devices_`) and the
 # cgroup-namespace tests (`security::cgroupns_`) again in a throwaway
 # pure-cgroup-v2 VM
-# (../shared/v2vm/run-in-v2vm, next to the repository), then the Python tests
-# in tests/python if there are any; every suite runs, and the script fails at
-# the end if any of them failed. Arguments are passed to the host's cargo
-# test harness (a name filter, --nocapture); the VM step always runs the
-# same four filters.
+# (../shared/v2vm/run-in-v2vm, next to the repository), then the hostile
+# suite (tests/tests/hostile.rs: hostile names and fuzzed fields against
+# every RPC, symlinked mount targets, the host's /dev, private state, limits;
+# it tries to make rsupd reach host paths, so it runs only in that VM and
+# skips itself anywhere else), then the Python tests in tests/python if there are any;
+# every suite runs, and the script fails at the end if any of them failed.
+# Arguments are passed to the host's cargo test harness (a name filter,
+# --nocapture); the VM steps always run the same filters. In the VM only a
+# scratch dir under /var/tmp is writable from the guest: never the work tree.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -158,56 +162,82 @@ step "cargo test --workspace (integration tests as root)"
 RUST_BACKTRACE=${RUST_BACKTRACE:-1} cargo test --workspace --no-fail-fast -- --test-threads=2 "$@" ||
     failed+=("cargo test")
 
-step "cgroup v2 tests in a throwaway VM"
-# This host may have cgroup v1 only: run the resource tests and the device
-# filter tests (v2: an eBPF program instead of the devices cgroup) again in a VM
-# whose /sys/fs/cgroup is pure cgroup2, placed in a systemd-like leaf cgroup.
-# Everything is built here; the VM (TCG, slow) only runs the binaries.
+# The VM steps build here and run only the test executables there (TCG is
+# slow). rsupd, rsupctl and the executable are copied to a scratch dir under
+# /var/tmp, which the guest reads through its cached read-only share of the
+# host's root; an empty sibling is the only directory shared writable (and
+# the command's cwd), so even a regression that deletes everything it can
+# reach cannot touch this machine's files. The scratch dir is removed after.
 v2vm="$(cd .. && pwd)/shared/v2vm/run-in-v2vm"
+vm_scratch=()
+trap 'rm -rf "${vm_scratch[@]}"' EXIT
+
+# The executable of `cargo test -p rsup-tests --test $1`, built, not run
+# (the first build shows any compiler errors; the second only names it).
+test_executable() {
+    cargo test -p rsup-tests --test "$1" --no-run >&2 &&
+        cargo test -p rsup-tests --test "$1" --no-run --message-format=json 2>/dev/null |
+        grep -o "\"executable\":\"[^\"]*/deps/$1-[0-9a-f]*\"" | cut -d'"' -f4 | tail -n1
+}
+
+# run_in_vm TIMEOUT CGROUP EXECUTABLE TEST-ARGS...: the test executable in
+# the throwaway VM, in the systemd-like leaf cgroup CGROUP ("": the root
+# cgroup).
+run_in_vm() {
+    local timeout=$1 cgroup=$2 exe=$3 scratch rc=0
+    shift 3
+    local -a placement=()
+    [[ -z $cgroup ]] || placement=(--cgroup "$cgroup")
+    scratch=$(mktemp -d /var/tmp/rsup-vm.XXXXXX)
+    vm_scratch+=("$scratch")
+    mkdir "$scratch/bin" "$scratch/rw"
+    cp target/debug/rsupd target/debug/rsupctl "$exe" "$scratch/bin/"
+    (
+        cd "$scratch/rw"
+        RSUP_IN_V2VM=1 RSUP_BIN_DIR=$scratch/bin RUST_BACKTRACE=${RUST_BACKTRACE:-1} \
+            bash "$v2vm" --timeout "$timeout" --rw "$scratch/rw" "${placement[@]}" -- \
+            "$scratch/bin/$(basename "$exe")" "$@"
+    ) || rc=$?
+    rm -rf "$scratch"
+    return "$rc"
+}
+
+step "cgroup v2 tests in a throwaway VM"
+# This host may have cgroup v1 only: run the resource tests, the device
+# filter tests (v2: an eBPF program instead of the devices cgroup) and the
+# cgroup-namespace tests again in a VM whose /sys/fs/cgroup is pure cgroup2,
+# placed in a systemd-like leaf cgroup.
 if [[ ! -f $v2vm ]]; then
     echo "scripts/test.sh: $v2vm not found: the cgroup v2 tests need the shared" \
         "run-in-v2vm tool in ../shared next to the repository" >&2
     failed+=("cgroup v2 tests (VM)")
-elif ! cargo test -p rsup-tests --test integration --no-run; then
+elif ! exe=$(test_executable integration) || [[ -z $exe ]]; then
     failed+=("cgroup v2 tests (VM)")
 else
-    # rsupd and rsupctl run from a copy outside the workspace: the VM reads
-    # the host's root with page caching but re-reads the writable workspace
-    # share on every exec, which costs about a second per rsupctl there.
-    v2vm_bin=$(mktemp -d /var/tmp/rsup-v2vm-bin.XXXXXX)
-    trap 'rm -rf "$v2vm_bin"' EXIT
-    cp target/debug/rsupd target/debug/rsupctl "$v2vm_bin/"
-    RSUP_IN_V2VM=1 RSUP_BIN_DIR=$v2vm_bin RUST_BACKTRACE=${RUST_BACKTRACE:-1} \
-        bash "$v2vm" --timeout 1200 --cgroup rsup.slice/test -- \
-        cargo test -p rsup-tests --test integration -- \
+    run_in_vm 1200 rsup.slice/test "$exe" \
         resources:: security::dangerous_operations_fail security::devices_ security::cgroupns_ \
         --test-threads=1 ||
         failed+=("cgroup v2 tests (VM)")
-    rm -rf "$v2vm_bin"
 fi
 
-step "hostile-name tests in a throwaway VM (only a scratch dir writable)"
-# Hostile names (/, .., paths to a canary) against every RPC: a regression
-# would delete host paths, so they run only in a VM that shares nothing
-# writable but a scratch directory holding the binaries (never the work tree);
-# on the host the test skips itself.
+step "hostile suite in the throwaway VM"
+# tests/tests/hostile.rs (issue 13): hostile input to every RPC, symlinked
+# mount targets, the host's /dev, private state, image and pids limits. It
+# may destroy what it can reach if rsup regresses, so it runs only there (its
+# tests skip themselves anywhere else) with nothing writable but the
+# scratch dir. Two tests at a time, each with its own rsupd, in the root
+# cgroup: in a leaf, each new rsupd moves the processes of its cgroup (the
+# test process and the other daemons) one level down, and two daemons doing
+# so at once race.
 if [[ ! -f $v2vm ]]; then
-    failed+=("hostile-name tests (VM)")
+    echo "scripts/test.sh: $v2vm not found: the hostile suite runs only in the" \
+        "throwaway VM" >&2
+    failed+=("hostile suite (VM)")
+elif ! exe=$(test_executable hostile) || [[ -z $exe ]]; then
+    failed+=("hostile suite (VM)")
 else
-    test_bin=$(cargo test -p rsup-tests --test integration --no-run --message-format=json |
-        sed -n 's/.*"executable":"\([^"]*\/deps\/integration-[0-9a-f]*\)".*/\1/p')
-    scratch=$(mktemp -d /var/tmp/rsup-hostile.XXXXXX)
-    trap 'rm -rf "$scratch"' EXIT
-    if [[ -z $test_bin ]]; then
-        failed+=("hostile-name tests (VM)")
-    else
-        cp target/debug/rsupd target/debug/rsupctl "$test_bin" "$scratch/"
-        RSUP_IN_V2VM=1 RSUP_BIN_DIR=$scratch RUST_BACKTRACE=${RUST_BACKTRACE:-1} \
-            bash "$v2vm" --timeout 1200 --rw "$scratch" -- \
-            "$scratch/$(basename "$test_bin")" names:: --test-threads=1 ||
-            failed+=("hostile-name tests (VM)")
-    fi
-    rm -rf "$scratch"
+    run_in_vm 900 "" "$exe" --test-threads=2 ||
+        failed+=("hostile suite (VM)")
 fi
 
 if [[ -d tests/python ]]; then

@@ -147,32 +147,66 @@ impl Client {
         container: &str,
         timeout_seconds: Option<u32>,
     ) -> Result<proto::Container, Error> {
+        Ok(self.stop_with_warnings(container, timeout_seconds).await?.0)
+    }
+
+    /// [`Client::stop`], with the daemon's warnings (a state it could not
+    /// save, ...).
+    pub async fn stop_with_warnings(
+        &self,
+        container: &str,
+        timeout_seconds: Option<u32>,
+    ) -> Result<(proto::Container, Vec<String>), Error> {
         let request = proto::StopRequest {
             container: container.to_owned(),
             timeout_seconds,
         };
         let reply = self.containers().stop(request).await?.into_inner();
-        present(reply.container)
+        Ok((present(reply.container)?, reply.warnings))
     }
 
     /// Sends `signal` ("KILL", "SIGTERM", "15"; empty means SIGKILL).
     pub async fn kill(&self, container: &str, signal: &str) -> Result<(), Error> {
+        self.kill_with_warnings(container, signal).await?;
+        Ok(())
+    }
+
+    /// [`Client::kill`], returning the daemon's warnings.
+    pub async fn kill_with_warnings(
+        &self,
+        container: &str,
+        signal: &str,
+    ) -> Result<Vec<String>, Error> {
         let request = proto::KillRequest {
             container: container.to_owned(),
             signal: signal.to_owned(),
         };
-        self.containers().kill(request).await?;
-        Ok(())
+        Ok(self.containers().kill(request).await?.into_inner().warnings)
     }
 
     /// Deletes a container; `force` kills a running one first.
     pub async fn remove(&self, container: &str, force: bool) -> Result<(), Error> {
+        self.remove_with_warnings(container, force).await?;
+        Ok(())
+    }
+
+    /// [`Client::remove`], returning the daemon's warnings (parts of the
+    /// container it could not remove, ...).
+    pub async fn remove_with_warnings(
+        &self,
+        container: &str,
+        force: bool,
+    ) -> Result<Vec<String>, Error> {
         let request = proto::RemoveRequest {
             container: container.to_owned(),
             force,
         };
-        self.containers().remove(request).await?;
-        Ok(())
+        Ok(self
+            .containers()
+            .remove(request)
+            .await?
+            .into_inner()
+            .warnings)
     }
 
     /// Running containers, or every container with `all`.

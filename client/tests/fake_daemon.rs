@@ -128,8 +128,12 @@ impl Containers for Fake {
     }
 
     async fn stop(&self, r: Request<StopRequest>) -> Result<Response<StopResponse>, Status> {
-        let c = container(script_name(&r.get_ref().container), ContainerState::Exited)?;
-        Ok(Response::new(StopResponse { container: Some(c) }))
+        let name = script_name(&r.get_ref().container);
+        let c = container(name, ContainerState::Exited)?;
+        Ok(Response::new(StopResponse {
+            container: Some(c),
+            warnings: warnings_for(name),
+        }))
     }
 
     async fn kill(&self, r: Request<KillRequest>) -> Result<Response<KillResponse>, Status> {
@@ -141,12 +145,17 @@ impl Containers for Fake {
                 r.signal
             )));
         }
-        Ok(Response::new(KillResponse {}))
+        Ok(Response::new(KillResponse {
+            warnings: warnings_for(&r.container),
+        }))
     }
 
     async fn remove(&self, r: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
-        container(script_name(&r.get_ref().container), ContainerState::Removed)?;
-        Ok(Response::new(RemoveResponse {}))
+        let name = script_name(&r.get_ref().container);
+        container(name, ContainerState::Removed)?;
+        Ok(Response::new(RemoveResponse {
+            warnings: warnings_for(name),
+        }))
     }
 
     async fn list(&self, r: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
@@ -623,6 +632,15 @@ impl System for Fake {
 }
 
 /// Containers are addressed by name, or by the id `create` made from it.
+/// What a stop, kill or rm of `full` (a container on a full disk) warns.
+fn warnings_for(name: &str) -> Vec<String> {
+    if name == "full" {
+        vec!["container full: its state is not saved (no space left)".to_owned()]
+    } else {
+        Vec::new()
+    }
+}
+
 fn script_name(container: &str) -> &str {
     container
         .strip_prefix(ID)
@@ -795,6 +813,22 @@ async fn verbs_over_several_containers_keep_going() {
     ] {
         let out = rsupctl(socket, args).await;
         assert_eq!(text(&out.stdout), "a\n", "{args:?}: {}", text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+    }
+
+    // Warnings of a request that did its work: on stderr, exit 0.
+    for args in [
+        &["stop", "full"][..],
+        &["kill", "full"],
+        &["rm", "-f", "full"],
+    ] {
+        let out = rsupctl(socket, args).await;
+        assert_eq!(text(&out.stdout), "full\n", "{args:?}");
+        assert_eq!(
+            text(&out.stderr),
+            "warning: container full: its state is not saved (no space left)\n",
+            "{args:?}"
+        );
         assert_eq!(out.status.code(), Some(0), "{args:?}");
     }
 

@@ -4,7 +4,18 @@
 //! Invariants:
 //! * A container's observed state lives in one `watch` channel
 //!   ([`Entry::status`]); every change goes through [`Entry::set_status`], which
-//!   persists `state.json` before anyone can observe the new state.
+//!   writes `state.json` before anyone can observe the new state. A write
+//!   that fails (a full disk) does not hold the change back: the state in
+//!   memory is the truth, the entry is marked unsaved, and the file catches
+//!   up with the next write that succeeds (a flusher retries every second).
+//!   Stop, kill and remove act first and report what was not saved
+//!   ([`OpReport`]).
+//! * Whatever a create or a start takes (leases, directory, sandbox, port
+//!   proxies, cgroup, the shim's pids) is pushed on one
+//!   [`Rollback`](crate::rollback::Rollback) and given back, last first, when
+//!   it fails: a failed create leaves nothing, a failed start leaves the
+//!   container as it was. A start and a removal's teardown run on tasks of
+//!   their own, so a cancelled request cannot stop them half-way.
 //! * Start, stop and remove of one container are serialised by its `op` lock;
 //!   the exit monitor does not take it, so a stop can wait for the exit the
 //!   monitor records.
@@ -25,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, instrument, warn};
+use tracing::{Instrument, info, instrument, warn};
 
 use crate::cgroups::{self, AnyManager, Driver, Limits, Manager, Stats};
 use crate::health::HealthState;
@@ -33,6 +44,7 @@ use crate::logs::{self, LogRecord};
 use crate::names::{ContainerRef, quote};
 use crate::process::SpawnError;
 use crate::process::{self, ExitInfo};
+use crate::rollback::Rollback;
 use crate::spec::{ContainerSpec, LogConfig, ResourcesRequest, SpecRequest};
 use crate::store::{self, StateLock, StoreError};
 use crate::supervise::{Backoff, ChildRestart, Ending, Event, EventBus, EventKind};
@@ -192,6 +204,30 @@ pub struct ContainerInfo {
     pub next_start_at: Option<SystemTime>,
     pub stopped_by_user: bool,
     pub health: Option<HealthState>,
+    /// Log output the shim could not write (a full disk), over the
+    /// container's whole life.
+    pub log_dropped: logs::Dropped,
+}
+
+/// What a stop, kill or remove could not do besides its main work (which
+/// it did: the signal went out, the container is gone from the API): a
+/// state that is not saved, a part left behind. Sent to the client as
+/// warnings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpReport {
+    pub warnings: Vec<String>,
+}
+
+impl OpReport {
+    /// Adds a warning when the container's state could not be saved.
+    pub(crate) fn note_unsaved(&mut self, entry: &Entry) {
+        if let Some(why) = lock(&entry.unsaved).clone() {
+            self.warnings.push(format!(
+                "container {}: its state is not saved ({why}); rsupd keeps it in memory and saves it once a write succeeds",
+                entry.spec.name
+            ));
+        }
+    }
 }
 
 /// Resource usage of one container, as `stats` shows it.
@@ -226,7 +262,8 @@ pub(crate) struct Entry {
     pub(crate) dir: PathBuf,
     pub(crate) status: watch::Sender<Status>,
     pub(crate) init_pidfd: Mutex<Option<Arc<OwnedFd>>>,
-    pub(crate) op: tokio::sync::Mutex<()>,
+    /// Shared so that a removal's teardown task can hold it to its end.
+    pub(crate) op: Arc<tokio::sync::Mutex<()>>,
     /// Limits in force (changed by `update`).
     pub(crate) resources: Mutex<Limits>,
     pub(crate) samples: Mutex<Samples>,
@@ -236,6 +273,9 @@ pub(crate) struct Entry {
     pub(crate) health_cancel: Mutex<Option<CancellationToken>>,
     /// Stops the published-port proxies.
     pub(crate) proxy: Mutex<Option<CancellationToken>>,
+    /// Why the last write of `state.json` failed; `None` while the file
+    /// holds the state in memory. Retried by the runtime's flusher.
+    pub(crate) unsaved: Mutex<Option<String>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -247,7 +287,10 @@ impl Entry {
         self.status.borrow().clone()
     }
 
-    /// Applies `f`, persists the result, then publishes it.
+    /// Applies `f`, persists the result, then publishes it. The change is
+    /// published even when the write fails (the state in memory is the
+    /// truth; the file catches up with the next write that succeeds, see
+    /// [`Entry::save`]); the error says it is not on disk yet.
     pub(crate) fn set_status(&self, f: impl FnOnce(&mut Status)) -> Result<(), StoreError> {
         // Under the channel's lock: concurrent updates neither lose each
         // other's changes nor reach the disk out of order.
@@ -256,8 +299,36 @@ impl Entry {
         self.status.send_modify(|st| {
             f(st);
             r = store::write_json(&path, st);
+            self.note_saved(&r);
         });
         r
+    }
+
+    fn note_saved(&self, r: &Result<(), StoreError>) {
+        let mut u = lock(&self.unsaved);
+        match r {
+            Ok(()) => *u = None,
+            Err(e) => *u = Some(crate::error::describe_store_error(e)),
+        }
+    }
+
+    /// Writes the state in memory to `state.json` again if the last write
+    /// failed; true when the file is current.
+    pub(crate) fn save(&self) -> bool {
+        if lock(&self.unsaved).is_none() {
+            return true;
+        }
+        let path = self.dir.join("state.json");
+        let mut saved = false;
+        // Under the channel's lock, without waking its watchers: nothing
+        // they see changes.
+        self.status.send_if_modified(|st| {
+            let r = store::write_json(&path, st);
+            saved = r.is_ok();
+            self.note_saved(&r);
+            false
+        });
+        saved
     }
 
     pub(crate) fn new(id: String, spec: ContainerSpec, dir: PathBuf, status: Status) -> Entry {
@@ -268,11 +339,12 @@ impl Entry {
             dir,
             status: watch::Sender::new(status),
             init_pidfd: Mutex::new(None),
-            op: tokio::sync::Mutex::new(()),
+            op: Arc::new(tokio::sync::Mutex::new(())),
             samples: Mutex::new(Samples::default()),
             pending_restart: Mutex::new(None),
             health_cancel: Mutex::new(None),
             proxy: Mutex::new(None),
+            unsaved: Mutex::new(None),
         }
     }
 
@@ -315,6 +387,7 @@ impl Entry {
             next_start_at: s.next_start_at,
             stopped_by_user: s.stopped_by_user,
             health: s.health,
+            log_dropped: logs::read_dropped(&self.dir.join(logs::DROPPED_FILE)),
         }
     }
 
@@ -431,7 +504,11 @@ fn random_unit() -> f64 {
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let f = store::io_err(op, path);
-    move |e| Error::Store(f(e))
+    move |e| Error::from(f(e))
+}
+
+fn name_exists(name: &str) -> Error {
+    Error::AlreadyExists(format!("a container named {name} already exists"))
 }
 
 pub(crate) fn remove_dir(dir: &Path) -> Result<(), Error> {
@@ -476,6 +553,9 @@ impl Runtime {
         let images = Arc::new(
             crate::image::ImageStore::open(&root.join("images"))?.with_limits(config.image_limits),
         );
+        for f in store::sweep_temp_files(&root) {
+            info!(path = %f.display(), "removed a temporary file left by an interrupted write");
+        }
         crate::images::sweep_views(&root.join("run").join("views"));
         let _ = remove_dir(&root.join("uploads"));
         let runtime = Runtime {
@@ -517,10 +597,12 @@ impl Runtime {
             }
         }
         runtime.spawn_sampler();
+        runtime.spawn_flusher();
         for e in lock(&runtime.inner.containers).clone() {
             runtime.spawn_dns_sync(&e);
         }
         runtime.sweep_links().await;
+        runtime.reconcile_leases();
         runtime.sweep_orphans();
         runtime.restart_on_open(&died_while_down);
         // Layers an interrupted removal left without a user.
@@ -538,7 +620,7 @@ impl Runtime {
             // interrupted by a crash: nothing of it runs, collect it.
             Examined::Collect(what) => {
                 warn!(container = %id, "{what}");
-                crate::network::unmount_netns(&dir.join("netns"));
+                let _ = crate::network::unmount_netns(&dir.join("netns"));
                 return remove_dir(dir).map(|()| false);
             }
             // Unreadable: never acted on.
@@ -551,11 +633,14 @@ impl Runtime {
             // Its veths, leases and cgroup are collected by the sweeps that
             // follow (they have no owner now); the netns mount goes first.
             info!(container = %spec.name, "finishing an interrupted remove");
-            crate::network::unmount_netns(&dir.join("netns"));
+            let _ = crate::network::unmount_netns(&dir.join("netns"));
             return remove_dir(dir).map(|()| false);
         }
         let mut adopted = None;
         let mut died = false;
+        // What load decides holds even if it cannot be saved now (a full
+        // disk): the flusher saves it later.
+        let mut saved = Ok(());
         // A live shim recorded in state.json is ours whatever the state says
         // (rsupd may have died between the start and recording it).
         if status.shim_pid > 0 {
@@ -564,7 +649,7 @@ impl Runtime {
                 info!(container = %spec.name, "found its shim running: it was being started");
                 status.state = ContainerState::Running;
                 status.next_start_at = None;
-                persist_loaded(dir, &status);
+                saved = store::write_json(&dir.join("state.json"), &status);
             }
         }
         if status.state == ContainerState::Running && adopted.is_none() {
@@ -578,11 +663,15 @@ impl Runtime {
             status.state = ContainerState::Exited;
             status.shim_pid = 0;
             status.init_pid = 0;
-            persist_loaded(dir, &status);
+            saved = store::write_json(&dir.join("state.json"), &status);
             info!(container = %spec.name, "exited while rsupd was down");
             died = true;
         }
         let entry = Arc::new(Entry::new(id.to_string(), spec, dir.to_path_buf(), status));
+        if let Err(e) = &saved {
+            warn!(container = %entry.spec.name, error = %e, "its state is not saved yet");
+        }
+        entry.note_saved(&saved);
         if let Some((shim_fd, init_fd)) = adopted {
             *lock(&entry.init_pidfd) = init_fd.map(Arc::new);
             info!(container = %entry.spec.name, "re-adopted a running container");
@@ -689,7 +778,8 @@ impl Runtime {
             drop(view);
             let mut spec = spec?;
             let userns = crate::userns::resolve(&userns_req, &userns_cfg)?;
-            if let Some(map) = &userns {
+            // A user resolved at start is checked by the init's setuid.
+            if let Some(map) = userns.as_ref().filter(|_| !spec.user_at_start) {
                 if map.host_uid(spec.user.uid).is_none() {
                     return Err(Error::InvalidArgument {
                         field: "user",
@@ -748,22 +838,67 @@ impl Runtime {
             .iter()
             .map(|p| crate::ports::PortMap::parse(p))
             .collect::<Result<_, _>>()?;
-        spec.networks = self.lease(&id, &net_req)?;
+        // Refuse a taken name before anything is taken (checked again
+        // when the container is recorded: another create may race us).
+        if self.name_taken(&spec.name) {
+            return Err(name_exists(&spec.name));
+        }
+        // From here on every step that takes something pushes its undo:
+        // a failure at any point (or a cancelled request) gives it all
+        // back. Named volumes made on first use above stay, as Docker
+        // keeps them.
+        let mut undo = Rollback::new(
+            format!("create of {}", spec.name),
+            Some(self.inner.tracker.clone()),
+        );
+        let made = self.create_steps(&id, spec, &net_req, &mut undo).await;
+        match made {
+            Ok(entry) => {
+                undo.commit();
+                self.spawn_dns_sync(&entry);
+                info!(id = %id, "created");
+                self.event(&entry, EventKind::Create, &[]);
+                Ok(entry.info())
+            }
+            Err(e) => {
+                let failures = undo.undo().await;
+                Err(e.with_cleanup_failures(&failures))
+            }
+        }
+    }
+
+    fn name_taken(&self, name: &str) -> bool {
+        lock(&self.inner.containers)
+            .iter()
+            .any(|e| e.spec.name == name)
+    }
+
+    /// The steps of a create that take something (addresses, the
+    /// directory, the name), each followed by its undo on `undo`.
+    async fn create_steps(
+        &self,
+        id: &str,
+        mut spec: ContainerSpec,
+        net_req: &crate::network::NetRequest,
+        undo: &mut Rollback,
+    ) -> Result<Arc<Entry>, Error> {
+        spec.networks = self.lease(id, net_req)?;
+        if !spec.networks.is_empty() {
+            let rt = self.clone();
+            let (id, nets) = (id.to_string(), spec.networks.clone());
+            undo.push("release the addresses", move || {
+                rt.release_leases(&id, &nets);
+                Ok(())
+            });
+        }
         if !spec.ports.is_empty() && spec.networks.is_empty() {
-            self.release_leases(&id, &spec);
             return Err(Error::InvalidArgument {
                 field: "ports",
                 reason: "publishing a port needs a network (not --network none)".into(),
             });
         }
         let spec = spec;
-        let taken = |list: &[Arc<Entry>]| list.iter().any(|e| e.spec.name == spec.name);
-        let exists =
-            || Error::AlreadyExists(format!("a container named {} already exists", spec.name));
-        if taken(&lock(&self.inner.containers)) {
-            return Err(exists());
-        }
-        let dir = self.inner.config.state_dir.join("containers").join(&id);
+        let dir = self.inner.config.state_dir.join("containers").join(id);
         let status = Status {
             version: STATE_VERSION,
             state: ContainerState::Created,
@@ -787,37 +922,29 @@ impl Runtime {
             restarts_total: 0,
             health: None,
         };
-        let write = || -> Result<(), Error> {
-            store::private_dir(&dir)?;
-            // The overlay root takes the upper dir's attributes: Docker's 0755.
-            store::visible_dir(&dir.join("upper"))?;
-            store::visible_dir(&dir.join("work"))?;
-            store::write_json(&dir.join("config.json"), &spec)?;
-            store::create_private_file(&dir.join("container.log"))?;
-            // state.json last: its presence marks the create as complete.
-            store::write_json(&dir.join("state.json"), &status)?;
-            Ok(())
-        };
-        if let Err(e) = write() {
-            let _ = remove_dir(&dir);
-            self.release_leases(&id, &spec);
-            return Err(e);
-        }
-        let entry = Arc::new(Entry::new(id.clone(), spec.clone(), dir.clone(), status));
+        store::private_dir(&dir)?;
         {
-            let mut list = lock(&self.inner.containers);
-            if taken(&list) {
-                drop(list);
-                let _ = remove_dir(&dir);
-                self.release_leases(&id, &spec);
-                return Err(exists());
-            }
-            list.push(entry.clone());
+            let dir = dir.clone();
+            undo.push("remove the container directory", move || {
+                remove_dir(&dir).map_err(|e| e.to_string())
+            });
         }
-        self.spawn_dns_sync(&entry);
-        info!(id = %id, "created");
-        self.event(&entry, EventKind::Create, &[]);
-        Ok(entry.info())
+        // The overlay root takes the upper dir's attributes: Docker's 0755.
+        store::visible_dir(&dir.join("upper"))?;
+        store::visible_dir(&dir.join("work"))?;
+        store::write_json(&dir.join("config.json"), &spec)?;
+        store::create_private_file(&dir.join("container.log"))?;
+        logs::DropCounter::create(&dir.join(logs::DROPPED_FILE))
+            .map_err(io_err("create", &dir.join(logs::DROPPED_FILE)))?;
+        // state.json last: its presence marks the create as complete.
+        store::write_json(&dir.join("state.json"), &status)?;
+        let entry = Arc::new(Entry::new(id.to_string(), spec, dir, status));
+        let mut list = lock(&self.inner.containers);
+        if list.iter().any(|e| e.spec.name == entry.spec.name) {
+            return Err(name_exists(&entry.spec.name));
+        }
+        list.push(entry.clone());
+        Ok(entry)
     }
 
     /// Starts a created or exited container (a user start: it clears a
@@ -828,11 +955,22 @@ impl Runtime {
         self.start_entry(&entry, StartBy::User).await
     }
 
+    /// Starts `entry` on a task of its own: a caller that goes away (a
+    /// cancelled request) neither stops a start half-way nor its undo.
     pub(crate) async fn start_entry(
         &self,
         entry: &Arc<Entry>,
         by: StartBy,
     ) -> Result<ContainerInfo, Error> {
+        let (rt, e) = (self.clone(), entry.clone());
+        self.inner
+            .tracker
+            .spawn(async move { rt.start_now(&e, by).await }.instrument(tracing::Span::current()))
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("start task failed: {e}")))?
+    }
+
+    async fn start_now(&self, entry: &Arc<Entry>, by: StartBy) -> Result<ContainerInfo, Error> {
         let key = &entry.spec.name;
         let _op = entry.op.lock().await;
         let st = entry.status();
@@ -862,61 +1000,46 @@ impl Runtime {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        if let Err(e) = self.ensure_sandbox(entry).await {
-            let msg = e.to_string();
-            let _ = entry.set_status(|s| s.error = msg);
-            return Err(e);
-        }
-        if let Err(e) = self.ensure_ports(entry).await {
-            let msg = e.to_string();
-            let _ = entry.set_status(|s| s.error = msg);
-            return Err(e);
-        }
-        let exe = self.inner.config.shim_exe.clone();
-        let dir = entry.dir.clone();
-        let cg = self.inner.cgroups.clone();
-        let id = entry.id.clone();
-        let limits = *lock(&entry.resources);
-        let privileged = entry.spec.security.privileged;
-        let e2 = entry.clone();
-        let started = tokio::task::spawn_blocking(move || {
-            let mut oom_base = 0;
-            if let Some(cg) = &cg {
-                cg.create(&id)
-                    .and_then(|()| cg.restrict_devices(&id, privileged))
-                    .and_then(|()| cg.apply(&id, &limits))
-                    .map_err(|e| SpawnError::Setup(format!("cgroup: {e}")))?;
-                oom_base = cg.stats(&id).map(|s| s.oom_kills).unwrap_or(0);
+        // Everything this start makes (sandbox, port proxies, cgroup, the
+        // shim's pids in state.json) is undone if it fails: the container
+        // is left as it was, with the reason in its error.
+        let mut undo = Rollback::new(
+            format!("start of {}", entry.spec.name),
+            Some(self.inner.tracker.clone()),
+        );
+        let (started, oom_base) = match self.start_steps(entry, &st, &mut undo).await {
+            Ok(s) => {
+                undo.commit();
+                s
             }
-            let started = process::start(&exe, &dir, |s| {
-                if let Some(cg) = &cg {
-                    cg.add_process(&id, s.init_pid)
-                        .map_err(|e| format!("cgroup: {e}"))?;
-                }
-                // Record the processes before the command runs: an rsupd
-                // that dies from here on finds and re-adopts them instead of
-                // starting a second instance.
-                e2.set_status(|st| {
-                    st.shim_pid = s.shim_pid;
-                    st.shim_start_time = s.shim_start_time;
-                    st.init_pid = s.init_pid;
-                    st.init_start_time = s.init_start_time;
-                })
-                .map_err(|e| format!("recording the shim: {e}"))
-            })?;
-            Ok::<_, SpawnError>((started, oom_base))
-        })
-        .await
-        .map_err(|e| Error::FailedPrecondition(format!("start task failed: {e}")))?;
-        let (started, oom_base) = match started {
-            Ok(s) => s,
-            Err(source) => {
-                let msg = source.to_string();
-                let _ = entry.set_status(|s| s.error = msg);
-                return Err(Error::Spawn {
-                    container: entry.spec.name.clone(),
-                    source,
+            Err(e) => {
+                let failures = undo.undo().await;
+                let e = e.with_cleanup_failures(&failures);
+                let msg = e.to_string();
+                // A command that could not be run gets Docker's exit code
+                // (127 not found, 126 not executable), shown by inspect.
+                let exit = match &e {
+                    Error::Spawn {
+                        source:
+                            SpawnError::Command {
+                                exit_code: Some(code),
+                                ..
+                            },
+                        ..
+                    } => Some(ExitInfo {
+                        code: *code,
+                        signal: 0,
+                        finished_at: SystemTime::now(),
+                    }),
+                    _ => None,
+                };
+                let _ = entry.set_status(|s| {
+                    s.error = msg;
+                    if exit.is_some() {
+                        s.exit = exit;
+                    }
                 });
+                return Err(e);
             }
         };
         *lock(&entry.init_pidfd) = Some(Arc::new(started.init_pidfd));
@@ -950,9 +1073,111 @@ impl Runtime {
             EventKind::Start,
             &[("pid", started.init_pid.to_string())],
         );
-        persisted?;
+        // It runs: a state.json that cannot be written now is caught up
+        // later (its shim was recorded before the command started, so a
+        // restarted rsupd re-adopts it meanwhile).
+        if let Err(e) = persisted {
+            warn!(container = %entry.spec.name, error = %e, "started, but its state is not saved yet");
+        }
         info!(container = %entry.spec.name, pid = started.init_pid, "started");
         Ok(entry.info())
+    }
+
+    /// The steps of a start that make something, each followed by its
+    /// undo on `undo`; `before` is the status before the start.
+    async fn start_steps(
+        &self,
+        entry: &Arc<Entry>,
+        before: &Status,
+        undo: &mut Rollback,
+    ) -> Result<(process::Started, u64), Error> {
+        if !self.sandbox_complete(entry).await? {
+            let (rt, e) = (self.clone(), entry.clone());
+            undo.push_async(
+                "remove the network namespace and veths",
+                move || async move {
+                    match rt.drop_sandbox(&e).await.as_slice() {
+                        [] => Ok(()),
+                        failures => Err(failures.join("; ")),
+                    }
+                },
+            );
+            self.make_sandbox(entry).await?;
+        }
+        if self.ensure_ports(entry).await? {
+            let e = entry.clone();
+            undo.push("close the published ports", move || {
+                Runtime::stop_ports(&e);
+                Ok(())
+            });
+        }
+        let cg = self.inner.cgroups.clone();
+        let id = entry.id.clone();
+        if let Some(cg) = &cg
+            && !cg.procs_files(&id).iter().any(|p| p.exists())
+        {
+            let (cg, id) = (cg.clone(), id.clone());
+            undo.push_async("remove the cgroup", move || async move {
+                tokio::task::spawn_blocking(move || cg.remove(&id))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            });
+        }
+        {
+            // The shim's pids are recorded before its command starts; a
+            // failed start puts back what was there.
+            let (e, b) = (entry.clone(), before.clone());
+            undo.push("forget the shim's pids", move || {
+                let _ = e.set_status(|s| {
+                    s.shim_pid = b.shim_pid;
+                    s.shim_start_time = b.shim_start_time;
+                    s.init_pid = b.init_pid;
+                    s.init_start_time = b.init_start_time;
+                });
+                Ok(())
+            });
+        }
+        let exe = self.inner.config.shim_exe.clone();
+        let dir = entry.dir.clone();
+        let limits = *lock(&entry.resources);
+        let privileged = entry.spec.security.privileged;
+        let e2 = entry.clone();
+        let started = tokio::task::spawn_blocking(move || {
+            let mut oom_base = 0;
+            if let Some(cg) = &cg {
+                cg.create(&id)
+                    .and_then(|()| cg.restrict_devices(&id, privileged))
+                    .and_then(|()| cg.apply(&id, &limits))
+                    .map_err(|e| SpawnError::Setup(format!("cgroup: {e}")))?;
+                oom_base = cg.stats(&id).map(|s| s.oom_kills).unwrap_or(0);
+            }
+            // On error the shim and its init are killed and reaped, and
+            // their pidfds closed, by process::start.
+            let started = process::start(&exe, &dir, |s| {
+                if let Some(cg) = &cg {
+                    cg.add_process(&id, s.init_pid)
+                        .map_err(|e| format!("cgroup: {e}"))?;
+                }
+                // Record the processes before the command runs: an rsupd
+                // that dies from here on finds and re-adopts them instead of
+                // starting a second instance.
+                e2.set_status(|st| {
+                    st.shim_pid = s.shim_pid;
+                    st.shim_start_time = s.shim_start_time;
+                    st.init_pid = s.init_pid;
+                    st.init_start_time = s.init_start_time;
+                })
+                .map_err(|e| format!("recording the shim: {}", Error::from(e)))
+            })?;
+            Ok::<_, SpawnError>((started, oom_base))
+        })
+        .await
+        .map_err(|e| Error::FailedPrecondition(format!("start task failed: {e}")))?;
+        started.map_err(|source| Error::Spawn {
+            container: entry.spec.name.clone(),
+            source,
+        })
     }
 
     pub(crate) fn event(&self, entry: &Entry, kind: EventKind, attrs: &[(&str, String)]) {
@@ -1128,31 +1353,35 @@ impl Runtime {
     }
 
     /// Sends SIGTERM, then SIGKILL after `timeout`. Stopping a container that
-    /// is not running is not an error (as in Docker).
+    /// is not running is not an error (as in Docker). The signals go out
+    /// whether or not the state can be saved (the report says when not).
     #[instrument(skip_all, fields(container = %key))]
     pub async fn stop(
         &self,
         key: &ContainerRef,
         timeout: Duration,
-    ) -> Result<ContainerInfo, Error> {
+    ) -> Result<(ContainerInfo, OpReport), Error> {
         crate::bounds::duration("timeout_seconds", timeout, &crate::bounds::STOP_TIMEOUT)?;
         let entry = self.find(key)?;
         let _op = entry.op.lock().await;
+        let mut report = OpReport::default();
         entry.cancel_restart();
         let state = entry.status().state;
         if state != ContainerState::Running {
             if state == ContainerState::Restarting {
-                entry.set_status(|s| {
+                let _ = entry.set_status(|s| {
                     s.state = ContainerState::Exited;
                     s.stopped_by_user = true;
                     s.next_start_at = None;
-                })?;
+                });
                 self.event(&entry, EventKind::Stop, &[]);
             }
-            return Ok(entry.info());
+            report.note_unsaved(&entry);
+            return Ok((entry.info(), report));
         }
-        // Mark first: the exit this causes must not be restarted.
-        entry.set_status(|s| s.stopped_by_user = true)?;
+        // Mark first: the exit this causes must not be restarted (in
+        // memory at once, on disk when it can be).
+        let _ = entry.set_status(|s| s.stopped_by_user = true);
         self.event(
             &entry,
             EventKind::Stop,
@@ -1170,12 +1399,14 @@ impl Runtime {
                 )));
             }
         }
-        Ok(entry.info())
+        report.note_unsaved(&entry);
+        Ok((entry.info(), report))
     }
 
     /// Sends a signal (see [`signal::parse`]) to the container's command.
+    /// The report says when the container's state is not saved.
     #[instrument(skip_all, fields(container = %key))]
-    pub async fn kill(&self, key: &ContainerRef, sig: &str) -> Result<(), Error> {
+    pub async fn kill(&self, key: &ContainerRef, sig: &str) -> Result<OpReport, Error> {
         let sig = signal::parse(sig)?;
         let entry = self.find(key)?;
         if entry.status().state != ContainerState::Running {
@@ -1184,13 +1415,19 @@ impl Runtime {
                 entry.spec.name
             )));
         }
-        entry.signal(sig)
+        entry.signal(sig)?;
+        let mut report = OpReport::default();
+        report.note_unsaved(&entry);
+        Ok(report)
     }
 
     /// Removes a container and everything it left on disk. A running one is
-    /// refused unless `force`, which kills it first.
+    /// refused unless `force`, which kills it first. Idempotent in its
+    /// parts: whatever is already gone (directory, state.json, netns
+    /// mount, veths, cgroup, leases) is skipped; what cannot be removed is
+    /// in the report, and the container is removed from the API anyway.
     #[instrument(skip_all, fields(container = %key))]
-    pub async fn remove(&self, key: &ContainerRef, force: bool) -> Result<(), Error> {
+    pub async fn remove(&self, key: &ContainerRef, force: bool) -> Result<OpReport, Error> {
         let entry = self.find_any(key)?;
         if self.is_quarantined(&entry.id) {
             return self.remove_quarantined(&entry, force).await;
@@ -1198,11 +1435,15 @@ impl Runtime {
         self.remove_entry(&entry, force).await
     }
 
-    pub(crate) async fn remove_entry(&self, entry: &Arc<Entry>, force: bool) -> Result<(), Error> {
-        let _op = entry.op.lock().await;
+    pub(crate) async fn remove_entry(
+        &self,
+        entry: &Arc<Entry>,
+        force: bool,
+    ) -> Result<OpReport, Error> {
+        let op = entry.op.clone().lock_owned().await;
         let state = entry.status().state;
         match state {
-            ContainerState::Removed => return Ok(()),
+            ContainerState::Removed => return Ok(OpReport::default()),
             ContainerState::Running | ContainerState::Restarting if !force => {
                 return Err(Error::FailedPrecondition(format!(
                     "container {} is {}: stop it first or force the removal",
@@ -1217,7 +1458,7 @@ impl Runtime {
             ContainerState::Restarting => entry.cancel_restart(),
             ContainerState::Running => {
                 entry.cancel_restart();
-                entry.set_status(|s| s.stopped_by_user = true)?;
+                let _ = entry.set_status(|s| s.stopped_by_user = true);
                 entry.signal_if_running(libc::SIGKILL)?;
                 if !entry.wait_not_running(KILL_WAIT).await {
                     return Err(Error::FailedPrecondition(format!(
@@ -1229,34 +1470,79 @@ impl Runtime {
             ContainerState::Created | ContainerState::Exited => {}
             // Quarantined: only `remove` (through `remove_quarantined`).
             // (No longer quarantined: removed meanwhile.)
-            ContainerState::Unknown => return self.refuse_quarantined(entry),
+            ContainerState::Unknown => {
+                self.refuse_quarantined(entry)?;
+                return Ok(OpReport::default());
+            }
         }
         // Mark first: a crash from here on finishes the removal at start.
-        entry.set_status(|s| s.state = ContainerState::Removed)?;
+        // Best effort: a directory that is gone, or a full disk, does not
+        // stop the removal (the directory goes below).
+        let _ = entry.set_status(|s| s.state = ContainerState::Removed);
         self.forget(entry);
         self.event(entry, EventKind::Destroy, &[]);
-        self.drop_sandbox(entry).await;
-        self.release(entry);
+        // The rest runs to its end even if the caller goes away.
+        let (rt, e) = (self.clone(), entry.clone());
+        let teardown = self.inner.tracker.spawn(
+            async move {
+                let _op = op;
+                rt.tear_down(&e).await
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let warnings = teardown
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("remove task failed: {e}")))?;
+        for w in &warnings {
+            warn!(container = %entry.spec.name, warning = %w, "removed, but");
+        }
+        info!(container = %entry.spec.name, "removed");
+        Ok(OpReport { warnings })
+    }
+
+    /// Removes what a forgotten container leaves: sandbox, leases, cgroup,
+    /// directory, layers only it used. Every part is tried; returns what
+    /// could not be removed.
+    async fn tear_down(&self, entry: &Arc<Entry>) -> Vec<String> {
+        let name = &entry.spec.name;
+        let mut warnings: Vec<String> = Vec::new();
+        for f in self.drop_sandbox(entry).await {
+            warnings.push(format!("container {name}: network: {f}"));
+        }
+        for f in self.release(entry) {
+            warnings.push(format!(
+                "container {name}: its addresses are released, but not saved: {f}"
+            ));
+        }
         let dir = entry.dir.clone();
         let cg = self.inner.cgroups.clone();
         let id = entry.id.clone();
         let removed = tokio::task::spawn_blocking(move || {
-            if let Some(cg) = cg
-                && let Err(e) = cg.remove(&id)
-            {
-                warn!(container = %id, error = %e, "cannot remove the cgroup");
-            }
-            remove_dir(&dir)
+            let cgroup = match cg {
+                Some(cg) => cg.remove(&id).map_err(|e| e.to_string()),
+                None => Ok(()),
+            };
+            (cgroup, remove_dir(&dir))
         })
-        .await
-        .map_err(|e| Error::FailedPrecondition(format!("remove task failed: {e}")));
+        .await;
+        match removed {
+            Ok((cgroup, dir)) => {
+                if let Err(e) = cgroup {
+                    warnings.push(format!("container {name}: cgroup not removed: {e}"));
+                }
+                if let Err(e) = dir {
+                    warnings.push(format!(
+                        "container {name}: its directory is not removed ({e}); rsupd removes it at its next start"
+                    ));
+                }
+            }
+            Err(e) => warnings.push(format!("container {name}: remove task failed: {e}")),
+        }
         // The container is forgotten either way: its layers may go.
         if entry.spec.image.is_some() {
             self.collect_layers().await;
         }
-        removed??;
-        info!(container = %entry.spec.name, "removed");
-        Ok(())
+        warnings
     }
 
     /// Running containers, or all with `all`, oldest first.
@@ -1433,6 +1719,40 @@ impl Runtime {
         });
     }
 
+    /// Every second, writes the state of containers whose last
+    /// `state.json` write failed (a full disk): the file catches up as soon
+    /// as there is space, even if nothing else changes.
+    fn spawn_flusher(&self) {
+        let rt = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tracker.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                let unsaved: Vec<Arc<Entry>> = lock(&rt.inner.containers)
+                    .iter()
+                    .filter(|e| lock(&e.unsaved).is_some())
+                    .cloned()
+                    .collect();
+                if unsaved.is_empty() {
+                    continue;
+                }
+                let _ = tokio::task::spawn_blocking(move || {
+                    for e in unsaved {
+                        if e.save() {
+                            info!(container = %e.spec.name, "its state is saved again");
+                        }
+                    }
+                })
+                .await;
+            }
+        });
+    }
+
     fn sample_all(&self) {
         let list = lock(&self.inner.containers).clone();
         for e in list
@@ -1556,14 +1876,6 @@ impl Runtime {
         self.stop_dns().await;
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
-    }
-}
-
-/// Writes what loading a container found out; best-effort: the container
-/// is loaded (and so kept, never swept) even when the disk refuses.
-fn persist_loaded(dir: &Path, status: &Status) {
-    if let Err(e) = store::write_json(&dir.join("state.json"), status) {
-        warn!(dir = %dir.display(), error = %e, "cannot record the state found at start");
     }
 }
 

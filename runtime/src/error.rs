@@ -1,5 +1,12 @@
 //! The one error type of the runtime's public API. Each variant says which
 //! kind of failure it is, so the daemon can map it onto one gRPC code.
+//!
+//! A state write that fails for want of space (ENOSPC, or EDQUOT of a
+//! quota) is not an internal error: every [`StoreError`] converted into an
+//! [`Error`] becomes [`Error::NoSpace`], which names the state device, its
+//! mount point and the state directory, so the operator knows what to free.
+
+use std::path::{Path, PathBuf};
 
 use crate::process::SpawnError;
 use crate::store::StoreError;
@@ -27,7 +34,10 @@ pub enum Error {
         source: SpawnError,
     },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+    /// The state device is full (or the state dir's quota used up).
+    #[error(transparent)]
+    NoSpace(Box<NoSpace>),
     #[error("{op} for container {container}: {source}")]
     Sys {
         op: &'static str,
@@ -38,4 +48,140 @@ pub enum Error {
     /// The daemon is shutting down.
     #[error("rsupd is shutting down")]
     ShuttingDown,
+}
+
+impl Error {
+    /// This error, with the failures of the undo that followed it added
+    /// to its message (the cause first: it is what the caller must fix).
+    /// Variants without a free-text message keep theirs; the failures are
+    /// in the log either way.
+    pub fn with_cleanup_failures(self, failures: &[String]) -> Error {
+        if failures.is_empty() {
+            return self;
+        }
+        let note = |m: String| format!("{m} (undoing it also failed: {})", failures.join("; "));
+        match self {
+            Error::InvalidArgument { field, reason } => Error::InvalidArgument {
+                field,
+                reason: note(reason),
+            },
+            Error::NotFound(m) => Error::NotFound(note(m)),
+            Error::AlreadyExists(m) => Error::AlreadyExists(note(m)),
+            Error::ResourceExhausted(m) => Error::ResourceExhausted(note(m)),
+            Error::FailedPrecondition(m) => Error::FailedPrecondition(note(m)),
+            other => other,
+        }
+    }
+}
+
+/// A state write refused for want of space, with where that space is.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no space left on the state device {device} (mounted at {mount}; state dir {state_dir}): {op} {path}: {source}"
+)]
+pub struct NoSpace {
+    pub op: &'static str,
+    pub path: PathBuf,
+    /// The mount's source as mountinfo says (`/dev/sda1`, `tmpfs`).
+    pub device: String,
+    pub mount: String,
+    /// The state directory holding `path` (the nearest parent with
+    /// `rsupd.lock`), or `path`'s directory if none has one.
+    pub state_dir: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl NoSpace {
+    /// Describes `source`, raised by `op` on `path`, when it is ENOSPC or
+    /// EDQUOT.
+    pub fn of(
+        op: &'static str,
+        path: &Path,
+        source: std::io::Error,
+    ) -> Result<NoSpace, std::io::Error> {
+        if !matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+            return Err(source);
+        }
+        let (mount, device) =
+            crate::image::limits::mount_of_path(path).unwrap_or_else(|| ("?".into(), "?".into()));
+        let state_dir = path
+            .ancestors()
+            .skip(1)
+            .find(|d| d.join("rsupd.lock").exists())
+            .or_else(|| path.parent())
+            .unwrap_or(path);
+        Ok(NoSpace {
+            op,
+            path: path.to_path_buf(),
+            device,
+            mount,
+            state_dir: state_dir.display().to_string(),
+            source,
+        })
+    }
+}
+
+/// The message `e` has as an [`Error`] (a full disk names its device).
+pub(crate) fn describe_store_error(e: &StoreError) -> String {
+    if let StoreError::Io { op, path, source } = e
+        && let Some(errno) = source.raw_os_error()
+        && let Ok(full) = NoSpace::of(op, path, std::io::Error::from_raw_os_error(errno))
+    {
+        return full.to_string();
+    }
+    e.to_string()
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        match e {
+            StoreError::Io { op, path, source } => match NoSpace::of(op, &path, source) {
+                Ok(full) => Error::NoSpace(Box::new(full)),
+                Err(source) => Error::Store(StoreError::Io { op, path, source }),
+            },
+            other => Error::Store(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_from_the_store_names_the_state_device() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = t.path().join("state");
+        std::fs::create_dir_all(root.join("networks")).expect("mkdir");
+        std::fs::write(root.join("rsupd.lock"), "").expect("lock");
+        let path = root.join("networks/n.json");
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let e: Error = StoreError::Io {
+                op: "write",
+                path: path.clone(),
+                source: std::io::Error::from_raw_os_error(errno),
+            }
+            .into();
+            let Error::NoSpace(full) = &e else {
+                panic!("not NoSpace: {e:?}");
+            };
+            assert_eq!(full.state_dir, root.display().to_string());
+            assert_ne!(full.mount, "?", "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains("no space left on the state device"), "{msg}");
+            assert!(
+                msg.contains(&format!("state dir {}", root.display())),
+                "{msg}"
+            );
+        }
+        // Any other error stays a store error.
+        let e: Error = StoreError::Io {
+            op: "write",
+            path,
+            source: std::io::Error::from_raw_os_error(libc::EIO),
+        }
+        .into();
+        assert!(matches!(e, Error::Store(_)), "{e:?}");
+    }
 }

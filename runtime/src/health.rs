@@ -148,6 +148,9 @@ impl Runtime {
             },
             uid,
             gid,
+            // A user resolved at start is resolved again inside the container.
+            user_spec: (req.user.is_empty() && entry.spec.user_at_start)
+                .then(|| entry.spec.user_spec.clone()),
             security: entry.spec.security.clone(),
         };
         let json = serde_json::to_string(&spec)

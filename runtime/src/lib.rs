@@ -18,9 +18,11 @@ pub mod logs;
 pub mod names;
 pub mod net;
 pub mod network;
+pub mod paths;
 pub mod ports;
 pub mod process;
 pub mod quarantine;
+pub mod rollback;
 pub mod seccomp;
 pub mod security;
 pub mod signal;
@@ -33,7 +35,7 @@ pub mod userns;
 pub mod volumes;
 
 pub use container::{
-    ContainerInfo, ContainerState, ContainerStats, LogStreamItem, Runtime, RuntimeConfig,
+    ContainerInfo, ContainerState, ContainerStats, LogStreamItem, OpReport, Runtime, RuntimeConfig,
 };
 pub use error::Error;
 pub use process::ExitInfo;

@@ -10,10 +10,21 @@
 //! record would pass `max_size`, keeping `max_files` files in all. Readers
 //! read the rotated files oldest first, then follow the current file across
 //! rotations by noticing that the path names a new inode.
+//!
+//! The writer never blocks its container on a full disk: a record it cannot
+//! write (ENOSPC, EDQUOT, EIO, a failed rotation) is dropped whole (a torn
+//! tail is cut off again, so the next record starts on a line of its own)
+//! and counted, and the next record tries again, so logging resumes by
+//! itself once there is space. The count ([`Dropped`]: bytes and records,
+//! over the container's whole life) lives in `log-dropped` ([`DROPPED_FILE`])
+//! beside the log: a fixed-width record made when the container is created
+//! and then only overwritten in place with `pwrite`, which needs no new
+//! blocks (on tmpfs, ext4 or xfs; a copy-on-write filesystem may still
+//! refuse), so rsupd can read it while the disk is full.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -149,12 +160,131 @@ pub fn parse_record(line: &[u8]) -> Option<LogRecord> {
     })
 }
 
-/// Appends records to `container.log`, rotating by size.
+/// The file beside `container.log` that counts what the writer dropped.
+pub const DROPPED_FILE: &str = "log-dropped";
+
+/// Length of the record in [`DROPPED_FILE`]: `BYTES RECORDS\n`, each number
+/// 20 digits wide (zero-padded), so every write has the same length.
+const DROPPED_LEN: usize = 42;
+
+/// Log output the writer could not write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Bytes of the dropped records, as they would have been written.
+    pub bytes: u64,
+    pub records: u64,
+}
+
+impl Dropped {
+    fn encode(self) -> Vec<u8> {
+        format!("{:020} {:020}\n", self.bytes, self.records).into_bytes()
+    }
+
+    fn decode(data: &[u8]) -> Option<Dropped> {
+        if data.len() != DROPPED_LEN || data[DROPPED_LEN - 1] != b'\n' {
+            return None;
+        }
+        let text = std::str::from_utf8(&data[..DROPPED_LEN - 1]).ok()?;
+        let (bytes, records) = text.split_once(' ')?;
+        Some(Dropped {
+            bytes: bytes.parse().ok()?,
+            records: records.parse().ok()?,
+        })
+    }
+}
+
+/// Reads a container's [`DROPPED_FILE`]; missing or unreadable is zero. A
+/// read that races the writer's `pwrite` is tried again.
+pub fn read_dropped(path: &Path) -> Dropped {
+    for _ in 0..3 {
+        match std::fs::read(path) {
+            Ok(data) => {
+                if let Some(d) = Dropped::decode(&data) {
+                    return d;
+                }
+            }
+            Err(_) => return Dropped::default(),
+        }
+    }
+    Dropped::default()
+}
+
+/// The writer's side of [`DROPPED_FILE`].
+pub struct DropCounter {
+    /// `None` when the file could not be opened: the count is then kept in
+    /// memory only.
+    file: Option<File>,
+    count: Dropped,
+}
+
+fn open_counter(path: &Path, create: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .mode(crate::store::PRIVATE_FILE_MODE)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+}
+
+impl DropCounter {
+    /// Makes the file with a zero count, its block allocated (synced), for
+    /// a new container.
+    pub fn create(path: &Path) -> std::io::Result<()> {
+        let f = open_counter(path, true)?;
+        f.set_len(0)?;
+        f.write_all_at(&Dropped::default().encode(), 0)?;
+        f.sync_all()
+    }
+
+    /// Opens the counter of a starting container and goes on from its
+    /// count; makes the file if missing (a container created by an older
+    /// rsupd).
+    pub fn open(path: &Path) -> DropCounter {
+        let file = open_counter(path, false).or_else(|_| {
+            DropCounter::create(path)?;
+            open_counter(path, false)
+        });
+        let file = file.ok();
+        let count = file
+            .as_ref()
+            .and_then(|f| {
+                let mut buf = vec![0u8; DROPPED_LEN + 1];
+                let n = f.read_at(&mut buf, 0).ok()?;
+                Dropped::decode(&buf[..n])
+            })
+            .unwrap_or_default();
+        DropCounter { file, count }
+    }
+
+    /// Counts one dropped record of `bytes` and overwrites the file.
+    pub fn add(&mut self, bytes: u64) {
+        self.count.bytes = self.count.bytes.saturating_add(bytes);
+        self.count.records = self.count.records.saturating_add(1);
+        if let Some(f) = &self.file {
+            // Same length, same offset: no new block is needed.
+            let _ = f.write_all_at(&self.count.encode(), 0);
+        }
+    }
+
+    pub fn count(&self) -> Dropped {
+        self.count
+    }
+}
+
+/// Appends records to `container.log`, rotating by size; see the module
+/// documentation for what it does when it cannot write.
 pub struct LogWriter {
     path: PathBuf,
     file: File,
     size: u64,
     config: LogConfig,
+    dropped: Option<DropCounter>,
+    /// A rotation renamed the file away but could not open a new one:
+    /// open it before the next record.
+    reopen: bool,
 }
 
 /// Opens the log for appending; a new file is root's alone (0600): a
@@ -179,10 +309,27 @@ impl LogWriter {
             file,
             size,
             config,
+            dropped: None,
+            reopen: false,
         })
     }
 
-    /// Writes one record stamped now.
+    /// Counts dropped records in `counter`.
+    pub fn with_drop_counter(mut self, counter: DropCounter) -> LogWriter {
+        self.dropped = Some(counter);
+        self
+    }
+
+    /// What was dropped so far (zero without a counter).
+    pub fn dropped(&self) -> Dropped {
+        self.dropped
+            .as_ref()
+            .map(DropCounter::count)
+            .unwrap_or_default()
+    }
+
+    /// Writes one record stamped now; a record that cannot be written is
+    /// dropped, counted, and its error returned.
     pub fn write(&mut self, stream: Stream, partial: bool, text: &[u8]) -> std::io::Result<()> {
         let mut rec = Vec::with_capacity(text.len() + 48);
         rec.extend_from_slice(format_rfc3339_nanos(SystemTime::now()).as_bytes());
@@ -191,10 +338,29 @@ impl LogWriter {
         rec.extend_from_slice(if partial { b" P " } else { b" F " });
         rec.extend_from_slice(text);
         rec.push(b'\n');
+        let r = self.append(&rec);
+        if r.is_err()
+            && let Some(d) = &mut self.dropped
+        {
+            d.add(rec.len() as u64);
+        }
+        r
+    }
+
+    fn append(&mut self, rec: &[u8]) -> std::io::Result<()> {
+        if self.reopen {
+            self.file = open_append(&self.path)?;
+            self.size = self.file.metadata()?.len();
+            self.reopen = false;
+        }
         if self.size > 0 && self.size + rec.len() as u64 > self.config.max_size {
             self.rotate()?;
         }
-        self.file.write_all(&rec)?;
+        if let Err(e) = self.file.write_all(rec) {
+            // Part of it may be in: cut it off (a shrink needs no space).
+            let _ = self.file.set_len(self.size);
+            return Err(e);
+        }
         self.size += rec.len() as u64;
         Ok(())
     }
@@ -203,17 +369,20 @@ impl LogWriter {
         let keep = self.config.max_files.max(1);
         let name = |n: u32| rotated_path(&self.path, n);
         if keep == 1 {
-            self.file = OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(&self.path)?;
-            self.file = open_append(&self.path)?;
+            // Appends go to the end: emptying the file is the rotation.
+            self.file.set_len(0)?;
         } else {
             for n in (1..keep - 1).rev() {
                 let _ = std::fs::rename(name(n), name(n + 1));
             }
             std::fs::rename(&self.path, name(1))?;
-            self.file = open_append(&self.path)?;
+            match open_append(&self.path) {
+                Ok(f) => self.file = f,
+                Err(e) => {
+                    self.reopen = true;
+                    return Err(e);
+                }
+            }
         }
         self.size = 0;
         Ok(())
@@ -395,6 +564,103 @@ mod tests {
                 (true, b"xxxxx".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn dropped_count_roundtrips_in_a_fixed_width() {
+        let d = Dropped {
+            bytes: u64::MAX,
+            records: 7,
+        };
+        assert_eq!(d.encode().len(), DROPPED_LEN);
+        assert_eq!(Dropped::default().encode().len(), DROPPED_LEN);
+        assert_eq!(Dropped::decode(&d.encode()), Some(d));
+        assert_eq!(Dropped::decode(b"12 3\n"), None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join(DROPPED_FILE);
+        assert_eq!(read_dropped(&p), Dropped::default());
+        DropCounter::create(&p).expect("create");
+        let mut c = DropCounter::open(&p);
+        c.add(100);
+        c.add(5);
+        assert_eq!(
+            read_dropped(&p),
+            Dropped {
+                bytes: 105,
+                records: 2
+            }
+        );
+        // A new run goes on from the count.
+        let mut c = DropCounter::open(&p);
+        c.add(1);
+        assert_eq!(read_dropped(&p).records, 3);
+        assert_eq!(
+            std::fs::metadata(&p).expect("meta").len(),
+            DROPPED_LEN as u64
+        );
+        // Missing (an older container): made at the first open.
+        let q = dir.path().join("other");
+        DropCounter::open(&q).add(9);
+        assert_eq!(read_dropped(&q).bytes, 9);
+    }
+
+    /// /dev/full fails every write with ENOSPC, as a full disk does.
+    #[test]
+    fn a_full_disk_drops_and_counts_then_writing_resumes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("container.log");
+        let cfg = LogConfig {
+            max_size: 1 << 20,
+            max_files: 2,
+        };
+        let counter = dir.path().join(DROPPED_FILE);
+        DropCounter::create(&counter).expect("counter");
+        let mut w = LogWriter::open(&path, cfg)
+            .expect("open")
+            .with_drop_counter(DropCounter::open(&counter));
+        w.write(Stream::Stdout, false, b"before").expect("write");
+        let good = std::mem::replace(
+            &mut w.file,
+            OpenOptions::new()
+                .append(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        );
+        for _ in 0..3 {
+            let e = w.write(Stream::Stderr, false, b"lost").expect_err("full");
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        }
+        let d = read_dropped(&counter);
+        assert_eq!(d.records, 3);
+        assert_eq!(d, w.dropped());
+        assert!(d.bytes > 3 * 4);
+        // Space is back.
+        w.file = good;
+        w.write(Stream::Stdout, false, b"after").expect("write");
+        let (all, _) = read_all(&path, None, None);
+        let lines: Vec<&[u8]> = all.iter().map(|r| r.line.as_slice()).collect();
+        assert_eq!(lines, [b"before".as_slice(), b"after"]);
+    }
+
+    #[test]
+    fn a_failed_rotation_reopens_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("container.log");
+        let cfg = LogConfig {
+            max_size: 100,
+            max_files: 2,
+        };
+        let mut w = LogWriter::open(&path, cfg).expect("open");
+        w.write(Stream::Stdout, false, &[b'a'; 60]).expect("write");
+        // As a rotation leaves it when it renamed the log away but could
+        // not make a new one.
+        std::fs::rename(&path, rotated_path(&path, 1)).expect("rename");
+        w.reopen = true;
+        w.write(Stream::Stdout, false, b"resumed").expect("write");
+        assert!(!w.reopen);
+        let (all, _) = read_all(&path, None, None);
+        let lines: Vec<Vec<u8>> = all.into_iter().map(|r| r.line).collect();
+        assert_eq!(lines, [vec![b'a'; 60], b"resumed".to_vec()]);
     }
 
     #[test]

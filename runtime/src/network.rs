@@ -17,9 +17,16 @@
 //!   running or waiting for its policy restart, and disappear at once when it
 //!   is stopped by a user, exits for good, or is removed.
 //! * At start rsupd re-creates what is missing (bridges, DNS servers, a
-//!   sandbox lost in a reboot) and sweeps links with its prefix that belong to
-//!   no known network or container.
+//!   sandbox lost in a reboot), sweeps links with its prefix that belong to
+//!   no known network or container, and reconciles the leases with the
+//!   containers ([`reconcile_pool`]): a lease nobody holds is released, a
+//!   container's missing lease is taken again if its address is free; each
+//!   fix is logged and published as a `reconcile` event.
+//! * A create takes its leases through an undo guard
+//!   ([`crate::rollback::Rollback`]): a create that fails after the lease
+//!   (name taken, a write refused, a cancelled request) gives them back.
 
+use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -95,6 +102,9 @@ pub struct NetworkInfo {
     pub created_at: SystemTime,
     /// (container name, address) of every lease.
     pub containers: Vec<(String, Ipv4Addr)>,
+    /// Containers attached to the network (by their spec); equal to the
+    /// number of leases unless something leaked.
+    pub attached: usize,
     pub dns: Option<SocketAddr>,
 }
 
@@ -447,10 +457,15 @@ impl Runtime {
                 (name, ip)
             })
             .collect();
+        let attached = containers
+            .iter()
+            .filter(|e| e.spec.networks.iter().any(|a| a.network == n.spec.name))
+            .count();
         NetworkInfo {
             spec: n.spec.clone(),
             created_at: n.created_at,
             containers: leases,
+            attached,
             dns: n
                 .dns
                 .try_lock()
@@ -557,8 +572,12 @@ impl Runtime {
         Ok(out)
     }
 
-    /// Releases a removed container's leases.
-    pub(crate) fn release(&self, entry: &Entry) {
+    /// Releases a removed container's leases; returns what could not be
+    /// persisted (the pool in memory is released either way, and the
+    /// file catches up with the network's next write or the reconcile at
+    /// start).
+    pub(crate) fn release(&self, entry: &Entry) -> Vec<String> {
+        let mut failures = Vec::new();
         for a in &entry.spec.networks {
             if let Some(n) = self.find_network(&a.network) {
                 n.records
@@ -568,26 +587,33 @@ impl Runtime {
                 lock(&n.pool).release_owner(&entry.id);
                 if let Err(e) = self.persist_network(&n) {
                     warn!(network = %n.spec.name, error = %e, "cannot persist the released lease");
+                    failures.push(format!("network {}: {e}", n.spec.name));
                 }
             }
         }
+        failures
     }
 
-    /// Makes sure the container's sandbox (persistent netns with its veths)
-    /// exists; creates what is missing.
-    pub(crate) async fn ensure_sandbox(&self, entry: &Entry) -> Result<(), Error> {
+    /// Whether the container's sandbox (persistent netns with its veths)
+    /// is all there; a container without networks needs none.
+    pub(crate) async fn sandbox_complete(&self, entry: &Entry) -> Result<bool, Error> {
         if entry.spec.networks.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
-        let path = entry.dir.join("netns");
         let nl = self.netlink().await?;
-        let mut all_there = is_netns_mount(&path);
+        let mut all_there = is_netns_mount(&entry.dir.join("netns"));
         for a in &entry.spec.networks {
             all_there &= nl.link_index(&a.host_ifname).await.ok().flatten().is_some();
         }
-        if all_there {
-            return Ok(());
-        }
+        Ok(all_there)
+    }
+
+    /// Makes the container's sandbox from scratch (a half-made one is
+    /// dropped first). On error, what it made is left for the caller's
+    /// undo ([`Runtime::drop_sandbox`]).
+    pub(crate) async fn make_sandbox(&self, entry: &Entry) -> Result<(), Error> {
+        let path = entry.dir.join("netns");
+        let nl = self.netlink().await?;
         // Start over: drop a half-made sandbox.
         self.drop_sandbox(entry).await;
         let p = path.clone();
@@ -614,31 +640,35 @@ impl Runtime {
                 prefix: a.prefix,
                 gateway: (i == 0 && !n.spec.internal).then_some(a.gateway),
             };
-            if let Err(e) = nl.attach(&att).await {
-                self.drop_sandbox(entry).await;
-                return Err(Error::FailedPrecondition(format!(
-                    "attaching to network {}: {e}",
-                    a.network
-                )));
-            }
+            nl.attach(&att).await.map_err(|e| {
+                Error::FailedPrecondition(format!("attaching to network {}: {e}", a.network))
+            })?;
         }
         Ok(())
     }
 
     /// Deletes the container's veths and unmounts its netns; missing parts
-    /// are fine.
-    pub(crate) async fn drop_sandbox(&self, entry: &Entry) {
+    /// are fine. Returns what could not be removed (also logged).
+    pub(crate) async fn drop_sandbox(&self, entry: &Entry) -> Vec<String> {
+        let mut failures = Vec::new();
         if entry.spec.networks.is_empty() {
-            return;
+            return failures;
         }
-        if let Ok(nl) = self.netlink().await {
-            for a in &entry.spec.networks {
-                if let Err(e) = nl.delete_link(&a.host_ifname).await {
-                    warn!(link = %a.host_ifname, error = %e, "cannot delete the veth");
+        match self.netlink().await {
+            Ok(nl) => {
+                for a in &entry.spec.networks {
+                    if let Err(e) = nl.delete_link(&a.host_ifname).await {
+                        warn!(link = %a.host_ifname, error = %e, "cannot delete the veth");
+                        failures.push(format!("veth {}: {e}", a.host_ifname));
+                    }
                 }
             }
+            Err(e) => failures.push(e.to_string()),
         }
-        unmount_netns(&entry.dir.join("netns"));
+        if let Err(e) = unmount_netns(&entry.dir.join("netns")) {
+            failures.push(e);
+        }
+        failures
     }
 
     /// Publishes or withdraws the container's DNS names according to its
@@ -723,27 +753,85 @@ impl Runtime {
         }
     }
 
-    /// Collects what a crash may have left without an owner: leases and
-    /// cgroups of containers rsupd does not know (reported in the log).
+    /// At start: brings every network's leases in line with the
+    /// containers (see [`reconcile_pool`]), reports each fix in the log and
+    /// as a `reconcile` event, and persists the networks it changed.
+    pub(crate) fn reconcile_leases(&self) -> Vec<(NetworkName, LeaseFix)> {
+        let containers = lock(&self.inner.containers).clone();
+        let known: HashSet<&str> = containers.iter().map(|e| e.id.as_str()).collect();
+        // A directory that could not be loaded is still somebody's: its
+        // addresses are not handed to another container.
+        let on_disk: HashSet<String> =
+            std::fs::read_dir(self.inner.config.state_dir.join("containers"))
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+        let mut all = Vec::new();
+        for n in lock(&self.inner.networks).clone() {
+            let wanted: BTreeMap<Ipv4Addr, &str> = containers
+                .iter()
+                .flat_map(|e| {
+                    e.spec
+                        .networks
+                        .iter()
+                        .filter(|a| a.network == n.spec.name)
+                        .map(|a| (a.ip, e.id.as_str()))
+                })
+                .collect();
+            let fixes = reconcile_pool(&mut lock(&n.pool), &wanted, &|owner| {
+                known.contains(owner) || on_disk.contains(owner)
+            });
+            if fixes.is_empty() {
+                continue;
+            }
+            for f in &fixes {
+                let name = |id: &str| {
+                    containers
+                        .iter()
+                        .find(|e| e.id == id)
+                        .map_or_else(|| id.to_string(), |e| e.spec.name.clone())
+                };
+                let (action, ip, owner) = match f {
+                    LeaseFix::Released { ip, owner } => ("released", ip, owner.clone()),
+                    LeaseFix::Restored { ip, owner } => ("restored", ip, name(owner)),
+                    LeaseFix::Conflict { ip, owner, .. } => ("conflict", ip, name(owner)),
+                };
+                warn!(network = %n.spec.name, fix = %f, "reconciled a lease");
+                self.inner.events.publish(crate::supervise::Event {
+                    time: SystemTime::now(),
+                    kind: crate::supervise::EventKind::Reconcile,
+                    subject_type: "network",
+                    subject: n.spec.name.to_string(),
+                    id: String::new(),
+                    attributes: [
+                        ("action".to_string(), action.to_string()),
+                        ("ip".to_string(), ip.to_string()),
+                        ("owner".to_string(), owner),
+                        ("detail".to_string(), f.to_string()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                });
+            }
+            if let Err(e) = self.persist_network(&n) {
+                warn!(network = %n.spec.name, error = %e, "cannot persist the reconciled leases");
+            }
+            all.extend(fixes.into_iter().map(|f| (n.spec.name.clone(), f)));
+        }
+        all
+    }
+
+    /// Collects what a crash may have left without an owner: cgroups of
+    /// containers rsupd does not know (reported in the log). Leases are
+    /// [`Runtime::reconcile_leases`]'.
     pub(crate) fn sweep_orphans(&self) {
         let known: Vec<String> = lock(&self.inner.containers)
             .iter()
             .map(|e| e.id.clone())
             .collect();
-        for n in lock(&self.inner.networks).clone() {
-            let stale: Vec<String> = lock(&n.pool)
-                .leases()
-                .map(|(_, owner)| owner.to_string())
-                .filter(|o| !known.contains(o))
-                .collect();
-            for o in &stale {
-                warn!(network = %n.spec.name, owner = %o, "releasing the lease of an unknown container");
-                lock(&n.pool).release_owner(o);
-            }
-            if !stale.is_empty() {
-                let _ = self.persist_network(&n);
-            }
-        }
         if let Some(cg) = &self.inner.cgroups {
             use crate::cgroups::Manager;
             for name in cg.list() {
@@ -768,14 +856,100 @@ impl Runtime {
     }
 }
 
-/// Unmounts and deletes a container's netns file; missing is fine.
-pub(crate) fn unmount_netns(path: &Path) {
+/// One change [`reconcile_pool`] made (or could not make) to a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseFix {
+    /// A lease that no container holds (its owner is unknown, or it is not
+    /// the address its container has): given back.
+    Released { ip: Ipv4Addr, owner: String },
+    /// A container's address that the pool had lost: leased again.
+    Restored { ip: Ipv4Addr, owner: String },
+    /// A container's address that cannot be leased to it again (held by
+    /// another, or not valid in the pool): left as it is.
+    Conflict {
+        ip: Ipv4Addr,
+        owner: String,
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for LeaseFix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaseFix::Released { ip, owner } => {
+                write!(
+                    f,
+                    "released {ip}, leased to {owner}, which no container holds"
+                )
+            }
+            LeaseFix::Restored { ip, owner } => {
+                write!(
+                    f,
+                    "leased {ip} to container {owner} again (its lease was missing)"
+                )
+            }
+            LeaseFix::Conflict { ip, owner, reason } => {
+                write!(f, "cannot lease {ip} to container {owner} again: {reason}")
+            }
+        }
+    }
+}
+
+/// Brings `pool` in line with `wanted` (address -> id of the loaded
+/// container that has it): a lease that is not a container's address is
+/// released unless `keep(owner)` (an owner whose record exists but could
+/// not be read); a container's address missing from the pool is leased to
+/// it again if it is free. Returns what it changed or could not.
+pub(crate) fn reconcile_pool(
+    pool: &mut Pool,
+    wanted: &BTreeMap<Ipv4Addr, &str>,
+    keep: &dyn Fn(&str) -> bool,
+) -> Vec<LeaseFix> {
+    let mut fixes = Vec::new();
+    let stale: Vec<(Ipv4Addr, String)> = pool
+        .leases()
+        .filter(|(ip, owner)| wanted.get(ip) != Some(owner))
+        // A loaded container holds only the addresses of its spec.
+        .filter(|(_, owner)| wanted.values().any(|o| o == owner) || !keep(owner))
+        .map(|(ip, owner)| (ip, owner.to_string()))
+        .collect();
+    for (ip, owner) in stale {
+        pool.release(ip, &owner);
+        fixes.push(LeaseFix::Released { ip, owner });
+    }
+    for (ip, owner) in wanted {
+        if pool.leases().any(|(i, o)| i == *ip && o == *owner) {
+            continue;
+        }
+        match pool.reserve(*ip, owner) {
+            Ok(()) => fixes.push(LeaseFix::Restored {
+                ip: *ip,
+                owner: owner.to_string(),
+            }),
+            Err(e) => fixes.push(LeaseFix::Conflict {
+                ip: *ip,
+                owner: owner.to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    fixes
+}
+
+/// Unmounts and deletes a container's netns file; missing is fine. The
+/// error says what is left (also logged).
+pub(crate) fn unmount_netns(path: &Path) -> Result<(), String> {
     if is_netns_mount(path)
         && let Err(e) = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)
     {
         warn!(path = %path.display(), error = %e, "cannot unmount the netns");
+        return Err(format!("unmounting {}: {e}", path.display()));
     }
-    let _ = std::fs::remove_file(path);
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("removing {}: {e}", path.display())),
+    }
 }
 
 /// Whether `path` is a bind-mounted network namespace.
@@ -821,13 +995,93 @@ fn make_netns(path: &Path) -> std::io::Result<()> {
 }
 
 impl Runtime {
-    /// Releases the leases of a container whose create failed.
-    pub(crate) fn release_leases(&self, id: &str, spec: &crate::spec::ContainerSpec) {
-        for a in &spec.networks {
+    /// Releases the leases of a container whose create failed. A network
+    /// file that cannot be written now is caught up by its next write (the
+    /// pool is written whole) or by the reconcile at start.
+    pub(crate) fn release_leases(&self, id: &str, networks: &[NetAttach]) {
+        for a in networks {
             if let Some(n) = self.find_network(&a.network) {
                 lock(&n.pool).release_owner(id);
-                let _ = self.persist_network(&n);
+                if let Err(e) = self.persist_network(&n) {
+                    warn!(network = %n.spec.name, error = %e, "cannot persist the released lease");
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn reconcile_releases_orphans_and_restores_missing_leases() {
+        let subnet: Subnet = "10.9.0.0/24".parse().expect("subnet");
+        let mut pool = Pool::new(subnet, None).expect("pool");
+        pool.reserve(ip("10.9.0.2"), "a").expect("a");
+        pool.reserve(ip("10.9.0.3"), "gone").expect("gone");
+        // Loaded container "a" also holds an address that is not its own.
+        pool.reserve(ip("10.9.0.4"), "a").expect("a twice");
+        // An unreadable record's lease stays.
+        pool.reserve(ip("10.9.0.5"), "unreadable")
+            .expect("unreadable");
+        // "c" wants an address "gone" held: freed first, then restored.
+        let wanted: BTreeMap<Ipv4Addr, &str> = [
+            (ip("10.9.0.2"), "a"),
+            (ip("10.9.0.6"), "b"),
+            (ip("10.9.0.3"), "c"),
+            (ip("10.9.0.5"), "d"),
+        ]
+        .into_iter()
+        .collect();
+        let keep = |o: &str| ["a", "b", "c", "d", "unreadable"].contains(&o);
+        let fixes = reconcile_pool(&mut pool, &wanted, &keep);
+        assert_eq!(
+            fixes,
+            vec![
+                LeaseFix::Released {
+                    ip: ip("10.9.0.3"),
+                    owner: "gone".into()
+                },
+                LeaseFix::Released {
+                    ip: ip("10.9.0.4"),
+                    owner: "a".into()
+                },
+                LeaseFix::Restored {
+                    ip: ip("10.9.0.3"),
+                    owner: "c".into()
+                },
+                LeaseFix::Conflict {
+                    ip: ip("10.9.0.5"),
+                    owner: "d".into(),
+                    reason: "10.9.0.5 is already leased to unreadable".into()
+                },
+                LeaseFix::Restored {
+                    ip: ip("10.9.0.6"),
+                    owner: "b".into()
+                },
+            ]
+        );
+        let leases: Vec<(Ipv4Addr, String)> =
+            pool.leases().map(|(i, o)| (i, o.to_string())).collect();
+        assert_eq!(
+            leases,
+            vec![
+                (ip("10.9.0.2"), "a".into()),
+                (ip("10.9.0.3"), "c".into()),
+                (ip("10.9.0.5"), "unreadable".into()),
+                (ip("10.9.0.6"), "b".into()),
+            ]
+        );
+        // A second pass has nothing to change but the conflict.
+        let again = reconcile_pool(&mut pool, &wanted, &keep);
+        assert!(
+            matches!(again.as_slice(), [LeaseFix::Conflict { .. }]),
+            "{again:?}"
+        );
     }
 }

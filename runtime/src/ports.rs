@@ -65,14 +65,15 @@ impl PortMap {
 }
 
 impl Runtime {
-    /// Starts the proxies of a starting container unless they run already.
-    /// Binding fails the start (port taken).
-    pub(crate) async fn ensure_ports(&self, entry: &Arc<Entry>) -> Result<(), Error> {
+    /// Starts the proxies of a starting container unless they run already;
+    /// true when it started them (for the start's undo:
+    /// [`Runtime::stop_ports`]). Binding fails the start (port taken).
+    pub(crate) async fn ensure_ports(&self, entry: &Arc<Entry>) -> Result<bool, Error> {
         if entry.spec.ports.is_empty() || lock(&entry.proxy).is_some() {
-            return Ok(());
+            return Ok(false);
         }
         let Some(target) = entry.spec.networks.first().map(|a| a.ip) else {
-            return Ok(());
+            return Ok(false);
         };
         let mut listeners = Vec::new();
         for p in &entry.spec.ports {
@@ -133,7 +134,14 @@ impl Runtime {
                 }
             }
         });
-        Ok(())
+        Ok(true)
+    }
+
+    /// Stops the container's proxies and closes their ports.
+    pub(crate) fn stop_ports(entry: &Entry) {
+        if let Some(t) = lock(&entry.proxy).take() {
+            t.cancel();
+        }
     }
 }
 

@@ -52,7 +52,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::container::{
-    ContainerState, Entry, KILL_WAIT, Runtime, STATE_VERSION, Status, adopt, lock, remove_dir,
+    ContainerState, Entry, KILL_WAIT, OpReport, Runtime, STATE_VERSION, Status, adopt, lock,
+    remove_dir,
 };
 use crate::names::quote;
 use crate::process::SHIM_ARG;
@@ -439,6 +440,7 @@ fn unknown_spec() -> ContainerSpec {
         working_dir: String::new(),
         user_spec: String::new(),
         user: User { uid: 0, gid: 0 },
+        user_at_start: false,
         hostname: String::new(),
         auto_remove: false,
         log: LogConfig::default(),
@@ -693,11 +695,11 @@ impl Runtime {
         &self,
         entry: &Arc<Entry>,
         force: bool,
-    ) -> Result<(), Error> {
-        let _op = entry.op.lock().await;
+    ) -> Result<OpReport, Error> {
+        let op = entry.op.clone().lock_owned().await;
         let Some(q) = self.quarantined(&entry.id) else {
             // Removed meanwhile.
-            return Ok(());
+            return Ok(OpReport::default());
         };
         let name = label(entry);
         if q.alive() && !force {
@@ -729,39 +731,81 @@ impl Runtime {
         self.inner
             .unreadable_containers
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        // Ends its DNS follower and any waiter.
+        // Ends its DNS follower and any waiter (in memory: its record is
+        // not written).
         entry
             .status
             .send_modify(|s| s.state = ContainerState::Removed);
         self.forget(entry);
         self.event(entry, EventKind::Destroy, &[]);
-        self.release_all_leases(&entry.id);
-        self.delete_quarantined_links(entry).await;
-        crate::network::unmount_netns(&entry.dir.join("netns"));
+        // The rest runs to its end even if the caller goes away.
+        let (rt, e) = (self.clone(), entry.clone());
+        let teardown = self.inner.tracker.spawn(async move {
+            let _op = op;
+            rt.tear_down_quarantined(&e).await
+        });
+        let warnings = teardown
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("remove task failed: {e}")))?;
+        for w in &warnings {
+            warn!(container = %entry.id, warning = %w, "removed, but");
+        }
+        info!(container = %entry.id, "removed a quarantined container");
+        Ok(OpReport { warnings })
+    }
+
+    /// Removes what a quarantined container holds once its processes are
+    /// gone: its leases on every network, its veths, netns mount, cgroup and
+    /// directory. Every part is tried; returns what could not be removed.
+    async fn tear_down_quarantined(&self, entry: &Arc<Entry>) -> Vec<String> {
+        let name = label(entry);
+        let mut warnings: Vec<String> = Vec::new();
+        for f in self.release_all_leases(&entry.id) {
+            warnings.push(format!(
+                "container {name}: its addresses are released, but not saved: {f}"
+            ));
+        }
+        for f in self.delete_quarantined_links(entry).await {
+            warnings.push(format!("container {name}: network: {f}"));
+        }
+        if let Err(f) = crate::network::unmount_netns(&entry.dir.join("netns")) {
+            warnings.push(format!("container {name}: network: {f}"));
+        }
         let dir = entry.dir.clone();
         let cg = self.inner.cgroups.clone();
         let id = entry.id.clone();
         let removed = tokio::task::spawn_blocking(move || {
-            if let Some(cg) = cg {
-                use crate::cgroups::Manager;
-                if let Err(e) = cg.remove(&id) {
-                    warn!(container = %id, error = %e, "cannot remove the cgroup");
+            use crate::cgroups::Manager;
+            let cgroup = match cg {
+                Some(cg) => cg.remove(&id).map_err(|e| e.to_string()),
+                None => Ok(()),
+            };
+            (cgroup, remove_dir(&dir))
+        })
+        .await;
+        match removed {
+            Ok((cgroup, dir)) => {
+                if let Err(e) = cgroup {
+                    warnings.push(format!("container {name}: cgroup not removed: {e}"));
+                }
+                if let Err(e) = dir {
+                    warnings.push(format!(
+                        "container {name}: its directory is not removed ({e}); rsupd lists it \
+                         again at its next start, for another rm -f"
+                    ));
                 }
             }
-            remove_dir(&dir)
-        })
-        .await
-        .map_err(|e| Error::FailedPrecondition(format!("remove task failed: {e}")));
+            Err(e) => warnings.push(format!("container {name}: remove task failed: {e}")),
+        }
         // It may have mounted any layer: collect what nothing uses now.
         self.collect_layers().await;
-        removed??;
-        info!(container = %entry.id, "removed a quarantined container");
-        Ok(())
+        warnings
     }
 
     /// Releases every lease `id` holds, on every network, and its DNS
-    /// records.
-    fn release_all_leases(&self, id: &str) {
+    /// records; returns the networks whose release could not be saved.
+    fn release_all_leases(&self, id: &str) -> Vec<String> {
+        let mut failures = Vec::new();
         for n in lock(&self.inner.networks).clone() {
             n.records
                 .write()
@@ -772,18 +816,29 @@ impl Runtime {
                 && let Err(e) = self.persist_network(&n)
             {
                 warn!(network = %n.spec.name, error = %e, "cannot persist the released lease");
+                failures.push(format!("network {}: {e}", n.spec.name));
             }
         }
+        failures
     }
 
     /// Deletes the host ends of a quarantined container's veths: the ones
-    /// its spec names, if known, and every link named after its id.
-    async fn delete_quarantined_links(&self, entry: &Entry) {
-        let Ok(nl) = self.netlink().await else {
-            return;
+    /// its spec names, if known, and every link named after its id. Returns
+    /// what could not be deleted.
+    async fn delete_quarantined_links(&self, entry: &Entry) -> Vec<String> {
+        let nl = match self.netlink().await {
+            Ok(nl) => nl,
+            Err(e) => return vec![e.to_string()],
         };
         let prefix = veth_prefix(&self.inner.config.net.prefix, &entry.id);
-        let mut links: Vec<String> = nl.links_with_prefix(&prefix).await.unwrap_or_default();
+        let mut failures = Vec::new();
+        let mut links: Vec<String> = match nl.links_with_prefix(&prefix).await {
+            Ok(l) => l,
+            Err(e) => {
+                failures.push(e.to_string());
+                Vec::new()
+            }
+        };
         for a in &entry.spec.networks {
             if !links.contains(&a.host_ifname) {
                 links.push(a.host_ifname.clone());
@@ -792,8 +847,10 @@ impl Runtime {
         for l in links {
             if let Err(e) = nl.delete_link(&l).await {
                 warn!(link = %l, error = %e, "cannot delete the veth");
+                failures.push(format!("veth {l}: {e}"));
             }
         }
+        failures
     }
 }
 

@@ -7,8 +7,17 @@
 //! rootfs is a directory, the command exists in it (looked up in PATH inside the
 //! rootfs, following symlinks without leaving the rootfs), the user resolves
 //! through the rootfs' `/etc/passwd` and `/etc/group`.
+//!
+//! Lookups in the image or rootfs go through [`crate::paths`] (rsupd reads them
+//! as root in its own namespace: no symlink in them may lead out). They are
+//! decided at create only where they cannot be wrong: when a `-v` or `--tmpfs`
+//! target lands on or above a path a lookup looked at, a mount may provide (or
+//! hide) the command or `/etc/passwd`, so the command is left to the init
+//! (which always looks it up inside the container after the mounts, as runc
+//! does: a missing command then fails the start with exit code 127) and the
+//! user is resolved there too ([`ContainerSpec::user_at_start`]).
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -372,7 +381,10 @@ pub struct ContainerSpec {
     pub image: Option<ImageRef>,
     /// argv as given.
     pub command: Vec<String>,
-    /// Path of argv\[0\] inside the container, resolved at create time.
+    /// Path of argv\[0\] as found at create time in the image or rootfs
+    /// (argv\[0\] as given when a mount may provide it). Informational:
+    /// the init looks the command up again inside the container, after the
+    /// mounts, as Docker does.
     pub executable: String,
     /// Final environment (PATH, HOSTNAME and HOME added when missing).
     pub env: Vec<String>,
@@ -380,6 +392,11 @@ pub struct ContainerSpec {
     /// The user as given ("" when none).
     pub user_spec: String,
     pub user: User,
+    /// The user (and HOME) is resolved at start inside the container
+    /// ([`resolve_user_in_container`]), because `/etc/passwd` or `/etc/group`
+    /// may come from a mount; `user` is then only the image's guess.
+    #[serde(default)]
+    pub user_at_start: bool,
     pub hostname: String,
     pub auto_remove: bool,
     pub log: LogConfig,
@@ -521,7 +538,21 @@ impl ContainerSpec {
             ));
         }
 
-        let (user, home) = resolve_user(&lookup_root, &req.user)?;
+        // The image view and a --rootfs are read as root in rsupd's own
+        // namespace: every lookup goes through the path module, so no
+        // symlink in them leads out.
+        let lookup = crate::paths::RootDir::open(&lookup_root)
+            .map_err(|e| Error::FailedPrecondition(format!("{root_label}: {}", e)))?;
+        let landings = MountLandings::of(&lookup, &req.volumes, &req.tmpfs);
+        let user_at_start = landings.affects_any(&lookup, &["/etc/passwd", "/etc/group"]);
+        let (user, home) = if user_at_start {
+            // /etc/passwd or /etc/group may come from a mount: the init
+            // resolves the user inside the container at start. Until then
+            // the image's answer, if it has one, stands in.
+            resolve_user(&lookup, &req.user).unwrap_or((User { uid: 0, gid: 0 }, String::new()))
+        } else {
+            resolve_user(&lookup, &req.user)?
+        };
 
         if req.command.is_empty() || req.command[0].is_empty() {
             return Err(invalid(
@@ -543,11 +574,12 @@ impl ContainerSpec {
             .unwrap_or(DEFAULT_PATH)
             .to_string();
         let executable = resolve_command(
-            &lookup_root,
+            &lookup,
             &root_label,
             &req.command[0],
             &path_var,
             &working_dir,
+            &landings,
         )?;
         let has = |env: &[String], k: &str| {
             env.iter()
@@ -559,7 +591,7 @@ impl ContainerSpec {
         if !has(&env, "HOSTNAME") {
             env.push(format!("HOSTNAME={hostname}"));
         }
-        if !has(&env, "HOME") {
+        if !has(&env, "HOME") && !user_at_start {
             env.push(format!("HOME={home}"));
         }
         let log = LogConfig {
@@ -600,6 +632,7 @@ impl ContainerSpec {
             working_dir,
             user_spec: req.user,
             user,
+            user_at_start,
             hostname,
             auto_remove: req.auto_remove,
             log,
@@ -723,70 +756,109 @@ fn check_rootfs(given: &str) -> Result<PathBuf, Error> {
         .map_err(|e| Error::FailedPrecondition(format!("rootfs {}: {e}", quote(given))))
 }
 
-/// Resolves `path` (absolute, as seen inside the container) to a host path
-/// under `root`, following symlinks as the container would see them: absolute
-/// targets restart at `root`, and `..` never climbs above it. Returns `None`
-/// if a component does not exist.
-pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
-    let mut parts: Vec<String> = Vec::new();
-    let mut pending: Vec<String> = path
-        .split('/')
-        .rev()
-        .filter(|c| !c.is_empty())
-        .map(String::from)
-        .collect();
-    let mut hops = 0;
-    while let Some(c) = pending.pop() {
-        match c.as_str() {
-            "." => continue,
-            ".." => {
-                parts.pop();
-                continue;
-            }
-            _ => {}
-        }
-        let mut host = root.to_path_buf();
-        host.extend(&parts);
-        host.push(&c);
-        let meta = std::fs::symlink_metadata(&host).ok()?;
-        if meta.file_type().is_symlink() {
-            hops += 1;
-            if hops > 40 {
-                return None;
-            }
-            let target = std::fs::read_link(&host).ok()?;
-            if target.is_absolute() {
-                parts.clear();
-            }
-            for comp in target.components().rev() {
-                if let Component::Normal(n) = comp {
-                    pending.push(n.to_string_lossy().into_owned());
-                } else if comp == Component::ParentDir {
-                    pending.push("..".into());
-                }
-            }
-        } else {
-            parts.push(c);
-        }
-    }
-    let mut host = root.to_path_buf();
-    host.extend(&parts);
-    Some(host)
+/// Largest `/etc/passwd` or `/etc/group` read (a bigger one is ignored).
+const MAX_DB_FILE: usize = 4 << 20;
+
+/// Where the mounts of a request land in the image or rootfs, to tell which
+/// lookups at create a mount could change. A lookup is decided at create
+/// only when no mount lands on (or above) any path it looked at; otherwise
+/// it is left to the init, which does it inside the container after the
+/// mounts (Docker's semantics).
+struct MountLandings {
+    /// Each mount's target with the symlinks of the image resolved, as the
+    /// init will mount it; `None` when that cannot be told (a target through
+    /// a symlink loop, or reached through another mount).
+    landings: Option<Vec<String>>,
 }
 
-fn is_executable_file(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+/// A `-v` or `--tmpfs` target, normalised; `None` if it is not a plain
+/// absolute path (such a spec is refused later anyway).
+fn normal_target(t: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    for c in t.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if c == ".." {
+            return None;
+        }
+        parts.push(c);
+    }
+    (t.starts_with('/') && !parts.is_empty()).then(|| format!("/{}", parts.join("/")))
+}
+
+impl MountLandings {
+    fn of(root: &crate::paths::RootDir, volumes: &[String], tmpfs: &[String]) -> Self {
+        use crate::paths::{WalkEnd, is_ancestor_or_self};
+        let targets = volumes
+            .iter()
+            .map(|v| v.split(':').nth(1).unwrap_or(""))
+            .chain(
+                tmpfs
+                    .iter()
+                    .map(|t| t.split_once(':').map_or(t.as_str(), |(p, _)| p)),
+            );
+        let mut walks = Vec::new();
+        for t in targets {
+            let Some(t) = normal_target(t) else {
+                return MountLandings { landings: None };
+            };
+            let w = root.walk(&t);
+            let landing = match &w.end {
+                WalkEnd::Found(p) => p.clone(),
+                WalkEnd::Missing { full, .. } => full.clone(),
+                WalkEnd::Unknown(_) => return MountLandings { landings: None },
+            };
+            walks.push((w, landing));
+        }
+        // A target reached through another mount lands where that mount's
+        // content says: unknown here.
+        for (i, (w, _)) in walks.iter().enumerate() {
+            for (j, (_, l)) in walks.iter().enumerate() {
+                if i != j && w.visited.iter().any(|v| is_ancestor_or_self(l, v)) {
+                    return MountLandings { landings: None };
+                }
+            }
+        }
+        MountLandings {
+            landings: Some(walks.into_iter().map(|(_, l)| l).collect()),
+        }
+    }
+
+    /// True if a mount could change where `walk` leads.
+    fn affects(&self, walk: &crate::paths::Walk) -> bool {
+        let Some(landings) = &self.landings else {
+            return true;
+        };
+        if landings.is_empty() {
+            return false;
+        }
+        matches!(walk.end, crate::paths::WalkEnd::Unknown(_))
+            || landings.iter().any(|l| {
+                walk.visited
+                    .iter()
+                    .any(|v| crate::paths::is_ancestor_or_self(l, v))
+            })
+    }
+
+    /// True if a mount could change where any of `paths` leads (no walk
+    /// at all when there is no mount).
+    fn affects_any(&self, root: &crate::paths::RootDir, paths: &[&str]) -> bool {
+        if matches!(&self.landings, Some(l) if l.is_empty()) {
+            return false;
+        }
+        paths.iter().any(|p| self.affects(&root.walk(p)))
+    }
 }
 
 /// Finds `cmd` inside the rootfs: a path with a '/' is taken as is (relative
-/// to the working directory), a bare name is searched in `path_var`.
+/// to the working directory), a bare name is searched in `path_var`. A
+/// command that is not there is refused only when no mount could provide
+/// it; otherwise it is returned as given and the init looks it up at start.
 fn resolve_command(
-    root: &Path,
+    root: &crate::paths::RootDir,
     root_label: &str,
     cmd: &str,
     path_var: &str,
     working_dir: &str,
+    landings: &MountLandings,
 ) -> Result<String, Error> {
     let candidates: Vec<String> = if cmd.contains('/') {
         if cmd.starts_with('/') {
@@ -801,10 +873,20 @@ fn resolve_command(
             .map(|d| format!("{}/{cmd}", d.trim_end_matches('/')))
             .collect()
     };
+    let mut deferred = false;
     for c in &candidates {
-        if resolve_in_root(root, c).is_some_and(|h| is_executable_file(&h)) {
+        let w = root.walk(c);
+        if let crate::paths::WalkEnd::Found(p) = &w.end
+            && root.stat(p).is_ok_and(|st| {
+                st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_mode & 0o111 != 0
+            })
+        {
             return Ok(c.clone());
         }
+        deferred = deferred || landings.affects(&w);
+    }
+    if deferred {
+        return Ok(cmd.to_string());
     }
     Err(invalid(
         "command",
@@ -816,28 +898,45 @@ fn resolve_command(
     ))
 }
 
+/// The lines of a passwd- or group-style file under `root`, split into
+/// fields; empty when it is missing or not a readable regular file.
+fn read_db(root: &crate::paths::RootDir, file: &str) -> Vec<Vec<String>> {
+    let Ok(bytes) = root.read_file(file, MAX_DB_FILE) else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .map(|l| l.split(':').map(String::from).collect())
+        .collect()
+}
+
 /// Looks `name` up in a passwd- or group-style file: returns the fields of
 /// the first line whose first field is `name`.
-fn lookup_db(root: &Path, file: &str, name: &str) -> Option<Vec<String>> {
-    let host = resolve_in_root(root, file)?;
-    let text = std::fs::read_to_string(host).ok()?;
-    text.lines()
-        .map(|l| l.split(':').map(String::from).collect::<Vec<_>>())
+fn lookup_db(root: &crate::paths::RootDir, file: &str, name: &str) -> Option<Vec<String>> {
+    read_db(root, file)
+        .into_iter()
         .find(|f| f.first().is_some_and(|n| n == name))
 }
 
-fn lookup_uid(root: &Path, uid: u32) -> Option<Vec<String>> {
-    let host = resolve_in_root(root, "/etc/passwd")?;
-    let text = std::fs::read_to_string(host).ok()?;
-    text.lines()
-        .map(|l| l.split(':').map(String::from).collect::<Vec<_>>())
+fn lookup_uid(root: &crate::paths::RootDir, uid: u32) -> Option<Vec<String>> {
+    read_db(root, "/etc/passwd")
+        .into_iter()
         .find(|f| f.get(2).and_then(|u| u.parse::<u32>().ok()) == Some(uid))
+}
+
+/// Resolves a user inside the container, from its own `/etc/passwd` and
+/// `/etc/group` (for the init, after `pivot_root`, and for exec, after
+/// joining the container's mount namespace): the user and its HOME.
+pub fn resolve_user_in_container(spec: &str) -> Result<(User, String), Error> {
+    let root = crate::paths::RootDir::open(Path::new("/"))
+        .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+    resolve_user(&root, spec)
 }
 
 /// Resolves "", "uid", "uid:gid", "name" or "name:group" against the rootfs;
 /// returns the user and its home directory. Like Docker, a numeric uid not in
 /// /etc/passwd runs with gid 0 and HOME=/.
-fn resolve_user(root: &Path, spec: &str) -> Result<(User, String), Error> {
+fn resolve_user(root: &crate::paths::RootDir, spec: &str) -> Result<(User, String), Error> {
     if spec.is_empty() {
         let home = lookup_uid(root, 0)
             .and_then(|f| f.get(5).cloned())
@@ -1274,21 +1373,106 @@ mod tests {
     }
 
     #[test]
-    fn resolve_never_leaves_root() {
+    fn lookups_never_leave_root() {
         let r = rootfs();
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            outside.path().join("passwd"),
+            "evil:x:4242:4242::/evil:/bin/sh\n",
+        )
+        .expect("write");
+        let exe = outside.path().join("evil");
+        std::fs::write(&exe, b"x").expect("write");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         symlink("/../../../../etc", r.path().join("escape")).expect("ln");
-        let p = resolve_in_root(r.path(), "/escape/passwd").expect("resolves");
-        assert_eq!(p, r.path().join("etc/passwd"));
+        symlink(outside.path(), r.path().join("out")).expect("ln");
+        let root = crate::paths::RootDir::open(r.path()).expect("open");
         assert_eq!(
-            resolve_in_root(r.path(), "/../../bin/sh"),
-            Some(r.path().join("bin/busybox"))
+            lookup_db(&root, "/escape/passwd", "app").and_then(|f| f.get(2).cloned()),
+            Some("1000".to_string())
         );
+        assert!(lookup_db(&root, "/out/passwd", "evil").is_none());
+        let cmd = |c: &str| {
+            resolve_command(
+                &root,
+                "rootfs",
+                c,
+                DEFAULT_PATH,
+                "/",
+                &MountLandings {
+                    landings: Some(Vec::new()),
+                },
+            )
+        };
+        assert_eq!(cmd("/../../bin/sh").expect("found"), "/../../bin/sh");
+        let evil = format!("/out/{}", "evil");
+        assert!(
+            cmd(&evil).is_err(),
+            "a symlink out of the root is not followed"
+        );
+    }
+
+    #[test]
+    fn lookups_a_mount_could_change_are_left_to_the_init() {
+        let r = rootfs();
+        let root = crate::paths::RootDir::open(r.path()).expect("open");
+        let landings = |vols: &[&str], tmpfs: &[&str]| {
+            let v: Vec<String> = vols.iter().map(|s| s.to_string()).collect();
+            let t: Vec<String> = tmpfs.iter().map(|s| s.to_string()).collect();
+            MountLandings::of(&root, &v, &t)
+        };
+        let cmd =
+            |c: &str, l: &MountLandings| resolve_command(&root, "rootfs", c, DEFAULT_PATH, "/", l);
+        // No mount: a missing command is refused at create.
+        assert!(cmd("redis-server", &landings(&[], &[])).is_err());
+        // A mount on /usr may provide /usr/bin/redis-server (and, through
+        // the image's usr/bin -> /bin symlink, /bin too): left to the init.
+        let usr = landings(&["/usr:/usr:ro"], &[]);
+        assert_eq!(cmd("redis-server", &usr).expect("deferred"), "redis-server");
+        assert_eq!(
+            cmd("/usr/bin/redis-server", &usr).expect("deferred"),
+            "/usr/bin/redis-server"
+        );
+        // usr/bin is a symlink to /bin: a mount on /bin lands where
+        // /usr/bin leads.
+        let bin = landings(&[], &["/bin"]);
+        assert!(cmd("/usr/bin/redis-server", &bin).is_ok());
+        // A mount elsewhere changes nothing: still refused at create.
+        let data = landings(&["data:/data", "/srv:/srv"], &["/tmp"]);
+        assert!(cmd("redis-server", &data).is_err());
+        assert!(cmd("/opt/x", &data).is_err());
+        assert!(cmd("/data/x", &data).is_ok(), "under a mount");
+        // A found command is found whatever the mounts.
+        assert_eq!(cmd("sh", &data).expect("found"), "/usr/bin/sh");
+        // Nested mounts: where the inner one lands depends on the outer
+        // one's content: every lookup is left to the init.
+        let nested = landings(&["a:/data", "b:/data/sub"], &[]);
+        assert!(cmd("redis-server", &nested).is_ok());
+        // Users: /etc/passwd from a mount is read at start.
+        assert!(
+            landings(&["/etc/passwd:/etc/passwd:ro"], &[]).affects_any(&root, &["/etc/passwd"])
+        );
+        assert!(landings(&[], &["/etc"]).affects_any(&root, &["/etc/group"]));
+        assert!(!landings(&["/srv:/srv"], &[]).affects_any(&root, &["/etc/passwd", "/etc/group"]));
+        let mut q = req(r.path(), &["sh"]);
+        q.user = "nobody".into();
+        assert!(ContainerSpec::validate(q.clone(), "x", LogConfig::default()).is_err());
+        q.volumes = vec!["/etc/passwd:/etc/passwd:ro".into()];
+        let s = ContainerSpec::validate(q, "x", LogConfig::default()).expect("deferred user");
+        assert!(s.user_at_start);
+        assert!(!s.env.iter().any(|e| e.starts_with("HOME=")));
+        let mut q = req(r.path(), &["redis-server"]);
+        q.volumes = vec!["/usr:/usr:ro".into()];
+        let s = ContainerSpec::validate(q, "x", LogConfig::default()).expect("deferred command");
+        assert_eq!(s.executable, "redis-server");
+        assert!(!s.user_at_start);
     }
 
     #[test]
     fn users_resolve_from_rootfs() {
         let r = rootfs();
-        let u = |s: &str| resolve_user(r.path(), s);
+        let root = crate::paths::RootDir::open(r.path()).expect("open");
+        let u = |s: &str| resolve_user(&root, s);
         assert_eq!(u("").expect("root").0, User { uid: 0, gid: 0 });
         assert_eq!(
             u("1000").expect("uid").0,

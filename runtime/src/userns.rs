@@ -564,14 +564,23 @@ const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// files (hard links kept as hard links), directories, symlinks, devices,
 /// fifos and sockets, each chowned through `map`, with its mode (set after
 /// the chown, which clears setuid bits) and times.
+///
+/// Each source entry is opened once, `O_PATH | O_NOFOLLOW`, and everything
+/// after (its stat, its children, its content, its link target) is read
+/// through that fd (as `/proc/self/fd/N`): a symlink is copied as a symlink
+/// and never followed, even if an entry of a `--rootfs` is swapped for one
+/// while we copy. Everything is written under `dst`, a fresh directory of
+/// the root-only cache.
 fn copy_shifted(
     src: &Path,
     dst: &Path,
     map: &IdMap,
     links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> Result<(), CopyError> {
+    use nix::fcntl::OFlag;
     use nix::sys::stat::{Mode, SFlag, UtimensatFlags, utimensat};
     use nix::sys::time::TimeSpec;
+    use std::os::fd::AsRawFd;
     let e = |op: &'static str, p: &Path| {
         let p = p.to_path_buf();
         move |err: std::io::Error| (op, p, err)
@@ -580,56 +589,70 @@ fn copy_shifted(
         let p = p.to_path_buf();
         move |err: nix::errno::Errno| (op, p, std::io::Error::from(err))
     };
-    let md = std::fs::symlink_metadata(src).map_err(e("lstat", src))?;
-    let ft = md.file_type();
-    let uid = map.host_uid(md.uid()).unwrap_or(md.uid());
-    let gid = map.host_gid(md.gid()).unwrap_or(md.gid());
-    let mode = md.mode() & 0o7777;
-    if ft.is_file() && md.nlink() > 1 {
-        if let Some(first) = links.get(&(md.dev(), md.ino())) {
+    let fd = nix::fcntl::open(
+        src,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno("open", src))?;
+    let me = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let md = nix::sys::stat::fstat(&fd).map_err(errno("stat", src))?;
+    let kind = md.st_mode & libc::S_IFMT;
+    let uid = map.host_uid(md.st_uid).unwrap_or(md.st_uid);
+    let gid = map.host_gid(md.st_gid).unwrap_or(md.st_gid);
+    let mode = md.st_mode & 0o7777;
+    let (is_dir, is_link, is_file) = (
+        kind == libc::S_IFDIR,
+        kind == libc::S_IFLNK,
+        kind == libc::S_IFREG,
+    );
+    if is_file && md.st_nlink > 1 {
+        if let Some(first) = links.get(&(md.st_dev, md.st_ino)) {
             return std::fs::hard_link(first, dst).map_err(e("link", dst));
         }
-        links.insert((md.dev(), md.ino()), dst.to_path_buf());
+        links.insert((md.st_dev, md.st_ino), dst.to_path_buf());
     }
-    if ft.is_dir() {
+    if is_dir {
         std::fs::create_dir(dst).map_err(e("mkdir", dst))?;
-        let mut children: Vec<_> = std::fs::read_dir(src)
+        let mut children: Vec<_> = std::fs::read_dir(&me)
             .map_err(e("readdir", src))?
             .collect::<Result<_, _>>()
             .map_err(e("readdir", src))?;
         children.sort_by_key(|c| c.file_name());
         for c in children {
-            copy_shifted(&c.path(), &dst.join(c.file_name()), map, links)?;
+            // Resolved in this very directory (its fd), not by its path.
+            copy_shifted(
+                &me.join(c.file_name()),
+                &dst.join(c.file_name()),
+                map,
+                links,
+            )?;
         }
         // An image layer's opaque directory must stay opaque in the copy.
         if let Ok(Some(v)) = crate::sys::lgetxattr(src, OPAQUE_XATTR) {
             crate::sys::lsetxattr(dst, OPAQUE_XATTR, &v).map_err(errno("setxattr", dst))?;
         }
-    } else if ft.is_symlink() {
-        let target = std::fs::read_link(src).map_err(e("readlink", src))?;
+    } else if is_link {
+        let target = nix::fcntl::readlinkat(&fd, "").map_err(errno("readlink", src))?;
         std::os::unix::fs::symlink(&target, dst).map_err(e("symlink", dst))?;
-    } else if ft.is_file() {
-        std::fs::copy(src, dst).map_err(e("copy", dst))?;
+    } else if is_file {
+        // The magic link reopens exactly the inode stat'ed above.
+        std::fs::copy(&me, dst).map_err(e("copy", dst))?;
     } else {
-        let kind = SFlag::from_bits_truncate(md.mode() & libc::S_IFMT);
-        nix::sys::stat::mknod(
-            dst,
-            kind,
-            Mode::from_bits_truncate(mode),
-            md.rdev() as libc::dev_t,
-        )
-        .map_err(errno("mknod", dst))?;
+        let kind = SFlag::from_bits_truncate(kind);
+        nix::sys::stat::mknod(dst, kind, Mode::from_bits_truncate(mode), md.st_rdev)
+            .map_err(errno("mknod", dst))?;
     }
     std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).map_err(e("chown", dst))?;
-    if !ft.is_symlink() {
+    if !is_link {
         std::fs::set_permissions(dst, std::fs::Permissions::from_mode(mode))
             .map_err(e("chmod", dst))?;
     }
     utimensat(
         nix::fcntl::AT_FDCWD,
         dst,
-        &TimeSpec::new(md.atime(), md.atime_nsec()),
-        &TimeSpec::new(md.mtime(), md.mtime_nsec()),
+        &TimeSpec::new(md.st_atime, md.st_atime_nsec),
+        &TimeSpec::new(md.st_mtime, md.st_mtime_nsec),
         UtimensatFlags::NoFollowSymlink,
     )
     .map_err(errno("utimensat", dst))?;
@@ -768,6 +791,13 @@ mod tests {
         .expect("chmod");
         std::fs::hard_link(lower.join("etc/passwd"), lower.join("etc/hl")).expect("link");
         symlink("passwd", lower.join("etc/link")).expect("ln");
+        // Symlinks out of the tree are copied as symlinks, never followed.
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).expect("mkdir");
+        std::fs::write(outside.join("secret"), "s").expect("write");
+        let before = std::fs::metadata(outside.join("secret")).expect("stat");
+        symlink(&outside, lower.join("out")).expect("ln");
+        symlink(outside.join("secret"), lower.join("etc/secret")).expect("ln");
         std::fs::write(lower.join("app"), "x").expect("write");
         std::os::unix::fs::chown(lower.join("app"), Some(1000), Some(50)).expect("chown");
         std::os::unix::fs::chown(d.path().join("lower/etc"), Some(70000), Some(0)).expect("chown");
@@ -799,6 +829,21 @@ mod tests {
             std::fs::read_link(root.join("etc/link")).expect("readlink"),
             Path::new("passwd")
         );
+        for (link, to) in [
+            ("out", outside.clone()),
+            ("etc/secret", outside.join("secret")),
+        ] {
+            let m = std::fs::symlink_metadata(root.join(link)).expect("lstat");
+            assert!(m.file_type().is_symlink(), "{link}");
+            assert_eq!(std::fs::read_link(root.join(link)).expect("readlink"), to);
+        }
+        let theirs = std::fs::metadata(outside.join("secret")).expect("stat");
+        assert_eq!(
+            (theirs.uid(), theirs.gid(), theirs.mode()),
+            (before.uid(), before.gid(), before.mode()),
+            "outside untouched"
+        );
+        assert_eq!(std::fs::read_dir(&outside).expect("ls").count(), 1);
         let ino = |p: &str| std::fs::metadata(root.join(p)).expect("stat").ino();
         assert_eq!(ino("etc/passwd"), ino("etc/hl"), "hard links stay linked");
         // The original is untouched.
@@ -847,6 +892,7 @@ mod tests {
             env: Vec::new(),
             working_dir: "/".into(),
             user_spec: String::new(),
+            user_at_start: false,
             user: crate::spec::User { uid: 0, gid: 0 },
             hostname: "old".into(),
             auto_remove: false,

@@ -50,6 +50,9 @@ pub const CONTAINERS_QUARANTINED: &str = "rsup_containers_quarantined";
 pub const CONTAINER_INFO: &str = "rsup_container_info";
 pub const CONTAINER_BACKOFF: &str = "rsup_container_restart_backoff_seconds";
 pub const CONTAINER_HEALTH: &str = "rsup_container_health_status";
+pub const CONTAINER_LOG_DROPPED: &str = "rsup_container_log_dropped_bytes_total";
+pub const NETWORK_LEASES: &str = "rsup_network_leases";
+pub const NETWORK_CONTAINERS: &str = "rsup_network_containers";
 pub const SUPERVISOR_STATE: &str = "rsup_supervisor_state";
 pub const SUPERVISOR_RESTARTS: &str = "rsup_supervisor_restarts_total";
 pub const SUPERVISOR_CHILDREN: &str = "rsup_supervisor_children";
@@ -169,6 +172,21 @@ pub fn render_containers(runtime: &Runtime) -> String {
             CONTAINER_HEALTH,
             "1 for the container's health status (starting, healthy, unhealthy), 0 for the others; only containers with a health check."
         );
+        describe_counter!(
+            CONTAINER_LOG_DROPPED,
+            metrics::Unit::Bytes,
+            "Log output the container's shim dropped because it could not write it (a full state device), in bytes of the dropped records, over the container's life."
+        );
+        describe_gauge!(NETWORK_LEASES, "Addresses leased on the network.");
+        describe_gauge!(
+            NETWORK_CONTAINERS,
+            "Containers attached to the network; differs from its leases only if something leaked."
+        );
+        for n in runtime.networks() {
+            let name = n.spec.name.to_string();
+            gauge!(NETWORK_LEASES, "network" => name.clone()).set(n.containers.len() as f64);
+            gauge!(NETWORK_CONTAINERS, "network" => name).set(n.attached as f64);
+        }
         describe_gauge!(
             SUPERVISOR_STATE,
             "1 for the state the supervisor is in (running or failed), 0 for the other."
@@ -264,6 +282,9 @@ pub fn render_containers(runtime: &Runtime) -> String {
                 }
             }
             gauge!(CONTAINER_OOM_KILLED, &labels).set(if oom_killed { 1.0 } else { 0.0 });
+            if let Some(i) = info {
+                counter!(CONTAINER_LOG_DROPPED, &labels).absolute(i.log_dropped.bytes);
+            }
             if !c.sampled {
                 continue;
             }

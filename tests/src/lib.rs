@@ -715,11 +715,24 @@ impl Daemon {
     /// `--metrics-addr 127.0.0.1:PORT` (the harness otherwise disables the
     /// metrics endpoint) or `--stats-interval 0.1`. Restarts pass them again.
     pub async fn start_with_args<S: AsRef<OsStr>>(args: &[S]) -> Daemon {
+        Daemon::start_with_state_setup(args, |_| {}).await
+    }
+
+    /// [`Daemon::start_with_args`] that first runs `setup` on the (not yet
+    /// existing) state dir path, before rsupd makes anything there: e.g. to
+    /// mount a small tmpfs on it. Whatever is mounted below the daemon's
+    /// directory is unmounted when the daemon is dropped, even when the test
+    /// failed.
+    pub async fn start_with_state_setup<S: AsRef<OsStr>>(
+        args: &[S],
+        setup: impl FnOnce(&Path),
+    ) -> Daemon {
         let extra_args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_owned()).collect();
         let dir = TempDir::new();
         let socket = dir.path().join("rsupd.sock");
         let state_dir = dir.path().join("state");
         let log = dir.path().join("rsupd.log");
+        setup(&state_dir);
         let mut rsupd = RsupdProcess::spawn(&socket, &state_dir, &log, &extra_args);
         let client = wait_ready(&socket, &mut rsupd, &log).await;
         Daemon {

@@ -35,10 +35,6 @@ mod quarantine;
 // Bad input gets its gRPC status code and leaves nothing behind.
 #[path = "integration/errors.rs"]
 mod errors;
-// Hostile names and references (paths, "..", NUL, 100 KB) against every RPC
-// that takes one reach no host path (run only in the throwaway VM).
-#[path = "integration/names.rs"]
-mod names;
 // User networks: names and addresses, DNS that follows state, isolation
 // between networks, bad input, published ports, and what removal and a
 // restart of rsupd leave behind.
@@ -66,6 +62,11 @@ mod security;
 // Named volumes, bind mounts, tmpfs mounts and read-only roots.
 #[path = "integration/volumes.rs"]
 mod volumes;
+// The host boundary of mounts: symlinked targets (image, rootfs, volume,
+// --userns remap) stay inside the root, /dev nodes are the container's own,
+// /etc files are bind mounts, and the command is looked up after the mounts.
+#[path = "integration/mounts.rs"]
+mod mounts;
 // Images: OCI layout and docker-save imports, layers, config defaults.
 #[path = "integration/images.rs"]
 mod images;
@@ -82,3 +83,7 @@ mod userns;
 // root's alone on the host (checked as uid 65534); modes fixed at start.
 #[path = "integration/private.rs"]
 mod private;
+// Failures leave state as it was: no leaked lease, stop and rm on a full
+// disk, idempotent removal, failed starts undone.
+#[path = "integration/robust.rs"]
+mod robust;

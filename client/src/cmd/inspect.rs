@@ -93,6 +93,9 @@ fn to_json(c: &Container) -> Value {
             "Supervisor": spec.supervisor,
         },
         "LogPath": c.log_path,
+        // Output the shim dropped because it could not write it (a full
+        // state device); rsup's own.
+        "LogDropped": {"Bytes": c.log_dropped_bytes, "Records": c.log_dropped_records},
         "StartCount": c.start_count,
         "RestartCount": c.restart_count,
     });

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 use rsup_client::Client;
 
-use super::{Batch, say};
+use super::{Batch, say, warn};
 
 /// Send a signal to one or more running containers
 #[derive(Args)]
@@ -23,7 +23,9 @@ impl Kill {
     pub async fn execute(self, client: &Client) -> anyhow::Result<ExitCode> {
         let mut batch = Batch::default();
         for name in &self.containers {
-            if batch.check(client.kill(name, &self.signal).await).is_some() {
+            if let Some(warnings) = batch.check(client.kill_with_warnings(name, &self.signal).await)
+            {
+                warn(&warnings);
                 say(name)?;
             }
         }

@@ -106,6 +106,13 @@ pub fn say(line: impl Display) -> io::Result<()> {
     writeln!(io::stdout().lock(), "{line}")
 }
 
+/// Prints each of the daemon's warnings as `warning: <message>` on stderr.
+pub fn warn(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
 /// Prints `error: <message>` on stderr. A closed stdout (`rsupctl ps | head`)
 /// is not worth a message.
 pub fn report(err: &anyhow::Error) {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 use rsup_client::Client;
 
-use super::{Batch, say};
+use super::{Batch, say, warn};
 
 /// Remove one or more containers
 #[derive(Args)]
@@ -23,7 +23,9 @@ impl Rm {
     pub async fn execute(self, client: &Client) -> anyhow::Result<ExitCode> {
         let mut batch = Batch::default();
         for name in &self.containers {
-            if batch.check(client.remove(name, self.force).await).is_some() {
+            if let Some(warnings) = batch.check(client.remove_with_warnings(name, self.force).await)
+            {
+                warn(&warnings);
                 say(name)?;
             }
         }

@@ -4,7 +4,8 @@
 //! Attached, the log stream is opened before the start, then the stream and
 //! `wait` run side by side: with `--rm` the daemon removes the container as
 //! soon as it exits, but still answers `wait` with its exit status. Failures of rsupctl or rsupd exit 125,
-//! as with Docker, so they stay distinct from the container's own codes.
+//! as with Docker, so they stay distinct from the container's own codes; a
+//! command that cannot be run exits 127 (not found) or 126 (not executable).
 
 use std::process::ExitCode;
 
@@ -49,10 +50,20 @@ impl Run {
             }
         };
         if let Err(err) = client.start(&id).await {
+            // A command that could not be run: the daemon recorded Docker's
+            // exit code for it (127 not found, 126 not executable), and
+            // `run` exits with it, as `docker run` does.
+            let code = command_exit_code(client, &id).await;
             if auto_remove {
                 discard(client, &id).await;
             }
-            return Err(err.into());
+            return match code {
+                Some(code) => {
+                    report(&err.into());
+                    Ok(ExitCode::from(code))
+                }
+                None => Err(err.into()),
+            };
         }
         let Some(stream) = stream else {
             say(&id)?;
@@ -75,11 +86,21 @@ impl Run {
     }
 }
 
+/// The exit code the daemon recorded for a container whose start just
+/// failed because its command could not be run (126 or 127), if any.
+async fn command_exit_code(client: &Client, id: &str) -> Option<u8> {
+    let c = client.inspect(id).await.ok()?;
+    match c.exit?.exit_code {
+        code @ (126 | 127) => u8::try_from(code).ok(),
+        _ => None,
+    }
+}
+
 /// Removes a container that failed to start, as `--rm` promised; a daemon that
 /// already removed it is fine, any other failure is reported as well.
 async fn discard(client: &Client, id: &str) {
-    match client.remove(id, true).await {
-        Ok(()) => {}
+    match client.remove_with_warnings(id, true).await {
+        Ok(warnings) => super::warn(&warnings),
         Err(err) if err.code() == Some(tonic::Code::NotFound) => {}
         Err(err) => {
             report(&anyhow::Error::from(err).context(format!("removing {}", format::short_id(id))))

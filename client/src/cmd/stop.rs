@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 use rsup_client::Client;
 
-use super::{Batch, say};
+use super::{Batch, say, warn};
 
 /// Stop one or more running containers
 #[derive(Args)]
@@ -28,7 +28,10 @@ impl Stop {
     pub async fn execute(self, client: &Client) -> anyhow::Result<ExitCode> {
         let mut batch = Batch::default();
         for name in &self.containers {
-            if batch.check(client.stop(name, self.time).await).is_some() {
+            if let Some((_, warnings)) =
+                batch.check(client.stop_with_warnings(name, self.time).await)
+            {
+                warn(&warnings);
                 say(name)?;
             }
         }

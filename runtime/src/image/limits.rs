@@ -230,12 +230,22 @@ pub fn check_free(path: &Path, reserve: FreeReserve) -> Result<(), LimitError> {
 
 /// "mounted at M from SOURCE" for the filesystem holding `path`.
 fn describe_mount(path: &Path) -> String {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    match mount_of(&info, &path) {
+    match mount_of_path(path) {
         Some((point, source)) => format!("mounted at {point} from {source}"),
         None => "mount unknown".into(),
     }
+}
+
+/// The mount point and source of the filesystem holding `path` (which need
+/// not exist: its nearest existing parent is resolved), from this
+/// process' mountinfo.
+pub(crate) fn mount_of_path(path: &Path) -> Option<(String, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let path = path
+        .ancestors()
+        .find_map(|p| std::fs::canonicalize(p).ok())
+        .unwrap_or_else(|| path.to_path_buf());
+    mount_of(&info, &path)
 }
 
 /// The mount point and source of the mount in `mountinfo` that holds

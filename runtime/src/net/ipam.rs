@@ -264,6 +264,15 @@ impl Pool {
         freed
     }
 
+    /// Frees `ip` if `owner` holds it; true when it did.
+    pub fn release(&mut self, ip: Ipv4Addr, owner: &str) -> bool {
+        if self.leases.get(&ip).is_some_and(|o| o == owner) {
+            self.leases.remove(&ip);
+            return true;
+        }
+        false
+    }
+
     /// The (lowest) address leased to `owner`.
     pub fn lease_of(&self, owner: &str) -> Option<Ipv4Addr> {
         self.leases

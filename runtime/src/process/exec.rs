@@ -37,6 +37,11 @@ pub struct ExecSpec {
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
+    /// A user to resolve inside the container instead of `uid`/`gid` (a
+    /// container whose user is resolved at start, see
+    /// [`crate::spec::ContainerSpec::user_at_start`]).
+    #[serde(default)]
+    pub user_spec: Option<String>,
     /// The container's capabilities and no_new_privs.
     #[serde(default)]
     pub security: crate::security::SecuritySpec,
@@ -132,30 +137,42 @@ fn run(json: &str) -> Result<i32, String> {
 fn exec_child(spec: &ExecSpec) -> String {
     // A health check that times out kills the helper; take the command along.
     let _ = sys::set_parent_death_signal(libc::SIGKILL);
+    let mut env = spec.env.clone();
+    let (uid, gid) = match &spec.user_spec {
+        None => (spec.uid, spec.gid),
+        Some(u) => match crate::spec::resolve_user_in_container(u) {
+            Ok((user, home)) => {
+                if !env.iter().any(|kv| kv.starts_with("HOME=")) {
+                    env.push(format!("HOME={home}"));
+                }
+                (user.uid, user.gid)
+            }
+            Err(e) => return format!("user: {e}"),
+        },
+    };
     if let Err(e) = spec.security.drop_bounding() {
         return e;
     }
     if let Err(e) = nix::unistd::setgroups(&[]) {
         return format!("setgroups: {e}");
     }
-    if let Err(e) = nix::unistd::setgid(Gid::from_raw(spec.gid)) {
+    if let Err(e) = nix::unistd::setgid(Gid::from_raw(gid)) {
         return format!("setgid: {e}");
     }
-    if let Err(e) = nix::unistd::setuid(Uid::from_raw(spec.uid)) {
+    if let Err(e) = nix::unistd::setuid(Uid::from_raw(uid)) {
         return format!("setuid: {e}");
     }
     if let Err(e) = nix::unistd::chdir(spec.cwd.as_str()) {
         return format!("chdir {}: {e}", spec.cwd);
     }
-    if let Err(e) = spec.security.apply_after_setuid(spec.uid) {
+    if let Err(e) = spec.security.apply_after_setuid(uid) {
         return e;
     }
     if let Err(e) = spec.security.apply_seccomp() {
         return e;
     }
     let cmd = &spec.argv[0];
-    let path_var = spec
-        .env
+    let path_var = env
         .iter()
         .find_map(|kv| kv.strip_prefix("PATH="))
         .unwrap_or(crate::spec::DEFAULT_PATH);
@@ -174,7 +191,7 @@ fn exec_child(spec: &ExecSpec) -> String {
     };
     let cstr = |s: &str| CString::new(s).unwrap_or_default();
     let argv: Vec<CString> = spec.argv.iter().map(|a| cstr(a)).collect();
-    let env: Vec<CString> = spec.env.iter().map(|a| cstr(a)).collect();
+    let env: Vec<CString> = env.iter().map(|a| cstr(a)).collect();
     let Err(e) = nix::unistd::execve(&cstr(&path), &argv, &env);
     format!("exec {path}: {}", e.desc())
 }

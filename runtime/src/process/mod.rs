@@ -36,7 +36,11 @@
 //! * Start is a handshake over the shim's stdin/stdout: the shim reports
 //!   `ready` (namespaces and mounts done) with the pids, the daemon opens
 //!   pidfds on both (they cannot have exited yet: the init is waiting) and
-//!   writes `go`, the shim reports `started` or the `execve` error.
+//!   writes `go`, the shim reports `started` or why the command could not
+//!   run. The init looks the command up only then, inside the container
+//!   after every mount (a volume or bind mount may provide it), and a
+//!   missing one fails the start with Docker's exit code 127 (126 when it
+//!   is not executable), which is recorded as the container's exit code.
 //!
 //! Every fd is opened close-on-exec, so no container's pipes leak into
 //! another's helper.
@@ -72,9 +76,18 @@ pub const SHIM_ARG: &str = "__rsup-shim";
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Report {
-    Ready { shim_pid: i32, init_pid: i32 },
+    Ready {
+        shim_pid: i32,
+        init_pid: i32,
+    },
     Started,
-    Error { message: String },
+    Error {
+        message: String,
+        /// The container's exit code when its command could not be run
+        /// (126: not executable, 127: not found), as Docker records it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+    },
 }
 
 /// How a container's command ended; written by the shim as `exit.json`.
@@ -98,8 +111,12 @@ pub enum SpawnError {
     },
     #[error("setting up the container failed: {0}")]
     Setup(String),
-    #[error("starting the command failed: {0}")]
-    Command(String),
+    #[error("starting the command failed: {message}")]
+    Command {
+        message: String,
+        /// Docker's exit code for a command that cannot be run (126, 127).
+        exit_code: Option<i32>,
+    },
     #[error("the shim ended without reporting ({0})")]
     ShimLost(String),
     #[error("{op}: {source}")]
@@ -204,7 +221,7 @@ fn handshake(
                 "shim says pid {reported}, expected {shim_pid}"
             )));
         }
-        Report::Error { message } => return Err(SpawnError::Setup(message)),
+        Report::Error { message, .. } => return Err(SpawnError::Setup(message)),
         Report::Started => return Err(SpawnError::ShimLost("started before go".into())),
     };
     // Both processes are alive now: the init waits for "go", the shim waits
@@ -228,7 +245,7 @@ fn handshake(
         .map_err(|e| SpawnError::ShimLost(format!("writing go: {e}")))?;
     match next()? {
         Report::Started => Ok(started),
-        Report::Error { message } => Err(SpawnError::Command(message)),
+        Report::Error { message, exit_code } => Err(SpawnError::Command { message, exit_code }),
         Report::Ready { .. } => Err(SpawnError::ShimLost("ready twice".into())),
     }
 }

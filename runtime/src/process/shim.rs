@@ -21,7 +21,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, pipe2};
 
 use super::{ExitInfo, Report};
-use crate::logs::{LineSplitter, LogWriter, Stream};
+use crate::logs::{DROPPED_FILE, DropCounter, LineSplitter, LogWriter, Stream};
+use crate::paths::{PathError, RootDir, Target};
 use crate::spec::ContainerSpec;
 use crate::store;
 use crate::sys;
@@ -30,12 +31,50 @@ use crate::sys;
 pub fn main(dir: &Path) -> i32 {
     match run(dir) {
         Ok(()) => 0,
-        Err(e) => {
-            eprintln!("rsup-shim {}: {e}", dir.display());
-            report(&Report::Error { message: e });
+        Err(Failure { message, exit_code }) => {
+            eprintln!("rsup-shim {}: {message}", dir.display());
+            report(&Report::Error { message, exit_code });
             1
         }
     }
+}
+
+/// Why a start failed, and the exit code to record for the container when
+/// its command could not be run (Docker's 126 and 127).
+struct Failure {
+    message: String,
+    exit_code: Option<i32>,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure {
+            message,
+            exit_code: None,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Failure::from(message.to_string())
+    }
+}
+
+/// A status line of the init that is not the one expected: its `error
+/// MESSAGE` or `exec-error CODE MESSAGE`.
+fn init_failure(line: &str) -> Failure {
+    if let Some(rest) = line.strip_prefix("exec-error ") {
+        let (code, message) = rest
+            .split_once(' ')
+            .and_then(|(c, m)| Some((c.parse::<i32>().ok()?, m)))
+            .unwrap_or((0, rest));
+        return Failure {
+            message: message.to_string(),
+            exit_code: (code != 0).then_some(code),
+        };
+    }
+    Failure::from(line.strip_prefix("error ").unwrap_or(line))
 }
 
 fn report(r: &Report) {
@@ -87,7 +126,7 @@ impl StatusReader {
     }
 }
 
-fn run(dir: &Path) -> Result<(), String> {
+fn run(dir: &Path) -> Result<(), Failure> {
     // First thing: this binary is rsupd's, and the init we fork (which never
     // execs) is the container's PID 1: no container process may open its
     // /proc/<pid>/exe or ptrace it. The init inherits the flag; the
@@ -107,7 +146,8 @@ fn run(dir: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .ok_or("config.json is missing")?;
     let mut log = LogWriter::open(&dir.join("container.log"), spec.log)
-        .map_err(|e| format!("container.log: {e}"))?;
+        .map_err(|e| format!("container.log: {e}"))?
+        .with_drop_counter(DropCounter::open(&dir.join(DROPPED_FILE)));
     let _ = std::fs::remove_file(dir.join("exit.json"));
 
     let (out_r, out_w) = pipe()?;
@@ -141,10 +181,10 @@ fn run(dir: &Path) -> Result<(), String> {
         eof: false,
     };
     let mut pending = Vec::new();
-    let fail = |msg: String| -> Result<(), String> {
+    let fail = |f: Failure| -> Result<(), Failure> {
         let _ = sys::kill(init_pid.as_raw(), libc::SIGKILL);
         let _ = waitpid(init_pid, None);
-        Err(msg)
+        Err(f)
     };
 
     let mut line = status.next_line(&mut pending);
@@ -154,11 +194,11 @@ fn run(dir: &Path) -> Result<(), String> {
         // CAP_SETUID and CAP_SETGID (so no setgroups "deny" is needed).
         match line {
             Some(l) if l == "userns" => {}
-            Some(l) => return fail(l.strip_prefix("error ").unwrap_or(&l).to_string()),
+            Some(l) => return fail(init_failure(&l)),
             None => return fail("the container init died during setup".into()),
         }
         if let Err(e) = write_id_maps(init_pid, map) {
-            return fail(e);
+            return fail(e.into());
         }
         if File::from(map_w).write_all(b"m").is_err() {
             return fail("the container init died before its id maps were set".into());
@@ -169,7 +209,7 @@ fn run(dir: &Path) -> Result<(), String> {
     }
     match line {
         Some(l) if l == "ready" => {}
-        Some(l) => return fail(l.strip_prefix("error ").unwrap_or(&l).to_string()),
+        Some(l) => return fail(init_failure(&l)),
         None => return fail("the container init died during setup".into()),
     }
     report(&Report::Ready {
@@ -188,7 +228,7 @@ fn run(dir: &Path) -> Result<(), String> {
     drop(go_w);
     match status.next_line(&mut pending) {
         Some(l) if l == "started" => report(&Report::Started),
-        Some(l) => return fail(l.strip_prefix("error ").unwrap_or(&l).to_string()),
+        Some(l) => return fail(init_failure(&l)),
         None => return fail("the container init died at the start".into()),
     }
     // Done talking to rsupd: point stdin/stdout at /dev/null so that its pipes
@@ -215,9 +255,9 @@ fn run(dir: &Path) -> Result<(), String> {
             signal: sig as i32,
             finished_at: SystemTime::now(),
         },
-        (None, other) => return Err(format!("lost the container init: {other:?}")),
+        (None, other) => return Err(format!("lost the container init: {other:?}").into()),
     };
-    store::write_json(&dir.join("exit.json"), &info).map_err(|e| e.to_string())
+    store::write_json(&dir.join("exit.json"), &info).map_err(|e| e.to_string().into())
 }
 
 /// Copies the command's output into the log until both streams and the
@@ -395,9 +435,15 @@ fn init_main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: InitPi
     let mut why = String::new();
     let _ = File::from(exec_r).read_to_string(&mut why);
     if !why.is_empty() {
-        let _ = writeln!(st, "error {why}");
+        // "CODE MESSAGE" from the child; one line to the shim.
+        let (code, msg) = why
+            .split_once(' ')
+            .and_then(|(c, m)| Some((c.parse::<i32>().ok()?, m)))
+            .unwrap_or((0, why.as_str()));
+        let msg = msg.replace('\n', " ");
+        let _ = writeln!(st, "exec-error {code} {msg}");
         let _ = waitpid(cmd, None);
-        return 127;
+        return if code == 0 { 127 } else { code };
     }
     let _ = writeln!(st, "started");
 
@@ -429,11 +475,14 @@ fn init_main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: InitPi
 
 /// The child that becomes the command. Never returns.
 fn exec_command(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd, exec_w: OwnedFd) -> ! {
-    let mut report = File::from(exec_w);
-    let mut fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
-        let _ = write!(report, "{what}: {e}");
-        sys::exit_now(127);
+    let report = File::from(exec_w);
+    // "CODE MESSAGE": the exit code to record (0: none) and why.
+    let fail_code = |code: i32, msg: &str| -> ! {
+        let _ = write!(&report, "{code} {msg}");
+        sys::exit_now(if code == 0 { 127 } else { code });
     };
+    let fail =
+        |what: &str, e: &dyn std::fmt::Display| -> ! { fail_code(0, &format!("{what}: {e}")) };
     if let Err(e) = SigSet::all().thread_unblock() {
         fail("sigprocmask", &e);
     }
@@ -450,33 +499,106 @@ fn exec_command(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd, exec_w: Ow
         fail("dup2", &e);
     }
     drop((null, out_w, err_w));
+    // A user that a mount may define is resolved now, in the container.
+    let (user, env) = if spec.user_at_start {
+        match crate::spec::resolve_user_in_container(&spec.user_spec) {
+            Ok((user, home)) => {
+                let mut env = spec.env.clone();
+                if !env.iter().any(|kv| kv.starts_with("HOME=")) {
+                    env.push(format!("HOME={home}"));
+                }
+                (user, env)
+            }
+            Err(e) => fail("user", &e),
+        }
+    } else {
+        (spec.user, spec.env.clone())
+    };
     if let Err(e) = spec.security.drop_bounding() {
         fail("capabilities", &e);
     }
     if let Err(e) = nix::unistd::setgroups(&[]) {
         fail("setgroups", &e);
     }
-    if let Err(e) = nix::unistd::setgid(Gid::from_raw(spec.user.gid)) {
+    if let Err(e) = nix::unistd::setgid(Gid::from_raw(user.gid)) {
         fail("setgid", &e);
     }
-    if let Err(e) = nix::unistd::setuid(Uid::from_raw(spec.user.uid)) {
+    if let Err(e) = nix::unistd::setuid(Uid::from_raw(user.uid)) {
         fail("setuid", &e);
     }
     if let Err(e) = nix::unistd::chdir(spec.working_dir.as_str()) {
         fail(&format!("chdir {}", spec.working_dir), &e);
     }
-    if let Err(e) = spec.security.apply_after_setuid(spec.user.uid) {
+    // The command is looked up here, inside the container after its mounts
+    // (as runc does): a bind mount or a volume may provide it.
+    let cmd = spec.command.first().map(String::as_str).unwrap_or_default();
+    let executable = match find_command(cmd, &env) {
+        Ok(p) => p,
+        Err((code, msg)) => fail_code(code, &msg),
+    };
+    if let Err(e) = spec.security.apply_after_setuid(user.uid) {
         fail("capabilities", &e);
     }
     if let Err(e) = spec.security.apply_seccomp() {
         fail("seccomp", &e);
     }
     let cstr = |s: &str| CString::new(s).unwrap_or_default();
-    let path = cstr(&spec.executable);
+    let path = cstr(&executable);
     let argv: Vec<CString> = spec.command.iter().map(|a| cstr(a)).collect();
-    let env: Vec<CString> = spec.env.iter().map(|a| cstr(a)).collect();
+    let env: Vec<CString> = env.iter().map(|a| cstr(a)).collect();
     let Err(e) = nix::unistd::execve(&path, &argv, &env);
-    fail(&format!("exec {}", spec.executable), &e.desc())
+    let code = if e == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
+    };
+    fail_code(code, &format!("exec: {cmd:?}: {}", e.desc().to_lowercase()))
+}
+
+/// Finds `cmd` as Docker (runc) does, in the caller's root and working
+/// directory: a name with a '/' is taken as is (relative to the working
+/// directory), a bare name is searched in the absolute directories of the
+/// env's PATH (Docker's default PATH when it has none). `Err((code,
+/// message))` with Docker's exit codes: 127 not found, 126 found but not
+/// executable.
+fn find_command(cmd: &str, env: &[String]) -> Result<String, (i32, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |m: &std::fs::Metadata| m.is_file() && m.permissions().mode() & 0o111 != 0;
+    if cmd.is_empty() {
+        return Err((127, "exec: no command".to_string()));
+    }
+    if cmd.contains('/') {
+        return match std::fs::metadata(cmd) {
+            Ok(m) if executable(&m) => Ok(cmd.to_string()),
+            Ok(m) if m.is_dir() => Err((126, format!("exec: {cmd:?}: is a directory"))),
+            Ok(_) => Err((126, format!("exec: {cmd:?}: permission denied"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err((
+                127,
+                format!("exec: {cmd:?}: stat {cmd}: no such file or directory"),
+            )),
+            Err(e) => Err((126, format!("exec: {cmd:?}: stat {cmd}: {e}"))),
+        };
+    }
+    let path_var = env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or(crate::spec::DEFAULT_PATH);
+    let mut denied = false;
+    for d in path_var.split(':').filter(|d| d.starts_with('/')) {
+        let c = format!("{}/{cmd}", d.trim_end_matches('/'));
+        match std::fs::metadata(&c) {
+            Ok(m) if executable(&m) => return Ok(c),
+            Ok(m) if m.is_file() => denied = true,
+            _ => {}
+        }
+    }
+    if denied {
+        return Err((126, format!("exec: {cmd:?}: permission denied")));
+    }
+    Err((
+        127,
+        format!("exec: {cmd:?}: executable file not found in $PATH"),
+    ))
 }
 
 /// The overlay's lower directories, top first: the rootfs, or its shifted
@@ -543,34 +665,52 @@ fn enter_userns(st: &mut File, map_r: OwnedFd) -> Result<(), String> {
     Ok(())
 }
 
-fn mount_err(what: &str, target: &Path) -> impl FnOnce(nix::errno::Errno) -> String {
-    let msg = format!("mount {what} on {}", target.display());
+fn mount_err(what: &str, target: &str) -> impl FnOnce(nix::errno::Errno) -> String {
+    let msg = format!("mount {what} on {target}");
     move |e| format!("{msg}: {e}")
 }
 
-/// Refuses mount targets that are symlinks: a rootfs must not redirect a
-/// mount to somewhere else.
-fn target_dir(root: &Path, rel: &str) -> Result<std::path::PathBuf, String> {
-    let p = root.join(rel);
-    match std::fs::symlink_metadata(&p) {
-        Ok(m) if m.file_type().is_symlink() => Err(format!("{rel} in the rootfs is a symlink")),
-        Ok(_) => Ok(p),
-        Err(_) => std::fs::create_dir_all(&p)
-            .map(|_| p)
-            .map_err(|e| format!("mkdir {rel}: {e}")),
-    }
+fn path_err(e: PathError) -> String {
+    e.to_string()
 }
 
-/// Namespaces and mounts of a new container, as its PID 1.
+/// `mount(2)` onto a resolved target, by its fd: the kernel mounts on
+/// exactly that inode (see [`crate::paths`]).
+fn mount_on(
+    source: Option<&str>,
+    target: &Target,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+    what: &str,
+) -> Result<(), String> {
+    mount(source, target.proc_path().as_str(), fstype, flags, data)
+        .map_err(mount_err(what, target.path()))
+}
+
+/// `<state>` of a container directory `<state>/containers/<id>` (see
+/// [`crate::store`]).
+fn state_dir(dir: &Path) -> Result<&Path, String> {
+    dir.parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| "the container directory is not inside a state directory".to_string())
+}
+
+/// Namespaces and mounts of a new container, as its PID 1 (still host root:
+/// the user namespace, if any, comes after). New directories and nodes get
+/// exactly the modes asked for (umask 0); the umask is restored at the end.
 fn setup(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf]) -> Result<(), String> {
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let r = setup_root(spec, dir, lowers);
+    nix::sys::stat::umask(umask);
+    r
+}
+
+fn setup_root(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf]) -> Result<(), String> {
     // tmpfs mounts of rsup's own (/dev, /dev/shm) belong to container root.
-    let owner = spec
-        .userns
-        .as_ref()
-        .map(|m| {
-            let (u, g) = m.root();
-            format!(",uid={u},gid={g}")
-        })
+    let root_ids = spec.userns.as_ref().map(|m| m.root());
+    let owner = root_ids
+        .map(|(u, g)| format!(",uid={u},gid={g}"))
         .unwrap_or_default();
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if spec.networks.is_empty() {
@@ -594,138 +734,86 @@ fn setup(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf]) -> Result<(), Str
     )
     .map_err(|e| format!("making / private: {e}"))?;
 
-    let root = dir.join("rootfs");
+    let rootfs = dir.join("rootfs");
     for d in ["rootfs", "upper", "work"] {
         std::fs::create_dir_all(dir.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
     }
     let opts = crate::spec::overlay_options(lowers, Some((&dir.join("upper"), &dir.join("work"))))?;
     mount(
         Some("overlay"),
-        &root,
+        &rootfs,
         Some("overlay"),
         MsFlags::empty(),
         Some(opts.as_str()),
     )
-    .map_err(mount_err("overlay", &root))?;
+    .map_err(|e| format!("mount overlay on {}: {e}", rootfs.display()))?;
 
+    // From here on, every path inside the root is resolved in it by fd
+    // (crate::paths): nothing in the image or in a volume can steer a mount
+    // or a write out of it.
+    let root = RootDir::open(&rootfs).map_err(path_err)?;
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
-    let proc_dir = target_dir(&root, "proc")?;
-    mount(
+    let proc_dir = root.plain_dir("proc", 0o555).map_err(path_err)?;
+    mount_on(
         Some("proc"),
         &proc_dir,
         Some("proc"),
         nosuid_noexec_nodev,
-        None::<&str>,
-    )
-    .map_err(mount_err("proc", &proc_dir))?;
-
-    let dev = target_dir(&root, "dev")?;
-    mount(
+        None,
+        "proc",
+    )?;
+    let dev_dir = root.plain_dir("dev", 0o755).map_err(path_err)?;
+    mount_on(
         Some("tmpfs"),
-        &dev,
+        &dev_dir,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some(format!("mode=755,size=65536k{owner}").as_str()),
-    )
-    .map_err(mount_err("tmpfs", &dev))?;
-    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let target = dev.join(node);
-        File::create(&target).map_err(|e| format!("creating /dev/{node}: {e}"))?;
-        let source = Path::new("/dev").join(node);
-        mount(
-            Some(&source),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(mount_err(node, &target))?;
-    }
-    let pts = dev.join("pts");
-    std::fs::create_dir(&pts).map_err(|e| format!("mkdir /dev/pts: {e}"))?;
-    mount(
-        Some("devpts"),
-        &pts,
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
-    )
-    .map_err(mount_err("devpts", &pts))?;
-    let shm = dev.join("shm");
-    std::fs::create_dir(&shm).map_err(|e| format!("mkdir /dev/shm: {e}"))?;
-    mount(
-        Some("shm"),
-        &shm,
-        Some("tmpfs"),
-        nosuid_noexec_nodev,
-        Some(format!("mode=1777,size=65536k{owner}").as_str()),
-    )
-    .map_err(mount_err("tmpfs", &shm))?;
-    for (link, target) in [
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        std::os::unix::fs::symlink(target, dev.join(link))
-            .map_err(|e| format!("/dev/{link}: {e}"))?;
-    }
-    let sysfs = target_dir(&root, "sys")?;
-    mount(
+        "tmpfs",
+    )?;
+    make_dev(&root, root_ids)?;
+    let sys_dir = root.plain_dir("sys", 0o555).map_err(path_err)?;
+    mount_on(
         Some("sysfs"),
-        &sysfs,
+        &sys_dir,
         Some("sysfs"),
         nosuid_noexec_nodev | MsFlags::MS_RDONLY,
-        None::<&str>,
-    )
-    .map_err(mount_err("sysfs", &sysfs))?;
+        None,
+        "sysfs",
+    )?;
 
-    mount_volumes(spec, &root)?;
+    mount_volumes(spec, &root, dir)?;
+    mount_etc_files(spec, &root, dir)?;
     nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
     sys::set_link_up("lo").map_err(|e| format!("setting lo up: {e}"))?;
 
     // pivot_root(".", "."): the old root ends up stacked on top of the new
     // one, and the lazy unmount of "." takes it away; no directory for the
     // old root is needed inside the rootfs.
-    nix::unistd::chdir(&root).map_err(|e| format!("chdir rootfs: {e}"))?;
+    let top = root.target().map_err(path_err)?;
+    nix::unistd::fchdir(&top).map_err(|e| format!("chdir rootfs: {e}"))?;
+    drop((top, proc_dir, dev_dir, sys_dir, root));
     sys::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
 
-    // From here on every path is the container's.
-    if Path::new("/etc").is_dir() {
-        let _ = std::fs::write("/etc/hostname", format!("{}\n", spec.hostname));
-        let mut hosts =
-            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-        match spec.networks.first() {
-            Some(a) => hosts.push_str(&format!("{}\t{} {}\n", a.ip, spec.hostname, spec.name)),
-            None => hosts.push_str(&format!("127.0.1.1\t{}\n", spec.hostname)),
-        }
-        let _ = std::fs::write("/etc/hosts", hosts);
-        // The network's embedded DNS server answers on its gateway.
-        if let Some(a) = spec.networks.first() {
-            let _ = std::fs::write(
-                "/etc/resolv.conf",
-                format!("nameserver {}\noptions ndots:0\n", a.gateway),
-            );
-        }
-        if let Some(map) = &spec.userns {
-            let (u, g) = map.root();
-            for f in ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"] {
-                let _ = std::os::unix::fs::lchown(f, Some(u), Some(g));
-            }
-        }
-    }
+    // From here on every path is the container's, and /proc is its own.
     if !spec.security.privileged {
         mask_paths()?;
     }
-    let made_working_dir = !Path::new(&spec.working_dir).exists();
-    std::fs::create_dir_all(&spec.working_dir)
-        .map_err(|e| format!("working directory {}: {e}", spec.working_dir))?;
-    if let (true, Some(map)) = (made_working_dir, &spec.userns) {
-        let (u, g) = map.root();
-        let _ = std::os::unix::fs::chown(&spec.working_dir, Some(u), Some(g));
+    let root = RootDir::open(Path::new("/")).map_err(path_err)?;
+    let (wd, made_working_dir) = match root.resolve(&spec.working_dir) {
+        Ok(t) if t.is_dir() => (t, false),
+        _ => (
+            root.mkdir_all(&spec.working_dir, 0o755)
+                .map_err(|e| format!("working directory: {e}"))?,
+            true,
+        ),
+    };
+    wd.ensure_mountable(&root)
+        .map_err(|e| format!("working directory: {e}"))?;
+    if let (true, Some((u, g))) = (made_working_dir, root_ids) {
+        let _ = wd.chown(u, g);
     }
     if spec.read_only {
         // Only this mount point turns read-only: /proc, /dev, volumes and
@@ -738,6 +826,165 @@ fn setup(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf]) -> Result<(), Str
             None::<&str>,
         )
         .map_err(|e| format!("making the root read-only: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The standard device nodes: (name, major, minor).
+const DEV_NODES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// Fills the container's own /dev tmpfs (just mounted on the root's `dev`):
+/// device nodes made with mknod, so a chmod or chown inside changes the
+/// container's inode and never the host's; devpts, shm and the usual links.
+/// The init is host root here (before its user namespace), so mknod works
+/// with `--userns remap` too; the nodes then belong to the container's root.
+/// Only if mknod is refused (EPERM) are the host's nodes bind-mounted, and
+/// shim.log says so.
+fn make_dev(root: &RootDir, root_ids: Option<(u32, u32)>) -> Result<(), String> {
+    // Resolved again: the fd now leads into the tmpfs mounted on it.
+    let t = root.resolve_nofollow("dev").map_err(path_err)?;
+    if t.fs_type().ok() != Some(nix::sys::statfs::TMPFS_MAGIC) {
+        return Err("/dev in the rootfs is not the tmpfs just mounted".into());
+    }
+    let dev = RootDir::from_target(t, root.label().join("dev")).map_err(path_err)?;
+    for (name, major, minor) in DEV_NODES {
+        let node = match dev.mknod_char(name, major, minor, 0o666) {
+            Ok(n) => n,
+            Err(e) if e.errno() == Some(nix::errno::Errno::EPERM) => {
+                eprintln!(
+                    "rsup-init: mknod /dev/{name}: {e}; bind-mounting the host's node instead"
+                );
+                let node = dev.create_file(name, 0o666).map_err(path_err)?;
+                let host = crate::paths::open_host_path(&Path::new("/dev").join(name))
+                    .map_err(path_err)?;
+                mount_on(
+                    Some(host.proc_path().as_str()),
+                    &node,
+                    None,
+                    MsFlags::MS_BIND,
+                    None,
+                    name,
+                )?;
+                continue;
+            }
+            Err(e) => return Err(path_err(e)),
+        };
+        if let Some((u, g)) = root_ids {
+            node.chown(u, g)
+                .map_err(|e| format!("chown /dev/{name}: {e}"))?;
+        }
+    }
+    let pts = dev.mkdir("pts", 0o755).map_err(path_err)?;
+    mount_on(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+        "devpts",
+    )?;
+    let shm = dev.mkdir("shm", 0o1777).map_err(path_err)?;
+    let owner = root_ids
+        .map(|(u, g)| format!(",uid={u},gid={g}"))
+        .unwrap_or_default();
+    mount_on(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
+        Some(format!("mode=1777,size=65536k{owner}").as_str()),
+        "tmpfs",
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        dev.symlink(link, target).map_err(path_err)?;
+    }
+    Ok(())
+}
+
+/// /etc/hostname, /etc/hosts and (with a network) /etc/resolv.conf, as
+/// Docker does them: written into the container's own directory
+/// (`containers/<id>/hostname|hosts|resolv.conf`, 0644, the container
+/// root's with a user namespace) and bind-mounted, read-write, onto the
+/// files in the root, which are resolved (or created) inside the root. So
+/// nothing is ever written through an image's symlink, and a read-only root
+/// keeps them working. A file is left alone (with a line in shim.log) when
+/// /etc is missing or its target is not a regular file inside the root (a
+/// dangling symlink, a directory, something on procfs or sysfs), and when
+/// the user mounts something there.
+fn mount_etc_files(spec: &ContainerSpec, root: &RootDir, dir: &Path) -> Result<(), String> {
+    if !root.resolve("etc").is_ok_and(|t| t.is_dir()) {
+        eprintln!(
+            "rsup-init: no /etc directory in the rootfs: hostname, hosts and resolv.conf not mounted"
+        );
+        return Ok(());
+    }
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    match spec.networks.first() {
+        Some(a) => hosts.push_str(&format!("{}\t{} {}\n", a.ip, spec.hostname, spec.name)),
+        None => hosts.push_str(&format!("127.0.1.1\t{}\n", spec.hostname)),
+    }
+    let mut files = vec![
+        ("hostname", format!("{}\n", spec.hostname)),
+        ("hosts", hosts),
+    ];
+    // The network's embedded DNS server answers on its gateway.
+    if let Some(a) = spec.networks.first() {
+        files.push((
+            "resolv.conf",
+            format!("nameserver {}\noptions ndots:0\n", a.gateway),
+        ));
+    }
+    let state = RootDir::open(dir).map_err(path_err)?;
+    let owner = spec.userns.as_ref().map(|m| m.root());
+    for (name, content) in files {
+        let target_path = format!("/etc/{name}");
+        if spec.mounts.iter().any(|m| m.target == target_path) {
+            continue;
+        }
+        let target = match root.create_file(&target_path, 0o644) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("rsup-init: {target_path} not mounted: {e}");
+                continue;
+            }
+        };
+        let usable = match target.stat() {
+            Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFREG => {
+                Err(format!("{target_path} is not a regular file"))
+            }
+            Ok(_) => target.ensure_mountable(root).map_err(path_err),
+            Err(e) => Err(format!("stat {target_path}: {e}")),
+        };
+        if let Err(e) = usable {
+            eprintln!("rsup-init: {target_path} not mounted: {e}");
+            continue;
+        }
+        state
+            .write_file(name, content.as_bytes(), 0o644, owner)
+            .map_err(path_err)?;
+        let source = state.resolve_nofollow(name).map_err(path_err)?;
+        mount_on(
+            Some(source.proc_path().as_str()),
+            &target,
+            None,
+            MsFlags::MS_BIND,
+            None,
+            name,
+        )?;
     }
     Ok(())
 }
@@ -797,67 +1044,105 @@ fn mask_paths() -> Result<(), String> {
     Ok(())
 }
 
-/// Volumes, bind mounts and tmpfs mounts, before pivot_root (`root` is the
-/// new root on the host side).
-fn mount_volumes(spec: &ContainerSpec, root: &Path) -> Result<(), String> {
+/// Volumes, bind mounts and tmpfs mounts, before pivot_root. Targets are
+/// resolved (or made) inside `root` by fd and refused on procfs or sysfs;
+/// mounts go parent first (by depth of the target, as Docker sorts them),
+/// so a volume inside another lands in it. A named volume's source is
+/// `volumes/<name>/_data` under the state dir, resolved with no symlink
+/// allowed in any component; a bind source is the absolute host path the
+/// (root-equivalent) client gave, as in Docker.
+fn mount_volumes(spec: &ContainerSpec, root: &RootDir, dir: &Path) -> Result<(), String> {
     use crate::volumes::MountKind;
-    for m in &spec.mounts {
-        let rel = m.target.trim_start_matches('/');
-        let source_is_file = matches!(&m.kind, MountKind::Bind { source } if !source.is_dir());
-        let target = if source_is_file {
-            let p = root.join(rel);
-            if std::fs::symlink_metadata(&p).is_ok_and(|md| md.file_type().is_symlink()) {
-                return Err(format!("{} in the rootfs is a symlink", m.target));
-            }
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("mkdir for {}: {e}", m.target))?;
-            }
-            if !p.exists() {
-                File::create(&p).map_err(|e| format!("creating {}: {e}", m.target))?;
-            }
-            p
-        } else {
-            target_dir(root, rel)?
-        };
-        match &m.kind {
-            MountKind::Volume { source, .. } | MountKind::Bind { source } => {
-                mount(
-                    Some(source.as_path()),
-                    &target,
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None::<&str>,
-                )
-                .map_err(mount_err("a volume", &target))?;
-                if m.read_only {
-                    mount(
-                        None::<&str>,
-                        &target,
-                        None::<&str>,
-                        MsFlags::MS_BIND
-                            | MsFlags::MS_REMOUNT
-                            | MsFlags::MS_RDONLY
-                            | MsFlags::MS_REC,
-                        None::<&str>,
-                    )
-                    .map_err(mount_err("a read-only volume", &target))?;
+    let mut order: Vec<&crate::volumes::MountSpec> = spec.mounts.iter().collect();
+    order.sort_by_key(|m| m.target.split('/').filter(|c| !c.is_empty()).count());
+    let mut volumes: Option<RootDir> = None;
+    for m in order {
+        let source = match &m.kind {
+            MountKind::Volume { name, .. } => {
+                // A VolumeName is checked when config.json is read.
+                let vols = match &mut volumes {
+                    Some(v) => v,
+                    None => volumes.insert(
+                        RootDir::open_no_symlinks(&state_dir(dir)?.join("volumes"))
+                            .map_err(path_err)?,
+                    ),
+                };
+                let data = vols
+                    .resolve_nofollow(&format!("{}/_data", name.as_str()))
+                    .map_err(|e| format!("volume {name}: {e}"))?;
+                if !data.is_dir() {
+                    return Err(format!("volume {name}: _data is not a directory"));
                 }
+                Some(data)
             }
-            MountKind::Tmpfs { options } => {
+            MountKind::Bind { source } => {
+                Some(crate::paths::open_host_path(source).map_err(path_err)?)
+            }
+            MountKind::Tmpfs { .. } => None,
+        };
+        let target = match &source {
+            Some(s) if !s.is_dir() => root.create_file(&m.target, 0o644),
+            _ => root.mkdir_all(&m.target, 0o755),
+        }
+        .map_err(|e| format!("mount target {}: {e}", m.target))?;
+        target
+            .ensure_mountable(root)
+            .map_err(|e| format!("mount target {}: {e}", m.target))?;
+        match (&m.kind, &source) {
+            (MountKind::Tmpfs { options }, _) => {
                 let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
                 if m.read_only {
                     flags |= MsFlags::MS_RDONLY;
                 }
-                mount(
+                mount_on(
                     Some("tmpfs"),
                     &target,
                     Some("tmpfs"),
                     flags,
                     Some(options.as_str()),
-                )
-                .map_err(mount_err("tmpfs", &target))?;
+                    "tmpfs",
+                )?;
             }
+            (_, Some(source)) => {
+                mount_on(
+                    Some(source.proc_path().as_str()),
+                    &target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                    "a volume",
+                )?;
+                if m.read_only {
+                    // The fd still names the directory under the new mount:
+                    // resolve again, and make sure it is the mount just made
+                    // (same inode as its source) before remounting it.
+                    let mounted = root
+                        .resolve(&m.target)
+                        .map_err(|e| format!("mount target {}: {e}", m.target))?;
+                    let same = match (mounted.stat(), source.stat()) {
+                        (Ok(a), Ok(b)) => (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino),
+                        _ => false,
+                    };
+                    if !same {
+                        return Err(format!(
+                            "mount target {} changed while it was mounted",
+                            m.target
+                        ));
+                    }
+                    mount_on(
+                        None,
+                        &mounted,
+                        None,
+                        MsFlags::MS_BIND
+                            | MsFlags::MS_REMOUNT
+                            | MsFlags::MS_RDONLY
+                            | MsFlags::MS_REC,
+                        None,
+                        "a read-only volume",
+                    )?;
+                }
+            }
+            (_, None) => return Err(format!("mount {}: no source", m.target)),
         }
     }
     Ok(())

@@ -10,6 +10,11 @@
 //!     exit.json               written by the shim when the command ended
 //!     shim.log                the shim's own diagnostics
 //!     container.log[.N]       stdout/stderr in CRI format, rotated by size
+//!     hostname hosts resolv.conf
+//!                             written by the init at each start (0644) and
+//!                             bind-mounted onto the container's /etc files
+//!     log-dropped             log output the shim could not write (bytes,
+//!                             records), overwritten in place (see crate::logs)
 //!     quarantine.json         why the record could not be read at a start,
 //!     *.quarantined-<time>    and the unreadable files, renamed aside (see
 //!                             `crate::quarantine`)
@@ -21,7 +26,9 @@
 //! Every JSON file carries a `version` and is replaced atomically: written to
 //! a temporary file in the same directory, fsync'ed, renamed over the old one,
 //! and the directory fsync'ed, so a crash leaves either the old or the new
-//! content, never a torn file.
+//! content, never a torn file. The temporary file (`.NAME.PID.N.tmp`) is
+//! removed on every error; those a crash leaves are removed at the next
+//! start ([`sweep_temp_files`]).
 //!
 //! # Modes
 //! Everything under the state directory is root's: a container writes
@@ -87,14 +94,74 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.{}.{seq}.tmp", std::process::id()));
     let mut f = create_private_file(&tmp)?;
-    f.write_all(data).map_err(io_err("write", &tmp))?;
-    f.sync_all().map_err(io_err("fsync", &tmp))?;
+    // From here until the rename, every error removes the temporary file:
+    // a full disk must not fill up with half-written copies.
+    let written = f
+        .write_all(data)
+        .map_err(io_err("write", &tmp))
+        .and_then(|()| f.sync_all().map_err(io_err("fsync", &tmp)));
     drop(f);
-    fs::rename(&tmp, path).map_err(io_err("rename", path))?;
+    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path).map_err(io_err("rename", path))) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("fsync", dir))?;
     Ok(())
+}
+
+/// Whether `name` is a temporary file of [`write_atomic`]
+/// (`.NAME.PID.N.tmp`); returns its writer's pid.
+fn temp_file_pid(name: &str) -> Option<i32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut it = inner.rsplitn(3, '.');
+    let seq = it.next()?;
+    let pid = it.next()?;
+    let base = it.next()?;
+    if base.is_empty() || seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok().filter(|p| *p > 0)
+}
+
+/// Removes the temporary files [`write_atomic`] left behind (a crash, or a
+/// kill, between its create and its rename) in the directories it writes
+/// to under `root`: every `containers/<id>/`, `networks/`, `supervisors/`,
+/// the image store's `images/images/` and `images/layers/<hex>/`. A file
+/// whose writer is still alive (a shim writing `exit.json` right now) is
+/// left alone; a pid reused since is merely kept until the next sweep.
+/// Returns what it removed, for the caller to log.
+pub fn sweep_temp_files(root: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![
+        root.join("networks"),
+        root.join("supervisors"),
+        root.join("images").join("images"),
+    ];
+    for parent in [root.join("containers"), root.join("images").join("layers")] {
+        for e in read_dir_or_empty(&parent).unwrap_or_default() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(e.path());
+            }
+        }
+    }
+    let own = std::process::id() as i32;
+    let mut removed = Vec::new();
+    for dir in dirs {
+        for e in read_dir_or_empty(&dir).unwrap_or_default() {
+            let Some(pid) = e.file_name().to_str().and_then(temp_file_pid) else {
+                continue;
+            };
+            let alive = pid != own && Path::new(&format!("/proc/{pid}")).exists();
+            if alive || !e.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            if fs::remove_file(e.path()).is_ok() {
+                removed.push(e.path());
+            }
+        }
+    }
+    removed
 }
 
 /// Reads a JSON file; `Ok(None)` when it does not exist.
@@ -257,7 +324,12 @@ pub struct ModeFix {
 fn is_private_container_file(name: &str) -> bool {
     matches!(
         name,
-        "config.json" | "state.json" | "exit.json" | "shim.log" | "container.log"
+        "config.json"
+            | "state.json"
+            | "exit.json"
+            | "shim.log"
+            | "container.log"
+            | crate::logs::DROPPED_FILE
     ) || name == crate::quarantine::QUARANTINE_FILE
         || name.contains(crate::quarantine::QUARANTINED_MARK)
         || name
@@ -548,6 +620,79 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         drop(held);
         waiter.await.expect("join").expect("taken once released");
+    }
+
+    #[test]
+    fn temp_files_are_recognised() {
+        assert_eq!(temp_file_pid(".state.json.123.0.tmp"), Some(123));
+        assert_eq!(temp_file_pid(".a.b.json.7.42.tmp"), Some(7));
+        for not in [
+            "state.json",
+            ".state.json",
+            ".state.json.x.1.tmp",
+            ".state.json.1.x.tmp",
+            "..1.2.tmp",
+            ".1.2.tmp",
+            "state.json.1.2.tmp",
+        ] {
+            assert_eq!(temp_file_pid(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The rename fails: the target is a non-empty directory.
+        let target = dir.path().join("x.json");
+        fs::create_dir(&target).expect("mkdir");
+        fs::write(target.join("keep"), "x").expect("write");
+        assert!(write_json(&target, &vec![1]).is_err());
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("e").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("x.json")]);
+    }
+
+    #[test]
+    fn sweep_removes_dead_writers_temp_files_only() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = t.path();
+        create_root(root).expect("root");
+        let c = root.join("containers/abc");
+        private_dir(&c).expect("dir");
+        let layer = root.join("images/layers/ff");
+        fs::create_dir_all(&layer).expect("layer");
+        fs::create_dir_all(root.join("images/images")).expect("images");
+        // No process has pid 0x7fff_fff0 (above pid_max's ceiling).
+        let dead = 0x7fff_fff0;
+        let stale = [
+            c.join(format!(".state.json.{dead}.3.tmp")),
+            root.join(format!("networks/.default.json.{dead}.0.tmp")),
+            root.join(format!("supervisors/.s.json.{dead}.1.tmp")),
+            root.join(format!("images/images/.ab.json.{dead}.2.tmp")),
+            layer.join(format!(".layer.json.{dead}.9.tmp")),
+        ];
+        // A live writer (this process' parent) and files that only look
+        // a bit like ours stay.
+        let parent = std::os::unix::process::parent_id();
+        let kept = [
+            c.join(format!(".exit.json.{parent}.0.tmp")),
+            c.join("state.json"),
+            c.join(".hidden"),
+            root.join(format!("volumes/.v.json.{dead}.0.tmp")),
+        ];
+        for f in stale.iter().chain(&kept) {
+            fs::write(f, "x").expect("write");
+        }
+        let mut removed = sweep_temp_files(root);
+        removed.sort();
+        let mut want = stale.to_vec();
+        want.sort();
+        assert_eq!(removed, want);
+        for f in &kept {
+            assert!(f.exists(), "{}", f.display());
+        }
     }
 
     #[test]

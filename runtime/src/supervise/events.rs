@@ -23,6 +23,8 @@ pub enum EventKind {
     SupervisorRestart,
     SupervisorEscalate,
     SupervisorFail,
+    /// rsupd fixed a network's leases at start (subject: the network).
+    Reconcile,
     /// A container's record could not be read at start (see
     /// [`crate::quarantine`]).
     Quarantine,
@@ -43,6 +45,7 @@ impl EventKind {
             EventKind::SupervisorRestart => "supervisor_restart",
             EventKind::SupervisorEscalate => "supervisor_escalate",
             EventKind::SupervisorFail => "supervisor_fail",
+            EventKind::Reconcile => "reconcile",
             EventKind::Quarantine => "quarantine",
         }
     }
@@ -53,7 +56,7 @@ impl EventKind {
 pub struct Event {
     pub time: SystemTime,
     pub kind: EventKind,
-    /// "container" or "supervisor".
+    /// "container", "supervisor" or "network".
     pub subject_type: &'static str,
     pub subject: String,
     pub id: String,

@@ -324,6 +324,8 @@ fn container(c: ContainerInfo) -> pb::Container {
         }),
         log_path: c.log_path.display().to_string(),
         start_count: c.start_count,
+        log_dropped_bytes: c.log_dropped.bytes,
+        log_dropped_records: c.log_dropped.records,
         id: c.id,
         name: c.name,
     }
@@ -466,9 +468,10 @@ impl Containers for Service {
         let r = req.into_inner();
         let timeout = Duration::from_secs(r.timeout_seconds.unwrap_or(DEFAULT_STOP_TIMEOUT).into());
         let key = container_ref(&r.container)?;
-        let c = self.runtime.stop(&key, timeout).await.map_err(status)?;
+        let (c, report) = self.runtime.stop(&key, timeout).await.map_err(status)?;
         Ok(Response::new(pb::StopResponse {
             container: Some(container(c)),
+            warnings: report.warnings,
         }))
     }
 
@@ -478,8 +481,10 @@ impl Containers for Service {
     ) -> Result<Response<pb::KillResponse>, Status> {
         let r = req.into_inner();
         let key = container_ref(&r.container)?;
-        self.runtime.kill(&key, &r.signal).await.map_err(status)?;
-        Ok(Response::new(pb::KillResponse {}))
+        let report = self.runtime.kill(&key, &r.signal).await.map_err(status)?;
+        Ok(Response::new(pb::KillResponse {
+            warnings: report.warnings,
+        }))
     }
 
     async fn remove(
@@ -488,8 +493,10 @@ impl Containers for Service {
     ) -> Result<Response<pb::RemoveResponse>, Status> {
         let r = req.into_inner();
         let key = container_ref(&r.container)?;
-        self.runtime.remove(&key, r.force).await.map_err(status)?;
-        Ok(Response::new(pb::RemoveResponse {}))
+        let report = self.runtime.remove(&key, r.force).await.map_err(status)?;
+        Ok(Response::new(pb::RemoveResponse {
+            warnings: report.warnings,
+        }))
     }
 
     async fn list(

@@ -62,10 +62,12 @@ pub fn status(e: Error) -> Status {
         Error::InvalidArgument { .. } => Status::invalid_argument(msg),
         Error::NotFound(_) => Status::not_found(msg),
         Error::AlreadyExists(_) => Status::already_exists(msg),
-        Error::ResourceExhausted(_) => Status::resource_exhausted(msg),
+        // A full state device: the message names it (device, mount point,
+        // state dir) for the operator to free space there.
+        Error::ResourceExhausted(_) | Error::NoSpace(_) => Status::resource_exhausted(msg),
         Error::FailedPrecondition(_) => Status::failed_precondition(msg),
         Error::Spawn {
-            source: SpawnError::Setup(_) | SpawnError::Command(_),
+            source: SpawnError::Setup(_) | SpawnError::Command { .. },
             ..
         } => Status::failed_precondition(msg),
         Error::ShuttingDown => Status::unavailable(msg),
@@ -106,5 +108,24 @@ mod tests {
             s.message()
         );
         assert!(s.message().len() <= MAX_MESSAGE);
+    }
+
+    #[test]
+    fn a_full_state_device_is_resource_exhausted() {
+        let path = std::env::temp_dir().join("state/networks/n.json");
+        let e: Error = rsup_runtime::store::StoreError::Io {
+            op: "write",
+            path,
+            source: std::io::Error::from_raw_os_error(nix::errno::Errno::ENOSPC as i32),
+        }
+        .into();
+        let s = status(e);
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            s.message()
+                .starts_with("no space left on the state device "),
+            "{}",
+            s.message()
+        );
     }
 }

@@ -27,13 +27,6 @@ const MAX_MESSAGE: usize = 4096;
 /// Bound of one call (the VM emulates its CPU and is slow).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Whether the tests run inside the throwaway VM: `RSUP_IN_V2VM` is set
-/// (scripts/test.sh does), or the hostname is the VM's.
-fn in_v2vm() -> bool {
-    std::env::var_os("RSUP_IN_V2VM").is_some()
-        || nix::unistd::gethostname().is_ok_and(|h| h == "v2vm")
-}
-
 /// Every entry below `root`: relative path -> (kind, mode, content).
 fn snapshot(root: &Path) -> BTreeMap<PathBuf, (String, u32, Vec<u8>)> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, (String, u32, Vec<u8>)>) {
@@ -206,10 +199,7 @@ impl World {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_names_reach_no_host_path() {
-    if !in_v2vm() {
-        eprintln!(
-            "skipped: hostile names run only inside the throwaway VM (scripts/test.sh runs them there)"
-        );
+    if !crate::common::in_throwaway_vm() {
         return;
     }
     let d = Daemon::start().await;
