@@ -22,12 +22,13 @@ pub fn state_name(state: ContainerState) -> &'static str {
         ContainerState::Exited => "exited",
         ContainerState::Removed => "removed",
         ContainerState::Restarting => "restarting",
-        ContainerState::Unspecified => "unknown",
+        ContainerState::Unknown | ContainerState::Unspecified => "unknown",
     }
 }
 
 /// Docker's STATUS column: "Created", "Up 3 seconds", "Exited (1) 2 minutes ago",
-/// "Restarting (1) 5 seconds ago" (the last exit, waiting for its policy restart).
+/// "Restarting (1) 5 seconds ago" (the last exit, waiting for its policy restart),
+/// "Unknown (quarantined)" (its record could not be read: `rm -f` cleans it up).
 /// A running container with a health check gets Docker's suffix: "(healthy)",
 /// "(unhealthy)" or "(health: starting)".
 pub fn status(container: &Container, now: SystemTime) -> String {
@@ -59,6 +60,7 @@ pub fn status(container: &Container, now: SystemTime) -> String {
             None => "Restarting".to_owned(),
         },
         ContainerState::Removed => "Removed".to_owned(),
+        ContainerState::Unknown => "Unknown (quarantined)".to_owned(),
         ContainerState::Unspecified => "Unknown".to_owned(),
     }
 }
@@ -229,6 +231,11 @@ mod tests {
         assert_eq!(state_name(ContainerState::Running), "running");
         assert_eq!(state_name(ContainerState::Restarting), "restarting");
         assert_eq!(state_name(ContainerState::Unspecified), "unknown");
+        assert_eq!(state_name(ContainerState::Unknown), "unknown");
+        assert_eq!(
+            status(&container(ContainerState::Unknown), now()),
+            "Unknown (quarantined)"
+        );
     }
 
     #[test]

@@ -52,11 +52,14 @@ use crate::supervisor::{Child, Sup};
 use crate::{Error, signal, sys};
 
 /// Version of `state.json`.
-const STATE_VERSION: u32 = 1;
+pub(crate) const STATE_VERSION: u32 = 1;
 /// Removed containers whose exit status `wait` can still report.
 const GRAVEYARD: usize = 256;
 /// How long a forced kill may take before we give up waiting.
-const KILL_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const KILL_WAIT: Duration = Duration::from_secs(30);
+/// How long a new rsupd waits for the state dir's lock (see
+/// [`StateLock::acquire_patiently`]).
+const LOCK_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Settings of a [`Runtime`].
 #[derive(Debug, Clone)]
@@ -107,6 +110,9 @@ pub enum ContainerState {
     /// Exited, and its restart policy will start it again at `next_start_at`.
     Restarting,
     Removed,
+    /// Its record could not be read at start: quarantined, nothing acts on
+    /// it until `rm -f` (see [`crate::quarantine`]). Never persisted.
+    Unknown,
 }
 
 impl ContainerState {
@@ -325,7 +331,7 @@ impl Entry {
         saved
     }
 
-    fn new(id: String, spec: ContainerSpec, dir: PathBuf, status: Status) -> Entry {
+    pub(crate) fn new(id: String, spec: ContainerSpec, dir: PathBuf, status: Status) -> Entry {
         Entry {
             id,
             resources: Mutex::new(spec.resources),
@@ -362,7 +368,8 @@ impl Entry {
             name: self.spec.name.clone(),
             spec: self.current_spec(),
             state: s.state,
-            pid: if s.state == ContainerState::Running {
+            // A quarantined container shows the init of its live shim.
+            pid: if matches!(s.state, ContainerState::Running | ContainerState::Unknown) {
                 s.init_pid
             } else {
                 0
@@ -456,6 +463,8 @@ pub(crate) struct Inner {
     /// Container dirs whose state could not be read at start: while there
     /// are any, no image layer is deleted (they may mount them).
     pub(crate) unreadable_containers: std::sync::atomic::AtomicUsize,
+    /// Containers whose record could not be read at start.
+    pub(crate) quarantined: crate::quarantine::Registry,
     _lock: StateLock,
 }
 
@@ -502,7 +511,7 @@ fn name_exists(name: &str) -> Error {
     Error::AlreadyExists(format!("a container named {name} already exists"))
 }
 
-fn remove_dir(dir: &Path) -> Result<(), Error> {
+pub(crate) fn remove_dir(dir: &Path) -> Result<(), Error> {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -517,7 +526,7 @@ impl Runtime {
         let root = config.state_dir.clone();
         let containers_dir = root.join("containers");
         store::create_root(&root)?;
-        let state_lock = StateLock::acquire(&root)?;
+        let state_lock = StateLock::acquire_patiently(&root, LOCK_PATIENCE).await?;
         // A state dir of an older rsupd (or one whose modes were changed
         // by hand): only root may reach what containers wrote.
         for f in store::fix_modes(&root)? {
@@ -564,6 +573,7 @@ impl Runtime {
                 images,
                 image_gate: tokio::sync::RwLock::new(()),
                 unreadable_containers: std::sync::atomic::AtomicUsize::new(0),
+                quarantined: Default::default(),
                 _lock: state_lock,
             }),
         };
@@ -603,14 +613,21 @@ impl Runtime {
     /// Loads one container; `Ok(true)` when it was running and exited while
     /// rsupd was down.
     fn load(&self, id: &str, dir: &Path) -> Result<bool, Error> {
-        let spec: Option<ContainerSpec> = store::read_json(&dir.join("config.json"))?;
-        let status: Option<Status> = store::read_json(&dir.join("state.json"))?;
-        let (Some(spec), Some(mut status)) = (spec, status) else {
-            // A create interrupted by a crash: nothing was ever reported as
-            // created, so collect it.
-            warn!(container = %id, "removing a half-created container");
-            let _ = crate::network::unmount_netns(&dir.join("netns"));
-            return remove_dir(dir).map(|()| false);
+        use crate::quarantine::{Examined, examine};
+        let (spec, mut status) = match examine(dir) {
+            Examined::Loaded(spec, status) => (*spec, *status),
+            // A create (or the deletion of a removed container's directory)
+            // interrupted by a crash: nothing of it runs, collect it.
+            Examined::Collect(what) => {
+                warn!(container = %id, "{what}");
+                let _ = crate::network::unmount_netns(&dir.join("netns"));
+                return remove_dir(dir).map(|()| false);
+            }
+            // Unreadable: never acted on.
+            Examined::Quarantine(d) => {
+                self.quarantine(id, dir, *d);
+                return Ok(false);
+            }
         };
         if status.state == ContainerState::Removed {
             // Its veths, leases and cgroup are collected by the sweeps that
@@ -689,9 +706,17 @@ impl Runtime {
         }
     }
 
+    /// The container `key` names (see [`Runtime::find_any`]), which must not
+    /// be quarantined: every verb but list, inspect, stats and rm.
+    pub(crate) fn find(&self, key: &ContainerRef) -> Result<Arc<Entry>, Error> {
+        let entry = self.find_any(key)?;
+        self.refuse_quarantined(&entry)?;
+        Ok(entry)
+    }
+
     /// The container `key` names: by id or name, else by a unique id
     /// prefix.
-    pub(crate) fn find(&self, key: &ContainerRef) -> Result<Arc<Entry>, Error> {
+    pub(crate) fn find_any(&self, key: &ContainerRef) -> Result<Arc<Entry>, Error> {
         let key = key.as_str();
         let list = lock(&self.inner.containers);
         if let Some(e) = list.iter().find(|e| e.id == key || e.spec.name == key) {
@@ -709,7 +734,7 @@ impl Runtime {
         }
     }
 
-    fn forget(&self, entry: &Arc<Entry>) {
+    pub(crate) fn forget(&self, entry: &Arc<Entry>) {
         lock(&self.inner.containers).retain(|e| !Arc::ptr_eq(e, entry));
         let mut g = lock(&self.inner.graveyard);
         g.push_back((entry.id.clone(), entry.spec.name.clone(), entry.status()));
@@ -1336,6 +1361,7 @@ impl Runtime {
         key: &ContainerRef,
         timeout: Duration,
     ) -> Result<(ContainerInfo, OpReport), Error> {
+        crate::bounds::duration("timeout_seconds", timeout, &crate::bounds::STOP_TIMEOUT)?;
         let entry = self.find(key)?;
         let _op = entry.op.lock().await;
         let mut report = OpReport::default();
@@ -1402,7 +1428,10 @@ impl Runtime {
     /// in the report, and the container is removed from the API anyway.
     #[instrument(skip_all, fields(container = %key))]
     pub async fn remove(&self, key: &ContainerRef, force: bool) -> Result<OpReport, Error> {
-        let entry = self.find(key)?;
+        let entry = self.find_any(key)?;
+        if self.is_quarantined(&entry.id) {
+            return self.remove_quarantined(&entry, force).await;
+        }
         self.remove_entry(&entry, force).await
     }
 
@@ -1439,6 +1468,12 @@ impl Runtime {
                 }
             }
             ContainerState::Created | ContainerState::Exited => {}
+            // Quarantined: only `remove` (through `remove_quarantined`).
+            // (No longer quarantined: removed meanwhile.)
+            ContainerState::Unknown => {
+                self.refuse_quarantined(entry)?;
+                return Ok(OpReport::default());
+            }
         }
         // Mark first: a crash from here on finishes the removal at start.
         // Best effort: a directory that is gone, or a full disk, does not
@@ -1523,7 +1558,7 @@ impl Runtime {
     }
 
     pub fn inspect(&self, key: &ContainerRef) -> Result<ContainerInfo, Error> {
-        Ok(self.find(key)?.info())
+        Ok(self.find_any(key)?.info())
     }
 
     /// Waits until the container has run and is no longer running; returns
@@ -1750,7 +1785,7 @@ impl Runtime {
                 .collect()
         } else {
             keys.iter()
-                .map(|k| self.find(k))
+                .map(|k| self.find_any(k))
                 .collect::<Result<_, _>>()?
         };
         Ok(self.stats_of(&entries))
@@ -1846,7 +1881,7 @@ impl Runtime {
 
 /// Re-opens pidfds on a running container's shim and init if they are the
 /// processes recorded (same pid and start time).
-fn adopt(status: &Status) -> Option<(OwnedFd, Option<OwnedFd>)> {
+pub(crate) fn adopt(status: &Status) -> Option<(OwnedFd, Option<OwnedFd>)> {
     let same =
         |pid: i32, start: u64| pid > 0 && start != 0 && sys::process_start_time(pid) == Some(start);
     if !same(status.shim_pid, status.shim_start_time) {

@@ -16,12 +16,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
-use crate::Error;
 use crate::cgroups::Manager;
 use crate::container::{ContainerState, Entry, Runtime, lock};
 use crate::names::{ContainerRef, quote};
 use crate::process::exec::{EXEC_ARG, ExecSpec};
 use crate::supervise::EventKind;
+use crate::{Error, bounds};
 
 /// Output kept of an exec (per stream).
 const MAX_OUTPUT: usize = 1 << 20;
@@ -87,6 +87,9 @@ async fn read_capped(r: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
 impl Runtime {
     /// Runs a command inside a running container and collects its output.
     pub async fn exec(&self, key: &ContainerRef, req: ExecRequest) -> Result<ExecOutput, Error> {
+        if let Some(t) = req.timeout {
+            bounds::duration("timeout_ms", t, &bounds::EXEC_TIMEOUT)?;
+        }
         let entry = self.find(key)?;
         self.exec_entry(&entry, req).await
     }

@@ -7,6 +7,7 @@
 //! per-container shim (see [`process`]); state is kept under a state
 //! directory (see [`store`]).
 
+pub mod bounds;
 pub mod cgroups;
 pub mod container;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod network;
 pub mod paths;
 pub mod ports;
 pub mod process;
+pub mod quarantine;
 pub mod rollback;
 pub mod seccomp;
 pub mod security;

@@ -128,7 +128,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
 }
 
 /// FNV-1a: stable short names for links.
-fn hash8(s: &str) -> String {
+pub(crate) fn hash8(s: &str) -> String {
     let mut h: u32 = 0x811c_9dc5;
     for b in s.bytes() {
         h ^= u32::from(b);
@@ -152,7 +152,7 @@ impl Runtime {
             .join(format!("{name}.json"))
     }
 
-    fn persist_network(&self, n: &Network) -> Result<(), Error> {
+    pub(crate) fn persist_network(&self, n: &Network) -> Result<(), Error> {
         // The pool stays locked until the file is written: writes reach the
         // disk in the order of the changes.
         let pool = lock(&n.pool);
@@ -173,7 +173,7 @@ impl Runtime {
             .cloned()
     }
 
-    async fn netlink(&self) -> Result<&Netlink, Error> {
+    pub(crate) async fn netlink(&self) -> Result<&Netlink, Error> {
         self.inner
             .netlink
             .get_or_try_init(|| async { Netlink::connect().await })
@@ -416,6 +416,7 @@ impl Runtime {
                 users.join(", ")
             )));
         }
+        self.refuse_quarantined_on_network(&n)?;
         lock(&self.inner.networks).retain(|x| !Arc::ptr_eq(x, &n));
         if let Some(dns) = n.dns.lock().await.take() {
             dns.stop().await;
@@ -451,7 +452,7 @@ impl Runtime {
             .map(|(ip, owner)| {
                 let name = containers
                     .iter()
-                    .find(|e| e.id == owner)
+                    .find(|e| e.id == owner && !e.spec.name.is_empty())
                     .map_or_else(|| owner.to_string(), |e| e.spec.name.clone());
                 (name, ip)
             })
@@ -680,7 +681,10 @@ impl Runtime {
                 // Just exited: keep the name if its policy (or supervisor) is
                 // about to restart it, so there is no NXDOMAIN window.
                 ContainerState::Exited => entry.will_restart(&s),
-                ContainerState::Created | ContainerState::Removed => false,
+                // Quarantined: rsupd cannot vouch for its names.
+                ContainerState::Created | ContainerState::Removed | ContainerState::Unknown => {
+                    false
+                }
             }
         };
         for a in &entry.spec.networks {
@@ -742,7 +746,7 @@ impl Runtime {
         };
         for l in links {
             let ours = l.len() > prefix.len() && matches!(l.as_bytes()[prefix.len()], b'b' | b'v');
-            if ours && !known.contains(&l) {
+            if ours && !known.contains(&l) && !self.is_quarantined_link(&l) {
                 info!(link = %l, "removing a leftover link");
                 let _ = nl.delete_link(&l).await;
             }

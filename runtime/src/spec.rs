@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::cgroups::Limits;
 use crate::names::{ContainerName, SupervisorName, quote};
 use crate::supervise::{BackoffConfig, RestartPolicy};
+use crate::{Error, bounds};
 use std::time::Duration;
 
 /// PATH used when the spec's env has none (Docker's default).
@@ -107,6 +107,9 @@ pub struct HealthRequest {
     pub restart_on_unhealthy: bool,
 }
 
+/// Interval and timeout of a health check that does not set them (Docker's).
+const HEALTH_DEFAULT_PERIOD: Duration = Duration::from_secs(30);
+
 /// A validated health check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthSpec {
@@ -130,21 +133,30 @@ impl HealthRequest {
             }
             return Ok(None);
         }
-        let positive = |d: Option<Duration>, default: Duration, field: &'static str| match d {
-            Some(d) if d.is_zero() => Err(invalid(field, "must be longer than 0")),
-            Some(d) => Ok(d),
-            None => Ok(default),
+        let period = |d: Option<Duration>, field: &'static str| {
+            bounds::duration(
+                field,
+                d.unwrap_or(HEALTH_DEFAULT_PERIOD),
+                &bounds::HEALTH_PERIOD,
+            )
         };
+        let retries = bounds::count(
+            "health.retries",
+            self.retries.map_or(3, u64::from),
+            &bounds::HEALTH_RETRIES,
+            "retries",
+        )?;
         let spec = HealthSpec {
             test: vec!["/bin/sh".into(), "-c".into(), self.cmd.clone()],
-            interval: positive(self.interval, Duration::from_secs(30), "health.interval")?,
-            timeout: positive(self.timeout, Duration::from_secs(30), "health.timeout")?,
-            retries: match self.retries {
-                Some(0) => return Err(invalid("health.retries", "must be at least 1")),
-                Some(n) => n,
-                None => 3,
-            },
-            start_period: self.start_period.unwrap_or_default(),
+            interval: period(self.interval, "health.interval_ms")?,
+            timeout: period(self.timeout, "health.timeout_ms")?,
+            // In range: at most 1000.
+            retries: u32::try_from(retries).unwrap_or(u32::MAX),
+            start_period: bounds::duration(
+                "health.start_period_ms",
+                self.start_period.unwrap_or_default(),
+                &bounds::HEALTH_START_PERIOD,
+            )?,
             restart_on_unhealthy: self.restart_on_unhealthy,
         };
         if spec.restart_on_unhealthy && restart.policy.is_no() {
@@ -183,10 +195,26 @@ impl RestartRequest {
             .map_err(|e| invalid("restart_policy", e))?;
         let d = BackoffConfig::default();
         let mut backoff = BackoffConfig {
-            initial: self.delay.unwrap_or(d.initial),
-            max: self.max_delay.unwrap_or(d.max),
-            reset_after: self.reset_after.unwrap_or(d.reset_after),
-            jitter: self.jitter.unwrap_or(d.jitter),
+            initial: bounds::duration(
+                "restart.delay_ms",
+                self.delay.unwrap_or(d.initial),
+                &bounds::RESTART_DELAY,
+            )?,
+            max: bounds::duration(
+                "restart.max_delay_ms",
+                self.max_delay.unwrap_or(d.max),
+                &bounds::RESTART_DELAY,
+            )?,
+            reset_after: bounds::duration(
+                "restart.reset_after_ms",
+                self.reset_after.unwrap_or(d.reset_after),
+                &bounds::RESTART_RESET_AFTER,
+            )?,
+            jitter: bounds::fraction(
+                "restart.jitter",
+                self.jitter.unwrap_or(d.jitter),
+                &bounds::RESTART_JITTER,
+            )?,
         };
         // A delay above the default cap raises the cap with it.
         if self.max_delay.is_none() && backoff.initial > backoff.max {
@@ -303,7 +331,12 @@ impl ResourcesRequest {
                         format!("{p} is negative; give a number of processes, or 0 for no limit"),
                     ));
                 }
-                p => Some(p as u64),
+                p => Some(bounds::count(
+                    "resources.pids_limit",
+                    p as u64,
+                    &bounds::PIDS_LIMIT,
+                    "processes",
+                )?),
             };
         }
         Ok(l)
@@ -562,20 +595,18 @@ impl ContainerSpec {
             env.push(format!("HOME={home}"));
         }
         let log = LogConfig {
-            max_size: if req.log_max_size == 0 {
-                default_log.max_size
-            } else {
-                req.log_max_size
+            max_size: match req.log_max_size {
+                0 => default_log.max_size,
+                n => bounds::count("log.max_size_bytes", n, &bounds::LOG_MAX_SIZE, "bytes")?,
             },
-            max_files: if req.log_max_files == 0 {
-                default_log.max_files
-            } else {
-                req.log_max_files
+            max_files: match req.log_max_files {
+                0 => default_log.max_files,
+                n => {
+                    bounds::count("log.max_files", n.into(), &bounds::LOG_MAX_FILES, "files")?;
+                    n
+                }
             },
         };
-        if log.max_size < 1024 {
-            return Err(invalid("log.max_size_bytes", "must be at least 1024 bytes"));
-        }
         let resources = req.resources.merge(Limits::default())?;
         let restart = req.restart.validate()?;
         let health = req.health.validate(&restart)?;
@@ -1003,6 +1034,190 @@ mod tests {
             rootfs: root.display().to_string(),
             command: cmd.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
+        }
+    }
+
+    /// The field an invalid request names.
+    fn invalid_field<T: std::fmt::Debug>(r: Result<T, Error>) -> &'static str {
+        match r {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn restart_durations_and_jitter_have_ranges() {
+        let ms = Duration::from_millis;
+        let r = RestartRequest::default;
+        let ok = |req: RestartRequest| req.validate().expect("in range").backoff;
+        // The largest values in range are taken as given.
+        let b = ok(RestartRequest {
+            delay: Some(bounds::DAY),
+            max_delay: Some(bounds::DAY),
+            reset_after: Some(ms(7 * 24 * 3600 * 1000)),
+            jitter: Some(1.0),
+            ..r()
+        });
+        assert_eq!(
+            (b.initial, b.max, b.jitter),
+            (bounds::DAY, bounds::DAY, 1.0)
+        );
+        // A delay of 0 is fine (an immediate restart).
+        assert_eq!(
+            ok(RestartRequest {
+                delay: Some(ms(0)),
+                ..r()
+            })
+            .initial,
+            ms(0)
+        );
+        let field = |req: RestartRequest| invalid_field(req.validate());
+        for huge in [bounds::DAY + ms(1), ms(u64::MAX)] {
+            assert_eq!(
+                field(RestartRequest {
+                    delay: Some(huge),
+                    ..r()
+                }),
+                "restart.delay_ms"
+            );
+            assert_eq!(
+                field(RestartRequest {
+                    max_delay: Some(huge),
+                    ..r()
+                }),
+                "restart.max_delay_ms"
+            );
+        }
+        assert_eq!(
+            field(RestartRequest {
+                reset_after: Some(ms(7 * 24 * 3600 * 1000 + 1)),
+                ..r()
+            }),
+            "restart.reset_after_ms"
+        );
+        for j in [-0.01, 1.01, f64::NAN, f64::INFINITY] {
+            assert_eq!(
+                field(RestartRequest {
+                    jitter: Some(j),
+                    ..r()
+                }),
+                "restart.jitter"
+            );
+        }
+        assert_eq!(
+            field(RestartRequest {
+                delay: Some(ms(2000)),
+                max_delay: Some(ms(1000)),
+                ..r()
+            }),
+            "restart.max_delay_ms"
+        );
+    }
+
+    #[test]
+    fn health_durations_and_retries_have_ranges() {
+        let ms = Duration::from_millis;
+        let restart = RestartSpec::default();
+        let h = || HealthRequest {
+            cmd: "true".into(),
+            ..Default::default()
+        };
+        let ok = |req: HealthRequest| {
+            req.validate(&restart)
+                .expect("in range")
+                .expect("a health check")
+        };
+        let spec = ok(HealthRequest {
+            interval: Some(ms(1)),
+            timeout: Some(bounds::DAY),
+            start_period: Some(bounds::DAY),
+            retries: Some(1000),
+            ..h()
+        });
+        assert_eq!(
+            (spec.interval, spec.timeout, spec.retries),
+            (ms(1), bounds::DAY, 1000)
+        );
+        assert_eq!(ok(h()).interval, Duration::from_secs(30));
+        assert_eq!(
+            ok(HealthRequest {
+                start_period: Some(ms(0)),
+                ..h()
+            })
+            .start_period,
+            ms(0)
+        );
+        let field = |req: HealthRequest| invalid_field(req.validate(&restart));
+        for bad in [ms(0), bounds::DAY + ms(1), ms(u64::MAX)] {
+            assert_eq!(
+                field(HealthRequest {
+                    interval: Some(bad),
+                    ..h()
+                }),
+                "health.interval_ms"
+            );
+            assert_eq!(
+                field(HealthRequest {
+                    timeout: Some(bad),
+                    ..h()
+                }),
+                "health.timeout_ms"
+            );
+        }
+        assert_eq!(
+            field(HealthRequest {
+                start_period: Some(ms(u64::MAX)),
+                ..h()
+            }),
+            "health.start_period_ms"
+        );
+        for bad in [0, 1001, u32::MAX] {
+            assert_eq!(
+                field(HealthRequest {
+                    retries: Some(bad),
+                    ..h()
+                }),
+                "health.retries"
+            );
+        }
+    }
+
+    #[test]
+    fn log_options_have_ranges() {
+        let root = rootfs();
+        let default = LogConfig::default();
+        let spec = |size: u64, files: u32| {
+            let mut r = req(root.path(), &["sh"]);
+            r.log_max_size = size;
+            r.log_max_files = files;
+            ContainerSpec::validate(r, "c", default)
+        };
+        // 0 is the daemon's default.
+        assert_eq!(spec(0, 0).expect("defaults").log, default);
+        let max = spec(1 << 40, 100).expect("largest").log;
+        assert_eq!((max.max_size, max.max_files), (1 << 40, 100));
+        assert_eq!(spec(1024, 1).expect("smallest").log.max_size, 1024);
+        for size in [1, 1023, (1 << 40) + 1, u64::MAX] {
+            assert_eq!(invalid_field(spec(size, 0)), "log.max_size_bytes", "{size}");
+        }
+        for files in [101, u32::MAX] {
+            assert_eq!(invalid_field(spec(0, files)), "log.max_files", "{files}");
+        }
+    }
+
+    #[test]
+    fn pids_limit_has_the_kernels_range() {
+        let l = |p: i64| {
+            ResourcesRequest {
+                pids_limit: Some(p),
+                ..Default::default()
+            }
+            .merge(Limits::default())
+        };
+        assert_eq!(l(0).expect("unlimited").pids, None);
+        assert_eq!(l(4_194_304).expect("largest").pids, Some(4_194_304));
+        for bad in [-1, 4_194_305, i64::MAX] {
+            assert_eq!(invalid_field(l(bad)), "resources.pids_limit", "{bad}");
         }
     }
 

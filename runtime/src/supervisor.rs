@@ -20,7 +20,7 @@ use crate::container::{ContainerState, Entry, Runtime, StartBy, lock};
 use crate::names::SupervisorName;
 use crate::supervise::tree::{self, RestartWindow, Strategy, SupervisorSpec};
 use crate::supervise::{Event, EventKind};
-use crate::{Error, store};
+use crate::{Error, bounds, store};
 
 /// Grace period of a supervisor stopping one of its containers.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,6 +81,31 @@ pub struct SupervisorRequest {
     pub intensity: u32,
     pub period: Duration,
     pub parent: Option<SupervisorName>,
+}
+
+impl SupervisorRequest {
+    /// Checks the strategy, the intensity and the period (see
+    /// [`bounds`]); returns the strategy.
+    fn validate(&self) -> Result<Strategy, Error> {
+        let strategy: Strategy = self
+            .strategy
+            .parse()
+            .map_err(|e: String| invalid("strategy", e))?;
+        if self.intensity == 0 {
+            return Err(invalid(
+                "intensity",
+                "must be at least 1: a supervisor allowed no restart within its period cannot supervise",
+            ));
+        }
+        bounds::count(
+            "intensity",
+            self.intensity.into(),
+            &bounds::SUPERVISOR_INTENSITY,
+            "restarts",
+        )?;
+        bounds::duration("period_ms", self.period, &bounds::SUPERVISOR_PERIOD)?;
+        Ok(strategy)
+    }
 }
 
 /// What `tree` shows of a supervisor.
@@ -161,19 +186,7 @@ impl Runtime {
 
     /// Creates a supervisor.
     pub fn create_supervisor(&self, req: SupervisorRequest) -> Result<SupervisorInfo, Error> {
-        let strategy: Strategy = req
-            .strategy
-            .parse()
-            .map_err(|e: String| invalid("strategy", e))?;
-        if req.intensity == 0 {
-            return Err(invalid(
-                "intensity",
-                "must be at least 1: a supervisor allowed no restart within its period cannot supervise",
-            ));
-        }
-        if req.period.is_zero() {
-            return Err(invalid("period", "must be longer than 0"));
-        }
+        let strategy = req.validate()?;
         let parent = req.parent.clone();
         if let Some(p) = &parent {
             let parent_of = |n: &str| {
@@ -499,5 +512,38 @@ fn state_name(s: ContainerState) -> &'static str {
         ContainerState::Exited => "exited",
         ContainerState::Restarting => "restarting",
         ContainerState::Removed => "removed",
+        ContainerState::Unknown => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(intensity: u32, period: Duration) -> SupervisorRequest {
+        SupervisorRequest {
+            name: SupervisorName::parse("s").expect("name"),
+            strategy: "one_for_one".into(),
+            intensity,
+            period,
+            parent: None,
+        }
+    }
+
+    #[test]
+    fn intensity_and_period_have_ranges() {
+        let ms = Duration::from_millis;
+        let field = |r: SupervisorRequest| match r.validate() {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        };
+        assert!(req(1, ms(1)).validate().is_ok());
+        assert!(req(10_000, bounds::DAY).validate().is_ok());
+        for bad in [0, 10_001, u32::MAX] {
+            assert_eq!(field(req(bad, ms(5000))), "intensity", "{bad}");
+        }
+        for bad in [ms(0), bounds::DAY + ms(1), ms(u64::MAX)] {
+            assert_eq!(field(req(3, bad)), "period_ms", "{bad:?}");
+        }
     }
 }

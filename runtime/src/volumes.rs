@@ -293,6 +293,7 @@ impl Runtime {
                 v.users.join(", ")
             )));
         }
+        self.refuse_unknown_mounts(name.as_str())?;
         let dir = self.volume_dir(name);
         std::fs::remove_dir_all(&dir)
             .map_err(|e| Error::Store(crate::store::io_err("remove", &dir)(e)))

@@ -287,11 +287,24 @@ impl Cli {
                     .as_raw(),
             }),
         };
-        if self.log_max_size < 1024 {
-            anyhow::bail!("--log-max-size must be at least 1024 bytes");
+        // The ranges a container's own log options have.
+        let (size, files) = (
+            rsup_runtime::bounds::LOG_MAX_SIZE,
+            rsup_runtime::bounds::LOG_MAX_FILES,
+        );
+        if !size.contains(&self.log_max_size) {
+            anyhow::bail!(
+                "--log-max-size must be between {} and {} bytes",
+                size.start(),
+                size.end()
+            );
         }
-        if self.log_max_files == 0 {
-            anyhow::bail!("--log-max-files must be at least 1");
+        if !files.contains(&u64::from(self.log_max_files)) {
+            anyhow::bail!(
+                "--log-max-files must be between {} and {}",
+                files.start(),
+                files.end()
+            );
         }
         let state_dir = if self.state_dir.is_absolute() {
             self.state_dir

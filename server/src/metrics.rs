@@ -46,6 +46,7 @@ pub const CONTAINER_STATE: &str = "rsup_container_state";
 pub const CONTAINER_RESTARTS: &str = "rsup_container_restarts_total";
 pub const CONTAINER_OOM_KILLED: &str = "rsup_container_last_exit_oom_killed";
 pub const CONTAINERS: &str = "rsup_containers";
+pub const CONTAINERS_QUARANTINED: &str = "rsup_containers_quarantined";
 pub const CONTAINER_INFO: &str = "rsup_container_info";
 pub const CONTAINER_BACKOFF: &str = "rsup_container_restart_backoff_seconds";
 pub const CONTAINER_HEALTH: &str = "rsup_container_health_status";
@@ -58,11 +59,12 @@ pub const SUPERVISOR_CHILDREN: &str = "rsup_supervisor_children";
 pub const GRPC_REQUESTS: &str = "rsup_grpc_requests_total";
 pub const GRPC_DURATION: &str = "rsup_grpc_request_duration_seconds";
 
-const STATES: [(ContainerState, &str); 4] = [
+const STATES: [(ContainerState, &str); 5] = [
     (ContainerState::Created, "created"),
     (ContainerState::Running, "running"),
     (ContainerState::Exited, "exited"),
     (ContainerState::Restarting, "restarting"),
+    (ContainerState::Unknown, "unknown"),
 ];
 
 /// Installs the global recorder for daemon metrics; returns its handle.
@@ -154,6 +156,10 @@ pub fn render_containers(runtime: &Runtime) -> String {
         );
         describe_gauge!(CONTAINERS, "Containers by state.");
         describe_gauge!(
+            CONTAINERS_QUARANTINED,
+            "Containers whose record could not be read at start (state unknown): nothing acts on them until rm -f."
+        );
+        describe_gauge!(
             CONTAINER_INFO,
             "Always 1; labels: the container's name, id, supervisor, restart policy and first network."
         );
@@ -211,6 +217,7 @@ pub fn render_containers(runtime: &Runtime) -> String {
             gauge!(CONTAINERS, "state" => label)
                 .set(all.iter().filter(|c| c.state == state).count() as f64);
         }
+        gauge!(CONTAINERS_QUARANTINED).set(runtime.quarantined_ids().len() as f64);
         // One lookup table, not a scan per container (500 containers would
         // make that 250 000 comparisons a scrape).
         let infos = runtime.list(true);

@@ -538,6 +538,19 @@ pub fn net_identity(state_dir: &Path) -> (String, String) {
     )
 }
 
+/// The start of the host-side names of container `id`'s veths on a daemon
+/// whose link prefix is `link_prefix` (rsupd names them
+/// `<prefix>v<8 hex of an FNV-1a hash of the id><n>`): how a test tells the
+/// veths of a container whose spec it cannot see.
+pub fn veth_prefix(link_prefix: &str, id: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{link_prefix}v{h:08x}")
+}
+
 /// The `rsupd` child process; SIGTERMed (then SIGKILLed) and reaped on drop.
 #[derive(Debug)]
 struct RsupdProcess {

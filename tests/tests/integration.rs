@@ -27,6 +27,11 @@ mod persistence;
 // finds everything again, and the store and the kernel agree after any crash.
 #[path = "integration/crash.rs"]
 mod crash;
+// Unreadable records are quarantined, never acted on: listed "unknown" with
+// the reason, their processes, network and cgroup left alone (also across
+// twenty kill -9s under churn), and cleaned up completely by rm -f.
+#[path = "integration/quarantine.rs"]
+mod quarantine;
 // Bad input gets its gRPC status code and leaves nothing behind.
 #[path = "integration/errors.rs"]
 mod errors;

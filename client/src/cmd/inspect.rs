@@ -68,7 +68,12 @@ fn to_json(c: &Container) -> Value {
             "Signal": exit.signal,
             "StartedAt": timestamp(c.started_at.as_ref()),
             "FinishedAt": timestamp(exit.finished_at.as_ref()),
-            "Error": exit.error,
+            // A quarantined container's reason, else how it last ended.
+            "Error": if c.quarantine_reason.is_empty() {
+                exit.error
+            } else {
+                c.quarantine_reason.clone()
+            },
             "OOMKilled": exit.oom_killed,
             "OomKills": c.oom_kills,
             "NextStartAt": timestamp(c.next_start_at.as_ref()),
@@ -94,6 +99,9 @@ fn to_json(c: &Container) -> Value {
         "StartCount": c.start_count,
         "RestartCount": c.restart_count,
     });
+    if !c.quarantine_reason.is_empty() {
+        v["State"]["Quarantined"] = Value::Bool(true);
+    }
     // Like Docker, both keys exist only for containers with a health check.
     if let Some(health) = &c.health {
         v["State"]["Health"] = health_json(health);

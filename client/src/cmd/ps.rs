@@ -79,7 +79,8 @@ fn table(containers: &[Container], now: SystemTime) -> String {
 
 /// `--format json`: exit_code is null until the container has exited once,
 /// health ("starting", "healthy", "unhealthy") null without a health check
-/// or while the container is not running.
+/// or while the container is not running, quarantine_reason null unless the
+/// container is quarantined (state "unknown").
 fn json_line(c: &Container) -> Value {
     json!({
         "id": c.id,
@@ -89,6 +90,7 @@ fn json_line(c: &Container) -> Value {
         "exit_code": c.exit.as_ref().map(|e| e.exit_code),
         "pid": c.pid,
         "health": c.health.as_ref().map(|h| h.status.as_str()),
+        "quarantine_reason": (!c.quarantine_reason.is_empty()).then_some(c.quarantine_reason.as_str()),
     })
 }
 
@@ -147,7 +149,8 @@ mod tests {
         assert_eq!(
             json_line(&c),
             json!({"id": "f00dfeedcafe0123456789", "name": "web", "state": "running",
-                   "command": "sleep 100", "exit_code": null, "pid": 42, "health": null})
+                   "command": "sleep 100", "exit_code": null, "pid": 42, "health": null,
+                   "quarantine_reason": null})
         );
         c.health = Some(Health {
             status: "healthy".to_owned(),
@@ -165,6 +168,11 @@ mod tests {
         assert_eq!(line["state"], "exited");
         assert_eq!(line["exit_code"], 3);
         assert_eq!(line["health"], Value::Null);
+        c.set_state(ContainerState::Unknown);
+        c.quarantine_reason = "state.json is unreadable (EOF)".to_owned();
+        let line = json_line(&c);
+        assert_eq!(line["state"], "unknown");
+        assert_eq!(line["quarantine_reason"], "state.json is unreadable (EOF)");
     }
 
     #[test]

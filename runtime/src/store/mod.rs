@@ -15,6 +15,9 @@
 //!                             bind-mounted onto the container's /etc files
 //!     log-dropped             log output the shim could not write (bytes,
 //!                             records), overwritten in place (see crate::logs)
+//!     quarantine.json         why the record could not be read at a start,
+//!     *.quarantined-<time>    and the unreadable files, renamed aside (see
+//!                             `crate::quarantine`)
 //!     upper/ work/            overlayfs writable layer of the container
 //!     rootfs/                 mount point of the overlay (inside the
 //!                             container's mount namespace only)
@@ -327,9 +330,11 @@ fn is_private_container_file(name: &str) -> bool {
             | "shim.log"
             | "container.log"
             | crate::logs::DROPPED_FILE
-    ) || name
-        .strip_prefix("container.log.")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    ) || name == crate::quarantine::QUARANTINE_FILE
+        || name.contains(crate::quarantine::QUARANTINED_MARK)
+        || name
+            .strip_prefix("container.log.")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         || (name.starts_with('.') && name.ends_with(".tmp"))
 }
 
@@ -438,6 +443,27 @@ fn set_mode_nofollow(path: &Path, dir: bool, mode: u32) -> Result<Option<ModeFix
 }
 
 impl StateLock {
+    /// [`StateLock::acquire`], trying again for up to `patience` while the
+    /// lock is held. An rsupd killed while it was starting a helper (a shim,
+    /// an exec) leaves that child holding the lock's open file until the
+    /// child's exec closes it: an rsupd started right after the crash waits
+    /// that moment out instead of failing. A live rsupd is still refused,
+    /// after `patience`.
+    pub async fn acquire_patiently(
+        dir: &Path,
+        patience: std::time::Duration,
+    ) -> Result<StateLock, StoreError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match StateLock::acquire(dir) {
+                Err(StoreError::Locked(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Takes `dir/rsupd.lock` with a non-blocking exclusive flock; fails with
     /// [`StoreError::Locked`] if another process holds it.
     pub fn acquire(dir: &Path) -> Result<StateLock, StoreError> {
@@ -573,6 +599,27 @@ mod tests {
         assert_eq!(fixes.len(), 6 + files.len(), "{fixes:?}");
         // A second run has nothing to do.
         assert_eq!(fix_modes(&root).expect("again"), Vec::new());
+    }
+
+    #[tokio::test]
+    async fn a_held_lock_is_waited_for_then_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let held = StateLock::acquire(dir.path()).expect("first");
+        let patience = std::time::Duration::from_millis(200);
+        let t = std::time::Instant::now();
+        assert!(matches!(
+            StateLock::acquire_patiently(dir.path(), patience).await,
+            Err(StoreError::Locked(_))
+        ));
+        assert!(t.elapsed() >= patience);
+        // Released meanwhile (the crashed rsupd's child exec'd): taken.
+        let path = dir.path().to_path_buf();
+        let waiter = tokio::spawn(async move {
+            StateLock::acquire_patiently(&path, std::time::Duration::from_secs(10)).await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        drop(held);
+        waiter.await.expect("join").expect("taken once released");
     }
 
     #[test]

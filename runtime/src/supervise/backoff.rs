@@ -36,12 +36,12 @@ impl BackoffConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.max < self.initial {
             return Err((
-                "restart_max_delay",
+                "restart.max_delay_ms",
                 "must not be below the restart delay".into(),
             ));
         }
         if !(0.0..=1.0).contains(&self.jitter) {
-            return Err(("restart_jitter", "must be between 0 and 1".into()));
+            return Err(("restart.jitter", "must be between 0 and 1".into()));
         }
         Ok(())
     }

@@ -25,6 +25,9 @@ pub enum EventKind {
     SupervisorFail,
     /// rsupd fixed a network's leases at start (subject: the network).
     Reconcile,
+    /// A container's record could not be read at start (see
+    /// [`crate::quarantine`]).
+    Quarantine,
 }
 
 impl EventKind {
@@ -43,6 +46,7 @@ impl EventKind {
             EventKind::SupervisorEscalate => "supervisor_escalate",
             EventKind::SupervisorFail => "supervisor_fail",
             EventKind::Reconcile => "reconcile",
+            EventKind::Quarantine => "quarantine",
         }
     }
 }

@@ -157,6 +157,7 @@ fn state(s: ContainerState) -> pb::ContainerState {
         ContainerState::Exited => pb::ContainerState::Exited,
         ContainerState::Removed => pb::ContainerState::Removed,
         ContainerState::Restarting => pb::ContainerState::Restarting,
+        ContainerState::Unknown => pb::ContainerState::Unknown,
     }
 }
 
@@ -296,7 +297,13 @@ fn container(c: ContainerInfo) -> pb::Container {
         pid: c.pid,
         created_at: Some(c.created_at.into()),
         started_at: c.started_at.map(Into::into),
-        exit: if c.state == ContainerState::Running {
+        // A quarantined container's reason is not an exit.
+        quarantine_reason: if c.state == ContainerState::Unknown {
+            c.error.clone()
+        } else {
+            String::new()
+        },
+        exit: if matches!(c.state, ContainerState::Running | ContainerState::Unknown) {
             None
         } else {
             exit_status(c.exit, &c.error).map(|mut e| {

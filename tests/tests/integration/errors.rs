@@ -187,3 +187,294 @@ async fn removing_a_running_container_needs_force() {
     )
     .await;
 }
+
+/// The failure of a call that must be INVALID_ARGUMENT naming `field`.
+fn assert_invalid<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, rsup_client::Error>,
+    field: &str,
+) {
+    let err = match result {
+        Ok(v) => panic!("{what}: accepted, got {v:?}"),
+        Err(e) => e,
+    };
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{what}: {err}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("invalid {field}: ")),
+        "{what}: the message does not name {field}: {message}"
+    );
+}
+
+/// Every duration and count of the API outside its documented range (see
+/// `rsup_runtime::bounds`) is INVALID_ARGUMENT naming its field, and a
+/// rejected create or supervisor leaves nothing behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_range_durations_and_counts_are_invalid_argument() {
+    let d = Daemon::start().await;
+    let c = d.client();
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    let restart = |f: &dyn Fn(&mut proto::RestartPolicy)| {
+        let mut r = proto::RestartPolicy {
+            policy: "always".into(),
+            ..Default::default()
+        };
+        f(&mut r);
+        r
+    };
+    let health = |f: &dyn Fn(&mut proto::HealthCheck)| {
+        let mut h = proto::HealthCheck {
+            cmd: "true".into(),
+            ..Default::default()
+        };
+        f(&mut h);
+        h
+    };
+    type Edit = Box<dyn Fn(&mut proto::ContainerSpec)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "restart.delay_ms",
+            Box::new(move |s| s.restart = Some(restart(&|r| r.delay_ms = Some(u64::MAX)))),
+        ),
+        (
+            "restart.delay_ms",
+            Box::new(move |s| s.restart = Some(restart(&|r| r.delay_ms = Some(DAY_MS + 1)))),
+        ),
+        (
+            "restart.max_delay_ms",
+            Box::new(move |s| s.restart = Some(restart(&|r| r.max_delay_ms = Some(u64::MAX)))),
+        ),
+        (
+            "restart.reset_after_ms",
+            Box::new(move |s| {
+                s.restart = Some(restart(&|r| r.reset_after_ms = Some(7 * DAY_MS + 1)))
+            }),
+        ),
+        (
+            "restart.jitter",
+            Box::new(move |s| s.restart = Some(restart(&|r| r.jitter = Some(1.5)))),
+        ),
+        (
+            "restart.jitter",
+            Box::new(move |s| s.restart = Some(restart(&|r| r.jitter = Some(f64::NAN)))),
+        ),
+        (
+            "health.interval_ms",
+            Box::new(move |s| s.health = Some(health(&|h| h.interval_ms = Some(0)))),
+        ),
+        (
+            "health.interval_ms",
+            Box::new(move |s| s.health = Some(health(&|h| h.interval_ms = Some(u64::MAX)))),
+        ),
+        (
+            "health.timeout_ms",
+            Box::new(move |s| s.health = Some(health(&|h| h.timeout_ms = Some(DAY_MS + 1)))),
+        ),
+        (
+            "health.start_period_ms",
+            Box::new(move |s| s.health = Some(health(&|h| h.start_period_ms = Some(u64::MAX)))),
+        ),
+        (
+            "health.retries",
+            Box::new(move |s| s.health = Some(health(&|h| h.retries = Some(0)))),
+        ),
+        (
+            "health.retries",
+            Box::new(move |s| s.health = Some(health(&|h| h.retries = Some(u32::MAX)))),
+        ),
+        (
+            "log.max_size_bytes",
+            Box::new(|s| {
+                s.log = Some(proto::LogConfig {
+                    max_size_bytes: 1023,
+                    max_files: 0,
+                })
+            }),
+        ),
+        (
+            "log.max_size_bytes",
+            Box::new(|s| {
+                s.log = Some(proto::LogConfig {
+                    max_size_bytes: u64::MAX,
+                    max_files: 0,
+                })
+            }),
+        ),
+        (
+            "log.max_files",
+            Box::new(|s| {
+                s.log = Some(proto::LogConfig {
+                    max_size_bytes: 0,
+                    max_files: 101,
+                })
+            }),
+        ),
+        (
+            "resources.pids_limit",
+            Box::new(|s| {
+                s.resources = Some(proto::Resources {
+                    pids_limit: Some(i64::MAX),
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "resources.pids_limit",
+            Box::new(|s| {
+                s.resources = Some(proto::Resources {
+                    pids_limit: Some(-1),
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "resources.memory_bytes",
+            Box::new(|s| {
+                s.resources = Some(proto::Resources {
+                    memory_bytes: Some(1),
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "resources.cpus",
+            Box::new(|s| {
+                s.resources = Some(proto::Resources {
+                    cpus: Some(1e9),
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "resources.cpu_shares",
+            Box::new(|s| {
+                s.resources = Some(proto::Resources {
+                    cpu_shares: Some(262_145),
+                    ..Default::default()
+                })
+            }),
+        ),
+    ];
+    let before = container_ids(c).await;
+    for (field, edit) in &cases {
+        let mut spec = d.spec(&unique_name("range"), &["true"]);
+        edit(&mut spec);
+        let what = format!("create with {field} out of range ({spec:?})");
+        assert_invalid(&what, c.create(spec).await, field);
+    }
+    assert_eq!(
+        container_ids(c).await,
+        before,
+        "a rejected create left a container"
+    );
+
+    // Update takes the same resource ranges; Stop, Exec and Supervisors
+    // have their own.
+    let name = unique_name("ranged");
+    c.create(d.spec(&name, &["sleep", "1000"]))
+        .await
+        .expect("create");
+    c.start(&name).await.expect("start");
+    d.wait_state(&name, ContainerState::Running, Duration::from_secs(10))
+        .await;
+    assert_invalid(
+        "update pids_limit",
+        c.update(
+            &name,
+            proto::Resources {
+                pids_limit: Some(4_194_305),
+                ..Default::default()
+            },
+        )
+        .await,
+        "resources.pids_limit",
+    );
+    assert_invalid(
+        "stop -t 2^32-1",
+        c.stop(&name, Some(u32::MAX)).await,
+        "timeout_seconds",
+    );
+    assert_invalid(
+        "stop -t 86401",
+        c.stop(&name, Some(86_401)).await,
+        "timeout_seconds",
+    );
+    for timeout in [0, DAY_MS + 1, u64::MAX] {
+        let req = proto::ExecRequest {
+            container: name.clone(),
+            command: vec!["true".into()],
+            timeout_ms: Some(timeout),
+            ..Default::default()
+        };
+        assert_invalid(
+            &format!("exec timeout {timeout}"),
+            c.exec(req).await,
+            "timeout_ms",
+        );
+    }
+    // Nothing of it happened: the container runs on.
+    let running = c.inspect(&name).await.expect("inspect");
+    assert_eq!(running.state, ContainerState::Running as i32, "{running:?}");
+
+    let sups_before = c.list_supervisors().await.expect("supervisors").len();
+    for (intensity, period_ms, field) in [
+        (u32::MAX, 5000, "intensity"),
+        (10_001, 5000, "intensity"),
+        (0, 5000, "intensity"),
+        (3, u64::MAX, "period_ms"),
+        (3, 0, "period_ms"),
+        (3, DAY_MS + 1, "period_ms"),
+    ] {
+        let req = proto::CreateSupervisorRequest {
+            name: unique_name("sup"),
+            strategy: "one_for_one".into(),
+            intensity,
+            period_ms,
+            parent: String::new(),
+        };
+        let what = format!("supervisor intensity {intensity} period {period_ms} ms");
+        assert_invalid(&what, c.create_supervisor(req).await, field);
+    }
+    assert_eq!(
+        c.list_supervisors().await.expect("supervisors").len(),
+        sups_before
+    );
+    // The largest values in range are accepted.
+    let sup = unique_name("sup");
+    c.create_supervisor(proto::CreateSupervisorRequest {
+        name: sup.clone(),
+        strategy: "one_for_one".into(),
+        intensity: 10_000,
+        period_ms: DAY_MS,
+        parent: String::new(),
+    })
+    .await
+    .expect("a supervisor at the top of the ranges");
+    let mut spec = d.spec(&unique_name("edge"), &["true"]);
+    spec.restart = Some(proto::RestartPolicy {
+        policy: "on-failure".into(),
+        delay_ms: Some(DAY_MS),
+        max_delay_ms: Some(DAY_MS),
+        reset_after_ms: Some(7 * DAY_MS),
+        jitter: Some(1.0),
+    });
+    spec.health = Some(proto::HealthCheck {
+        cmd: "true".into(),
+        interval_ms: Some(DAY_MS),
+        timeout_ms: Some(1),
+        retries: Some(1000),
+        start_period_ms: Some(DAY_MS),
+        restart_on_unhealthy: false,
+    });
+    spec.log = Some(proto::LogConfig {
+        max_size_bytes: 1 << 40,
+        max_files: 100,
+    });
+    spec.resources = Some(proto::Resources {
+        pids_limit: Some(4_194_304),
+        ..Default::default()
+    });
+    c.create(spec)
+        .await
+        .expect("a container at the top of the ranges");
+}

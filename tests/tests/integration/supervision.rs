@@ -1173,7 +1173,7 @@ async fn supervision_bad_input_is_rejected() {
         (vec!["--restart", "on-failure:-1"], "on-failure:-1"),
         (
             vec!["--restart", "always", "--restart-jitter", "2"],
-            "restart_jitter",
+            "restart.jitter",
         ),
         (
             vec![
@@ -1184,7 +1184,7 @@ async fn supervision_bad_input_is_rejected() {
                 "--restart-max-delay",
                 "1s",
             ],
-            "restart_max_delay",
+            "restart.max_delay_ms",
         ),
         (vec!["--supervisor", "no-such-sup"], "no such supervisor"),
         (
