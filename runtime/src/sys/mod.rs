@@ -4,11 +4,17 @@
 //! not (pidfds, `SIOCSIFFLAGS`, `PR_SET_CHILD_SUBREAPER`). Every `unsafe`
 //! block says why it is sound. Callers get `nix::Result` and keep their own
 //! context.
+//!
+//! [`setup`] puts the calls that build a container's root (mounts,
+//! namespaces, device nodes, `pivot_root`) behind one trait, with the real
+//! implementation and, for tests, a recording fake.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
+
+pub mod setup;
 
 /// Opens a pidfd for `pid` (`pidfd_open(2)`, Linux 5.3+). The fd is
 /// close-on-exec and becomes readable when the process exits.
