@@ -127,18 +127,6 @@ pub fn set_umask(mask: u32) -> u32 {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask)).bits()
 }
 
-/// Gives the calling process a new cgroup namespace whose root is its
-/// current cgroup in every hierarchy: `/proc/self/cgroup` then shows `/`,
-/// and a cgroup filesystem mounted inside shows only that subtree.
-/// `Ok(false)` on a kernel without cgroup namespaces (EINVAL).
-pub fn unshare_cgroup() -> nix::Result<bool> {
-    match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
-        Ok(()) => Ok(true),
-        Err(Errno::EINVAL) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// Asks the kernel to send `sig` to the caller when its parent dies.
 pub fn set_parent_death_signal(sig: i32) -> nix::Result<()> {
     // SAFETY: prctl with integer arguments only.
