@@ -3,9 +3,12 @@
 //! The container's init (see `crate::process::shim`) sets up its namespaces
 //! and mounts in named steps; every call on the way that changes the kernel's
 //! state (a mount, an unshare, a device node, an owner, the root itself) goes
-//! through [`SetupSys`], and so do the two questions the steps ask the kernel
-//! about an inode (its filesystem and its stat), because the answers change
-//! with the mounts made. [`LinuxSetup`] makes the calls.
+//! through [`SetupSys`], and so do the questions whose answers change with
+//! the mounts made (the filesystem and the stat of an inode, the current
+//! root). [`LinuxSetup`] makes the calls. The recording fake
+//! (`fake`, compiled for tests only) writes them down in order and answers the
+//! questions from the mounts it recorded, so the order and flags of a
+//! container's mounts are unit-tested without root.
 //!
 //! Invariants:
 //! * paths inside a container's root reach this trait only as [`Target`]s
@@ -27,6 +30,9 @@ use nix::sys::statfs::FsType;
 use nix::unistd::{Gid, Uid};
 
 use crate::paths::{PathError, RootDir, Target};
+
+#[cfg(test)]
+pub mod fake;
 
 /// What a container's setup asks of the kernel. See the module documentation.
 pub trait SetupSys {

@@ -49,6 +49,8 @@ mod mounts;
 mod namespaces;
 mod pivot;
 mod rootfs;
+#[cfg(test)]
+mod tests;
 
 use std::borrow::Cow;
 use std::fmt;
