@@ -57,7 +57,9 @@ pub(super) fn main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: 
     let _ = sys::set_parent_death_signal(libc::SIGKILL);
     let _ = sys::set_name("rsup-init");
     let mut st = File::from(st_w);
+    // shim.log names the step; rsupd gets the message as it always has.
     let fail = |st: &mut File, e: SetupError| {
+        eprintln!("rsup-init: step {} failed: {e}", e.step());
         let _ = Status::Error(e.to_string()).send(st);
         1
     };
