@@ -27,6 +27,8 @@ use crate::supervise::{BackoffConfig, RestartPolicy};
 use crate::{Error, bounds};
 use std::time::Duration;
 
+pub use crate::logs::LogConfig;
+
 /// PATH used when the spec's env has none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -348,24 +350,6 @@ impl ResourcesRequest {
 pub struct User {
     pub uid: u32,
     pub gid: u32,
-}
-
-/// Size-based rotation of a container's log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogConfig {
-    /// Rotate when the current file would grow past this many bytes.
-    pub max_size: u64,
-    /// Files kept in all, the current one included (at least 1).
-    pub max_files: u32,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            max_size: 10 * 1024 * 1024,
-            max_files: 3,
-        }
-    }
 }
 
 /// A validated container spec: everything the shim needs to build the
