@@ -16,7 +16,7 @@ use rsup_runtime::network::NetRequest;
 use rsup_runtime::seccomp::Seccomp;
 use rsup_runtime::security::SecurityRequest;
 use rsup_runtime::spec::{HealthRequest, RestartRequest};
-use rsup_runtime::supervise::Event;
+use rsup_runtime::supervise::{Event, EventFilter};
 use rsup_runtime::userns::UsernsRequest;
 use rsup_runtime::volumes::MountKind;
 use rsup_runtime::{
@@ -648,31 +648,27 @@ impl Containers for Service {
                     .map_err(|e| Status::invalid_argument(format!("invalid since: {e}")))
             })
             .transpose()?;
-        let wanted = move |e: &Event| {
-            (r.types.is_empty() || r.types.iter().any(|t| t == e.kind.as_str()))
-                && (r.containers.is_empty()
-                    || r.containers.iter().any(|c| {
-                        *c == e.subject || (!c.is_empty() && e.id.starts_with(c.as_str()))
-                    }))
+        let filter = EventFilter {
+            types: r.types,
+            subjects: r.containers,
         };
-        let (past, mut rx) = self.runtime.events().subscribe(since);
+        let mut watch = self.runtime.events().watch(since, filter);
         let (tx, out) = tokio::sync::mpsc::channel(64);
         let shutdown = self.runtime.shutdown_token();
         tokio::spawn(async move {
-            for e in past.iter().filter(|e| wanted(e)) {
-                if tx.send(Ok(event(e))).await.is_err() {
+            for e in std::mem::take(&mut watch.past) {
+                if tx.send(Ok(event(&e))).await.is_err() {
                     return;
                 }
             }
             loop {
                 tokio::select! {
-                    r = rx.recv() => match r {
-                        Ok(e) if wanted(&e) => {
+                    r = watch.recv() => match r {
+                        Ok(e) => {
                             if tx.send(Ok(event(&e))).await.is_err() {
                                 return;
                             }
                         }
-                        Ok(_) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                             let _ = tx.send(Err(Status::data_loss(format!("{n} events were dropped: the client is too slow")))).await;
                             return;
