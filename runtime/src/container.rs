@@ -238,11 +238,44 @@ pub struct ContainerStats {
     pub state: ContainerState,
     /// CPU use over the last sampling interval; 100 is one full CPU.
     pub cpu_percent: f64,
+    /// Working set against the memory limit, or the host's memory when
+    /// there is none (see [`memory_percent`]).
+    pub memory_percent: f64,
     pub usage: Stats,
     /// Whether `usage` was read from a cgroup (false: never started, or no cgroups).
     pub sampled: bool,
     /// Restarts by policy or supervisor over the container's whole life.
     pub restarts: u64,
+}
+
+/// Total memory of the host (`MemTotal` in `/proc/meminfo`); 0 when
+/// unknown.
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// MEM % as `stats` shows it (Docker's): the working set against the
+/// memory limit, or against the host's memory `host_mem` for a container
+/// without one; a limit above the host's memory counts as the host's.
+pub fn memory_percent(working_set: u64, limit: Option<u64>, host_mem: u64) -> f64 {
+    let limit = limit.unwrap_or(0);
+    let base = if limit > 0 {
+        limit.min(host_mem.max(1))
+    } else {
+        host_mem
+    };
+    if base > 0 {
+        working_set as f64 / base as f64 * 100.0
+    } else {
+        0.0
+    }
 }
 
 /// The last two usage samples of a container.
@@ -1798,6 +1831,7 @@ impl Runtime {
     }
 
     fn stats_of(&self, entries: &[Arc<Entry>]) -> Vec<ContainerStats> {
+        let host_mem = host_memory();
         entries
             .iter()
             .map(|e| {
@@ -1831,6 +1865,11 @@ impl Runtime {
                     name: e.spec.name.clone(),
                     state: status.state,
                     cpu_percent,
+                    memory_percent: memory_percent(
+                        usage.memory_working_set,
+                        usage.memory_limit,
+                        host_mem,
+                    ),
                     usage,
                     sampled,
                     restarts: status.restarts_total,
@@ -1900,4 +1939,23 @@ pub(crate) fn adopt(status: &Status) -> Option<(OwnedFd, Option<OwnedFd>)> {
         None
     };
     Some((shim, init))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_percent_is_of_the_limit_or_the_host() {
+        let gib = 1 << 30;
+        assert_eq!(memory_percent(gib / 2, Some(gib), 8 * gib), 50.0);
+        // No limit (or 0): the host's memory.
+        assert_eq!(memory_percent(gib, None, 4 * gib), 25.0);
+        assert_eq!(memory_percent(gib, Some(0), 4 * gib), 25.0);
+        // A limit above the host's memory counts as the host's.
+        assert_eq!(memory_percent(gib, Some(64 * gib), 4 * gib), 25.0);
+        // The host's memory unknown and no limit: nothing to show.
+        assert_eq!(memory_percent(gib, None, 0), 0.0);
+        assert!(host_memory() > 0, "/proc/meminfo has MemTotal");
+    }
 }

@@ -331,38 +331,16 @@ fn container(c: ContainerInfo) -> pb::Container {
     }
 }
 
-/// Total memory of the host, for MEM % of unlimited containers.
-fn host_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn stats(c: ContainerStats, host_mem: u64) -> pb::ContainerStats {
+fn stats(c: ContainerStats) -> pb::ContainerStats {
     let u = c.usage;
-    let limit = u.memory_limit.unwrap_or(0);
-    let base = if limit > 0 {
-        limit.min(host_mem.max(1))
-    } else {
-        host_mem
-    };
     pb::ContainerStats {
         state: state(c.state).into(),
         cpu_percent: c.cpu_percent,
         cpu_usage_ns: u.cpu_usage_ns,
         memory_working_set_bytes: u.memory_working_set,
         memory_usage_bytes: u.memory_usage,
-        memory_limit_bytes: limit,
-        memory_percent: if base > 0 {
-            u.memory_working_set as f64 / base as f64 * 100.0
-        } else {
-            0.0
-        },
+        memory_limit_bytes: u.memory_limit.unwrap_or(0),
+        memory_percent: c.memory_percent,
         pids: u.pids,
         pids_limit: u.pids_limit.unwrap_or(0),
         oom_kills: u.oom_kills,
@@ -570,13 +548,12 @@ impl Containers for Service {
             .iter()
             .map(|c| parse(c, "containers", ContainerRef::parse_as))
             .collect::<Result<_, _>>()?;
-        let host_mem = host_memory();
         let sample = {
             let runtime = self.runtime.clone();
             move |keys: &[ContainerRef]| -> Result<pb::StatsResponse, Status> {
                 let list = runtime.stats(keys).map_err(status)?;
                 Ok(pb::StatsResponse {
-                    stats: list.into_iter().map(|c| stats(c, host_mem)).collect(),
+                    stats: list.into_iter().map(stats).collect(),
                     time: Some(std::time::SystemTime::now().into()),
                 })
             }
