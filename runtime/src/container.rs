@@ -45,7 +45,7 @@ use crate::names::{ContainerRef, quote};
 use crate::process::SpawnError;
 use crate::process::{self, ExitInfo};
 use crate::rollback::Rollback;
-use crate::spec::{ContainerSpec, LogConfig, ResourcesRequest, SpecRequest};
+use crate::spec::{self, ContainerSpec, LogConfig, ResourcesRequest, SpecRequest};
 use crate::store::{self, StateLock, StoreError};
 use crate::supervise::{Backoff, ChildRestart, Ending, Event, EventBus, EventKind};
 use crate::supervisor::{Child, Sup};
@@ -783,94 +783,42 @@ impl Runtime {
             return Err(Error::ShuttingDown);
         }
         let id = random_id();
-        let default_name = format!("rsup-{}", &id[..12]);
-        let log = self.inner.config.log;
-        let net_req = req.net.clone();
-        let mounts_req = (req.volumes.clone(), req.tmpfs.clone());
-        // No pids_limit given: the daemon's default (0 given: unlimited).
-        let default_pids = req
-            .resources
-            .pids_limit
-            .is_none()
-            .then_some(self.inner.config.default_pids_limit);
         // Held until the container is recorded: its image cannot go away
         // in between.
         let _image_gate = match req.image {
             None => None,
             Some(_) => Some(self.inner.image_gate.read().await),
         };
-        let image = match &req.image {
-            None => None,
-            Some(r) => Some(self.resolve_image(r).await?),
-        };
-        let userns_cfg = self.inner.config.userns.clone();
-        let spec = tokio::task::spawn_blocking(move || {
-            let userns_req = req.userns.clone();
-            let (source, view) = image.unzip();
-            let spec = ContainerSpec::validate_with_image(req, &default_name, log, source);
-            drop(view);
-            let mut spec = spec?;
-            let userns = crate::userns::resolve(&userns_req, &userns_cfg)?;
-            // A user resolved at start is checked by the init's setuid.
-            if let Some(map) = userns.as_ref().filter(|_| !spec.user_at_start) {
-                if map.host_uid(spec.user.uid).is_none() {
-                    return Err(Error::InvalidArgument {
-                        field: "user",
-                        reason: format!("uid {} is not in the uid_map", spec.user.uid),
-                    });
-                }
-                if map.host_gid(spec.user.gid).is_none() {
-                    return Err(Error::InvalidArgument {
-                        field: "user",
-                        reason: format!("gid {} is not in the gid_map", spec.user.gid),
-                    });
-                }
+        let (image, view) = match &req.image {
+            None => (None, None),
+            Some(r) => {
+                let (source, view) = self.resolve_image(r).await?;
+                (Some(source), Some(view))
             }
-            spec.userns = userns;
-            Ok(spec)
+        };
+        let config = &self.inner.config;
+        let cx = spec::Context {
+            default_name: format!("rsup-{}", &id[..12]),
+            log: config.log,
+            default_pids_limit: config.default_pids_limit,
+            userns: config.userns.clone(),
+            volumes_dir: self.volumes_dir(),
+            dir: config.state_dir.join("containers").join(&id),
+            image,
+        };
+        // Every check of the request, in one step that takes nothing (it
+        // reads the rootfs or the image's view, so off the async threads).
+        let spec::Validated { spec, net } = tokio::task::spawn_blocking(move || {
+            let validated = spec::validate(req, cx);
+            drop(view);
+            validated
         })
         .await
         .map_err(|e| Error::FailedPrecondition(format!("validation task failed: {e}")))??;
         if let Some(sup) = &spec.supervisor {
             self.check_supervisor(sup)?;
         }
-        {
-            // The shim's overlay mount must fit the kernel's page: refuse
-            // now rather than at every start.
-            let dir = self.inner.config.state_dir.join("containers").join(&id);
-            crate::spec::overlay_options(
-                &spec.lowerdirs(),
-                Some((&dir.join("upper"), &dir.join("work"))),
-            )
-            .map_err(Error::FailedPrecondition)?;
-        }
-        let mut spec = spec;
-        if let Some(pids) = default_pids {
-            spec.resources.pids = pids;
-        }
-        let volumes_dir = self.volumes_dir();
-        spec.mounts = mounts_req
-            .0
-            .iter()
-            .map(|v| crate::volumes::parse_volume(v, &volumes_dir))
-            .chain(mounts_req.1.iter().map(|t| crate::volumes::parse_tmpfs(t)))
-            .collect::<Result<_, _>>()?;
-        {
-            let mut targets: Vec<&str> = spec.mounts.iter().map(|m| m.target.as_str()).collect();
-            targets.sort_unstable();
-            if let Some(w) = targets.windows(2).find(|w| w[0] == w[1]) {
-                return Err(Error::InvalidArgument {
-                    field: "volumes",
-                    reason: format!("{} is mounted twice", w[0]),
-                });
-            }
-        }
         self.ensure_volumes(&spec.mounts)?;
-        spec.ports = net_req
-            .ports
-            .iter()
-            .map(|p| crate::ports::PortMap::parse(p))
-            .collect::<Result<_, _>>()?;
         // Refuse a taken name before anything is taken (checked again
         // when the container is recorded: another create may race us).
         if self.name_taken(&spec.name) {
@@ -884,7 +832,7 @@ impl Runtime {
             format!("create of {}", spec.name),
             Some(self.inner.tracker.clone()),
         );
-        let made = self.create_steps(&id, spec, &net_req, &mut undo).await;
+        let made = self.create_steps(&id, spec, &net, &mut undo).await;
         match made {
             Ok(entry) => {
                 undo.commit();
@@ -912,22 +860,16 @@ impl Runtime {
         &self,
         id: &str,
         mut spec: ContainerSpec,
-        net_req: &crate::network::NetRequest,
+        net: &spec::NetPlan,
         undo: &mut Rollback,
     ) -> Result<Arc<Entry>, Error> {
-        spec.networks = self.lease(id, net_req)?;
+        spec.networks = self.lease(id, net)?;
         if !spec.networks.is_empty() {
             let rt = self.clone();
             let (id, nets) = (id.to_string(), spec.networks.clone());
             undo.push("release the addresses", move || {
                 rt.release_leases(&id, &nets);
                 Ok(())
-            });
-        }
-        if !spec.ports.is_empty() && spec.networks.is_empty() {
-            return Err(Error::InvalidArgument {
-                field: "ports",
-                reason: "publishing a port needs a network (not --network none)".into(),
             });
         }
         let spec = spec;

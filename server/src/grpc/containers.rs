@@ -9,16 +9,11 @@ use rsup_proto::v1::containers_server::Containers;
 use rsup_runtime::cgroups::Limits;
 use rsup_runtime::health::ExecRequest;
 use rsup_runtime::logs::Stream as LogStream;
-use rsup_runtime::names::{
-    ContainerName, ContainerRef, ImageRef, NetworkName, SupervisorName, quote,
-};
-use rsup_runtime::network::NetRequest;
+use rsup_runtime::names::{ContainerName, ContainerRef, ImageRef, NetworkName, SupervisorName};
 use rsup_runtime::seccomp::Seccomp;
-use rsup_runtime::security::SecurityRequest;
-use rsup_runtime::spec::{HealthRequest, RestartRequest};
+use rsup_runtime::spec::{HealthRequest, MountKind, NetRequest, RestartRequest, SecurityRequest};
 use rsup_runtime::supervise::{Event, EventFilter};
 use rsup_runtime::userns::UsernsRequest;
-use rsup_runtime::volumes::MountKind;
 use rsup_runtime::{
     ContainerInfo, ContainerState, ContainerStats, ResourcesRequest, Runtime, SpecRequest,
 };
@@ -85,16 +80,7 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> Result<SpecRequest, Status> 
             cap_add: s.cap_add,
             cap_drop: s.cap_drop,
             privileged: s.privileged,
-            seccomp: s
-                .security_opt
-                .iter()
-                .rev()
-                .find_map(|o| {
-                    o.strip_prefix("seccomp=")
-                        .or_else(|| o.strip_prefix("seccomp:"))
-                })
-                .map(str::to_string)
-                .unwrap_or_default(),
+            security_opt: s.security_opt,
             seccomp_profile: s.seccomp_profile,
         },
     })
@@ -401,23 +387,6 @@ impl Containers for Service {
         req: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::CreateResponse>, Status> {
         let spec = req.into_inner().spec;
-        let supported = |o: &String| {
-            o.starts_with("seccomp=")
-                || o.starts_with("seccomp:")
-                || matches!(
-                    o.as_str(),
-                    "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true"
-                )
-        };
-        if let Some(bad) = spec
-            .as_ref()
-            .and_then(|s| s.security_opt.iter().find(|o| !supported(o)))
-        {
-            return Err(Status::invalid_argument(format!(
-                "invalid security_opt: {} (supported: seccomp=default|unconfined, no-new-privileges; a profile goes in seccomp_profile)",
-                quote(bad)
-            )));
-        }
         let c = self
             .runtime
             .create(spec_request(spec)?)
