@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{User, invalid};
-use crate::Error;
+use crate::error::Error;
 use crate::names::quote;
 
 /// PATH used when the spec's env has none (Docker's default).

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::cgroups::Limits;
+use crate::error::Error;
 use crate::names::{ContainerName, SupervisorName};
 
 pub mod lookup;

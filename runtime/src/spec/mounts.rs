@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::invalid;
-use crate::Error;
+use crate::error::Error;
 use crate::names::{VolumeName, quote};
 
 /// One mount of a container, validated.

@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use super::invalid;
-use crate::Error;
+use crate::error::Error;
 use crate::names::{NetworkName, is_dns_label, quote};
 
 /// The network a container joins when its request names none.

@@ -6,8 +6,9 @@
 //! ([`ResourcesRequest::merge`]).
 
 use super::invalid;
+use crate::bounds;
 use crate::cgroups::Limits;
-use crate::{Error, bounds};
+use crate::error::Error;
 
 /// Resource limits as requested: `None` leaves a field as it is (unlimited
 /// at create).

@@ -14,8 +14,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::invalid;
+use crate::bounds;
+use crate::error::Error;
 use crate::supervise::{BackoffConfig, RestartPolicy};
-use crate::{Error, bounds};
 
 /// A health check as requested (Docker's --health-* flags).
 #[derive(Debug, Clone, Default)]

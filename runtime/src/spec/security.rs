@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use caps::Capability;
 
-use crate::Error;
+use crate::error::Error;
 use crate::names::quote;
 use crate::seccomp::Seccomp;
 use crate::security::{DEFAULT_CAPS, SecuritySpec};

@@ -24,10 +24,11 @@ use super::ports::PortMap;
 use super::{
     ContainerSpec, ImageRef, ImageSource, LogConfig, SpecRequest, User, invalid, overlay_options,
 };
+use crate::bounds;
 use crate::cgroups::Limits;
+use crate::error::Error;
 use crate::names::{ContainerName, quote};
 use crate::userns::{IdMap, UsernsConfig, UsernsRequest};
-use crate::{Error, bounds};
 
 /// What the validate step takes besides the request: the daemon's defaults
 /// and what the runtime resolved for this create.
