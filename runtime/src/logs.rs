@@ -178,8 +178,9 @@ pub fn parse_record(line: &[u8]) -> Option<LogRecord> {
     })
 }
 
-/// The file beside `container.log` that counts what the writer dropped.
-pub const DROPPED_FILE: &str = "log-dropped";
+/// The file beside `container.log` that counts what the writer dropped
+/// (named in the store's layout).
+pub const DROPPED_FILE: &str = crate::store::LOG_DROPPED_FILE;
 
 /// Length of the record in [`DROPPED_FILE`]: `BYTES RECORDS\n`, each number
 /// 20 digits wide (zero-padded), so every write has the same length.

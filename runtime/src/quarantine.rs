@@ -62,10 +62,9 @@ use crate::store::{self, StoreError};
 use crate::supervise::{Backoff, EventKind};
 use crate::{Error, sys};
 
-/// The file that says why a directory is quarantined.
-pub const QUARANTINE_FILE: &str = "quarantine.json";
-/// What the name of a file renamed aside contains.
-pub const QUARANTINED_MARK: &str = ".quarantined-";
+/// The file that says why a directory is quarantined, and what the name of
+/// a file renamed aside contains: both named in the store's layout.
+pub use crate::store::{QUARANTINE_FILE, QUARANTINED_MARK};
 const QUARANTINE_VERSION: u32 = 1;
 
 /// `quarantine.json`.

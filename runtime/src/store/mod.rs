@@ -218,6 +218,14 @@ pub const PRIVATE_FILE_MODE: u32 = 0o600;
 /// Mode of the directories whose attributes a container sees: `upper/` and
 /// `work/` (the overlay root) and a new volume's `_data`.
 pub const VISIBLE_DIR_MODE: u32 = 0o755;
+/// The file of a container directory that counts what its log writer
+/// dropped (the log writer's record; see `logs`).
+pub const LOG_DROPPED_FILE: &str = "log-dropped";
+/// The file of a quarantined container directory that says why (see
+/// `quarantine`).
+pub const QUARANTINE_FILE: &str = "quarantine.json";
+/// What the name of a record renamed aside by the quarantine contains.
+pub const QUARANTINED_MARK: &str = ".quarantined-";
 /// The top-level directories of the state root; all [`PRIVATE_DIR_MODE`].
 pub const TOP_DIRS: &[&str] = &[
     "containers",
@@ -329,9 +337,9 @@ fn is_private_container_file(name: &str) -> bool {
             | "exit.json"
             | "shim.log"
             | "container.log"
-            | crate::logs::DROPPED_FILE
-    ) || name == crate::quarantine::QUARANTINE_FILE
-        || name.contains(crate::quarantine::QUARANTINED_MARK)
+            | LOG_DROPPED_FILE
+            | QUARANTINE_FILE
+    ) || name.contains(QUARANTINED_MARK)
         || name
             .strip_prefix("container.log.")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
