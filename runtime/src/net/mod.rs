@@ -24,6 +24,7 @@
 //! to the upstream servers the caller configures, or get NXDOMAIN; it never
 //! reads the host's resolver configuration by itself.
 
+pub mod attach;
 pub mod dns;
 pub mod ipam;
 pub mod link;
@@ -31,9 +32,10 @@ mod netns;
 
 use std::net::SocketAddr;
 
+pub use attach::Attachment;
 pub use dns::{DnsServer, Records};
 pub use ipam::{IpamError, Pool, Subnet};
-pub use link::{Attachment, Netlink, bridge_mac};
+pub use link::{Netlink, bridge_mac};
 
 /// Errors of the network layer, each with the link, namespace or address it
 /// concerns.
