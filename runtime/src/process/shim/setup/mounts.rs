@@ -6,8 +6,7 @@
 //! inside the root by fd and refused on procfs or sysfs; they are mounted
 //! parent first, so a volume inside another lands in it; a read-only bind
 //! is remounted only once the target, resolved again, is the mount just
-//! made; a tmpfs gets the flags its options ask for, Docker's `noexec`,
-//! `nosuid` and `nodev` unless they say otherwise.
+//! made.
 
 use nix::mount::MsFlags;
 
