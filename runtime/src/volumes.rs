@@ -6,8 +6,9 @@
 //!   survives the container's crash, restart and removal, and rsupd restarts.
 //! * A **bind mount** `-v /host/dir:/path` mounts a host directory (which must
 //!   exist) into the container. `:ro` makes either read-only.
-//! * `--tmpfs PATH[:size=64m,mode=1777]` mounts a tmpfs; `--read-only` makes the
-//!   root read-only (volumes, binds and tmpfs mounts stay as asked).
+//! * `--tmpfs PATH[:OPTIONS]` mounts a tmpfs with Docker's options (by default
+//!   `rw,noexec,nosuid,nodev`); `--read-only` makes the root read-only
+//!   (volumes, binds and tmpfs mounts stay as asked).
 //!
 //! The init does the mounts inside the container's mount namespace, after
 //! the root and before `pivot_root`; mount points that are symlinks in the
@@ -21,6 +22,7 @@ use crate::container::{Runtime, lock};
 use crate::names::VolumeName;
 pub use crate::names::is_volume_name;
 pub use crate::spec::mounts::{MountKind, MountSpec, parse_tmpfs, parse_volume};
+pub use crate::spec::tmpfs::{TmpfsOptions, TmpfsSize};
 
 /// What `volume ls/inspect` shows.
 #[derive(Debug, Clone)]

@@ -278,7 +278,8 @@ pub struct StorageArgs {
     #[arg(short = 'v', long = "volume", value_name = "SPEC")]
     pub volumes: Vec<String>,
 
-    /// Mount a tmpfs, repeatable (PATH[:size=64m,mode=1777])
+    /// Mount a tmpfs, repeatable (PATH[:OPTIONS], Docker's: ro, exec, size=64m,
+    /// mode=1777, ...; default rw,noexec,nosuid,nodev)
     #[arg(long = "tmpfs", value_name = "SPEC")]
     pub tmpfs: Vec<String>,
 

@@ -16,8 +16,9 @@
 //!   cgroup limit, and capability and seccomp parts (the log part is two
 //!   numbers, checked in the validate step; its type is the log writer's
 //!   [`LogConfig`]);
-//! * [`mounts`], [`ports`], [`net`]: volumes, binds and tmpfs mounts,
-//!   published ports, and network attachments.
+//! * [`mounts`], [`ports`], [`net`]: volumes, binds and tmpfs mounts
+//!   (with [`tmpfs`], Docker's tmpfs options), published ports, and
+//!   network attachments.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,7 @@ pub mod ports;
 pub mod resources;
 pub mod restart;
 pub mod security;
+pub mod tmpfs;
 pub mod validate;
 
 pub use crate::logs::LogConfig;
@@ -45,6 +47,7 @@ pub use ports::PortMap;
 pub use resources::{MIN_MEMORY, ResourcesRequest, host_cpus};
 pub use restart::{HealthRequest, HealthSpec, RestartRequest, RestartSpec};
 pub use security::SecurityRequest;
+pub use tmpfs::{TmpfsOptions, TmpfsSize};
 pub use validate::{Context, Validated, validate};
 
 /// A container as the user asked for it, not yet validated.

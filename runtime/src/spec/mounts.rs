@@ -6,8 +6,8 @@
 //! Every target is an absolute container path without `..`, normalised
 //! (no `.` or `//`), never the root itself, and no two mounts share one; a
 //! volume name is one path component (see [`VolumeName`]); a bind source
-//! is an absolute host path that exists; tmpfs options are the few that
-//! `mount` takes for it. Parsing makes nothing: named volumes are made on
+//! is an absolute host path that exists; tmpfs options are Docker's, typed
+//! (see [`super::tmpfs`]). Parsing makes nothing: named volumes are made on
 //! first use by the create, and the init does the mounts inside the
 //! container.
 
@@ -16,6 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::invalid;
+use super::tmpfs::TmpfsOptions;
 use crate::error::Error;
 use crate::names::{VolumeName, quote};
 
@@ -40,7 +41,9 @@ pub enum MountKind {
         source: PathBuf,
     },
     Tmpfs {
-        options: String,
+        /// A spec written before these were typed kept a string; it loads.
+        #[serde(deserialize_with = "super::tmpfs::stored")]
+        options: TmpfsOptions,
     },
 }
 
@@ -142,48 +145,14 @@ pub fn parse_volume(s: &str, volumes_dir: &Path) -> Result<MountSpec, Error> {
     })
 }
 
-/// Parses `--tmpfs PATH[:OPTIONS]` (options as for mount, e.g. size=64m).
+/// Parses `--tmpfs PATH[:OPTIONS]`, with Docker's options and defaults
+/// (see [`TmpfsOptions::parse`]); `ro` makes the mount read-only.
 pub fn parse_tmpfs(s: &str) -> Result<MountSpec, Error> {
     let (path, opts) = s.split_once(':').unwrap_or((s, ""));
     let target = container_path(path, "tmpfs")?;
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        let key = o.split('=').next().unwrap_or(o);
-        if !matches!(
-            key,
-            "size"
-                | "mode"
-                | "nr_inodes"
-                | "uid"
-                | "gid"
-                | "noexec"
-                | "exec"
-                | "nosuid"
-                | "nodev"
-                | "ro"
-                | "rw"
-        ) {
-            return Err(invalid(
-                "tmpfs",
-                format!("{}: unsupported option {}", quote(s), quote(o)),
-            ));
-        }
-    }
-    let read_only = opts.split(',').any(|o| o == "ro");
-    let options = opts
-        .split(',')
-        .filter(|o| {
-            !o.is_empty() && !matches!(*o, "ro" | "rw" | "noexec" | "exec" | "nosuid" | "nodev")
-        })
-        .collect::<Vec<_>>()
-        .join(",");
+    let (options, read_only) = TmpfsOptions::parse(opts, s)?;
     Ok(MountSpec {
-        kind: MountKind::Tmpfs {
-            options: if options.is_empty() {
-                "mode=1777".into()
-            } else {
-                options
-            },
-        },
+        kind: MountKind::Tmpfs { options },
         target,
         read_only,
     })
@@ -252,14 +221,19 @@ mod tests {
             );
         }
         let t = parse_tmpfs("/run:size=1m,mode=755").expect("tmpfs");
+        let MountKind::Tmpfs { options } = &t.kind else {
+            panic!("{t:?}")
+        };
         assert_eq!(
-            t.kind,
-            MountKind::Tmpfs {
-                options: "size=1m,mode=755".into()
-            }
+            options.to_docker(t.read_only),
+            "rw,noexec,nosuid,nodev,size=1048576,mode=755"
         );
+        let t = parse_tmpfs("/run:ro,exec").expect("tmpfs");
+        assert!(t.read_only);
+        assert!(matches!(&t.kind, MountKind::Tmpfs { options } if options.exec));
         assert!(parse_tmpfs("run").is_err());
         assert!(parse_tmpfs("/run:bogus=1").is_err());
+        assert!(parse_tmpfs("/run:noexec,mpol=default").is_err());
     }
 
     #[test]

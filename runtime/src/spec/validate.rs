@@ -666,6 +666,9 @@ mod tests {
             }),
             "volumes"
         );
+        for bad in ["/run:mpol=default", "/run:noexec,bogus", "/run:size=1x"] {
+            assert_eq!(field(&|q| q.tmpfs = vec![bad.into()]), "tmpfs", "{bad}");
+        }
         assert_eq!(field(&|q| q.net.ports = vec!["80".into()]), "ports");
         assert_eq!(
             field(&|q| {

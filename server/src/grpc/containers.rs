@@ -235,7 +235,9 @@ fn container(c: ContainerInfo) -> pb::Container {
                 .mounts
                 .iter()
                 .filter_map(|m| match &m.kind {
-                    MountKind::Tmpfs { options } => Some(format!("{}:{options}", m.target)),
+                    MountKind::Tmpfs { options } => {
+                        Some(format!("{}:{}", m.target, options.to_docker(m.read_only)))
+                    }
                     _ => None,
                 })
                 .collect(),

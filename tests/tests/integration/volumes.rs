@@ -1,7 +1,9 @@
 //! Volumes and mounts: named volumes that outlive a container's crash, its
 //! removal and a restart of rsupd; `:ro` volumes; bind mounts of host
-//! directories; `--read-only` roots with `--tmpfs`; root writes that vanish
-//! with the container; and bad `-v` values refused with nothing created.
+//! directories; `--read-only` roots with `--tmpfs`; Docker's `--tmpfs`
+//! options (`noexec` by default, `exec`, `ro`, size and mode) as the kernel
+//! applies them; root writes that vanish with the container; and bad `-v`
+//! and `--tmpfs` values refused with nothing created.
 
 use std::fs;
 use std::time::Duration;
@@ -189,9 +191,104 @@ async fn bind_mount_and_read_only_root() {
     );
     let j = d.inspect_json(&name);
     assert_eq!(j["HostConfig"]["ReadonlyRootfs"], true, "{j}");
-    // The daemon reports the options it applied (its default mode=1777).
-    assert!(j["HostConfig"]["Tmpfs"]["/tmp"].is_string(), "{j}");
+    // The daemon reports the options it applied (Docker's defaults).
+    assert_eq!(
+        j["HostConfig"]["Tmpfs"]["/tmp"], "rw,noexec,nosuid,nodev",
+        "{j}"
+    );
     assert!(!busybox_rootfs().join("x").exists());
+}
+
+/// Runs `script` with `--tmpfs /x:OPTIONS` (just `/x` when `opts` is
+/// empty) and returns its output and the options `/proc/mounts` shows for
+/// `/x` inside (stderr goes to stdout).
+fn tmpfs_run(d: &Daemon, name: &str, opts: &str, script: &str) -> (String, Vec<String>) {
+    let tmpfs = if opts.is_empty() {
+        "/x".to_owned()
+    } else {
+        format!("/x:{opts}")
+    };
+    let script = format!("exec 2>&1; {script}; grep ' /x ' /proc/mounts");
+    let out = d.run(&["--name", name, "--tmpfs", &tmpfs], &["sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(0), "{opts}: {}", describe(&out));
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("/x"))
+        .unwrap_or_else(|| panic!("{opts}: no /x in /proc/mounts: {}", describe(&out)));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[2], "tmpfs", "{line}");
+    let mount_opts = fields[3].split(',').map(str::to_owned).collect();
+    (text, mount_opts)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tmpfs_options_are_applied_as_docker_does() {
+    let d = Daemon::start().await;
+    let has = |o: &[String], want: &str| o.iter().any(|x| x == want);
+    // A copy of busybox on the tmpfs: by default (Docker's noexec) and with
+    // noexec it cannot run (126, permission denied); with exec it runs.
+    let run_copy = "cp /bin/busybox /x/busybox && /x/busybox true; echo rc=$?";
+    for opts in ["", "noexec", "exec,noexec", "rw,size=8m"] {
+        let name = unique_name("tmpfs-noexec");
+        let (out, m) = tmpfs_run(&d, &name, opts, run_copy);
+        assert!(out.contains("rc=126"), "{opts}: {out}");
+        assert!(out.contains("Permission denied"), "{opts}: {out}");
+        for flag in ["rw", "noexec", "nosuid", "nodev"] {
+            assert!(has(&m, flag), "{opts}: {flag} not in {m:?}");
+        }
+        let shown = &d.inspect_json(&name)["HostConfig"]["Tmpfs"]["/x"];
+        assert!(
+            shown
+                .as_str()
+                .is_some_and(|s| s.starts_with("rw,noexec,nosuid,nodev")),
+            "{opts}: {shown}"
+        );
+    }
+    for opts in ["exec", "noexec,exec", "exec,suid,dev"] {
+        let (out, m) = tmpfs_run(&d, &unique_name("tmpfs-exec"), opts, run_copy);
+        assert!(out.contains("rc=0"), "{opts}: {out}");
+        assert!(!has(&m, "noexec"), "{opts}: {m:?}");
+        let locked = !opts.ends_with("suid,dev");
+        assert_eq!(has(&m, "nosuid"), locked, "{opts}: {m:?}");
+        assert_eq!(has(&m, "nodev"), locked, "{opts}: {m:?}");
+    }
+    // ro: writes fail, and the kernel says ro.
+    let write = "touch /x/f 2>&1; echo rc=$?";
+    let (out, m) = tmpfs_run(&d, &unique_name("tmpfs-ro"), "ro", write);
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.contains("rc=1"), "{out}");
+    assert!(has(&m, "ro") && !has(&m, "rw"), "{m:?}");
+    let (out, m) = tmpfs_run(&d, &unique_name("tmpfs-rw"), "ro,rw", write);
+    assert!(out.contains("rc=0"), "{out}");
+    assert!(has(&m, "rw"), "{m:?}");
+    // Size and mode reach the kernel.
+    let stat = "stat -c mode=%a /x";
+    let (out, m) = tmpfs_run(&d, &unique_name("tmpfs-size"), "size=1m,mode=700", stat);
+    assert!(out.contains("mode=700\n"), "{out}");
+    assert!(has(&m, "size=1024k") && has(&m, "mode=700"), "{m:?}");
+    // Options Docker does not take are refused before anything is made.
+    for bad in [
+        "/x:mpol=default",
+        "/x:noexec,bogus",
+        "/x:size=lots",
+        "/x:mode=8",
+    ] {
+        let out = d.run(&["--tmpfs", bad], &["true"]);
+        assert_eq!(out.status.code(), Some(125), "{bad}: {}", describe(&out));
+        assert!(
+            stderr(&out).starts_with("error: ") && stderr(&out).contains("tmpfs"),
+            "{bad}: {}",
+            describe(&out)
+        );
+    }
+    let mut spec = d.spec(&unique_name("tmpfs-bad"), &["true"]);
+    spec.tmpfs = vec!["/x:relatime".to_owned()];
+    assert_eq!(
+        code_of("relatime", d.client().create(spec).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(d.ps_json().len(), 10, "only the good ones were created");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,7 +12,7 @@ use nix::mount::MsFlags;
 
 use super::{Mount, Setup, SetupError, Step, path_err, path_in, state_dir};
 use crate::paths::{RootDir, Target};
-use crate::volumes::{MountKind, MountSpec};
+use crate::volumes::{MountKind, MountSpec, TmpfsOptions};
 
 const NOSUID_NOEXEC_NODEV: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NOEXEC)
@@ -89,11 +89,10 @@ impl Setup<'_> {
                 .map_err(path_in(step, in_target))?;
             match (&m.kind, &source) {
                 (MountKind::Tmpfs { options }, _) => {
-                    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-                    if m.read_only {
-                        flags |= MsFlags::MS_RDONLY;
-                    }
-                    let fs = Mount::fs("tmpfs", "tmpfs", flags, Some(options.as_str()));
+                    let data = options.data();
+                    let flags = tmpfs_flags(options, m.read_only);
+                    let data = (!data.is_empty()).then_some(data.as_str());
+                    let fs = Mount::fs("tmpfs", "tmpfs", flags, data);
                     self.mount_on(step, "tmpfs", &target, fs)?;
                 }
                 (_, Some(source)) => self.bind_volume(root, m, source, &target)?,
@@ -147,4 +146,22 @@ impl Setup<'_> {
         let ro = Mount::remount(MsFlags::MS_RDONLY | MsFlags::MS_REC);
         self.mount_on(step, "a read-only volume", &mounted, ro)
     }
+}
+
+/// The mount flags of a `--tmpfs` mount: each option the user left at
+/// Docker's default (`noexec`, `nosuid`, `nodev`) or asked for.
+fn tmpfs_flags(o: &TmpfsOptions, read_only: bool) -> MsFlags {
+    [
+        (read_only, MsFlags::MS_RDONLY),
+        (!o.exec, MsFlags::MS_NOEXEC),
+        (!o.suid, MsFlags::MS_NOSUID),
+        (!o.dev, MsFlags::MS_NODEV),
+        (o.sync, MsFlags::MS_SYNCHRONOUS),
+        (o.dirsync, MsFlags::MS_DIRSYNC),
+        (o.noatime, MsFlags::MS_NOATIME),
+        (o.nodiratime, MsFlags::MS_NODIRATIME),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .fold(MsFlags::empty(), |all, (_, f)| all | f)
 }

@@ -104,6 +104,10 @@ fn ms_names(f: MsFlags) -> String {
         (MsFlags::MS_REC, "rec"),
         (MsFlags::MS_PRIVATE, "private"),
         (MsFlags::MS_STRICTATIME, "strictatime"),
+        (MsFlags::MS_SYNCHRONOUS, "sync"),
+        (MsFlags::MS_DIRSYNC, "dirsync"),
+        (MsFlags::MS_NOATIME, "noatime"),
+        (MsFlags::MS_NODIRATIME, "nodiratime"),
     ];
     let all = names.iter().fold(MsFlags::empty(), |a, (f, _)| a | *f);
     assert!(all.contains(f), "flags the test does not name: {f:?}");
@@ -358,17 +362,56 @@ fn volumes_mount_parent_first_and_turn_read_only_once_checked() {
         [
             "mount <tmp>/state/volumes/v1/_data on @/rootfs/data (bind,rec)",
             "mount - on @/rootfs/data (rdonly,remount,bind,rec)",
-            "mount tmpfs on @/rootfs/run type tmpfs (nosuid,nodev) size=64m",
+            // Specs written before tmpfs options were typed: exec allowed.
+            "mount tmpfs on @/rootfs/run type tmpfs (nosuid,nodev) size=67108864",
             "mount <tmp>/host/src on @/rootfs/data/sub (bind,rec)",
             "mount <tmp>/host/app.conf on @/rootfs/etc/app.conf (bind,rec)",
             "mount - on @/rootfs/etc/app.conf (rdonly,remount,bind,rec)",
-            "mount tmpfs on @/rootfs/data/sub/tmp type tmpfs (rdonly,nosuid,nodev) size=1m,mode=1777",
+            "mount tmpfs on @/rootfs/data/sub/tmp type tmpfs (rdonly,nosuid,nodev) size=1048576,mode=1777",
             "mount @/hostname on @/rootfs/etc/hostname (bind)",
         ]
     );
     // A file source gets a file as its target, made in the root.
     assert!(f.rootfs.join("etc/app.conf").is_file());
     assert!(f.rootfs.join("data/sub/tmp").is_dir());
+}
+
+#[test]
+fn tmpfs_options_become_the_mount_flags_and_data() {
+    for (opt, want) in [
+        // Docker's defaults.
+        ("/t", "(nosuid,nodev,noexec)"),
+        ("/t:rw,defaults", "(nosuid,nodev,noexec)"),
+        ("/t:exec", "(nosuid,nodev)"),
+        ("/t:noexec,exec,noexec", "(nosuid,nodev,noexec)"),
+        ("/t:suid,dev", "(noexec)"),
+        (
+            "/t:ro,size=1m,mode=700,uid=5,gid=6",
+            "(rdonly,nosuid,nodev,noexec) size=1048576,mode=700,uid=5,gid=6",
+        ),
+        (
+            "/t:exec,suid,dev,sync,dirsync,noatime,nodiratime,size=10%,nr_inodes=1k",
+            "(sync,dirsync,noatime,nodiratime) size=10%,nr_inodes=1024",
+        ),
+        (
+            "/t:nr_blocks=16,async,atime,diratime",
+            "(nosuid,nodev,noexec) nr_blocks=16",
+        ),
+    ] {
+        let f = Fixture::new();
+        let m = crate::spec::parse_tmpfs(opt).expect(opt);
+        let spec = f.spec(|v| v["mounts"] = json!([m]));
+        let calls = f.calls(&spec);
+        let tmpfs: Vec<&String> = calls
+            .iter()
+            .filter(|c| c.starts_with("mount tmpfs on @/rootfs/t "))
+            .collect();
+        assert_eq!(
+            tmpfs,
+            [&format!("mount tmpfs on @/rootfs/t type tmpfs {want}")],
+            "{opt}"
+        );
+    }
 }
 
 #[test]
