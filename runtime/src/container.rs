@@ -541,7 +541,16 @@ impl Runtime {
             None => None,
             Some(sub) => match cgroups::detect(sub) {
                 Ok(m) => {
-                    info!(driver = m.driver().as_str(), "cgroups");
+                    // Containers are placed in these too, so that their
+                    // cgroup namespace roots none at rsupd's own cgroup.
+                    match m.extra_hierarchies() {
+                        Ok(extra) => info!(driver = m.driver().as_str(), ?extra, "cgroups"),
+                        Err(e) => warn!(
+                            driver = m.driver().as_str(),
+                            error = %e,
+                            "cgroups: containers cannot start until this is fixed"
+                        ),
+                    }
                     Some(Arc::new(m))
                 }
                 Err(e) => {

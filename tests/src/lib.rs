@@ -558,7 +558,13 @@ struct RsupdProcess {
 }
 
 impl RsupdProcess {
-    fn spawn(socket: &Path, state_dir: &Path, log: &Path, extra_args: &[OsString]) -> RsupdProcess {
+    fn spawn(
+        socket: &Path,
+        state_dir: &Path,
+        log: &Path,
+        extra_args: &[OsString],
+        wrapper: &[OsString],
+    ) -> RsupdProcess {
         let log_file = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -567,7 +573,15 @@ impl RsupdProcess {
         let log_out = log_file
             .try_clone()
             .unwrap_or_else(|e| panic!("dup {}: {e}", log.display()));
-        let mut cmd = Command::new(binary("rsupd"));
+        // A wrapper execs rsupd in the end: the child's pid is rsupd's.
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary("rsupd"));
+                c
+            }
+            None => Command::new(binary("rsupd")),
+        };
         cmd.arg("--socket")
             .arg(socket)
             .arg("--state-dir")
@@ -699,6 +713,9 @@ pub struct Daemon {
     rsupd: Option<RsupdProcess>,
     /// Extra `rsupd` arguments, passed again on every restart.
     extra_args: Vec<OsString>,
+    /// The command rsupd runs under (see [`Daemon::start_in_mount_namespace`]);
+    /// empty: none.
+    wrapper: Vec<OsString>,
     /// `None` only during teardown.
     client: Option<Client>,
     /// Last field: removed after `Drop::drop` has stopped everything.
@@ -727,13 +744,45 @@ impl Daemon {
         args: &[S],
         setup: impl FnOnce(&Path),
     ) -> Daemon {
+        Daemon::start_wrapped(args, Vec::new(), setup).await
+    }
+
+    /// [`Daemon::start_with_args`] with rsupd in a mount namespace of its
+    /// own (a slave of the host's: host mounts show there, its own do not
+    /// show on the host), where the shell command `setup` runs first: e.g.
+    /// to mount a cgroup hierarchy that only this daemon sees. Restarts get
+    /// a new namespace and run `setup` again. Before rsupd stops, its
+    /// cgroup subtree is removed from every hierarchy it sees (through
+    /// `/proc/<pid>/root`), so that none of its own is kept alive by it.
+    pub async fn start_in_mount_namespace<S: AsRef<OsStr>>(setup: &str, args: &[S]) -> Daemon {
+        let wrapper = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "slave",
+            "--",
+            "sh",
+            "-c",
+            &format!("{setup} && exec \"$@\""),
+            "sh",
+        ]
+        .map(OsString::from)
+        .to_vec();
+        Daemon::start_wrapped(args, wrapper, |_| {}).await
+    }
+
+    async fn start_wrapped<S: AsRef<OsStr>>(
+        args: &[S],
+        wrapper: Vec<OsString>,
+        setup: impl FnOnce(&Path),
+    ) -> Daemon {
         let extra_args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_owned()).collect();
         let dir = TempDir::new();
         let socket = dir.path().join("rsupd.sock");
         let state_dir = dir.path().join("state");
         let log = dir.path().join("rsupd.log");
         setup(&state_dir);
-        let mut rsupd = RsupdProcess::spawn(&socket, &state_dir, &log, &extra_args);
+        let mut rsupd = RsupdProcess::spawn(&socket, &state_dir, &log, &extra_args, &wrapper);
         let client = wait_ready(&socket, &mut rsupd, &log).await;
         Daemon {
             socket,
@@ -741,8 +790,17 @@ impl Daemon {
             log,
             rsupd: Some(rsupd),
             extra_args,
+            wrapper,
             client: Some(client),
             dir,
+        }
+    }
+
+    /// For a daemon in its own mount namespace: removes its cgroup
+    /// subtree as it sees the hierarchies, while it still runs.
+    fn remove_private_cgroups(&self) {
+        if let (false, Some(p)) = (self.wrapper.is_empty(), &self.rsupd) {
+            remove_cgroup_subtree_seen_by(Some(p.pid()), &cgroup_subtree(&self.state_dir));
         }
     }
 
@@ -758,6 +816,7 @@ impl Daemon {
     /// before the end of the test so that teardown can remove them.
     pub fn stop(&mut self) {
         self.client = None;
+        self.remove_private_cgroups();
         let mut old = self.rsupd.take().expect("rsupd is running");
         let status = old.terminate();
         drop(old);
@@ -775,8 +834,13 @@ impl Daemon {
     /// state dir, and reconnects once it is SERVING.
     pub async fn start_again(&mut self) {
         assert!(self.rsupd.is_none(), "rsupd is already running");
-        let mut rsupd =
-            RsupdProcess::spawn(&self.socket, &self.state_dir, &self.log, &self.extra_args);
+        let mut rsupd = RsupdProcess::spawn(
+            &self.socket,
+            &self.state_dir,
+            &self.log,
+            &self.extra_args,
+            &self.wrapper,
+        );
         self.client = Some(wait_ready(&self.socket, &mut rsupd, &self.log).await);
         self.rsupd = Some(rsupd);
     }
@@ -1072,6 +1136,7 @@ impl Daemon {
             .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)));
         if running {
             self.remove_all_containers();
+            self.remove_private_cgroups();
         } else {
             eprintln!("warning: teardown: rsupd is not running; containers cannot be removed");
         }
@@ -1092,30 +1157,49 @@ impl Daemon {
 /// `<own cgroup>/<subtree>` in every hierarchy; rmdir never removes a cgroup
 /// that still has processes.
 pub fn remove_cgroup_subtree(subtree: &str) {
-    let Ok(own) = fs::read_to_string("/proc/self/cgroup") else {
+    remove_cgroup_subtree_seen_by(None, subtree);
+}
+
+/// [`remove_cgroup_subtree`] in every cgroup hierarchy mounted in the mount
+/// namespace of process `pid` (this process's: `None`), at its cgroups
+/// there, reached through `/proc/<pid>/root`.
+pub fn remove_cgroup_subtree_seen_by(pid: Option<i32>, subtree: &str) {
+    let proc = pid.map_or_else(|| "self".to_owned(), |p| p.to_string());
+    let (Ok(mountinfo), Ok(own)) = (
+        fs::read_to_string(format!("/proc/{proc}/mountinfo")),
+        fs::read_to_string(format!("/proc/{proc}/cgroup")),
+    ) else {
         return;
     };
+    let root = pid.map(|p| PathBuf::from(format!("/proc/{p}/root")));
+    let mounts = parse_cgroup_mounts(&mountinfo);
     let mut dirs = Vec::new();
-    for line in own.lines() {
-        let mut it = line.splitn(3, ':');
-        let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
-            continue;
-        };
-        let mount = if ctrls.is_empty() {
-            PathBuf::from("/sys/fs/cgroup")
-        } else {
-            let first = ctrls.split(',').next().unwrap_or(ctrls);
-            let name = first.strip_prefix("name=").unwrap_or(first);
-            PathBuf::from("/sys/fs/cgroup").join(name)
-        };
-        let mut dir = mount;
-        dir.extend(path.split('/').filter(|c| !c.is_empty()));
-        // On v2 rsupd may have moved us into <own>/rsupd.
-        for base in [
-            dir.clone(),
-            dir.parent().map(Path::to_path_buf).unwrap_or_default(),
-        ] {
-            dirs.push(base.join(subtree));
+    for line in parse_proc_cgroup(&own) {
+        let unified = line.id == "0" && line.controllers.is_empty();
+        for m in &mounts {
+            let matches = if unified {
+                m.unified
+            } else {
+                !m.unified
+                    && line
+                        .controllers
+                        .iter()
+                        .any(|c| m.options.iter().any(|o| o == c))
+            };
+            if !matches {
+                continue;
+            }
+            let mut dir = m.dir_of(line.path);
+            if let Some(r) = &root {
+                dir = r.join(dir.strip_prefix("/").unwrap_or(&dir));
+            }
+            // On v2 rsupd may have moved us into <own>/rsupd.
+            for base in [
+                dir.clone(),
+                dir.parent().map(Path::to_path_buf).unwrap_or_default(),
+            ] {
+                dirs.push(base.join(subtree));
+            }
         }
     }
     for d in dirs {
@@ -1370,6 +1454,93 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<ProcCgroup<'_>> {
             })
         })
         .collect()
+}
+
+/// A named v1 cgroup hierarchy (`name=<name>`) made for one test. It is
+/// only ever mounted in private mount namespaces (that of a daemon started
+/// with [`Daemon::start_in_mount_namespace`]`(&h.mount_command(), ..)`, say),
+/// so no other daemon of the run sees it. The kernel keeps such a hierarchy
+/// (it shows in every process's `/proc/<pid>/cgroup`) while a cgroup below
+/// its root exists or, if one still did when its last mount went away,
+/// until it is mounted and unmounted again with none: drop destroys it
+/// that way, after the daemon using it (declare it first).
+pub struct NamedCgroup {
+    name: String,
+    dir: TempDir,
+}
+
+impl NamedCgroup {
+    /// A new hierarchy name; nothing is mounted yet.
+    pub fn new() -> NamedCgroup {
+        let dir = TempDir::new();
+        fs::create_dir(dir.path().join("cg")).expect("mkdir");
+        NamedCgroup {
+            name: unique_name("rsupt").replace('-', "_"),
+            dir,
+        }
+    }
+
+    /// The hierarchy's name (`name=` option).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where [`NamedCgroup::mount_command`] mounts it.
+    pub fn mount_point(&self) -> PathBuf {
+        self.dir.path().join("cg")
+    }
+
+    /// A shell command that mounts (creating, the first time) the
+    /// hierarchy at [`NamedCgroup::mount_point`].
+    pub fn mount_command(&self) -> String {
+        format!(
+            "mount -t cgroup -o none,name={} cgroup {}",
+            self.name,
+            self.mount_point().display()
+        )
+    }
+
+    /// Whether the kernel still has the hierarchy.
+    pub fn exists(&self) -> bool {
+        let line = format!(":name={}:", self.name);
+        fs::read_to_string("/proc/self/cgroup").is_ok_and(|t| t.contains(&line))
+    }
+}
+
+impl Default for NamedCgroup {
+    fn default() -> Self {
+        NamedCgroup::new()
+    }
+}
+
+impl Drop for NamedCgroup {
+    fn drop(&mut self) {
+        // A mount and unmount (in a private namespace of their own) with no
+        // cgroup left below the root ends the hierarchy; cgroups removed a
+        // moment ago may still be dying: try again for a while.
+        let script = format!(
+            "{} && umount {}",
+            self.mount_command(),
+            self.mount_point().display()
+        );
+        let gone = wait_until(Duration::from_secs(20), || {
+            if !self.exists() {
+                return true;
+            }
+            let _ = Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            !self.exists()
+        });
+        if !gone {
+            eprintln!(
+                "warning: the cgroup hierarchy name={} is left (a cgroup below its root?)",
+                self.name
+            );
+        }
+    }
 }
 
 /// A loopback address nothing listens on right now (the kernel's pick).
