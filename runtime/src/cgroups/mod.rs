@@ -490,9 +490,21 @@ pub(crate) fn read_pids(path: &Path) -> Result<Vec<i32>, CgroupError> {
         .collect())
 }
 
-/// Removes a cgroup directory: kills what is left, retries while the kernel
-/// still counts tasks (EBUSY), treats a missing directory as done.
+/// Removes a cgroup directory and every cgroup below it (a container with
+/// CAP_SYS_ADMIN, or a delegated one, may have made some), deepest first:
+/// kills what is left, retries while the kernel still counts tasks (EBUSY),
+/// treats a missing directory as done. Tries every child; returns the
+/// first error.
 pub(crate) fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
+    let mut first_err = None;
+    for child in subdirs(dir) {
+        if let Err(e) = remove_dir(&dir.join(child)) {
+            first_err.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
     for attempt in 0..100 {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),

@@ -364,4 +364,16 @@ mod tests {
         v.remove("c1").expect("again");
         assert!(!v.path("memory", "c1", "").exists());
     }
+
+    #[test]
+    fn remove_takes_the_cgroups_a_container_made_below_its_own() {
+        let (_t, v) = fake();
+        v.create("c1").expect("create");
+        let nested = v.path("memory", "c1", "x/y/z");
+        std::fs::create_dir_all(&nested).expect("mkdir");
+        std::fs::create_dir_all(v.path("pids", "c1", "w")).expect("mkdir");
+        v.remove("c1").expect("remove");
+        assert!(!v.path("memory", "c1", "").exists());
+        assert!(!v.path("pids", "c1", "").exists());
+    }
 }
