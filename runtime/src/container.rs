@@ -1120,6 +1120,29 @@ impl Runtime {
                 Ok(())
             });
         }
+        if let Some(map) = entry.spec.userns.clone() {
+            // The shifted copies of the lower dirs, built here (against the
+            // state filesystem's reserves, RESOURCE_EXHAUSTED past one)
+            // rather than by the shim, which then finds them in the cache.
+            let lowers = entry.spec.lowerdirs();
+            let limits = self.inner.config.image_limits;
+            // <state>/containers/<id>, as the shim reads it.
+            let state = entry
+                .dir
+                .parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .ok_or_else(|| {
+                    Error::FailedPrecondition(
+                        "the container directory is not inside a state directory".into(),
+                    )
+                })?;
+            tokio::task::spawn_blocking(move || {
+                crate::userns::shifted_lowerdirs_within(&state, &lowers, &map, Some(&limits))
+            })
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("shifted copy task failed: {e}")))??;
+        }
         let cg = self.inner.cgroups.clone();
         let id = entry.id.clone();
         if let Some(cg) = &cg
