@@ -1,703 +1,15 @@
 //! The client library and rsupctl against a scripted, in-process fake of
-//! rsupd on a temporary Unix socket: checks what goes over the wire and what
-//! the user sees (stdout, stderr, exit codes), not container behaviour.
-//!
-//! The fake knows these container names: "ghost" does not exist, "broken"
-//! fails to start, "killed" ends by SIGKILL, anything else exits with 3.
-//! "flappy" is waiting for a policy restart. Created specs, update and events
-//! requests are recorded for the test to check; `events` sends two canned
-//! events and ends.
-//!
-//! Exec requests are recorded; "ghost" does not exist, "stopped" is not
-//! running, "slow" times out; elsewhere the command writes its argv (joined by
-//! spaces, then a byte that is not UTF-8) on stdout and "err" on stderr, and
-//! `exit N` exits with N.
-//!
-//! Supervisors: `list` returns a two-level tree, "app" (db, web and the
-//! supervisor "workers") over "workers" (w1). `create` records its request and
-//! refuses intensity 0, `remove` knows no "ghost".
-//!
-//! Networks: `list` returns "default" (empty) and "back" (db and app);
-//! `create` records its request and refuses a subnet ending in "/33";
-//! `inspect` knows those two only; `remove` refuses "ghost" (not found) and
-//! "back" (in use). The container "wired" is on two networks and publishes
-//! two ports. The container "hardened" reports a capability set, privileged
-//! and an unconfined seccomp.
-//!
-//! Volumes: `list` returns "data" (used by db); `create` echoes the name;
-//! `inspect` knows "data" only; `remove` refuses "ghost" (not found) and
-//! "data" (in use).
+//! rsupd (`support/fake_daemon.rs`, which says what it answers) on a
+//! temporary Unix socket: checks what goes over the wire and what the user
+//! sees (stdout, stderr, exit codes), not container behaviour.
 
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::process::Output;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod support;
 
-use prost_types::Timestamp;
-use rsup_client::proto::containers_server::{Containers, ContainersServer};
-use rsup_client::proto::networks_server::{Networks, NetworksServer};
-use rsup_client::proto::supervisors_server::{Supervisors, SupervisorsServer};
-use rsup_client::proto::system_server::{System, SystemServer};
-use rsup_client::proto::volumes_server::{Volumes, VolumesServer};
 use rsup_client::proto::*;
 use rsup_client::{Client, Error};
-use tokio::net::UnixListener;
-use tokio_stream::Stream;
-use tokio_stream::wrappers::UnixListenerStream;
-use tonic::{Code, Request, Response, Status};
+use tonic::Code;
 
-const ID: &str = "c0ffee0123456789abcdef";
-const NOW: i64 = 1_700_000_000;
-
-/// The fake daemon; clones share the record of requests.
-#[derive(Clone, Default)]
-struct Fake {
-    specs: Arc<Mutex<Vec<ContainerSpec>>>,
-    updates: Arc<Mutex<Vec<UpdateRequest>>>,
-    events: Arc<Mutex<Vec<EventsRequest>>>,
-    supervisors: Arc<Mutex<Vec<CreateSupervisorRequest>>>,
-    execs: Arc<Mutex<Vec<ExecRequest>>>,
-    networks: Arc<Mutex<Vec<CreateNetworkRequest>>>,
-}
-
-fn ts(seconds: i64) -> Option<Timestamp> {
-    Some(Timestamp { seconds, nanos: 0 })
-}
-
-fn container(name: &str, state: ContainerState) -> Result<Container, Status> {
-    if name == "ghost" {
-        return Err(Status::not_found(format!("no such container: {name}")));
-    }
-    let mut c = Container {
-        id: ID.to_owned(),
-        name: name.to_owned(),
-        spec: Some(ContainerSpec {
-            rootfs: "/srv/rootfs".to_owned(),
-            command: vec!["sh".to_owned(), "-c".to_owned(), "exit 3".to_owned()],
-            ..Default::default()
-        }),
-        created_at: ts(NOW),
-        log_path: format!("/var/lib/rsup/{name}/log"),
-        ..Default::default()
-    };
-    c.set_state(state);
-    if state == ContainerState::Running {
-        c.pid = 4242;
-        c.started_at = ts(NOW + 1);
-    }
-    Ok(c)
-}
-
-fn exit_of(name: &str) -> ExitStatus {
-    let (exit_code, signal) = if name == "killed" { (137, 9) } else { (3, 0) };
-    ExitStatus {
-        exit_code,
-        signal,
-        finished_at: ts(NOW + 2),
-        error: String::new(),
-        oom_killed: name == "killed",
-    }
-}
-
-#[tonic::async_trait]
-impl Containers for Fake {
-    async fn create(&self, r: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
-        let spec = r
-            .into_inner()
-            .spec
-            .ok_or_else(|| Status::invalid_argument("no spec"))?;
-        if !spec.rootfs.starts_with('/') {
-            return Err(Status::invalid_argument("rootfs must be absolute"));
-        }
-        self.specs.lock().expect("not poisoned").push(spec.clone());
-        let mut c = container(&spec.name, ContainerState::Created)?;
-        // The id encodes the name so later calls made by id keep the script.
-        c.id = format!("{}-{}", ID, spec.name);
-        c.spec = Some(spec);
-        Ok(Response::new(CreateResponse { container: Some(c) }))
-    }
-
-    async fn start(&self, r: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
-        let name = script_name(&r.get_ref().container);
-        if name == "broken" {
-            return Err(Status::failed_precondition("exec: \"nope\" not found"));
-        }
-        let c = container(name, ContainerState::Running)?;
-        Ok(Response::new(StartResponse { container: Some(c) }))
-    }
-
-    async fn stop(&self, r: Request<StopRequest>) -> Result<Response<StopResponse>, Status> {
-        let name = script_name(&r.get_ref().container);
-        let c = container(name, ContainerState::Exited)?;
-        Ok(Response::new(StopResponse {
-            container: Some(c),
-            warnings: warnings_for(name),
-        }))
-    }
-
-    async fn kill(&self, r: Request<KillRequest>) -> Result<Response<KillResponse>, Status> {
-        let r = r.into_inner();
-        container(script_name(&r.container), ContainerState::Running)?;
-        if r.signal != "KILL" {
-            return Err(Status::invalid_argument(format!(
-                "expected KILL, got {}",
-                r.signal
-            )));
-        }
-        Ok(Response::new(KillResponse {
-            warnings: warnings_for(&r.container),
-        }))
-    }
-
-    async fn remove(&self, r: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
-        let name = script_name(&r.get_ref().container);
-        container(name, ContainerState::Removed)?;
-        Ok(Response::new(RemoveResponse {
-            warnings: warnings_for(name),
-        }))
-    }
-
-    async fn list(&self, r: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let mut containers = vec![container("web", ContainerState::Running)?];
-        if r.get_ref().all {
-            let mut job = container("job", ContainerState::Exited)?;
-            job.exit = Some(exit_of("job"));
-            containers.push(job);
-        }
-        Ok(Response::new(ListResponse { containers }))
-    }
-
-    async fn inspect(
-        &self,
-        r: Request<InspectRequest>,
-    ) -> Result<Response<InspectResponse>, Status> {
-        let name = script_name(&r.get_ref().container);
-        if name == "empty" {
-            return Ok(Response::new(InspectResponse { container: None }));
-        }
-        if name == "checked" {
-            let mut c = container(name, ContainerState::Running)?;
-            c.spec.get_or_insert_default().health = Some(HealthCheck {
-                cmd: "true".to_owned(),
-                interval_ms: Some(1_500),
-                ..Default::default()
-            });
-            c.health = Some(Health {
-                status: "healthy".to_owned(),
-                failing_streak: 0,
-                last_output: "ok\n".to_owned(),
-                last_check: ts(NOW + 2),
-            });
-            return Ok(Response::new(InspectResponse { container: Some(c) }));
-        }
-        if name == "wired" {
-            let mut c = container(name, ContainerState::Running)?;
-            c.spec.get_or_insert_default().ports = vec![
-                "127.0.0.1:8080:80".to_owned(),
-                "0.0.0.0:8443:443".to_owned(),
-            ];
-            let attach = |network: &str, i: u8, ip: &str, aliases: &[&str]| NetworkAttachment {
-                network: network.to_owned(),
-                ifname: format!("eth{i}"),
-                ip: ip.to_owned(),
-                prefix: 24,
-                gateway: ip
-                    .rsplit_once('.')
-                    .map(|(net, _)| format!("{net}.1"))
-                    .unwrap_or_default(),
-                aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
-                host_ifname: format!("rsvc0ffee01{i}"),
-            };
-            c.networks = vec![
-                attach("default", 0, "10.88.0.7", &["web"]),
-                attach("back", 1, "10.90.0.4", &[]),
-            ];
-            return Ok(Response::new(InspectResponse { container: Some(c) }));
-        }
-        if name == "hardened" {
-            let mut c = container(name, ContainerState::Running)?;
-            let spec = c.spec.get_or_insert_default();
-            spec.cap_add = vec!["CAP_CHOWN".to_owned(), "CAP_NET_ADMIN".to_owned()];
-            spec.privileged = true;
-            spec.security_opt = vec!["seccomp=unconfined".to_owned()];
-            return Ok(Response::new(InspectResponse { container: Some(c) }));
-        }
-        if name == "flappy" {
-            let mut c = container(name, ContainerState::Restarting)?;
-            c.exit = Some(exit_of(name));
-            c.spec.get_or_insert_default().restart = Some(RestartPolicy {
-                policy: "on-failure:5".to_owned(),
-                ..Default::default()
-            });
-            c.restart_count = 2;
-            c.restart_delay_ms = 400;
-            c.next_start_at = ts(NOW + 3);
-            return Ok(Response::new(InspectResponse { container: Some(c) }));
-        }
-        let c = container(name, ContainerState::Running)?;
-        Ok(Response::new(InspectResponse { container: Some(c) }))
-    }
-
-    async fn wait(&self, r: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
-        let name = script_name(&r.get_ref().container);
-        container(name, ContainerState::Exited)?;
-        Ok(Response::new(WaitResponse {
-            status: Some(exit_of(name)),
-        }))
-    }
-
-    type LogsStream = Pin<Box<dyn Stream<Item = Result<LogEntry, Status>> + Send>>;
-
-    async fn logs(&self, r: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
-        let r = r.into_inner();
-        container(script_name(&r.container), ContainerState::Running)?;
-        let entry = |stream: LogStream, line: &[u8], partial| {
-            Ok(LogEntry {
-                stream: stream.into(),
-                time: Some(Timestamp {
-                    seconds: NOW,
-                    nanos: 7,
-                }),
-                line: line.to_vec(),
-                partial,
-            })
-        };
-        let mut entries = vec![
-            entry(LogStream::Stdout, b"out1", false),
-            entry(LogStream::Stderr, b"err1", false),
-            entry(LogStream::Stdout, b"part", true),
-        ];
-        if let Some(tail) = r.tail {
-            let skip = entries
-                .len()
-                .saturating_sub(usize::try_from(tail).expect("small"));
-            entries.drain(..skip);
-        }
-        Ok(Response::new(Box::pin(tokio_stream::iter(entries))))
-    }
-
-    async fn update(&self, r: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
-        let r = r.into_inner();
-        self.updates.lock().expect("not poisoned").push(r.clone());
-        let mut c = container(script_name(&r.container), ContainerState::Running)?;
-        if let Some(spec) = c.spec.as_mut() {
-            spec.resources = r.resources;
-        }
-        Ok(Response::new(UpdateResponse { container: Some(c) }))
-    }
-
-    type StatsStream = Pin<Box<dyn Stream<Item = Result<StatsResponse, Status>> + Send>>;
-
-    /// One sample of "web" (or of the named containers), two with `stream`.
-    async fn stats(&self, r: Request<StatsRequest>) -> Result<Response<Self::StatsStream>, Status> {
-        let r = r.into_inner();
-        let names = if r.containers.is_empty() {
-            vec!["web".to_owned()]
-        } else {
-            r.containers
-        };
-        let mut stats = Vec::new();
-        for name in &names {
-            let c = container(script_name(name), ContainerState::Running)?;
-            stats.push(ContainerStats {
-                id: c.id,
-                name: c.name,
-                state: c.state,
-                cpu_percent: 50.0,
-                memory_working_set_bytes: 3 << 20,
-                memory_usage_bytes: 4 << 20,
-                memory_limit_bytes: 64 << 20,
-                memory_percent: 4.6875,
-                pids: 2,
-                oom_kills: 1,
-                ..Default::default()
-            });
-        }
-        let sample = StatsResponse {
-            stats,
-            time: ts(NOW),
-        };
-        let count = if r.stream { 2 } else { 1 };
-        let samples = vec![Ok(sample); count];
-        Ok(Response::new(Box::pin(tokio_stream::iter(samples))))
-    }
-
-    type EventsStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
-
-    /// A start and a die of "web", whatever the filters, then the end.
-    async fn events(
-        &self,
-        r: Request<EventsRequest>,
-    ) -> Result<Response<Self::EventsStream>, Status> {
-        self.events
-            .lock()
-            .expect("not poisoned")
-            .push(r.into_inner());
-        let event = |kind: &str, nanos, attributes: &[(&str, &str)]| {
-            Ok(Event {
-                time: Some(Timestamp {
-                    seconds: NOW,
-                    nanos,
-                }),
-                r#type: kind.to_owned(),
-                subject_type: "container".to_owned(),
-                subject: "web".to_owned(),
-                id: ID.to_owned(),
-                attributes: attributes
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-            })
-        };
-        let events = vec![
-            event("start", 5, &[]),
-            event(
-                "die",
-                123_456_789,
-                &[("signal", "0"), ("exit_code", "1"), ("oom_killed", "false")],
-            ),
-        ];
-        Ok(Response::new(Box::pin(tokio_stream::iter(events))))
-    }
-
-    async fn exec(&self, r: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        let r = r.into_inner();
-        self.execs.lock().expect("not poisoned").push(r.clone());
-        let name = script_name(&r.container);
-        container(name, ContainerState::Running)?;
-        if name == "stopped" {
-            return Err(Status::failed_precondition(
-                "container stopped is not running",
-            ));
-        }
-        if name == "slow" {
-            return Ok(Response::new(ExecResponse {
-                exit_code: -1,
-                timed_out: true,
-                ..Default::default()
-            }));
-        }
-        let exit_code = match r.command.as_slice() {
-            [exit, code] if exit == "exit" => code.parse().unwrap_or(255),
-            _ => 0,
-        };
-        let mut stdout = r.command.join(" ").into_bytes();
-        stdout.extend_from_slice(b"\xff\n");
-        Ok(Response::new(ExecResponse {
-            exit_code,
-            stdout,
-            stderr: b"err\n".to_vec(),
-            timed_out: false,
-        }))
-    }
-}
-
-fn tree() -> Vec<Supervisor> {
-    let child = |kind: &str, name: &str, state: &str| SupervisorChild {
-        kind: kind.to_owned(),
-        name: name.to_owned(),
-        state: state.to_owned(),
-    };
-    vec![
-        Supervisor {
-            name: "app".to_owned(),
-            strategy: "one_for_all".to_owned(),
-            intensity: 3,
-            period_ms: 10_000,
-            parent: String::new(),
-            state: "running".to_owned(),
-            restarts: 2,
-            children: vec![
-                child("container", "db", "running"),
-                child("container", "web", "running"),
-                child("supervisor", "workers", "running"),
-            ],
-        },
-        Supervisor {
-            name: "workers".to_owned(),
-            strategy: "one_for_one".to_owned(),
-            intensity: 5,
-            period_ms: 30_000,
-            parent: "app".to_owned(),
-            state: "running".to_owned(),
-            restarts: 0,
-            children: vec![child("container", "w1", "restarting")],
-        },
-    ]
-}
-
-#[tonic::async_trait]
-impl Supervisors for Fake {
-    async fn create(
-        &self,
-        r: Request<CreateSupervisorRequest>,
-    ) -> Result<Response<Supervisor>, Status> {
-        let r = r.into_inner();
-        self.supervisors
-            .lock()
-            .expect("not poisoned")
-            .push(r.clone());
-        if r.intensity == 0 {
-            return Err(Status::invalid_argument("intensity must be at least 1"));
-        }
-        Ok(Response::new(Supervisor {
-            name: r.name,
-            strategy: r.strategy,
-            intensity: r.intensity,
-            period_ms: r.period_ms,
-            parent: r.parent,
-            state: "running".to_owned(),
-            restarts: 0,
-            children: Vec::new(),
-        }))
-    }
-
-    async fn remove(
-        &self,
-        r: Request<RemoveSupervisorRequest>,
-    ) -> Result<Response<RemoveSupervisorResponse>, Status> {
-        let name = r.into_inner().name;
-        if name == "ghost" {
-            return Err(Status::not_found(format!("no such supervisor: {name}")));
-        }
-        Ok(Response::new(RemoveSupervisorResponse {}))
-    }
-
-    async fn list(
-        &self,
-        _: Request<ListSupervisorsRequest>,
-    ) -> Result<Response<ListSupervisorsResponse>, Status> {
-        Ok(Response::new(ListSupervisorsResponse {
-            supervisors: tree(),
-        }))
-    }
-}
-
-fn networks() -> Vec<Network> {
-    let lease = |container: &str, ip: &str| NetworkLease {
-        container: container.to_owned(),
-        ip: ip.to_owned(),
-    };
-    vec![
-        Network {
-            name: "default".to_owned(),
-            subnet: "10.88.0.0/16".to_owned(),
-            gateway: "10.88.0.1".to_owned(),
-            internal: false,
-            bridge: "rsb1e2d3c4b".to_owned(),
-            created_at: ts(NOW),
-            containers: Vec::new(),
-            dns: "10.88.0.1:53".to_owned(),
-        },
-        Network {
-            name: "back".to_owned(),
-            subnet: "10.90.0.0/24".to_owned(),
-            gateway: "10.90.0.1".to_owned(),
-            internal: true,
-            bridge: "rsb5a6b7c8d".to_owned(),
-            created_at: ts(NOW + 1),
-            containers: vec![lease("db", "10.90.0.2"), lease("app", "10.90.0.3")],
-            dns: "10.90.0.1:53".to_owned(),
-        },
-    ]
-}
-
-#[tonic::async_trait]
-impl Networks for Fake {
-    async fn create(&self, r: Request<CreateNetworkRequest>) -> Result<Response<Network>, Status> {
-        let r = r.into_inner();
-        self.networks.lock().expect("not poisoned").push(r.clone());
-        if r.subnet.ends_with("/33") {
-            return Err(Status::invalid_argument(format!(
-                "{:?}: prefix length above 32",
-                r.subnet
-            )));
-        }
-        Ok(Response::new(Network {
-            name: r.name,
-            subnet: if r.subnet.is_empty() {
-                "10.89.0.0/24".to_owned()
-            } else {
-                r.subnet
-            },
-            gateway: r.gateway,
-            internal: r.internal,
-            bridge: "rsb00000000".to_owned(),
-            created_at: ts(NOW),
-            containers: Vec::new(),
-            dns: String::new(),
-        }))
-    }
-
-    async fn remove(
-        &self,
-        r: Request<RemoveNetworkRequest>,
-    ) -> Result<Response<RemoveNetworkResponse>, Status> {
-        match r.into_inner().name.as_str() {
-            "back" => Err(Status::failed_precondition(
-                "network back is in use by db, app: remove them first",
-            )),
-            "ghost" => Err(Status::not_found("no such network: ghost")),
-            _ => Ok(Response::new(RemoveNetworkResponse {})),
-        }
-    }
-
-    async fn list(
-        &self,
-        _: Request<ListNetworksRequest>,
-    ) -> Result<Response<ListNetworksResponse>, Status> {
-        Ok(Response::new(ListNetworksResponse {
-            networks: networks(),
-        }))
-    }
-
-    async fn inspect(
-        &self,
-        r: Request<InspectNetworkRequest>,
-    ) -> Result<Response<Network>, Status> {
-        let name = r.into_inner().name;
-        networks()
-            .into_iter()
-            .find(|n| n.name == name)
-            .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("no such network: {name}")))
-    }
-}
-
-fn data_volume() -> Volume {
-    Volume {
-        name: "data".to_owned(),
-        mountpoint: "/var/lib/rsup/volumes/data".to_owned(),
-        created_at: ts(NOW),
-        containers: vec!["db".to_owned()],
-    }
-}
-
-#[tonic::async_trait]
-impl Volumes for Fake {
-    async fn create(&self, r: Request<CreateVolumeRequest>) -> Result<Response<Volume>, Status> {
-        let name = r.into_inner().name;
-        Ok(Response::new(Volume {
-            mountpoint: format!("/var/lib/rsup/volumes/{name}"),
-            name,
-            created_at: ts(NOW),
-            containers: Vec::new(),
-        }))
-    }
-
-    async fn remove(
-        &self,
-        r: Request<RemoveVolumeRequest>,
-    ) -> Result<Response<RemoveVolumeResponse>, Status> {
-        match r.into_inner().name.as_str() {
-            "data" => Err(Status::failed_precondition(
-                "volume data is in use by db: remove it first",
-            )),
-            "ghost" => Err(Status::not_found("no such volume: ghost")),
-            _ => Ok(Response::new(RemoveVolumeResponse {})),
-        }
-    }
-
-    async fn list(
-        &self,
-        _: Request<ListVolumesRequest>,
-    ) -> Result<Response<ListVolumesResponse>, Status> {
-        Ok(Response::new(ListVolumesResponse {
-            volumes: vec![data_volume()],
-        }))
-    }
-
-    async fn inspect(&self, r: Request<InspectVolumeRequest>) -> Result<Response<Volume>, Status> {
-        let name = r.into_inner().name;
-        if name == "data" {
-            Ok(Response::new(data_volume()))
-        } else {
-            Err(Status::not_found(format!("no such volume: {name}")))
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl System for Fake {
-    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        Ok(Response::new(InfoResponse {
-            version: "9.9.9".to_owned(),
-            state_dir: "/var/lib/rsup".to_owned(),
-            containers: 2,
-            running: 1,
-            cgroup_driver: "v2".to_owned(),
-        }))
-    }
-}
-
-/// Containers are addressed by name, or by the id `create` made from it.
-/// What a stop, kill or rm of `full` (a container on a full disk) warns.
-fn warnings_for(name: &str) -> Vec<String> {
-    if name == "full" {
-        vec!["container full: its state is not saved (no space left)".to_owned()]
-    } else {
-        Vec::new()
-    }
-}
-
-fn script_name(container: &str) -> &str {
-    container
-        .strip_prefix(ID)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .unwrap_or(container)
-}
-
-/// A fake daemon's directory, removed when the test ends.
-struct Daemon {
-    dir: PathBuf,
-    socket: PathBuf,
-    fake: Fake,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Serves the fake on a fresh socket for the rest of the test.
-async fn serve() -> Daemon {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "rsup-client-test-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let socket = dir.join("rsupd.sock");
-    let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).expect("bind");
-    let fake = Fake::default();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(ContainersServer::new(fake.clone()))
-            .add_service(SupervisorsServer::new(fake.clone()))
-            .add_service(NetworksServer::new(fake.clone()))
-            .add_service(VolumesServer::new(fake.clone()))
-            .add_service(SystemServer::new(fake.clone()))
-            .serve_with_incoming(UnixListenerStream::new(listener)),
-    );
-    Daemon { dir, socket, fake }
-}
-
-async fn rsupctl(socket: &Path, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_rsupctl"))
-        .env("RSUP_SOCKET", socket)
-        .args(args)
-        .output()
-        .await
-        .expect("rsupctl runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use support::{ID, data_volume, rsupctl, serve, text, tree};
 
 #[tokio::test]
 async fn library_calls_round_trip() {
@@ -944,7 +256,7 @@ async fn update_passes_the_flags_as_given() {
         cpu_shares: Some(512),
         pids_limit: Some(-5),
     };
-    let updates = daemon.fake.updates.lock().expect("not poisoned").clone();
+    let updates = daemon.fake.updates.all();
     let seen: Vec<(&str, Option<&Resources>)> = updates
         .iter()
         .map(|u| (u.container.as_str(), u.resources.as_ref()))
@@ -960,7 +272,7 @@ async fn update_passes_the_flags_as_given() {
 
     let out = rsupctl(socket, &["update", "--memory", "0", "a"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let last = daemon.fake.updates.lock().expect("not poisoned").pop();
+    let last = daemon.fake.updates.pop();
     assert_eq!(
         last.and_then(|u| u.resources),
         Some(Resources {
@@ -985,7 +297,7 @@ async fn update_passes_the_flags_as_given() {
             && stderr.contains("expected a size such as 256m, 1g or a number of bytes"),
         "{stderr}"
     );
-    assert_eq!(daemon.fake.updates.lock().expect("not poisoned").len(), 3);
+    assert_eq!(daemon.fake.updates.len(), 3);
 }
 
 #[tokio::test]
@@ -1009,7 +321,7 @@ async fn run_and_create_send_resource_limits() {
     let out = rsupctl(socket, &["create", "--rootfs", "/r", "true"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
-    let specs = daemon.fake.specs.lock().expect("not poisoned").clone();
+    let specs = daemon.fake.specs.all();
     let sent: Vec<(Vec<String>, Option<Resources>)> = specs
         .into_iter()
         .map(|s| (s.command, s.resources))
@@ -1112,13 +424,7 @@ async fn events_print_lines_and_json() {
                            "attributes": {"exit_code": "1", "oom_killed": "false",
                                           "signal": "0"}})
     );
-    let request = daemon
-        .fake
-        .events
-        .lock()
-        .expect("not poisoned")
-        .pop()
-        .expect("one request");
+    let request = daemon.fake.events.pop().expect("one request");
     assert_eq!(request.types, ["die", "oom"]);
     assert_eq!(request.containers, ["web"]);
     let since = request.since.expect("--since is sent").seconds;
@@ -1141,7 +447,7 @@ async fn events_print_lines_and_json() {
          2023-11-14T22:13:20.123456789Z container die web \
          (exit_code=1, oom_killed=false, signal=0, id=c0ffee012345)\n"
     );
-    let request = daemon.fake.events.lock().expect("not poisoned").pop();
+    let request = daemon.fake.events.pop();
     assert_eq!(request, Some(EventsRequest::default()));
 
     let out = rsupctl(socket, &["events", "--filter", "label=x"]).await;
@@ -1175,7 +481,7 @@ async fn restart_policy_is_passed_through_and_inspected() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let out = rsupctl(socket, &["create", "--rootfs", "/r", "true"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let specs = daemon.fake.specs.lock().expect("not poisoned").clone();
+    let specs = daemon.fake.specs.all();
     let sent: Vec<Option<RestartPolicy>> = specs.into_iter().map(|s| s.restart).collect();
     assert_eq!(
         sent,
@@ -1200,7 +506,7 @@ async fn restart_policy_is_passed_through_and_inspected() {
         stderr.contains("--restart-delay") && stderr.contains("expected a duration such as"),
         "{stderr}"
     );
-    assert_eq!(daemon.fake.specs.lock().expect("not poisoned").len(), 2);
+    assert_eq!(daemon.fake.specs.len(), 2);
 
     let out = rsupctl(socket, &["inspect", "flappy"]).await;
     let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON array");
@@ -1243,12 +549,7 @@ async fn library_supervisor_calls_round_trip() {
         .await
         .expect_err("no such supervisor");
     assert_eq!(err.code(), Some(Code::NotFound));
-    let sent = daemon
-        .fake
-        .supervisors
-        .lock()
-        .expect("not poisoned")
-        .clone();
+    let sent = daemon.fake.supervisors.all();
     assert_eq!(sent, [request]);
 }
 
@@ -1306,12 +607,7 @@ async fn supervisor_create_passes_the_arguments_as_given() {
         "{stderr}"
     );
 
-    let sent = daemon
-        .fake
-        .supervisors
-        .lock()
-        .expect("not poisoned")
-        .clone();
+    let sent = daemon.fake.supervisors.all();
     let request =
         |name: &str, strategy: &str, intensity, period_ms, parent: &str| CreateSupervisorRequest {
             name: name.to_owned(),
@@ -1427,7 +723,7 @@ async fn run_and_create_join_a_supervisor() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let out = rsupctl(socket, &["create", "--rootfs", "/r", "true"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let specs = daemon.fake.specs.lock().expect("not poisoned").clone();
+    let specs = daemon.fake.specs.all();
     let joined: Vec<String> = specs.into_iter().map(|s| s.supervisor).collect();
     assert_eq!(joined, ["app", "workers", ""]);
 }
@@ -1481,7 +777,7 @@ async fn exec_passes_the_arguments_and_the_outcome_through() {
     let out = rsupctl(socket, &["exec", "web"]).await;
     assert_eq!(out.status.code(), Some(2));
 
-    let sent = daemon.fake.execs.lock().expect("not poisoned").clone();
+    let sent = daemon.fake.execs.all();
     assert_eq!(sent.len(), 6, "{sent:?}");
     assert_eq!(
         sent[0],
@@ -1528,7 +824,7 @@ async fn library_exec_round_trips() {
         .await
         .expect_err("not running");
     assert_eq!(err.code(), Some(Code::FailedPrecondition));
-    let sent = daemon.fake.execs.lock().expect("not poisoned").clone();
+    let sent = daemon.fake.execs.all();
     assert_eq!(sent.first(), Some(&request));
 }
 
@@ -1577,7 +873,7 @@ async fn health_flags_are_passed_through_and_shown() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let out = rsupctl(socket, &["create", "--rootfs", "/r", "true"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let specs = daemon.fake.specs.lock().expect("not poisoned").clone();
+    let specs = daemon.fake.specs.all();
     let sent: Vec<Option<HealthCheck>> = specs.into_iter().map(|s| s.health).collect();
     assert_eq!(
         sent,
@@ -1654,7 +950,7 @@ async fn run_and_create_pass_the_network_flags() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let out = rsupctl(socket, &["create", "--rootfs", "/r", "true"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let specs = daemon.fake.specs.lock().expect("not poisoned").clone();
+    let specs = daemon.fake.specs.all();
     let sent: Vec<_> = specs
         .into_iter()
         .map(|s| (s.networks, s.network_aliases, s.ip, s.ports))
@@ -1760,7 +1056,7 @@ async fn network_verbs_print_names_tables_and_json() {
         "error: \"10.0.0.0/33\": prefix length above 32\n"
     );
     assert_eq!(text(&out.stdout), "");
-    let sent = daemon.fake.networks.lock().expect("not poisoned").clone();
+    let sent = daemon.fake.networks.all();
     assert_eq!(
         sent,
         [
@@ -1865,7 +1161,7 @@ async fn run_and_create_pass_the_security_flags() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let out = rsupctl(socket, &["create", "--rootfs", "/r", "true"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let specs = daemon.fake.specs.lock().expect("not poisoned").clone();
+    let specs = daemon.fake.specs.all();
     let sent: Vec<_> = specs
         .into_iter()
         .map(|s| {
@@ -1947,7 +1243,7 @@ async fn run_and_create_pass_the_storage_flags() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let out = rsupctl(socket, &["create", "--rootfs", "/r", "true"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let specs = daemon.fake.specs.lock().expect("not poisoned").clone();
+    let specs = daemon.fake.specs.all();
     let sent: Vec<_> = specs
         .into_iter()
         .map(|s| (s.volumes, s.tmpfs, s.read_only, s.command))

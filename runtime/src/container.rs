@@ -45,7 +45,7 @@ use crate::names::{ContainerRef, quote};
 use crate::process::SpawnError;
 use crate::process::{self, ExitInfo};
 use crate::rollback::Rollback;
-use crate::spec::{ContainerSpec, LogConfig, ResourcesRequest, SpecRequest};
+use crate::spec::{self, ContainerSpec, LogConfig, ResourcesRequest, SpecRequest};
 use crate::store::{self, StateLock, StoreError};
 use crate::supervise::{Backoff, ChildRestart, Ending, Event, EventBus, EventKind};
 use crate::supervisor::{Child, Sup};
@@ -238,11 +238,44 @@ pub struct ContainerStats {
     pub state: ContainerState,
     /// CPU use over the last sampling interval; 100 is one full CPU.
     pub cpu_percent: f64,
+    /// Working set against the memory limit, or the host's memory when
+    /// there is none (see [`memory_percent`]).
+    pub memory_percent: f64,
     pub usage: Stats,
     /// Whether `usage` was read from a cgroup (false: never started, or no cgroups).
     pub sampled: bool,
     /// Restarts by policy or supervisor over the container's whole life.
     pub restarts: u64,
+}
+
+/// Total memory of the host (`MemTotal` in `/proc/meminfo`); 0 when
+/// unknown.
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// MEM % as `stats` shows it (Docker's): the working set against the
+/// memory limit, or against the host's memory `host_mem` for a container
+/// without one; a limit above the host's memory counts as the host's.
+pub fn memory_percent(working_set: u64, limit: Option<u64>, host_mem: u64) -> f64 {
+    let limit = limit.unwrap_or(0);
+    let base = if limit > 0 {
+        limit.min(host_mem.max(1))
+    } else {
+        host_mem
+    };
+    if base > 0 {
+        working_set as f64 / base as f64 * 100.0
+    } else {
+        0.0
+    }
 }
 
 /// The last two usage samples of a container.
@@ -759,94 +792,42 @@ impl Runtime {
             return Err(Error::ShuttingDown);
         }
         let id = random_id();
-        let default_name = format!("rsup-{}", &id[..12]);
-        let log = self.inner.config.log;
-        let net_req = req.net.clone();
-        let mounts_req = (req.volumes.clone(), req.tmpfs.clone());
-        // No pids_limit given: the daemon's default (0 given: unlimited).
-        let default_pids = req
-            .resources
-            .pids_limit
-            .is_none()
-            .then_some(self.inner.config.default_pids_limit);
         // Held until the container is recorded: its image cannot go away
         // in between.
         let _image_gate = match req.image {
             None => None,
             Some(_) => Some(self.inner.image_gate.read().await),
         };
-        let image = match &req.image {
-            None => None,
-            Some(r) => Some(self.resolve_image(r).await?),
-        };
-        let userns_cfg = self.inner.config.userns.clone();
-        let spec = tokio::task::spawn_blocking(move || {
-            let userns_req = req.userns.clone();
-            let (source, view) = image.unzip();
-            let spec = ContainerSpec::validate_with_image(req, &default_name, log, source);
-            drop(view);
-            let mut spec = spec?;
-            let userns = crate::userns::resolve(&userns_req, &userns_cfg)?;
-            // A user resolved at start is checked by the init's setuid.
-            if let Some(map) = userns.as_ref().filter(|_| !spec.user_at_start) {
-                if map.host_uid(spec.user.uid).is_none() {
-                    return Err(Error::InvalidArgument {
-                        field: "user",
-                        reason: format!("uid {} is not in the uid_map", spec.user.uid),
-                    });
-                }
-                if map.host_gid(spec.user.gid).is_none() {
-                    return Err(Error::InvalidArgument {
-                        field: "user",
-                        reason: format!("gid {} is not in the gid_map", spec.user.gid),
-                    });
-                }
+        let (image, view) = match &req.image {
+            None => (None, None),
+            Some(r) => {
+                let (source, view) = self.resolve_image(r).await?;
+                (Some(source), Some(view))
             }
-            spec.userns = userns;
-            Ok(spec)
+        };
+        let config = &self.inner.config;
+        let cx = spec::Context {
+            default_name: format!("rsup-{}", &id[..12]),
+            log: config.log,
+            default_pids_limit: config.default_pids_limit,
+            userns: config.userns.clone(),
+            volumes_dir: self.volumes_dir(),
+            dir: config.state_dir.join("containers").join(&id),
+            image,
+        };
+        // Every check of the request, in one step that takes nothing (it
+        // reads the rootfs or the image's view, so off the async threads).
+        let spec::Validated { spec, net } = tokio::task::spawn_blocking(move || {
+            let validated = spec::validate(req, cx);
+            drop(view);
+            validated
         })
         .await
         .map_err(|e| Error::FailedPrecondition(format!("validation task failed: {e}")))??;
         if let Some(sup) = &spec.supervisor {
             self.check_supervisor(sup)?;
         }
-        {
-            // The shim's overlay mount must fit the kernel's page: refuse
-            // now rather than at every start.
-            let dir = self.inner.config.state_dir.join("containers").join(&id);
-            crate::spec::overlay_options(
-                &spec.lowerdirs(),
-                Some((&dir.join("upper"), &dir.join("work"))),
-            )
-            .map_err(Error::FailedPrecondition)?;
-        }
-        let mut spec = spec;
-        if let Some(pids) = default_pids {
-            spec.resources.pids = pids;
-        }
-        let volumes_dir = self.volumes_dir();
-        spec.mounts = mounts_req
-            .0
-            .iter()
-            .map(|v| crate::volumes::parse_volume(v, &volumes_dir))
-            .chain(mounts_req.1.iter().map(|t| crate::volumes::parse_tmpfs(t)))
-            .collect::<Result<_, _>>()?;
-        {
-            let mut targets: Vec<&str> = spec.mounts.iter().map(|m| m.target.as_str()).collect();
-            targets.sort_unstable();
-            if let Some(w) = targets.windows(2).find(|w| w[0] == w[1]) {
-                return Err(Error::InvalidArgument {
-                    field: "volumes",
-                    reason: format!("{} is mounted twice", w[0]),
-                });
-            }
-        }
         self.ensure_volumes(&spec.mounts)?;
-        spec.ports = net_req
-            .ports
-            .iter()
-            .map(|p| crate::ports::PortMap::parse(p))
-            .collect::<Result<_, _>>()?;
         // Refuse a taken name before anything is taken (checked again
         // when the container is recorded: another create may race us).
         if self.name_taken(&spec.name) {
@@ -860,7 +841,7 @@ impl Runtime {
             format!("create of {}", spec.name),
             Some(self.inner.tracker.clone()),
         );
-        let made = self.create_steps(&id, spec, &net_req, &mut undo).await;
+        let made = self.create_steps(&id, spec, &net, &mut undo).await;
         match made {
             Ok(entry) => {
                 undo.commit();
@@ -888,22 +869,16 @@ impl Runtime {
         &self,
         id: &str,
         mut spec: ContainerSpec,
-        net_req: &crate::network::NetRequest,
+        net: &spec::NetPlan,
         undo: &mut Rollback,
     ) -> Result<Arc<Entry>, Error> {
-        spec.networks = self.lease(id, net_req)?;
+        spec.networks = self.lease(id, net)?;
         if !spec.networks.is_empty() {
             let rt = self.clone();
             let (id, nets) = (id.to_string(), spec.networks.clone());
             undo.push("release the addresses", move || {
                 rt.release_leases(&id, &nets);
                 Ok(())
-            });
-        }
-        if !spec.ports.is_empty() && spec.networks.is_empty() {
-            return Err(Error::InvalidArgument {
-                field: "ports",
-                reason: "publishing a port needs a network (not --network none)".into(),
             });
         }
         let spec = spec;
@@ -1830,6 +1805,7 @@ impl Runtime {
     }
 
     fn stats_of(&self, entries: &[Arc<Entry>]) -> Vec<ContainerStats> {
+        let host_mem = host_memory();
         entries
             .iter()
             .map(|e| {
@@ -1863,6 +1839,11 @@ impl Runtime {
                     name: e.spec.name.clone(),
                     state: status.state,
                     cpu_percent,
+                    memory_percent: memory_percent(
+                        usage.memory_working_set,
+                        usage.memory_limit,
+                        host_mem,
+                    ),
                     usage,
                     sampled,
                     restarts: status.restarts_total,
@@ -1932,4 +1913,23 @@ pub(crate) fn adopt(status: &Status) -> Option<(OwnedFd, Option<OwnedFd>)> {
         None
     };
     Some((shim, init))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_percent_is_of_the_limit_or_the_host() {
+        let gib = 1 << 30;
+        assert_eq!(memory_percent(gib / 2, Some(gib), 8 * gib), 50.0);
+        // No limit (or 0): the host's memory.
+        assert_eq!(memory_percent(gib, None, 4 * gib), 25.0);
+        assert_eq!(memory_percent(gib, Some(0), 4 * gib), 25.0);
+        // A limit above the host's memory counts as the host's.
+        assert_eq!(memory_percent(gib, Some(64 * gib), 4 * gib), 25.0);
+        // The host's memory unknown and no limit: nothing to show.
+        assert_eq!(memory_percent(gib, None, 0), 0.0);
+        assert!(host_memory() > 0, "/proc/meminfo has MemTotal");
+    }
 }

@@ -28,7 +28,25 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::spec::LogConfig;
+use serde::{Deserialize, Serialize};
+
+/// Size-based rotation of a container's log (part of its spec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogConfig {
+    /// Rotate when the current file would grow past this many bytes.
+    pub max_size: u64,
+    /// Files kept in all, the current one included (at least 1).
+    pub max_files: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            max_size: 10 * 1024 * 1024,
+            max_files: 3,
+        }
+    }
+}
 
 /// Longest line kept whole; longer ones are cut into partial records.
 pub const MAX_LINE: usize = 16 * 1024;

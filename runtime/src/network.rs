@@ -38,22 +38,9 @@ use tracing::{info, warn};
 use crate::container::{ContainerState, Entry, Runtime, lock};
 use crate::names::{NetworkName, quote};
 use crate::net::{Attachment, DnsServer, Netlink, Pool, Records, Subnet};
-use crate::{Error, spec, store, sys};
-
-/// How a container is attached to one network (part of its spec).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetAttach {
-    pub network: NetworkName,
-    /// `eth0`, `eth1`, ... inside the container.
-    pub ifname: String,
-    /// The veth end on the host.
-    pub host_ifname: String,
-    pub ip: Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: Ipv4Addr,
-    /// Extra DNS names on this network (the container's name is always one).
-    pub aliases: Vec<String>,
-}
+use crate::spec::net::NetPlan;
+pub use crate::spec::net::{DEFAULT_NETWORK, NetAttach, NetRequest};
+use crate::{Error, store, sys};
 
 /// A network as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,18 +95,6 @@ pub struct NetworkInfo {
     pub dns: Option<SocketAddr>,
 }
 
-/// The container side of a network request.
-#[derive(Debug, Clone, Default)]
-pub struct NetRequest {
-    /// Network names; empty = the default network; ["none"] = only `lo`.
-    pub networks: Vec<NetworkName>,
-    pub aliases: Vec<String>,
-    /// Fixed address on the first network ("" = allocate).
-    pub ip: String,
-    /// `[IP:]HOSTPORT:PORT[/tcp]`.
-    pub ports: Vec<String>,
-}
-
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     Error::InvalidArgument {
         field,
@@ -136,8 +111,6 @@ pub(crate) fn hash8(s: &str) -> String {
     }
     format!("{h:08x}")
 }
-
-pub const DEFAULT_NETWORK: &str = "default";
 
 impl Runtime {
     fn net_prefix(&self) -> &str {
@@ -474,50 +447,13 @@ impl Runtime {
         }
     }
 
-    /// Leases addresses for a new container (`id`); on error nothing stays
+    /// Leases addresses for a new container (`id`) on the networks of
+    /// `plan` (checked by [`NetRequest::validate`]); on error nothing stays
     /// leased.
-    pub(crate) fn lease(&self, id: &str, req: &NetRequest) -> Result<Vec<NetAttach>, Error> {
-        let names: Vec<NetworkName> = if req.networks.is_empty() {
-            vec![NetworkName::parse(DEFAULT_NETWORK)?]
-        } else {
-            req.networks.clone()
-        };
-        if names.iter().any(|n| n == "none") {
-            if names.len() > 1 {
-                return Err(invalid(
-                    "networks",
-                    "\"none\" cannot be combined with other networks",
-                ));
-            }
-            if !req.ip.is_empty() || !req.aliases.is_empty() {
-                return Err(invalid(
-                    "networks",
-                    "--ip and --network-alias need a network",
-                ));
-            }
-            return Ok(Vec::new());
-        }
-        for a in &req.aliases {
-            if !spec::is_dns_label(a) {
-                return Err(invalid(
-                    "aliases",
-                    format!("{} is not a DNS label", quote(a)),
-                ));
-            }
-        }
-        let fixed =
-            if req.ip.is_empty() {
-                None
-            } else {
-                Some(req.ip.parse::<Ipv4Addr>().map_err(|_| {
-                    invalid("ip", format!("{} is not an IPv4 address", quote(&req.ip)))
-                })?)
-            };
+    pub(crate) fn lease(&self, id: &str, plan: &NetPlan) -> Result<Vec<NetAttach>, Error> {
+        let fixed = plan.ip;
         let mut nets = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            if names[..i].contains(name) {
-                return Err(invalid("networks", format!("{name} is given twice")));
-            }
+        for name in &plan.networks {
             nets.push(
                 self.find_network(name)
                     .ok_or_else(|| Error::NotFound(format!("no such network: {name}")))?,
@@ -557,7 +493,7 @@ impl Runtime {
                 ip,
                 prefix: n.spec.subnet.prefix,
                 gateway: n.spec.gateway,
-                aliases: req.aliases.clone(),
+                aliases: plan.aliases.clone(),
             });
         }
         for n in &nets {

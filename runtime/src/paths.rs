@@ -196,9 +196,18 @@ impl Target {
 
     /// Refuses an inode on procfs or sysfs as a mount target.
     pub fn ensure_mountable(&self, root: &RootDir) -> Result<(), PathError> {
-        let t = self
-            .fs_type()
-            .map_err(|e| root.op_err("statfs", &self.path, e))?;
+        self.ensure_mountable_on(root, self.fs_type())
+    }
+
+    /// [`Self::ensure_mountable`], told the filesystem the inode is on (or
+    /// why that could not be found out), by a caller that asks the kernel
+    /// its own way.
+    pub fn ensure_mountable_on(
+        &self,
+        root: &RootDir,
+        fs_type: nix::Result<FsType>,
+    ) -> Result<(), PathError> {
+        let t = fs_type.map_err(|e| root.op_err("statfs", &self.path, e))?;
         match forbidden_fs(t) {
             Some(fs) => Err(PathError::Filesystem {
                 root: root.label.clone(),

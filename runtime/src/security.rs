@@ -9,14 +9,11 @@
 //! (any other uid), and the ambient set is cleared. The seccomp filter
 //! (see [`crate::seccomp`]) comes last, after no_new_privs.
 
-use std::collections::HashSet;
 use std::str::FromStr;
 
 use caps::{CapSet, Capability, CapsHashSet};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
-use crate::names::quote;
 use crate::seccomp::Seccomp;
 
 /// Docker's default capabilities.
@@ -101,107 +98,6 @@ impl Default for SecuritySpec {
     }
 }
 
-/// Security options as requested.
-#[derive(Debug, Clone, Default)]
-pub struct SecurityRequest {
-    pub cap_add: Vec<String>,
-    pub cap_drop: Vec<String>,
-    pub privileged: bool,
-    /// The value of `seccomp=`: "" / "default" or "unconfined".
-    pub seccomp: String,
-    /// A custom profile in Docker's JSON format (its text), or "".
-    pub seccomp_profile: String,
-}
-
-fn parse_cap(s: &str) -> Result<Capability, Error> {
-    let up = s.trim().to_ascii_uppercase();
-    let name = if up.starts_with("CAP_") {
-        up
-    } else {
-        format!("CAP_{up}")
-    };
-    Capability::from_str(&name).map_err(|_| Error::InvalidArgument {
-        field: "capabilities",
-        reason: format!(
-            "{} is not a capability (e.g. NET_ADMIN, CAP_SYS_TIME, or ALL)",
-            quote(s)
-        ),
-    })
-}
-
-impl SecurityRequest {
-    /// Docker's rule: start from the defaults (or nothing with `--cap-drop
-    /// ALL`, everything with `--cap-add ALL`), add, then drop.
-    pub fn validate(&self) -> Result<SecuritySpec, Error> {
-        let is_all = |s: &String| s.eq_ignore_ascii_case("all");
-        let mut set: HashSet<Capability> = if self.privileged || self.cap_add.iter().any(is_all) {
-            caps::all()
-        } else {
-            DEFAULT_CAPS.iter().copied().collect()
-        };
-        for c in self.cap_add.iter().filter(|c| !is_all(c)) {
-            set.insert(parse_cap(c)?);
-        }
-        if self.cap_drop.iter().any(is_all) {
-            set.clear();
-        }
-        for c in self.cap_drop.iter().filter(|c| !is_all(c)) {
-            set.remove(&parse_cap(c)?);
-        }
-        let mut caps: Vec<String> = set.iter().map(|c| c.to_string()).collect();
-        caps.sort();
-        let seccomp = self.seccomp_setting(&caps)?;
-        Ok(SecuritySpec {
-            caps,
-            privileged: self.privileged,
-            no_new_privs: !self.privileged,
-            seccomp,
-        })
-    }
-}
-
-impl SecurityRequest {
-    /// The seccomp setting, a custom profile checked and compiled for the
-    /// container's capabilities `caps`.
-    fn seccomp_setting(&self, caps: &[String]) -> Result<Seccomp, Error> {
-        let bad = |reason: String| Error::InvalidArgument {
-            field: "security_opt",
-            reason,
-        };
-        if !self.seccomp_profile.is_empty() {
-            // "custom" is what replies say beside the profile: a spec read
-            // back can be sent again.
-            if !self.seccomp.is_empty() && self.seccomp != "custom" {
-                return Err(bad(format!(
-                    "seccomp={} and a seccomp profile: give one or the other",
-                    self.seccomp
-                )));
-            }
-            if self.privileged {
-                return Err(bad(
-                    "a seccomp profile with --privileged: a privileged container runs unconfined"
-                        .into(),
-                ));
-            }
-            let custom = Seccomp::Custom(self.seccomp_profile.clone());
-            custom
-                .program(caps)
-                .map_err(|e| bad(format!("seccomp profile: {e}")))?;
-            return Ok(custom);
-        }
-        match self.seccomp.as_str() {
-            "" | "default" if self.privileged => Ok(Seccomp::Unconfined),
-            "" | "default" => Ok(Seccomp::Default),
-            "unconfined" => Ok(Seccomp::Unconfined),
-            other => Err(bad(format!(
-                "seccomp={}: use seccomp=default, seccomp=unconfined, or send a profile's \
-                 content in seccomp_profile (rsupctl reads seccomp=FILE itself)",
-                quote(other)
-            ))),
-        }
-    }
-}
-
 impl SecuritySpec {
     /// The container's capabilities that the calling process can still
     /// grant (a privileged container gets all of rsupd's, not more).
@@ -282,75 +178,5 @@ mod tests {
             let text = serde_json::to_string(&spec).expect("serialize");
             assert_eq!(load(&text).seccomp, s, "{text}");
         }
-    }
-
-    #[test]
-    fn seccomp_requests() {
-        let req = |seccomp: &str, profile: &str, privileged: bool| SecurityRequest {
-            seccomp: seccomp.into(),
-            seccomp_profile: profile.into(),
-            privileged,
-            ..Default::default()
-        };
-        let ok = |r: SecurityRequest| r.validate().expect("valid").seccomp;
-        assert_eq!(ok(req("", "", false)), Seccomp::Default);
-        assert_eq!(ok(req("default", "", false)), Seccomp::Default);
-        assert_eq!(ok(req("unconfined", "", false)), Seccomp::Unconfined);
-        assert_eq!(ok(req("", "", true)), Seccomp::Unconfined);
-        let good = r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#;
-        assert_eq!(ok(req("", good, false)), Seccomp::Custom(good.into()));
-        for (r, why) in [
-            (req("/etc/p.json", "", false), "rsupctl reads seccomp=FILE"),
-            (req("unconfined", good, false), "one or the other"),
-            (req("", good, true), "--privileged"),
-            (req("", "{", false), "seccomp profile: not a valid profile"),
-        ] {
-            match r.validate() {
-                Err(Error::InvalidArgument { field, reason }) => {
-                    assert_eq!(field, "security_opt");
-                    assert!(reason.contains(why), "{reason}");
-                }
-                other => panic!("{why}: {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn docker_cap_rules() {
-        let d = SecurityRequest::default().validate().expect("default");
-        assert_eq!(d.caps.len(), 14);
-        assert!(d.no_new_privs);
-        let r = SecurityRequest {
-            cap_add: vec!["net_admin".into()],
-            cap_drop: vec!["CAP_CHOWN".into(), "KILL".into()],
-            ..Default::default()
-        }
-        .validate()
-        .expect("add/drop");
-        assert!(r.caps.contains(&"CAP_NET_ADMIN".to_string()));
-        assert!(!r.caps.contains(&"CAP_CHOWN".to_string()));
-        assert_eq!(r.caps.len(), 13);
-        let none = SecurityRequest {
-            cap_drop: vec!["ALL".into()],
-            ..Default::default()
-        }
-        .validate()
-        .expect("drop all");
-        assert!(none.caps.is_empty());
-        let p = SecurityRequest {
-            privileged: true,
-            ..Default::default()
-        }
-        .validate()
-        .expect("privileged");
-        assert!(p.caps.len() > 30 && !p.no_new_privs);
-        assert!(
-            SecurityRequest {
-                cap_add: vec!["FLY".into()],
-                ..Default::default()
-            }
-            .validate()
-            .is_err()
-        );
     }
 }

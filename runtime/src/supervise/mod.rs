@@ -8,6 +8,6 @@ pub mod policy;
 pub mod tree;
 
 pub use backoff::{Backoff, BackoffConfig};
-pub use events::{Event, EventBus, EventKind};
+pub use events::{Event, EventBus, EventFilter, EventKind, Watch};
 pub use policy::{Ending, RestartPolicy};
 pub use tree::{ChildRestart, RestartWindow, Strategy, SupervisorSpec};

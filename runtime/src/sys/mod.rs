@@ -4,11 +4,17 @@
 //! not (pidfds, `SIOCSIFFLAGS`, `PR_SET_CHILD_SUBREAPER`). Every `unsafe`
 //! block says why it is sound. Callers get `nix::Result` and keep their own
 //! context.
+//!
+//! [`setup`] puts the calls that build a container's root (mounts,
+//! namespaces, device nodes, `pivot_root`) behind one trait, with the real
+//! implementation and, for tests, a recording fake.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
+
+pub mod setup;
 
 /// Opens a pidfd for `pid` (`pidfd_open(2)`, Linux 5.3+). The fd is
 /// close-on-exec and becomes readable when the process exits.
@@ -119,18 +125,6 @@ pub fn is_dumpable() -> nix::Result<bool> {
 /// Sets the process' file mode creation mask and returns the old one.
 pub fn set_umask(mask: u32) -> u32 {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask)).bits()
-}
-
-/// Gives the calling process a new cgroup namespace whose root is its
-/// current cgroup in every hierarchy: `/proc/self/cgroup` then shows `/`,
-/// and a cgroup filesystem mounted inside shows only that subtree.
-/// `Ok(false)` on a kernel without cgroup namespaces (EINVAL).
-pub fn unshare_cgroup() -> nix::Result<bool> {
-    match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
-        Ok(()) => Ok(true),
-        Err(Errno::EINVAL) => Ok(false),
-        Err(e) => Err(e),
-    }
 }
 
 /// Asks the kernel to send `sig` to the caller when its parent dies.

@@ -9,16 +9,11 @@ use rsup_proto::v1::containers_server::Containers;
 use rsup_runtime::cgroups::Limits;
 use rsup_runtime::health::ExecRequest;
 use rsup_runtime::logs::Stream as LogStream;
-use rsup_runtime::names::{
-    ContainerName, ContainerRef, ImageRef, NetworkName, SupervisorName, quote,
-};
-use rsup_runtime::network::NetRequest;
+use rsup_runtime::names::{ContainerName, ContainerRef, ImageRef, NetworkName, SupervisorName};
 use rsup_runtime::seccomp::Seccomp;
-use rsup_runtime::security::SecurityRequest;
-use rsup_runtime::spec::{HealthRequest, RestartRequest};
-use rsup_runtime::supervise::Event;
+use rsup_runtime::spec::{HealthRequest, MountKind, NetRequest, RestartRequest, SecurityRequest};
+use rsup_runtime::supervise::{Event, EventFilter};
 use rsup_runtime::userns::UsernsRequest;
-use rsup_runtime::volumes::MountKind;
 use rsup_runtime::{
     ContainerInfo, ContainerState, ContainerStats, ResourcesRequest, Runtime, SpecRequest,
 };
@@ -85,16 +80,7 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> Result<SpecRequest, Status> 
             cap_add: s.cap_add,
             cap_drop: s.cap_drop,
             privileged: s.privileged,
-            seccomp: s
-                .security_opt
-                .iter()
-                .rev()
-                .find_map(|o| {
-                    o.strip_prefix("seccomp=")
-                        .or_else(|| o.strip_prefix("seccomp:"))
-                })
-                .map(str::to_string)
-                .unwrap_or_default(),
+            security_opt: s.security_opt,
             seccomp_profile: s.seccomp_profile,
         },
     })
@@ -331,38 +317,16 @@ fn container(c: ContainerInfo) -> pb::Container {
     }
 }
 
-/// Total memory of the host, for MEM % of unlimited containers.
-fn host_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn stats(c: ContainerStats, host_mem: u64) -> pb::ContainerStats {
+fn stats(c: ContainerStats) -> pb::ContainerStats {
     let u = c.usage;
-    let limit = u.memory_limit.unwrap_or(0);
-    let base = if limit > 0 {
-        limit.min(host_mem.max(1))
-    } else {
-        host_mem
-    };
     pb::ContainerStats {
         state: state(c.state).into(),
         cpu_percent: c.cpu_percent,
         cpu_usage_ns: u.cpu_usage_ns,
         memory_working_set_bytes: u.memory_working_set,
         memory_usage_bytes: u.memory_usage,
-        memory_limit_bytes: limit,
-        memory_percent: if base > 0 {
-            u.memory_working_set as f64 / base as f64 * 100.0
-        } else {
-            0.0
-        },
+        memory_limit_bytes: u.memory_limit.unwrap_or(0),
+        memory_percent: c.memory_percent,
         pids: u.pids,
         pids_limit: u.pids_limit.unwrap_or(0),
         oom_kills: u.oom_kills,
@@ -423,23 +387,6 @@ impl Containers for Service {
         req: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::CreateResponse>, Status> {
         let spec = req.into_inner().spec;
-        let supported = |o: &String| {
-            o.starts_with("seccomp=")
-                || o.starts_with("seccomp:")
-                || matches!(
-                    o.as_str(),
-                    "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true"
-                )
-        };
-        if let Some(bad) = spec
-            .as_ref()
-            .and_then(|s| s.security_opt.iter().find(|o| !supported(o)))
-        {
-            return Err(Status::invalid_argument(format!(
-                "invalid security_opt: {} (supported: seccomp=default|unconfined, no-new-privileges; a profile goes in seccomp_profile)",
-                quote(bad)
-            )));
-        }
         let c = self
             .runtime
             .create(spec_request(spec)?)
@@ -570,13 +517,12 @@ impl Containers for Service {
             .iter()
             .map(|c| parse(c, "containers", ContainerRef::parse_as))
             .collect::<Result<_, _>>()?;
-        let host_mem = host_memory();
         let sample = {
             let runtime = self.runtime.clone();
             move |keys: &[ContainerRef]| -> Result<pb::StatsResponse, Status> {
                 let list = runtime.stats(keys).map_err(status)?;
                 Ok(pb::StatsResponse {
-                    stats: list.into_iter().map(|c| stats(c, host_mem)).collect(),
+                    stats: list.into_iter().map(stats).collect(),
                     time: Some(std::time::SystemTime::now().into()),
                 })
             }
@@ -648,31 +594,27 @@ impl Containers for Service {
                     .map_err(|e| Status::invalid_argument(format!("invalid since: {e}")))
             })
             .transpose()?;
-        let wanted = move |e: &Event| {
-            (r.types.is_empty() || r.types.iter().any(|t| t == e.kind.as_str()))
-                && (r.containers.is_empty()
-                    || r.containers.iter().any(|c| {
-                        *c == e.subject || (!c.is_empty() && e.id.starts_with(c.as_str()))
-                    }))
+        let filter = EventFilter {
+            types: r.types,
+            subjects: r.containers,
         };
-        let (past, mut rx) = self.runtime.events().subscribe(since);
+        let mut watch = self.runtime.events().watch(since, filter);
         let (tx, out) = tokio::sync::mpsc::channel(64);
         let shutdown = self.runtime.shutdown_token();
         tokio::spawn(async move {
-            for e in past.iter().filter(|e| wanted(e)) {
-                if tx.send(Ok(event(e))).await.is_err() {
+            for e in std::mem::take(&mut watch.past) {
+                if tx.send(Ok(event(&e))).await.is_err() {
                     return;
                 }
             }
             loop {
                 tokio::select! {
-                    r = rx.recv() => match r {
-                        Ok(e) if wanted(&e) => {
+                    r = watch.recv() => match r {
+                        Ok(e) => {
                             if tx.send(Ok(event(&e))).await.is_err() {
                                 return;
                             }
                         }
-                        Ok(_) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                             let _ = tx.send(Err(Status::data_loss(format!("{n} events were dropped: the client is too slow")))).await;
                             return;

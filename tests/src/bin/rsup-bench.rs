@@ -31,11 +31,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 
-#[path = "../benchstats.rs"]
-mod benchstats;
-use benchstats::{Summary, utc_minute};
 use clap::Parser;
 use rsup_client::{Client, proto};
+use rsup_tests::benchstats::{Summary, utc_minute};
 
 /// Deadline of one run (create+start+wait, or one rsupctl process).
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use rsup_client::{Client, proto};
 
+use rsup_tests::{Daemon, concurrently, force_remove_all, proc_stat, pss_kb, status_kb};
+
 use crate::common::{
-    Common, Ctx, Daemon, Row, concurrently, http_get, ms, pss_kb, spec, status_kb, time_command,
+    Common, Ctx, REMOVE_CONCURRENCY, Row, http_get, ms, spec, start_daemon, time_command,
 };
 
 /// How long a re-adoption may take before the bench gives up.
@@ -73,9 +75,9 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<()> {
     if !matches!(args.network.as_str(), "default" | "none") {
         bail!("--network must be `default` or `none`");
     }
-    let (mut daemon, client) = Daemon::start(&ctx, "fleet").await?;
+    let (mut daemon, client) = start_daemon(&ctx, "fleet").await?;
     let result = measure(&ctx, &args, &mut daemon, client).await;
-    let teardown = daemon.teardown().await;
+    let teardown = daemon.shutdown().await;
     result.and(teardown)
 }
 
@@ -181,7 +183,7 @@ async fn measure(
 
     // ------------------------------------------------------------------ remove
     let t0 = Instant::now();
-    crate::common::remove_all(&client).await?;
+    force_remove_all(&client, REMOVE_CONCURRENCY).await?;
     ctx.rec.single(
         Row {
             id: &format!("rsup-rm-{max}-{net}"),
@@ -288,12 +290,8 @@ async fn idle_cpu(ctx: &Ctx, daemon: &Daemon, n: usize, secs: f64) -> anyhow::Re
     // /proc/<pid>/stat counts in USER_HZ, which Linux fixes at 100.
     const TICKS_PER_SEC: f64 = 100.0;
     let ticks = |pid: i32| -> anyhow::Result<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let rest = &stat[stat.rfind(')').context("bad stat")? + 1..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime: fields 14 and 15, i.e. 11 and 12 after the state.
-        Ok(f.get(11).context("utime")?.parse::<u64>()?
-            + f.get(12).context("stime")?.parse::<u64>()?)
+        let stat = proc_stat(pid).with_context(|| format!("no /proc/{pid}/stat"))?;
+        Ok(stat.utime + stat.stime)
     };
     let pid = daemon.pid();
     let a = ticks(pid)?;
@@ -323,11 +321,14 @@ async fn scrape(
     runs: usize,
     goal: Option<f64>,
 ) -> anyhow::Result<()> {
+    let metrics = daemon
+        .metrics_addr()
+        .context("the bench daemon serves no /metrics")?;
     let mut samples = Vec::with_capacity(runs);
     let mut last = (0, String::new());
     for i in 0..3 + runs {
         let t0 = Instant::now();
-        let (code, len, body) = http_get(daemon.metrics, "/metrics").await?;
+        let (code, len, body) = http_get(metrics, "/metrics").await?;
         let elapsed = t0.elapsed();
         if code != 200 {
             bail!("GET /metrics: HTTP {code}");
@@ -367,7 +368,7 @@ async fn scrape(
                 "rsup: GET /metrics over loopback (new TCP connection, whole body read), {n} \
                  running containers"
             ),
-            cmd: &format!("curl -s http://{}/metrics", daemon.metrics),
+            cmd: &format!("curl -s http://{metrics}/metrics"),
             unit: "ms",
             notes: &notes,
         },
@@ -426,7 +427,7 @@ fn cli(ctx: &Ctx, daemon: &Daemon, n: usize, runs: usize) -> anyhow::Result<()> 
         let samples = time_command(
             || {
                 let mut c = Command::new(ctx.rsupctl());
-                c.arg("--socket").arg(&daemon.socket).args(&args);
+                c.arg("--socket").arg(daemon.socket()).args(&args);
                 c
             },
             2,

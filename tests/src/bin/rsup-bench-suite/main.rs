@@ -32,8 +32,6 @@
 //! `--values DIR/<id>.txt`. `scripts/bench.sh` runs all of it with the
 //! matching peer scripts; `docs/benchmarks.md` says what each figure means.
 
-#[path = "../../benchstats.rs"]
-mod benchstats;
 mod common;
 mod fleet;
 mod net;

@@ -22,10 +22,11 @@ use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rsup_client::{Client, proto};
+use rsup_tests::{Daemon, networks_stub};
 
 use crate::common::{
-    Common, Ctx, Daemon, Events, Row, drain, event_ns, ms, networks_stub, next_event, now_ns,
-    restart_always_now, spec, subscribe, time_command, wait_running,
+    Common, Ctx, Events, Row, drain, event_ns, ms, next_event, now_ns, restart_always_now, spec,
+    start_daemon, subscribe, time_command, wait_running,
 };
 
 /// The db container's command: answers `ok` to every connection on 8080.
@@ -75,9 +76,9 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<()> {
             bail!("{}/{f} not found (--peers)", args.peers.display());
         }
     }
-    let (daemon, client) = Daemon::start(&ctx, "net").await?;
+    let (daemon, client) = start_daemon(&ctx, "net").await?;
     let result = measure(&ctx, &args, &daemon, &client).await;
-    let teardown = daemon.teardown().await;
+    let teardown = daemon.shutdown().await;
     result.and(teardown)
 }
 
@@ -152,7 +153,7 @@ async fn reachable(client: &Client, timeout: Duration) -> anyhow::Result<()> {
 /// DNS latency: raw queries, nsenter + nslookup, rsupctl exec nslookup.
 fn latency(ctx: &Ctx, args: &Args, daemon: &Daemon, s: &Setup) -> anyhow::Result<()> {
     let gw = s.gateway.as_str();
-    let out = daemon.dir.join("dns-rtt.txt");
+    let out = daemon.dir().join("dns-rtt.txt");
     let probe = Command::new("nsenter")
         .arg(format!("--net={}", s.app_netns.display()))
         .arg(&args.python)
@@ -232,7 +233,7 @@ fn latency(ctx: &Ctx, args: &Args, daemon: &Daemon, s: &Setup) -> anyhow::Result
     )?;
     let ctl = |argv: &'static [&'static str]| {
         let rsupctl = ctx.rsupctl();
-        let socket = daemon.socket.clone();
+        let socket = daemon.socket().to_owned();
         let gw = gw.to_owned();
         move || {
             let mut c = Command::new(&rsupctl);
@@ -316,7 +317,7 @@ async fn crash_cycles(
         if !daemon.owns(db.pid) {
             bail!("db's pid {} is not one of the bench daemon's", db.pid);
         }
-        let log = daemon.dir.join(format!("watch-crash-{k}.log"));
+        let log = daemon.dir().join(format!("watch-crash-{k}.log"));
         let mut prober = Command::new("nsenter");
         prober
             .arg(format!("--net={}", s.app_netns.display()))

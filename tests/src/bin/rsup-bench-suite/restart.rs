@@ -16,8 +16,8 @@ use anyhow::{Context, bail};
 use rsup_client::{Client, proto};
 
 use crate::common::{
-    Common, Ctx, Daemon, Events, Row, drain, event_ns, ms, next_event, now_ns, restart_always_now,
-    spec, subscribe,
+    Common, Ctx, Events, Row, drain, event_ns, ms, next_event, now_ns, restart_always_now, spec,
+    start_daemon, subscribe,
 };
 
 const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -55,9 +55,9 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<()> {
     if !matches!(args.network.as_str(), "default" | "none") {
         bail!("--network must be `default` or `none`");
     }
-    let (daemon, client) = Daemon::start(&ctx, "restart").await?;
+    let (daemon, client) = start_daemon(&ctx, "restart").await?;
     let result = measure(&ctx, &args, &client).await;
-    let teardown = daemon.teardown().await;
+    let teardown = daemon.shutdown().await;
     result.and(teardown)
 }
 

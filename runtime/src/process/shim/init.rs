@@ -1,0 +1,184 @@
+//! The container's init: PID 1 of its PID namespace, a fork of the shim
+//! that never execs.
+//!
+//! It builds the container's root ([`super::setup`]), enters its user
+//! namespace if it has one, tells the shim `ready` and waits for `go`
+//! (rsupd puts it into its cgroups meanwhile), then forks the command
+//! ([`super::command`]), forwards every signal it gets to it, reaps every
+//! zombie in the container, and exits with the command's status once the
+//! command exits (the kernel then kills what is left in the PID namespace).
+//! Everything it has to say goes to the shim on the status pipe
+//! ([`super::status`]).
+//!
+//! Invariants: it dies with the shim (parent-death signal), since nobody
+//! else would record the container's exit; signals from outside the PID
+//! namespace reach it because it has a handler for each, and it collects
+//! them with `sigwait` (all blocked).
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::SigSet;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, pipe2};
+
+use super::setup::{self, Setup, SetupError, Step};
+use super::status::Status;
+use crate::spec::ContainerSpec;
+use crate::sys;
+use crate::sys::setup::LinuxSetup;
+
+/// The init's ends of the pipes to the shim.
+pub(super) struct InitPipes {
+    /// The command's stdout and stderr.
+    pub out_w: OwnedFd,
+    pub err_w: OwnedFd,
+    /// Status lines to the shim.
+    pub st_w: OwnedFd,
+    /// One byte: start the command.
+    pub go_r: OwnedFd,
+    /// One byte: the id maps are written.
+    pub map_r: OwnedFd,
+}
+
+/// Body of the container's init. Returns its exit code.
+pub(super) fn main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: InitPipes) -> i32 {
+    let InitPipes {
+        out_w,
+        err_w,
+        st_w,
+        go_r,
+        map_r,
+    } = pipes;
+    // If the shim dies, so does the container: nobody would record its exit.
+    let _ = sys::set_parent_death_signal(libc::SIGKILL);
+    let _ = sys::set_name("rsup-init");
+    let mut st = File::from(st_w);
+    // shim.log names the step; rsupd gets the message as it always has.
+    let fail = |st: &mut File, e: SetupError| {
+        eprintln!("rsup-init: step {} failed: {e}", e.step());
+        let _ = Status::Error(e.to_string()).send(st);
+        1
+    };
+    let linux = LinuxSetup;
+    if let Err(e) = Setup::new(&linux, spec, dir).build(lowers) {
+        return fail(&mut st, e);
+    }
+    if spec.userns.is_some() {
+        let wait_for_maps = || {
+            Status::Userns
+                .send(&mut st)
+                .map_err(|source| SetupError::Io {
+                    step: Step::UserNamespace,
+                    what: "status pipe".into(),
+                    source,
+                })?;
+            let mut b = [0u8; 1];
+            match File::from(map_r).read(&mut b) {
+                Ok(1) => Ok(()),
+                _ => Err(SetupError::Refused {
+                    step: Step::UserNamespace,
+                    message: "the shim did not write the id maps".into(),
+                }),
+            }
+        };
+        if let Err(e) = setup::enter_userns(&linux, wait_for_maps) {
+            return fail(&mut st, e);
+        }
+    } else {
+        drop(map_r);
+    }
+    let _ = Status::Ready.send(&mut st);
+    let mut b = [0u8; 1];
+    if !matches!(File::from(go_r).read(&mut b), Ok(1)) {
+        return 1;
+    }
+    // rsupd has put us into the container's cgroups.
+    if let Err(e) = setup::enter_cgroupns(&linux) {
+        return fail(&mut st, e);
+    }
+
+    // Block every signal (sigwait collects them) and give each a handler, so
+    // that signals from outside the PID namespace are delivered to us.
+    let all = SigSet::all();
+    let _ = all.thread_block();
+    sys::install_noop_handlers();
+
+    let start_err = |what: &'static str| {
+        move |source| SetupError::Sys {
+            step: Step::Start,
+            what: what.into(),
+            source,
+        }
+    };
+    let (exec_r, exec_w) = match pipe2(OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return fail(&mut st, start_err("pipe")(e)),
+    };
+    // SAFETY: the init is a fork of the single-threaded shim: single-threaded.
+    let cmd = match unsafe { sys::fork() } {
+        Ok(ForkResult::Child) => {
+            drop(exec_r);
+            drop(st);
+            super::command::exec(spec, out_w, err_w, exec_w)
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return fail(&mut st, start_err("fork")(e)),
+    };
+    drop((out_w, err_w, exec_w));
+    let mut why = String::new();
+    let _ = File::from(exec_r).read_to_string(&mut why);
+    if !why.is_empty() {
+        // "CODE MESSAGE" from the child; one line to the shim.
+        let (code, message) = why
+            .split_once(' ')
+            .and_then(|(c, m)| Some((c.parse::<i32>().ok()?, m)))
+            .unwrap_or((0, why.as_str()));
+        let _ = Status::ExecError {
+            code,
+            message: message.to_string(),
+        }
+        .send(&mut st);
+        let _ = waitpid(cmd, None);
+        return if code == 0 { 127 } else { code };
+    }
+    let _ = Status::Started.send(&mut st);
+    reap(&all, cmd, &mut st)
+}
+
+/// Forwards signals to the command and reaps zombies until the command
+/// exits; reports its exit and returns the init's exit code.
+fn reap(all: &SigSet, cmd: Pid, st: &mut File) -> i32 {
+    loop {
+        let sig = match sys::sigwait(all) {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        if sig != libc::SIGCHLD {
+            let _ = sys::kill(cmd.as_raw(), sig);
+            continue;
+        }
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == cmd => {
+                    let _ = Status::Exit { code, signal: 0 }.send(st);
+                    return code;
+                }
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == cmd => {
+                    let code = 128 + s as i32;
+                    let _ = Status::Exit {
+                        code,
+                        signal: s as i32,
+                    }
+                    .send(st);
+                    return code;
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {} // another zombie reaped
+            }
+        }
+    }
+}
