@@ -574,7 +574,16 @@ impl Runtime {
             None => None,
             Some(sub) => match cgroups::detect(sub) {
                 Ok(m) => {
-                    info!(driver = m.driver().as_str(), "cgroups");
+                    // Containers are placed in these too, so that their
+                    // cgroup namespace roots none at rsupd's own cgroup.
+                    match m.extra_hierarchies() {
+                        Ok(extra) => info!(driver = m.driver().as_str(), ?extra, "cgroups"),
+                        Err(e) => warn!(
+                            driver = m.driver().as_str(),
+                            error = %e,
+                            "cgroups: containers cannot start until this is fixed"
+                        ),
+                    }
                     Some(Arc::new(m))
                 }
                 Err(e) => {
@@ -1085,6 +1094,29 @@ impl Runtime {
                 Runtime::stop_ports(&e);
                 Ok(())
             });
+        }
+        if let Some(map) = entry.spec.userns.clone() {
+            // The shifted copies of the lower dirs, built here (against the
+            // state filesystem's reserves, RESOURCE_EXHAUSTED past one)
+            // rather than by the shim, which then finds them in the cache.
+            let lowers = entry.spec.lowerdirs();
+            let limits = self.inner.config.image_limits;
+            // <state>/containers/<id>, as the shim reads it.
+            let state = entry
+                .dir
+                .parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .ok_or_else(|| {
+                    Error::FailedPrecondition(
+                        "the container directory is not inside a state directory".into(),
+                    )
+                })?;
+            tokio::task::spawn_blocking(move || {
+                crate::userns::shifted_lowerdirs_within(&state, &lowers, &map, Some(&limits))
+            })
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("shifted copy task failed: {e}")))??;
         }
         let cg = self.inner.cgroups.clone();
         let id = entry.id.clone();

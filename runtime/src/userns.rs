@@ -19,6 +19,11 @@
 //!   per (map, lower dir) in a temporary directory and renamed into place, so
 //!   a copy that exists is complete. The cache is never modified after the
 //!   rename and nothing here removes it.
+//! * A shifted copy keeps the holes of sparse files (only their data ranges
+//!   are copied, found with `SEEK_DATA`/`SEEK_HOLE`), and, built through
+//!   [`shifted_lowerdirs_within`], stops with RESOURCE_EXHAUSTED before the
+//!   state filesystem falls under the image import's free-space or inode
+//!   reserve: an image's files cost the same here as when it was imported.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,6 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::image::limits::{Budget, CHECK_EVERY, LimitError, UnpackLimits};
 use crate::names::quote;
 
 /// Most ranges a kernel id map takes (`user_namespaces(7)`).
@@ -415,11 +421,27 @@ pub fn cache_dir(state: &Path) -> PathBuf {
 /// top directory is not noticed (layers are immutable; a rootfs changed in
 /// place needs a new path or a touch of its top directory).
 ///
-/// Blocking (it may copy a whole tree).
+/// Blocking (it may copy a whole tree). Checks no reserve: rsupd builds
+/// the copies with [`shifted_lowerdirs_within`] before the shim's call
+/// finds them here.
 pub fn shifted_lowerdirs(
     state: &Path,
     lowers: &[PathBuf],
     map: &IdMap,
+) -> Result<Vec<PathBuf>, Error> {
+    shifted_lowerdirs_within(state, lowers, map, None)
+}
+
+/// [`shifted_lowerdirs`] that charges what it copies (bytes of data and
+/// one inode per entry) against the free-space and inode reserves of
+/// `limits` on the state filesystem (its per-image maximum does not apply):
+/// past one, the copy stops, is removed, and the error is
+/// RESOURCE_EXHAUSTED.
+pub fn shifted_lowerdirs_within(
+    state: &Path,
+    lowers: &[PathBuf],
+    map: &IdMap,
+    limits: Option<&UnpackLimits>,
 ) -> Result<Vec<PathBuf>, Error> {
     let base = cache_dir(state);
     let map_dir = base.join(map.key());
@@ -462,7 +484,7 @@ pub fn shifted_lowerdirs(
                     entry.display()
                 )));
             }
-            build(lower, &entry, &key, map)?;
+            build(lower, &entry, &key, map, limits)?;
             Ok(root)
         })
         .collect()
@@ -506,14 +528,27 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// Builds `entry` (`root` + `source`) for `lower` in a temporary directory
 /// next to it and renames it into place; when another builder won the race,
 /// its copy is kept and ours removed.
-fn build(lower: &Path, entry: &Path, key: &str, map: &IdMap) -> Result<(), Error> {
+fn build(
+    lower: &Path,
+    entry: &Path,
+    key: &str,
+    map: &IdMap,
+    limits: Option<&UnpackLimits>,
+) -> Result<(), Error> {
     let name = entry
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = entry.with_file_name(format!(".tmp-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let result = (|| -> Result<(), ShiftError> {
+    let budget = limits.map(|l| {
+        let limits = UnpackLimits {
+            max_image_bytes: u64::MAX,
+            ..*l
+        };
+        Budget::new("the shifted copy", limits, entry.parent().unwrap_or(entry))
+    });
+    let result = (|| -> Result<(), Error> {
         let err = |op: &'static str, path: &Path| {
             let path = path.to_path_buf();
             let lower = lower.to_path_buf();
@@ -528,15 +563,19 @@ fn build(lower: &Path, entry: &Path, key: &str, map: &IdMap) -> Result<(), Error
         };
         std::fs::create_dir(&tmp).map_err(err("mkdir", &tmp))?;
         let mut links = HashMap::new();
-        copy_shifted(lower, &tmp.join("root"), map, &mut links)
-            .map_err(|(op, path, e)| err(op, &path)(e))?;
+        copy_shifted(lower, &tmp.join("root"), map, &mut links, budget.as_ref()).map_err(|e| {
+            match e {
+                CopyError::Io(op, path, e) => Error::from(err(op, &path)(e)),
+                CopyError::Limit(limit) => Error::from(limit),
+            }
+        })?;
         let src = tmp.join("source");
         write_atomic(&src, key.as_bytes()).map_err(err("write", &src))?;
         Ok(())
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e.into());
+        return Err(e);
     }
     match std::fs::rename(&tmp, entry) {
         Ok(()) => Ok(()),
@@ -555,7 +594,19 @@ fn build(lower: &Path, entry: &Path, key: &str, map: &IdMap) -> Result<(), Error
     }
 }
 
-type CopyError = (&'static str, PathBuf, std::io::Error);
+/// Why [`copy_shifted`] stopped: an operation on a path failed, or the
+/// copy reached a reserve of the state filesystem.
+#[derive(Debug)]
+enum CopyError {
+    Io(&'static str, PathBuf, std::io::Error),
+    Limit(LimitError),
+}
+
+impl From<LimitError> for CopyError {
+    fn from(e: LimitError) -> CopyError {
+        CopyError::Limit(e)
+    }
+}
 
 /// overlayfs' mark of an opaque directory (set by the image store).
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
@@ -563,7 +614,9 @@ const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// Copies `src` to `dst` (which must not exist), entry by entry: regular
 /// files (hard links kept as hard links), directories, symlinks, devices,
 /// fifos and sockets, each chowned through `map`, with its mode (set after
-/// the chown, which clears setuid bits) and times.
+/// the chown, which clears setuid bits) and times. Regular files keep their
+/// holes ([`copy_data`]). Each entry and every data byte is charged to
+/// `budget`, if any, before it is written.
 ///
 /// Each source entry is opened once, `O_PATH | O_NOFOLLOW`, and everything
 /// after (its stat, its children, its content, its link target) is read
@@ -576,6 +629,7 @@ fn copy_shifted(
     dst: &Path,
     map: &IdMap,
     links: &mut HashMap<(u64, u64), PathBuf>,
+    budget: Option<&Budget>,
 ) -> Result<(), CopyError> {
     use nix::fcntl::OFlag;
     use nix::sys::stat::{Mode, SFlag, UtimensatFlags, utimensat};
@@ -583,12 +637,15 @@ fn copy_shifted(
     use std::os::fd::AsRawFd;
     let e = |op: &'static str, p: &Path| {
         let p = p.to_path_buf();
-        move |err: std::io::Error| (op, p, err)
+        move |err: std::io::Error| CopyError::Io(op, p, err)
     };
     let errno = |op: &'static str, p: &Path| {
         let p = p.to_path_buf();
-        move |err: nix::errno::Errno| (op, p, std::io::Error::from(err))
+        move |err: nix::errno::Errno| CopyError::Io(op, p, std::io::Error::from(err))
     };
+    if let Some(b) = budget {
+        b.charge_entry()?;
+    }
     let fd = nix::fcntl::open(
         src,
         OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
@@ -626,6 +683,7 @@ fn copy_shifted(
                 &dst.join(c.file_name()),
                 map,
                 links,
+                budget,
             )?;
         }
         // An image layer's opaque directory must stay opaque in the copy.
@@ -637,7 +695,7 @@ fn copy_shifted(
         std::os::unix::fs::symlink(&target, dst).map_err(e("symlink", dst))?;
     } else if is_file {
         // The magic link reopens exactly the inode stat'ed above.
-        std::fs::copy(&me, dst).map_err(e("copy", dst))?;
+        copy_data(&me, dst, budget)?;
     } else {
         let kind = SFlag::from_bits_truncate(kind);
         nix::sys::stat::mknod(dst, kind, Mode::from_bits_truncate(mode), md.st_rdev)
@@ -656,6 +714,67 @@ fn copy_shifted(
         UtimensatFlags::NoFollowSymlink,
     )
     .map_err(errno("utimensat", dst))?;
+    Ok(())
+}
+
+/// Copies the regular file `src` to the new file `dst` (mode 0600 until
+/// the caller sets its own), data ranges only: what `SEEK_DATA`/`SEEK_HOLE`
+/// say is a hole stays one (then `dst` gets `src`'s length), so a sparse
+/// file of 50 GB costs here what its data costs. A filesystem without
+/// hole reporting shows the whole file as data. Each chunk of at most
+/// [`CHECK_EVERY`] bytes is charged to `budget` before it is written.
+fn copy_data(src: &Path, dst: &Path, budget: Option<&Budget>) -> Result<(), CopyError> {
+    use nix::errno::Errno;
+    use nix::unistd::{Whence, lseek};
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |op: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |err: std::io::Error| CopyError::Io(op, p, err)
+    };
+    let mut from = std::fs::File::open(src).map_err(io("open", src))?;
+    let len = from.metadata().map_err(io("stat", src))?.len();
+    let end = i64::try_from(len).unwrap_or(i64::MAX);
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dst)
+        .map_err(io("create", dst))?;
+    let mut pos: i64 = 0;
+    while pos < end {
+        let data = match lseek(&from, pos, Whence::SeekData) {
+            Ok(d) => d,
+            // Nothing but a hole from `pos` to the end.
+            Err(Errno::ENXIO) => break,
+            Err(err) => return Err(io("seek data in", src)(err.into())),
+        };
+        let hole = lseek(&from, data, Whence::SeekHole)
+            .map_err(|err| io("seek a hole in", src)(err.into()))?
+            .min(end);
+        let mut at = data;
+        while at < hole {
+            let chunk = (hole - at).min(i64::try_from(CHECK_EVERY).unwrap_or(i64::MAX));
+            let n = u64::try_from(chunk).unwrap_or(0);
+            if let Some(b) = budget {
+                b.charge(n)?;
+            }
+            let offset = u64::try_from(at).unwrap_or(0);
+            from.seek(SeekFrom::Start(offset))
+                .map_err(io("seek", src))?;
+            to.seek(SeekFrom::Start(offset)).map_err(io("seek", dst))?;
+            // std copies file to file with copy_file_range where it can.
+            let copied =
+                std::io::copy(&mut (&mut from).take(n), &mut to).map_err(io("copy to", dst))?;
+            if copied < n {
+                // The file shrank under us: what is left is a hole.
+                break;
+            }
+            at += chunk;
+        }
+        pos = hole.max(pos + 1);
+    }
+    to.set_len(len).map_err(io("truncate", dst))?;
     Ok(())
 }
 
@@ -879,6 +998,115 @@ mod tests {
         shifted_lowerdirs(&state, &[lower], &map).expect("copy");
         assert!(!dead.exists());
         assert!(live.exists());
+    }
+
+    #[test]
+    fn a_sparse_file_keeps_its_holes() {
+        use std::io::{Seek, SeekFrom};
+        let d = tempfile::tempdir().expect("tempdir");
+        let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+        let size: u64 = 20 << 30;
+        {
+            let mut f = std::fs::File::create(&src).expect("create");
+            f.write_all(b"head").expect("write");
+            f.seek(SeekFrom::Start(10 << 30)).expect("seek");
+            f.write_all(b"middle").expect("write");
+            f.set_len(size).expect("truncate");
+        }
+        let limits = UnpackLimits {
+            max_image_bytes: u64::MAX,
+            min_free: crate::image::limits::FreeReserve::Bytes(0),
+            min_free_inodes: crate::image::limits::InodeReserve::Count(0),
+        };
+        let budget = Budget::new("the shifted copy", limits, d.path());
+        copy_data(&src, &dst, Some(&budget)).expect("copy");
+        let m = std::fs::metadata(&dst).expect("stat");
+        assert_eq!(m.len(), size);
+        assert!(m.blocks() * 512 < 4 << 20, "{} blocks written", m.blocks());
+        // Only the data was charged.
+        assert!(budget.used() < 1 << 20, "charged {}", budget.used());
+        let read_at = |at: u64, n: usize| {
+            use std::io::Read;
+            let mut f = std::fs::File::open(&dst).expect("open");
+            f.seek(SeekFrom::Start(at)).expect("seek");
+            let mut b = vec![0u8; n];
+            f.read_exact(&mut b).expect("read");
+            b
+        };
+        assert_eq!(read_at(0, 4), b"head");
+        assert_eq!(read_at(10 << 30, 6), b"middle");
+        assert_eq!(read_at(5 << 30, 3), [0, 0, 0]);
+        // A file that is all hole, and an empty one.
+        for (name, len) in [("hole", 1u64 << 30), ("empty", 0)] {
+            let (s, t) = (d.path().join(name), d.path().join(format!("{name}.copy")));
+            std::fs::File::create(&s)
+                .and_then(|f| f.set_len(len))
+                .expect("create");
+            copy_data(&s, &t, None).expect("copy");
+            let m = std::fs::metadata(&t).expect("stat");
+            assert_eq!((m.len(), m.blocks()), (len, 0), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_shifted_copy_stops_at_the_reserve_and_leaves_nothing() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to chown");
+            return;
+        }
+        let d = tempfile::tempdir().expect("tempdir");
+        let lower = d.path().join("lower");
+        std::fs::create_dir_all(lower.join("etc")).expect("mkdir");
+        std::fs::write(lower.join("etc/passwd"), "root\n").expect("write");
+        let map = IdMap {
+            uids: vec![IdRange {
+                container: 0,
+                host: 200000,
+                size: 65536,
+            }],
+            gids: vec![IdRange {
+                container: 0,
+                host: 200000,
+                size: 65536,
+            }],
+        };
+        let state = d.path().join("state");
+        let full = UnpackLimits {
+            max_image_bytes: 1,
+            min_free: crate::image::limits::FreeReserve::Bytes(u64::MAX),
+            min_free_inodes: crate::image::limits::InodeReserve::Count(0),
+        };
+        let lowers = std::slice::from_ref(&lower);
+        match shifted_lowerdirs_within(&state, lowers, &map, Some(&full)) {
+            Err(Error::ResourceExhausted(msg)) => {
+                assert!(msg.contains("--image-min-free"), "{msg}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let inodes = UnpackLimits {
+            min_free: crate::image::limits::FreeReserve::Bytes(0),
+            min_free_inodes: crate::image::limits::InodeReserve::Count(u64::MAX),
+            ..full
+        };
+        match shifted_lowerdirs_within(&state, lowers, &map, Some(&inodes)) {
+            Err(Error::ResourceExhausted(msg)) => {
+                assert!(msg.contains("--image-min-free-inodes"), "{msg}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing left of either try but the map's directory and file; the
+        // per-image maximum does not apply to a copy.
+        let map_dir = cache_dir(&state).join(map.key());
+        let names: Vec<String> = std::fs::read_dir(&map_dir)
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["map".to_string()]);
+        let fits = UnpackLimits {
+            min_free_inodes: crate::image::limits::InodeReserve::Count(0),
+            ..inodes
+        };
+        shifted_lowerdirs_within(&state, lowers, &map, Some(&fits)).expect("copy");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use rsup_runtime::image::limits::{FreeReserve, UnpackLimits};
+use rsup_runtime::image::limits::{FreeReserve, InodeReserve, UnpackLimits};
 use rsup_runtime::spec::LogConfig;
 
 /// rsupd: runs and supervises containers, driven over gRPC.
@@ -82,6 +82,14 @@ pub struct Cli {
     /// nothing behind. 0 turns the check off.
     #[arg(long, env = "RSUP_IMAGE_MIN_FREE", default_value = "auto")]
     pub image_min_free: String,
+    /// Free inodes an image import (and the shifted copy of an image for
+    /// --userns remap) must leave on the state directory's filesystem: a
+    /// count (20000), a share of its inodes (2%), or "auto": the larger of
+    /// 10000 and 1%. Below it an import fails with RESOURCE_EXHAUSTED and
+    /// leaves nothing behind. 0 turns the check off; so does a filesystem
+    /// that reports no inode count (btrfs).
+    #[arg(long, env = "RSUP_IMAGE_MIN_FREE_INODES", default_value = "auto")]
+    pub image_min_free_inodes: String,
     /// Address of the Prometheus /metrics endpoint ("" to disable).
     #[arg(long, env = "RSUP_METRICS_ADDR", default_value = "127.0.0.1:9750")]
     pub metrics_addr: String,
@@ -125,7 +133,7 @@ pub struct Config {
     pub userns: rsup_runtime::userns::UsernsConfig,
     /// `--default-pids-limit`; `None`: unlimited.
     pub default_pids_limit: Option<u64>,
-    /// `--image-max-size` and `--image-min-free`.
+    /// `--image-max-size`, `--image-min-free` and `--image-min-free-inodes`.
     pub image_limits: UnpackLimits,
 }
 
@@ -177,6 +185,25 @@ fn resolve_image_min_free(value: &str) -> anyhow::Result<FreeReserve> {
     parse_size(v).map(FreeReserve::Bytes).ok_or_else(|| {
         anyhow::anyhow!(
             "--image-min-free {value:?}: expected \"auto\", a share such as 5% or a size such as 2g"
+        )
+    })
+}
+
+/// `--image-min-free-inodes`: `auto`, `N%` (0-100) or a count.
+fn resolve_image_min_free_inodes(value: &str) -> anyhow::Result<InodeReserve> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("auto") {
+        return Ok(InodeReserve::Auto);
+    }
+    if let Some(p) = v.strip_suffix('%') {
+        return match p.trim().parse::<u8>() {
+            Ok(p) if p <= 100 => Ok(InodeReserve::Percent(p)),
+            _ => anyhow::bail!("--image-min-free-inodes {value:?}: a share is 0% to 100%"),
+        };
+    }
+    v.parse::<u64>().map(InodeReserve::Count).map_err(|_| {
+        anyhow::anyhow!(
+            "--image-min-free-inodes {value:?}: expected \"auto\", a share such as 1% or a number of inodes"
         )
     })
 }
@@ -376,6 +403,7 @@ impl Cli {
         let image_limits = UnpackLimits {
             max_image_bytes: resolve_image_max_size(&self.image_max_size)?,
             min_free: resolve_image_min_free(&self.image_min_free)?,
+            min_free_inodes: resolve_image_min_free_inodes(&self.image_min_free_inodes)?,
         };
         Ok(Config {
             default_pids_limit: (self.default_pids_limit > 0).then_some(self.default_pids_limit),
@@ -458,6 +486,24 @@ mod tests {
         );
         assert!(resolve_image_min_free("101%").is_err());
         assert!(resolve_image_min_free("some").is_err());
+        assert_eq!(
+            resolve_image_min_free_inodes("auto").expect("ok"),
+            InodeReserve::Auto
+        );
+        assert_eq!(
+            resolve_image_min_free_inodes("2%").expect("ok"),
+            InodeReserve::Percent(2)
+        );
+        assert_eq!(
+            resolve_image_min_free_inodes("20000").expect("ok"),
+            InodeReserve::Count(20000)
+        );
+        assert_eq!(
+            resolve_image_min_free_inodes("0").expect("ok"),
+            InodeReserve::Count(0)
+        );
+        assert!(resolve_image_min_free_inodes("101%").is_err());
+        assert!(resolve_image_min_free_inodes("2k").is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! cgroups as the tests see them: where a process' cgroups are (mount table
 //! and `/proc/<pid>/cgroup`, v1 and v2), the subtree a test daemon puts its
-//! containers in, and the removal of that subtree once the daemon is gone.
+//! containers in, the removal of that subtree once the daemon is gone (or,
+//! for a daemon in a mount namespace of its own, while it still runs), and
+//! named v1 hierarchies made for one test ([`NamedCgroup`]).
 //!
 //! rsupd makes its containers' cgroups as `<its own cgroup>/<subtree>/<id>`
 //! in every hierarchy (`RSUP_CGROUP_SUBTREE`); on v2 it may first move the
@@ -10,8 +12,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::netlinks::net_identity;
+use crate::tempdir::{TempDir, unique_name};
+use crate::wait::wait_until;
 
 /// The cgroup subtree of the daemon on `state_dir` (`rsup-<link prefix>`):
 /// daemons of one test run share rsupd's own cgroup, and each sweeps the
@@ -41,9 +47,38 @@ pub fn remove_cgroup_subtree_under(bases: &[PathBuf], subtree: &str) {
         dirs.extend(parent);
     }
     dirs.extend(bases.iter().cloned());
-    dirs.sort();
-    dirs.dedup();
-    for d in dirs.iter().map(|base| base.join(subtree)) {
+    remove_subtrees(dirs, subtree);
+}
+
+/// [`remove_cgroup_subtree`] in every cgroup hierarchy mounted in the mount
+/// namespace of process `pid` (rsupd in a mount namespace of its own, say),
+/// below its cgroups there and their parents, reached through
+/// `/proc/<pid>/root`.
+pub fn remove_cgroup_subtree_seen_by(pid: i32, subtree: &str) {
+    let (Ok(mountinfo), Ok(own)) = (
+        fs::read_to_string(format!("/proc/{pid}/mountinfo")),
+        fs::read_to_string(format!("/proc/{pid}/cgroup")),
+    ) else {
+        return;
+    };
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for dir in cgroup_dirs(&own, &parse_cgroup_mounts(&mountinfo)) {
+        let dir = root.join(dir.strip_prefix("/").unwrap_or(&dir));
+        // On v2 rsupd may have moved itself into <own>/rsupd.
+        let parent = dir.parent().map(Path::to_path_buf);
+        dirs.push(dir);
+        dirs.extend(parent);
+    }
+    remove_subtrees(dirs, subtree);
+}
+
+/// rmdir of `<base>/<subtree>` and of the directories right below it, for
+/// each of `bases`.
+fn remove_subtrees(mut bases: Vec<PathBuf>, subtree: &str) {
+    bases.sort();
+    bases.dedup();
+    for d in bases.iter().map(|base| base.join(subtree)) {
         if let Ok(children) = fs::read_dir(&d) {
             for c in children.flatten() {
                 if c.file_type().is_ok_and(|t| t.is_dir()) {
@@ -171,6 +206,95 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<ProcCgroup<'_>> {
             })
         })
         .collect()
+}
+
+/// A named v1 cgroup hierarchy (`name=<name>`) made for one test. It is
+/// only ever mounted in private mount namespaces (that of a daemon started
+/// with [`Daemon::start_in_mount_namespace`]`(&h.mount_command(), ..)`, say),
+/// so no other daemon of the run sees it. The kernel keeps such a hierarchy
+/// (it shows in every process's `/proc/<pid>/cgroup`) while a cgroup below
+/// its root exists or, if one still did when its last mount went away,
+/// until it is mounted and unmounted again with none: drop destroys it
+/// that way, after the daemon using it (declare it first).
+///
+/// [`Daemon::start_in_mount_namespace`]: crate::Daemon::start_in_mount_namespace
+pub struct NamedCgroup {
+    name: String,
+    dir: TempDir,
+}
+
+impl NamedCgroup {
+    /// A new hierarchy name; nothing is mounted yet.
+    pub fn new() -> NamedCgroup {
+        let dir = TempDir::new();
+        fs::create_dir(dir.path().join("cg")).expect("mkdir");
+        NamedCgroup {
+            name: unique_name("rsupt").replace('-', "_"),
+            dir,
+        }
+    }
+
+    /// The hierarchy's name (`name=` option).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where [`NamedCgroup::mount_command`] mounts it.
+    pub fn mount_point(&self) -> PathBuf {
+        self.dir.path().join("cg")
+    }
+
+    /// A shell command that mounts (creating, the first time) the
+    /// hierarchy at [`NamedCgroup::mount_point`].
+    pub fn mount_command(&self) -> String {
+        format!(
+            "mount -t cgroup -o none,name={} cgroup {}",
+            self.name,
+            self.mount_point().display()
+        )
+    }
+
+    /// Whether the kernel still has the hierarchy.
+    pub fn exists(&self) -> bool {
+        let line = format!(":name={}:", self.name);
+        fs::read_to_string("/proc/self/cgroup").is_ok_and(|t| t.contains(&line))
+    }
+}
+
+impl Default for NamedCgroup {
+    fn default() -> Self {
+        NamedCgroup::new()
+    }
+}
+
+impl Drop for NamedCgroup {
+    fn drop(&mut self) {
+        // A mount and unmount (in a private namespace of their own) with no
+        // cgroup left below the root ends the hierarchy; cgroups removed a
+        // moment ago may still be dying: try again for a while.
+        let script = format!(
+            "{} && umount {}",
+            self.mount_command(),
+            self.mount_point().display()
+        );
+        let gone = wait_until(Duration::from_secs(20), || {
+            if !self.exists() {
+                return true;
+            }
+            let _ = Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            !self.exists()
+        });
+        if !gone {
+            eprintln!(
+                "warning: the cgroup hierarchy name={} is left (a cgroup below its root?)",
+                self.name
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -97,6 +97,10 @@ pub struct DaemonOptions {
     pub serving_poll: Duration,
     /// How long rsupd may take to exit after SIGTERM before it gets SIGKILL.
     pub stop_grace: Duration,
+    /// A command rsupd runs under, which must exec its arguments in the end
+    /// (so that the child's pid is rsupd's); empty: none. See
+    /// [`Daemon::start_in_mount_namespace`].
+    pub wrapper: Vec<OsString>,
 }
 
 impl Default for DaemonOptions {
@@ -113,6 +117,7 @@ impl Default for DaemonOptions {
             serving_timeout: HEALTH_TIMEOUT,
             serving_poll: POLL_INTERVAL,
             stop_grace: STOP_GRACE,
+            wrapper: Vec::new(),
         }
     }
 }
@@ -140,6 +145,7 @@ pub(crate) struct Config {
     pub(crate) serving_timeout: Duration,
     pub(crate) serving_poll: Duration,
     pub(crate) stop_grace: Duration,
+    pub(crate) wrapper: Vec<OsString>,
 }
 
 /// The `rsupd` child process; SIGTERMed (then SIGKILLed) and reaped on drop.
@@ -280,6 +286,36 @@ impl Daemon {
         (d, addr)
     }
 
+    /// [`Daemon::start_with_args`] with rsupd in a mount namespace of its
+    /// own (a slave of the host's: host mounts show there, its own do not
+    /// show on the host), where the shell command `setup` runs first: e.g.
+    /// to mount a cgroup hierarchy that only this daemon sees. Restarts get
+    /// a new namespace and run `setup` again. Before rsupd stops, its
+    /// cgroup subtree is removed from every hierarchy it sees (through
+    /// `/proc/<pid>/root`), so that none of its own is kept alive by it.
+    pub async fn start_in_mount_namespace<S: AsRef<OsStr>>(setup: &str, args: &[S]) -> Daemon {
+        let wrapper = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "slave",
+            "--",
+            "sh",
+            "-c",
+            &format!("{setup} && exec \"$@\""),
+            "sh",
+        ]
+        .map(OsString::from)
+        .to_vec();
+        let opts = DaemonOptions {
+            wrapper,
+            ..DaemonOptions::with_args(args)
+        };
+        Daemon::start_and_setup(opts, |_| {})
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
     /// Starts a daemon as `opts` says and waits until it is SERVING; an
     /// error (with the end of rsupd's log) instead of a panic.
     pub async fn try_start(opts: DaemonOptions) -> anyhow::Result<Daemon> {
@@ -310,6 +346,7 @@ impl Daemon {
             serving_timeout: opts.serving_timeout,
             serving_poll: opts.serving_poll,
             stop_grace: opts.stop_grace,
+            wrapper: opts.wrapper,
         };
         let mut daemon = Daemon {
             socket: dir.path().join("rsupd.sock"),
@@ -349,8 +386,22 @@ impl Daemon {
     /// address or none, extra arguments) but listening on `socket`; spawning
     /// it is the caller's job.
     pub fn rsupd_command(&self, socket: &Path) -> Command {
+        self.rsupd_command_under(&[], socket)
+    }
+
+    /// [`Daemon::rsupd_command`] run by `wrapper` (see
+    /// [`DaemonOptions::wrapper`]; empty: none).
+    fn rsupd_command_under(&self, wrapper: &[OsString], socket: &Path) -> Command {
         let metrics = self.cfg.metrics_addr.map(|a| a.to_string());
-        let mut cmd = Command::new(self.cfg.bin_dir.join("rsupd"));
+        let rsupd = self.cfg.bin_dir.join("rsupd");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(rsupd);
+                c
+            }
+            None => Command::new(rsupd),
+        };
         cmd.arg("--socket")
             .arg(socket)
             .arg("--state-dir")
@@ -390,7 +441,7 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
-        let mut cmd = self.rsupd_command(&self.socket);
+        let mut cmd = self.rsupd_command_under(&self.cfg.wrapper, &self.socket);
         match &self.cfg.log_filter {
             Some(filter) => {
                 cmd.env("RSUP_LOG", filter);
@@ -474,6 +525,7 @@ impl Daemon {
     /// before the end of the test so that teardown can remove them.
     pub fn stop(&mut self) {
         self.client = None;
+        self.remove_private_cgroups();
         let mut old = self.rsupd.take().expect("rsupd is running");
         let status = old.terminate();
         drop(old);

@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 use rsup_client::{Client, proto};
 
 use crate::api::networks_stub;
-use crate::cgroupfs::remove_cgroup_subtree_under;
+use crate::cgroupfs::{remove_cgroup_subtree_seen_by, remove_cgroup_subtree_under};
 use crate::daemon::{Daemon, log_tail, state_pids};
 use crate::netlinks::remove_links;
 use crate::process::{describe, output_with_timeout, stdout};
@@ -112,6 +112,7 @@ impl Daemon {
             .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)));
         if running {
             self.remove_all_containers(&mut problems);
+            self.remove_private_cgroups();
         } else if !self.container_dir_ids().is_empty() {
             problems.push("rsupd is not running; containers cannot be removed".into());
         }
@@ -126,6 +127,17 @@ impl Daemon {
         remove_links(&self.cfg.net_prefix);
         remove_cgroup_subtree_under(&self.rsupd_cgroups, &self.cfg.cgroup_subtree);
         problems
+    }
+
+    /// For a daemon in a mount namespace of its own (one with a
+    /// [`DaemonOptions::wrapper`](crate::DaemonOptions::wrapper)): removes
+    /// its cgroup subtree in every hierarchy it sees, while it still runs
+    /// (hierarchies only its namespace mounts are out of the host's reach
+    /// once it is gone).
+    pub(crate) fn remove_private_cgroups(&self) {
+        if let (false, Some(p)) = (self.cfg.wrapper.is_empty(), &self.rsupd) {
+            remove_cgroup_subtree_seen_by(p.pid(), &self.cfg.cgroup_subtree);
+        }
     }
 
     /// Ids of the containers that have a directory in the state dir.

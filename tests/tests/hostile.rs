@@ -43,3 +43,6 @@ mod limits;
 // (g) The container init and the exec helper are not dumpable.
 #[path = "hostile/dumpable.rs"]
 mod dumpable;
+// (h) A v1 hierarchy's release_agent out of reach of --cap-add SYS_ADMIN.
+#[path = "hostile/cgroups.rs"]
+mod cgroups;

@@ -19,6 +19,7 @@
 //!   `memory.oom_control` (`oom_kill`), v2 `memory.events` (`oom_kill`).
 
 pub mod devices;
+pub mod extra;
 pub mod v1;
 pub mod v2;
 
@@ -46,6 +47,18 @@ pub enum CgroupError {
         path: PathBuf,
         errno: nix::errno::Errno,
         log: String,
+    },
+    /// A mounted hierarchy that does not show rsupd's own cgroup, so no
+    /// container cgroup can be made in it (see [`extra`]).
+    #[error(
+        "the cgroup hierarchy {hierarchy} is mounted at {} from its cgroup {root}, which does not hold rsupd's cgroup {own}: a container could not be placed in it and would reach cgroups above its own there (unmount it, or mount the hierarchy's root)",
+        mount_point.display()
+    )]
+    Unplaceable {
+        hierarchy: String,
+        mount_point: PathBuf,
+        root: String,
+        own: String,
     },
 }
 
@@ -222,6 +235,25 @@ impl Manager for AnyManager {
     }
 }
 
+impl AnyManager {
+    /// The hierarchies a container started now would also be placed in
+    /// (see [`extra`]), by name; problems with any are in the error.
+    pub fn extra_hierarchies(&self) -> Result<Vec<String>, CgroupError> {
+        let extra = match self {
+            AnyManager::V1(m) => m.extra(),
+            AnyManager::V2(m) => m.extra(),
+        };
+        let Some(extra) = extra else {
+            return Ok(Vec::new());
+        };
+        let scan = extra.scan()?;
+        if let Some(e) = scan.unplaceable.into_iter().next() {
+            return Err(e);
+        }
+        Ok(scan.hierarchies.into_iter().map(|h| h.name).collect())
+    }
+}
+
 /// One cgroup mount from /proc/self/mountinfo.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CgroupMount {
@@ -230,8 +262,36 @@ pub struct CgroupMount {
     pub mount_point: PathBuf,
     /// true for cgroup2.
     pub unified: bool,
-    /// v1 controllers (and `name=` options) of this hierarchy.
+    /// v1 controllers of this hierarchy (and its other option words,
+    /// such as `xattr`).
     pub controllers: Vec<String>,
+    /// The `name=` of a v1 hierarchy that has one (`systemd`).
+    pub name: Option<String>,
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, `\134` for a
+/// backslash, ...).
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .and_then(|d| {
+                let v = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                u8::try_from(v).ok()
+            });
+        if let Some(c) = octal {
+            out.push(c);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Parses the cgroup mounts of a mountinfo text.
@@ -245,20 +305,25 @@ pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
             if fstype != "cgroup" && fstype != "cgroup2" {
                 return None;
             }
-            let controllers = post
+            let options: Vec<&str> = post
                 .get(2)
-                .map(|o| {
-                    o.split(',')
-                        .filter(|x| !matches!(*x, "rw" | "ro") && !x.contains('='))
-                        .map(String::from)
-                        .collect()
-                })
+                .map(|o| o.split(',').collect())
                 .unwrap_or_default();
+            let controllers = options
+                .iter()
+                .filter(|x| !matches!(**x, "rw" | "ro") && !x.contains('='))
+                .map(|x| x.to_string())
+                .collect();
+            let name = options
+                .iter()
+                .find_map(|x| x.strip_prefix("name="))
+                .map(String::from);
             Some(CgroupMount {
-                root: pre.get(3)?.to_string(),
-                mount_point: PathBuf::from(pre.get(4)?.replace("\\040", " ")),
+                root: unescape(pre.get(3)?),
+                mount_point: PathBuf::from(unescape(pre.get(4)?)),
                 unified: fstype == "cgroup2",
                 controllers,
+                name,
             })
         })
         .collect()
@@ -324,7 +389,10 @@ pub fn detect_from(
             .find(|(id, c, _)| *id == 0 && c.is_empty())
             .map(|(_, _, p)| p.as_str())
             .ok_or_else(|| CgroupError::Unavailable("no 0:: line in /proc/self/cgroup".into()))?;
-        return Ok(AnyManager::V2(v2::V2::new(own_dir(m, path), subtree)));
+        let extra = extra::Extra::new(subtree, extra::Skip::Unified);
+        return Ok(AnyManager::V2(
+            v2::V2::new(own_dir(m, path), subtree).with_extra(extra),
+        ));
     }
     let mut dirs = Vec::new();
     for ctrl in v1_needed {
@@ -355,7 +423,10 @@ pub fn detect_from(
     if let Some(d) = devices {
         dirs.push(("devices", d));
     }
-    Ok(AnyManager::V1(v1::V1::new(dirs)))
+    // Every other mounted hierarchy gets a leaf too (see [`extra`]).
+    let used = dirs.iter().map(|(c, _)| c.to_string()).collect();
+    let extra = extra::Extra::new(subtree, extra::Skip::Controllers(used));
+    Ok(AnyManager::V1(v1::V1::new(dirs).with_extra(extra)))
 }
 
 /// Detects the host's cgroup layout from `/proc/self/*`.
@@ -419,9 +490,21 @@ pub(crate) fn read_pids(path: &Path) -> Result<Vec<i32>, CgroupError> {
         .collect())
 }
 
-/// Removes a cgroup directory: kills what is left, retries while the kernel
-/// still counts tasks (EBUSY), treats a missing directory as done.
+/// Removes a cgroup directory and every cgroup below it (a container with
+/// CAP_SYS_ADMIN, or a delegated one, may have made some), deepest first:
+/// kills what is left, retries while the kernel still counts tasks (EBUSY),
+/// treats a missing directory as done. Tries every child; returns the
+/// first error.
 pub(crate) fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
+    let mut first_err = None;
+    for child in subdirs(dir) {
+        if let Err(e) = remove_dir(&dir.join(child)) {
+            first_err.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
     for attempt in 0..100 {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
@@ -466,6 +549,34 @@ mod tests {
         );
         assert_eq!(v1.dir("cpu"), Some(Path::new("/sys/fs/cgroup/cpu/rsup")));
         assert_eq!(v1.dir("pids"), Some(Path::new("/sys/fs/cgroup/pids/rsup")));
+        // Every other mounted hierarchy is placed in too: name=systemd and
+        // the unified one (cpuacct, mounted on its own, is the driver's).
+        let extra = v1.extra().expect("extra hierarchies");
+        let scan = extra.scan_from(HYBRID, HYBRID_SELF);
+        let found: Vec<(&str, &Path)> = scan
+            .hierarchies
+            .iter()
+            .map(|h| (h.name.as_str(), h.base.as_path()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("name=systemd", Path::new("/sys/fs/cgroup/systemd/rsup")),
+                ("cgroup2", Path::new("/sys/fs/cgroup/unified/rsup")),
+            ]
+        );
+    }
+
+    #[test]
+    fn mountinfo_names_and_escapes() {
+        let mi = "40 31 0:37 /a\\134b /mnt/my\\040cg rw - cgroup cgroup rw,xattr,name=systemd\n";
+        let m = parse_mountinfo(mi);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].name.as_deref(), Some("systemd"));
+        assert_eq!(m[0].controllers, vec!["xattr".to_string()]);
+        assert_eq!(m[0].mount_point, Path::new("/mnt/my cg"));
+        assert_eq!(m[0].root, "/a\\b");
+        assert_eq!(unescape("\\777x\\04"), "\\777x\\04");
     }
 
     #[test]

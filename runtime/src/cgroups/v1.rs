@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::extra::Extra;
 use super::{
     CgroupError, Driver, Limits, Manager, Stats, read, read_keyed, read_pids, read_u64, remove_dir,
     write,
@@ -20,11 +21,23 @@ const UNLIMITED: u64 = 1 << 62;
 #[derive(Debug)]
 pub struct V1 {
     dirs: Vec<(&'static str, PathBuf)>,
+    /// Every other mounted hierarchy, placed in too; `None` in tests.
+    extra: Option<Extra>,
 }
 
 impl V1 {
     pub fn new(dirs: Vec<(&'static str, PathBuf)>) -> V1 {
-        V1 { dirs }
+        V1 { dirs, extra: None }
+    }
+
+    /// Also places containers in the hierarchies of `extra`.
+    pub fn with_extra(mut self, extra: Extra) -> V1 {
+        self.extra = Some(extra);
+        self
+    }
+
+    pub fn extra(&self) -> Option<&Extra> {
+        self.extra.as_ref()
     }
 
     /// Base directory of a controller.
@@ -71,7 +84,7 @@ impl Manager for V1 {
         for d in self.unique_dirs(name) {
             std::fs::create_dir_all(&d).map_err(super::io("mkdir", &d))?;
         }
-        Ok(())
+        self.extra.as_ref().map_or(Ok(()), |x| x.create(name))
     }
 
     fn restrict_devices(&self, name: &str, all: bool) -> Result<(), CgroupError> {
@@ -127,7 +140,9 @@ impl Manager for V1 {
         for d in self.unique_dirs(name) {
             write(&d.join("cgroup.procs"), &pid.to_string())?;
         }
-        Ok(())
+        self.extra
+            .as_ref()
+            .map_or(Ok(()), |x| x.add_process(name, pid))
     }
 
     fn stats(&self, name: &str) -> Result<Stats, CgroupError> {
@@ -164,14 +179,22 @@ impl Manager for V1 {
                 }
             }
         }
+        for n in self.extra.iter().flat_map(|x| x.list()) {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
         names
     }
 
     fn procs_files(&self, name: &str) -> Vec<PathBuf> {
-        self.unique_dirs(name)
+        let mut files: Vec<PathBuf> = self
+            .unique_dirs(name)
             .into_iter()
             .map(|d| d.join("cgroup.procs"))
-            .collect()
+            .collect();
+        files.extend(self.extra.iter().flat_map(|x| x.procs_files(name)));
+        files
     }
 
     fn remove(&self, name: &str) -> Result<(), CgroupError> {
@@ -180,6 +203,9 @@ impl Manager for V1 {
             if let Err(e) = remove_dir(&d) {
                 first_err.get_or_insert(e);
             }
+        }
+        if let Some(Err(e)) = self.extra.as_ref().map(|x| x.remove(name)) {
+            first_err.get_or_insert(e);
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -288,6 +314,48 @@ mod tests {
     }
 
     #[test]
+    fn extra_hierarchies_are_created_joined_listed_and_removed() {
+        let (t, v) = fake();
+        // A named hierarchy mounted beside the controllers.
+        let named = t.path().join("named");
+        std::fs::create_dir_all(named.join("own")).expect("mkdir");
+        let mi = t.path().join("mountinfo");
+        let pc = t.path().join("cgroup");
+        let line = format!(
+            "90 22 0:50 / {} rw - cgroup cgroup rw,name=rvx\n",
+            named.display()
+        );
+        std::fs::write(&mi, line).expect("w");
+        std::fs::write(&pc, "5:name=rvx:/own\n4:memory:/own\n").expect("w");
+        let used = ["memory", "cpu", "cpuacct", "pids"]
+            .map(String::from)
+            .to_vec();
+        let extra =
+            Extra::new("rsup", super::super::extra::Skip::Controllers(used)).with_sources(&mi, &pc);
+        let v = v.with_extra(extra);
+        v.create("c1").expect("create");
+        let leaf = named.join("own/rsup/c1");
+        assert!(leaf.is_dir());
+        v.add_process("c1", 7).expect("join");
+        assert_eq!(
+            std::fs::read_to_string(leaf.join("cgroup.procs")).expect("r"),
+            "7"
+        );
+        assert!(v.procs_files("c1").contains(&leaf.join("cgroup.procs")));
+        // Only there (a daemon that crashed before its other cgroups).
+        std::fs::create_dir_all(named.join("own/rsup/orphan")).expect("mkdir");
+        assert!(v.list().contains(&"orphan".to_string()), "{:?}", v.list());
+        v.remove("orphan").expect("remove");
+        assert!(!named.join("own/rsup/orphan").exists());
+        for d in v.unique_dirs("c1") {
+            let _ = std::fs::remove_file(d.join("cgroup.procs"));
+        }
+        std::fs::remove_file(leaf.join("cgroup.procs")).expect("rm");
+        v.remove("c1").expect("remove");
+        assert!(!leaf.exists());
+    }
+
+    #[test]
     fn remove_is_idempotent() {
         let (_t, v) = fake();
         v.create("c1").expect("create");
@@ -295,5 +363,17 @@ mod tests {
         v.remove("c1").expect("remove");
         v.remove("c1").expect("again");
         assert!(!v.path("memory", "c1", "").exists());
+    }
+
+    #[test]
+    fn remove_takes_the_cgroups_a_container_made_below_its_own() {
+        let (_t, v) = fake();
+        v.create("c1").expect("create");
+        let nested = v.path("memory", "c1", "x/y/z");
+        std::fs::create_dir_all(&nested).expect("mkdir");
+        std::fs::create_dir_all(v.path("pids", "c1", "w")).expect("mkdir");
+        v.remove("c1").expect("remove");
+        assert!(!v.path("memory", "c1", "").exists());
+        assert!(!v.path("pids", "c1", "").exists());
     }
 }

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::devices::{self, DeviceRule};
+use super::extra::Extra;
 use super::{
     CgroupError, Driver, Limits, Manager, Stats, read, read_keyed, read_pids, read_u64, remove_dir,
     write,
@@ -36,6 +37,8 @@ pub struct V2 {
     base: PathBuf,
     /// Whether controllers were enabled; done at the first create.
     prepared: Mutex<bool>,
+    /// Any v1 hierarchy mounted beside, placed in too; `None` in tests.
+    extra: Option<Extra>,
 }
 
 const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
@@ -46,7 +49,18 @@ impl V2 {
             base: own.join(subtree),
             own,
             prepared: Mutex::new(false),
+            extra: None,
         }
+    }
+
+    /// Also places containers in the hierarchies of `extra`.
+    pub fn with_extra(mut self, extra: Extra) -> V2 {
+        self.extra = Some(extra);
+        self
+    }
+
+    pub fn extra(&self) -> Option<&Extra> {
+        self.extra.as_ref()
     }
 
     /// rsupd's own cgroup directory.
@@ -103,7 +117,8 @@ impl Manager for V2 {
     fn create(&self, name: &str) -> Result<(), CgroupError> {
         self.prepare()?;
         let d = self.base.join(name);
-        std::fs::create_dir_all(&d).map_err(super::io("mkdir", &d))
+        std::fs::create_dir_all(&d).map_err(super::io("mkdir", &d))?;
+        self.extra.as_ref().map_or(Ok(()), |x| x.create(name))
     }
 
     fn apply(&self, name: &str, l: &Limits) -> Result<(), CgroupError> {
@@ -136,7 +151,10 @@ impl Manager for V2 {
     }
 
     fn add_process(&self, name: &str, pid: i32) -> Result<(), CgroupError> {
-        write(&self.path(name, "cgroup.procs"), &pid.to_string())
+        write(&self.path(name, "cgroup.procs"), &pid.to_string())?;
+        self.extra
+            .as_ref()
+            .map_or(Ok(()), |x| x.add_process(name, pid))
     }
 
     fn stats(&self, name: &str) -> Result<Stats, CgroupError> {
@@ -162,11 +180,19 @@ impl Manager for V2 {
     }
 
     fn list(&self) -> Vec<String> {
-        super::subdirs(&self.base)
+        let mut names = super::subdirs(&self.base);
+        for n in self.extra.iter().flat_map(|x| x.list()) {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        names
     }
 
     fn procs_files(&self, name: &str) -> Vec<PathBuf> {
-        vec![self.path(name, "cgroup.procs")]
+        let mut files = vec![self.path(name, "cgroup.procs")];
+        files.extend(self.extra.iter().flat_map(|x| x.procs_files(name)));
+        files
     }
 
     fn remove(&self, name: &str) -> Result<(), CgroupError> {
@@ -174,7 +200,9 @@ impl Manager for V2 {
         if d.join("cgroup.kill").exists() {
             let _ = write(&d.join("cgroup.kill"), "1");
         }
-        remove_dir(&d)
+        let own = remove_dir(&d);
+        let extra = self.extra.as_ref().map_or(Ok(()), |x| x.remove(name));
+        own.and(extra)
     }
 }
 

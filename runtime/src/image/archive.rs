@@ -76,6 +76,8 @@ pub(crate) fn extract(archive: &Path, dest: &Path, budget: &Budget) -> Result<()
         if !(kind.is_dir() || kind.is_file() || kind.is_symlink() || kind.is_hard_link()) {
             continue;
         }
+        // Each entry unpacked takes an inode.
+        budget.charge_entry()?;
         if !entry.unpack_in(dest).map_err(corrupt)? {
             return Err(bad(format!(
                 "archive entry {shown:?}: refused (outside the archive)"

@@ -128,13 +128,15 @@ pub(crate) fn file_digest(path: &Path) -> Result<String, String> {
 pub(crate) struct LayerSummary {
     /// `sha256:<hex>` of the uncompressed tar.
     pub diff_id: String,
-    /// Sum of the sizes of the regular files.
+    /// Sum of the sizes of the regular files (sparse ones at their
+    /// apparent size).
     pub size: u64,
 }
 
 /// Reads the layer blob at `blob` (plain tar or gzip), returns its diff_id and
 /// size and, if `dest` is given, unpacks it into `dest` (an existing, empty
-/// directory) with overlay whiteouts. The uncompressed bytes are charged to
+/// directory) with overlay whiteouts. The uncompressed bytes, the holes of
+/// sparse entries and one inode per entry are charged to
 /// `budget`; when it stops the read, the error is the budget's to explain
 /// ([`Budget::explain`]). Errors are messages for the caller to put in
 /// context.
@@ -169,7 +171,20 @@ pub(crate) fn read_layer(
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let parts = clean_path(&raw).map_err(|r| format!("entry {shown:?}: {r}"))?;
         let kind = entry.header().entry_type();
-        if kind.is_file() || kind == tar::EntryType::Continuous {
+        // Each entry may take an inode.
+        budget.charge_entry().map_err(|e| e.to_string())?;
+        if kind.is_gnu_sparse() {
+            // A GNU sparse entry carries only its data; tar recreates the
+            // holes with seek + set_len, so they cost no blocks here, but
+            // they are the file's size (tar reports the apparent size),
+            // and what a copy of the file may cost: charge them as if
+            // written (see docs/images.md).
+            let stored = entry.header().entry_size().map_err(corrupt)?;
+            budget
+                .charge(entry.size().saturating_sub(stored))
+                .map_err(|e| e.to_string())?;
+        }
+        if kind.is_file() || kind == tar::EntryType::Continuous || kind.is_gnu_sparse() {
             size += entry.size();
         }
         let Some(dest) = dest else { continue };

@@ -7,8 +7,11 @@
 //! reader), before it is written anywhere: an import fails once it passes
 //! the per-image maximum ([`UnpackLimits::max_image_bytes`]) or once the
 //! filesystem of the store would fall under its free-space reserve
-//! ([`UnpackLimits::min_free`], checked with `statvfs` every
-//! [`CHECK_EVERY`] bytes and at the first byte). The reader then fails with
+//! ([`UnpackLimits::min_free`]) or its inode reserve
+//! ([`UnpackLimits::min_free_inodes`]: a layer of many empty files costs
+//! few bytes but one inode each), both checked with `statvfs` at the first
+//! byte, then every [`CHECK_EVERY`] bytes and every [`CHECK_EVERY_ENTRIES`]
+//! tar entries ([`Budget::charge_entry`]). The reader then fails with
 //! an I/O error that the tar reader passes up; the import asks the budget
 //! ([`Budget::explain`]) and returns the limit's own error instead of a
 //! "corrupt stream". Nothing here removes files: the import's staging and
@@ -22,6 +25,9 @@ use crate::Error;
 
 /// Bytes between two `statvfs` checks of the free space.
 pub const CHECK_EVERY: u64 = 4 << 20;
+/// Tar entries (files, directories, links...) between two `statvfs`
+/// checks: each may take an inode.
+pub const CHECK_EVERY_ENTRIES: u64 = 1000;
 /// The default [`UnpackLimits::max_image_bytes`]: 16 GiB.
 pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 16 << 30;
 /// The floor of [`FreeReserve::Auto`]: 1 GiB.
@@ -65,6 +71,47 @@ impl std::fmt::Display for FreeReserve {
     }
 }
 
+/// The floor of [`InodeReserve::Auto`].
+pub const AUTO_INODE_RESERVE_MIN: u64 = 10_000;
+/// The share of the device's inodes [`InodeReserve::Auto`] keeps free, in
+/// percent.
+pub const AUTO_INODE_RESERVE_PERCENT: u64 = 1;
+
+/// How many inodes of the state device an import must leave free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InodeReserve {
+    /// The larger of 10,000 inodes and 1% of the device's.
+    Auto,
+    Count(u64),
+    /// A share of the device's inodes, 0-100.
+    Percent(u8),
+}
+
+impl InodeReserve {
+    /// The reserve on a device of `total` inodes.
+    pub fn inodes(self, total: u64) -> u64 {
+        let share = |p: u64| u64::try_from(u128::from(total) * u128::from(p) / 100).unwrap_or(0);
+        match self {
+            InodeReserve::Auto => AUTO_INODE_RESERVE_MIN.max(share(AUTO_INODE_RESERVE_PERCENT)),
+            InodeReserve::Count(n) => n,
+            InodeReserve::Percent(p) => share(u64::from(p.min(100))),
+        }
+    }
+}
+
+impl std::fmt::Display for InodeReserve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InodeReserve::Auto => write!(
+                f,
+                "the larger of {AUTO_INODE_RESERVE_MIN} and {AUTO_INODE_RESERVE_PERCENT}% of the device's"
+            ),
+            InodeReserve::Count(n) => write!(f, "{n}"),
+            InodeReserve::Percent(p) => write!(f, "{p}% of the device's"),
+        }
+    }
+}
+
 /// The limits of one import (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnpackLimits {
@@ -74,6 +121,8 @@ pub struct UnpackLimits {
     pub max_image_bytes: u64,
     /// rsupd's `--image-min-free`.
     pub min_free: FreeReserve,
+    /// rsupd's `--image-min-free-inodes`.
+    pub min_free_inodes: InodeReserve,
 }
 
 impl Default for UnpackLimits {
@@ -81,6 +130,7 @@ impl Default for UnpackLimits {
         UnpackLimits {
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
             min_free: FreeReserve::Auto,
+            min_free_inodes: InodeReserve::Auto,
         }
     }
 }
@@ -106,6 +156,17 @@ pub enum LimitError {
         reserve_bytes: u64,
         reserve: FreeReserve,
     },
+    #[error(
+        "not enough inodes to import: the filesystem of {path} ({device}) has {free} free inodes, and rsupd keeps {reserve_inodes} ({reserve}) free there (rsupd --image-min-free-inodes)"
+    )]
+    NoInodes {
+        path: PathBuf,
+        /// Mount point and source of the filesystem, as mountinfo says.
+        device: String,
+        free: u64,
+        reserve_inodes: u64,
+        reserve: InodeReserve,
+    },
     #[error("statvfs {path}: {errno}")]
     Statvfs {
         path: PathBuf,
@@ -120,9 +181,9 @@ impl From<LimitError> for Error {
                 field: "archive",
                 reason: e.to_string(),
             },
-            LimitError::NoSpace { .. } | LimitError::Statvfs { .. } => {
-                Error::ResourceExhausted(e.to_string())
-            }
+            LimitError::NoSpace { .. }
+            | LimitError::NoInodes { .. }
+            | LimitError::Statvfs { .. } => Error::ResourceExhausted(e.to_string()),
         }
     }
 }
@@ -138,6 +199,8 @@ pub struct Budget {
     used: Cell<u64>,
     /// Bytes since the last `statvfs`; starts full so the first byte checks.
     since_check: Cell<u64>,
+    /// Entries since the last `statvfs`.
+    entries_since_check: Cell<u64>,
     tripped: RefCell<Option<LimitError>>,
 }
 
@@ -151,6 +214,7 @@ impl Budget {
             store: store.to_path_buf(),
             used: Cell::new(0),
             since_check: Cell::new(CHECK_EVERY),
+            entries_since_check: Cell::new(0),
             tripped: RefCell::new(None),
         }
     }
@@ -180,13 +244,44 @@ impl Budget {
         } else {
             let since = self.since_check.get().saturating_add(n);
             if since >= CHECK_EVERY {
-                self.since_check.set(0);
-                check_free(&self.store, self.limits.min_free)
+                self.check()
             } else {
                 self.since_check.set(since);
                 Ok(())
             }
         };
+        self.record(result)
+    }
+
+    /// Counts one more tar entry (it may take an inode): every
+    /// [`CHECK_EVERY_ENTRIES`] the reserves are checked. Fails (and stays
+    /// failed) as [`Budget::charge`].
+    pub fn charge_entry(&self) -> Result<(), LimitError> {
+        if let Some(e) = self.tripped() {
+            return Err(e);
+        }
+        let n = self.entries_since_check.get() + 1;
+        let result = if n >= CHECK_EVERY_ENTRIES {
+            self.check()
+        } else {
+            self.entries_since_check.set(n);
+            Ok(())
+        };
+        self.record(result)
+    }
+
+    /// Checks both reserves now and starts counting afresh.
+    fn check(&self) -> Result<(), LimitError> {
+        self.since_check.set(0);
+        self.entries_since_check.set(0);
+        check_free(
+            &self.store,
+            self.limits.min_free,
+            self.limits.min_free_inodes,
+        )
+    }
+
+    fn record(&self, result: Result<(), LimitError>) -> Result<(), LimitError> {
         if let Err(e) = &result {
             *self.tripped.borrow_mut() = Some(e.clone());
         }
@@ -203,29 +298,78 @@ impl Budget {
     }
 }
 
-/// Fails when the filesystem of `path` has no more than `reserve` free
-/// (blocks available to unprivileged users, the conservative count).
-pub fn check_free(path: &Path, reserve: FreeReserve) -> Result<(), LimitError> {
-    let st = nix::sys::statvfs::statvfs(path).map_err(|errno| LimitError::Statvfs {
-        path: path.to_path_buf(),
-        errno,
-    })?;
-    // fsblkcnt_t and unsigned long: both u64 on the 64-bit targets rsup
-    // supports.
-    let frsize: u64 = st.fragment_size().max(1);
-    let free: u64 = st.blocks_available().saturating_mul(frsize);
-    let total: u64 = st.blocks().saturating_mul(frsize);
-    let reserve_bytes = reserve.bytes(total);
-    if free > reserve_bytes {
-        return Ok(());
+/// What `statvfs` says of a filesystem, in bytes and inodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes available to unprivileged users (the conservative count).
+    pub free: u64,
+    pub total: u64,
+    /// Inodes available to unprivileged users (`f_favail`).
+    pub free_inodes: u64,
+    /// All inodes (`f_files`); 0 on a filesystem that makes them as
+    /// needed (btrfs), where no inode reserve applies.
+    pub total_inodes: u64,
+}
+
+impl Usage {
+    /// The filesystem of `path`, now.
+    pub fn of(path: &Path) -> Result<Usage, LimitError> {
+        let st = nix::sys::statvfs::statvfs(path).map_err(|errno| LimitError::Statvfs {
+            path: path.to_path_buf(),
+            errno,
+        })?;
+        // fsblkcnt_t, fsfilcnt_t and unsigned long: all u64 on the 64-bit
+        // targets rsup supports.
+        let frsize: u64 = st.fragment_size().max(1);
+        Ok(Usage {
+            free: st.blocks_available().saturating_mul(frsize),
+            total: st.blocks().saturating_mul(frsize),
+            free_inodes: st.files_available(),
+            total_inodes: st.files(),
+        })
     }
-    Err(LimitError::NoSpace {
-        path: path.to_path_buf(),
-        device: describe_mount(path),
-        free,
-        reserve_bytes,
-        reserve,
-    })
+
+    /// Which reserve, if any, this usage is within (pure; `path` only
+    /// names the filesystem in the error).
+    pub fn judge(
+        &self,
+        path: &Path,
+        blocks: FreeReserve,
+        inodes: InodeReserve,
+    ) -> Result<(), LimitError> {
+        let reserve_bytes = blocks.bytes(self.total);
+        if self.free <= reserve_bytes {
+            return Err(LimitError::NoSpace {
+                path: path.to_path_buf(),
+                device: describe_mount(path),
+                free: self.free,
+                reserve_bytes,
+                reserve: blocks,
+            });
+        }
+        let reserve_inodes = inodes.inodes(self.total_inodes);
+        if self.total_inodes > 0 && reserve_inodes > 0 && self.free_inodes <= reserve_inodes {
+            return Err(LimitError::NoInodes {
+                path: path.to_path_buf(),
+                device: describe_mount(path),
+                free: self.free_inodes,
+                reserve_inodes,
+                reserve: inodes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Fails when the filesystem of `path` has no more than `blocks` free
+/// (blocks available to unprivileged users, the conservative count) or no
+/// more than `inodes` free inodes.
+pub fn check_free(
+    path: &Path,
+    blocks: FreeReserve,
+    inodes: InodeReserve,
+) -> Result<(), LimitError> {
+    Usage::of(path)?.judge(path, blocks, inodes)
 }
 
 /// "mounted at M from SOURCE" for the filesystem holding `path`.
@@ -326,11 +470,63 @@ mod tests {
     }
 
     #[test]
+    fn inode_reserve() {
+        assert_eq!(InodeReserve::Auto.inodes(100_000), 10_000);
+        assert_eq!(InodeReserve::Auto.inodes(5_000_000), 50_000);
+        assert_eq!(InodeReserve::Count(7).inodes(100), 7);
+        assert_eq!(InodeReserve::Percent(10).inodes(1000), 100);
+        let usage = |free_inodes, total_inodes| Usage {
+            free: 1 << 40,
+            total: 1 << 41,
+            free_inodes,
+            total_inodes,
+        };
+        let p = Path::new("/");
+        let (bytes, auto) = (FreeReserve::Bytes(0), InodeReserve::Auto);
+        usage(10_001, 100_000).judge(p, bytes, auto).expect("above");
+        let e = usage(10_000, 100_000)
+            .judge(p, bytes, auto)
+            .expect_err("at the reserve");
+        let text = e.to_string();
+        assert!(
+            text.contains("10000 free inodes") && text.contains("--image-min-free-inodes"),
+            "{text}"
+        );
+        assert!(text.contains("mounted at /"), "{text}");
+        assert!(matches!(Error::from(e), Error::ResourceExhausted(_)));
+        // No inode count (btrfs), or no reserve: no check.
+        usage(0, 0).judge(p, bytes, auto).expect("no inode count");
+        usage(0, 100)
+            .judge(p, bytes, InodeReserve::Count(0))
+            .expect("off");
+    }
+
+    #[test]
+    fn entries_are_checked_every_so_often() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let limits = UnpackLimits {
+            max_image_bytes: u64::MAX,
+            min_free: FreeReserve::Bytes(0),
+            min_free_inodes: InodeReserve::Count(u64::MAX),
+        };
+        let b = Budget::new("the image", limits, t.path());
+        for _ in 1..CHECK_EVERY_ENTRIES {
+            b.charge_entry().expect("not checked yet");
+        }
+        let e = b
+            .charge_entry()
+            .expect_err("no device has that many inodes");
+        assert!(matches!(e, LimitError::NoInodes { .. }), "{e:?}");
+        assert!(b.charge(0).is_err(), "a tripped budget stays tripped");
+    }
+
+    #[test]
     fn budget_stops_past_the_maximum_and_stays_stopped() {
         let t = tempfile::tempdir().expect("tempdir");
         let limits = UnpackLimits {
             max_image_bytes: 10,
             min_free: FreeReserve::Bytes(0),
+            min_free_inodes: InodeReserve::Count(0),
         };
         let b = Budget::new("the image", limits, t.path());
         b.charge(10).expect("at the limit");
@@ -354,6 +550,7 @@ mod tests {
         let limits = UnpackLimits {
             max_image_bytes: u64::MAX,
             min_free: FreeReserve::Bytes(u64::MAX),
+            min_free_inodes: InodeReserve::Count(0),
         };
         let b = Budget::new("the image", limits, t.path());
         let e = b.charge(1).expect_err("no device has that much free");
@@ -365,6 +562,7 @@ mod tests {
         let none = UnpackLimits {
             max_image_bytes: u64::MAX,
             min_free: FreeReserve::Bytes(0),
+            min_free_inodes: InodeReserve::Count(0),
         };
         Budget::new("the image", none, t.path())
             .charge(1)
@@ -377,6 +575,7 @@ mod tests {
         let limits = UnpackLimits {
             max_image_bytes: 100,
             min_free: FreeReserve::Bytes(0),
+            min_free_inodes: InodeReserve::Count(0),
         };
         let b = Budget::new("the archive", limits, t.path());
         let mut r = Metered::new(io::repeat(0).take(1000), &b);

@@ -1246,6 +1246,7 @@ fn limits(max_image_bytes: u64, min_free: limits::FreeReserve) -> UnpackLimits {
     UnpackLimits {
         max_image_bytes,
         min_free,
+        min_free_inodes: limits::InodeReserve::Count(0),
     }
 }
 
@@ -1368,4 +1369,131 @@ fn the_free_space_reserve_stops_an_import() {
         other => panic!("{other:?}"),
     }
     assert_store_empty(store.root());
+}
+
+/// A 12-byte tar number field: octal, or GNU base-256 past 8 GiB.
+fn tar_number(field: &mut [u8; 12], v: u64) {
+    if v < 1 << 33 {
+        let s = format!("{v:011o}\0");
+        field.copy_from_slice(s.as_bytes());
+    } else {
+        *field = [0; 12];
+        field[4..].copy_from_slice(&v.to_be_bytes());
+        field[0] = 0x80;
+    }
+}
+
+/// An uncompressed layer tar with one GNU sparse file `name` of `apparent`
+/// bytes whose only data are `data` (one 512-byte block) at offset 0: what
+/// `tar --sparse` writes for a file that is mostly a hole.
+fn sparse_layer(name: &str, apparent: u64, data: &[u8; 512]) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_path(name).expect("path");
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_size(512);
+    let gnu = h.as_gnu_mut().expect("gnu header");
+    tar_number(&mut gnu.sparse[0].offset, 0);
+    tar_number(&mut gnu.sparse[0].numbytes, 512);
+    // The map must end at the apparent size: an empty last block there.
+    tar_number(&mut gnu.sparse[1].offset, apparent);
+    tar_number(&mut gnu.sparse[1].numbytes, 0);
+    tar_number(&mut gnu.realsize, apparent);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+#[test]
+fn a_sparse_entry_is_charged_its_apparent_size() {
+    let work = tmpdir();
+    let blob = work.path().join("layer.tar");
+    let data = [7u8; 512];
+    // 50 GB of holes in about 2 KiB of tar.
+    let apparent: u64 = 50_000_000_000;
+    fs::write(&blob, sparse_layer("hole", apparent, &data)).expect("write");
+    assert!(fs::metadata(&blob).expect("stat").len() < 4096);
+    let dest = work.path().join("dest");
+    fs::create_dir(&dest).expect("mkdir");
+    let no_reserve = limits::FreeReserve::Bytes(0);
+    let budget = limits::Budget::new("the image", limits(16 << 30, no_reserve), work.path());
+    layer::read_layer(&blob, Some(&dest), &budget).expect_err("past 16 GiB");
+    assert!(
+        matches!(budget.tripped(), Some(limits::LimitError::TooLarge { .. })),
+        "{:?}",
+        budget.tripped()
+    );
+    assert!(!dest.join("hole").exists(), "unpacked before the charge");
+
+    // Under a maximum that fits, it unpacks as a sparse file, and the
+    // layer's size is the apparent one.
+    let budget = limits::Budget::new("the image", limits(u64::MAX, no_reserve), work.path());
+    let s = layer::read_layer(&blob, Some(&dest), &budget).expect("unpack");
+    assert_eq!(s.size, apparent);
+    assert!(budget.used() >= apparent, "charged {}", budget.used());
+    let m = fs::metadata(dest.join("hole")).expect("stat");
+    assert_eq!(m.len(), apparent);
+    assert!(m.blocks() * 512 < 1 << 20, "{} blocks", m.blocks());
+    let mut head = [0u8; 512];
+    fs::File::open(dest.join("hole"))
+        .and_then(|mut f| f.read_exact(&mut head))
+        .expect("read");
+    assert_eq!(head, data);
+}
+
+#[test]
+fn the_inode_reserve_stops_a_layer_of_empty_files() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount a tmpfs");
+        return;
+    }
+    let work = tmpdir();
+    // A filesystem with few inodes and plenty of bytes.
+    let fs_dir = work.path().join("fs");
+    fs::create_dir(&fs_dir).expect("mkdir");
+    if let Err(e) = nix::mount::mount(
+        Some("tmpfs"),
+        &fs_dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=64m,nr_inodes=3000"),
+    ) {
+        eprintln!("skipped: cannot mount a tmpfs: {e}");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(&fs_dir);
+    let mut entries = vec![TarEntry::dir("d")];
+    entries.extend((0..5000).map(|i| TarEntry::file(&format!("d/f{i}"), Vec::new())));
+    let blob = work.path().join("layer.tar");
+    fs::write(&blob, build::layer_tar(&entries).expect("tar")).expect("write");
+    let dest = fs_dir.join("dest");
+    fs::create_dir(&dest).expect("mkdir");
+    let l = UnpackLimits {
+        max_image_bytes: u64::MAX,
+        min_free: limits::FreeReserve::Bytes(0),
+        min_free_inodes: limits::InodeReserve::Count(1000),
+    };
+    let budget = limits::Budget::new("the image", l, &fs_dir);
+    let e = layer::read_layer(&blob, Some(&dest), &budget).expect_err("stopped");
+    let Some(limits::LimitError::NoInodes { free, device, .. }) = budget.tripped() else {
+        panic!("{e}: {:?}", budget.tripped())
+    };
+    assert!(free <= 1000, "{free}");
+    assert!(device.contains("tmpfs"), "{device}");
+    let msg = Error::from(budget.tripped().expect("tripped")).to_string();
+    assert!(msg.contains("--image-min-free-inodes"), "{msg}");
+    // It stopped before the filesystem ran out: inodes are left.
+    let st = nix::sys::statvfs::statvfs(&fs_dir).expect("statvfs");
+    assert!(st.files_free() > 500, "{} inodes left", st.files_free());
 }

@@ -33,9 +33,10 @@ pub const NOBODY: u32 = 65534;
 /// How long a container of these tests may run.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// rsupd arguments for a daemon that imports images in the VM: its default
-/// free-space reserve (the larger of 1 GiB and 5% of the device) is more
-/// than the VM's whole /tmp, where the state dirs live.
+/// rsupd arguments for a daemon that imports images or makes `--userns
+/// remap` shifted copies in the VM: its default free-space reserve (the
+/// larger of 1 GiB and 5% of the device) is more than the VM's whole /tmp,
+/// where the state dirs live.
 pub const IMAGES_IN_THE_VM: [&str; 2] = ["--image-min-free", "0"];
 
 /// A daemon with [`IMAGES_IN_THE_VM`] and `args`.
@@ -472,7 +473,8 @@ pub async fn exec_sh(d: &Daemon, name: &str, script: &str) -> (i32, String) {
 
 /// A daemon whose remap user `rsup` owns 65536 uids and gids from
 /// `200_000_000 + slot * 65536` (temporary subuid/subgid files in `files`,
-/// never `/etc`); returns it and the first host id.
+/// never `/etc`), with [`IMAGES_IN_THE_VM`] (its shifted copies stop at
+/// the free-space reserve); returns it and the first host id.
 pub async fn remap_daemon(files: &TempDir, slot: u32) -> (Daemon, u32) {
     let base = 200_000_000 + slot * 65536;
     let line = format!("rsup:{base}:65536\n");
@@ -481,6 +483,8 @@ pub async fn remap_daemon(files: &TempDir, slot: u32) -> (Daemon, u32) {
     fs::write(&uid_file, &line).expect("write subuid");
     fs::write(&gid_file, &line).expect("write subgid");
     let d = Daemon::start_with_args(&[
+        IMAGES_IN_THE_VM[0].as_ref(),
+        IMAGES_IN_THE_VM[1].as_ref(),
         "--userns-remap-user".as_ref(),
         "rsup".as_ref(),
         "--subuid-file".as_ref(),

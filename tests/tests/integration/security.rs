@@ -13,12 +13,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use rsup_client::proto;
 use rsup_tests::{
-    Daemon, code_of, container_ids, describe, run_named, run_named_ok, stderr, stdout, unique_name,
+    CgroupMount, Daemon, NamedCgroup, cgroup_mounts, cgroup_subtree, code_of, container_ids,
+    describe, run_named, run_named_ok, stderr, stdout, unique_name,
 };
 use tonic::Code;
 
@@ -1226,5 +1227,106 @@ async fn cgroupns_shows_the_container_its_own_cgroup_as_root() {
     assert!(
         procs <= 5,
         "{procs} processes in the container's cgroup:\n{out}"
+    );
+}
+
+/// The `mount -o` options that mount (again) the v1 hierarchy of `m`: its
+/// controllers and its name (`none` when it has only a name).
+fn v1_mount_options(m: &CgroupMount) -> String {
+    let mut opts: Vec<&str> = m
+        .options
+        .iter()
+        .map(String::as_str)
+        .filter(|o| !matches!(*o, "rw" | "ro") && (!o.contains('=') || o.starts_with("name=")))
+        .collect();
+    if opts.iter().all(|o| o.starts_with("name=") || *o == "xattr") {
+        opts.insert(0, "none");
+    }
+    opts.join(",")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cgroupns_no_hierarchy_root_in_reach_with_sys_admin() {
+    // A named v1 hierarchy of this test only: mounted in the mount
+    // namespace of its rsupd (so no other daemon of the run places
+    // containers in it) before the daemon starts any container.
+    let named = NamedCgroup::new();
+    let (name, point) = (named.name().to_owned(), named.mount_point());
+    let d = Daemon::start_in_mount_namespace::<&str>(&named.mount_command(), &[]).await;
+
+    // Every hierarchy the daemon sees, as a container mounts it again:
+    // the host's v1 ones, the named one, and cgroup2 (the driver's on v2,
+    // the unused "unified" one of a hybrid host).
+    let mut hierarchies: Vec<String> = cgroup_mounts()
+        .iter()
+        .filter(|m| !m.unified)
+        .map(v1_mount_options)
+        .collect();
+    hierarchies.sort();
+    hierarchies.dedup();
+    hierarchies.push(format!("none,name={name}"));
+    if cgroup_mounts().iter().any(|m| m.unified) {
+        hierarchies.push("cgroup2".to_owned());
+    }
+    let mut script = String::from(
+        "i=0; for o in \"$@\"; do i=$((i+1)); d=/tmp/cg$i; mkdir $d; \
+         if [ $o = cgroup2 ]; then mount -t cgroup2 none $d; else mount -t cgroup -o $o cgroup $d; fi; \
+         echo \"$o mount=$? ra=$(ls $d | grep -c release_agent) \
+         dirs=$(find $d -mindepth 1 -type d | wc -l) mine=$(grep -cx $$ $d/cgroup.procs)\"; done",
+    );
+    script.push_str("; cat /proc/self/cgroup");
+    let mut command = vec!["sh", "-c", &script, "sh"];
+    command.extend(hierarchies.iter().map(String::as_str));
+    let out = run_ok(&d, &["--cap-add", "SYS_ADMIN"], &command);
+    for h in &hierarchies {
+        let line = out
+            .lines()
+            .find(|l| l.split(' ').next() == Some(h.as_str()))
+            .unwrap_or_else(|| panic!("no line for {h}:\n{out}"));
+        // The container's own leaf: no release_agent (only a hierarchy's
+        // root has one), no cgroups below, the shell itself in it.
+        assert_eq!(
+            line.split(' ').skip(1).collect::<Vec<_>>(),
+            ["mount=0", "ra=0", "dirs=0", "mine=1"],
+            "{h}: the container sees more than its own cgroup:\n{out}"
+        );
+    }
+    let outside = cgroup_paths_not_root(&out);
+    assert!(
+        outside.is_empty(),
+        "outside the namespace: {outside:?}\n{out}"
+    );
+
+    // On the daemon's side: the container's cgroup in the named hierarchy
+    // holds its processes, an exec'd process sees "/" there too, and rm
+    // removes it.
+    let cname = unique_name("cgx");
+    let started = d.run(&["-d", "--name", &cname], &["sleep", "1000"]);
+    assert!(started.status.success(), "{}", describe(&started));
+    let id = d.inspect_json(&cname)["Id"]
+        .as_str()
+        .expect("Id")
+        .to_owned();
+    let leaf = PathBuf::from(format!("/proc/{}/root", d.pid()))
+        .join(point.strip_prefix("/").expect("absolute"))
+        .join(cgroup_subtree(d.state_dir()))
+        .join(&id);
+    let procs = fs::read_to_string(leaf.join("cgroup.procs"))
+        .unwrap_or_else(|e| panic!("{}: {e}", leaf.display()));
+    assert!(!procs.trim().is_empty(), "no process in {}", leaf.display());
+    let text = d.ctl_ok(["exec", &cname, "cat", "/proc/self/cgroup"]);
+    assert!(text.contains(&format!("name={name}:/")), "{text}");
+    let outside = cgroup_paths_not_root(&text);
+    assert!(outside.is_empty(), "exec: outside: {outside:?}\n{text}");
+    d.ctl_ok(["rm", "-f", &cname]);
+    assert!(!leaf.exists(), "{} left after rm", leaf.display());
+    // The daemon's teardown removes its subtree in the named hierarchy
+    // while its namespace lives; then the hierarchy goes.
+    drop(d);
+    drop(named);
+    let own = fs::read_to_string("/proc/self/cgroup").expect("read");
+    assert!(
+        !own.contains(&format!(":name={name}:")),
+        "hierarchy left:\n{own}"
     );
 }
