@@ -110,6 +110,38 @@ pub fn set_non_dumpable() -> nix::Result<()> {
     if r < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
+/// Closes every fd of the calling process from 3 up but those in `keep`
+/// (`close_range(2)`, Linux 5.9, over the gaps between them).
+///
+/// For the container's init only, which inherits the shim's files
+/// (`container.log`, `shim.log`, pipes of rsupd) and must not hold them
+/// while container processes may ptrace it. The fds closed here may belong
+/// to `OwnedFd`s further up the caller's stack: the caller must not use
+/// them again and must leave with [`exit_now`], which runs no destructor.
+pub fn close_inherited_fds(keep: &[RawFd]) -> nix::Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .filter(|&fd| fd >= 3)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 3u32;
+    for k in keep.into_iter().chain(std::iter::once(u32::MAX)) {
+        if k > first {
+            let last = if k == u32::MAX { u32::MAX } else { k - 1 };
+            // SAFETY: close_range with integer arguments only; it closes
+            // fds and touches no memory of ours.
+            let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+            if r < 0 {
+                return Err(Errno::last());
+            }
+        }
+        first = k.saturating_add(1);
+    }
+    Ok(())
+}
+
 /// Whether the calling process is dumpable (`PR_GET_DUMPABLE`).
 pub fn is_dumpable() -> nix::Result<bool> {
     // SAFETY: prctl with integer arguments only; PR_GET_DUMPABLE returns the
