@@ -7,13 +7,15 @@
 //!
 //! [`setup`] puts the calls that build a container's root (mounts,
 //! namespaces, device nodes, `pivot_root`) behind one trait, with the real
-//! implementation and, for tests, a recording fake.
+//! implementation and, for tests, a recording fake; [`mount_api`] wraps the
+//! new mount API it uses for read-only binds.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
+pub mod mount_api;
 pub mod setup;
 
 /// Opens a pidfd for `pid` (`pidfd_open(2)`, Linux 5.3+). The fd is
