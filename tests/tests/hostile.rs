@@ -43,3 +43,6 @@ mod limits;
 // (g) The container init and the exec helper are not dumpable.
 #[path = "hostile/dumpable.rs"]
 mod dumpable;
+// (h) A SYS_PTRACE container makes its init run a system call for it.
+#[path = "hostile/ptrace.rs"]
+mod ptrace;
