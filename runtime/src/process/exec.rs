@@ -254,3 +254,37 @@ fn confine(spec: &ExecSpec) -> Result<(CString, Vec<CString>, Vec<CString>), Pre
     let env: Vec<CString> = env.iter().map(|a| cstr(a)).collect();
     Ok((cstr(&path), argv, env))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_for(pid: i32, start_time: u64) -> ExecSpec {
+        ExecSpec {
+            init_pid: pid,
+            init_start_time: start_time,
+            cgroup_procs: Vec::new(),
+            argv: vec!["true".into()],
+            env: Vec::new(),
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            user_spec: None,
+            security: crate::security::SecuritySpec::default(),
+        }
+    }
+
+    #[test]
+    fn the_init_is_pinned_by_its_start_time() {
+        let me = i32::try_from(std::process::id()).expect("pid");
+        let started = sys::process_start_time(me).expect("start time");
+        let (fds, _user) = open_namespaces(&spec_for(me, started)).expect("the same process");
+        assert!(fds.iter().any(|(name, _, _)| *name == "pid"));
+        // Another process that got the pid later has another start time.
+        let e = open_namespaces(&spec_for(me, started + 1)).expect_err("reused pid");
+        assert!(e.contains("is gone"), "{e}");
+        // A pid that names nothing.
+        let e = open_namespaces(&spec_for(i32::MAX, started)).expect_err("no such pid");
+        assert!(e.contains("is gone"), "{e}");
+    }
+}
