@@ -19,7 +19,11 @@
 //! with `CAP_SYS_PTRACE` may attach to anything there, dumpable or not).
 //! The parent, not visible from the container, waits and exits with the
 //! command's status (128+signal when killed; 127 when the command is not
-//! found, 126 when it cannot be run).
+//! found, 126 when it cannot be run). It runs under the container's seccomp
+//! filter from before the fork: a custom profile that denies `clone`,
+//! `wait4` or `write` breaks `exec` for that container (Docker's default
+//! allows them). The child sets its parent-death signal after the uid
+//! change (a change of credentials clears it).
 
 use std::ffi::CString;
 use std::fs::File;
