@@ -133,6 +133,7 @@ impl Runtime {
         }
         let spec = ExecSpec {
             init_pid: status.init_pid,
+            init_start_time: status.init_start_time,
             cgroup_procs: self
                 .inner
                 .cgroups

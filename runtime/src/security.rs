@@ -7,7 +7,9 @@
 //! CAP_SETPCAP, which it still holds), then after the uid change the
 //! permitted, effective and inheritable sets are set (root) or left empty
 //! (any other uid), and the ambient set is cleared. The seccomp filter
-//! (see [`crate::seccomp`]) comes last, after no_new_privs.
+//! (see [`crate::seccomp`]) comes last, after no_new_privs. The container's
+//! init, which never execs, confines itself the same way once it has forked
+//! the command ([`SecuritySpec::confine_init`]).
 
 use std::str::FromStr;
 
@@ -140,6 +142,35 @@ impl SecuritySpec {
             crate::sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
         }
         Ok(())
+    }
+
+    /// Confines the container's init once it has forked the command (it is
+    /// PID 1 of the container and never execs, so a container process with
+    /// `CAP_SYS_PTRACE` can ptrace it and run code as it): the bounding set
+    /// is cut to the container's, the ambient and inheritable sets are
+    /// cleared, the permitted and effective sets keep only `CAP_KILL` (to
+    /// forward signals to a command that runs as another uid; `kill` from
+    /// the init reaches only the container's PID namespace), no_new_privs is
+    /// set, and the process stays non-dumpable. Then a seccomp filter:
+    /// Docker's default profile for the container's capabilities unless the
+    /// container is unconfined. A custom profile is written for the
+    /// container's command, not for rsup's init: one that denied `wait4` or
+    /// `write` would silently stop the exit from being recorded, so the init
+    /// gets the default profile instead.
+    pub fn confine_init(&self) -> Result<(), String> {
+        self.drop_bounding()?;
+        caps::clear(None, CapSet::Ambient).map_err(|e| format!("clearing the ambient set: {e}"))?;
+        caps::clear(None, CapSet::Inheritable)
+            .map_err(|e| format!("clearing the inheritable set: {e}"))?;
+        let kill: CapsHashSet = [Capability::CAP_KILL].into_iter().collect();
+        caps::set(None, CapSet::Effective, &kill).map_err(|e| format!("effective set: {e}"))?;
+        caps::set(None, CapSet::Permitted, &kill).map_err(|e| format!("permitted set: {e}"))?;
+        crate::sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+        crate::sys::set_non_dumpable().map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
+        match self.seccomp {
+            Seccomp::Unconfined => Ok(()),
+            Seccomp::Default | Seccomp::Custom(_) => Seccomp::Default.apply(&self.caps),
+        }
     }
 
     /// Installs the container's seccomp filter, if any (last step before

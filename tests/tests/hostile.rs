@@ -46,3 +46,6 @@ mod dumpable;
 // (h) A v1 hierarchy's release_agent out of reach of --cap-add SYS_ADMIN.
 #[path = "hostile/cgroups.rs"]
 mod cgroups;
+// (i) A SYS_PTRACE container makes its init run a system call for it.
+#[path = "hostile/ptrace.rs"]
+mod ptrace;

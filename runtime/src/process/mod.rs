@@ -19,7 +19,9 @@
 //!                     │ [--userns: unshare(CLONE_NEWUSER); the shim writes the id maps;
 //!                     │  setresuid/setresgid(0) inside]
 //!                     │ waits for "go" (rsupd has put it into its cgroups);
-//!                     │ unshare(CLONE_NEWCGROUP); fork
+//!                     │ unshare(CLONE_NEWCGROUP); fork; confines itself
+//!                     │ (stdio /dev/null, host fds closed, caps: KILL only,
+//!                     │ no_new_privs, seccomp), then releases the command
 //!                     ▼
 //!                    command = PID 2 (uid/gid, cwd, env; execve)
 //! ```

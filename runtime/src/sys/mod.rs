@@ -7,13 +7,15 @@
 //!
 //! [`setup`] puts the calls that build a container's root (mounts,
 //! namespaces, device nodes, `pivot_root`) behind one trait, with the real
-//! implementation and, for tests, a recording fake.
+//! implementation and, for tests, a recording fake; [`mount_api`] wraps the
+//! new mount API it uses for read-only binds.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
+pub mod mount_api;
 pub mod setup;
 
 /// Opens a pidfd for `pid` (`pidfd_open(2)`, Linux 5.3+). The fd is
@@ -108,6 +110,38 @@ pub fn set_non_dumpable() -> nix::Result<()> {
     // SAFETY: prctl with integer arguments only.
     let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// Closes every fd of the calling process from 3 up but those in `keep`
+/// (`close_range(2)`, Linux 5.9, over the gaps between them).
+///
+/// For the container's init only, which inherits the shim's files
+/// (`container.log`, `shim.log`, pipes of rsupd) and must not hold them
+/// while container processes may ptrace it. The fds closed here may belong
+/// to `OwnedFd`s further up the caller's stack: the caller must not use
+/// them again and must leave with [`exit_now`], which runs no destructor.
+pub fn close_inherited_fds(keep: &[RawFd]) -> nix::Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .filter(|&fd| fd >= 3)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 3u32;
+    for k in keep.into_iter().chain(std::iter::once(u32::MAX)) {
+        if k > first {
+            let last = if k == u32::MAX { u32::MAX } else { k - 1 };
+            // SAFETY: close_range with integer arguments only; it closes
+            // fds and touches no memory of ours.
+            let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+            if r < 0 {
+                return Err(Errno::last());
+            }
+        }
+        first = k.saturating_add(1);
+    }
+    Ok(())
 }
 
 /// Whether the calling process is dumpable (`PR_GET_DUMPABLE`).

@@ -21,7 +21,7 @@
 //!   `setns`) only: run them in rsup's single-threaded helpers, never in
 //!   rsupd.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -29,6 +29,7 @@ use nix::sys::stat::FileStat;
 use nix::sys::statfs::FsType;
 use nix::unistd::{Gid, Uid};
 
+use super::mount_api::{self, DetachedTree};
 use crate::paths::{PathError, RootDir, Target};
 
 #[cfg(test)]
@@ -52,6 +53,14 @@ pub trait SetupSys {
         flags: MsFlags,
         data: Option<&str>,
     ) -> nix::Result<()>;
+    /// A detached copy of the mount tree at a resolved `source`, with every
+    /// mount below it (`open_tree(2)`, `OPEN_TREE_CLONE | AT_RECURSIVE`).
+    fn clone_tree(&self, source: &Target) -> nix::Result<DetachedTree>;
+    /// Makes every mount of a detached tree read-only (`mount_setattr(2)`;
+    /// ENOSYS before Linux 5.12).
+    fn set_tree_read_only(&self, tree: &DetachedTree) -> nix::Result<()>;
+    /// Attaches a detached tree onto a resolved `target` (`move_mount(2)`).
+    fn attach_tree(&self, tree: DetachedTree, target: &Target) -> nix::Result<()>;
     /// `umount2(target, MNT_DETACH)`.
     fn umount_detach(&self, target: &str) -> nix::Result<()>;
     /// `pivot_root(2)`.
@@ -119,6 +128,18 @@ impl SetupSys for LinuxSetup {
         data: Option<&str>,
     ) -> nix::Result<()> {
         nix::mount::mount(source, target, fstype, flags, data)
+    }
+
+    fn clone_tree(&self, source: &Target) -> nix::Result<DetachedTree> {
+        mount_api::clone_tree(source.as_fd())
+    }
+
+    fn set_tree_read_only(&self, tree: &DetachedTree) -> nix::Result<()> {
+        mount_api::set_tree_read_only(tree)
+    }
+
+    fn attach_tree(&self, tree: DetachedTree, target: &Target) -> nix::Result<()> {
+        mount_api::attach_tree(tree, target.as_fd())
     }
 
     fn umount_detach(&self, target: &str) -> nix::Result<()> {

@@ -1330,3 +1330,107 @@ async fn cgroupns_no_hierarchy_root_in_reach_with_sys_admin() {
         "hierarchy left:\n{own}"
     );
 }
+
+/// What a container with `CAP_SYS_PTRACE` could take over by ptracing its
+/// PID 1 (rsup's init, rsupd's binary that never execs): its capability
+/// sets and its open files, read from inside the container.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_init_holds_nothing_a_ptracing_container_could_use() {
+    let d = Daemon::start().await;
+    let script = "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/1/status | sed 's/^/init./'; \
+                  grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status | sed 's/^/self./'; \
+                  for f in /proc/1/fd/*; do echo \"fd $f $(readlink $f)\"; done";
+    for flags in [
+        &["--cap-add", "SYS_PTRACE"][..],
+        &["--cap-add", "SYS_PTRACE", "--cap-drop", "KILL"][..],
+        &["--cap-add", "SYS_PTRACE", "-u", "1000"][..],
+    ] {
+        let out = run_ok(&d, flags, &["sh", "-c", script]);
+        let of = |prefix: &str| {
+            parse_status(
+                &out.lines()
+                    .filter_map(|l| l.strip_prefix(prefix))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        };
+        let (init, me) = (of("init."), of("self."));
+        // The container's set is the command's bounding set.
+        let container = mask(&me, "CapBnd");
+        for set in ["CapBnd", "CapPrm", "CapEff", "CapInh", "CapAmb"] {
+            let m = mask(&init, set);
+            assert_eq!(
+                m & !container & !(1 << 5),
+                0,
+                "{flags:?}: the init's {set} {m:#x} exceeds the container's {container:#x}\n{out}"
+            );
+        }
+        // After the start the init keeps at most CAP_KILL (to forward
+        // signals to a command of another uid).
+        assert_eq!(mask(&init, "CapPrm") & !(1 << 5), 0, "{flags:?}\n{out}");
+        assert_eq!(mask(&init, "CapEff") & !(1 << 5), 0, "{flags:?}\n{out}");
+        assert_eq!(field(&init, "NoNewPrivs"), "1", "{flags:?}\n{out}");
+        assert_eq!(field(&init, "Seccomp"), "2", "{flags:?}\n{out}");
+        if flags.contains(&"-u") {
+            continue; // uid 1000 without capabilities cannot list them
+        }
+        // Its files: /dev/null for stdio, and the status pipe to its shim.
+        let fds: Vec<&str> = out.lines().filter(|l| l.starts_with("fd ")).collect();
+        assert!(!fds.is_empty(), "{flags:?}: cannot list /proc/1/fd\n{out}");
+        let mut pipes = 0;
+        for l in &fds {
+            let target = l.rsplit(' ').next().unwrap_or_default();
+            if target.starts_with("pipe:") {
+                pipes += 1;
+            } else {
+                assert_eq!(target, "/dev/null", "{flags:?}: the init holds {l}\n{out}");
+            }
+        }
+        assert!(pipes <= 1, "{flags:?}: more than the status pipe:\n{out}");
+    }
+}
+
+/// The confined init still forwards signals to a command that runs as
+/// another uid in a container without `CAP_KILL` (it keeps that one).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_confined_init_still_forwards_signals() {
+    let d = Daemon::start().await;
+    let name = unique_name("sec");
+    let script = "trap 'echo got-usr1' USR1; echo ready; while true; do sleep 1; done";
+    let out = d.run(
+        &["-d", "--name", &name, "-u", "1000", "--cap-drop", "ALL"],
+        &["sh", "-c", script],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    d.wait_log_line(&name, "ready", std::time::Duration::from_secs(10))
+        .await;
+    let out = d.ctl(["kill", "-s", "USR1", &name]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    d.wait_log_line(&name, "got-usr1", std::time::Duration::from_secs(10))
+        .await;
+    d.ctl_ok(["rm", "-f", &name]);
+}
+
+/// An exec'd process has no parent inside the container (the exec helper
+/// forks it into the container's PID namespace from outside), and its own
+/// sets are the container's.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exec_has_no_privileged_parent_in_the_container() {
+    let d = Daemon::start().await;
+    let name = unique_name("sec");
+    let started = d.run(
+        &["-d", "--name", &name, "--cap-add", "SYS_PTRACE"],
+        &["sleep", "100000"],
+    );
+    assert_eq!(started.status.code(), Some(0), "{}", describe(&started));
+    let out = d.ctl_ok(["exec", &name, "cat", "/proc/self/status"]);
+    let status = parse_status(&out);
+    assert_eq!(field(&status, "PPid"), "0", "{out}");
+    let want = default_mask() | 1 << 19;
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
+        assert_eq!(mask(&status, set), want, "{set}\n{out}");
+    }
+    assert_eq!(field(&status, "NoNewPrivs"), "1", "{out}");
+    assert_eq!(field(&status, "Seccomp"), "2", "{out}");
+    d.ctl_ok(["rm", "-f", &name]);
+}

@@ -140,6 +140,54 @@ async fn read_only_volume_refuses_writes() {
     assert!(!std::path::Path::new(mountpoint).join("x").exists());
 }
 
+/// Unmounts a host mount the test made, also when it fails.
+struct HostMount(std::path::PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// `:ro` covers every mount below the bound directory too (the detached
+/// copy is made read-only recursively before it is attached).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_bind_is_read_only_below_too() {
+    let d = Daemon::start().await;
+    let host = TempDir::new();
+    let sub = host.path().join("sub");
+    fs::create_dir(&sub).expect("mkdir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "rsup-test"])
+        .arg(&sub)
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "mount a tmpfs on {}", sub.display());
+    let _guard = HostMount(sub.clone());
+    let ro = format!("{}:/host:ro", host.path().display());
+    let out = run_named(
+        &d,
+        "bind",
+        &["-v", &ro],
+        &[
+            "sh",
+            "-c",
+            "touch /host/sub/new 2>&1; grep ' /host/sub ' /proc/mounts",
+        ],
+    );
+    let text = stdout(&out);
+    assert!(text.contains("Read-only file system"), "{}", describe(&out));
+    assert!(
+        text.contains(" ro,") || text.contains(" ro "),
+        "{}",
+        describe(&out)
+    );
+    assert!(!sub.join("new").exists());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bind_mount_and_read_only_root() {
     let d = Daemon::start().await;

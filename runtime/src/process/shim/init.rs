@@ -4,7 +4,10 @@
 //! It builds the container's root ([`super::setup`]), enters its user
 //! namespace if it has one, tells the shim `ready` and waits for `go`
 //! (rsupd puts it into its cgroups meanwhile), then forks the command
-//! ([`super::command`]), forwards every signal it gets to it, reaps every
+//! ([`super::command`]), confines itself ([`confine`]: `/dev/null` for
+//! stdio, no other host file, only `CAP_KILL`, no_new_privs, seccomp) and
+//! only then lets the command go on, forwards every signal it gets to it,
+//! reaps every
 //! zombie in the container, and exits with the command's status once the
 //! command exits (the kernel then kills what is left in the PID namespace).
 //! Everything it has to say goes to the shim on the status pipe
@@ -13,15 +16,19 @@
 //! Invariants: it dies with the shim (parent-death signal), since nobody
 //! else would record the container's exit; signals from outside the PID
 //! namespace reach it because it has a handler for each, and it collects
-//! them with `sigwait` (all blocked).
+//! them with `sigwait` (all blocked). No process of the container runs
+//! while the init holds more than `CAP_KILL` or any host file: the command
+//! waits on a release pipe until the init is confined, because a container
+//! process with `CAP_SYS_PTRACE` can attach to PID 1 and run code as it.
 
 use std::fs::File;
-use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::SigSet;
+use nix::sys::stat::{Mode, SFlag, fstat, major, minor};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, pipe2};
 
@@ -118,17 +125,40 @@ pub(super) fn main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: 
         Ok(p) => p,
         Err(e) => return fail(&mut st, start_err("pipe")(e)),
     };
+    let (release_r, release_w) = match pipe2(OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return fail(&mut st, start_err("pipe")(e)),
+    };
     // SAFETY: the init is a fork of the single-threaded shim: single-threaded.
     let cmd = match unsafe { sys::fork() } {
         Ok(ForkResult::Child) => {
-            drop(exec_r);
-            drop(st);
+            drop((exec_r, st, release_w));
+            // No process of the container runs before the init is confined.
+            let mut b = [0u8; 1];
+            if !matches!(File::from(release_r).read(&mut b), Ok(1)) {
+                sys::exit_now(1);
+            }
             super::command::exec(spec, out_w, err_w, exec_w)
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => return fail(&mut st, start_err("fork")(e)),
     };
-    drop((out_w, err_w, exec_w));
+    drop((out_w, err_w, exec_w, release_r));
+    let keep = [st.as_raw_fd(), exec_r.as_raw_fd(), release_w.as_raw_fd()];
+    let confined = confine(spec, &keep).and_then(|()| {
+        File::from(release_w)
+            .write_all(b"r")
+            .map_err(|source| SetupError::Io {
+                step: Step::Confine,
+                what: "releasing the command".into(),
+                source,
+            })
+    });
+    if let Err(e) = confined {
+        // The command's process exits on its own (its release pipe closed).
+        let _ = waitpid(cmd, None);
+        return fail(&mut st, e);
+    }
     let mut why = String::new();
     let _ = File::from(exec_r).read_to_string(&mut why);
     if !why.is_empty() {
@@ -147,6 +177,55 @@ pub(super) fn main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: 
     }
     let _ = Status::Started.send(&mut st);
     reap(&all, cmd, &mut st)
+}
+
+/// Makes the init worth nothing to a container process that ptraces it
+/// (PID 1 in the container's PID namespace, and with `--cap-add SYS_PTRACE`
+/// container root may attach to it: non-dumpable does not stop a tracer
+/// with `CAP_SYS_PTRACE`): stdin, stdout and stderr become the container's
+/// `/dev/null` (they were rsupd's pipes and `shim.log`), every other fd but
+/// `keep` (the status pipe to the shim, the command's exec and release
+/// pipes: close-on-exec pipes between rsup's own processes) is closed
+/// (`container.log` and its drop counter were among them), and its
+/// capabilities, no_new_privs and seccomp filter become what
+/// [`crate::security::SecuritySpec::confine_init`] says. After this the
+/// init can only read and write its two pipes, wait for children and
+/// signal processes of its own PID namespace.
+fn confine(spec: &ContainerSpec, keep: &[RawFd]) -> Result<(), SetupError> {
+    let err = |what: &'static str| {
+        move |source| SetupError::Sys {
+            step: Step::Confine,
+            what: what.into(),
+            source,
+        }
+    };
+    let null = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(err("open /dev/null"))?;
+    let st = fstat(&null).map_err(err("fstat /dev/null"))?;
+    let is_null = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR
+        && (major(st.st_rdev), minor(st.st_rdev)) == (1, 3);
+    if !is_null {
+        return Err(SetupError::Refused {
+            step: Step::Confine,
+            message: "the container's /dev/null is not the null device".into(),
+        });
+    }
+    nix::unistd::dup2_stdin(&null)
+        .and_then(|_| nix::unistd::dup2_stdout(&null))
+        .and_then(|_| nix::unistd::dup2_stderr(&null))
+        .map_err(err("dup2 /dev/null"))?;
+    drop(null);
+    sys::close_inherited_fds(keep).map_err(err("close_range"))?;
+    spec.security
+        .confine_init()
+        .map_err(|message| SetupError::Refused {
+            step: Step::Confine,
+            message,
+        })
 }
 
 /// Forwards signals to the command and reaps zombies until the command

@@ -15,7 +15,7 @@
 //! the directory it was pivoted into.
 
 use std::cell::RefCell;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -26,6 +26,7 @@ use nix::sys::statfs::{self, FsType};
 
 use super::SetupSys;
 use crate::paths::{PathError, RootDir, Target};
+use crate::sys::mount_api::DetachedTree;
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,15 @@ pub enum Call {
         flags: CloneFlags,
     },
     Mount(MountCall),
+    /// `open_tree` of the path shown.
+    CloneTree(String),
+    /// `mount_setattr(MOUNT_ATTR_RDONLY)` of the tree of the path shown.
+    TreeReadOnly(String),
+    /// `move_mount` of the tree of `source` onto `target` (paths shown).
+    AttachTree {
+        source: String,
+        target: String,
+    },
     UmountDetach(String),
     PivotRoot {
         new_root: String,
@@ -287,6 +297,37 @@ impl SetupSys for RecordingSys {
             }
         };
         self.state.borrow_mut().mounts.push(mounted);
+        Ok(())
+    }
+
+    /// The tree stands in as a duplicate of the source's fd, so it shows,
+    /// stats and statfs as the source.
+    fn clone_tree(&self, source: &Target) -> nix::Result<DetachedTree> {
+        self.record(Call::CloneTree(self.show(&self.fd_path(source.as_fd()))))?;
+        let fd = source
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|_| Errno::EBADF)?;
+        Ok(DetachedTree::from_fd(fd))
+    }
+
+    fn set_tree_read_only(&self, tree: &DetachedTree) -> nix::Result<()> {
+        self.record(Call::TreeReadOnly(self.show(&self.fd_path(tree.as_fd()))))
+    }
+
+    fn attach_tree(&self, tree: DetachedTree, target: &Target) -> nix::Result<()> {
+        let at = self.fd_path(target.as_fd());
+        self.record(Call::AttachTree {
+            source: self.show(&self.fd_path(tree.as_fd())),
+            target: self.show(&at),
+        })?;
+        let stat = nix::sys::stat::fstat(&tree).ok();
+        let fs = statfs::fstatfs(&tree).ok().map(|s| s.filesystem_type());
+        self.state.borrow_mut().mounts.push(Mounted {
+            at,
+            fs: None,
+            source: stat.zip(fs),
+        });
         Ok(())
     }
 

@@ -87,6 +87,9 @@ pub enum Step {
     UserNamespace,
     /// The cgroup namespace and the fork of the command.
     Start,
+    /// The init gives up its host files and all but `CAP_KILL` (after the
+    /// fork of the command, before the command may run).
+    Confine,
 }
 
 impl fmt::Display for Step {
@@ -106,6 +109,7 @@ impl fmt::Display for Step {
             Step::ReadOnlyRoot => "read-only root",
             Step::UserNamespace => "user namespace",
             Step::Start => "start",
+            Step::Confine => "confine the init",
         })
     }
 }

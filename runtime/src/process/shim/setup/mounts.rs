@@ -5,8 +5,9 @@
 //! symlink, even one inside it); user mount targets are resolved (or made)
 //! inside the root by fd and refused on procfs or sysfs; they are mounted
 //! parent first, so a volume inside another lands in it; a read-only bind
-//! is remounted only once the target, resolved again, is the mount just
-//! made.
+//! is made read-only before it is attached (new mount API), or, on an old
+//! kernel, remounted only once the target, resolved again, is the mount
+//! just made.
 
 use nix::mount::MsFlags;
 
@@ -107,8 +108,14 @@ impl Setup<'_> {
         Ok(())
     }
 
-    /// Binds `source` onto `target` (recursively), and remounts it
-    /// read-only if asked.
+    /// Binds `source` onto `target` (recursively), read-only if asked.
+    ///
+    /// Read-only: a detached copy of the source's tree is made read-only
+    /// (every mount in it) and only then attached onto the target's fd
+    /// (`open_tree`, `mount_setattr`, `move_mount`): no path is looked up
+    /// between the bind and the flag, and no submount stays writable. On a
+    /// kernel without the new mount API (ENOSYS: `mount_setattr` is 5.12)
+    /// it falls back to a bind and a remount of the target resolved again.
     fn bind_volume(
         &self,
         root: &RootDir,
@@ -117,6 +124,24 @@ impl Setup<'_> {
         target: &Target,
     ) -> Result<(), SetupError> {
         let step = Step::Volumes;
+        if m.read_only {
+            let attached = self.sys.clone_tree(source).and_then(|tree| {
+                self.sys.set_tree_read_only(&tree)?;
+                self.sys.attach_tree(tree, target)
+            });
+            match attached {
+                Ok(()) => return Ok(()),
+                Err(nix::errno::Errno::ENOSYS) => {}
+                Err(source) => {
+                    return Err(SetupError::Mount {
+                        step,
+                        what: "a read-only volume",
+                        target: target.path().to_string(),
+                        source,
+                    });
+                }
+            }
+        }
         let from = source.proc_path();
         self.mount_on(
             step,

@@ -142,6 +142,9 @@ fn render(c: &Call) -> String {
         Call::Unshare(f) => format!("unshare {}", clone_names(*f)),
         Call::Setns { ns, flags } => format!("setns {ns} {}", clone_names(*flags)),
         Call::Mount(m) => render_mount(m),
+        Call::CloneTree(p) => format!("open_tree {p} (clone,recursive)"),
+        Call::TreeReadOnly(p) => format!("mount_setattr tree of {p} (rdonly,recursive)"),
+        Call::AttachTree { source, target } => format!("move_mount tree of {source} on {target}"),
         Call::UmountDetach(t) => format!("umount -l {t}"),
         Call::PivotRoot { new_root, put_old } => format!("pivot_root {new_root} {put_old}"),
         Call::Fchdir(p) => format!("fchdir {p}"),
@@ -297,6 +300,15 @@ fn every_mount_target_in_the_root_is_a_resolved_fd_and_pivot_root_comes_after_th
     let rootfs = f.rootfs.display().to_string();
     let mut by_fd = 0;
     for (i, c) in calls.iter().enumerate() {
+        if let Call::AttachTree { target, .. } = c {
+            assert!(i < pivot, "attach after the pivot: {c:?}");
+            assert!(
+                target.starts_with("<tmp>/state/containers/c1/rootfs/"),
+                "attach outside the root: {c:?}"
+            );
+            by_fd += 1;
+            continue;
+        }
         let Call::Mount(m) = c else { continue };
         let in_root = m.target_at.starts_with("<tmp>/state/containers/c1/rootfs/");
         if i < pivot {
@@ -320,8 +332,9 @@ fn every_mount_target_in_the_root_is_a_resolved_fd_and_pivot_root_comes_after_th
             assert!(m.target.starts_with('/') && in_root, "{m:?}");
         }
     }
-    // proc, dev, devpts, shm, sys, 3 volumes + the read-only remount, 2 /etc files.
-    assert_eq!(by_fd, 11);
+    // proc, dev, devpts, shm, sys, 3 volumes (the read-only one attached
+    // by fd), 2 /etc files.
+    assert_eq!(by_fd, 10);
 }
 
 #[test]
@@ -337,7 +350,7 @@ fn read_only_remounts_the_root_last() {
 }
 
 #[test]
-fn volumes_mount_parent_first_and_turn_read_only_once_checked() {
+fn volumes_mount_parent_first_and_read_only_ones_are_made_so_before_they_are_attached() {
     let f = Fixture::new();
     let host = f.base.join("host");
     std::fs::create_dir_all(host.join("src")).expect("mkdir");
@@ -358,15 +371,17 @@ fn volumes_mount_parent_first_and_turn_read_only_once_checked() {
         .position(|c| c.starts_with("mount sysfs"))
         .expect("sysfs");
     assert_eq!(
-        calls[sys_at + 1..sys_at + 9],
+        calls[sys_at + 1..sys_at + 11],
         [
-            "mount <tmp>/state/volumes/v1/_data on @/rootfs/data (bind,rec)",
-            "mount - on @/rootfs/data (rdonly,remount,bind,rec)",
+            "open_tree <tmp>/state/volumes/v1/_data (clone,recursive)",
+            "mount_setattr tree of <tmp>/state/volumes/v1/_data (rdonly,recursive)",
+            "move_mount tree of <tmp>/state/volumes/v1/_data on @/rootfs/data",
             // Specs written before tmpfs options were typed: exec allowed.
             "mount tmpfs on @/rootfs/run type tmpfs (nosuid,nodev) size=67108864",
             "mount <tmp>/host/src on @/rootfs/data/sub (bind,rec)",
-            "mount <tmp>/host/app.conf on @/rootfs/etc/app.conf (bind,rec)",
-            "mount - on @/rootfs/etc/app.conf (rdonly,remount,bind,rec)",
+            "open_tree <tmp>/host/app.conf (clone,recursive)",
+            "mount_setattr tree of <tmp>/host/app.conf (rdonly,recursive)",
+            "move_mount tree of <tmp>/host/app.conf on @/rootfs/etc/app.conf",
             "mount tmpfs on @/rootfs/data/sub/tmp type tmpfs (rdonly,nosuid,nodev) size=1048576,mode=1777",
             "mount @/hostname on @/rootfs/etc/hostname (bind)",
         ]
@@ -415,6 +430,87 @@ fn tmpfs_options_become_the_mount_flags_and_data() {
 }
 
 #[test]
+fn without_the_new_mount_api_a_read_only_bind_is_remounted_once_checked() {
+    // A fixture builds once (the fake really makes directories).
+    let fixture = || {
+        let f = Fixture::new();
+        let host = f.base.join("host");
+        std::fs::write(host_file(&host), "x=1\n").expect("write");
+        std::fs::create_dir_all(f.base.join("state/volumes/v1/_data")).expect("mkdir");
+        let spec = f.spec(|v| {
+            v["mounts"] = json!([
+                {"kind": {"type": "volume", "name": "v1", "source": ""}, "target": "/data", "read_only": true},
+                {"kind": {"type": "bind", "source": host.join("app.conf")}, "target": "/etc/app.conf", "read_only": true},
+            ]);
+        });
+        (f, spec)
+    };
+    // A kernel before 5.2 (open_tree) and one before 5.12 (mount_setattr).
+    for missing in ["open_tree", "mount_setattr"] {
+        let (f, spec) = fixture();
+        let sys = f.fake().fail_when(
+            move |c| match c {
+                Call::CloneTree(_) => missing == "open_tree",
+                Call::TreeReadOnly(_) => missing == "mount_setattr",
+                _ => false,
+            },
+            Errno::ENOSYS,
+        );
+        f.build(&sys, &spec).expect(missing);
+        let calls = f.render(&sys.calls());
+        let sys_at = calls
+            .iter()
+            .position(|c| c.starts_with("mount sysfs"))
+            .expect("sysfs");
+        let tried = |what: &str| {
+            let mut t = vec![format!("open_tree {what} (clone,recursive)")];
+            if missing == "mount_setattr" {
+                t.push(format!("mount_setattr tree of {what} (rdonly,recursive)"));
+            }
+            t
+        };
+        let mut want = tried("<tmp>/state/volumes/v1/_data");
+        want.extend([
+            "mount <tmp>/state/volumes/v1/_data on @/rootfs/data (bind,rec)".to_string(),
+            "mount - on @/rootfs/data (rdonly,remount,bind,rec)".to_string(),
+        ]);
+        want.extend(tried("<tmp>/host/app.conf"));
+        want.extend([
+            "mount <tmp>/host/app.conf on @/rootfs/etc/app.conf (bind,rec)".to_string(),
+            "mount - on @/rootfs/etc/app.conf (rdonly,remount,bind,rec)".to_string(),
+        ]);
+        assert_eq!(
+            calls[sys_at + 1..sys_at + 1 + want.len()],
+            want,
+            "{missing}"
+        );
+    }
+    // Any other error of the new API fails the mount; nothing is attached.
+    let (f, spec) = fixture();
+    let sys = f
+        .fake()
+        .fail_when(|c| matches!(c, Call::TreeReadOnly(_)), Errno::EPERM);
+    let e = f.build(&sys, &spec).expect_err("EPERM");
+    assert_eq!(
+        (e.step(), e.to_string().as_str()),
+        (
+            Step::Volumes,
+            "mount a read-only volume on /data: EPERM: Operation not permitted"
+        )
+    );
+    assert!(
+        !sys.calls()
+            .iter()
+            .any(|c| matches!(c, Call::AttachTree { .. }))
+    );
+}
+
+fn host_file(host: &std::path::Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(host).expect("mkdir");
+    host.join("app.conf")
+}
+
+#[test]
 fn a_read_only_volume_whose_target_changed_is_refused() {
     let f = Fixture::new();
     std::fs::create_dir_all(f.base.join("state/volumes/v1/_data")).expect("mkdir");
@@ -425,8 +521,13 @@ fn a_read_only_volume_whose_target_changed_is_refused() {
     });
     // Right after the bind mount, the target is swapped for a symlink to
     // another directory of the root: resolved again, it is not the volume.
+    // (The fallback of a kernel without the new mount API: with it, no
+    // path is resolved again.)
     let rootfs = f.rootfs.clone();
     let sys = f.fake().with_hook(move |c| {
+        if matches!(c, Call::CloneTree(_)) {
+            return Some(Errno::ENOSYS);
+        }
         let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
         if matches!(c, Call::Mount(m) if m.flags == bind) {
             std::fs::create_dir(rootfs.join("other")).expect("mkdir");
@@ -449,10 +550,13 @@ fn a_read_only_volume_whose_target_changed_is_refused() {
     // A failed bind mount says so.
     let f = Fixture::new();
     std::fs::create_dir_all(f.base.join("state/volumes/v1/_data")).expect("mkdir");
-    let sys = f.fake().fail_when(
-        |c| matches!(c, Call::Mount(m) if m.target_at.ends_with("rootfs/data")),
-        Errno::EPERM,
-    );
+    let sys = f
+        .fake()
+        .fail_when(|c| matches!(c, Call::CloneTree(_)), Errno::ENOSYS)
+        .fail_when(
+            |c| matches!(c, Call::Mount(m) if m.target_at.ends_with("rootfs/data")),
+            Errno::EPERM,
+        );
     let e = f.build(&sys, &spec).expect_err("refused");
     assert_eq!(
         (e.step(), e.to_string().as_str()),
@@ -460,6 +564,18 @@ fn a_read_only_volume_whose_target_changed_is_refused() {
             Step::Volumes,
             "mount a volume on /data: EPERM: Operation not permitted"
         )
+    );
+    // So does a failed attach.
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.base.join("state/volumes/v1/_data")).expect("mkdir");
+    let sys = f.fake().fail_when(
+        |c| matches!(c, Call::AttachTree { target, .. } if target.ends_with("rootfs/data")),
+        Errno::EPERM,
+    );
+    let e = f.build(&sys, &spec).expect_err("refused");
+    assert_eq!(
+        e.to_string(),
+        "mount a read-only volume on /data: EPERM: Operation not permitted"
     );
 }
 
