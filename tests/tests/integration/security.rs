@@ -1434,3 +1434,70 @@ async fn an_exec_has_no_privileged_parent_in_the_container() {
     assert_eq!(field(&status, "Seccomp"), "2", "{out}");
     d.ctl_ok(["rm", "-f", &name]);
 }
+
+/// CPU time (user + system, in clock ticks) of process `pid`.
+fn cpu_ticks(pid: i64) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the command name, which ends at the last ')'.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 here.
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// With `CAP_SYS_PTRACE` a container can open its init's status pipe
+/// through `/proc/1/fd/N` and write into it. The shim reads that pipe
+/// outside the container's cgroup: it must stop at the protocol's bounds
+/// (no CPU spent on the flood) and still record the command's real exit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooded_status_pipe_costs_the_shim_nothing() {
+    let d = Daemon::start().await;
+    let name = unique_name("flood");
+    let script = "for f in /proc/1/fd/*; do \
+                    if [ -p \"$f\" ]; then head -c 268435456 /dev/zero > \"$f\" & fi; \
+                  done; touch /tmp/flooding; \
+                  while [ ! -e /tmp/stop ]; do sleep 0.1; done; exit 7";
+    let out = d.run(
+        &["-d", "--name", &name, "--cap-add", "SYS_PTRACE"],
+        &["sh", "-c", script],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let id = stdout(&out).trim().to_owned();
+    let shim = d
+        .state_json(&id)
+        .and_then(|v| v["shim_pid"].as_i64())
+        .filter(|&p| p > 0)
+        .expect("shim pid in state.json");
+    rsup_tests::eventually(
+        "the flood to start",
+        std::time::Duration::from_secs(20),
+        async || {
+            let out = d.ctl(["exec", &name, "test", "-e", "/tmp/flooding"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(describe(&out))
+            }
+        },
+    )
+    .await;
+    // Two seconds of flood: the old reader (unbounded, quadratic) spent
+    // whole seconds of CPU on each megabyte; the bounded one stops reading.
+    let before = cpu_ticks(shim);
+    let mut spent = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        spent = cpu_ticks(shim) - before;
+    }
+    assert!(spent < 30, "the shim spent {spent} ticks on the flood");
+    // The real exit is recorded although the pipe is full and unread.
+    d.ctl_ok(["exec", &name, "touch", "/tmp/stop"]);
+    let out = d.ctl(["wait", &name]);
+    assert_eq!(stdout(&out).trim(), "7", "{}", describe(&out));
+    let shim_log = fs::read_to_string(d.container_dir(&id).join("shim.log")).unwrap_or_default();
+    assert!(
+        shim_log.contains("status pipe: a status line longer than 8 KiB"),
+        "{shim_log}"
+    );
+    d.ctl_ok(["rm", "-f", &name]);
+}

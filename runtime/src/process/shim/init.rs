@@ -176,6 +176,11 @@ pub(super) fn main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: 
         return if code == 0 { 127 } else { code };
     }
     let _ = Status::Started.send(&mut st);
+    // From here the container's processes run, and with CAP_SYS_PTRACE they
+    // can open this pipe through /proc/1/fd and fill it: the exit line must
+    // not block the init on a full pipe (the shim then takes the exit from
+    // the init's wait status).
+    let _ = nix::fcntl::fcntl(&st, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
     reap(&all, cmd, &mut st)
 }
 

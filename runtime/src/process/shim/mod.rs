@@ -217,7 +217,13 @@ fn run(dir: &Path) -> Result<(), ShimError> {
         let _ = nix::unistd::dup2_stdout(&null);
     }
 
-    let exit = output::pump(&mut log, out_r, err_r, &mut status);
+    let mut exit = output::pump(&mut log, out_r, err_r, &mut status);
+    if let Some(why) = status.violation() {
+        // Someone else wrote into the pipe (a container that opened the
+        // init's fd through /proc): believe only the init's own status.
+        eprintln!("rsup-shim: status pipe: {why}; the exit is taken from the init's wait status");
+        exit = None;
+    }
     let info = match (exit, waitpid(init_pid, None)) {
         (Some(info), _) => info,
         (None, Ok(WaitStatus::Exited(_, code))) => ExitInfo {

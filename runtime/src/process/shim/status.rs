@@ -16,6 +16,14 @@
 //! Invariants: a line never holds a newline of its own (a message's are made
 //! spaces); a line that is none of these reads as an `error` with the whole
 //! line as its message.
+//!
+//! The pipe is not the init's alone: a container with `CAP_SYS_PTRACE` can
+//! open `/proc/1/fd/N` and write into it. So the reader is bounded: a line
+//! longer than [`MAX_LINE`], or more than [`MAX_LINES`] lines in all (the
+//! protocol has at most four), is a protocol violation, after which the
+//! reader stops reading (it reports end of file, and the shim takes the
+//! command's exit from `waitpid` of the init instead); each byte is looked
+//! at once, so a flood costs the shim no more than the container's log does.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -81,11 +89,23 @@ impl Status {
     }
 }
 
+/// The longest status line the shim reads (an error message with a path
+/// or two; every input it quotes is capped at 200 bytes).
+pub const MAX_LINE: usize = 8 * 1024;
+/// The most status lines the shim reads from one init (`userns`, `ready`,
+/// `started` and one of `exit`/`error`/`exec-error` at most; room to spare).
+pub const MAX_LINES: usize = 16;
+
 /// The shim's end of the status pipe.
 pub struct StatusReader {
     fd: File,
+    /// Bytes of the line being read (never more than [`MAX_LINE`]).
     buf: Vec<u8>,
     eof: bool,
+    /// Lines taken so far.
+    lines: usize,
+    /// Set when the pipe broke the protocol (see the module doc).
+    violation: Option<&'static str>,
     pending: Vec<Status>,
 }
 
@@ -95,28 +115,63 @@ impl StatusReader {
             fd,
             buf: Vec::new(),
             eof: false,
+            lines: 0,
+            violation: None,
             pending: Vec::new(),
         }
     }
 
-    /// True once the init's end is closed (and everything read).
+    /// True once the init's end is closed (and everything read), or once
+    /// the pipe broke the protocol and is no longer read.
     pub fn eof(&self) -> bool {
         self.eof
+    }
+
+    /// Why the reader stopped reading before the end, if it did.
+    pub fn violation(&self) -> Option<&'static str> {
+        self.violation
     }
 
     /// Reads what is available (blocking once) and queues the complete
     /// lines.
     fn fill(&mut self) {
+        if self.eof {
+            return;
+        }
         let mut chunk = [0u8; 512];
-        match self.fd.read(&mut chunk) {
-            Ok(0) | Err(_) => self.eof = true,
-            Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+        let n = match self.fd.read(&mut chunk) {
+            Ok(0) | Err(_) => {
+                self.eof = true;
+                return;
+            }
+            Ok(n) => n,
+        };
+        for part in chunk[..n].split_inclusive(|&c| c == b'\n') {
+            let (text, complete) = match part.split_last() {
+                Some((b'\n', text)) => (text, true),
+                _ => (part, false),
+            };
+            if self.buf.len() + text.len() > MAX_LINE {
+                return self.stop("a status line longer than 8 KiB");
+            }
+            self.buf.extend_from_slice(text);
+            if complete {
+                if self.lines == MAX_LINES {
+                    return self.stop("more status lines than the protocol has");
+                }
+                self.lines += 1;
+                let line = std::mem::take(&mut self.buf);
+                self.pending
+                    .push(Status::parse(&String::from_utf8_lossy(&line)));
+            }
         }
-        while let Some(pos) = self.buf.iter().position(|&c| c == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=pos).collect();
-            self.pending
-                .push(Status::parse(&String::from_utf8_lossy(&line[..pos])));
-        }
+    }
+
+    /// Stops reading: what was queued stays, nothing more is read.
+    fn stop(&mut self, why: &'static str) {
+        self.violation = Some(why);
+        self.eof = true;
+        self.buf = Vec::new();
     }
 
     /// Blocks until one line arrives; `None` at EOF.
@@ -215,5 +270,49 @@ mod tests {
         drop(w);
         assert_eq!(reader.next(), None);
         assert!(reader.eof());
+        assert_eq!(reader.violation(), None);
+    }
+
+    /// What a container that opened `/proc/1/fd/N` could write: one endless
+    /// line, or endless short lines. The reader stops at its bounds and
+    /// keeps what came before.
+    #[test]
+    fn a_flood_on_the_pipe_stops_the_reader() {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        let mut w = File::from(w);
+        let mut reader = StatusReader::new(File::from(r));
+        w.write_all(b"ready\n").expect("write");
+        assert_eq!(reader.next(), Some(Status::Ready));
+        let writer = std::thread::spawn(move || {
+            // Blocks once the reader stops: ends with EPIPE when it is dropped.
+            let _ = w.write_all(&vec![b'x'; 1 << 20]);
+        });
+        assert_eq!(reader.next(), None);
+        assert_eq!(reader.violation(), Some("a status line longer than 8 KiB"));
+        drop(reader);
+        writer.join().expect("writer");
+
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        let mut w = File::from(w);
+        let mut reader = StatusReader::new(File::from(r));
+        let lines = "started\n".repeat(MAX_LINES + 1);
+        w.write_all(lines.as_bytes()).expect("write");
+        let mut got = 0;
+        while reader.next().is_some() {
+            got += 1;
+        }
+        assert_eq!(got, MAX_LINES);
+        assert_eq!(
+            reader.violation(),
+            Some("more status lines than the protocol has")
+        );
+        // A line of exactly MAX_LINE bytes is still read.
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        let mut w = File::from(w);
+        let mut reader = StatusReader::new(File::from(r));
+        let long = format!("error {}\n", "m".repeat(MAX_LINE - 6));
+        let writer = std::thread::spawn(move || w.write_all(long.as_bytes()).expect("write"));
+        assert_eq!(reader.next(), Some(Status::Error("m".repeat(MAX_LINE - 6))));
+        writer.join().expect("writer");
     }
 }
