@@ -160,8 +160,11 @@ type Namespaces = (Vec<(&'static str, CloneFlags, File)>, File);
 fn open_namespaces(spec: &ExecSpec) -> Result<Namespaces, String> {
     let gone = || format!("the container's init (pid {}) is gone", spec.init_pid);
     let pidfd = sys::pidfd_open(spec.init_pid).map_err(|_| gone())?;
-    if spec.init_start_time != 0
-        && sys::process_start_time(spec.init_pid) != Some(spec.init_start_time)
+    // An unknown start time (0) pins nothing: refuse rather than trust the
+    // pid alone (rsupd records it at every start and only adopts a
+    // container whose init still has it).
+    if spec.init_start_time == 0
+        || sys::process_start_time(spec.init_pid) != Some(spec.init_start_time)
     {
         return Err(gone());
     }
@@ -289,6 +292,9 @@ mod tests {
         assert!(e.contains("is gone"), "{e}");
         // A pid that names nothing.
         let e = open_namespaces(&spec_for(i32::MAX, started)).expect_err("no such pid");
+        assert!(e.contains("is gone"), "{e}");
+        // No recorded start time: nothing pins the pid.
+        let e = open_namespaces(&spec_for(me, 0)).expect_err("unknown start time");
         assert!(e.contains("is gone"), "{e}");
     }
 }
