@@ -209,6 +209,15 @@ pub struct ContainerInfo {
     pub log_dropped: logs::Dropped,
 }
 
+/// The container counts of `info` ([`Runtime::counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerCounts {
+    /// Every container the runtime knows, in any state.
+    pub total: usize,
+    /// Those in [`ContainerState::Running`].
+    pub running: usize,
+}
+
 /// What a stop, kill or remove could not do besides its main work (which
 /// it did: the signal went out, the container is gone from the API): a
 /// state that is not saved, a part left behind. Sent to the client as
@@ -1857,14 +1866,17 @@ impl Runtime {
         self.inner.cgroups.as_ref().map(|c| c.driver())
     }
 
-    /// (containers, running).
-    pub fn counts(&self) -> (usize, usize) {
+    /// How many containers there are and how many of them run.
+    pub fn counts(&self) -> ContainerCounts {
         let list = lock(&self.inner.containers);
         let running = list
             .iter()
             .filter(|e| e.status.borrow().state == ContainerState::Running)
             .count();
-        (list.len(), running)
+        ContainerCounts {
+            total: list.len(),
+            running,
+        }
     }
 
     pub fn state_dir(&self) -> &Path {

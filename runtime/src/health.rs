@@ -8,6 +8,7 @@
 //! container is killed (SIGKILL), and its restart policy restarts it, as a
 //! Kubernetes liveness probe does.
 
+use std::fmt;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -50,11 +51,49 @@ pub struct ExecOutput {
     pub timed_out: bool,
 }
 
+/// Where a container's health checks stand (Docker's three states).
+/// Persisted in `state.json` and sent over gRPC as its [`as_str`] name.
+///
+/// [`as_str`]: HealthStatus::as_str
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// No check has passed yet and too few have failed to say unhealthy.
+    Starting,
+    /// The last check passed.
+    Healthy,
+    /// `retries` checks in a row failed (outside the start period).
+    Unhealthy,
+}
+
+impl HealthStatus {
+    /// Every status, in the order metrics list them.
+    pub const ALL: [HealthStatus; 3] = [
+        HealthStatus::Starting,
+        HealthStatus::Healthy,
+        HealthStatus::Unhealthy,
+    ];
+
+    /// The name in `state.json`, the API, events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Starting => "starting",
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+impl fmt::Display for HealthStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Health of a container, as `ps` and `inspect` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthState {
-    /// "starting", "healthy" or "unhealthy".
-    pub status: String,
+    pub status: HealthStatus,
     pub failing_streak: u32,
     pub last_output: String,
     pub last_check: Option<SystemTime>,
@@ -63,7 +102,7 @@ pub struct HealthState {
 impl HealthState {
     pub fn starting() -> HealthState {
         HealthState {
-            status: "starting".into(),
+            status: HealthStatus::Starting,
             failing_streak: 0,
             last_output: String::new(),
             last_check: None,
@@ -235,28 +274,28 @@ impl Runtime {
                 if token.is_cancelled() {
                     return;
                 }
-                let before = entry.status().health.map(|h| h.status).unwrap_or_default();
+                let before = entry.status().health.map(|h| h.status);
                 let in_start_period = started.elapsed() < hc.start_period;
-                let mut after = before.clone();
+                let mut after = before;
                 let _ = entry.set_status(|s| {
                     let h = s.health.get_or_insert_with(HealthState::starting);
                     h.last_output = output;
                     h.last_check = Some(SystemTime::now());
                     if ok {
                         h.failing_streak = 0;
-                        h.status = "healthy".into();
+                        h.status = HealthStatus::Healthy;
                     } else if !in_start_period {
                         h.failing_streak += 1;
                         if h.failing_streak >= hc.retries {
-                            h.status = "unhealthy".into();
+                            h.status = HealthStatus::Unhealthy;
                         }
                     }
-                    after = h.status.clone();
+                    after = Some(h.status);
                 });
-                if after != before {
+                if let Some(after) = after.filter(|a| Some(*a) != before) {
                     info!(container = %entry.spec.name, status = %after, "health status");
-                    rt.event(&entry, EventKind::HealthStatus, &[("status", after.clone())]);
-                    if after == "unhealthy" && hc.restart_on_unhealthy {
+                    rt.event(&entry, EventKind::HealthStatus, &[("status", after.to_string())]);
+                    if after == HealthStatus::Unhealthy && hc.restart_on_unhealthy {
                         warn!(container = %entry.spec.name, "unhealthy: killing it for its restart policy");
                         let _ = entry.signal(libc::SIGKILL);
                         return;
@@ -271,5 +310,44 @@ impl Runtime {
 pub(crate) fn stop_health(entry: &Entry) {
     if let Some(t) = lock(&entry.health_cancel).take() {
         t.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_status_names() {
+        let names: Vec<&str> = HealthStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["starting", "healthy", "unhealthy"]);
+        assert_eq!(HealthStatus::Unhealthy.to_string(), "unhealthy");
+        assert_eq!(HealthState::starting().status, HealthStatus::Starting);
+    }
+
+    #[test]
+    fn health_status_is_persisted_by_its_name() {
+        for s in HealthStatus::ALL {
+            let json = serde_json::to_string(&s).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            let back: HealthStatus = serde_json::from_str(&json).expect("deserialize");
+            assert_eq!(back, s);
+        }
+        assert!(serde_json::from_str::<HealthStatus>("\"Healthy\"").is_err());
+    }
+
+    #[test]
+    fn health_state_reads_what_earlier_versions_wrote() {
+        // state.json's `health` as rsupd wrote it when the status was a string.
+        let old = r#"{"status":"unhealthy","failing_streak":3,"last_output":"down\n","last_check":{"secs_since_epoch":1700000000,"nanos_since_epoch":5}}"#;
+        let h: HealthState = serde_json::from_str(old).expect("old state.json");
+        assert_eq!(h.status, HealthStatus::Unhealthy);
+        assert_eq!(h.failing_streak, 3);
+        assert_eq!(h.last_output, "down\n");
+        assert_eq!(
+            h.last_check,
+            Some(SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 5))
+        );
+        assert_eq!(serde_json::to_string(&h).expect("serialize"), old);
     }
 }

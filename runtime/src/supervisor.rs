@@ -114,8 +114,36 @@ pub struct SupervisorInfo {
     pub spec: SupervisorSpec,
     pub failed: bool,
     pub restarts: u64,
-    /// ("container"|"supervisor", name, state), in start order.
-    pub children: Vec<(&'static str, String, String)>,
+    /// In start order.
+    pub children: Vec<ChildInfo>,
+}
+
+/// What a supervisor's child is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildKind {
+    Container,
+    Supervisor,
+}
+
+impl ChildKind {
+    /// "container" or "supervisor", as the API names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildKind::Container => "container",
+            ChildKind::Supervisor => "supervisor",
+        }
+    }
+}
+
+/// One child of a supervisor, as `tree` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildInfo {
+    pub kind: ChildKind,
+    /// The container's or the supervisor's name.
+    pub name: String,
+    /// A container's state ("created", "running", "exited", "restarting",
+    /// "removed", "unknown"); a supervisor's "running" or "failed".
+    pub state: &'static str,
 }
 
 type BoxFut<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -271,21 +299,20 @@ impl Runtime {
                 .children_of(sup)
                 .iter()
                 .map(|c| match c {
-                    Child::Container(e) => (
-                        "container",
-                        e.spec.name.clone(),
-                        state_name(e.status().state).to_string(),
-                    ),
-                    Child::Supervisor(s) => (
-                        "supervisor",
-                        s.spec.name.to_string(),
-                        if lock(&s.state).failed {
+                    Child::Container(e) => ChildInfo {
+                        kind: ChildKind::Container,
+                        name: e.spec.name.clone(),
+                        state: state_name(e.status().state),
+                    },
+                    Child::Supervisor(s) => ChildInfo {
+                        kind: ChildKind::Supervisor,
+                        name: s.spec.name.to_string(),
+                        state: if lock(&s.state).failed {
                             "failed"
                         } else {
                             "running"
-                        }
-                        .to_string(),
-                    ),
+                        },
+                    },
                 })
                 .collect(),
         }
@@ -545,5 +572,12 @@ mod tests {
         for bad in [ms(0), bounds::DAY + ms(1), ms(u64::MAX)] {
             assert_eq!(field(req(3, bad)), "period_ms", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn child_names_are_the_api_strings() {
+        assert_eq!(ChildKind::Container.as_str(), "container");
+        assert_eq!(ChildKind::Supervisor.as_str(), "supervisor");
+        assert_eq!(state_name(ContainerState::Restarting), "restarting");
     }
 }

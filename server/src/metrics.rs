@@ -21,6 +21,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rsup_runtime::health::HealthStatus;
 use rsup_runtime::{ContainerState, Runtime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -268,13 +269,13 @@ pub fn render_containers(runtime: &Runtime) -> String {
                 gauge!(CONTAINER_BACKOFF, &labels)
                     .set(i.restart_delay.map_or(0.0, |d| d.as_secs_f64()));
                 if let Some(h) = i.health.as_ref().filter(|_| i.spec.health.is_some()) {
-                    for st in ["starting", "healthy", "unhealthy"] {
+                    for st in HealthStatus::ALL {
                         gauge!(
                             CONTAINER_HEALTH,
                             &[
                                 ("name", c.name.clone()),
                                 ("id", c.id.clone()),
-                                ("status", st.to_string())
+                                ("status", st.as_str().to_string())
                             ]
                         )
                         .set(if h.status == st { 1.0 } else { 0.0 });

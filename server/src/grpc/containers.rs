@@ -305,7 +305,7 @@ fn container(c: ContainerInfo) -> pb::Container {
         next_start_at: c.next_start_at.map(Into::into),
         networks: s_networks(&c),
         health: c.health.map(|h| pb::Health {
-            status: h.status,
+            status: h.status.as_str().into(),
             failing_streak: h.failing_streak,
             last_output: h.last_output,
             last_check: h.last_check.map(Into::into),

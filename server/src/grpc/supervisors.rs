@@ -33,10 +33,10 @@ fn supervisor(s: SupervisorInfo) -> pb::Supervisor {
         children: s
             .children
             .into_iter()
-            .map(|(kind, name, state)| pb::SupervisorChild {
-                kind: kind.into(),
-                name,
-                state,
+            .map(|c| pb::SupervisorChild {
+                kind: c.kind.as_str().into(),
+                name: c.name,
+                state: c.state.into(),
             })
             .collect(),
     }

@@ -17,12 +17,12 @@ impl Service {
 #[tonic::async_trait]
 impl System for Service {
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        let (containers, running) = self.runtime.counts();
+        let counts = self.runtime.counts();
         Ok(Response::new(InfoResponse {
             version: env!("CARGO_PKG_VERSION").into(),
             state_dir: self.runtime.state_dir().display().to_string(),
-            containers: u32::try_from(containers).unwrap_or(u32::MAX),
-            running: u32::try_from(running).unwrap_or(u32::MAX),
+            containers: u32::try_from(counts.total).unwrap_or(u32::MAX),
+            running: u32::try_from(counts.running).unwrap_or(u32::MAX),
             cgroup_driver: self
                 .runtime
                 .cgroup_driver()
