@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Where the time of one `rsupctl run --rm --network none --rootfs R true` goes, phase by phase,
+# from the kernel's own process events (perf's sched_process_fork/exec/exit tracepoints: no
+# strace, next to no overhead), for one or more builds measured alternately in the same run.
+#
+#   sudo scripts/bench-phases.sh [RUNS] [BIN_DIR...]     # default: 60 runs, target/release
+#   sudo scripts/bench-phases.sh 60 /tmp/rsup-base/target/release target/release
+#
+# Phases (medians over RUNS, ms):
+#   client+create+start  rsupctl's exec -> rsupd forks the shim (client start, Create, Start
+#                        up to the spawn: validation, state files, cgroups, rollback guard)
+#   shim exec            fork -> the shim's execve of /proc/self/exe
+#   shim -> init fork    the shim's start until it forks the container's init
+#   init setup + go      the init's namespaces, mounts, /dev, pivot_root, masks, `ready`,
+#                        rsupd's cgroup placement and `go`, until the init forks the command
+#   command start        the command's fork -> its execve (user, caps, seccomp; the init's
+#                        confinement and the release pipe since issue 13)
+#   exit + removal       the command's execve -> rsupctl exits (exit record, wait, rm)
+#   total                rsupctl's exec -> rsupctl's exit
+#
+# Each build gets its own rsupd under /tmp/rsup-test-<pid>-phases (swept by scripts/test.sh),
+# its own link prefix and cgroup subtree; everything is removed at the end. Needs perf
+# (apt-get install linux-perf) and busybox-static.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RUNS=${1:-60}
+shift || true
+BINS=("$@")
+[[ ${#BINS[@]} -gt 0 ]] || BINS=("$REPO/target/release")
+command -v perf >/dev/null || { echo "perf missing (apt-get install linux-perf)" >&2; exit 1; }
+WORK=/tmp/rsup-test-$$-phases
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
+    for i in "${!BINS[@]}"; do
+        find /sys/fs/cgroup -depth -type d -path "*/phases$$n$i*" -exec rmdir {} \; 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+mkdir -p "$WORK/rootfs"/{bin,proc,dev,sys,tmp,etc,root}
+chmod 1777 "$WORK/rootfs/tmp"
+cp /bin/busybox "$WORK/rootfs/bin/busybox"
+for a in $(/bin/busybox --list); do
+    [[ $a == busybox || $a == */* ]] || ln -s busybox "$WORK/rootfs/bin/$a"
+done
+echo 'root:x:0:0:root:/root:/bin/sh' >"$WORK/rootfs/etc/passwd"
+echo 'root:x:0:' >"$WORK/rootfs/etc/group"
+
+for i in "${!BINS[@]}"; do
+    b=$(cd "${BINS[$i]}" && pwd)
+    BINS[$i]=$b
+    d=$WORK/d$i
+    mkdir -p "$d"
+    "$b/rsupd" --socket "$d/s.sock" --state-dir "$d/state" --metrics-addr "" \
+        --net-prefix "p$i" --default-subnet "10.9$((4 + i)).0.0/16" \
+        --cgroup-subtree "phases$$n$i" >"$d/rsupd.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 100); do "$b/rsupctl" --socket "$d/s.sock" info >/dev/null 2>&1 && break; sleep 0.1; done
+    for _ in 1 2 3 4 5; do
+        "$b/rsupctl" --socket "$d/s.sock" run --rm --network none --rootfs "$WORK/rootfs" true
+    done
+done
+
+# Alternate the builds in rounds of 10, so that a busy moment hurts them alike.
+for i in "${!BINS[@]}"; do : >"$WORK/events$i.txt"; done
+for ((r = 0; r < RUNS; r += 10)); do
+    for i in "${!BINS[@]}"; do
+        b=${BINS[$i]}
+        perf record -q -a -e sched:sched_process_fork,sched:sched_process_exec,sched:sched_process_exit \
+            -o "$WORK/p$i.data" -- bash -c "for _ in \$(seq 10); do '$b/rsupctl' --socket '$WORK/d$i/s.sock' run --rm --network none --rootfs '$WORK/rootfs' true; done" \
+            >/dev/null 2>&1
+        perf script -i "$WORK/p$i.data" -F comm,pid,time,event,trace 2>/dev/null >>"$WORK/events$i.txt"
+    done
+done
+
+for i in "${!BINS[@]}"; do
+    echo "== ${BINS[$i]} ($(git -C "${BINS[$i]}" rev-parse --short HEAD 2>/dev/null || echo ?))"
+    python3 - "$WORK/events$i.txt" <<'EOF'
+import statistics, sys
+runs, cur = [], None
+for line in open(sys.argv[1]):
+    x = line.split()
+    if len(x) < 4:
+        continue
+    comm, ev, text = x[0], x[3], " ".join(x)
+    t = float(x[2].rstrip(":")) * 1000
+    if ev.startswith("sched:sched_process_exec") and "/rsupctl " in text:
+        cur = {"ctl": t}
+        runs.append(cur)
+        continue
+    if cur is None:
+        continue
+    fork, exe = ev.startswith("sched:sched_process_fork"), ev.startswith("sched:sched_process_exec")
+    if fork and "child_comm=tokio-rt-worker" in text:
+        # a thread or the shim: the shim is the child that execs rsupd's binary
+        child = text.split("child_pid=")[1].split()[0]
+        cur.setdefault("forks", {})[child] = t
+    elif exe and "filename=/proc/self/exe" in text and "shimexec" not in cur:
+        cur["shimexec"] = t
+        pid = text.split(" pid=")[1].split()[0]
+        if pid in cur.get("forks", {}):
+            cur["shim"] = cur["forks"][pid]
+    elif fork and comm == "exe" and "initfork" not in cur:
+        cur["initfork"] = t
+    elif fork and comm == "rsup-init" and "cmdfork" not in cur:
+        cur["cmdfork"] = t
+    elif exe and "filename=/bin/true" in text:
+        cur["exec"] = t
+    elif ev.startswith("sched:sched_process_exit") and comm == "rsupctl":
+        cur["end"] = t
+phases = [
+    ("client+create+start", "ctl", "shim"),
+    ("shim exec", "shim", "shimexec"),
+    ("shim -> init fork", "shimexec", "initfork"),
+    ("init setup + go", "initfork", "cmdfork"),
+    ("command start", "cmdfork", "exec"),
+    ("exit + removal", "exec", "end"),
+    ("total", "ctl", "end"),
+]
+for name, a, b in phases:
+    v = [r[b] - r[a] for r in runs if a in r and b in r]
+    if v:
+        v.sort()
+        p95 = v[min(len(v) - 1, int(len(v) * 0.95))]
+        print(f"  {name:<22} {statistics.median(v):7.2f}  (p95 {p95:6.2f}, n {len(v)})")
+EOF
+done
