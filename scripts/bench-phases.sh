@@ -5,6 +5,13 @@
 #
 #   sudo scripts/bench-phases.sh [RUNS] [BIN_DIR...]     # default: 60 runs, target/release
 #   sudo scripts/bench-phases.sh 60 /tmp/rsup-base/target/release target/release
+#   sudo PAUSE=0.05 scripts/bench-phases.sh ...   # a pause between runs (see below)
+#
+# Moving a process into a cgroup (a cgroup.procs write) waits for an RCU grace period when no
+# other move happened in the last one (the kernel's cgroup_threadgroup_rwsem, unless a
+# cgroup2 mount has `favordynmods`): 10-17 ms on this machine. Back-to-back runs faster than
+# a grace period skip that wait, slower ones pay it, so a small difference between builds can
+# flip which regime a run is in; PAUSE puts every run in the paying regime.
 #
 # Phases (medians over RUNS, ms):
 #   client+create+start  rsupctl's exec -> rsupd forks the shim (client start, Create, Start
@@ -69,7 +76,7 @@ for ((r = 0; r < RUNS; r += 10)); do
     for i in "${!BINS[@]}"; do
         b=${BINS[$i]}
         perf record -q -a -e sched:sched_process_fork,sched:sched_process_exec,sched:sched_process_exit \
-            -o "$WORK/p$i.data" -- bash -c "for _ in \$(seq 10); do '$b/rsupctl' --socket '$WORK/d$i/s.sock' run --rm --network none --rootfs '$WORK/rootfs' true; done" \
+            -o "$WORK/p$i.data" -- bash -c "for _ in \$(seq 10); do '$b/rsupctl' --socket '$WORK/d$i/s.sock' run --rm --network none --rootfs '$WORK/rootfs' true; sleep ${PAUSE:-0}; done" \
             >/dev/null 2>&1
         perf script -i "$WORK/p$i.data" -F comm,pid,time,event,trace 2>/dev/null >>"$WORK/events$i.txt"
     done

@@ -249,13 +249,25 @@ fn open_counter(path: &Path, create: bool) -> std::io::Result<File> {
 }
 
 impl DropCounter {
-    /// Makes the file with a zero count, its block allocated (synced), for
-    /// a new container.
+    /// Makes the file with a zero count, its block allocated, for a new
+    /// container: later updates overwrite it in place and need no new
+    /// block even on a full device. `fallocate` allocates it without the
+    /// journal commit an fsync costs (about a millisecond of every create
+    /// here); where the filesystem cannot, the file is synced instead. A
+    /// crash before the count reaches the disk leaves zeros, which read as
+    /// no drops ([`read_dropped`]).
     pub fn create(path: &Path) -> std::io::Result<()> {
         let f = open_counter(path, true)?;
         f.set_len(0)?;
+        let allocated = nix::fcntl::fallocate(
+            &f,
+            nix::fcntl::FallocateFlags::empty(),
+            0,
+            DROPPED_LEN as libc::off_t,
+        )
+        .is_ok();
         f.write_all_at(&Dropped::default().encode(), 0)?;
-        f.sync_all()
+        if allocated { Ok(()) } else { f.sync_all() }
     }
 
     /// Opens the counter of a starting container and goes on from its

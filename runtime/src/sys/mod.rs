@@ -16,6 +16,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use nix::errno::Errno;
 
 pub mod mount_api;
+pub mod resolve;
 pub mod setup;
 
 /// Opens a pidfd for `pid` (`pidfd_open(2)`, Linux 5.3+). The fd is
