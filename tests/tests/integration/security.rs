@@ -1453,7 +1453,10 @@ fn cpu_ticks(pid: i64) -> u64 {
 async fn a_flooded_status_pipe_costs_the_shim_nothing() {
     let d = Daemon::start().await;
     let name = unique_name("flood");
-    let script = "for f in /proc/1/fd/*; do \
+    // The flood starts once the container runs (a flood before the init's
+    // `started` line fails the container's own start instead).
+    let script = "while [ ! -e /tmp/go ]; do sleep 0.05; done; \
+                  for f in /proc/1/fd/*; do \
                     if [ -p \"$f\" ]; then head -c 268435456 /dev/zero > \"$f\" & fi; \
                   done; touch /tmp/flooding; \
                   while [ ! -e /tmp/stop ]; do sleep 0.1; done; exit 7";
@@ -1468,6 +1471,7 @@ async fn a_flooded_status_pipe_costs_the_shim_nothing() {
         .and_then(|v| v["shim_pid"].as_i64())
         .filter(|&p| p > 0)
         .expect("shim pid in state.json");
+    d.ctl_ok(["exec", &name, "touch", "/tmp/go"]);
     rsup_tests::eventually(
         "the flood to start",
         std::time::Duration::from_secs(20),
