@@ -10,7 +10,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 
 use nix::fcntl::OFlag;
@@ -21,7 +21,13 @@ use crate::spec::ContainerSpec;
 use crate::sys;
 
 /// The child that becomes the command. Never returns.
-pub(super) fn exec(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd, exec_w: OwnedFd) -> ! {
+pub(super) fn exec(
+    spec: &ContainerSpec,
+    out_w: OwnedFd,
+    err_w: OwnedFd,
+    exec_w: OwnedFd,
+    release_r: OwnedFd,
+) -> ! {
     let report = File::from(exec_w);
     // "CODE MESSAGE": the exit code to record (0: none) and why.
     let fail_code = |code: i32, msg: &str| -> ! {
@@ -93,6 +99,12 @@ pub(super) fn exec(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd, exec_w:
     let path = cstr(&executable);
     let argv: Vec<CString> = spec.command.iter().map(|a| cstr(a)).collect();
     let env: Vec<CString> = env.iter().map(|a| cstr(a)).collect();
+    // The init confines itself while this process sets up; the container's
+    // code runs only once it is done (its byte), never if it failed (EOF).
+    let mut b = [0u8; 1];
+    if !matches!(File::from(release_r).read(&mut b), Ok(1)) {
+        sys::exit_now(1);
+    }
     let Err(e) = nix::unistd::execve(&path, &argv, &env);
     let code = if e == nix::errno::Errno::ENOENT {
         127

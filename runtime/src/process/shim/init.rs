@@ -16,10 +16,11 @@
 //! Invariants: it dies with the shim (parent-death signal), since nobody
 //! else would record the container's exit; signals from outside the PID
 //! namespace reach it because it has a handler for each, and it collects
-//! them with `sigwait` (all blocked). No process of the container runs
-//! while the init holds more than `CAP_KILL` or any host file: the command
-//! waits on a release pipe until the init is confined, because a container
-//! process with `CAP_SYS_PTRACE` can attach to PID 1 and run code as it.
+//! them with `sigwait` (all blocked). No code of the container runs while
+//! the init holds more than `CAP_KILL` or any host file: the command's
+//! process does its setup meanwhile but waits on a release pipe right before
+//! its execve until the init is confined, because a container process with
+//! `CAP_SYS_PTRACE` can attach to PID 1 and run code as it.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -133,12 +134,10 @@ pub(super) fn main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: 
     let cmd = match unsafe { sys::fork() } {
         Ok(ForkResult::Child) => {
             drop((exec_r, st, release_w));
-            // No process of the container runs before the init is confined.
-            let mut b = [0u8; 1];
-            if !matches!(File::from(release_r).read(&mut b), Ok(1)) {
-                sys::exit_now(1);
-            }
-            super::command::exec(spec, out_w, err_w, exec_w)
+            // The command's setup runs while the init confines itself; it
+            // waits for the release right before its execve, so no code of
+            // the container runs before the init is confined.
+            super::command::exec(spec, out_w, err_w, exec_w, release_r)
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => return fail(&mut st, start_err("fork")(e)),
@@ -146,13 +145,15 @@ pub(super) fn main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: 
     drop((out_w, err_w, exec_w, release_r));
     let keep = [st.as_raw_fd(), exec_r.as_raw_fd(), release_w.as_raw_fd()];
     let confined = confine(spec, &keep).and_then(|()| {
-        File::from(release_w)
-            .write_all(b"r")
-            .map_err(|source| SetupError::Io {
+        match File::from(release_w).write_all(b"r") {
+            // The command failed its setup and exited: its report follows.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => Ok(()),
+            r => r.map_err(|source| SetupError::Io {
                 step: Step::Confine,
                 what: "releasing the command".into(),
                 source,
-            })
+            }),
+        }
     });
     if let Err(e) = confined {
         // The command's process exits on its own (its release pipe closed).
