@@ -15,7 +15,9 @@ use nix::errno::Errno;
 /// refuses `/proc` magic links, so nothing leads out of `dir`. With
 /// `nofollow` a trailing symlink is opened itself. This is the resolution
 /// libpathrs uses on such kernels, without its fallbacks and retries (the
-/// caller falls back to libpathrs on any error but ENOENT/ENOTDIR).
+/// caller falls back to libpathrs on any error but ENOENT/ENOTDIR; EAGAIN,
+/// which the kernel returns when a rename or mount races with a `..`, is
+/// one of them).
 pub fn open_in_root(dir: BorrowedFd<'_>, path: &str, nofollow: bool) -> nix::Result<OwnedFd> {
     /// `struct open_how` of linux/openat2.h.
     #[repr(C)]
@@ -70,6 +72,20 @@ mod tests {
             .to_string()
     }
 
+    /// [`open_in_root`], again while the kernel answers EAGAIN: it does when
+    /// a rename or a mount anywhere on the system races with a `..` (other
+    /// tests make plenty); libpathrs, the callers' fallback, retries too.
+    fn open_retry(dir: BorrowedFd<'_>, path: &str, nofollow: bool) -> nix::Result<OwnedFd> {
+        let mut r = open_in_root(dir, path, nofollow);
+        for _ in 0..1000 {
+            if !matches!(r, Err(Errno::EAGAIN)) {
+                break;
+            }
+            r = open_in_root(dir, path, nofollow);
+        }
+        r
+    }
+
     #[test]
     fn symlinks_and_dotdot_stay_in_the_root() {
         let t = tempfile::tempdir().expect("tempdir");
@@ -87,21 +103,21 @@ mod tests {
             "up/passwd",
             "../../etc/passwd",
         ] {
-            let fd = open_in_root(dir.as_fd(), p, false).expect(p);
+            let fd = open_retry(dir.as_fd(), p, false).expect(p);
             assert_eq!(path_of(&fd), inside, "{p}");
         }
         // Missing inside the root although the host has it.
         assert_eq!(
-            open_in_root(dir.as_fd(), "abs/hostname", false).map(|_| ()),
+            open_retry(dir.as_fd(), "abs/hostname", false).map(|_| ()),
             Err(Errno::ENOENT)
         );
         // A trailing symlink opened itself with nofollow.
-        let fd = open_in_root(dir.as_fd(), "abs", true).expect("nofollow");
+        let fd = open_retry(dir.as_fd(), "abs", true).expect("nofollow");
         assert_eq!(path_of(&fd), format!("{}/abs", root.display()));
         // Magic links are refused.
         let proc_root = std::fs::File::open("/").expect("open /");
         assert_eq!(
-            open_in_root(proc_root.as_fd(), "proc/self/exe", false).map(|_| ()),
+            open_retry(proc_root.as_fd(), "proc/self/exe", false).map(|_| ()),
             Err(Errno::ELOOP)
         );
     }
