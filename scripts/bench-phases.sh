@@ -25,8 +25,9 @@
 #   exit + removal       the command's execve -> rsupctl exits (exit record, wait, rm)
 #   total                rsupctl's exec -> rsupctl's exit
 #
-# Each build gets its own rsupd under /tmp/rsup-test-<pid>-phases (swept by scripts/test.sh),
-# its own link prefix and cgroup subtree; everything is removed at the end. Needs perf
+# Each build gets its own rsupd under /tmp/rsup-test-<pid>-phases, its own link prefix (bp0,
+# bp1, ...) and cgroup subtree; everything is removed at the end (and scripts/test.sh sweeps
+# what an interrupted run left, by those prefixes). Needs perf
 # (apt-get install linux-perf) and busybox-static.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,6 +43,10 @@ cleanup() {
     for p in "${PIDS[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
     for i in "${!BINS[@]}"; do
         find /sys/fs/cgroup -depth -type d -path "*/phases$$n$i*" -exec rmdir {} \; 2>/dev/null || true
+        # rsupd keeps its default bridge when it stops: remove this run's links.
+        for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E "^bp$i[bv]" || true); do
+            ip link del "$l" 2>/dev/null || true
+        done
     done
     rm -rf "$WORK"
 }
@@ -61,7 +66,7 @@ for i in "${!BINS[@]}"; do
     d=$WORK/d$i
     mkdir -p "$d"
     "$b/rsupd" --socket "$d/s.sock" --state-dir "$d/state" --metrics-addr "" \
-        --net-prefix "p$i" --default-subnet "10.9$((4 + i)).0.0/16" \
+        --net-prefix "bp$i" --default-subnet "10.9$((4 + i)).0.0/16" \
         --cgroup-subtree "phases$$n$i" >"$d/rsupd.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 100); do "$b/rsupctl" --socket "$d/s.sock" info >/dev/null 2>&1 && break; sleep 0.1; done
