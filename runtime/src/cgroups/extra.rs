@@ -174,8 +174,12 @@ impl Extra {
     /// (creating one mounted since [`Extra::create`]).
     pub fn add_process(&self, name: &str, pid: i32) -> Result<(), CgroupError> {
         for h in self.usable()? {
-            let leaf = place(&h, name)?;
-            write(&leaf.join("cgroup.procs"), &pid.to_string())?;
+            let procs = h.base.join(name).join("cgroup.procs");
+            // Made by create(): one stat instead of mkdirs on every start.
+            if !procs.exists() {
+                place(&h, name)?;
+            }
+            write(&procs, &pid.to_string())?;
         }
         Ok(())
     }
