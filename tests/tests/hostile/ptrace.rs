@@ -17,7 +17,7 @@
 //! Run with the default seccomp profile (the init's own filter refuses) and
 //! `seccomp=unconfined` (then only the init's capabilities refuse).
 
-use rsup_tests::{Daemon, TempDir, describe};
+use rsup_tests::{Daemon, TempDir, describe, static_x86_64_elf};
 
 use super::common::in_throwaway_vm;
 
@@ -97,35 +97,6 @@ const ATTACK: [u8; 306] = [
     0x0f, 0x05,                               // 130 syscall
 ];
 
-/// A static x86_64 ELF of one read+exec segment holding `code`.
-fn static_elf(code: &[u8]) -> Vec<u8> {
-    const BASE: u64 = 0x40_0000;
-    const HEADERS: u64 = 64 + 56;
-    let size = HEADERS + code.len() as u64;
-    let mut elf = Vec::new();
-    elf.extend([0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    elf.extend(2u16.to_le_bytes()); // ET_EXEC
-    elf.extend(0x3eu16.to_le_bytes()); // EM_X86_64
-    elf.extend(1u32.to_le_bytes());
-    elf.extend((BASE + HEADERS).to_le_bytes()); // entry
-    elf.extend(64u64.to_le_bytes()); // program headers
-    elf.extend(0u64.to_le_bytes()); // no sections
-    elf.extend(0u32.to_le_bytes());
-    for half in [64u16, 56, 1, 64, 0, 0] {
-        elf.extend(half.to_le_bytes());
-    }
-    elf.extend(1u32.to_le_bytes()); // PT_LOAD
-    elf.extend(5u32.to_le_bytes()); // R+X
-    elf.extend(0u64.to_le_bytes());
-    elf.extend(BASE.to_le_bytes());
-    elf.extend(BASE.to_le_bytes());
-    elf.extend(size.to_le_bytes());
-    elf.extend(size.to_le_bytes());
-    elf.extend(0x1000u64.to_le_bytes());
-    elf.extend(code);
-    elf
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ptraced_init_runs_nothing_with_more_than_the_containers_privileges() {
     if !in_throwaway_vm() {
@@ -139,7 +110,7 @@ async fn a_ptraced_init_runs_nothing_with_more_than_the_containers_privileges() 
     let d = Daemon::start().await;
     let dir = TempDir::new();
     let attack = dir.path().join("attack");
-    std::fs::write(&attack, static_elf(&ATTACK)).expect("write the attacker");
+    std::fs::write(&attack, static_x86_64_elf(&ATTACK)).expect("write the attacker");
     std::fs::set_permissions(&attack, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let volume = format!("{}:/probe:ro", dir.path().display());
     let mut problems = Vec::new();

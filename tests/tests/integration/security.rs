@@ -952,31 +952,7 @@ fn syscall_probe(nr: u32, args: [i32; 3]) -> Vec<u8> {
     code.extend([0x89, 0xc7]); // mov edi, eax
     code.extend([0xb8, 60, 0, 0, 0]); // mov eax, SYS_exit
     code.extend([0x0f, 0x05]); // syscall
-    const BASE: u64 = 0x40_0000;
-    const HEADERS: u64 = 64 + 56;
-    let size = HEADERS + code.len() as u64;
-    let mut elf = Vec::new();
-    elf.extend([0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    elf.extend(2u16.to_le_bytes()); // ET_EXEC
-    elf.extend(0x3eu16.to_le_bytes()); // EM_X86_64
-    elf.extend(1u32.to_le_bytes());
-    elf.extend((BASE + HEADERS).to_le_bytes()); // entry
-    elf.extend(64u64.to_le_bytes()); // program headers
-    elf.extend(0u64.to_le_bytes()); // no sections
-    elf.extend(0u32.to_le_bytes());
-    for half in [64u16, 56, 1, 64, 0, 0] {
-        elf.extend(half.to_le_bytes());
-    }
-    elf.extend(1u32.to_le_bytes()); // PT_LOAD
-    elf.extend(5u32.to_le_bytes()); // R+X
-    elf.extend(0u64.to_le_bytes());
-    elf.extend(BASE.to_le_bytes());
-    elf.extend(BASE.to_le_bytes());
-    elf.extend(size.to_le_bytes());
-    elf.extend(size.to_le_bytes());
-    elf.extend(0x1000u64.to_le_bytes());
-    elf.extend(code);
-    elf
+    rsup_tests::static_x86_64_elf(&code)
 }
 
 #[tokio::test(flavor = "multi_thread")]
