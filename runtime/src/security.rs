@@ -144,6 +144,33 @@ impl SecuritySpec {
         Ok(())
     }
 
+    /// The init's seccomp program, compiled ahead (the init compiles it
+    /// while rsupd places it into the container's cgroups): Docker's default
+    /// profile for the container's capabilities unless the container is
+    /// unconfined. A custom profile is written for the container's command,
+    /// not for rsup's init: one that denied `wait4` or `write` would
+    /// silently stop the exit from being recorded, so the init gets the
+    /// default profile instead.
+    pub fn init_filter(&self) -> Result<Option<Filter>, String> {
+        match self.seccomp {
+            Seccomp::Unconfined => Ok(None),
+            Seccomp::Default | Seccomp::Custom(_) => {
+                Ok(Seccomp::Default.program(&self.caps)?.map(Filter))
+            }
+        }
+    }
+
+    /// Whether the command's filter is the init's: then the init installs
+    /// it before it forks the command, which inherits it (one program
+    /// compiled and loaded per start, not two). Only for the default
+    /// profile, whose rules allow every call of the command's own setup
+    /// (stdio, setgroups/setgid/setuid, chdir, capset, prctl); a custom
+    /// profile is applied by the command itself, last before execve, so
+    /// that it never stacks on the default one.
+    pub fn command_inherits_init_filter(&self) -> bool {
+        self.seccomp == Seccomp::Default
+    }
+
     /// Confines the container's init once it has forked the command (it is
     /// PID 1 of the container and never execs, so a container process with
     /// `CAP_SYS_PTRACE` can ptrace it and run code as it): the bounding set
@@ -151,13 +178,10 @@ impl SecuritySpec {
     /// cleared, the permitted and effective sets keep only `CAP_KILL` (to
     /// forward signals to a command that runs as another uid; `kill` from
     /// the init reaches only the container's PID namespace), no_new_privs is
-    /// set, and the process stays non-dumpable. Then a seccomp filter:
-    /// Docker's default profile for the container's capabilities unless the
-    /// container is unconfined. A custom profile is written for the
-    /// container's command, not for rsup's init: one that denied `wait4` or
-    /// `write` would silently stop the exit from being recorded, so the init
-    /// gets the default profile instead.
-    pub fn confine_init(&self) -> Result<(), String> {
+    /// set, and the process stays non-dumpable. Then `filter` is installed,
+    /// [`SecuritySpec::init_filter`]'s program unless it is already in place
+    /// (see [`SecuritySpec::command_inherits_init_filter`]).
+    pub fn confine_init(&self, filter: Option<&Filter>) -> Result<(), String> {
         self.drop_bounding()?;
         caps::clear(None, CapSet::Ambient).map_err(|e| format!("clearing the ambient set: {e}"))?;
         caps::clear(None, CapSet::Inheritable)
@@ -167,16 +191,25 @@ impl SecuritySpec {
         caps::set(None, CapSet::Permitted, &kill).map_err(|e| format!("permitted set: {e}"))?;
         crate::sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
         crate::sys::set_non_dumpable().map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
-        match self.seccomp {
-            Seccomp::Unconfined => Ok(()),
-            Seccomp::Default | Seccomp::Custom(_) => Seccomp::Default.apply(&self.caps),
-        }
+        filter.map_or(Ok(()), Filter::install)
     }
 
     /// Installs the container's seccomp filter, if any (last step before
     /// execve, after no_new_privs).
     pub fn apply_seccomp(&self) -> Result<(), String> {
         self.seccomp.apply(&self.caps)
+    }
+}
+
+/// A compiled seccomp program, ready to install.
+#[derive(Debug, Clone)]
+pub struct Filter(Vec<seccompiler::sock_filter>);
+
+impl Filter {
+    /// Installs the program in the calling thread (needs no_new_privs or
+    /// `CAP_SYS_ADMIN`); it is inherited by every child forked after.
+    pub fn install(&self) -> Result<(), String> {
+        seccompiler::apply_filter(&self.0).map_err(|e| format!("seccomp: {e}"))
     }
 }
 

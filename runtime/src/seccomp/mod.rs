@@ -16,7 +16,11 @@
 //! Order in the command's process (shim and exec): capabilities, then
 //! no_new_privs, then the filter, as the last step before `execve` (so the
 //! filter sees only the container's own calls; `execve` itself must pass
-//! it).
+//! it). One exception: under the default profile the container's init
+//! installs the filter before it forks the command, which inherits it, so
+//! one program is compiled (while rsupd places the init into its cgroups)
+//! and loaded per start instead of two; the command's own setup calls
+//! (setgroups, setuid, capset, prctl, chdir) are all allowed by it.
 
 pub mod bpf;
 pub mod default;

@@ -27,6 +27,7 @@ pub(super) fn exec(
     err_w: OwnedFd,
     exec_w: OwnedFd,
     release_r: OwnedFd,
+    filter_inherited: bool,
 ) -> ! {
     let report = File::from(exec_w);
     // "CODE MESSAGE": the exit code to record (0: none) and why.
@@ -92,7 +93,8 @@ pub(super) fn exec(
     if let Err(e) = spec.security.apply_after_setuid(user.uid) {
         fail("capabilities", &e);
     }
-    if let Err(e) = spec.security.apply_seccomp() {
+    // The default profile's filter is the init's, inherited at the fork.
+    if !filter_inherited && let Err(e) = spec.security.apply_seccomp() {
         fail("seccomp", &e);
     }
     let cstr = |s: &str| CString::new(s).unwrap_or_default();

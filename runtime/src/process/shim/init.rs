@@ -35,6 +35,7 @@ use nix::unistd::{ForkResult, Pid, pipe2};
 
 use super::setup::{self, Setup, SetupError, Step};
 use super::status::Status;
+use crate::security::Filter;
 use crate::spec::ContainerSpec;
 use crate::sys;
 use crate::sys::setup::LinuxSetup;
@@ -100,6 +101,20 @@ pub(super) fn main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: 
         drop(map_r);
     }
     let _ = Status::Ready.send(&mut st);
+    // Compiled while rsupd places us into the container's cgroups (where
+    // it waits), so off the start's path.
+    let filter = match spec.security.init_filter() {
+        Ok(f) => f,
+        Err(message) => {
+            return fail(
+                &mut st,
+                SetupError::Refused {
+                    step: Step::Confine,
+                    message,
+                },
+            );
+        }
+    };
     let mut b = [0u8; 1];
     if !matches!(File::from(go_r).read(&mut b), Ok(1)) {
         return 1;
@@ -107,6 +122,19 @@ pub(super) fn main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: 
     // rsupd has put us into the container's cgroups.
     if let Err(e) = setup::enter_cgroupns(&linux) {
         return fail(&mut st, e);
+    }
+    // With the default profile the command's filter is the init's: it is
+    // installed once, here, and the command inherits it (see
+    // SecuritySpec::command_inherits_init_filter).
+    let inherited = spec.security.command_inherits_init_filter();
+    if inherited && let Some(Err(message)) = filter.as_ref().map(|f| f.install()) {
+        return fail(
+            &mut st,
+            SetupError::Refused {
+                step: Step::Confine,
+                message,
+            },
+        );
     }
 
     // Block every signal (sigwait collects them) and give each a handler, so
@@ -137,14 +165,15 @@ pub(super) fn main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: 
             // The command's setup runs while the init confines itself; it
             // waits for the release right before its execve, so no code of
             // the container runs before the init is confined.
-            super::command::exec(spec, out_w, err_w, exec_w, release_r)
+            super::command::exec(spec, out_w, err_w, exec_w, release_r, inherited)
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => return fail(&mut st, start_err("fork")(e)),
     };
     drop((out_w, err_w, exec_w, release_r));
     let keep = [st.as_raw_fd(), exec_r.as_raw_fd(), release_w.as_raw_fd()];
-    let confined = confine(spec, &keep).and_then(|()| {
+    let filter = if inherited { None } else { filter.as_ref() };
+    let confined = confine(spec, &keep, filter).and_then(|()| {
         match File::from(release_w).write_all(b"r") {
             // The command failed its setup and exited: its report follows.
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => Ok(()),
@@ -197,7 +226,11 @@ pub(super) fn main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: 
 /// [`crate::security::SecuritySpec::confine_init`] says. After this the
 /// init can only read and write its two pipes, wait for children and
 /// signal processes of its own PID namespace.
-fn confine(spec: &ContainerSpec, keep: &[RawFd]) -> Result<(), SetupError> {
+fn confine(
+    spec: &ContainerSpec,
+    keep: &[RawFd],
+    filter: Option<&Filter>,
+) -> Result<(), SetupError> {
     let err = |what: &'static str| {
         move |source| SetupError::Sys {
             step: Step::Confine,
@@ -227,7 +260,7 @@ fn confine(spec: &ContainerSpec, keep: &[RawFd]) -> Result<(), SetupError> {
     drop(null);
     sys::close_inherited_fds(keep).map_err(err("close_range"))?;
     spec.security
-        .confine_init()
+        .confine_init(filter)
         .map_err(|message| SetupError::Refused {
             step: Step::Confine,
             message,
