@@ -16,10 +16,12 @@
 //! into it before it unshares, exactly as the driver does for its own
 //! hierarchies; [`Extra::remove`] removes those directories again.
 //!
-//! Invariants: the set of hierarchies is read again (from
-//! `/proc/self/mountinfo` and `/proc/self/cgroup`) at every operation, so a
+//! Invariants: the set of hierarchies is current at every operation, so a
 //! hierarchy mounted while rsupd runs is used by the next container start,
-//! and one unmounted since is skipped. A mounted hierarchy that does not
+//! and one unmounted since is skipped: `/proc/self/cgroup` is read every
+//! time, and `/proc/self/mountinfo` (costly for the kernel to write out)
+//! whenever the kernel reports that the mount table changed, which it does
+//! through `poll(2)` on an open mountinfo file (`POLLPRI`, see proc(5)). A mounted hierarchy that does not
 //! show rsupd's own cgroup (mounted from a cgroup below it) cannot hold the
 //! container's leaf: starting a container then fails rather than leaving
 //! that hierarchy's root in reach. A hierarchy mounted only after a
@@ -29,7 +31,11 @@
 //! root, and new cpuset cgroups get their parent's CPUs and memory nodes
 //! (an empty cpuset refuses tasks).
 
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::{CgroupError, parse_mountinfo, parse_proc_cgroup, read, remove_dir, write};
 
@@ -67,6 +73,56 @@ pub struct Extra {
     skip: Skip,
     mountinfo: PathBuf,
     proc_cgroup: PathBuf,
+    /// The open mount table and its last text (none for
+    /// [`Extra::with_sources`]: files cannot tell that they changed).
+    cache: Option<Arc<Mutex<Cache>>>,
+}
+
+/// The open mount table and its last text (see the module documentation).
+#[derive(Debug, Default)]
+struct Cache {
+    mountinfo: Option<File>,
+    text: String,
+}
+
+impl Cache {
+    /// The mount table as it is now: the last text if the kernel reports
+    /// no change since (the poll itself resets the report), else read
+    /// again. A change made during the read is reported at the next poll.
+    fn mountinfo(&mut self, path: &Path) -> Result<(), CgroupError> {
+        if let Some(f) = &self.mountinfo {
+            let mut fds = [nix::poll::PollFd::new(
+                f.as_fd(),
+                nix::poll::PollFlags::POLLPRI,
+            )];
+            let changed = match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+                Ok(0) => false,
+                Ok(_) => fds[0].revents().is_none_or(|r| {
+                    r.intersects(nix::poll::PollFlags::POLLPRI | nix::poll::PollFlags::POLLERR)
+                }),
+                Err(_) => true,
+            };
+            if !changed {
+                return Ok(());
+            }
+        } else {
+            let f = File::open(path).map_err(super::io("open", path))?;
+            // The first poll reports nothing: the open took the table's
+            // state, and the read below is of that state or newer.
+            self.mountinfo = Some(f);
+        }
+        let Some(f) = self.mountinfo.as_mut() else {
+            return Ok(());
+        };
+        let mut text = String::new();
+        if let Err(e) = f.rewind().and_then(|_| f.read_to_string(&mut text)) {
+            // Opened again next time: the last text is no longer current.
+            self.mountinfo = None;
+            return Err(super::io("read", path)(e));
+        }
+        self.text = text;
+        Ok(())
+    }
 }
 
 impl Extra {
@@ -78,6 +134,7 @@ impl Extra {
             skip,
             mountinfo: PathBuf::from("/proc/self/mountinfo"),
             proc_cgroup: PathBuf::from("/proc/self/cgroup"),
+            cache: Some(Arc::default()),
         }
     }
 
@@ -86,14 +143,20 @@ impl Extra {
     pub fn with_sources(mut self, mountinfo: &Path, proc_cgroup: &Path) -> Extra {
         self.mountinfo = mountinfo.to_path_buf();
         self.proc_cgroup = proc_cgroup.to_path_buf();
+        self.cache = None;
         self
     }
 
     /// The hierarchies mounted now.
     pub fn scan(&self) -> Result<Scan, CgroupError> {
-        let mi = read(&self.mountinfo)?;
         let pc = read(&self.proc_cgroup)?;
-        Ok(self.scan_from(&mi, &pc))
+        let Some(cache) = &self.cache else {
+            let mi = read(&self.mountinfo)?;
+            return Ok(self.scan_from(&mi, &pc));
+        };
+        let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+        c.mountinfo(&self.mountinfo)?;
+        Ok(self.scan_from(&c.text, &pc))
     }
 
     /// [`Extra::scan`] of the given texts (pure).
@@ -226,14 +289,25 @@ impl Extra {
 }
 
 /// `<base>/<name>`, created (with `<base>`) if missing, cpusets filled in.
+/// Outside a cpuset hierarchy the leaf is made first and `<base>` only
+/// when that finds it missing (one mkdir on most starts).
 fn place(h: &Hierarchy, name: &str) -> Result<PathBuf, CgroupError> {
-    mkdir(&h.base, true)?;
     let leaf = h.base.join(name);
-    mkdir(&leaf, false)?;
+    let cpuset = h.name.split(',').any(|c| c == "cpuset");
+    if !cpuset {
+        match std::fs::create_dir(&leaf) {
+            Ok(()) => return Ok(leaf),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(leaf),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(super::io("mkdir", &leaf)(e)),
+        }
+    }
+    mkdir(&h.base, true, cpuset)?;
+    mkdir(&leaf, false, cpuset)?;
     Ok(leaf)
 }
 
-fn mkdir(dir: &Path, parents: bool) -> Result<(), CgroupError> {
+fn mkdir(dir: &Path, parents: bool, cpuset: bool) -> Result<(), CgroupError> {
     let made = if parents {
         std::fs::create_dir_all(dir)
     } else {
@@ -244,7 +318,7 @@ fn mkdir(dir: &Path, parents: bool) -> Result<(), CgroupError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(super::io("mkdir", dir)(e)),
     }
-    inherit_cpuset(dir)
+    if cpuset { inherit_cpuset(dir) } else { Ok(()) }
 }
 
 /// A new v1 cpuset cgroup has no CPUs and no memory nodes, and refuses

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use rsup_client::proto;
 use rsup_tests::{
@@ -1305,6 +1305,42 @@ async fn cgroupns_no_hierarchy_root_in_reach_with_sys_admin() {
         !own.contains(&format!(":name={name}:")),
         "hierarchy left:\n{own}"
     );
+}
+
+/// A hierarchy mounted while rsupd runs (after it has placed containers,
+/// so after it has read the mount table) holds the next container's leaf:
+/// rsupd reads the mount table again when the kernel reports a change.
+#[tokio::test(flavor = "multi_thread")]
+async fn cgroupns_a_hierarchy_mounted_while_rsupd_runs_holds_the_next_container() {
+    let named = NamedCgroup::new();
+    let point = named.mount_point();
+    let d = Daemon::start_in_mount_namespace::<&str>("true", &[]).await;
+    run_ok(&d, &[], &["true"]);
+    let mounted = Command::new("nsenter")
+        .arg(format!("--mount=/proc/{}/ns/mnt", d.pid()))
+        .args(["sh", "-c", &named.mount_command()])
+        .output()
+        .expect("nsenter");
+    assert!(mounted.status.success(), "{}", describe(&mounted));
+
+    let cname = unique_name("cgm");
+    let started = d.run(&["-d", "--name", &cname], &["sleep", "1000"]);
+    assert!(started.status.success(), "{}", describe(&started));
+    let id = d.inspect_json(&cname)["Id"]
+        .as_str()
+        .expect("Id")
+        .to_owned();
+    let leaf = PathBuf::from(format!("/proc/{}/root", d.pid()))
+        .join(point.strip_prefix("/").expect("absolute"))
+        .join(cgroup_subtree(d.state_dir()))
+        .join(&id);
+    let procs = fs::read_to_string(leaf.join("cgroup.procs"))
+        .unwrap_or_else(|e| panic!("not placed in the new hierarchy: {}: {e}", leaf.display()));
+    assert!(!procs.trim().is_empty(), "no process in {}", leaf.display());
+    d.ctl_ok(["rm", "-f", &cname]);
+    assert!(!leaf.exists(), "{} left after rm", leaf.display());
+    drop(d);
+    drop(named);
 }
 
 /// What a container with `CAP_SYS_PTRACE` could take over by ptracing its
