@@ -925,7 +925,8 @@ impl Runtime {
         // The overlay root takes the upper dir's attributes: Docker's 0755.
         store::visible_dir(&dir.join("upper"))?;
         store::visible_dir(&dir.join("work"))?;
-        store::write_json(&dir.join("config.json"), &spec)?;
+        // state.json's directory sync below makes this entry durable too.
+        store::write_json_then(&dir.join("config.json"), &spec)?;
         store::create_private_file(&dir.join("container.log"))?;
         logs::DropCounter::create(&dir.join(logs::DROPPED_FILE))
             .map_err(io_err("create", &dir.join(logs::DROPPED_FILE)))?;

@@ -78,15 +78,37 @@ pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Erro
 /// Writes `value` as JSON to `path` atomically (temp file, fsync, rename,
 /// fsync of the directory).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
-    let data = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Json {
+    write_atomic(path, &json_bytes(path, value)?)
+}
+
+/// [`write_json`] without the directory's sync: for a file whose entry a
+/// later [`write_atomic`] into the same directory makes durable (a new
+/// container's `config.json`, before the `state.json` that marks the
+/// create complete: a crash before that sync leaves an incomplete create,
+/// which is collected as one).
+pub fn write_json_then<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    replace(path, &json_bytes(path, value)?)
+}
+
+fn json_bytes<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec_pretty(value).map_err(|source| StoreError::Json {
         path: path.to_path_buf(),
         source,
-    })?;
-    write_atomic(path, &data)
+    })
 }
 
 /// Replaces `path` with `data` atomically; the file is 0600.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    replace(path, data)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync", dir))?;
+    Ok(())
+}
+
+/// [`write_atomic`] but the directory's sync.
+fn replace(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     // Unique per write: two writers of one file never share a temp file.
@@ -105,9 +127,6 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync", dir))?;
     Ok(())
 }
 
@@ -498,6 +517,11 @@ mod tests {
         write_json(&p, &vec![4]).expect("rewrite");
         let v: Vec<i32> = read_json(&p).expect("read").expect("exists");
         assert_eq!(v, vec![4]);
+        // The variant that leaves the directory's sync to a later write
+        // replaces the same way.
+        write_json_then(&p, &vec![5]).expect("rewrite, no dir sync");
+        let v: Vec<i32> = read_json(&p).expect("read").expect("exists");
+        assert_eq!(v, vec![5]);
         assert!(
             read_json::<Vec<i32>>(&dir.path().join("none"))
                 .expect("read")
