@@ -6,6 +6,7 @@
 //! must stay single-threaded.
 
 mod config;
+mod exposition;
 mod grpc;
 mod listeners;
 mod metrics;

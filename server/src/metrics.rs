@@ -2,9 +2,9 @@
 //!
 //! Two kinds, rendered together on `GET /metrics`:
 //! * **Container metrics** come from the kernel counters the runtime samples
-//!   (see `Runtime::stats_all`). They are written into a fresh
-//!   `PrometheusRecorder` at every scrape, so a removed container's series
-//!   disappear at once. Where cAdvisor has a metric with the same meaning,
+//!   (see `Runtime::stats_all`). They are written as text at every scrape
+//!   ([`crate::exposition`]), so a removed container's series disappear at
+//!   once. Where cAdvisor has a metric with the same meaning,
 //!   rsupd uses its name, type and `name` label, so existing dashboards and
 //!   alerts work.
 //! * **Daemon metrics** (gRPC requests and latencies) are events recorded as
@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{counter, describe_counter, describe_histogram, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rsup_runtime::health::HealthStatus;
 use rsup_runtime::{ContainerState, Runtime};
@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::codegen::http;
 use tracing::{debug, warn};
+
+use crate::exposition::{Exposition, Kind};
 
 // cAdvisor-compatible container metrics.
 pub const MEMORY_USAGE: &str = "container_memory_usage_bytes";
@@ -94,243 +96,297 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// Renders every container metric from the runtime's current samples.
+/// Renders every container metric from the runtime's current samples,
+/// straight into the text format ([`Exposition`]).
 pub fn render_containers(runtime: &Runtime) -> String {
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
+    use Kind::{Counter, Gauge};
     let all = runtime.stats_all();
-    metrics::with_local_recorder(&recorder, || {
-        describe_gauge!(
-            MEMORY_USAGE,
-            metrics::Unit::Bytes,
-            "Current memory usage, including all memory regardless of when it was accessed."
-        );
-        describe_gauge!(
-            MEMORY_WORKING_SET,
-            metrics::Unit::Bytes,
-            "Current working set (usage minus inactive file cache)."
-        );
-        describe_gauge!(
-            SPEC_MEMORY_LIMIT,
-            metrics::Unit::Bytes,
-            "Memory limit of the container (0: unlimited)."
-        );
-        describe_gauge!(
-            SPEC_CPU_QUOTA,
-            "CPU quota of the container in microseconds per period (0: unlimited)."
-        );
-        describe_gauge!(
-            SPEC_CPU_PERIOD,
-            "CPU period of the container in microseconds."
-        );
-        describe_counter!(
-            CFS_PERIODS,
-            "Number of elapsed enforcement period intervals."
-        );
-        describe_counter!(
-            CFS_THROTTLED_PERIODS,
-            "Number of throttled period intervals."
-        );
-        describe_gauge!(
-            PROCESSES,
-            "Number of processes running inside the container."
-        );
-        describe_gauge!(
-            SPEC_PIDS_LIMIT,
-            "Maximum number of processes of the container (0: unlimited)."
-        );
-        describe_counter!(
-            OOM_EVENTS,
-            "Count of out of memory kills in the container (the kernel's counter)."
-        );
-        describe_gauge!(
-            CONTAINER_STATE,
-            "1 for the state the container is in, 0 for the others."
-        );
-        describe_counter!(
-            CONTAINER_RESTARTS,
-            "Times the container was started again after its first start."
-        );
-        describe_gauge!(
-            CONTAINER_OOM_KILLED,
-            "1 if the container's last run ended in an OOM kill."
-        );
-        describe_gauge!(CONTAINERS, "Containers by state.");
-        describe_gauge!(
-            CONTAINERS_QUARANTINED,
-            "Containers whose record could not be read at start (state unknown): nothing acts on them until rm -f."
-        );
-        describe_gauge!(
-            CONTAINER_INFO,
-            "Always 1; labels: the container's name, id, supervisor, restart policy and first network."
-        );
-        describe_gauge!(
-            CONTAINER_BACKOFF,
-            metrics::Unit::Seconds,
-            "Delay of the container's pending (or last) policy restart."
-        );
-        describe_gauge!(
-            CONTAINER_HEALTH,
-            "1 for the container's health status (starting, healthy, unhealthy), 0 for the others; only containers with a health check."
-        );
-        describe_counter!(
-            CONTAINER_LOG_DROPPED,
-            metrics::Unit::Bytes,
-            "Log output the container's shim dropped because it could not write it (a full state device), in bytes of the dropped records, over the container's life."
-        );
-        describe_gauge!(NETWORK_LEASES, "Addresses leased on the network.");
-        describe_gauge!(
-            NETWORK_CONTAINERS,
-            "Containers attached to the network; differs from its leases only if something leaked."
-        );
-        for n in runtime.networks() {
-            let name = n.spec.name.to_string();
-            gauge!(NETWORK_LEASES, "network" => name.clone()).set(n.containers.len() as f64);
-            gauge!(NETWORK_CONTAINERS, "network" => name).set(n.attached as f64);
-        }
-        describe_gauge!(
-            SUPERVISOR_STATE,
-            "1 for the state the supervisor is in (running or failed), 0 for the other."
-        );
-        describe_counter!(
-            SUPERVISOR_RESTARTS,
-            "Times the supervisor applied its restart strategy."
-        );
-        describe_gauge!(
-            SUPERVISOR_CHILDREN,
-            "Children of the supervisor (containers and supervisors)."
-        );
-        for sup in runtime.supervisors() {
-            let name = sup.spec.name.to_string();
-            for state in ["running", "failed"] {
-                let v = if (state == "failed") == sup.failed {
-                    1.0
-                } else {
-                    0.0
-                };
-                gauge!(SUPERVISOR_STATE, "supervisor" => name.clone(), "state" => state).set(v);
-            }
-            counter!(SUPERVISOR_RESTARTS, "supervisor" => name.clone()).absolute(sup.restarts);
-            gauge!(SUPERVISOR_CHILDREN, "supervisor" => name).set(sup.children.len() as f64);
-        }
+    // One lookup table, not a scan per container (500 containers would
+    // make that 250 000 comparisons a scrape).
+    let infos = runtime.list(true);
+    let info_of: std::collections::HashMap<&str, &rsup_runtime::ContainerInfo> =
+        infos.iter().map(|i| (i.id.as_str(), i)).collect();
+    let info = |c: &rsup_runtime::ContainerStats| info_of.get(c.id.as_str()).copied();
+    let sampled = || all.iter().filter(|c| c.sampled);
+    let mut e = Exposition::new();
 
-        for (state, label) in STATES {
-            gauge!(CONTAINERS, "state" => label)
-                .set(all.iter().filter(|c| c.state == state).count() as f64);
-        }
-        gauge!(CONTAINERS_QUARANTINED).set(runtime.quarantined_ids().len() as f64);
-        // One lookup table, not a scan per container (500 containers would
-        // make that 250 000 comparisons a scrape).
-        let infos = runtime.list(true);
-        let info_of: std::collections::HashMap<&str, &rsup_runtime::ContainerInfo> =
-            infos.iter().map(|i| (i.id.as_str(), i)).collect();
-        for c in &all {
-            let labels = [("name", c.name.clone()), ("id", c.id.clone())];
-            for (state, label) in STATES {
-                gauge!(
-                    CONTAINER_STATE,
-                    &[
-                        ("name", c.name.clone()),
-                        ("id", c.id.clone()),
-                        ("state", label.to_string())
-                    ]
-                )
-                .set(if c.state == state { 1.0 } else { 0.0 });
+    let networks = runtime.networks();
+    e.family(
+        NETWORK_LEASES,
+        Gauge,
+        "Addresses leased on the network.",
+        |f| {
+            for n in &networks {
+                f.sample(
+                    &[("network", n.spec.name.as_str())],
+                    n.containers.len() as f64,
+                );
             }
-            counter!(CONTAINER_RESTARTS, &labels).absolute(c.restarts);
-            let info = info_of.get(c.id.as_str()).copied();
-            let oom_killed = info.is_some_and(|i| i.oom_killed);
-            if let Some(i) = info {
-                gauge!(
-                    CONTAINER_INFO,
-                    &[
-                        ("name", c.name.clone()),
-                        ("id", c.id.clone()),
-                        (
-                            "supervisor",
-                            i.spec
-                                .supervisor
-                                .as_ref()
-                                .map(ToString::to_string)
-                                .unwrap_or_default(),
-                        ),
-                        ("restart_policy", i.spec.restart.policy.to_string()),
-                        (
-                            "network",
-                            i.spec
-                                .networks
-                                .first()
-                                .map(|n| n.network.to_string())
-                                .unwrap_or_else(|| "none".into()),
-                        ),
-                    ]
-                )
-                .set(1.0);
-                gauge!(CONTAINER_BACKOFF, &labels)
-                    .set(i.restart_delay.map_or(0.0, |d| d.as_secs_f64()));
-                if let Some(h) = i.health.as_ref().filter(|_| i.spec.health.is_some()) {
-                    for st in HealthStatus::ALL {
-                        gauge!(
-                            CONTAINER_HEALTH,
-                            &[
-                                ("name", c.name.clone()),
-                                ("id", c.id.clone()),
-                                ("status", st.as_str().to_string())
-                            ]
-                        )
-                        .set(if h.status == st { 1.0 } else { 0.0 });
-                    }
+        },
+    );
+    e.family(
+        NETWORK_CONTAINERS,
+        Gauge,
+        "Containers attached to the network; differs from its leases only if something leaked.",
+        |f| {
+            for n in &networks {
+                f.sample(&[("network", n.spec.name.as_str())], n.attached as f64);
+            }
+        },
+    );
+    let supervisors = runtime.supervisors();
+    e.family(
+        SUPERVISOR_STATE,
+        Gauge,
+        "1 for the state the supervisor is in (running or failed), 0 for the other.",
+        |f| {
+            for sup in &supervisors {
+                for state in ["running", "failed"] {
+                    let v = f64::from(u8::from((state == "failed") == sup.failed));
+                    f.sample(
+                        &[("supervisor", sup.spec.name.as_str()), ("state", state)],
+                        v,
+                    );
                 }
             }
-            gauge!(CONTAINER_OOM_KILLED, &labels).set(if oom_killed { 1.0 } else { 0.0 });
-            if let Some(i) = info {
-                counter!(CONTAINER_LOG_DROPPED, &labels).absolute(i.log_dropped.bytes);
+        },
+    );
+    e.family(
+        SUPERVISOR_RESTARTS,
+        Counter,
+        "Times the supervisor applied its restart strategy.",
+        |f| {
+            for sup in &supervisors {
+                f.sample(
+                    &[("supervisor", sup.spec.name.as_str())],
+                    sup.restarts as f64,
+                );
             }
-            if !c.sampled {
-                continue;
+        },
+    );
+    e.family(
+        SUPERVISOR_CHILDREN,
+        Gauge,
+        "Children of the supervisor (containers and supervisors).",
+        |f| {
+            for sup in &supervisors {
+                f.sample(
+                    &[("supervisor", sup.spec.name.as_str())],
+                    sup.children.len() as f64,
+                );
             }
-            let u = &c.usage;
-            gauge!(MEMORY_USAGE, &labels).set(u.memory_usage as f64);
-            gauge!(MEMORY_WORKING_SET, &labels).set(u.memory_working_set as f64);
-            gauge!(SPEC_MEMORY_LIMIT, &labels).set(u.memory_limit.unwrap_or(0) as f64);
-            let spec = info.map(|i| i.spec.resources);
-            gauge!(SPEC_CPU_QUOTA, &labels)
-                .set(spec.and_then(|r| r.cfs_quota_us()).unwrap_or(0) as f64);
-            gauge!(SPEC_CPU_PERIOD, &labels).set(rsup_runtime::cgroups::CFS_PERIOD_US as f64);
-            gauge!(PROCESSES, &labels).set(u.pids as f64);
-            gauge!(SPEC_PIDS_LIMIT, &labels).set(u.pids_limit.unwrap_or(0) as f64);
-            counter!(CFS_PERIODS, &labels).absolute(u.cpu_periods);
-            counter!(CFS_THROTTLED_PERIODS, &labels).absolute(u.cpu_throttled_periods);
-            counter!(OOM_EVENTS, &labels).absolute(u.oom_kills);
+        },
+    );
+
+    e.family(CONTAINERS, Gauge, "Containers by state.", |f| {
+        for (state, label) in STATES {
+            let n = all.iter().filter(|c| c.state == state).count();
+            f.sample(&[("state", label)], n as f64);
         }
     });
-    let mut text = handle.render();
-    // The metrics crate's counters are integers; these two counters are in
-    // fractional seconds, so they are written here in the same text format.
-    let seconds = |name: &str, help: &str, value: &dyn Fn(&rsup_runtime::cgroups::Stats) -> u64| {
-        let mut out = format!("# HELP {name} {help}\n# TYPE {name} counter\n");
-        for c in all.iter().filter(|c| c.sampled) {
-            out.push_str(&format!(
-                "{name}{{name=\"{}\",id=\"{}\"}} {}\n",
-                c.name,
-                c.id,
-                value(&c.usage) as f64 / 1e9
-            ));
-        }
-        out.push('\n');
-        out
-    };
-    text.push_str(&seconds(
-        CPU_USAGE,
-        "Cumulative CPU time consumed in seconds.",
-        &|u| u.cpu_usage_ns,
-    ));
-    text.push_str(&seconds(
-        CFS_THROTTLED_SECONDS,
-        "Total time duration the container has been throttled, in seconds.",
-        &|u| u.cpu_throttled_ns,
-    ));
-    text
+    e.family(
+        CONTAINERS_QUARANTINED,
+        Gauge,
+        "Containers whose record could not be read at start (state unknown): nothing acts on them until rm -f.",
+        |f| f.sample(&[], runtime.quarantined_ids().len() as f64),
+    );
+    e.family(
+        CONTAINER_STATE,
+        Gauge,
+        "1 for the state the container is in, 0 for the others.",
+        |f| {
+            for c in &all {
+                for (state, label) in STATES {
+                    let v = f64::from(u8::from(c.state == state));
+                    f.sample(&[("name", &c.name), ("id", &c.id), ("state", label)], v);
+                }
+            }
+        },
+    );
+    e.family(
+        CONTAINER_RESTARTS,
+        Counter,
+        "Times the container was started again after its first start.",
+        |f| {
+            for c in &all {
+                f.sample(&[("name", &c.name), ("id", &c.id)], c.restarts as f64);
+            }
+        },
+    );
+    e.family(
+        CONTAINER_INFO,
+        Gauge,
+        "Always 1; labels: the container's name, id, supervisor, restart policy and first network.",
+        |f| {
+            for c in &all {
+                let Some(i) = info(c) else { continue };
+                let supervisor = i
+                    .spec
+                    .supervisor
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let policy = i.spec.restart.policy.to_string();
+                let network = i
+                    .spec
+                    .networks
+                    .first()
+                    .map_or("none", |n| n.network.as_str());
+                f.sample(
+                    &[
+                        ("name", &c.name),
+                        ("id", &c.id),
+                        ("supervisor", &supervisor),
+                        ("restart_policy", &policy),
+                        ("network", network),
+                    ],
+                    1.0,
+                );
+            }
+        },
+    );
+    e.family(
+        CONTAINER_BACKOFF,
+        Gauge,
+        "Delay of the container's pending (or last) policy restart.",
+        |f| {
+            for c in &all {
+                if let Some(i) = info(c) {
+                    let v = i.restart_delay.map_or(0.0, |d| d.as_secs_f64());
+                    f.sample(&[("name", &c.name), ("id", &c.id)], v);
+                }
+            }
+        },
+    );
+    e.family(
+        CONTAINER_HEALTH,
+        Gauge,
+        "1 for the container's health status (starting, healthy, unhealthy), 0 for the others; only containers with a health check.",
+        |f| {
+            for c in &all {
+                let Some(i) = info(c) else { continue };
+                let Some(h) = i.health.as_ref().filter(|_| i.spec.health.is_some()) else {
+                    continue;
+                };
+                for st in HealthStatus::ALL {
+                    let v = f64::from(u8::from(h.status == st));
+                    f.sample(&[("name", &c.name), ("id", &c.id), ("status", st.as_str())], v);
+                }
+            }
+        },
+    );
+    e.family(
+        CONTAINER_OOM_KILLED,
+        Gauge,
+        "1 if the container's last run ended in an OOM kill.",
+        |f| {
+            for c in &all {
+                let v = f64::from(u8::from(info(c).is_some_and(|i| i.oom_killed)));
+                f.sample(&[("name", &c.name), ("id", &c.id)], v);
+            }
+        },
+    );
+    e.family(
+        CONTAINER_LOG_DROPPED,
+        Counter,
+        "Log output the container's shim dropped because it could not write it (a full state device), in bytes of the dropped records, over the container's life.",
+        |f| {
+            for c in &all {
+                if let Some(i) = info(c) {
+                    f.sample(&[("name", &c.name), ("id", &c.id)], i.log_dropped.bytes as f64);
+                }
+            }
+        },
+    );
+
+    // The kernel's counters, for the containers sampled from a cgroup.
+    type Value<'a> = &'a dyn Fn(&rsup_runtime::ContainerStats) -> f64;
+    let usage: [(&str, Kind, &str, Value<'_>); 12] = [
+        (
+            MEMORY_USAGE,
+            Gauge,
+            "Current memory usage, including all memory regardless of when it was accessed.",
+            &|c| c.usage.memory_usage as f64,
+        ),
+        (
+            MEMORY_WORKING_SET,
+            Gauge,
+            "Current working set (usage minus inactive file cache).",
+            &|c| c.usage.memory_working_set as f64,
+        ),
+        (
+            SPEC_MEMORY_LIMIT,
+            Gauge,
+            "Memory limit of the container (0: unlimited).",
+            &|c| c.usage.memory_limit.unwrap_or(0) as f64,
+        ),
+        (
+            SPEC_CPU_QUOTA,
+            Gauge,
+            "CPU quota of the container in microseconds per period (0: unlimited).",
+            &|c| {
+                info(c)
+                    .and_then(|i| i.spec.resources.cfs_quota_us())
+                    .unwrap_or(0) as f64
+            },
+        ),
+        (
+            SPEC_CPU_PERIOD,
+            Gauge,
+            "CPU period of the container in microseconds.",
+            &|_| rsup_runtime::cgroups::CFS_PERIOD_US as f64,
+        ),
+        (
+            PROCESSES,
+            Gauge,
+            "Number of processes running inside the container.",
+            &|c| c.usage.pids as f64,
+        ),
+        (
+            SPEC_PIDS_LIMIT,
+            Gauge,
+            "Maximum number of processes of the container (0: unlimited).",
+            &|c| c.usage.pids_limit.unwrap_or(0) as f64,
+        ),
+        (
+            CFS_PERIODS,
+            Counter,
+            "Number of elapsed enforcement period intervals.",
+            &|c| c.usage.cpu_periods as f64,
+        ),
+        (
+            CFS_THROTTLED_PERIODS,
+            Counter,
+            "Number of throttled period intervals.",
+            &|c| c.usage.cpu_throttled_periods as f64,
+        ),
+        (
+            OOM_EVENTS,
+            Counter,
+            "Count of out of memory kills in the container (the kernel's counter).",
+            &|c| c.usage.oom_kills as f64,
+        ),
+        (
+            CPU_USAGE,
+            Counter,
+            "Cumulative CPU time consumed in seconds.",
+            &|c| c.usage.cpu_usage_ns as f64 / 1e9,
+        ),
+        (
+            CFS_THROTTLED_SECONDS,
+            Counter,
+            "Total time duration the container has been throttled, in seconds.",
+            &|c| c.usage.cpu_throttled_ns as f64 / 1e9,
+        ),
+    ];
+    for (name, kind, help, value) in usage {
+        e.family(name, kind, help, |f| {
+            for c in sampled() {
+                f.sample(&[("name", &c.name), ("id", &c.id)], value(c));
+            }
+        });
+    }
+    e.into_string()
 }
 
 /// Serves `GET /metrics` on `addr` until `shutdown`.
