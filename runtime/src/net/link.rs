@@ -15,8 +15,6 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::{LinkBridge, LinkUnspec};
@@ -84,17 +82,6 @@ pub fn check_ifname(name: &str) -> Result<(), NetError> {
         return bad("contains '/', ':', NUL or whitespace");
     }
     Ok(())
-}
-
-/// A fresh name for the container end of a veth pair while it still lives on
-/// the host: `rvtmp` + 10 hex digits of the host name, the pid and a counter.
-pub(super) fn temp_peer_name(host_name: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut key = host_name.as_bytes().to_vec();
-    key.extend_from_slice(&std::process::id().to_be_bytes());
-    key.extend_from_slice(&n.to_be_bytes());
-    format!("rvtmp{:010x}", fnv1a(&key) & 0xff_ffff_ffff)
 }
 
 /// The positive errno of a failed netlink request.
@@ -364,9 +351,5 @@ mod tests {
         for bad in ["", ".", "..", "abcdefghijklmnop", "a/b", "a:b", "a b"] {
             assert!(check_ifname(bad).is_err(), "{bad:?} accepted");
         }
-        let t = temp_peer_name("rv0123abcd0");
-        check_ifname(&t).expect("valid temp name");
-        assert_eq!(t.len(), 15);
-        assert_ne!(t, temp_peer_name("rv0123abcd0"));
     }
 }
