@@ -110,6 +110,8 @@ line("create+start+wait /bin/true: rsup client library vs crun run", "rsup-run-t
 line("same, crun without cgroups", None, "crun-run-true-nocgroup")
 line("same, runc run", None, "runc-run-true")
 line("rsupctl run --rm (whole CLI process)", "rsup-cli-run-true", None)
+line("create+start+wait on the default bridge network (goal: <= +10 ms over the first row)",
+     "rsup-run-true-bridge", None)
 
 section("Supervision (03, 04): rsup --restart-delay 0 vs podman --restart=always (no backoff)")
 line("crash (SIGKILL) -> restarted, end to end: rsup kill call -> start event received; "

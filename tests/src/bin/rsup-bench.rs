@@ -7,6 +7,9 @@
 //! * `rsup-run-true` (always): wall time of `create` + `start` + `wait` of
 //!   `/bin/true` through the client library, over one gRPC channel opened
 //!   before the first run. The `remove` that follows each run is not timed.
+//! * `rsup-run-true-bridge` (always): the same on the daemon's default
+//!   network (persistent netns, lease, veth pair, address and route), and
+//!   how much more that costs than `--network none` (goal: at most 10 ms).
 //! * `rsup-cli-run-true` (with `--rsupctl PATH`): wall time of the whole
 //!   `rsupctl --socket S run --rm --rootfs R /bin/true` process, from spawn to
 //!   exit, i.e. what a shell user sees (process start, connect, create, attach
@@ -106,10 +109,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cmd: format!(
             "rsup-bench: Client::create+start+wait {{rootfs: {rootfs}, command: [/bin/true]}}"
         ),
-        samples: measure_api(&client, &rootfs, args.warmup, args.runs).await?,
+        samples: measure_api(&client, &rootfs, &["none"], args.warmup, args.runs).await?,
     };
     api.print();
+    let none_median = api.median();
     measures.push(api);
+
+    let bridge = Measure {
+        id: "rsup-run-true-bridge",
+        what: "the same on rsupd's default network (a bridge with DNS): also a persistent netns, \
+               a lease, a veth pair and the address and route inside; rm not timed",
+        cmd: format!(
+            "rsup-bench: Client::create+start+wait {{rootfs: {rootfs}, command: [/bin/true], \
+             networks: [] (the default)}}"
+        ),
+        samples: measure_api(&client, &rootfs, &[], args.warmup, args.runs).await?,
+    };
+    bridge.print();
+    let extra = bridge.median() - none_median;
+    println!(
+        "{:<36} +{extra:.1} ms over --network none (goal: <= +10 ms: {})",
+        "",
+        if extra <= 10.0 { "HOLDS" } else { "DOES NOT HOLD" }
+    );
+    measures.push(bridge);
 
     if let Some(rsupctl) = &args.rsupctl {
         let cli = Measure {
@@ -153,6 +176,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 async fn measure_api(
     client: &Client,
     rootfs: &str,
+    networks: &[&str],
     warmup: usize,
     runs: usize,
 ) -> anyhow::Result<Vec<f64>> {
@@ -163,8 +187,9 @@ async fn measure_api(
             name: name.clone(),
             rootfs: rootfs.to_owned(),
             command: vec!["/bin/true".to_owned()],
-            // Like the peers' bundles: new namespaces with only `lo`.
-            networks: vec!["none".to_owned()],
+            // ["none"]: like the peers' bundles, new namespaces with only
+            // `lo`; []: the daemon's default network.
+            networks: networks.iter().map(|n| n.to_string()).collect(),
             ..Default::default()
         };
         let started = Instant::now();
@@ -250,10 +275,14 @@ struct Measure {
 }
 
 impl Measure {
+    fn median(&self) -> f64 {
+        Summary::of(&self.samples).median
+    }
+
     fn print(&self) {
         let s = Summary::of(&self.samples);
         println!(
-            "{:<18} n={:<4} median {:>8.3}  p95 {:>8.3}  min {:>8.3}  mean {:>8.3}  max {:>8.3} ms",
+            "{:<20} n={:<4} median {:>8.3}  p95 {:>8.3}  min {:>8.3}  mean {:>8.3}  max {:>8.3} ms",
             self.id, s.n, s.median, s.p95, s.min, s.mean, s.max
         );
     }
