@@ -152,7 +152,7 @@ if f"conmon-pss-sum-{fleet_net}" in rows and pn:
 section(f"Resources, memory, crash safety (05): rsup fleet (network {'default' if fleet_net == 'bridge' else 'none'}) "
         f"vs podman {pn or '?'} containers (--network {'benchnet' if fleet_net == 'bridge' else 'none'})")
 for n in counts:
-    line(f"{n}: GET /metrics (goal at 500: < 50 ms)", f"rsup-metrics-scrape-{n}", None)
+    line(f"{n}: GET /metrics (goal at 1000: p95 < 50 ms)", f"rsup-metrics-scrape-{n}", None)
     line(f"{n}: Stats RPC, all containers, one shot", f"rsup-stats-rpc-{n}", None)
     line(f"{n}: rsupctl stats --no-stream vs podman stats --no-stream", f"rsup-cli-stats-{n}",
          f"podman-stats-{pn}-{fleet_net}")
@@ -177,8 +177,52 @@ for rid in sorted(i for i in rows if i.startswith("rsup-start-") or i.startswith
 for rid in sorted(i for i in rows if re.fullmatch(rf"podman-(start|rm)-\d+-{fleet_net}", i)):
     line(rows[rid]["what"], None, rid)
 
-goal = [r for r in rows.values() if r["id"].startswith("rsup-metrics-scrape-") and "goal:" in r.get("notes", "")]
+# The goals of issue 16, each with its figure from this run and whether it holds.
+def med(rid):
+    r = rows.get(rid)
+    return r["median"] if r and r.get("n") else None
+
+
+def p95(rid):
+    v = values(rid)
+    return pct(v, 95) if v else (rows[rid].get("p95") if rid in rows else None)
+
+
+goals = []
+
+
+def goal(text, figure, holds):
+    goals.append((text, figure, "-" if holds is None else ("holds" if holds else "does not hold")))
+
+
+crun = med("crun-run-true")
+for rid, what in (("rsup-run-true", "cold start (client library)"), ("rsup-cli-run-true", "whole CLI run --rm")):
+    r = med(rid)
+    goal(f"{what} <= 0.5x crun run", f"{fmt(r)} ms vs crun {fmt(crun)} ms" + (f" ({r / crun:.2f}x)" if r and crun else ""),
+         (r <= 0.5 * crun) if r and crun else None)
+b, n0 = med("rsup-run-true-bridge"), med("rsup-run-true")
+goal("the same start on the default bridge: <= +10 ms over --network none",
+     f"+{fmt(b - n0)} ms" if b and n0 else "-", (b - n0 <= 10) if b and n0 else None)
+d = med("rsup-restart-die-to-start")
+goal("die -> next start, --restart-delay 0: <= 10 ms", f"{fmt(d)} ms", (d <= 10) if d else None)
+if counts:
+    k = med(f"rsup-keepalive-pss-per-container-{counts[-1]}")
+    goal("memory to keep one container supervised (shim + init PSS) <= 0.25x conmon",
+         f"{fmt(k)} kB vs conmon {fmt(conmon_pss)} kB" if k else "-",
+         (k <= 0.25 * conmon_pss) if k and conmon_pss else None)
+spans = [(int(m.group(1)), int(m.group(2)), rows[i]["median"]) for i in rows
+         for m in [re.fullmatch(r"rsup-start-(\d+)-to-(\d+)-\w+", i)] if m]
+if spans and max(e for _, e, _ in spans) >= 1000:
+    total = sum(v for a, e, v in spans if e <= 1000)
+    goal("1000 containers (--restart always, default network, 8 clients) started < 30 s",
+         f"{total:.1f} s", total < 30)
+sp = p95("rsup-metrics-scrape-1000") if "rsup-metrics-scrape-1000" in rows else None
+goal("/metrics scrape at 1000 running containers: p95 < 50 ms", f"p95 {fmt(sp)} ms" if sp else "-",
+     (sp < 50) if sp else None)
+out.append("\n**Goals (issue 16)**\n")
+out.append("| goal | this run | verdict |")
+out.append("|---|---|---|")
+for g in goals:
+    out.append(f"| {g[0]} | {g[1]} | {g[2]} |")
 print("\n".join(out))
-for r in goal:
-    print("\n" + r["notes"][r["notes"].index("goal:"):].split(";")[0])
 EOF

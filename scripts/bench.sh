@@ -38,7 +38,8 @@
 #   NET_CRASH_CYCLES   DNS crash cycles (20); NET_RECONNECT_CYCLES reconnect cycles (20);
 #                      DNS_QUERIES raw queries (2000); PEER_CYCLES / PEER_KILL_CYCLES: 04's
 #                      CYCLES / KILL_CYCLES (10 / 2; each podman-kill cycle may take 75 s)
-#   FLEET_COUNTS       running containers to measure at (100,500); FLEET_NET default|none
+#   FLEET_COUNTS       running containers to measure at (100,250,500,1000: the cost curve,
+#                      drawn into $RESULTS/cost-curve.png); FLEET_NET default|none
 #                      (default); FLEET_CONCURRENCY (8); SCRAPES (50); ADOPT_RUNS (3);
 #                      PEER_N: 05's container count (50)
 #   PEER_DOCKER=1      also run 03's docker half (dockerd is started for it)
@@ -294,7 +295,7 @@ fi
 
 # ------------------------------------------------------------------ resources + adopt
 if want resources || want adopt; then
-    FLEET=(--counts "${FLEET_COUNTS:-100,500}" --network "${FLEET_NET:-default}"
+    FLEET=(--counts "${FLEET_COUNTS:-100,250,500,1000}" --network "${FLEET_NET:-default}"
         --concurrency "${FLEET_CONCURRENCY:-8}" --scrapes "${SCRAPES:-50}" --stats-calls "${SCRAPES:-50}"
         --adopt-runs "${ADOPT_RUNS:-3}")
     want resources || FLEET+=(--skip-resources)
@@ -305,6 +306,14 @@ if want resources || want adopt; then
     : >"$OUT"
     suite fleet "${FLEET[@]}" --json "$OUT"
     peer 05-podman-density.sh N="${PEER_N:-50}"
+    if want resources; then
+        # The cost curve (docs/cost-curve.png is one such run), podman beside it if measured.
+        /usr/bin/python3 -c 'import matplotlib' 2>/dev/null ||
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-matplotlib >/dev/null ||
+            echo "warning: python3-matplotlib missing: no cost curve" >&2
+        /usr/bin/python3 "$REPO/scripts/plot-cost-curve.py" "$RESULTS" "$RESULTS/cost-curve.png" ||
+            echo "warning: the cost curve failed" >&2
+    fi
 fi
 
 # ------------------------------------------------------------------ images

@@ -130,7 +130,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "{:<36} +{extra:.1} ms over --network none (goal: <= +10 ms: {})",
         "",
-        if extra <= 10.0 { "HOLDS" } else { "DOES NOT HOLD" }
+        if extra <= 10.0 {
+            "HOLDS"
+        } else {
+            "DOES NOT HOLD"
+        }
     );
     measures.push(bridge);
 

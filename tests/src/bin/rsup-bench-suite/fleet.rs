@@ -93,6 +93,11 @@ async fn measure(
         (0..max)
             .map(|i| {
                 let mut s = spec(ctx, &format!("f-{i}"), &["sleep", "100000"]);
+                // As an operator runs a fleet (and as issue 16 measures it).
+                s.restart = Some(proto::RestartPolicy {
+                    policy: "always".into(),
+                    ..Default::default()
+                });
                 s.resources = Some(proto::Resources {
                     memory_bytes: Some(args.memory_mib << 20),
                     ..Default::default()
@@ -133,7 +138,7 @@ async fn measure(
             Row {
                 id: &format!("rsup-start-{base}-to-{n}-{net}"),
                 what: &format!(
-                    "rsup: create+start containers {base}..{n} (sleep 100000, -m {}m, network {net}) \
+                    "rsup: create+start containers {base}..{n} (sleep 100000, -m {}m, --restart always, network {net}) \
                      through the client library, {} at a time (total)",
                     args.memory_mib, args.concurrency
                 ),

@@ -1,0 +1,115 @@
+#!/usr/bin/python3
+"""Draws rsup's cost curve: what it costs to run N containers, from the rows that
+`rsup-bench-suite fleet --counts 100,250,500,1000` writes (scripts/bench.sh's `resources` part,
+FLEET_COUNTS), with podman's per-container start beside it where the peer harness measured one
+(05-podman-density.sh: podman-run-d-each-<net>).
+
+    /usr/bin/python3 scripts/plot-cost-curve.py RESULTS_DIR [OUT.png]     # default docs/cost-curve.png
+
+RESULTS_DIR holds *.jsonl rows (05-rsup-fleet.jsonl, 05-density.jsonl). Needs matplotlib
+(Debian: python3-matplotlib, for /usr/bin/python3). Prints the figures it plotted as a table too.
+"""
+import glob
+import json
+import os
+import re
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+res = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("RESULTS", "/tmp/rsup-bench-results")
+out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(__file__), "..", "docs", "cost-curve.png")
+
+rows = {}
+for path in sorted(glob.glob(os.path.join(res, "*.jsonl"))):
+    for line in open(path):
+        if line.strip():
+            r = json.loads(line)
+            rows[r["id"]] = r
+
+# Start: rsup-start-A-to-N-<net> is the wall time (s) of starting containers A..N.
+starts = {}
+net = None
+for rid, r in rows.items():
+    m = re.fullmatch(r"rsup-start-(\d+)-to-(\d+)-(\w+)", rid)
+    if m:
+        a, n, net = int(m.group(1)), int(m.group(2)), m.group(3)
+        starts[n] = r["median"] * 1000.0 / (n - a)  # ms per container
+counts = sorted(starts)
+if not counts:
+    sys.exit(f"no rsup-start-*-to-* rows in {res}/*.jsonl: run rsup-bench-suite fleet first")
+
+
+def series(fmt, key="median", scale=1.0):
+    return [rows[fmt.format(n)][key] * scale if fmt.format(n) in rows else None for n in counts]
+
+
+rss = series("rsup-rsupd-rss-{}", scale=1 / 1024)
+keep = series("rsup-keepalive-pss-per-container-{}", scale=1 / 1024)
+ps = series("rsup-cli-ps-{}")
+stats = series("rsup-stats-rpc-{}")
+scrape = series("rsup-metrics-scrape-{}")
+scrape95 = series("rsup-metrics-scrape-{}", key="p95")
+podman_net = {"default": "bridge", "none": "none"}.get(net, net)
+podman = rows.get(f"podman-run-d-each-{podman_net}")
+
+fig, ax = plt.subplots(2, 2, figsize=(11, 8))
+fig.suptitle(f"rsup: cost of N running containers (network {net}, 2-core VM)")
+
+a = ax[0][0]
+a.plot(counts, [starts[n] for n in counts], "o-", label="rsup: create+start, ms per container (8 at a time)")
+if podman:
+    a.axhline(podman["median"], color="tab:red", ls="--", label=f"podman run -d ({podman_net}): {podman['median']:.0f} ms each")
+a.set_xlabel("containers running")
+a.set_ylabel("ms per container")
+a.set_ylim(bottom=0)
+a.legend(fontsize=8)
+a.set_title("start")
+
+a = ax[0][1]
+a.plot(counts, rss, "o-", label="rsupd RSS (MiB)")
+a.plot(counts, keep, "s-", label="shim + init PSS per container (MiB)")
+a.set_xlabel("containers running")
+a.set_ylabel("MiB")
+a.set_ylim(bottom=0)
+a.legend(fontsize=8)
+a.set_title("memory")
+
+a = ax[1][0]
+a.plot(counts, ps, "o-", label="rsupctl ps (ms)")
+a.plot(counts, stats, "s-", label="Stats RPC, all containers (ms)")
+a.set_xlabel("containers running")
+a.set_ylabel("ms")
+a.set_ylim(bottom=0)
+a.legend(fontsize=8)
+a.set_title("listing")
+
+a = ax[1][1]
+a.plot(counts, scrape, "o-", label="GET /metrics, median (ms)")
+a.plot(counts, scrape95, "s--", label="GET /metrics, p95 (ms)")
+a.axhline(50, color="tab:green", ls=":", label="goal: p95 < 50 ms at 1000")
+a.set_xlabel("containers running")
+a.set_ylabel("ms")
+a.set_ylim(bottom=0)
+a.legend(fontsize=8)
+a.set_title("scrape")
+
+fig.tight_layout()
+fig.savefig(out, dpi=90)
+
+
+def f(x):
+    return "-" if x is None else f"{x:.1f}"
+
+
+print("| containers | start, ms each | rsupd RSS, MiB | shim+init PSS each, MiB | ps, ms | Stats RPC, ms | scrape median (p95), ms |")
+print("|---:|---:|---:|---:|---:|---:|---:|")
+for i, n in enumerate(counts):
+    print(f"| {n} | {f(starts[n])} | {f(rss[i])} | {keep[i]:.2f} | {f(ps[i])} | {stats[i]:.2f} | {f(scrape[i])} ({f(scrape95[i])}) |"
+          if keep[i] is not None and stats[i] is not None else f"| {n} | {f(starts[n])} | {f(rss[i])} | - | {f(ps[i])} | - | {f(scrape[i])} ({f(scrape95[i])}) |")
+if podman:
+    print(f"\npodman run -d ({podman_net}), same machine: {podman['median']:.0f} ms per container")
+print(f"\nwrote {out}", file=sys.stderr)
