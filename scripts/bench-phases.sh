@@ -6,6 +6,7 @@
 #   sudo scripts/bench-phases.sh [RUNS] [BIN_DIR...]     # default: 60 runs, target/release
 #   sudo scripts/bench-phases.sh 60 /tmp/rsup-base/target/release target/release
 #   sudo PAUSE=0.05 scripts/bench-phases.sh ...   # a pause between runs (see below)
+#   sudo RESTART=1 SECS=3 scripts/bench-phases.sh 0 [BIN_DIR...]   # a restart loop instead
 #
 # Moving a process into a cgroup (a cgroup.procs write) waits for an RCU grace period when no
 # other move happened in the last one (the kernel's cgroup_threadgroup_rwsem, unless a
@@ -74,6 +75,65 @@ for i in "${!BINS[@]}"; do
         "$b/rsupctl" --socket "$d/s.sock" run --rm --network none --rootfs "$WORK/rootfs" true
     done
 done
+
+if [[ ${RESTART:-0} == 1 ]]; then
+    # A restart, phase by phase: a container that exits at once under
+    # `--restart always --restart-delay 0`, traced for SECS seconds per build.
+    for i in "${!BINS[@]}"; do
+        b=${BINS[$i]}
+        "$b/rsupctl" --socket "$WORK/d$i/s.sock" run -d --name loop --network none --restart always \
+            --restart-delay 0 --rootfs "$WORK/rootfs" true >/dev/null
+        perf record -q -a -e sched:sched_process_fork,sched:sched_process_exec,sched:sched_process_exit \
+            -o "$WORK/r$i.data" -- sleep "${SECS:-3}" >/dev/null 2>&1
+        "$b/rsupctl" --socket "$WORK/d$i/s.sock" rm -f loop >/dev/null
+        echo "== ${BINS[$i]} ($(git -C "${BINS[$i]}" rev-parse --short HEAD 2>/dev/null || echo ?)), restarts"
+        perf script -i "$WORK/r$i.data" -F comm,pid,time,event,trace 2>/dev/null | python3 -c '
+import statistics, sys
+# One cycle: the command (true) exits -> the init and the shim exit -> rsupd forks the
+# next shim -> it execs -> forks the init -> the init forks the command -> execve(true).
+cycles, cur = [], {}
+for line in sys.stdin:
+    x = line.split()
+    if len(x) < 4:
+        continue
+    comm, ev, text = x[0], x[3], " ".join(x)
+    t = float(x[2].rstrip(":")) * 1000
+    exit_, fork, exe = (ev.startswith("sched:sched_process_" + k) for k in ("exit", "fork", "exec"))
+    if exit_ and comm == "true":
+        cur = {"cmdexit": t}
+    elif exit_ and comm in ("exe", "rsup-shim") and "cmdexit" in cur and "shimexit" not in cur:
+        cur["shimexit"] = t
+    elif fork and "child_comm=tokio-rt-worker" in text and "shimexit" in cur and "shimfork" not in cur:
+        cur["forks"] = cur.get("forks", {}) | {text.split("child_pid=")[1].split()[0]: t}
+    elif exe and "filename=/proc/self/exe" in text and "shimexit" in cur and "shimexec" not in cur:
+        cur["shimexec"] = t
+        pid = text.split(" pid=")[1].split()[0]
+        cur["shimfork"] = cur.get("forks", {}).get(pid, t)
+    elif fork and comm == "exe" and "shimexec" in cur and "initfork" not in cur:
+        cur["initfork"] = t
+    elif fork and comm == "rsup-init" and "initfork" in cur and "cmdfork" not in cur:
+        cur["cmdfork"] = t
+    elif exe and "filename=/bin/true" in text and "cmdfork" in cur:
+        cur["exec"] = t
+        cycles.append(cur)
+        cur = {}
+phases = [
+    ("command exit -> shim exit", "cmdexit", "shimexit"),
+    ("shim exit -> next shim fork", "shimexit", "shimfork"),
+    ("shim fork -> exec", "shimfork", "shimexec"),
+    ("shim -> init fork", "shimexec", "initfork"),
+    ("init setup + go", "initfork", "cmdfork"),
+    ("command start", "cmdfork", "exec"),
+    ("total: exit -> next exec", "cmdexit", "exec"),
+]
+for name, a, b in phases:
+    v = sorted(c[b] - c[a] for c in cycles if a in c and b in c)
+    if v:
+        print(f"  {name:<28} {statistics.median(v):7.2f}  (p95 {v[min(len(v) - 1, int(len(v) * 0.95))]:6.2f}, n {len(v)})")
+'
+    done
+    exit 0
+fi
 
 # Alternate the builds in rounds of 10, so that a busy moment hurts them alike.
 for i in "${!BINS[@]}"; do : >"$WORK/events$i.txt"; done
