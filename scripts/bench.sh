@@ -2,7 +2,7 @@
 # rsup's benchmarks beside the peers' (crun, podman), in one run on this machine.
 # What each figure means: docs/benchmarks.md.
 #
-#   sudo scripts/bench.sh                        # everything: ~13 min on 2 idle cores, <= ~25 min
+#   sudo scripts/bench.sh                        # everything: ~10-15 min on 2 idle cores, <= ~30 min
 #   sudo scripts/bench.sh net restart            # only these parts (and their peers)
 #   sudo SKIP_PEERS=1 RUNS=50 scripts/bench.sh coldstart
 #
