@@ -171,6 +171,36 @@ pub(crate) struct Status {
     pub(crate) health: Option<HealthState>,
 }
 
+impl Status {
+    /// A container's record before any start: `state` since `created_at`,
+    /// every counter at zero.
+    pub(crate) fn fresh(state: ContainerState, created_at: SystemTime) -> Status {
+        Status {
+            version: STATE_VERSION,
+            state,
+            created_at,
+            started_at: None,
+            shim_pid: 0,
+            shim_start_time: 0,
+            init_pid: 0,
+            init_start_time: 0,
+            exit: None,
+            error: String::new(),
+            start_count: 0,
+            oom_kills: 0,
+            oom_kills_at_start: 0,
+            oom_killed: false,
+            restart_count: 0,
+            stopped_by_user: false,
+            backoff: Backoff::default(),
+            next_start_at: None,
+            supervisor_stopping: false,
+            restarts_total: 0,
+            health: None,
+        }
+    }
+}
+
 /// Who starts a container: the user, its restart policy or its supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StartBy {
@@ -892,29 +922,7 @@ impl Runtime {
         }
         let spec = spec;
         let dir = self.inner.config.state_dir.join("containers").join(id);
-        let status = Status {
-            version: STATE_VERSION,
-            state: ContainerState::Created,
-            created_at: SystemTime::now(),
-            started_at: None,
-            shim_pid: 0,
-            shim_start_time: 0,
-            init_pid: 0,
-            init_start_time: 0,
-            exit: None,
-            error: String::new(),
-            start_count: 0,
-            oom_kills: 0,
-            oom_kills_at_start: 0,
-            oom_killed: false,
-            restart_count: 0,
-            stopped_by_user: false,
-            backoff: Backoff::default(),
-            next_start_at: None,
-            supervisor_stopping: false,
-            restarts_total: 0,
-            health: None,
-        };
+        let status = Status::fresh(ContainerState::Created, SystemTime::now());
         store::private_dir(&dir)?;
         {
             let dir = dir.clone();

@@ -59,7 +59,7 @@ use crate::names::quote;
 use crate::process::SHIM_ARG;
 use crate::spec::{ContainerSpec, LogConfig, User};
 use crate::store::{self, StoreError};
-use crate::supervise::{Backoff, EventKind};
+use crate::supervise::EventKind;
 use crate::{Error, sys};
 
 /// The file that says why a directory is quarantined, and what the name of
@@ -461,29 +461,7 @@ fn unknown_status(dir: &Path) -> Status {
     let created_at = std::fs::metadata(dir)
         .and_then(|m| m.created().or_else(|_| m.modified()))
         .unwrap_or_else(|_| SystemTime::now());
-    Status {
-        version: STATE_VERSION,
-        state: ContainerState::Unknown,
-        created_at,
-        started_at: None,
-        shim_pid: 0,
-        shim_start_time: 0,
-        init_pid: 0,
-        init_start_time: 0,
-        exit: None,
-        error: String::new(),
-        start_count: 0,
-        oom_kills: 0,
-        oom_kills_at_start: 0,
-        oom_killed: false,
-        restart_count: 0,
-        stopped_by_user: false,
-        backoff: Backoff::default(),
-        next_start_at: None,
-        supervisor_stopping: false,
-        restarts_total: 0,
-        health: None,
-    }
+    Status::fresh(ContainerState::Unknown, created_at)
 }
 
 /// How a message names a container: its name, else its short id.
