@@ -1525,6 +1525,40 @@ impl Runtime {
         Ok(OpReport { warnings })
     }
 
+    /// Removes the container's cgroups and its directory (off the runtime's
+    /// threads); returns a warning for each that stays, the directory's
+    /// ending with `then` (what happens to it next).
+    pub(crate) async fn remove_cgroup_and_dir(&self, entry: &Entry, then: &str) -> Vec<String> {
+        use crate::cgroups::Manager;
+        let name = &entry.spec.name;
+        let dir = entry.dir.clone();
+        let cg = self.inner.cgroups.clone();
+        let id = entry.id.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let cgroup = match cg {
+                Some(cg) => cg.remove(&id).map_err(|e| e.to_string()),
+                None => Ok(()),
+            };
+            (cgroup, remove_dir(&dir))
+        })
+        .await;
+        let mut warnings = Vec::new();
+        match removed {
+            Ok((cgroup, dir)) => {
+                if let Err(e) = cgroup {
+                    warnings.push(format!("container {name}: cgroup not removed: {e}"));
+                }
+                if let Err(e) = dir {
+                    warnings.push(format!(
+                        "container {name}: its directory is not removed ({e}); {then}"
+                    ));
+                }
+            }
+            Err(e) => warnings.push(format!("container {name}: remove task failed: {e}")),
+        }
+        warnings
+    }
+
     /// Removes what a forgotten container leaves: sandbox, leases, cgroup,
     /// directory, layers only it used. Every part is tried; returns what
     /// could not be removed.
@@ -1539,30 +1573,10 @@ impl Runtime {
                 "container {name}: its addresses are released, but not saved: {f}"
             ));
         }
-        let dir = entry.dir.clone();
-        let cg = self.inner.cgroups.clone();
-        let id = entry.id.clone();
-        let removed = tokio::task::spawn_blocking(move || {
-            let cgroup = match cg {
-                Some(cg) => cg.remove(&id).map_err(|e| e.to_string()),
-                None => Ok(()),
-            };
-            (cgroup, remove_dir(&dir))
-        })
-        .await;
-        match removed {
-            Ok((cgroup, dir)) => {
-                if let Err(e) = cgroup {
-                    warnings.push(format!("container {name}: cgroup not removed: {e}"));
-                }
-                if let Err(e) = dir {
-                    warnings.push(format!(
-                        "container {name}: its directory is not removed ({e}); rsupd removes it at its next start"
-                    ));
-                }
-            }
-            Err(e) => warnings.push(format!("container {name}: remove task failed: {e}")),
-        }
+        warnings.extend(
+            self.remove_cgroup_and_dir(entry, "rsupd removes it at its next start")
+                .await,
+        );
         // The container is forgotten either way: its layers may go.
         if entry.spec.image.is_some() {
             self.collect_layers().await;

@@ -53,7 +53,6 @@ use tracing::{info, warn};
 
 use crate::container::{
     ContainerState, Entry, KILL_WAIT, OpReport, Runtime, STATE_VERSION, Status, adopt, lock,
-    remove_dir,
 };
 use crate::names::quote;
 use crate::process::SHIM_ARG;
@@ -748,32 +747,13 @@ impl Runtime {
         if let Err(f) = crate::network::unmount_netns(&entry.dir.join("netns")) {
             warnings.push(format!("container {name}: network: {f}"));
         }
-        let dir = entry.dir.clone();
-        let cg = self.inner.cgroups.clone();
-        let id = entry.id.clone();
-        let removed = tokio::task::spawn_blocking(move || {
-            use crate::cgroups::Manager;
-            let cgroup = match cg {
-                Some(cg) => cg.remove(&id).map_err(|e| e.to_string()),
-                None => Ok(()),
-            };
-            (cgroup, remove_dir(&dir))
-        })
-        .await;
-        match removed {
-            Ok((cgroup, dir)) => {
-                if let Err(e) = cgroup {
-                    warnings.push(format!("container {name}: cgroup not removed: {e}"));
-                }
-                if let Err(e) = dir {
-                    warnings.push(format!(
-                        "container {name}: its directory is not removed ({e}); rsupd lists it \
-                         again at its next start, for another rm -f"
-                    ));
-                }
-            }
-            Err(e) => warnings.push(format!("container {name}: remove task failed: {e}")),
-        }
+        warnings.extend(
+            self.remove_cgroup_and_dir(
+                entry,
+                "rsupd lists it again at its next start, for another rm -f",
+            )
+            .await,
+        );
         // It may have mounted any layer: collect what nothing uses now.
         self.collect_layers().await;
         warnings
