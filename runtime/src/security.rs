@@ -7,9 +7,11 @@
 //! CAP_SETPCAP, which it still holds), then after the uid change the
 //! permitted, effective and inheritable sets are set (root) or left empty
 //! (any other uid), and the ambient set is cleared. The seccomp filter
-//! (see [`crate::seccomp`]) comes last, after no_new_privs. The container's
-//! init, which never execs, confines itself the same way once it has forked
-//! the command ([`SecuritySpec::confine_init`]).
+//! (see [`crate::seccomp`]) comes last, after no_new_privs; under the
+//! default profile the command inherits it from the init instead
+//! ([`SecuritySpec::command_inherits_init_filter`]). The container's init,
+//! which never execs, confines itself the same way once it has forked the
+//! command ([`SecuritySpec::confine_init`]).
 
 use std::str::FromStr;
 

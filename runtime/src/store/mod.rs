@@ -26,7 +26,9 @@
 //! Every JSON file carries a `version` and is replaced atomically: written to
 //! a temporary file in the same directory, fsync'ed, renamed over the old one,
 //! and the directory fsync'ed, so a crash leaves either the old or the new
-//! content, never a torn file. The temporary file (`.NAME.PID.N.tmp`) is
+//! content, never a torn file (a new container's `config.json` leaves the
+//! directory's fsync to its `state.json`, written right after:
+//! [`write_json_then`]). The temporary file (`.NAME.PID.N.tmp`) is
 //! removed on every error; those a crash leaves are removed at the next
 //! start ([`sweep_temp_files`]).
 //!
@@ -86,7 +88,7 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError
 /// container's `config.json`, before the `state.json` that marks the
 /// create complete: a crash before that sync leaves an incomplete create,
 /// which is collected as one).
-pub fn write_json_then<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+pub(crate) fn write_json_then<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
     replace(path, &json_bytes(path, value)?)
 }
 

@@ -309,6 +309,14 @@ pub fn set_no_new_privs() -> nix::Result<()> {
     if r < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
+/// The calling thread's seccomp mode (`PR_GET_SECCOMP`): 0 none, 1 strict,
+/// 2 a filter.
+pub fn seccomp_mode() -> nix::Result<i32> {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
+    if r < 0 { Err(Errno::last()) } else { Ok(r) }
+}
+
 fn path_cstring(path: &std::path::Path) -> nix::Result<CString> {
     use std::os::unix::ffi::OsStrExt;
     CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)

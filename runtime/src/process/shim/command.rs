@@ -93,8 +93,18 @@ pub(super) fn exec(
     if let Err(e) = spec.security.apply_after_setuid(user.uid) {
         fail("capabilities", &e);
     }
-    // The default profile's filter is the init's, inherited at the fork.
-    if !filter_inherited && let Err(e) = spec.security.apply_seccomp() {
+    // The default profile's filter is the init's, inherited at the fork:
+    // checked, never assumed (mode 2 is a filter in place).
+    if filter_inherited {
+        match sys::seccomp_mode() {
+            Ok(2) => {}
+            Ok(mode) => fail(
+                "seccomp",
+                &format!("the init's filter is not in place (mode {mode})"),
+            ),
+            Err(e) => fail("seccomp", &e),
+        }
+    } else if let Err(e) = spec.security.apply_seccomp() {
         fail("seccomp", &e);
     }
     let cstr = |s: &str| CString::new(s).unwrap_or_default();

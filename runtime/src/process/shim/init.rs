@@ -102,8 +102,14 @@ pub(super) fn main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: 
     }
     let _ = Status::Ready.send(&mut st);
     // Compiled while rsupd places us into the container's cgroups (where
-    // it waits), so off the start's path.
-    let filter = match spec.security.init_filter() {
+    // it waits), so off the start's path; an error is reported after `go`,
+    // where rsupd expects one.
+    let filter = spec.security.init_filter();
+    let mut b = [0u8; 1];
+    if !matches!(File::from(go_r).read(&mut b), Ok(1)) {
+        return 1;
+    }
+    let filter = match filter {
         Ok(f) => f,
         Err(message) => {
             return fail(
@@ -115,18 +121,15 @@ pub(super) fn main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: 
             );
         }
     };
-    let mut b = [0u8; 1];
-    if !matches!(File::from(go_r).read(&mut b), Ok(1)) {
-        return 1;
-    }
     // rsupd has put us into the container's cgroups.
     if let Err(e) = setup::enter_cgroupns(&linux) {
         return fail(&mut st, e);
     }
     // With the default profile the command's filter is the init's: it is
     // installed once, here, and the command inherits it (see
-    // SecuritySpec::command_inherits_init_filter).
-    let inherited = spec.security.command_inherits_init_filter();
+    // SecuritySpec::command_inherits_init_filter). Without a program there
+    // is nothing to inherit: the command then applies its own setting.
+    let inherited = spec.security.command_inherits_init_filter() && filter.is_some();
     if inherited && let Some(Err(message)) = filter.as_ref().map(|f| f.install()) {
         return fail(
             &mut st,
