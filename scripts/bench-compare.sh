@@ -210,8 +210,9 @@ if counts:
     goal("memory to keep one container supervised (shim + init PSS) <= 0.25x conmon",
          f"{fmt(k)} kB vs conmon {fmt(conmon_pss)} kB" if k else "-",
          (k <= 0.25 * conmon_pss) if k and conmon_pss else None)
+fleet_suffix = "default" if fleet_net == "bridge" else "none"
 spans = [(int(m.group(1)), int(m.group(2)), rows[i]["median"]) for i in rows
-         for m in [re.fullmatch(r"rsup-start-(\d+)-to-(\d+)-\w+", i)] if m]
+         for m in [re.fullmatch(rf"rsup-start-(\d+)-to-(\d+)-{fleet_suffix}", i)] if m]
 if spans and max(e for _, e, _ in spans) >= 1000:
     total = sum(v for a, e, v in spans if e <= 1000)
     goal("1000 containers (--restart always, default network, 8 clients) started < 30 s",

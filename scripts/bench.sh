@@ -308,6 +308,7 @@ if want resources || want adopt; then
     peer 05-podman-density.sh N="${PEER_N:-50}"
     if want resources; then
         # The cost curve (docs/cost-curve.png is one such run), podman beside it if measured.
+        # Like the peer harness (00-setup.sh), this installs the one package it needs.
         /usr/bin/python3 -c 'import matplotlib' 2>/dev/null ||
             DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-matplotlib >/dev/null ||
             echo "warning: python3-matplotlib missing: no cost curve" >&2

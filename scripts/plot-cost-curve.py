@@ -4,7 +4,8 @@
 FLEET_COUNTS), with podman's per-container start beside it where the peer harness measured one
 (05-podman-density.sh: podman-run-d-each-<net>).
 
-    /usr/bin/python3 scripts/plot-cost-curve.py RESULTS_DIR [OUT.png]     # default docs/cost-curve.png
+    /usr/bin/python3 scripts/plot-cost-curve.py RESULTS_DIR [OUT.png]
+    # OUT defaults to docs/cost-curve.png, the committed picture: give OUT to keep it
 
 RESULTS_DIR holds *.jsonl rows (05-rsup-fleet.jsonl, 05-density.jsonl). Needs matplotlib
 (Debian: python3-matplotlib, for /usr/bin/python3). Prints the figures it plotted as a table too.

@@ -115,28 +115,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let none_median = api.median();
     measures.push(api);
 
-    let bridge = Measure {
-        id: "rsup-run-true-bridge",
-        what: "the same on rsupd's default network (a bridge with DNS): also a persistent netns, \
-               a lease, a veth pair and the address and route inside; rm not timed",
-        cmd: format!(
-            "rsup-bench: Client::create+start+wait {{rootfs: {rootfs}, command: [/bin/true], \
-             networks: [] (the default)}}"
-        ),
-        samples: measure_api(&client, &rootfs, &[], args.warmup, args.runs).await?,
-    };
-    bridge.print();
-    let extra = bridge.median() - none_median;
-    println!(
-        "{:<36} +{extra:.1} ms over --network none (goal: <= +10 ms: {})",
-        "",
-        if extra <= 10.0 {
-            "HOLDS"
-        } else {
-            "DOES NOT HOLD"
+    // Needs the daemon's default network: where it has none, the figure is
+    // left out and the other measures still run.
+    match measure_api(&client, &rootfs, &[], args.warmup, args.runs).await {
+        Ok(samples) => {
+            let bridge = Measure {
+                id: "rsup-run-true-bridge",
+                what: "the same on rsupd's default network (a bridge with DNS): also a persistent \
+                       netns, a lease, a veth pair and the address and route inside; rm not timed",
+                cmd: format!(
+                    "rsup-bench: Client::create+start+wait {{rootfs: {rootfs}, command: [/bin/true], \
+                     networks: [] (the default)}}"
+                ),
+                samples,
+            };
+            bridge.print();
+            let extra = bridge.median() - none_median;
+            println!(
+                "{:<36} +{extra:.1} ms over --network none (goal: <= +10 ms: {})",
+                "",
+                if extra <= 10.0 {
+                    "HOLDS"
+                } else {
+                    "DOES NOT HOLD"
+                }
+            );
+            measures.push(bridge);
         }
-    );
-    measures.push(bridge);
+        Err(e) => eprintln!("rsup-run-true-bridge left out: {e:#}"),
+    }
 
     if let Some(rsupctl) = &args.rsupctl {
         let cli = Measure {
