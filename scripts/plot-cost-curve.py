@@ -38,14 +38,27 @@ for rid, r in rows.items():
     m = re.fullmatch(r"rsup-start-(\d+)-to-(\d+)-(\w+)", rid)
     if m:
         a, n, net = int(m.group(1)), int(m.group(2)), m.group(3)
-        starts[n] = r["median"] * 1000.0 / (n - a)  # ms per container
+        if isinstance(r.get("median"), (int, float)) and n > a:
+            starts[n] = r["median"] * 1000.0 / (n - a)  # ms per container
 counts = sorted(starts)
 if not counts:
     sys.exit(f"no rsup-start-*-to-* rows in {res}/*.jsonl: run rsup-bench-suite fleet first")
 
 
 def series(fmt, key="median", scale=1.0):
-    return [rows[fmt.format(n)][key] * scale if fmt.format(n) in rows else None for n in counts]
+    """One value per count; None where the row (or its `key`) is missing."""
+    out = []
+    for n in counts:
+        v = rows.get(fmt.format(n), {}).get(key)
+        out.append(v * scale if isinstance(v, (int, float)) else None)
+    return out
+
+
+nan = float("nan")
+
+
+def plotted(v):
+    return [nan if x is None else x for x in v]
 
 
 rss = series("rsup-rsupd-rss-{}", scale=1 / 1024)
@@ -71,8 +84,8 @@ a.legend(fontsize=8)
 a.set_title("start")
 
 a = ax[0][1]
-a.plot(counts, rss, "o-", label="rsupd RSS (MiB)")
-a.plot(counts, keep, "s-", label="shim + init PSS per container (MiB)")
+a.plot(counts, plotted(rss), "o-", label="rsupd RSS (MiB)")
+a.plot(counts, plotted(keep), "s-", label="shim + init PSS per container (MiB)")
 a.set_xlabel("containers running")
 a.set_ylabel("MiB")
 a.set_ylim(bottom=0)
@@ -80,8 +93,8 @@ a.legend(fontsize=8)
 a.set_title("memory")
 
 a = ax[1][0]
-a.plot(counts, ps, "o-", label="rsupctl ps (ms)")
-a.plot(counts, stats, "s-", label="Stats RPC, all containers (ms)")
+a.plot(counts, plotted(ps), "o-", label="rsupctl ps (ms)")
+a.plot(counts, plotted(stats), "s-", label="Stats RPC, all containers (ms)")
 a.set_xlabel("containers running")
 a.set_ylabel("ms")
 a.set_ylim(bottom=0)
@@ -89,8 +102,8 @@ a.legend(fontsize=8)
 a.set_title("listing")
 
 a = ax[1][1]
-a.plot(counts, scrape, "o-", label="GET /metrics, median (ms)")
-a.plot(counts, scrape95, "s--", label="GET /metrics, p95 (ms)")
+a.plot(counts, plotted(scrape), "o-", label="GET /metrics, median (ms)")
+a.plot(counts, plotted(scrape95), "s--", label="GET /metrics, p95 (ms)")
 a.axhline(50, color="tab:green", ls=":", label="goal: p95 < 50 ms at 1000")
 a.set_xlabel("containers running")
 a.set_ylabel("ms")
@@ -109,8 +122,9 @@ def f(x):
 print("| containers | start, ms each | rsupd RSS, MiB | shim+init PSS each, MiB | ps, ms | Stats RPC, ms | scrape median (p95), ms |")
 print("|---:|---:|---:|---:|---:|---:|---:|")
 for i, n in enumerate(counts):
-    print(f"| {n} | {f(starts[n])} | {f(rss[i])} | {keep[i]:.2f} | {f(ps[i])} | {stats[i]:.2f} | {f(scrape[i])} ({f(scrape95[i])}) |"
-          if keep[i] is not None and stats[i] is not None else f"| {n} | {f(starts[n])} | {f(rss[i])} | - | {f(ps[i])} | - | {f(scrape[i])} ({f(scrape95[i])}) |")
+    k = "-" if keep[i] is None else f"{keep[i]:.2f}"
+    st = "-" if stats[i] is None else f"{stats[i]:.2f}"
+    print(f"| {n} | {f(starts[n])} | {f(rss[i])} | {k} | {f(ps[i])} | {st} | {f(scrape[i])} ({f(scrape95[i])}) |")
 if podman:
     print(f"\npodman run -d ({podman_net}), same machine: {podman['median']:.0f} ms per container")
 print(f"\nwrote {out}", file=sys.stderr)
