@@ -107,7 +107,6 @@ pub fn render_containers(runtime: &Runtime) -> String {
     let info_of: std::collections::HashMap<&str, &rsup_runtime::ContainerInfo> =
         infos.iter().map(|i| (i.id.as_str(), i)).collect();
     let info = |c: &rsup_runtime::ContainerStats| info_of.get(c.id.as_str()).copied();
-    let sampled = || all.iter().filter(|c| c.sampled);
     let mut e = Exposition::new();
 
     let networks = runtime.networks();
@@ -204,16 +203,6 @@ pub fn render_containers(runtime: &Runtime) -> String {
         },
     );
     e.family(
-        CONTAINER_RESTARTS,
-        Counter,
-        "Times the container was started again after its first start.",
-        |f| {
-            for c in &all {
-                f.sample(&[("name", &c.name), ("id", &c.id)], c.restarts as f64);
-            }
-        },
-    );
-    e.family(
         CONTAINER_INFO,
         Gauge,
         "Always 1; labels: the container's name, id, supervisor, restart policy and first network.",
@@ -246,19 +235,6 @@ pub fn render_containers(runtime: &Runtime) -> String {
         },
     );
     e.family(
-        CONTAINER_BACKOFF,
-        Gauge,
-        "Delay of the container's pending (or last) policy restart.",
-        |f| {
-            for c in &all {
-                if let Some(i) = info(c) {
-                    let v = i.restart_delay.map_or(0.0, |d| d.as_secs_f64());
-                    f.sample(&[("name", &c.name), ("id", &c.id)], v);
-                }
-            }
-        },
-    );
-    e.family(
         CONTAINER_HEALTH,
         Gauge,
         "1 for the container's health status (starting, healthy, unhealthy), 0 for the others; only containers with a health check.",
@@ -275,114 +251,118 @@ pub fn render_containers(runtime: &Runtime) -> String {
             }
         },
     );
-    e.family(
-        CONTAINER_OOM_KILLED,
-        Gauge,
-        "1 if the container's last run ended in an OOM kill.",
-        |f| {
-            for c in &all {
-                let v = f64::from(u8::from(info(c).is_some_and(|i| i.oom_killed)));
-                f.sample(&[("name", &c.name), ("id", &c.id)], v);
-            }
-        },
-    );
-    e.family(
-        CONTAINER_LOG_DROPPED,
-        Counter,
-        "Log output the container's shim dropped because it could not write it (a full state device), in bytes of the dropped records, over the container's life.",
-        |f| {
-            for c in &all {
-                if let Some(i) = info(c) {
-                    f.sample(&[("name", &c.name), ("id", &c.id)], i.log_dropped.bytes as f64);
-                }
-            }
-        },
-    );
-
-    // The kernel's counters, for the containers sampled from a cgroup.
-    type Value<'a> = &'a dyn Fn(&rsup_runtime::ContainerStats) -> f64;
-    let usage: [(&str, Kind, &str, Value<'_>); 12] = [
+    // One sample a container, labelled with its name and id, where the
+    // value is known: rsup's own figures, then the kernel's counters (only
+    // for the containers sampled from a cgroup).
+    type Value<'a> = &'a dyn Fn(&rsup_runtime::ContainerStats) -> Option<f64>;
+    let kernel = |c: &rsup_runtime::ContainerStats, v: f64| c.sampled.then_some(v);
+    let per_container: [(&str, Kind, &str, Value<'_>); 16] = [
+        (
+            CONTAINER_RESTARTS,
+            Counter,
+            "Times the container was started again after its first start.",
+            &|c| Some(c.restarts as f64),
+        ),
+        (
+            CONTAINER_BACKOFF,
+            Gauge,
+            "Delay of the container's pending (or last) policy restart.",
+            &|c| info(c).map(|i| i.restart_delay.map_or(0.0, |d| d.as_secs_f64())),
+        ),
+        (
+            CONTAINER_OOM_KILLED,
+            Gauge,
+            "1 if the container's last run ended in an OOM kill.",
+            &|c| Some(f64::from(u8::from(info(c).is_some_and(|i| i.oom_killed)))),
+        ),
+        (
+            CONTAINER_LOG_DROPPED,
+            Counter,
+            "Log output the container's shim dropped because it could not write it (a full state device), in bytes of the dropped records, over the container's life.",
+            &|c| info(c).map(|i| i.log_dropped.bytes as f64),
+        ),
         (
             MEMORY_USAGE,
             Gauge,
             "Current memory usage, including all memory regardless of when it was accessed.",
-            &|c| c.usage.memory_usage as f64,
+            &|c| kernel(c, c.usage.memory_usage as f64),
         ),
         (
             MEMORY_WORKING_SET,
             Gauge,
             "Current working set (usage minus inactive file cache).",
-            &|c| c.usage.memory_working_set as f64,
+            &|c| kernel(c, c.usage.memory_working_set as f64),
         ),
         (
             SPEC_MEMORY_LIMIT,
             Gauge,
             "Memory limit of the container (0: unlimited).",
-            &|c| c.usage.memory_limit.unwrap_or(0) as f64,
+            &|c| kernel(c, c.usage.memory_limit.unwrap_or(0) as f64),
         ),
         (
             SPEC_CPU_QUOTA,
             Gauge,
             "CPU quota of the container in microseconds per period (0: unlimited).",
             &|c| {
-                info(c)
-                    .and_then(|i| i.spec.resources.cfs_quota_us())
-                    .unwrap_or(0) as f64
+                let quota = info(c).and_then(|i| i.spec.resources.cfs_quota_us());
+                kernel(c, quota.unwrap_or(0) as f64)
             },
         ),
         (
             SPEC_CPU_PERIOD,
             Gauge,
             "CPU period of the container in microseconds.",
-            &|_| rsup_runtime::cgroups::CFS_PERIOD_US as f64,
+            &|c| kernel(c, rsup_runtime::cgroups::CFS_PERIOD_US as f64),
         ),
         (
             PROCESSES,
             Gauge,
             "Number of processes running inside the container.",
-            &|c| c.usage.pids as f64,
+            &|c| kernel(c, c.usage.pids as f64),
         ),
         (
             SPEC_PIDS_LIMIT,
             Gauge,
             "Maximum number of processes of the container (0: unlimited).",
-            &|c| c.usage.pids_limit.unwrap_or(0) as f64,
+            &|c| kernel(c, c.usage.pids_limit.unwrap_or(0) as f64),
         ),
         (
             CFS_PERIODS,
             Counter,
             "Number of elapsed enforcement period intervals.",
-            &|c| c.usage.cpu_periods as f64,
+            &|c| kernel(c, c.usage.cpu_periods as f64),
         ),
         (
             CFS_THROTTLED_PERIODS,
             Counter,
             "Number of throttled period intervals.",
-            &|c| c.usage.cpu_throttled_periods as f64,
+            &|c| kernel(c, c.usage.cpu_throttled_periods as f64),
         ),
         (
             OOM_EVENTS,
             Counter,
             "Count of out of memory kills in the container (the kernel's counter).",
-            &|c| c.usage.oom_kills as f64,
+            &|c| kernel(c, c.usage.oom_kills as f64),
         ),
         (
             CPU_USAGE,
             Counter,
             "Cumulative CPU time consumed in seconds.",
-            &|c| c.usage.cpu_usage_ns as f64 / 1e9,
+            &|c| kernel(c, c.usage.cpu_usage_ns as f64 / 1e9),
         ),
         (
             CFS_THROTTLED_SECONDS,
             Counter,
             "Total time duration the container has been throttled, in seconds.",
-            &|c| c.usage.cpu_throttled_ns as f64 / 1e9,
+            &|c| kernel(c, c.usage.cpu_throttled_ns as f64 / 1e9),
         ),
     ];
-    for (name, kind, help, value) in usage {
+    for (name, kind, help, value) in per_container {
         e.family(name, kind, help, |f| {
-            for c in sampled() {
-                f.sample(&[("name", &c.name), ("id", &c.id)], value(c));
+            for c in &all {
+                if let Some(v) = value(c) {
+                    f.sample(&[("name", &c.name), ("id", &c.id)], v);
+                }
             }
         });
     }
