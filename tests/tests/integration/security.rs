@@ -1277,19 +1277,7 @@ async fn cgroupns_no_hierarchy_root_in_reach_with_sys_admin() {
     // holds its processes, an exec'd process sees "/" there too, and rm
     // removes it.
     let cname = unique_name("cgx");
-    let started = d.run(&["-d", "--name", &cname], &["sleep", "1000"]);
-    assert!(started.status.success(), "{}", describe(&started));
-    let id = d.inspect_json(&cname)["Id"]
-        .as_str()
-        .expect("Id")
-        .to_owned();
-    let leaf = PathBuf::from(format!("/proc/{}/root", d.pid()))
-        .join(point.strip_prefix("/").expect("absolute"))
-        .join(cgroup_subtree(d.state_dir()))
-        .join(&id);
-    let procs = fs::read_to_string(leaf.join("cgroup.procs"))
-        .unwrap_or_else(|e| panic!("{}: {e}", leaf.display()));
-    assert!(!procs.trim().is_empty(), "no process in {}", leaf.display());
+    let leaf = run_in_named_leaf(&d, &cname, &point);
     let text = d.ctl_ok(["exec", &cname, "cat", "/proc/self/cgroup"]);
     assert!(text.contains(&format!("name={name}:/")), "{text}");
     let outside = cgroup_paths_not_root(&text);
@@ -1305,6 +1293,23 @@ async fn cgroupns_no_hierarchy_root_in_reach_with_sys_admin() {
         !own.contains(&format!(":name={name}:")),
         "hierarchy left:\n{own}"
     );
+}
+
+/// Runs `sleep 1000` as `cname` and returns its cgroup in the named
+/// hierarchy mounted at `point` in the daemon's mount namespace, after
+/// checking that it holds the container's processes.
+fn run_in_named_leaf(d: &Daemon, cname: &str, point: &Path) -> PathBuf {
+    let started = d.run(&["-d", "--name", cname], &["sleep", "1000"]);
+    assert!(started.status.success(), "{}", describe(&started));
+    let id = d.inspect_json(cname)["Id"].as_str().expect("Id").to_owned();
+    let leaf = PathBuf::from(format!("/proc/{}/root", d.pid()))
+        .join(point.strip_prefix("/").expect("absolute"))
+        .join(cgroup_subtree(d.state_dir()))
+        .join(&id);
+    let procs = fs::read_to_string(leaf.join("cgroup.procs"))
+        .unwrap_or_else(|e| panic!("not placed in the hierarchy: {}: {e}", leaf.display()));
+    assert!(!procs.trim().is_empty(), "no process in {}", leaf.display());
+    leaf
 }
 
 /// A hierarchy mounted while rsupd runs (after it has placed containers,
@@ -1324,19 +1329,7 @@ async fn cgroupns_a_hierarchy_mounted_while_rsupd_runs_holds_the_next_container(
     assert!(mounted.status.success(), "{}", describe(&mounted));
 
     let cname = unique_name("cgm");
-    let started = d.run(&["-d", "--name", &cname], &["sleep", "1000"]);
-    assert!(started.status.success(), "{}", describe(&started));
-    let id = d.inspect_json(&cname)["Id"]
-        .as_str()
-        .expect("Id")
-        .to_owned();
-    let leaf = PathBuf::from(format!("/proc/{}/root", d.pid()))
-        .join(point.strip_prefix("/").expect("absolute"))
-        .join(cgroup_subtree(d.state_dir()))
-        .join(&id);
-    let procs = fs::read_to_string(leaf.join("cgroup.procs"))
-        .unwrap_or_else(|e| panic!("not placed in the new hierarchy: {}: {e}", leaf.display()));
-    assert!(!procs.trim().is_empty(), "no process in {}", leaf.display());
+    let leaf = run_in_named_leaf(&d, &cname, &point);
     d.ctl_ok(["rm", "-f", &cname]);
     assert!(!leaf.exists(), "{} left after rm", leaf.display());
     drop(d);
