@@ -18,7 +18,7 @@ use std::str::FromStr;
 use caps::{CapSet, Capability, CapsHashSet};
 use serde::{Deserialize, Serialize};
 
-use crate::seccomp::Seccomp;
+use crate::seccomp::{Filter, Seccomp};
 
 /// Docker's default capabilities.
 pub const DEFAULT_CAPS: [Capability; 14] = [
@@ -156,9 +156,7 @@ impl SecuritySpec {
     pub fn init_filter(&self) -> Result<Option<Filter>, String> {
         match self.seccomp {
             Seccomp::Unconfined => Ok(None),
-            Seccomp::Default | Seccomp::Custom(_) => {
-                Ok(Seccomp::Default.program(&self.caps)?.map(Filter))
-            }
+            Seccomp::Default | Seccomp::Custom(_) => Seccomp::Default.filter(&self.caps),
         }
     }
 
@@ -200,18 +198,6 @@ impl SecuritySpec {
     /// execve, after no_new_privs).
     pub fn apply_seccomp(&self) -> Result<(), String> {
         self.seccomp.apply(&self.caps)
-    }
-}
-
-/// A compiled seccomp program, ready to install.
-#[derive(Debug, Clone)]
-pub struct Filter(Vec<seccompiler::sock_filter>);
-
-impl Filter {
-    /// Installs the program in the calling thread (needs no_new_privs or
-    /// `CAP_SYS_ADMIN`); it is inherited by every child forked after.
-    pub fn install(&self) -> Result<(), String> {
-        seccompiler::apply_filter(&self.0).map_err(|e| format!("seccomp: {e}"))
     }
 }
 

@@ -75,13 +75,27 @@ impl Seccomp {
         bpf::compile(&resolved, bpf::audit_arch(arch)).map(Some)
     }
 
+    /// [`Seccomp::program`], ready to install.
+    pub fn filter(&self, caps: &[String]) -> Result<Option<Filter>, String> {
+        Ok(self.program(caps)?.map(Filter))
+    }
+
     /// Installs the filter in the calling thread (the command's process,
     /// right before execve). Needs no_new_privs or CAP_SYS_ADMIN.
     pub fn apply(&self, caps: &[String]) -> Result<(), String> {
-        match self.program(caps)? {
-            None => Ok(()),
-            Some(prog) => seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp: {e}")),
-        }
+        self.filter(caps)?.map_or(Ok(()), |f| f.install())
+    }
+}
+
+/// A compiled seccomp program, ready to install.
+#[derive(Debug, Clone)]
+pub struct Filter(Vec<seccompiler::sock_filter>);
+
+impl Filter {
+    /// Installs the program in the calling thread (needs no_new_privs or
+    /// `CAP_SYS_ADMIN`); it is inherited by every child forked after.
+    pub fn install(&self) -> Result<(), String> {
+        seccompiler::apply_filter(&self.0).map_err(|e| format!("seccomp: {e}"))
     }
 }
 

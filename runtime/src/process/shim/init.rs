@@ -35,7 +35,7 @@ use nix::unistd::{ForkResult, Pid, pipe2};
 
 use super::setup::{self, Setup, SetupError, Step};
 use super::status::Status;
-use crate::security::Filter;
+use crate::seccomp::Filter;
 use crate::spec::ContainerSpec;
 use crate::sys;
 use crate::sys::setup::LinuxSetup;
