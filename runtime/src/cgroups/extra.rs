@@ -21,7 +21,8 @@
 //! and one unmounted since is skipped: `/proc/self/cgroup` is read every
 //! time, and `/proc/self/mountinfo` (costly for the kernel to write out)
 //! whenever the kernel reports that the mount table changed, which it does
-//! through `poll(2)` on an open mountinfo file (`POLLPRI`, see proc(5)). A mounted hierarchy that does not
+//! through `poll(2)` on an open mountinfo file (`POLLPRI`, see proc(5)).
+//! A mounted hierarchy that does not
 //! show rsupd's own cgroup (mounted from a cgroup below it) cannot hold the
 //! container's leaf: starting a container then fails rather than leaving
 //! that hierarchy's root in reach. A hierarchy mounted only after a
@@ -90,38 +91,39 @@ impl Cache {
     /// no change since (the poll itself resets the report), else read
     /// again. A change made during the read is reported at the next poll.
     fn mountinfo(&mut self, path: &Path) -> Result<(), CgroupError> {
-        if let Some(f) = &self.mountinfo {
-            let mut fds = [nix::poll::PollFd::new(
-                f.as_fd(),
-                nix::poll::PollFlags::POLLPRI,
-            )];
-            let changed = match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
-                Ok(0) => false,
-                Ok(_) => fds[0].revents().is_none_or(|r| {
-                    r.intersects(nix::poll::PollFlags::POLLPRI | nix::poll::PollFlags::POLLERR)
-                }),
-                Err(_) => true,
-            };
-            if !changed {
+        let mut f = match self.mountinfo.take() {
+            Some(f) if !changed(&f) => {
+                self.mountinfo = Some(f);
                 return Ok(());
             }
-        } else {
-            let f = File::open(path).map_err(super::io("open", path))?;
-            // The first poll reports nothing: the open took the table's
-            // state, and the read below is of that state or newer.
-            self.mountinfo = Some(f);
-        }
-        let Some(f) = self.mountinfo.as_mut() else {
-            return Ok(());
+            Some(f) => f,
+            // The first poll of a new file reports nothing: the open took
+            // the table's state, and the read below is of that or newer.
+            None => File::open(path).map_err(super::io("open", path))?,
         };
         let mut text = String::new();
-        if let Err(e) = f.rewind().and_then(|_| f.read_to_string(&mut text)) {
-            // Opened again next time: the last text is no longer current.
-            self.mountinfo = None;
-            return Err(super::io("read", path)(e));
-        }
+        // On an error the file is dropped and opened again next time: the
+        // last text is no longer current.
+        f.rewind()
+            .and_then(|_| f.read_to_string(&mut text))
+            .map_err(super::io("read", path))?;
         self.text = text;
+        self.mountinfo = Some(f);
         Ok(())
+    }
+}
+
+/// Whether the kernel reports a change of the mount table since the last
+/// poll of `f` (an open mountinfo file); a failed poll counts as one.
+fn changed(f: &File) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLPRI)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => false,
+        Ok(_) => fds[0]
+            .revents()
+            .is_none_or(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR)),
+        Err(_) => true,
     }
 }
 
