@@ -73,43 +73,31 @@ podman = rows.get(f"podman-run-d-each-{podman_net}")
 fig, ax = plt.subplots(2, 2, figsize=(11, 8))
 fig.suptitle(f"rsup: cost of N running containers (network {net}, 2-core VM)")
 
-a = ax[0][0]
-a.plot(counts, [starts[n] for n in counts], "o-", label="rsup: create+start, ms per container (8 at a time)")
-if podman:
-    a.axhline(podman["median"], color="tab:red", ls="--", label=f"podman run -d ({podman_net}): {podman['median']:.0f} ms each")
-a.set_xlabel("containers running")
-a.set_ylabel("ms per container")
-a.set_ylim(bottom=0)
-a.legend(fontsize=8)
-a.set_title("start")
-
-a = ax[0][1]
-a.plot(counts, plotted(rss), "o-", label="rsupd RSS (MiB)")
-a.plot(counts, plotted(keep), "s-", label="shim + init PSS per container (MiB)")
-a.set_xlabel("containers running")
-a.set_ylabel("MiB")
-a.set_ylim(bottom=0)
-a.legend(fontsize=8)
-a.set_title("memory")
-
-a = ax[1][0]
-a.plot(counts, plotted(ps), "o-", label="rsupctl ps (ms)")
-a.plot(counts, plotted(stats), "s-", label="Stats RPC, all containers (ms)")
-a.set_xlabel("containers running")
-a.set_ylabel("ms")
-a.set_ylim(bottom=0)
-a.legend(fontsize=8)
-a.set_title("listing")
-
-a = ax[1][1]
-a.plot(counts, plotted(scrape), "o-", label="GET /metrics, median (ms)")
-a.plot(counts, plotted(scrape95), "s--", label="GET /metrics, p95 (ms)")
-a.axhline(50, color="tab:green", ls=":", label="goal: p95 < 50 ms at 1000")
-a.set_xlabel("containers running")
-a.set_ylabel("ms")
-a.set_ylim(bottom=0)
-a.legend(fontsize=8)
-a.set_title("scrape")
+start = [starts[n] for n in counts]
+# (panel, title, y label, [(values, style, label)], [(y, color, style, label)] lines across)
+panels = [
+    (ax[0][0], "start", "ms per container",
+     [(start, "o-", "rsup: create+start, ms per container (8 at a time)")],
+     [(podman["median"], "tab:red", "--", f"podman run -d ({podman_net}): {podman['median']:.0f} ms each")]
+     if podman else []),
+    (ax[0][1], "memory", "MiB",
+     [(rss, "o-", "rsupd RSS (MiB)"), (keep, "s-", "shim + init PSS per container (MiB)")], []),
+    (ax[1][0], "listing", "ms",
+     [(ps, "o-", "rsupctl ps (ms)"), (stats, "s-", "Stats RPC, all containers (ms)")], []),
+    (ax[1][1], "scrape", "ms",
+     [(scrape, "o-", "GET /metrics, median (ms)"), (scrape95, "s--", "GET /metrics, p95 (ms)")],
+     [(50, "tab:green", ":", "goal: p95 < 50 ms at 1000")]),
+]
+for a, title, ylabel, curves, lines in panels:
+    for values, style, label in curves:
+        a.plot(counts, plotted(values), style, label=label)
+    for y, color, style, label in lines:
+        a.axhline(y, color=color, ls=style, label=label)
+    a.set_xlabel("containers running")
+    a.set_ylabel(ylabel)
+    a.set_ylim(bottom=0)
+    a.legend(fontsize=8)
+    a.set_title(title)
 
 fig.tight_layout()
 fig.savefig(out, dpi=90)
