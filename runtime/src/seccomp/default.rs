@@ -23,7 +23,7 @@ use super::profile::{ActionName, Arg, Filter, Op, Profile, Syscall};
 
 /// Allowed to every container.
 #[rustfmt::skip]
-const BASE: &[&str] = &[
+pub(super) const BASE: &[&str] = &[
     // files and directories
     "access", "chdir", "chmod", "chown", "close", "close_range", "copy_file_range", "creat",
     "dup", "dup2", "dup3", "faccessat", "faccessat2", "fadvise64", "fallocate", "fchdir",

