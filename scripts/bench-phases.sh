@@ -17,7 +17,8 @@
 # Phases (medians over RUNS, ms):
 #   client+create+start  rsupctl's exec -> rsupd forks the shim (client start, Create, Start
 #                        up to the spawn: validation, state files, cgroups, rollback guard)
-#   shim exec            fork -> the shim's execve of /proc/self/exe
+#   shim exec            fork -> the shim's execve (of rsup-shim; of /proc/self/exe before
+#                        2026-12-06 or when rsup-shim is missing)
 #   shim -> init fork    the shim's start until it forks the container's init
 #   init setup + go      the init's namespaces, mounts, /dev, pivot_root, masks, `ready`,
 #                        rsupd's cgroup placement and `go`, until the init forks the command
@@ -105,11 +106,11 @@ for line in sys.stdin:
         cur["shimexit"] = t
     elif fork and "child_comm=tokio-rt-worker" in text and "shimexit" in cur and "shimfork" not in cur:
         cur["forks"] = cur.get("forks", {}) | {text.split("child_pid=")[1].split()[0]: t}
-    elif exe and "filename=/proc/self/exe" in text and "shimexit" in cur and "shimexec" not in cur:
+    elif exe and ("filename=/proc/self/exe" in text or "filename=/proc/self/fd/" in text) and "shimexit" in cur and "shimexec" not in cur:
         cur["shimexec"] = t
         pid = text.split(" pid=")[1].split()[0]
         cur["shimfork"] = cur.get("forks", {}).get(pid, t)
-    elif fork and comm == "exe" and "shimexec" in cur and "initfork" not in cur:
+    elif fork and comm in ("exe", "rsup-shim") and "shimexec" in cur and "initfork" not in cur:
         cur["initfork"] = t
     elif fork and comm == "rsup-init" and "initfork" in cur and "cmdfork" not in cur:
         cur["cmdfork"] = t
@@ -166,15 +167,15 @@ for line in open(sys.argv[1]):
         continue
     fork, exe = ev.startswith("sched:sched_process_fork"), ev.startswith("sched:sched_process_exec")
     if fork and "child_comm=tokio-rt-worker" in text:
-        # a thread or the shim: the shim is the child that execs rsupd's binary
+        # a thread or the shim: the shim is the child that execs rsup-shim (or rsupd's binary)
         child = text.split("child_pid=")[1].split()[0]
         cur.setdefault("forks", {})[child] = t
-    elif exe and "filename=/proc/self/exe" in text and "shimexec" not in cur:
+    elif exe and ("filename=/proc/self/exe" in text or "filename=/proc/self/fd/" in text) and "shimexec" not in cur:
         cur["shimexec"] = t
         pid = text.split(" pid=")[1].split()[0]
         if pid in cur.get("forks", {}):
             cur["shim"] = cur["forks"][pid]
-    elif fork and comm == "exe" and "initfork" not in cur:
+    elif fork and comm in ("exe", "rsup-shim") and "initfork" not in cur:
         cur["initfork"] = t
     elif fork and comm == "rsup-init" and "cmdfork" not in cur:
         cur["cmdfork"] = t

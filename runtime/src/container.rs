@@ -66,7 +66,9 @@ const LOCK_PATIENCE: Duration = Duration::from_secs(2);
 pub struct RuntimeConfig {
     /// Root of all state (`/var/lib/rsup`).
     pub state_dir: PathBuf,
-    /// Binary started as the shim (`rsupd` itself, usually `/proc/self/exe`).
+    /// Binary started as the shim and the exec helper: `rsup-shim`, held
+    /// open by the daemon (`/proc/self/fd/N`), or rsupd's own binary
+    /// (`/proc/self/exe`).
     pub shim_exe: PathBuf,
     /// Log rotation for containers that do not set their own.
     pub log: LogConfig,

@@ -89,6 +89,56 @@ fn main() -> ExitCode {
     }
 }
 
+/// The binary rsupd runs as every container's shim and exec helper:
+/// `rsup-shim` beside rsupd's own binary (see `shim.rs`), opened once here
+/// and run through that open file (`/proc/self/fd/N`) for rsupd's whole
+/// life, so a later rename or replacement of the file changes nothing (as
+/// `/proc/self/exe` did). It must be a regular file owned by rsupd's user
+/// and writable by nobody else; otherwise, or when it is missing, rsupd
+/// runs its own binary in the shim's mode (the same code, slower to start
+/// and heavier per container).
+fn shim_exe() -> std::path::PathBuf {
+    use std::os::fd::IntoRawFd;
+    match open_shim() {
+        Ok((path, file)) => {
+            info!(shim = %path.display(), "containers run under this shim");
+            // Kept open (close-on-exec) until rsupd exits.
+            format!("/proc/self/fd/{}", file.into_raw_fd()).into()
+        }
+        Err(why) => {
+            info!("{why}: containers run under rsupd's own binary as their shim");
+            "/proc/self/exe".into()
+        }
+    }
+}
+
+fn open_shim() -> Result<(std::path::PathBuf, std::fs::File), String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let exe = std::env::current_exe().map_err(|e| format!("rsupd's own path: {e}"))?;
+    let path = exe.with_file_name("rsup-shim");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is not owned by rsupd's user or is writable by others",
+            path.display()
+        ));
+    }
+    if meta.mode() & 0o111 == 0 {
+        return Err(format!("{} is not executable", path.display()));
+    }
+    Ok((path, file))
+}
+
 /// Tells systemd (Type=notify) that rsupd is ready, when started by it.
 fn notify_ready() {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
@@ -186,7 +236,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let runtime = Runtime::open(RuntimeConfig {
         state_dir: config.state_dir.clone(),
-        shim_exe: "/proc/self/exe".into(),
+        shim_exe: shim_exe(),
         log: config.log,
         cgroup_subtree: (!config.no_cgroups).then(|| config.cgroup_subtree.clone()),
         stats_interval: config.stats_interval,

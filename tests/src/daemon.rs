@@ -636,7 +636,7 @@ impl Daemon {
     }
 
     /// Whether `pid` is one of this daemon's shims or inits (its command
-    /// line names the state dir: `rsupd __rsup-shim <state>/containers/<id>`,
+    /// line names the state dir: `rsup-shim __rsup-shim <state>/containers/<id>`,
     /// which the init inherits), so that a signal never hits a stranger.
     pub fn owns(&self, pid: i32) -> bool {
         cmdline(pid).is_some_and(|c| mentions_path(&c, &self.state_dir))

@@ -3,7 +3,7 @@
 //!
 //! Like the shim, this is a fresh single-threaded process, so it may setns
 //! and fork safely. It makes itself non-dumpable (no container process may
-//! open its `/proc/<pid>/exe`, which is rsupd's binary), joins the
+//! open its `/proc/<pid>/exe`, rsup-shim or rsupd), joins the
 //! container's cgroup, then its IPC, UTS, NET, PID, MNT and cgroup
 //! namespaces (opening every namespace fd first, while `/proc/<init>` is
 //! still the host's, with the init pinned by a pidfd and its recorded start
@@ -77,10 +77,11 @@ pub fn main(json: &str) -> i32 {
 }
 
 fn run(json: &str) -> Result<i32, String> {
-    // First thing: this process is rsupd's binary and is about to enter the
+    // First thing: this process is one of rsup's binaries and is about to enter the
     // container's namespaces, so no container process may open its
     // /proc/<pid>/exe or ptrace it (the command's execve resets the flag).
     sys::set_non_dumpable().map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
+    let _ = sys::set_name("rsup-exec");
     // rsupd's own umask (0077) is not the command's: it gets runc's 0022.
     sys::set_umask(0o022);
     if sys::thread_count() != 1 {

@@ -6,9 +6,11 @@
 //! undefined behaviour waiting to happen: the child inherits locks held by
 //! threads that do not exist in it. So the daemon never forks by hand. It
 //! starts a helper, the **shim**, with `std::process::Command` (which only
-//! runs async-signal-safe code between fork and exec), re-executing its own
-//! binary (`/proc/self/exe __rsup-shim DIR`). The shim is a fresh,
-//! single-threaded process: it may fork freely.
+//! runs async-signal-safe code between fork and exec): `rsup-shim
+//! __rsup-shim DIR`, a small binary beside rsupd's (or rsupd's own binary,
+//! `/proc/self/exe`, in that mode when it is missing; the daemon decides,
+//! see `RuntimeConfig::shim_exe`). The shim is a fresh, single-threaded
+//! process: it may fork freely.
 //!
 //! ```text
 //! rsupd ──Command──▶ shim (host namespaces, new session)
@@ -71,7 +73,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::sys;
 
-/// argv\[1\] that turns the rsupd binary into a shim.
+/// argv\[1\] that makes a shim of `rsup-shim` (or of rsupd's binary).
 pub const SHIM_ARG: &str = "__rsup-shim";
 
 /// What the shim tells the daemon on its stdout, one JSON object per line.

@@ -57,6 +57,31 @@ async fn stop_kills_a_sigterm_ignoring_process_after_the_timeout() {
     assert_eq!(c.exit.map(|e| e.signal), Some(9));
 }
 
+/// A container's shim and init (a fork of the shim) run `rsup-shim`, the
+/// small binary beside rsupd, not rsupd's own binary (which is only the
+/// fallback when `rsup-shim` is missing).
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_run_under_the_small_shim_binary() {
+    let d = Daemon::start().await;
+    let name = unique_name("shimexe");
+    let out = d.run(&["-d", "--name", &name], &["sleep", "60"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let c = d.client().inspect(&name).await.expect("inspect");
+    let (shim, init) = d.recorded_pids(&c.id).expect("pids while it runs");
+    for pid in [shim, init] {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("its exe");
+        assert_eq!(
+            exe.file_name().and_then(|n| n.to_str()),
+            Some("rsup-shim"),
+            "pid {pid} runs {exe:?}"
+        );
+    }
+    let out = d.ctl(["exec", &name, "true"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = d.ctl(["rm", "-f", &name]);
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_of_a_well_behaved_process_is_prompt() {
     let d = Daemon::start().await;

@@ -5,7 +5,7 @@
 //! they may fork, allocate and take locks freely. Nothing here runs inside
 //! `rsupd` itself.
 //!
-//! * this file: the shim (`rsupd __rsup-shim DIR`): its pipes, the fork of
+//! * this file: the shim (`rsup-shim __rsup-shim DIR`): its pipes, the fork of
 //!   the init, the id maps, the handshake with rsupd on its stdin/stdout
 //!   ([`Report`] lines) and with the init on the status pipe;
 //! * [`status`]: the status pipe's lines;
@@ -122,7 +122,7 @@ fn sys_err(what: &'static str) -> impl FnOnce(Errno) -> ShimError {
     move |source| ShimError::Sys { what, source }
 }
 
-/// Entry point of `rsupd __rsup-shim DIR`. Returns the process exit code.
+/// Entry point of `rsup-shim __rsup-shim DIR` (or of rsupd in that mode). Returns the process exit code.
 pub fn main(dir: &Path) -> i32 {
     match run(dir) {
         Ok(()) => 0,
@@ -157,6 +157,9 @@ fn run(dir: &Path) -> Result<(), ShimError> {
     // /proc/<pid>/exe or ptrace it. The init inherits the flag; the
     // command's execve resets it.
     sys::set_non_dumpable().map_err(sys_err("PR_SET_DUMPABLE"))?;
+    // Its name in ps and in the kernel's events, whichever binary runs it
+    // (an exec through `/proc/self/fd/N` would be called "N").
+    let _ = sys::set_name("rsup-shim");
     // rsupd runs with umask 0077; what the init makes for the container
     // (/etc/hosts, mount targets, ...) and the command get runc's 0022.
     // rsup's own files here are created with explicit modes.

@@ -245,7 +245,7 @@ async fn memory(ctx: &Ctx, daemon: &Daemon, client: &Client, n: usize) -> anyhow
         ("init", &init_rss, &init_pss),
     ] {
         let what_proc = match who {
-            "shim" => "shim (rsupd __rsup-shim: owns the container's output and exit status)",
+            "shim" => "shim (rsup-shim __rsup-shim: owns the container's output and exit status)",
             _ => "init (the container's PID 1, rsup's own code: reaps, forwards signals)",
         };
         ctx.rec.values(

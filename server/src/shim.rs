@@ -1,0 +1,40 @@
+//! rsup-shim: the per-container shim and the exec helper, as a binary of
+//! their own.
+//!
+//! rsupd starts one shim per running container (`rsup-shim __rsup-shim
+//! DIR`) and one exec helper per `exec` or health check (`rsup-shim
+//! __rsup-exec JSON`); both are described in `rsup_runtime::process`. They
+//! used to be rsupd's own binary run again in another mode, and they still
+//! are when this file is missing beside rsupd. A binary of their own has a
+//! tenth of rsupd's code: it starts faster (fewer pages to fault in) and,
+//! above all, the loader relocates far less of it at every exec, so every
+//! container's shim and init keep less private memory (rsupd's relocated
+//! `.data.rel.ro` alone was ~0.6 MB per container).
+//!
+//! It does nothing but dispatch, single-threaded, before anything else runs.
+
+use std::process::ExitCode;
+
+use rsup_runtime::process::exec::{self, EXEC_ARG};
+use rsup_runtime::process::{SHIM_ARG, shim};
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    let first = args.nth(1);
+    let second = args.next();
+    match (first, second) {
+        (Some(mode), Some(json)) if mode == EXEC_ARG => {
+            let json = json.into_string().unwrap_or_default();
+            ExitCode::from(u8::try_from(exec::main(&json)).unwrap_or(126))
+        }
+        (Some(mode), Some(dir)) if mode == SHIM_ARG => {
+            ExitCode::from(u8::try_from(shim::main(std::path::Path::new(&dir))).unwrap_or(1))
+        }
+        _ => {
+            eprintln!(
+                "rsup-shim is started by rsupd: rsup-shim {SHIM_ARG} DIR | rsup-shim {EXEC_ARG} JSON"
+            );
+            ExitCode::from(2)
+        }
+    }
+}
