@@ -163,7 +163,7 @@ RUST_BACKTRACE=${RUST_BACKTRACE:-1} cargo test --workspace --no-fail-fast -- --t
     failed+=("cargo test")
 
 # The VM steps build here and run only the test executables there (TCG is
-# slow). rsupd, rsupctl and the executable are copied to a scratch dir under
+# slow). rsupd, rsup-shim, rsupctl and the executable are copied to a scratch dir under
 # /var/tmp, which the guest reads through its cached read-only share of the
 # host's root; an empty sibling is the only directory shared writable (and
 # the command's cwd), so even a regression that deletes everything it can
@@ -191,7 +191,7 @@ run_in_vm() {
     scratch=$(mktemp -d /var/tmp/rsup-vm.XXXXXX)
     vm_scratch+=("$scratch")
     mkdir "$scratch/bin" "$scratch/rw"
-    cp target/debug/rsupd target/debug/rsupctl "$exe" "$scratch/bin/"
+    cp target/debug/rsupd target/debug/rsup-shim target/debug/rsupctl "$exe" "$scratch/bin/"
     (
         cd "$scratch/rw"
         RSUP_IN_V2VM=1 RSUP_BIN_DIR=$scratch/bin RUST_BACKTRACE=${RUST_BACKTRACE:-1} \
