@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, instrument, warn};
+use tracing::{Instrument, debug, info, instrument, warn};
 
 use crate::cgroups::{self, AnyManager, Driver, Limits, Manager, Stats};
 use crate::health::HealthState;
@@ -1179,12 +1179,24 @@ impl Runtime {
                     .map_err(|e| SpawnError::Setup(format!("cgroup: {e}")))?;
                 oom_base = cg.stats(&id).map(|s| s.oom_kills).unwrap_or(0);
             }
+            // On v2 the init is created in its cgroup, not moved there.
+            let into = cg.as_ref().and_then(|cg| cg.clone_into_dir(&id));
             // On error the shim and its init are killed and reaped, and
             // their pidfds closed, by process::start.
-            let started = process::start(&exe, &dir, |s| {
+            let started = process::start(&exe, &dir, into.as_deref(), |s| {
+                debug!(
+                    container = %id,
+                    init = s.init_pid,
+                    in_cgroup = s.init_in_cgroup,
+                    "init ready"
+                );
                 if let Some(cg) = &cg {
-                    cg.add_process(&id, s.init_pid)
-                        .map_err(|e| format!("cgroup: {e}"))?;
+                    let placed = if s.init_in_cgroup {
+                        cg.add_created_process(&id, s.init_pid)
+                    } else {
+                        cg.add_process(&id, s.init_pid)
+                    };
+                    placed.map_err(|e| format!("cgroup: {e}"))?;
                 }
                 // Record the processes before the command runs: an rsupd
                 // that dies from here on finds and re-adopts them instead of

@@ -152,6 +152,14 @@ impl Manager for V2 {
 
     fn add_process(&self, name: &str, pid: i32) -> Result<(), CgroupError> {
         write(&self.path(name, "cgroup.procs"), &pid.to_string())?;
+        self.add_created_process(name, pid)
+    }
+
+    fn clone_into_dir(&self, name: &str) -> Option<PathBuf> {
+        Some(self.base.join(name))
+    }
+
+    fn add_created_process(&self, name: &str, pid: i32) -> Result<(), CgroupError> {
         self.extra
             .as_ref()
             .map_or(Ok(()), |x| x.add_process(name, pid))

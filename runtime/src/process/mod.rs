@@ -14,13 +14,15 @@
 //!
 //! ```text
 //! rsupd ──Command──▶ shim (host namespaces, new session)
-//!                     │ unshare(CLONE_NEWPID); fork
+//!                     │ unshare(CLONE_NEWPID); fork (on cgroup v2: clone3
+//!                     │ right into the container's cgroup)
 //!                     ▼
 //!                    init = PID 1 (new PID, MNT, UTS, IPC, NET namespaces)
 //!                     │ overlay root, /proc, /dev, /sys ro, pivot_root, hostname, lo up
 //!                     │ [--userns: unshare(CLONE_NEWUSER); the shim writes the id maps;
 //!                     │  setresuid/setresgid(0) inside]
-//!                     │ waits for "go" (rsupd has put it into its cgroups);
+//!                     │ waits for "go" (rsupd has put it into its cgroups,
+//!                     │ or only into the extra ones when it was created in it);
 //!                     │ unshare(CLONE_NEWCGROUP); fork; confines itself
 //!                     │ (stdio /dev/null, host fds closed, caps: KILL only,
 //!                     │ no_new_privs, seccomp), then releases the command
@@ -73,6 +75,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::sys;
 
+/// The environment variable that names the container's cgroup directory
+/// to the shim, when the init can be created right in it (see
+/// [`crate::cgroups::Manager::clone_into_dir`]).
+pub const CGROUP_ENV: &str = "RSUP_CGROUP";
+
 /// argv\[1\] that makes a shim of `rsup-shim` (or of rsupd's binary).
 pub const SHIM_ARG: &str = "__rsup-shim";
 
@@ -83,6 +90,10 @@ pub enum Report {
     Ready {
         shim_pid: i32,
         init_pid: i32,
+        /// The init was created in the cgroup named by [`CGROUP_ENV`]
+        /// (absent from an older shim: it was not).
+        #[serde(default)]
+        in_cgroup: bool,
     },
     Started,
     Error {
@@ -140,15 +151,21 @@ pub struct Started {
     pub init_pid: i32,
     pub init_start_time: u64,
     pub init_pidfd: OwnedFd,
+    /// The init was created in the cgroup passed to [`start`]; otherwise
+    /// `on_ready` must move it there.
+    pub init_in_cgroup: bool,
 }
 
 /// Starts the shim for the container in `dir` and runs the handshake.
-/// `on_ready(started)` runs while the init waits for "go" (to put it into
-/// its cgroup): the command starts only after it succeeded.
+/// With `cgroup` (a cgroup v2 directory) the shim creates the init in it
+/// when the kernel can ([`Started::init_in_cgroup`]). `on_ready(started)`
+/// runs while the init waits for "go" (to put it into its cgroups): the
+/// command starts only after it succeeded.
 /// Blocking: call it from `spawn_blocking`.
 pub fn start(
     exe: &Path,
     dir: &Path,
+    cgroup: Option<&Path>,
     on_ready: impl FnOnce(&Started) -> Result<(), String>,
 ) -> Result<Started, SpawnError> {
     let shim_log = std::fs::OpenOptions::new()
@@ -161,12 +178,17 @@ pub fn start(
             exe: exe.display().to_string(),
             source,
         })?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg0("rsup-shim")
         .arg(SHIM_ARG)
         .arg(dir)
         .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    if let Some(cgroup) = cgroup {
+        command.env(CGROUP_ENV, cgroup);
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(shim_log)
@@ -213,11 +235,12 @@ fn handshake(
                 .map_err(|e| SpawnError::ShimLost(format!("bad report {line:?}: {e}"))),
         }
     };
-    let init_pid = match next()? {
+    let (init_pid, init_in_cgroup) = match next()? {
         Report::Ready {
             shim_pid: reported,
             init_pid,
-        } if reported == shim_pid => init_pid,
+            in_cgroup,
+        } if reported == shim_pid => (init_pid, in_cgroup),
         Report::Ready {
             shim_pid: reported, ..
         } => {
@@ -242,6 +265,7 @@ fn handshake(
         init_pid,
         init_start_time,
         init_pidfd,
+        init_in_cgroup,
     };
     on_ready(&started).map_err(SpawnError::Setup)?;
     stdin

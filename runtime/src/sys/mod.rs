@@ -180,6 +180,69 @@ pub unsafe fn fork() -> nix::Result<nix::unistd::ForkResult> {
     unsafe { nix::unistd::fork() }
 }
 
+/// clone3's flag (a 64-bit one: libc's `c_int` constant overflows).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The kernel's `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// [`fork`] with the child created as a member of the cgroup v2 directory
+/// open at `cgroup` (`clone3(2)` with `CLONE_INTO_CGROUP`, Linux 5.7): it
+/// never runs outside it, and nobody has to move it there. Errors
+/// (`ENOSYS` before 5.7, `EBUSY` for a cgroup that is not a leaf, ...)
+/// create no process; the caller may fall back to [`fork`].
+///
+/// # Safety
+/// As [`fork`]: the caller must be single-threaded. The child of a raw
+/// clone3 also skips glibc's fork bookkeeping, so glibc's cached thread id
+/// in the child is the parent's: the child must not rely on it (rsup's
+/// init uses no pthread calls; glibc's `raise` and `abort` ask the kernel
+/// for the thread id since 2.34, and its `fork`, which the init uses for
+/// the command, sets the grandchild's right).
+pub unsafe fn fork_into_cgroup(
+    cgroup: std::os::fd::BorrowedFd<'_>,
+) -> nix::Result<nix::unistd::ForkResult> {
+    use std::os::fd::AsRawFd;
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 reads `args` (its size passed with it) and, without
+    // CLONE_VM or a stack, duplicates the caller like fork(2): the child
+    // gets a copy of this single-threaded address space (the caller's
+    // guarantee) and returns 0 here.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        -1 => Err(Errno::last()),
+        0 => Ok(nix::unistd::ForkResult::Child),
+        pid => Ok(nix::unistd::ForkResult::Parent {
+            child: nix::unistd::Pid::from_raw(pid as i32),
+        }),
+    }
+}
+
 /// Number of threads of the calling process, from /proc/self/status.
 pub fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")

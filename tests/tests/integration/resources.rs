@@ -802,9 +802,12 @@ async fn limits_bad_input_is_invalid_argument() {
     assert_eq!(ids().await, before, "run --memory abc left a container");
 }
 
+/// Also: on a pure cgroup-v2 host the init is created in its cgroup
+/// (clone3 with `CLONE_INTO_CGROUP`), not moved there after its setup (a
+/// move waits for an RCU grace period); on v1 rsupd moves it.
 #[tokio::test(flavor = "multi_thread")]
 async fn cgroup_is_created_under_rsupd_and_removed_with_the_container() {
-    let d = Daemon::start().await;
+    let d = Daemon::start_with_args(&["--log-level", "info,rsup_runtime::container=debug"]).await;
     let own = CgroupDirs::of_rsupd(&d);
     let name = unique_name("cgplace");
     let id = run_detached(&d, &["--name", &name, "-m", "32m"], &["sleep", "1000"]);
@@ -837,6 +840,13 @@ async fn cgroup_is_created_under_rsupd_and_removed_with_the_container() {
         procs.lines().any(|p| p.trim() == c.pid.to_string()),
         "init {} not in cgroup.procs: {procs:?}",
         c.pid
+    );
+    let log = fs::read_to_string(d.log_path()).expect("rsupd's log");
+    let ready = format!("container={id} init={} in_cgroup={}", c.pid, host_is_v2());
+    assert!(
+        log.lines()
+            .any(|l| l.contains("init ready") && l.contains(&ready)),
+        "no \"init ready\" with {ready} in rsupd's log:\n{log}"
     );
 
     d.ctl_ok(["rm", "-f", &name]);

@@ -28,7 +28,7 @@ mod status;
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -185,9 +185,35 @@ fn run(dir: &Path) -> Result<(), ShimError> {
     let (go_r, go_w) = pipe()?;
     let (map_r, map_w) = pipe()?;
 
+    // The container's cgroup (v2), to create the init in: see
+    // `Manager::clone_into_dir`.
+    let cgroup = std::env::var_os(super::CGROUP_ENV).and_then(|path| {
+        nix::fcntl::open(
+            path.as_os_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .inspect_err(|e| eprintln!("rsup-shim: opening the cgroup {path:?}: {e}"))
+        .ok()
+    });
+
     unshare(CloneFlags::CLONE_NEWPID).map_err(sys_err("unshare(CLONE_NEWPID)"))?;
-    // SAFETY: the shim is single-threaded (checked above).
-    let init_pid = match unsafe { sys::fork() }.map_err(sys_err("fork"))? {
+    let (forked, in_cgroup) = match &cgroup {
+        // SAFETY: the shim is single-threaded (checked above), and the init
+        // relies on no cached thread id (see fork_into_cgroup).
+        Some(fd) => match unsafe { sys::fork_into_cgroup(fd.as_fd()) } {
+            Ok(forked) => (forked, true),
+            Err(e) => {
+                eprintln!("rsup-shim: clone3 into the cgroup: {e}; rsupd moves the init instead");
+                // SAFETY: as below.
+                (unsafe { sys::fork() }.map_err(sys_err("fork"))?, false)
+            }
+        },
+        // SAFETY: the shim is single-threaded (checked above).
+        None => (unsafe { sys::fork() }.map_err(sys_err("fork"))?, false),
+    };
+    drop(cgroup);
+    let init_pid = match forked {
         ForkResult::Child => {
             drop((out_r, err_r, st_r, go_w, map_w));
             let pipes = init::InitPipes {
@@ -204,7 +230,7 @@ fn run(dir: &Path) -> Result<(), ShimError> {
     };
     drop((out_w, err_w, st_w, go_r, map_r));
     let mut status = StatusReader::new(File::from(st_r));
-    if let Err(e) = handshake(&spec, init_pid, &mut status, map_w, go_w) {
+    if let Err(e) = handshake(&spec, init_pid, in_cgroup, &mut status, map_w, go_w) {
         let _ = sys::kill(init_pid.as_raw(), libc::SIGKILL);
         let _ = waitpid(init_pid, None);
         return Err(e);
@@ -249,6 +275,7 @@ fn run(dir: &Path) -> Result<(), ShimError> {
 fn handshake(
     spec: &ContainerSpec,
     init_pid: Pid,
+    in_cgroup: bool,
     status: &mut StatusReader,
     map_w: OwnedFd,
     go_w: OwnedFd,
@@ -277,6 +304,7 @@ fn handshake(
     report(&Report::Ready {
         shim_pid: std::process::id() as i32,
         init_pid: init_pid.as_raw(),
+        in_cgroup,
     });
     let mut go = String::new();
     let _ = std::io::stdin().read_line(&mut go);
