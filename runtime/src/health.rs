@@ -200,6 +200,7 @@ impl Runtime {
             .arg(EXEC_ARG)
             .arg(json)
             .env_clear()
+            .env(crate::process::BUILD_ENV, crate::process::BUILD_ID)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

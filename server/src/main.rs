@@ -92,11 +92,14 @@ fn main() -> ExitCode {
 /// The binary rsupd runs as every container's shim and exec helper:
 /// `rsup-shim` beside rsupd's own binary (see `shim.rs`), opened once here
 /// and run through that open file (`/proc/self/fd/N`) for rsupd's whole
-/// life, so a later rename or replacement of the file changes nothing (as
-/// `/proc/self/exe` did). It must be a regular file owned by rsupd's user
-/// and writable by nobody else; otherwise, or when it is missing, rsupd
-/// runs its own binary in the shim's mode (the same code, slower to start
-/// and heavier per container).
+/// life, so a later rename or replacement of the file by another changes
+/// nothing. It must be a regular file owned by rsupd's user and writable by
+/// nobody else, in a directory of the same kind, and of rsupd's own build
+/// (it says which with `__rsup-build-id`; every start checks it again, so
+/// a file overwritten in place with another build fails the start instead
+/// of running a shim that may not know a newer confinement setting).
+/// Otherwise, or when it is missing, rsupd runs its own binary in the
+/// shim's mode (the same code, slower to start and heavier per container).
 fn shim_exe() -> std::path::PathBuf {
     use std::os::fd::IntoRawFd;
     match open_shim() {
@@ -106,16 +109,25 @@ fn shim_exe() -> std::path::PathBuf {
             format!("/proc/self/fd/{}", file.into_raw_fd()).into()
         }
         Err(why) => {
-            info!("{why}: containers run under rsupd's own binary as their shim");
+            warn!("{why}: containers run under rsupd's own binary as their shim");
             "/proc/self/exe".into()
         }
     }
 }
 
 fn open_shim() -> Result<(std::path::PathBuf, std::fs::File), String> {
+    use std::os::fd::AsFd;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let exe = std::env::current_exe().map_err(|e| format!("rsupd's own path: {e}"))?;
     let path = exe.with_file_name("rsup-shim");
+    let dir = exe.parent().unwrap_or(std::path::Path::new("/"));
+    let dir_meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if dir_meta.uid() != nix::unistd::geteuid().as_raw() || dir_meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is not owned by rsupd's user or is writable by others",
+            dir.display()
+        ));
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW)
@@ -135,6 +147,29 @@ fn open_shim() -> Result<(std::path::PathBuf, std::fs::File), String> {
     }
     if meta.mode() & 0o111 == 0 {
         return Err(format!("{} is not executable", path.display()));
+    }
+    // Above the standard fds: a spawn's stdin/stdout/stderr never land on it.
+    let high = nix::fcntl::fcntl(file.as_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else
+    // owns; the File takes it over (and the first one is closed here).
+    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(high) };
+    let run = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+    let out = std::process::Command::new(&run)
+        .arg(rsup_runtime::process::BUILD_ID_ARG)
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let theirs = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || theirs.trim() != rsup_runtime::process::BUILD_ID {
+        return Err(format!(
+            "{} is of another build ({:?}, rsupd is {})",
+            path.display(),
+            theirs.trim(),
+            rsup_runtime::process::BUILD_ID
+        ));
     }
     Ok((path, file))
 }

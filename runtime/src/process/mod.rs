@@ -75,6 +75,30 @@ use serde::{Deserialize, Serialize};
 
 use crate::sys;
 
+/// This build's fingerprint (see runtime/build.rs): rsupd passes it to
+/// every shim and exec helper in [`BUILD_ENV`], and they refuse to run
+/// for a daemon of another build; `rsup-shim __rsup-build-id` prints it.
+pub const BUILD_ID: &str = env!("RSUP_BUILD_ID");
+
+/// The environment variable with rsupd's [`BUILD_ID`].
+pub const BUILD_ENV: &str = "RSUP_BUILD";
+
+/// argv\[1\] that makes `rsup-shim` print its [`BUILD_ID`].
+pub const BUILD_ID_ARG: &str = "__rsup-build-id";
+
+/// Whether the caller was started by an rsupd of this build.
+pub fn same_build() -> Result<(), String> {
+    match std::env::var(BUILD_ENV) {
+        Ok(id) if id == BUILD_ID => Ok(()),
+        Ok(id) => Err(format!(
+            "started by an rsupd of another build ({id}, this is {BUILD_ID}): install rsupd and rsup-shim together"
+        )),
+        Err(_) => Err(format!(
+            "started without {BUILD_ENV} (by an rsupd older than this rsup-shim?): install rsupd and rsup-shim together"
+        )),
+    }
+}
+
 /// The environment variable that names the container's cgroup directory
 /// to the shim, when the init can be created right in it (see
 /// [`crate::cgroups::Manager::clone_into_dir`]).
@@ -184,7 +208,8 @@ pub fn start(
         .arg(SHIM_ARG)
         .arg(dir)
         .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(BUILD_ENV, BUILD_ID);
     if let Some(cgroup) = cgroup {
         command.env(CGROUP_ENV, cgroup);
     }

@@ -202,9 +202,13 @@ struct CloneArgs {
 
 /// [`fork`] with the child created as a member of the cgroup v2 directory
 /// open at `cgroup` (`clone3(2)` with `CLONE_INTO_CGROUP`, Linux 5.7): it
-/// never runs outside it, and nobody has to move it there. Errors
+/// never runs outside it, and nobody has to move it there. With
+/// `new_pid_namespace` the child is PID 1 of a new PID namespace. Errors
 /// (`ENOSYS` before 5.7, `EBUSY` for a cgroup that is not a leaf, ...)
-/// create no process; the caller may fall back to [`fork`].
+/// create no process and change nothing of the caller; it may fall back to
+/// [`fork`]. (Not after an `unshare(CLONE_NEWPID)`: a clone that fails in
+/// the cgroup's checks has used up the new namespace's first pid, after
+/// which the namespace takes no process at all.)
 ///
 /// # Safety
 /// As [`fork`]: the caller must be single-threaded. The child of a raw
@@ -215,10 +219,16 @@ struct CloneArgs {
 /// the command, sets the grandchild's right).
 pub unsafe fn fork_into_cgroup(
     cgroup: std::os::fd::BorrowedFd<'_>,
+    new_pid_namespace: bool,
 ) -> nix::Result<nix::unistd::ForkResult> {
     use std::os::fd::AsRawFd;
+    let pid_ns = if new_pid_namespace {
+        libc::CLONE_NEWPID as u64
+    } else {
+        0
+    };
     let args = CloneArgs {
-        flags: CLONE_INTO_CGROUP,
+        flags: CLONE_INTO_CGROUP | pid_ns,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: cgroup.as_raw_fd() as u64,
         ..CloneArgs::default()
@@ -240,6 +250,34 @@ pub unsafe fn fork_into_cgroup(
         pid => Ok(nix::unistd::ForkResult::Parent {
             child: nix::unistd::Pid::from_raw(pid as i32),
         }),
+    }
+}
+
+/// Whether a raw `clone3` child ([`fork_into_cgroup`]) may run on with the
+/// C library's state as the parent left it: glibc 2.34 or later, whose
+/// `raise`, `abort` and `pthread_kill` of the calling thread ask the kernel
+/// for the thread id instead of the cached one (which is the parent's in
+/// such a child). Other C libraries: no.
+pub fn raw_clone_is_safe() -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: gnu_get_libc_version returns a static NUL-terminated
+        // string.
+        let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
+        glibc_at_least(&version.to_string_lossy(), (2, 34))
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        false
+    }
+}
+
+/// Whether a glibc version string ("2.36") is at least `want`.
+fn glibc_at_least(version: &str, want: (u32, u32)) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= want,
+        _ => false,
     }
 }
 
@@ -673,4 +711,23 @@ pub fn bpf_prog_get_fd_by_id(id: u32) -> nix::Result<OwnedFd> {
     };
     // SAFETY: the attr holds integers only.
     owned_fd(unsafe { bpf(BPF_PROG_GET_FD_BY_ID, &mut attr) }?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glibc_versions() {
+        assert!(glibc_at_least("2.36", (2, 34)));
+        assert!(glibc_at_least("2.34", (2, 34)));
+        assert!(glibc_at_least("3.0", (2, 34)));
+        assert!(!glibc_at_least("2.33", (2, 34)));
+        assert!(!glibc_at_least("2.9", (2, 34)));
+        assert!(!glibc_at_least("", (2, 34)));
+        assert!(!glibc_at_least("two.36", (2, 34)));
+        // This machine's (Debian 12: 2.36).
+        #[cfg(target_env = "gnu")]
+        assert!(raw_clone_is_safe());
+    }
 }

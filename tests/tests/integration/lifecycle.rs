@@ -82,6 +82,69 @@ async fn containers_run_under_the_small_shim_binary() {
     assert!(out.status.success(), "{}", describe(&out));
 }
 
+/// rsupd runs only an `rsup-shim` of its own build: the shim and the exec
+/// helper refuse a daemon of another build (or one that does not say), and
+/// an `rsupd` beside a shim of another build warns and runs its own binary
+/// as the shim.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shim_of_another_build_is_not_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let shim = rsup_tests::bin_dir().join("rsup-shim");
+    for (mode, env) in [
+        ("__rsup-shim", Some("0.0.0-other")),
+        ("__rsup-shim", None),
+        ("__rsup-exec", Some("0.0.0-other")),
+    ] {
+        let mut cmd = std::process::Command::new(&shim);
+        cmd.args([mode, "/nonexistent"]).env_clear();
+        if let Some(id) = env {
+            cmd.env("RSUP_BUILD", id);
+        }
+        let out = cmd.output().expect("run rsup-shim");
+        assert!(!out.status.success(), "{mode} {env:?}: {}", describe(&out));
+        assert!(
+            rsup_tests::stderr(&out).contains("install rsupd and rsup-shim together"),
+            "{mode} {env:?}: {}",
+            describe(&out)
+        );
+    }
+
+    // A bin dir with rsupd, rsupctl and an rsup-shim that is not of its build.
+    let tmp = rsup_tests::TempDir::new();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for name in ["rsupd", "rsupctl"] {
+        std::fs::copy(rsup_tests::bin_dir().join(name), bin.join(name)).expect("copy");
+    }
+    std::fs::write(bin.join("rsup-shim"), "#!/bin/sh\necho 0.0.0-other\n").expect("write");
+    std::fs::set_permissions(
+        bin.join("rsup-shim"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let d = Daemon::try_start(rsup_tests::DaemonOptions {
+        bin_dir: Some(bin.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("rsupd beside a shim of another build");
+    let name = unique_name("otherbuild");
+    let out = d.run(&["-d", "--name", &name], &["sleep", "60"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let c = d.client().inspect(&name).await.expect("inspect");
+    let (shim_pid, _) = d.recorded_pids(&c.id).expect("pids while it runs");
+    let exe = std::fs::read_link(format!("/proc/{shim_pid}/exe")).expect("exe");
+    assert_eq!(exe, bin.join("rsupd"), "the shim runs {exe:?}");
+    let log = std::fs::read_to_string(d.log_path()).expect("rsupd's log");
+    assert!(
+        log.contains("is of another build") && log.contains("rsupd's own binary as their shim"),
+        "{log}"
+    );
+    let out = d.ctl(["rm", "-f", &name]);
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_of_a_well_behaved_process_is_prompt() {
     let d = Daemon::start().await;

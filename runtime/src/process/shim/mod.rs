@@ -56,6 +56,8 @@ pub enum ShimError {
     #[error("the shim must be single-threaded")]
     NotSingleThreaded,
     #[error("{0}")]
+    OtherBuild(String),
+    #[error("{0}")]
     Config(#[source] StoreError),
     #[error("config.json is missing")]
     NoConfig,
@@ -160,6 +162,7 @@ fn run(dir: &Path) -> Result<(), ShimError> {
     // Its name in ps and in the kernel's events, whichever binary runs it
     // (an exec through `/proc/self/fd/N` would be called "N").
     let _ = sys::set_name("rsup-shim");
+    super::same_build().map_err(ShimError::OtherBuild)?;
     // rsupd runs with umask 0077; what the init makes for the container
     // (/etc/hosts, mount targets, ...) and the command get runc's 0022.
     // rsup's own files here are created with explicit modes.
@@ -197,20 +200,31 @@ fn run(dir: &Path) -> Result<(), ShimError> {
         .ok()
     });
 
-    unshare(CloneFlags::CLONE_NEWPID).map_err(sys_err("unshare(CLONE_NEWPID)"))?;
-    let (forked, in_cgroup) = match &cgroup {
-        // SAFETY: the shim is single-threaded (checked above), and the init
-        // relies on no cached thread id (see fork_into_cgroup).
-        Some(fd) => match unsafe { sys::fork_into_cgroup(fd.as_fd()) } {
-            Ok(forked) => (forked, true),
-            Err(e) => {
-                eprintln!("rsup-shim: clone3 into the cgroup: {e}; rsupd moves the init instead");
-                // SAFETY: as below.
-                (unsafe { sys::fork() }.map_err(sys_err("fork"))?, false)
-            }
-        },
+    // The init is PID 1 of a new PID namespace: clone3 makes both at once,
+    // or unshare and fork do. (Not unshare and then clone3: a clone3 that
+    // fails in the cgroup's checks, which come after the namespace's first
+    // pid was allocated, leaves that namespace unable to take any pid.)
+    let fork_in_new_pid_ns = || -> Result<ForkResult, ShimError> {
+        unshare(CloneFlags::CLONE_NEWPID).map_err(sys_err("unshare(CLONE_NEWPID)"))?;
         // SAFETY: the shim is single-threaded (checked above).
-        None => (unsafe { sys::fork() }.map_err(sys_err("fork"))?, false),
+        unsafe { sys::fork() }.map_err(sys_err("fork"))
+    };
+    let (forked, in_cgroup) = match &cgroup {
+        Some(fd) if sys::raw_clone_is_safe() => {
+            // SAFETY: the shim is single-threaded (checked above), and the
+            // init relies on no cached thread id (see fork_into_cgroup;
+            // raw_clone_is_safe checks the C library).
+            match unsafe { sys::fork_into_cgroup(fd.as_fd(), true) } {
+                Ok(forked) => (forked, true),
+                Err(e) => {
+                    eprintln!(
+                        "rsup-shim: clone3 into the cgroup: {e}; rsupd moves the init instead"
+                    );
+                    (fork_in_new_pid_ns()?, false)
+                }
+            }
+        }
+        _ => (fork_in_new_pid_ns()?, false),
     };
     drop(cgroup);
     let init_pid = match forked {
