@@ -576,6 +576,19 @@ mod tests {
         }
     }
 
+    /// A profile that allows every call but those of `entries` (syscall
+    /// entries in Docker's JSON), resolved for x86_64 without capabilities.
+    fn allow_but(entries: &[String]) -> Resolved {
+        let json = format!(
+            r#"{{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{}]}}"#,
+            entries.join(",")
+        );
+        Profile::parse(&json)
+            .expect("parse")
+            .resolve(&Default::default(), Arch::X86_64, None)
+            .expect("resolve")
+    }
+
     #[test]
     fn long_halves_are_jumped_over() {
         // 25 calls, each with a block of 3 rules of 6 conditions (about
@@ -603,14 +616,7 @@ mod tests {
                 })
             })
             .collect();
-        let json = format!(
-            r#"{{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{}]}}"#,
-            entries.join(",")
-        );
-        let r = Profile::parse(&json)
-            .expect("parse")
-            .resolve(&Default::default(), Arch::X86_64, None)
-            .expect("resolve");
+        let r = allow_but(&entries);
         let prog = compile(&r, AUDIT_ARCH_X86_64).expect("compile");
         assert!(prog.len() > 2000, "{}", prog.len());
         assert!(prog.iter().any(|i| i.code == BPF_JA), "no far jump");
@@ -655,15 +661,7 @@ mod tests {
             args.join(",")
         );
         let entries: Vec<String> = (0..30).map(|_| entry.clone()).collect();
-        let json = format!(
-            r#"{{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{}]}}"#,
-            entries.join(",")
-        );
-        let r = Profile::parse(&json)
-            .expect("parse")
-            .resolve(&Default::default(), Arch::X86_64, None)
-            .expect("resolve");
-        let e = compile(&r, AUDIT_ARCH_X86_64).expect_err("too long");
+        let e = compile(&allow_but(&entries), AUDIT_ARCH_X86_64).expect_err("too long");
         assert!(e.contains("over the kernel's limit"), "{e}");
     }
 }

@@ -57,6 +57,14 @@ async fn stop_kills_a_sigterm_ignoring_process_after_the_timeout() {
     assert_eq!(c.exit.map(|e| e.signal), Some(9));
 }
 
+/// Runs `sleep 60` detached as `name`; the pids of its shim and init.
+async fn sleeper_pids(d: &Daemon, name: &str) -> (i32, i32) {
+    let out = d.run(&["-d", "--name", name], &["sleep", "60"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let c = d.client().inspect(name).await.expect("inspect");
+    d.recorded_pids(&c.id).expect("pids while it runs")
+}
+
 /// A container's shim and init (a fork of the shim) run `rsup-shim`, the
 /// small binary beside rsupd, not rsupd's own binary (which is only the
 /// fallback when `rsup-shim` is missing).
@@ -64,10 +72,7 @@ async fn stop_kills_a_sigterm_ignoring_process_after_the_timeout() {
 async fn containers_run_under_the_small_shim_binary() {
     let d = Daemon::start().await;
     let name = unique_name("shimexe");
-    let out = d.run(&["-d", "--name", &name], &["sleep", "60"]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let c = d.client().inspect(&name).await.expect("inspect");
-    let (shim, init) = d.recorded_pids(&c.id).expect("pids while it runs");
+    let (shim, init) = sleeper_pids(&d, &name).await;
     for pid in [shim, init] {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("its exe");
         assert_eq!(
@@ -130,10 +135,7 @@ async fn a_shim_of_another_build_is_not_run() {
     .await
     .expect("rsupd beside a shim of another build");
     let name = unique_name("otherbuild");
-    let out = d.run(&["-d", "--name", &name], &["sleep", "60"]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let c = d.client().inspect(&name).await.expect("inspect");
-    let (shim_pid, _) = d.recorded_pids(&c.id).expect("pids while it runs");
+    let (shim_pid, _) = sleeper_pids(&d, &name).await;
     let exe = std::fs::read_link(format!("/proc/{shim_pid}/exe")).expect("exe");
     assert_eq!(exe, bin.join("rsupd"), "the shim runs {exe:?}");
     let log = std::fs::read_to_string(d.log_path()).expect("rsupd's log");
