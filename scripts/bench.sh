@@ -199,8 +199,41 @@ wait_quiet() {
     done
 }
 conditions() {
-    echo "release build; host ${BUSY}% busy before measuring; loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "release build; host ${BUSY}% busy before measuring; loadavg $(cut -d' ' -f1-3 /proc/loadavg); a spaced cgroup move: $CGROUP_MOVE"
 }
+
+# Whether a cgroup move waits for an RCU grace period on this host (the largest part of a
+# spaced start on v1; see scripts/cgroup-favordynmods.py), measured once: a sleeping process
+# moved into a scratch cgroup after 0.3 s without moves, three times, the median in ms. The
+# kernel's favordynmods (or, on Linux 6.17+, its per-thread-group lock, which stays on until
+# boot once it was on) makes it a fraction of a millisecond.
+cgroup_move_ms() {
+    python3 - "$$" <<'PY' 2>/dev/null || echo "unknown"
+import os, statistics, subprocess, sys, time
+v2 = any(l.split(" - ")[1].startswith("cgroup2 ") and l.split()[4] == "/sys/fs/cgroup"
+         for l in open("/proc/self/mountinfo"))
+base = "/sys/fs/cgroup" if v2 else "/sys/fs/cgroup/pids"
+scratch = f"{base}/rsup-bench-move-{sys.argv[1]}"
+os.mkdir(scratch)
+p = subprocess.Popen(["sleep", "30"])
+try:
+    home = next(l.split(":", 2)[2].strip() for l in open(f"/proc/{p.pid}/cgroup")
+                if (l.split(":")[1] == "" if v2 else "pids" in l.split(":")[1].split(",")))
+    times = []
+    for _ in range(3):
+        time.sleep(0.3)
+        t = time.perf_counter()
+        open(f"{scratch}/cgroup.procs", "w").write(str(p.pid))
+        times.append((time.perf_counter() - t) * 1000)
+        open(f"{base}{home}/cgroup.procs", "w").write(str(p.pid))
+    print(f"{statistics.median(times):.2f} ms")
+finally:
+    p.kill()
+    p.wait()
+    os.rmdir(scratch)
+PY
+}
+CGROUP_MOVE=$(cgroup_move_ms)
 
 # Run peer script $1 with extra environment ($2...), unless SKIP_PEERS=1.
 peer() {
