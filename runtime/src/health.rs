@@ -195,12 +195,17 @@ impl Runtime {
         };
         let json = serde_json::to_string(&spec)
             .map_err(|e| Error::FailedPrecondition(format!("exec spec: {e}")))?;
-        let mut child = tokio::process::Command::new(&self.inner.config.shim_exe)
+        let mut command = tokio::process::Command::new(&self.inner.config.shim_exe);
+        command
             .arg0("rsup-exec")
             .arg(EXEC_ARG)
             .arg(json)
             .env_clear()
-            .env(crate::process::BUILD_ENV, crate::process::BUILD_ID)
+            .env(crate::process::BUILD_ENV, crate::process::BUILD_ID);
+        if let Some((name, value)) = crate::process::nofile_env() {
+            command.env(name, value);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

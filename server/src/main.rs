@@ -49,6 +49,9 @@ fn main() -> ExitCode {
         };
         return ExitCode::from(u8::try_from(shim::main(std::path::Path::new(&dir))).unwrap_or(1));
     }
+    // Before any thread: rsupd's own descriptor limit up to the hard one
+    // (containers keep the one it started with; see the function).
+    let nofile = rsup_runtime::process::raise_nofile_limit();
     // Defence in depth: whatever rsupd creates without an explicit mode is
     // root's alone. Files and directories that others must reach (the
     // socket, what containers see) get their modes explicitly.
@@ -68,6 +71,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    match nofile {
+        Ok((before, now)) if before < now => {
+            info!(
+                before,
+                now, "open-file limit raised (containers keep {before})"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
+    }
     listeners::install_crypto_provider();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

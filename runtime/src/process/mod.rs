@@ -99,6 +99,54 @@ pub fn same_build() -> Result<(), String> {
     }
 }
 
+/// The environment variable with the soft `RLIMIT_NOFILE` that rsupd had
+/// when it started, which the shim and the exec helper put back before
+/// anything of the container runs (see [`raise_nofile_limit`]).
+pub const NOFILE_ENV: &str = "RSUP_NOFILE";
+
+/// The soft `RLIMIT_NOFILE` rsupd started with, once it raised its own.
+static CHILD_NOFILE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Raises the daemon's soft `RLIMIT_NOFILE` to its hard limit (as Go
+/// programs and dockerd do): rsupd holds descriptors per running container
+/// (pidfds of the shim and the init), so a soft limit of 1024, a shell's
+/// default, would stop it at a few hundred containers. Containers keep the
+/// limit rsupd started with: the shim and the exec helper set it back
+/// ([`NOFILE_ENV`]). Returns `(before, now)`. Call it once, at start.
+pub fn raise_nofile_limit() -> nix::Result<(u64, u64)> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let _ = CHILD_NOFILE.set(soft);
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok((soft, hard))
+}
+
+/// `(name, value)` of [`NOFILE_ENV`] for a helper's environment, when
+/// rsupd raised its limit.
+pub(crate) fn nofile_env() -> Option<(&'static str, String)> {
+    CHILD_NOFILE.get().map(|n| (NOFILE_ENV, n.to_string()))
+}
+
+/// In the shim and the exec helper: puts back the soft `RLIMIT_NOFILE`
+/// rsupd started with (a value above the hard limit is not possible and
+/// is left alone).
+pub(crate) fn restore_nofile_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Some(want) = std::env::var(NOFILE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && want <= hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, want, hard);
+    }
+}
+
 /// The environment variable that names the container's cgroup directory
 /// to the shim, when the init can be created right in it (see
 /// [`crate::cgroups::Manager::clone_into_dir`]).
@@ -212,6 +260,9 @@ pub fn start(
         .env(BUILD_ENV, BUILD_ID);
     if let Some(cgroup) = cgroup {
         command.env(CGROUP_ENV, cgroup);
+    }
+    if let Some((name, value)) = nofile_env() {
+        command.env(name, value);
     }
     let mut child = command
         .stdin(Stdio::piped())

@@ -147,6 +147,49 @@ async fn a_shim_of_another_build_is_not_run() {
     assert!(out.status.success(), "{}", describe(&out));
 }
 
+/// rsupd raises its own open-file limit to the hard one (it holds
+/// descriptors per running container, so a shell's 1024 would stop it at a
+/// few hundred), and its containers and execs keep the one it started with.
+#[tokio::test(flavor = "multi_thread")]
+async fn rsupd_raises_its_open_file_limit_but_not_the_containers() {
+    let d = Daemon::try_start(rsup_tests::DaemonOptions {
+        wrapper: vec!["prlimit".into(), "--nofile=512:4096".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("rsupd under prlimit");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    assert_eq!(
+        line.split_whitespace().skip(3).take(2).collect::<Vec<_>>(),
+        ["4096", "4096"],
+        "rsupd's: {line}"
+    );
+    let out = d.run(&["--rm"], &["sh", "-c", "ulimit -n; ulimit -Hn"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        rsup_tests::stdout(&out),
+        "512\n4096\n",
+        "{}",
+        describe(&out)
+    );
+    let name = unique_name("nofile");
+    sleeper_pids(&d, &name).await;
+    let out = d.ctl(["exec", &name, "sh", "-c", "ulimit -n"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        rsup_tests::stdout(&out),
+        "512\n",
+        "exec: {}",
+        describe(&out)
+    );
+    let out = d.ctl(["rm", "-f", &name]);
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_of_a_well_behaved_process_is_prompt() {
     let d = Daemon::start().await;

@@ -163,6 +163,7 @@ fn run(dir: &Path) -> Result<(), ShimError> {
     // (an exec through `/proc/self/fd/N` would be called "N").
     let _ = sys::set_name("rsup-shim");
     super::same_build().map_err(ShimError::OtherBuild)?;
+    super::restore_nofile_limit();
     // rsupd runs with umask 0077; what the init makes for the container
     // (/etc/hosts, mount targets, ...) and the command get runc's 0022.
     // rsup's own files here are created with explicit modes.
