@@ -195,17 +195,12 @@ impl Runtime {
         };
         let json = serde_json::to_string(&spec)
             .map_err(|e| Error::FailedPrecondition(format!("exec spec: {e}")))?;
-        let mut command = tokio::process::Command::new(&self.inner.config.shim_exe);
-        command
+        let mut child = tokio::process::Command::new(&self.inner.config.shim_exe)
             .arg0("rsup-exec")
             .arg(EXEC_ARG)
             .arg(json)
             .env_clear()
-            .env(crate::process::BUILD_ENV, crate::process::BUILD_ID);
-        if let Some((name, value)) = crate::process::nofile_env() {
-            command.env(name, value);
-        }
-        let mut child = command
+            .envs(crate::process::helper_env())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

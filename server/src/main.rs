@@ -26,28 +26,13 @@ use rsup_proto::v1::networks_server::NetworksServer;
 use rsup_proto::v1::supervisors_server::SupervisorsServer;
 use rsup_proto::v1::system_server::SystemServer;
 use rsup_proto::v1::volumes_server::VolumesServer;
-use rsup_runtime::process::exec::{self, EXEC_ARG};
-use rsup_runtime::process::{SHIM_ARG, shim};
 use rsup_runtime::{Runtime, RuntimeConfig};
 
 use crate::config::{Cli, Config};
 
 fn main() -> ExitCode {
-    let mut args = std::env::args_os();
-    let first = args.nth(1);
-    if first.as_ref().is_some_and(|a| a == EXEC_ARG) {
-        let json = args
-            .next()
-            .and_then(|a| a.into_string().ok())
-            .unwrap_or_default();
-        return ExitCode::from(u8::try_from(exec::main(&json)).unwrap_or(126));
-    }
-    if first.is_some_and(|a| a == SHIM_ARG) {
-        let Some(dir) = args.next() else {
-            eprintln!("usage: rsupd {SHIM_ARG} DIR");
-            return ExitCode::from(2);
-        };
-        return ExitCode::from(u8::try_from(shim::main(std::path::Path::new(&dir))).unwrap_or(1));
+    if let Some(code) = rsup_runtime::process::helper_main(std::env::args_os()) {
+        return ExitCode::from(code);
     }
     // Before any thread: rsupd's own descriptor limit up to the hard one
     // (containers keep the one it started with; see the function).
@@ -134,30 +119,31 @@ fn open_shim() -> Result<(std::path::PathBuf, std::fs::File), String> {
     let exe = std::env::current_exe().map_err(|e| format!("rsupd's own path: {e}"))?;
     let path = exe.with_file_name("rsup-shim");
     let dir = exe.parent().unwrap_or(std::path::Path::new("/"));
-    let dir_meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if dir_meta.uid() != nix::unistd::geteuid().as_raw() || dir_meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} is not owned by rsupd's user or is writable by others",
-            dir.display()
-        ));
+    fn at(p: &std::path::Path) -> impl Fn(std::io::Error) -> String + '_ {
+        move |e| format!("{}: {e}", p.display())
     }
+    // Only rsupd's user may change it, or the directory it is in.
+    let private = |meta: &std::fs::Metadata, p: &std::path::Path| {
+        if meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o022 == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is not owned by rsupd's user or is writable by others",
+                p.display()
+            ))
+        }
+    };
+    private(&std::fs::metadata(dir).map_err(at(dir))?, dir)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(at(&path))?;
+    let meta = file.metadata().map_err(at(&path))?;
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", path.display()));
     }
-    if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} is not owned by rsupd's user or is writable by others",
-            path.display()
-        ));
-    }
+    private(&meta, &path)?;
     if meta.mode() & 0o111 == 0 {
         return Err(format!("{} is not executable", path.display()));
     }
@@ -174,7 +160,7 @@ fn open_shim() -> Result<(std::path::PathBuf, std::fs::File), String> {
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(at(&path))?;
     let theirs = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || theirs.trim() != rsup_runtime::process::BUILD_ID {
         return Err(format!(

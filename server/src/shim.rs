@@ -12,31 +12,19 @@
 //! `.data.rel.ro` alone was ~0.6 MB per container).
 //!
 //! It does nothing but dispatch, single-threaded, before anything else runs.
+//! (`rsup_runtime::process::helper_main`, which rsupd calls first too).
 //! `rsup-shim __rsup-build-id` prints the build it belongs to: rsupd runs
 //! only a shim of its own build (see `rsup_runtime::process::BUILD_ID`).
 
 use std::process::ExitCode;
 
-use rsup_runtime::process::exec::{self, EXEC_ARG};
-use rsup_runtime::process::{BUILD_ID, BUILD_ID_ARG, SHIM_ARG, shim};
+use rsup_runtime::process::exec::EXEC_ARG;
+use rsup_runtime::process::{SHIM_ARG, helper_main};
 
 fn main() -> ExitCode {
-    let mut args = std::env::args_os();
-    let first = args.nth(1);
-    let second = args.next();
-    if first.as_ref().is_some_and(|a| a == BUILD_ID_ARG) {
-        println!("{BUILD_ID}");
-        return ExitCode::SUCCESS;
-    }
-    match (first, second) {
-        (Some(mode), Some(json)) if mode == EXEC_ARG => {
-            let json = json.into_string().unwrap_or_default();
-            ExitCode::from(u8::try_from(exec::main(&json)).unwrap_or(126))
-        }
-        (Some(mode), Some(dir)) if mode == SHIM_ARG => {
-            ExitCode::from(u8::try_from(shim::main(std::path::Path::new(&dir))).unwrap_or(1))
-        }
-        _ => {
+    match helper_main(std::env::args_os()) {
+        Some(code) => ExitCode::from(code),
+        None => {
             eprintln!(
                 "rsup-shim is started by rsupd: rsup-shim {SHIM_ARG} DIR | rsup-shim {EXEC_ARG} JSON"
             );

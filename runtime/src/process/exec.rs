@@ -82,8 +82,7 @@ fn run(json: &str) -> Result<i32, String> {
     // /proc/<pid>/exe or ptrace it (the command's execve resets the flag).
     sys::set_non_dumpable().map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
     let _ = sys::set_name("rsup-exec");
-    super::same_build()?;
-    super::restore_nofile_limit();
+    super::enter_helper()?;
     // rsupd's own umask (0077) is not the command's: it gets runc's 0022.
     sys::set_umask(0o022);
     if sys::thread_count() != 1 {

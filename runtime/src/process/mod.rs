@@ -74,6 +74,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::sys;
+use exec::EXEC_ARG;
 
 /// This build's fingerprint (see runtime/build.rs): rsupd passes it to
 /// every shim and exec helper in [`BUILD_ENV`], and they refuse to run
@@ -86,8 +87,53 @@ pub const BUILD_ENV: &str = "RSUP_BUILD";
 /// argv\[1\] that makes `rsup-shim` print its [`BUILD_ID`].
 pub const BUILD_ID_ARG: &str = "__rsup-build-id";
 
+/// The helper modes of rsup's binaries, chosen by argv\[1\]: the shim
+/// (`SHIM_ARG DIR`), the exec helper (`EXEC_ARG JSON`) and the build id
+/// (`BUILD_ID_ARG`). `None` when argv\[1\] names none of them (rsupd then
+/// starts as the daemon); otherwise the exit code. Call it first thing,
+/// single-threaded.
+pub fn helper_main(mut args: std::env::ArgsOs) -> Option<u8> {
+    let mode = args.nth(1)?;
+    let operand = args.next();
+    let code = if mode == BUILD_ID_ARG {
+        println!("{BUILD_ID}");
+        0
+    } else if mode == EXEC_ARG {
+        let json = operand
+            .and_then(|a| a.into_string().ok())
+            .unwrap_or_default();
+        u8::try_from(exec::main(&json)).unwrap_or(126)
+    } else if mode == SHIM_ARG {
+        let Some(dir) = operand else {
+            eprintln!("usage: {SHIM_ARG} DIR");
+            return Some(2);
+        };
+        u8::try_from(shim::main(Path::new(&dir))).unwrap_or(1)
+    } else {
+        return None;
+    };
+    Some(code)
+}
+
+/// First thing in the shim and the exec helper: refuses an rsupd of
+/// another build ([`same_build`]) and puts back the open-file limit rsupd
+/// started with ([`restore_nofile_limit`]).
+pub(crate) fn enter_helper() -> Result<(), String> {
+    same_build()?;
+    restore_nofile_limit();
+    Ok(())
+}
+
+/// What rsupd gives every shim and exec helper in an emptied environment:
+/// its [`BUILD_ID`] and, when it raised its own, the open-file limit it
+/// started with.
+pub(crate) fn helper_env() -> impl Iterator<Item = (&'static str, String)> {
+    let nofile = CHILD_NOFILE.get().map(|n| (NOFILE_ENV, n.to_string()));
+    std::iter::once((BUILD_ENV, BUILD_ID.to_owned())).chain(nofile)
+}
+
 /// Whether the caller was started by an rsupd of this build.
-pub fn same_build() -> Result<(), String> {
+fn same_build() -> Result<(), String> {
     match std::env::var(BUILD_ENV) {
         Ok(id) if id == BUILD_ID => Ok(()),
         Ok(id) => Err(format!(
@@ -116,23 +162,17 @@ static CHILD_NOFILE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 pub fn raise_nofile_limit() -> nix::Result<(u64, u64)> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    let _ = CHILD_NOFILE.set(soft);
     if soft < hard {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        let _ = CHILD_NOFILE.set(soft);
     }
     Ok((soft, hard))
-}
-
-/// `(name, value)` of [`NOFILE_ENV`] for a helper's environment, when
-/// rsupd raised its limit.
-pub(crate) fn nofile_env() -> Option<(&'static str, String)> {
-    CHILD_NOFILE.get().map(|n| (NOFILE_ENV, n.to_string()))
 }
 
 /// In the shim and the exec helper: puts back the soft `RLIMIT_NOFILE`
 /// rsupd started with (a value above the hard limit is not possible and
 /// is left alone).
-pub(crate) fn restore_nofile_limit() {
+fn restore_nofile_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let Some(want) = std::env::var(NOFILE_ENV)
         .ok()
@@ -257,12 +297,9 @@ pub fn start(
         .arg(dir)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env(BUILD_ENV, BUILD_ID);
+        .envs(helper_env());
     if let Some(cgroup) = cgroup {
         command.env(CGROUP_ENV, cgroup);
-    }
-    if let Some((name, value)) = nofile_env() {
-        command.env(name, value);
     }
     let mut child = command
         .stdin(Stdio::piped())

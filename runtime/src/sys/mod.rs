@@ -202,8 +202,8 @@ struct CloneArgs {
 
 /// [`fork`] with the child created as a member of the cgroup v2 directory
 /// open at `cgroup` (`clone3(2)` with `CLONE_INTO_CGROUP`, Linux 5.7): it
-/// never runs outside it, and nobody has to move it there. With
-/// `new_pid_namespace` the child is PID 1 of a new PID namespace. Errors
+/// never runs outside it, and nobody has to move it there. The child is
+/// PID 1 of a new PID namespace (the container's init). Errors
 /// (`ENOSYS` before 5.7, `EBUSY` for a cgroup that is not a leaf, ...)
 /// create no process and change nothing of the caller; it may fall back to
 /// [`fork`]. (Not after an `unshare(CLONE_NEWPID)`: a clone that fails in
@@ -219,16 +219,10 @@ struct CloneArgs {
 /// the command, sets the grandchild's right).
 pub unsafe fn fork_into_cgroup(
     cgroup: std::os::fd::BorrowedFd<'_>,
-    new_pid_namespace: bool,
 ) -> nix::Result<nix::unistd::ForkResult> {
     use std::os::fd::AsRawFd;
-    let pid_ns = if new_pid_namespace {
-        libc::CLONE_NEWPID as u64
-    } else {
-        0
-    };
     let args = CloneArgs {
-        flags: CLONE_INTO_CGROUP | pid_ns,
+        flags: CLONE_INTO_CGROUP | libc::CLONE_NEWPID as u64,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: cgroup.as_raw_fd() as u64,
         ..CloneArgs::default()

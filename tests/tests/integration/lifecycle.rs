@@ -81,10 +81,8 @@ async fn containers_run_under_the_small_shim_binary() {
             "pid {pid} runs {exe:?}"
         );
     }
-    let out = d.ctl(["exec", &name, "true"]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let out = d.ctl(["rm", "-f", &name]);
-    assert!(out.status.success(), "{}", describe(&out));
+    d.ctl_ok(["exec", &name, "true"]);
+    d.ctl_ok(["rm", "-f", &name]);
 }
 
 /// rsupd runs only an `rsup-shim` of its own build: the shim and the exec
@@ -143,8 +141,7 @@ async fn a_shim_of_another_build_is_not_run() {
         log.contains("is of another build") && log.contains("rsupd's own binary as their shim"),
         "{log}"
     );
-    let out = d.ctl(["rm", "-f", &name]);
-    assert!(out.status.success(), "{}", describe(&out));
+    d.ctl_ok(["rm", "-f", &name]);
 }
 
 /// rsupd raises its own open-file limit to the hard one (it holds
@@ -178,16 +175,12 @@ async fn rsupd_raises_its_open_file_limit_but_not_the_containers() {
     );
     let name = unique_name("nofile");
     sleeper_pids(&d, &name).await;
-    let out = d.ctl(["exec", &name, "sh", "-c", "ulimit -n"]);
-    assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(
-        rsup_tests::stdout(&out),
+        d.ctl_ok(["exec", &name, "sh", "-c", "ulimit -n"]),
         "512\n",
-        "exec: {}",
-        describe(&out)
+        "exec"
     );
-    let out = d.ctl(["rm", "-f", &name]);
-    assert!(out.status.success(), "{}", describe(&out));
+    d.ctl_ok(["rm", "-f", &name]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

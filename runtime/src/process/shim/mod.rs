@@ -162,8 +162,7 @@ fn run(dir: &Path) -> Result<(), ShimError> {
     // Its name in ps and in the kernel's events, whichever binary runs it
     // (an exec through `/proc/self/fd/N` would be called "N").
     let _ = sys::set_name("rsup-shim");
-    super::same_build().map_err(ShimError::OtherBuild)?;
-    super::restore_nofile_limit();
+    super::enter_helper().map_err(ShimError::OtherBuild)?;
     // rsupd runs with umask 0077; what the init makes for the container
     // (/etc/hosts, mount targets, ...) and the command get runc's 0022.
     // rsup's own files here are created with explicit modes.
@@ -215,7 +214,7 @@ fn run(dir: &Path) -> Result<(), ShimError> {
             // SAFETY: the shim is single-threaded (checked above), and the
             // init relies on no cached thread id (see fork_into_cgroup;
             // raw_clone_is_safe checks the C library).
-            match unsafe { sys::fork_into_cgroup(fd.as_fd(), true) } {
+            match unsafe { sys::fork_into_cgroup(fd.as_fd()) } {
                 Ok(forked) => (forked, true),
                 Err(e) => {
                     eprintln!(
