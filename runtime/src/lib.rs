@@ -9,35 +9,36 @@
 
 pub mod bounds;
 pub mod cgroups;
-pub mod container;
+pub mod config;
+pub mod containers;
 pub mod error;
-pub mod health;
 pub mod image;
 pub mod images;
+mod lock;
 pub mod logs;
 pub mod names;
 pub mod net;
-pub mod network;
+pub mod networks;
 pub mod paths;
-pub mod ports;
 pub mod process;
-pub mod quarantine;
 pub mod rollback;
+mod runtime;
 pub mod seccomp;
 pub mod security;
 pub mod signal;
 pub mod spec;
 pub mod store;
 pub mod supervise;
-pub mod supervisor;
+pub mod supervisors;
 pub mod sys;
 pub mod userns;
 pub mod volumes;
 
-pub use container::{
-    ContainerInfo, ContainerState, ContainerStats, LogStreamItem, OpReport, Runtime, RuntimeConfig,
-};
+pub use config::RuntimeConfig;
+pub use containers::entry::{ContainerInfo, ContainerState, OpReport};
+pub use containers::stats::ContainerStats;
 pub use error::Error;
 pub use process::ExitInfo;
+pub use runtime::Runtime;
 pub use spec::{ContainerSpec, ResourcesRequest, SpecRequest};
-pub use supervisor::{SupervisorInfo, SupervisorRequest};
+pub use supervisors::{SupervisorInfo, SupervisorRequest};

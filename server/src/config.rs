@@ -125,7 +125,7 @@ pub struct Config {
     pub no_cgroups: bool,
     pub stats_interval: std::time::Duration,
     pub metrics_addr: Option<std::net::SocketAddr>,
-    pub net: rsup_runtime::container::NetConfig,
+    pub net: rsup_runtime::net::NetConfig,
     /// The mutual-TLS TCP listener, if any.
     pub tcp: Option<TlsListener>,
     /// The unauthenticated loopback TCP listener, if any.
@@ -411,7 +411,7 @@ impl Cli {
             tcp,
             insecure_tcp,
             userns,
-            net: rsup_runtime::container::NetConfig {
+            net: rsup_runtime::net::NetConfig {
                 prefix: self.net_prefix,
                 default_subnet,
                 dns_port: self.dns_port,

@@ -37,6 +37,20 @@ pub use dns::{DnsServer, Records};
 pub use ipam::{IpamError, Pool, Subnet};
 pub use link::{Netlink, bridge_mac};
 
+/// Network settings of the daemon.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Prefix of every link rsupd makes (bridges `<prefix>b…`, veths
+    /// `<prefix>v…`), 1-4 characters; leftovers with it are swept at start.
+    pub prefix: String,
+    /// Subnet of the `default` network when it is first made.
+    pub default_subnet: Subnet,
+    /// Port of the embedded DNS servers (53).
+    pub dns_port: u16,
+    /// Where names unknown to a network go; none: NXDOMAIN.
+    pub dns_upstream: Vec<std::net::SocketAddr>,
+}
+
 /// Errors of the network layer, each with the link, namespace or address it
 /// concerns.
 #[derive(Debug, thiserror::Error)]

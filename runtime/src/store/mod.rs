@@ -506,6 +506,25 @@ impl StateLock {
     }
 }
 
+/// A random 64-character hex id (containers, spooled uploads, views).
+pub fn random_id() -> String {
+    use std::io::Read;
+    use std::time::SystemTime;
+    let mut b = [0u8; 32];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        // Fall back on time and pid; ids only need to be unique here.
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        b[..16].copy_from_slice(&t.as_nanos().to_le_bytes());
+        b[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,10 @@
 //! Supervision: restart policies and backoff (pure), and the events users
-//! watch. The container manager (`crate::container`) applies them when a
+//! watch. The containers service (`crate::containers`) applies them when a
 //! container's process ends.
 
 pub mod backoff;
 pub mod events;
+pub mod health;
 pub mod policy;
 pub mod tree;
 

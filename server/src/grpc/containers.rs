@@ -7,7 +7,7 @@ use std::time::Duration;
 use rsup_proto::v1 as pb;
 use rsup_proto::v1::containers_server::Containers;
 use rsup_runtime::cgroups::Limits;
-use rsup_runtime::health::ExecRequest;
+use rsup_runtime::containers::exec::ExecRequest;
 use rsup_runtime::logs::Stream as LogStream;
 use rsup_runtime::names::{ContainerName, ContainerRef, ImageRef, NetworkName, SupervisorName};
 use rsup_runtime::seccomp::Seccomp;

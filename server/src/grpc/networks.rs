@@ -4,7 +4,7 @@ use rsup_proto::v1 as pb;
 use rsup_proto::v1::networks_server::Networks;
 use rsup_runtime::Runtime;
 use rsup_runtime::names::NetworkName;
-use rsup_runtime::network::{NetworkInfo, NetworkRequest};
+use rsup_runtime::networks::{NetworkInfo, NetworkRequest};
 use tonic::{Request, Response, Status};
 
 use super::{parse, status};

@@ -6,7 +6,7 @@ use rsup_proto::v1 as pb;
 use rsup_proto::v1::supervisors_server::Supervisors;
 use rsup_runtime::Runtime;
 use rsup_runtime::names::SupervisorName;
-use rsup_runtime::supervisor::{SupervisorInfo, SupervisorRequest};
+use rsup_runtime::supervisors::{SupervisorInfo, SupervisorRequest};
 use tonic::{Request, Response, Status};
 
 use super::{parse, parse_opt, status};

@@ -13,7 +13,8 @@ use nix::mount::MsFlags;
 
 use super::{Mount, Setup, SetupError, Step, path_err, path_in, state_dir};
 use crate::paths::{RootDir, Target};
-use crate::volumes::{MountKind, MountSpec, TmpfsOptions};
+use crate::spec::mounts::{MountKind, MountSpec};
+use crate::spec::tmpfs::TmpfsOptions;
 
 const NOSUID_NOEXEC_NODEV: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NOEXEC)

@@ -1,5 +1,8 @@
-//! Supervisor trees applied to real containers (the policy side is pure, in
-//! [`crate::supervise::tree`]).
+//! The supervisors service: supervisor trees applied to real containers
+//! (the policy side is pure, in [`crate::supervise::tree`]). It stands above
+//! the containers service: it reads their states and stops and starts
+//! them; the containers hand it the exits of supervised containers on a
+//! channel ([`SupervisedExit`]).
 //!
 //! Each supervisor is persisted as `supervisors/<name>.json` under the state
 //! dir (spec, creation time, failed flag, restart window). Its children are
@@ -16,11 +19,18 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use crate::container::{ContainerState, Entry, Runtime, StartBy, lock};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::containers::entry::{ContainerState, Entry, StartBy};
+use crate::containers::{Containers, SupervisedExit};
+use crate::error::Error;
+use crate::lock::lock;
 use crate::names::SupervisorName;
 use crate::supervise::tree::{self, RestartWindow, Strategy, SupervisorSpec};
-use crate::supervise::{Event, EventKind};
-use crate::{Error, bounds, store};
+use crate::supervise::{Event, EventBus, EventKind};
+use crate::{bounds, store};
 
 /// Grace period of a supervisor stopping one of its containers.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -155,10 +165,61 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     }
 }
 
-impl Runtime {
+/// The supervisors service. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Supervisors {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state_dir: std::path::PathBuf,
+    list: Mutex<Vec<Arc<Sup>>>,
+    events: Arc<EventBus>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    containers: Containers,
+}
+
+impl Supervisors {
+    /// The service over the supervisors persisted under `state_dir`;
+    /// nothing is loaded before [`Supervisors::load`].
+    pub fn new(
+        state_dir: std::path::PathBuf,
+        events: Arc<EventBus>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+        containers: Containers,
+    ) -> Supervisors {
+        Supervisors {
+            inner: Arc::new(Inner {
+                state_dir,
+                list: Mutex::new(Vec::new()),
+                events,
+                tracker,
+                shutdown,
+                containers,
+            }),
+        }
+    }
+
+    /// Takes over the exits of supervised containers: each one that
+    /// `exits` delivers is a failed child of its supervisor.
+    pub(crate) fn watch(&self, mut exits: mpsc::UnboundedReceiver<SupervisedExit>) {
+        let this = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tracker.spawn(async move {
+            loop {
+                let x = tokio::select! {
+                    x = exits.recv() => match x { Some(x) => x, None => return },
+                    _ = shutdown.cancelled() => return,
+                };
+                this.child_failed(x.supervisor, Child::Container(x.entry), x.ran);
+            }
+        });
+    }
+
     fn sup_path(&self, name: &SupervisorName) -> std::path::PathBuf {
         self.inner
-            .config
             .state_dir
             .join("supervisors")
             .join(format!("{name}.json"))
@@ -176,8 +237,8 @@ impl Runtime {
     }
 
     /// Loads the persisted supervisors (at start, before the containers).
-    pub(crate) fn load_supervisors(&self) -> Result<(), Error> {
-        let dir = self.inner.config.state_dir.join("supervisors");
+    pub fn load(&self) -> Result<(), Error> {
+        let dir = self.inner.state_dir.join("supervisors");
         let mut list = Vec::new();
         for (p, f) in store::read_json_dir::<SupFile>(&dir)? {
             match f {
@@ -193,19 +254,19 @@ impl Runtime {
             }
         }
         list.sort_by_key(|s| s.created_at);
-        *lock(&self.inner.supervisors) = list;
+        *lock(&self.inner.list) = list;
         Ok(())
     }
 
     pub(crate) fn find_sup(&self, name: &SupervisorName) -> Option<Arc<Sup>> {
-        lock(&self.inner.supervisors)
+        lock(&self.inner.list)
             .iter()
             .find(|s| s.spec.name == *name)
             .cloned()
     }
 
     /// Checks that a container may join `name`.
-    pub(crate) fn check_supervisor(&self, name: &SupervisorName) -> Result<(), Error> {
+    pub fn check_exists(&self, name: &SupervisorName) -> Result<(), Error> {
         match self.find_sup(name) {
             Some(_) => Ok(()),
             None => Err(Error::NotFound(format!("no such supervisor: {name}"))),
@@ -213,12 +274,12 @@ impl Runtime {
     }
 
     /// Creates a supervisor.
-    pub fn create_supervisor(&self, req: SupervisorRequest) -> Result<SupervisorInfo, Error> {
+    pub fn create(&self, req: SupervisorRequest) -> Result<SupervisorInfo, Error> {
         let strategy = req.validate()?;
         let parent = req.parent.clone();
         if let Some(p) = &parent {
             let parent_of = |n: &str| {
-                lock(&self.inner.supervisors)
+                lock(&self.inner.list)
                     .iter()
                     .find(|s| s.spec.name == n)
                     .and_then(|s| s.spec.parent.clone())
@@ -247,7 +308,7 @@ impl Runtime {
             op: tokio::sync::Mutex::new(()),
         });
         {
-            let mut list = lock(&self.inner.supervisors);
+            let mut list = lock(&self.inner.list);
             if list.iter().any(|s| s.spec.name == req.name) {
                 return Err(Error::AlreadyExists(format!(
                     "a supervisor named {} already exists",
@@ -257,7 +318,7 @@ impl Runtime {
             list.push(sup.clone());
         }
         if let Err(e) = self.persist_sup(&sup) {
-            lock(&self.inner.supervisors).retain(|s| !Arc::ptr_eq(s, &sup));
+            lock(&self.inner.list).retain(|s| !Arc::ptr_eq(s, &sup));
             return Err(e);
         }
         info!(supervisor = %req.name, %strategy, "supervisor created");
@@ -265,7 +326,7 @@ impl Runtime {
     }
 
     /// Removes a supervisor that has no children.
-    pub fn remove_supervisor(&self, name: &SupervisorName) -> Result<(), Error> {
+    pub fn remove(&self, name: &SupervisorName) -> Result<(), Error> {
         let sup = self
             .find_sup(name)
             .ok_or_else(|| Error::NotFound(format!("no such supervisor: {name}")))?;
@@ -274,7 +335,7 @@ impl Runtime {
                 "supervisor {name} still has children: remove them first"
             )));
         }
-        lock(&self.inner.supervisors).retain(|s| !Arc::ptr_eq(s, &sup));
+        lock(&self.inner.list).retain(|s| !Arc::ptr_eq(s, &sup));
         let p = self.sup_path(name);
         match std::fs::remove_file(&p) {
             Ok(()) => Ok(()),
@@ -284,8 +345,8 @@ impl Runtime {
     }
 
     /// Every supervisor, roots first, then in creation order.
-    pub fn supervisors(&self) -> Vec<SupervisorInfo> {
-        let list = lock(&self.inner.supervisors).clone();
+    pub fn list(&self) -> Vec<SupervisorInfo> {
+        let list = lock(&self.inner.list).clone();
         list.iter().map(|s| self.sup_info(s)).collect()
     }
 
@@ -321,13 +382,16 @@ impl Runtime {
     /// Children of `sup` in the order they joined.
     fn children_of(&self, sup: &Sup) -> Vec<Child> {
         let name = &sup.spec.name;
-        let mut kids: Vec<(SystemTime, Child)> = lock(&self.inner.containers)
+        let mut kids: Vec<(SystemTime, Child)> = self
+            .inner
+            .containers
+            .entries()
             .iter()
             .filter(|e| e.spec.supervisor.as_ref() == Some(name))
             .map(|e| (e.status().created_at, Child::Container(e.clone())))
             .collect();
         kids.extend(
-            lock(&self.inner.supervisors)
+            lock(&self.inner.list)
                 .iter()
                 .filter(|s| s.spec.parent.as_ref() == Some(name))
                 .map(|s| (s.created_at, Child::Supervisor(s.clone()))),
@@ -512,7 +576,12 @@ impl Runtime {
         Box::pin(async move {
             match child {
                 Child::Container(e) => {
-                    if let Err(err) = self.start_entry(e, StartBy::Supervisor).await {
+                    if let Err(err) = self
+                        .inner
+                        .containers
+                        .start_entry(e, StartBy::Supervisor)
+                        .await
+                    {
                         warn!(container = %e.spec.name, error = %err, "supervisor restart failed");
                     }
                 }

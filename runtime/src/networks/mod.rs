@@ -28,19 +28,54 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::container::{ContainerState, Entry, Runtime, lock};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::lock::lock;
 use crate::names::{NetworkName, quote};
-use crate::net::{Attachment, DnsServer, Netlink, Pool, Records, Subnet};
+use crate::net::{DnsServer, NetConfig, Netlink, Pool, Records, Subnet};
 use crate::spec::net::NetPlan;
 pub use crate::spec::net::{DEFAULT_NETWORK, NetAttach, NetRequest};
-use crate::{Error, store, sys};
+use crate::supervise::{Event, EventBus, EventKind};
+use crate::{Error, store};
+
+pub mod ports;
+pub mod sandbox;
+
+/// The networks service: owns the networks (bridges, pools, DNS servers),
+/// the netlink connection and the containers' sandboxes and published
+/// ports. It knows containers only by id and by their attachments
+/// ([`NetAttach`]); what it needs to know of them comes in as [`Holder`]s.
+#[derive(Clone)]
+pub struct Networks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state_dir: PathBuf,
+    config: NetConfig,
+    list: Mutex<Vec<Arc<Network>>>,
+    netlink: tokio::sync::OnceCell<Netlink>,
+    events: Arc<EventBus>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// A container as the networks see it: its id, its name and its
+/// attachments.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub id: String,
+    pub name: String,
+    pub attachments: Vec<NetAttach>,
+}
 
 /// A network as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,8 +137,13 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// The common start of the host ends of container `id`'s veths.
+fn veth_prefix(prefix: &str, id: &str) -> String {
+    format!("{prefix}v{}", &hash8(id)[..8])
+}
+
 /// FNV-1a: stable short names for links.
-pub(crate) fn hash8(s: &str) -> String {
+fn hash8(s: &str) -> String {
     let mut h: u32 = 0x811c_9dc5;
     for b in s.bytes() {
         h ^= u32::from(b);
@@ -112,20 +152,42 @@ pub(crate) fn hash8(s: &str) -> String {
     format!("{h:08x}")
 }
 
-impl Runtime {
-    fn net_prefix(&self) -> &str {
-        &self.inner.config.net.prefix
+impl Networks {
+    /// The service over the networks persisted under `state_dir`; nothing
+    /// is loaded before [`Networks::open`].
+    pub fn new(
+        state_dir: PathBuf,
+        config: NetConfig,
+        events: Arc<EventBus>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Networks {
+        Networks {
+            inner: Arc::new(Inner {
+                state_dir,
+                config,
+                list: Mutex::new(Vec::new()),
+                netlink: tokio::sync::OnceCell::new(),
+                events,
+                tracker,
+                shutdown,
+            }),
+        }
+    }
+
+    /// The prefix of every link rsupd makes.
+    pub fn net_prefix(&self) -> &str {
+        &self.inner.config.prefix
     }
 
     fn network_path(&self, name: &NetworkName) -> PathBuf {
         self.inner
-            .config
             .state_dir
             .join("networks")
             .join(format!("{name}.json"))
     }
 
-    pub(crate) fn persist_network(&self, n: &Network) -> Result<(), Error> {
+    fn persist_network(&self, n: &Network) -> Result<(), Error> {
         // The pool stays locked until the file is written: writes reach the
         // disk in the order of the changes.
         let pool = lock(&n.pool);
@@ -139,14 +201,14 @@ impl Runtime {
         Ok(())
     }
 
-    pub(crate) fn find_network(&self, name: &NetworkName) -> Option<Arc<Network>> {
-        lock(&self.inner.networks)
+    fn find_network(&self, name: &NetworkName) -> Option<Arc<Network>> {
+        lock(&self.inner.list)
             .iter()
             .find(|n| n.spec.name == *name)
             .cloned()
     }
 
-    pub(crate) async fn netlink(&self) -> Result<&Netlink, Error> {
+    async fn netlink(&self) -> Result<&Netlink, Error> {
         self.inner
             .netlink
             .get_or_try_init(|| async { Netlink::connect().await })
@@ -156,8 +218,8 @@ impl Runtime {
 
     /// Loads persisted networks, makes sure `default` exists, and brings up
     /// bridges and DNS servers (at start).
-    pub(crate) async fn open_networks(&self) -> Result<(), Error> {
-        let dir = self.inner.config.state_dir.join("networks");
+    pub async fn open(&self) -> Result<(), Error> {
+        let dir = self.inner.state_dir.join("networks");
         let mut list = Vec::new();
         for (p, f) in store::read_json_dir::<NetworkFile>(&dir)? {
             match f {
@@ -173,11 +235,11 @@ impl Runtime {
             }
         }
         list.sort_by_key(|n| n.created_at);
-        *lock(&self.inner.networks) = list;
+        *lock(&self.inner.list) = list;
         let default = NetworkName::parse(DEFAULT_NETWORK)?;
         if self.find_network(&default).is_none() {
-            let subnet = self.inner.config.net.default_subnet.to_string();
-            self.create_network(NetworkRequest {
+            let subnet = self.inner.config.default_subnet.to_string();
+            self.create(NetworkRequest {
                 name: default,
                 subnet,
                 gateway: String::new(),
@@ -185,7 +247,7 @@ impl Runtime {
             })
             .await?;
         }
-        let nets = lock(&self.inner.networks).clone();
+        let nets = lock(&self.inner.list).clone();
         for n in &nets {
             if let Err(e) = self.bring_up(n).await {
                 warn!(network = %n.spec.name, error = %e, "cannot bring the network up");
@@ -211,10 +273,7 @@ impl Runtime {
         let mut rules = format!(
             "table inet {table} {{}}\ndelete table inet {table}\ntable inet {table} {{\n  chain forward {{\n    type filter hook forward priority -10; policy accept;\n    iifname \"{prefix}b*\" oifname \"{prefix}b*\" iifname != oifname drop\n"
         );
-        for n in lock(&self.inner.networks)
-            .iter()
-            .filter(|n| n.spec.internal)
-        {
+        for n in lock(&self.inner.list).iter().filter(|n| n.spec.internal) {
             rules.push_str(&format!(
                 "    iifname \"{0}\" oifname != \"{0}\" drop\n",
                 n.spec.bridge
@@ -260,12 +319,12 @@ impl Runtime {
         if dns.is_none() {
             let addr = SocketAddr::V4(SocketAddrV4::new(
                 n.spec.gateway,
-                self.inner.config.net.dns_port,
+                self.inner.config.dns_port,
             ));
             match DnsServer::start_for(
                 addr,
                 n.records.clone(),
-                self.inner.config.net.dns_upstream.clone(),
+                self.inner.config.dns_upstream.clone(),
                 Some(n.spec.subnet.clone()),
             )
             .await
@@ -280,7 +339,7 @@ impl Runtime {
     }
 
     /// Creates a network: validates, persists, brings up its bridge and DNS.
-    pub async fn create_network(&self, req: NetworkRequest) -> Result<NetworkInfo, Error> {
+    pub async fn create(&self, req: NetworkRequest) -> Result<NetworkInfo, Error> {
         if req.name == "none" || req.name == "host" {
             return Err(invalid(
                 "name",
@@ -290,7 +349,7 @@ impl Runtime {
                 ),
             ));
         }
-        let existing: Vec<Subnet> = lock(&self.inner.networks)
+        let existing: Vec<Subnet> = lock(&self.inner.list)
             .iter()
             .map(|n| n.spec.subnet.clone())
             .collect();
@@ -344,7 +403,7 @@ impl Runtime {
             up: tokio::sync::Mutex::new(false),
         });
         {
-            let mut list = lock(&self.inner.networks);
+            let mut list = lock(&self.inner.list);
             if list.iter().any(|x| x.spec.name == req.name) {
                 return Err(Error::AlreadyExists(format!(
                     "a network named {} already exists",
@@ -359,7 +418,7 @@ impl Runtime {
         }
         .await;
         if let Err(e) = made {
-            lock(&self.inner.networks).retain(|x| !Arc::ptr_eq(x, &n));
+            lock(&self.inner.list).retain(|x| !Arc::ptr_eq(x, &n));
             let _ = std::fs::remove_file(self.network_path(&req.name));
             if let Ok(nl) = self.netlink().await {
                 let _ = nl.delete_link(&n.spec.bridge).await;
@@ -370,18 +429,25 @@ impl Runtime {
         if n.spec.internal {
             self.install_isolation();
         }
-        Ok(self.network_info(&n))
+        Ok(network_info(&n, &[]))
     }
 
-    /// Removes a network no container uses.
-    pub async fn remove_network(&self, name: &NetworkName) -> Result<(), Error> {
+    /// Removes a network no container uses: none of `holders`, and none of
+    /// the `quarantined` containers (whose attachments may be unknown)
+    /// holds an address on it.
+    pub async fn remove(
+        &self,
+        name: &NetworkName,
+        holders: &[Holder],
+        quarantined: &[String],
+    ) -> Result<(), Error> {
         let n = self
             .find_network(name)
             .ok_or_else(|| Error::NotFound(format!("no such network: {name}")))?;
-        let users: Vec<String> = lock(&self.inner.containers)
+        let users: Vec<String> = holders
             .iter()
-            .filter(|e| e.spec.networks.iter().any(|a| a.network == *name))
-            .map(|e| e.spec.name.clone())
+            .filter(|h| h.attachments.iter().any(|a| a.network == *name))
+            .map(|h| h.name.clone())
             .collect();
         if !users.is_empty() {
             return Err(Error::FailedPrecondition(format!(
@@ -389,8 +455,8 @@ impl Runtime {
                 users.join(", ")
             )));
         }
-        self.refuse_quarantined_on_network(&n)?;
-        lock(&self.inner.networks).retain(|x| !Arc::ptr_eq(x, &n));
+        refuse_quarantined_on(&n, quarantined)?;
+        lock(&self.inner.list).retain(|x| !Arc::ptr_eq(x, &n));
         if let Some(dns) = n.dns.lock().await.take() {
             dns.stop().await;
         }
@@ -406,51 +472,23 @@ impl Runtime {
         }
     }
 
-    pub fn networks(&self) -> Vec<NetworkInfo> {
-        let list = lock(&self.inner.networks).clone();
-        list.iter().map(|n| self.network_info(n)).collect()
+    /// Every network, its leases named after `holders`.
+    pub fn list(&self, holders: &[Holder]) -> Vec<NetworkInfo> {
+        let list = lock(&self.inner.list).clone();
+        list.iter().map(|n| network_info(n, holders)).collect()
     }
 
-    pub fn inspect_network(&self, name: &NetworkName) -> Result<NetworkInfo, Error> {
+    pub fn inspect(&self, name: &NetworkName, holders: &[Holder]) -> Result<NetworkInfo, Error> {
         let n = self
             .find_network(name)
             .ok_or_else(|| Error::NotFound(format!("no such network: {name}")))?;
-        Ok(self.network_info(&n))
-    }
-
-    fn network_info(&self, n: &Network) -> NetworkInfo {
-        let containers = lock(&self.inner.containers).clone();
-        let leases: Vec<(String, Ipv4Addr)> = lock(&n.pool)
-            .leases()
-            .map(|(ip, owner)| {
-                let name = containers
-                    .iter()
-                    .find(|e| e.id == owner && !e.spec.name.is_empty())
-                    .map_or_else(|| owner.to_string(), |e| e.spec.name.clone());
-                (name, ip)
-            })
-            .collect();
-        let attached = containers
-            .iter()
-            .filter(|e| e.spec.networks.iter().any(|a| a.network == n.spec.name))
-            .count();
-        NetworkInfo {
-            spec: n.spec.clone(),
-            created_at: n.created_at,
-            containers: leases,
-            attached,
-            dns: n
-                .dns
-                .try_lock()
-                .ok()
-                .and_then(|d| d.as_ref().map(|s| s.local_addr())),
-        }
+        Ok(network_info(&n, holders))
     }
 
     /// Leases addresses for a new container (`id`) on the networks of
     /// `plan` (checked by [`NetRequest::validate`]); on error nothing stays
     /// leased.
-    pub(crate) fn lease(&self, id: &str, plan: &NetPlan) -> Result<Vec<NetAttach>, Error> {
+    pub fn lease(&self, id: &str, plan: &NetPlan) -> Result<Vec<NetAttach>, Error> {
         let fixed = plan.ip;
         let mut nets = Vec::new();
         for name in &plan.networks {
@@ -489,7 +527,7 @@ impl Runtime {
             out.push(NetAttach {
                 network: n.spec.name.clone(),
                 ifname: format!("eth{i}"),
-                host_ifname: format!("{}v{}{i}", self.net_prefix(), &hash8(id)[..8]),
+                host_ifname: format!("{}{i}", veth_prefix(self.net_prefix(), id)),
                 ip,
                 prefix: n.spec.subnet.prefix,
                 gateway: n.spec.gateway,
@@ -508,19 +546,19 @@ impl Runtime {
         Ok(out)
     }
 
-    /// Releases a removed container's leases; returns what could not be
-    /// persisted (the pool in memory is released either way, and the
-    /// file catches up with the network's next write or the reconcile at
-    /// start).
-    pub(crate) fn release(&self, entry: &Entry) -> Vec<String> {
+    /// Releases the leases of container `id` on the networks of
+    /// `attachments` and withdraws its names; returns what could not be
+    /// persisted (the pool in memory is released either way, and the file
+    /// catches up with the network's next write or the reconcile at start).
+    pub fn release(&self, id: &str, attachments: &[NetAttach]) -> Vec<String> {
         let mut failures = Vec::new();
-        for a in &entry.spec.networks {
+        for a in attachments {
             if let Some(n) = self.find_network(&a.network) {
                 n.records
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
-                    .remove(&entry.id);
-                lock(&n.pool).release_owner(&entry.id);
+                    .remove(id);
+                lock(&n.pool).release_owner(id);
                 if let Err(e) = self.persist_network(&n) {
                     warn!(network = %n.spec.name, error = %e, "cannot persist the released lease");
                     failures.push(format!("network {}: {e}", n.spec.name));
@@ -530,191 +568,92 @@ impl Runtime {
         failures
     }
 
-    /// Whether the container's sandbox (persistent netns with its veths)
-    /// is all there; a container without networks needs none.
-    pub(crate) async fn sandbox_complete(&self, entry: &Entry) -> Result<bool, Error> {
-        if entry.spec.networks.is_empty() {
-            return Ok(true);
-        }
-        let nl = self.netlink().await?;
-        let mut all_there = is_netns_mount(&entry.dir.join("netns"));
-        for a in &entry.spec.networks {
-            all_there &= nl.link_index(&a.host_ifname).await.ok().flatten().is_some();
-        }
-        Ok(all_there)
-    }
-
-    /// Makes the container's sandbox from scratch (a half-made one is
-    /// dropped first). On error, what it made is left for the caller's
-    /// undo ([`Runtime::drop_sandbox`]).
-    pub(crate) async fn make_sandbox(&self, entry: &Entry) -> Result<(), Error> {
-        let path = entry.dir.join("netns");
-        let nl = self.netlink().await?;
-        // Start over: drop a half-made sandbox.
-        self.drop_sandbox(entry).await;
-        let p = path.clone();
-        tokio::task::spawn_blocking(move || make_netns(&p))
-            .await
-            .map_err(|e| Error::FailedPrecondition(format!("netns task: {e}")))?
-            .map_err(|e| {
-                Error::FailedPrecondition(format!("creating the network namespace: {e}"))
-            })?;
-        let fd = std::fs::File::open(&path)
-            .map_err(|e| Error::FailedPrecondition(format!("opening {}: {e}", path.display())))?;
-        for (i, a) in entry.spec.networks.iter().enumerate() {
-            let n = self
-                .find_network(&a.network)
-                .ok_or_else(|| Error::NotFound(format!("no such network: {}", a.network)))?;
-            self.bring_up(&n).await?;
-            use std::os::fd::AsFd;
-            let att = Attachment {
-                host_name: &a.host_ifname,
-                bridge: &n.spec.bridge,
-                netns: fd.as_fd(),
-                ifname: &a.ifname,
-                addr: a.ip,
-                prefix: a.prefix,
-                gateway: (i == 0 && !n.spec.internal).then_some(a.gateway),
-            };
-            nl.attach(&att).await.map_err(|e| {
-                Error::FailedPrecondition(format!("attaching to network {}: {e}", a.network))
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Deletes the container's veths and unmounts its netns; missing parts
-    /// are fine. Returns what could not be removed (also logged).
-    pub(crate) async fn drop_sandbox(&self, entry: &Entry) -> Vec<String> {
+    /// Releases every lease `id` holds, on every network, and its DNS
+    /// records (a container whose attachments are not known); returns the
+    /// networks whose release could not be saved.
+    pub fn release_everywhere(&self, id: &str) -> Vec<String> {
         let mut failures = Vec::new();
-        if entry.spec.networks.is_empty() {
-            return failures;
-        }
-        match self.netlink().await {
-            Ok(nl) => {
-                for a in &entry.spec.networks {
-                    if let Err(e) = nl.delete_link(&a.host_ifname).await {
-                        warn!(link = %a.host_ifname, error = %e, "cannot delete the veth");
-                        failures.push(format!("veth {}: {e}", a.host_ifname));
-                    }
-                }
+        for n in lock(&self.inner.list).clone() {
+            n.records
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
+            let freed = lock(&n.pool).release_owner(id);
+            if !freed.is_empty()
+                && let Err(e) = self.persist_network(&n)
+            {
+                warn!(network = %n.spec.name, error = %e, "cannot persist the released lease");
+                failures.push(format!("network {}: {e}", n.spec.name));
             }
-            Err(e) => failures.push(e.to_string()),
-        }
-        if let Err(e) = unmount_netns(&entry.dir.join("netns")) {
-            failures.push(e);
         }
         failures
     }
 
-    /// Publishes or withdraws the container's DNS names according to its
-    /// state: present while running or waiting for a policy restart.
-    pub(crate) fn sync_dns(&self, entry: &Entry) {
-        let live = {
-            let s = entry.status.borrow();
-            match s.state {
-                ContainerState::Running | ContainerState::Restarting => true,
-                // Just exited: keep the name if its policy (or supervisor) is
-                // about to restart it, so there is no NXDOMAIN window.
-                ContainerState::Exited => entry.will_restart(&s),
-                // Quarantined: rsupd cannot vouch for its names.
-                ContainerState::Created | ContainerState::Removed | ContainerState::Unknown => {
-                    false
-                }
-            }
-        };
-        for a in &entry.spec.networks {
+    /// Publishes (`live`) or withdraws container `id`'s DNS names (`name`
+    /// and each attachment's aliases) on the networks of `attachments`.
+    pub fn set_names(&self, id: &str, name: &str, attachments: &[NetAttach], live: bool) {
+        for a in attachments {
             let Some(n) = self.find_network(&a.network) else {
                 continue;
             };
             let mut r = n.records.write().unwrap_or_else(|p| p.into_inner());
             if live {
-                let mut names = vec![entry.spec.name.clone()];
+                let mut names = vec![name.to_string()];
                 names.extend(a.aliases.iter().cloned());
-                r.set(&entry.id, &names, a.ip);
+                r.set(id, &names, a.ip);
             } else {
-                r.remove(&entry.id);
+                r.remove(id);
             }
         }
     }
 
-    /// Keeps DNS in step with the container's state for as long as it exists.
-    pub(crate) fn spawn_dns_sync(&self, entry: &Arc<Entry>) {
-        if entry.spec.networks.is_empty() {
-            return;
-        }
-        let rt = self.clone();
-        let mut rx = entry.status.subscribe();
-        let weak = Arc::downgrade(entry);
-        let shutdown = self.inner.shutdown.clone();
-        self.inner.tracker.spawn(async move {
-            loop {
-                {
-                    let Some(e) = weak.upgrade() else { return };
-                    rt.sync_dns(&e);
-                    if e.status.borrow().state == ContainerState::Removed {
-                        return;
-                    }
-                }
-                tokio::select! {
-                    r = rx.changed() => if r.is_err() { return },
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        });
-    }
-
-    /// Deletes links with our prefix that no network or container owns.
-    pub(crate) async fn sweep_links(&self) {
+    /// Deletes links with our prefix that no network owns, that are not
+    /// one of `holders`' veths and that `keep` does not claim (the veths of
+    /// a container whose attachments are not known).
+    pub async fn sweep_links(&self, holders: &[Holder], keep: &dyn Fn(&str) -> bool) {
         let Ok(nl) = self.netlink().await else { return };
         let prefix = self.net_prefix().to_string();
-        let mut known: Vec<String> = lock(&self.inner.networks)
+        let mut known: Vec<String> = lock(&self.inner.list)
             .iter()
             .map(|n| n.spec.bridge.clone())
             .collect();
         known.extend(
-            lock(&self.inner.containers)
+            holders
                 .iter()
-                .flat_map(|e| e.spec.networks.iter().map(|a| a.host_ifname.clone())),
+                .flat_map(|h| h.attachments.iter().map(|a| a.host_ifname.clone())),
         );
         let Ok(links) = nl.links_with_prefix(&prefix).await else {
             return;
         };
         for l in links {
             let ours = l.len() > prefix.len() && matches!(l.as_bytes()[prefix.len()], b'b' | b'v');
-            if ours && !known.contains(&l) && !self.is_quarantined_link(&l) {
+            if ours && !known.contains(&l) && !keep(&l) {
                 info!(link = %l, "removing a leftover link");
                 let _ = nl.delete_link(&l).await;
             }
         }
     }
 
-    /// At start: brings every network's leases in line with the
-    /// containers (see [`reconcile_pool`]), reports each fix in the log and
-    /// as a `reconcile` event, and persists the networks it changed.
-    pub(crate) fn reconcile_leases(&self) -> Vec<(NetworkName, LeaseFix)> {
-        let containers = lock(&self.inner.containers).clone();
-        let known: HashSet<&str> = containers.iter().map(|e| e.id.as_str()).collect();
-        // A directory that could not be loaded is still somebody's: its
-        // addresses are not handed to another container.
-        let on_disk: HashSet<String> =
-            std::fs::read_dir(self.inner.config.state_dir.join("containers"))
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
+    /// At start: brings every network's leases in line with the loaded
+    /// containers, `holders` (see [`reconcile_pool`]), keeping the
+    /// addresses of ids that `on_disk` names (a record that could not be
+    /// loaded is still somebody's); reports each fix in the log and as a
+    /// `reconcile` event, and persists the networks it changed.
+    pub fn reconcile(
+        &self,
+        holders: &[Holder],
+        on_disk: &HashSet<String>,
+    ) -> Vec<(NetworkName, LeaseFix)> {
+        let known: HashSet<&str> = holders.iter().map(|h| h.id.as_str()).collect();
         let mut all = Vec::new();
-        for n in lock(&self.inner.networks).clone() {
-            let wanted: BTreeMap<Ipv4Addr, &str> = containers
+        for n in lock(&self.inner.list).clone() {
+            let wanted: BTreeMap<Ipv4Addr, &str> = holders
                 .iter()
-                .flat_map(|e| {
-                    e.spec
-                        .networks
+                .flat_map(|h| {
+                    h.attachments
                         .iter()
                         .filter(|a| a.network == n.spec.name)
-                        .map(|a| (a.ip, e.id.as_str()))
+                        .map(|a| (a.ip, h.id.as_str()))
                 })
                 .collect();
             let fixes = reconcile_pool(&mut lock(&n.pool), &wanted, &|owner| {
@@ -725,10 +664,10 @@ impl Runtime {
             }
             for f in &fixes {
                 let name = |id: &str| {
-                    containers
+                    holders
                         .iter()
-                        .find(|e| e.id == id)
-                        .map_or_else(|| id.to_string(), |e| e.spec.name.clone())
+                        .find(|h| h.id == id)
+                        .map_or_else(|| id.to_string(), |h| h.name.clone())
                 };
                 let (action, ip, owner) = match f {
                     LeaseFix::Released { ip, owner } => ("released", ip, owner.clone()),
@@ -736,9 +675,9 @@ impl Runtime {
                     LeaseFix::Conflict { ip, owner, .. } => ("conflict", ip, name(owner)),
                 };
                 warn!(network = %n.spec.name, fix = %f, "reconciled a lease");
-                self.inner.events.publish(crate::supervise::Event {
+                self.inner.events.publish(Event {
                     time: SystemTime::now(),
-                    kind: crate::supervise::EventKind::Reconcile,
+                    kind: EventKind::Reconcile,
                     subject_type: "network",
                     subject: n.spec.name.to_string(),
                     id: String::new(),
@@ -760,36 +699,62 @@ impl Runtime {
         all
     }
 
-    /// Collects what a crash may have left without an owner: cgroups of
-    /// containers rsupd does not know (reported in the log). Leases are
-    /// [`Runtime::reconcile_leases`]'.
-    pub(crate) fn sweep_orphans(&self) {
-        let known: Vec<String> = lock(&self.inner.containers)
-            .iter()
-            .map(|e| e.id.clone())
-            .collect();
-        if let Some(cg) = &self.inner.cgroups {
-            use crate::cgroups::Manager;
-            for name in cg.list() {
-                if !known.contains(&name) {
-                    warn!(cgroup = %name, "removing the cgroup of an unknown container");
-                    if let Err(e) = cg.remove(&name) {
-                        warn!(cgroup = %name, error = %e, "cannot remove it");
-                    }
-                }
-            }
-        }
-    }
-
     /// Stops the DNS servers (shutdown). Bridges and sandboxes stay.
-    pub(crate) async fn stop_dns(&self) {
-        let nets = lock(&self.inner.networks).clone();
+    pub async fn stop_dns(&self) {
+        let nets = lock(&self.inner.list).clone();
         for n in nets {
             if let Some(d) = n.dns.lock().await.take() {
                 d.stop().await;
             }
         }
     }
+}
+
+/// What `network inspect` shows of `n`, its leases named after `holders`.
+fn network_info(n: &Network, holders: &[Holder]) -> NetworkInfo {
+    let leases: Vec<(String, Ipv4Addr)> = lock(&n.pool)
+        .leases()
+        .map(|(ip, owner)| {
+            let name = holders
+                .iter()
+                .find(|h| h.id == owner && !h.name.is_empty())
+                .map_or_else(|| owner.to_string(), |h| h.name.clone());
+            (name, ip)
+        })
+        .collect();
+    let attached = holders
+        .iter()
+        .filter(|h| h.attachments.iter().any(|a| a.network == n.spec.name))
+        .count();
+    NetworkInfo {
+        spec: n.spec.clone(),
+        created_at: n.created_at,
+        containers: leases,
+        attached,
+        dns: n
+            .dns
+            .try_lock()
+            .ok()
+            .and_then(|d| d.as_ref().map(|s| s.local_addr())),
+    }
+}
+
+/// FAILED_PRECONDITION when one of the `quarantined` containers holds an
+/// address on network `n` (removing it would pull the bridge from under it).
+fn refuse_quarantined_on(n: &Network, quarantined: &[String]) -> Result<(), Error> {
+    let users: Vec<String> = lock(&n.pool)
+        .leases()
+        .filter(|(_, owner)| quarantined.iter().any(|id| id == owner))
+        .map(|(_, owner)| owner.chars().take(12).collect())
+        .collect();
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(Error::FailedPrecondition(format!(
+        "network {} is in use by quarantined container {}: `rsupctl rm -f` it first",
+        n.spec.name,
+        users.join(", ")
+    )))
 }
 
 /// One change [`reconcile_pool`] made (or could not make) to a pool.
@@ -870,80 +835,6 @@ pub(crate) fn reconcile_pool(
         }
     }
     fixes
-}
-
-/// Unmounts and deletes a container's netns file; missing is fine. The
-/// error says what is left (also logged).
-pub(crate) fn unmount_netns(path: &Path) -> Result<(), String> {
-    if is_netns_mount(path)
-        && let Err(e) = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)
-    {
-        warn!(path = %path.display(), error = %e, "cannot unmount the netns");
-        return Err(format!("unmounting {}: {e}", path.display()));
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("removing {}: {e}", path.display())),
-    }
-}
-
-/// Whether `path` is a bind-mounted network namespace.
-fn is_netns_mount(path: &Path) -> bool {
-    // An nsfs file reports st_dev of nsfs; a plain file does not have the
-    // inode of a namespace. Compare with the magic via statfs.
-    nix::sys::statfs::statfs(path)
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
-}
-
-/// Creates a network namespace and binds it to `path`, on a thread of its
-/// own (unshare only affects that thread; the daemon's threads keep theirs).
-fn make_netns(path: &Path) -> std::io::Result<()> {
-    let p = path.to_path_buf();
-    std::thread::Builder::new()
-        .name("rsup-mknetns".into())
-        .spawn(move || -> std::io::Result<()> {
-            // The mount point: root's alone, like every file of the state dir.
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(crate::store::PRIVATE_FILE_MODE)
-                    .open(&p)?;
-            }
-            sys::unshare_net().map_err(std::io::Error::from)?;
-            nix::mount::mount(
-                Some("/proc/thread-self/ns/net"),
-                &p,
-                None::<&str>,
-                nix::mount::MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(std::io::Error::from)?;
-            // Bring lo up inside, once.
-            let _ = sys::set_link_up("lo");
-            Ok(())
-        })?
-        .join()
-        .map_err(|_| std::io::Error::other("the netns thread panicked"))?
-}
-
-impl Runtime {
-    /// Releases the leases of a container whose create failed. A network
-    /// file that cannot be written now is caught up by its next write (the
-    /// pool is written whole) or by the reconcile at start.
-    pub(crate) fn release_leases(&self, id: &str, networks: &[NetAttach]) {
-        for a in networks {
-            if let Some(n) = self.find_network(&a.network) {
-                lock(&n.pool).release_owner(id);
-                if let Err(e) = self.persist_network(&n) {
-                    warn!(network = %n.spec.name, error = %e, "cannot persist the released lease");
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -17,12 +17,9 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use crate::Error;
-use crate::container::{Runtime, lock};
+use crate::error::Error;
 use crate::names::VolumeName;
-pub use crate::names::is_volume_name;
-pub use crate::spec::mounts::{MountKind, MountSpec, parse_tmpfs, parse_volume};
-pub use crate::spec::tmpfs::{TmpfsOptions, TmpfsSize};
+use crate::spec::mounts::{MountKind, MountSpec};
 
 /// What `volume ls/inspect` shows.
 #[derive(Debug, Clone)]
@@ -34,48 +31,53 @@ pub struct VolumeInfo {
     pub users: Vec<String>,
 }
 
-impl Runtime {
-    pub(crate) fn volumes_dir(&self) -> PathBuf {
-        self.inner.config.state_dir.join("volumes")
+/// The volumes service: named volumes as directories under the state
+/// dir's `volumes/` (`<name>/_data` is what containers mount). It does not
+/// know the containers: who mounts a volume comes in as `users`.
+#[derive(Debug, Clone)]
+pub struct Volumes {
+    dir: PathBuf,
+}
+
+impl Volumes {
+    /// The volumes under `dir` (`<state>/volumes`).
+    pub fn new(dir: PathBuf) -> Volumes {
+        Volumes { dir }
+    }
+
+    /// The directory of all volumes.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// The directory of volume `name`: one component below the volumes dir
     /// (a [`VolumeName`] is never `.`, `..` or anything with a `/`).
     fn volume_dir(&self, name: &VolumeName) -> PathBuf {
-        self.volumes_dir().join(name.as_str())
+        self.dir.join(name.as_str())
     }
 
     /// Creates a named volume (no-op if it exists).
-    pub fn create_volume(&self, name: &VolumeName) -> Result<VolumeInfo, Error> {
+    pub fn create(&self, name: &VolumeName, users: Vec<String>) -> Result<VolumeInfo, Error> {
         // volumes/<name> 0700, a new _data 0755 (see crate::store).
         crate::store::volume_dir(&self.volume_dir(name))?;
-        self.inspect_volume(name)
+        self.inspect(name, users)
     }
 
     /// Makes sure every named volume of `mounts` exists (first use).
-    pub(crate) fn ensure_volumes(&self, mounts: &[MountSpec]) -> Result<(), Error> {
+    pub fn ensure(&self, mounts: &[MountSpec]) -> Result<(), Error> {
         for m in mounts {
             if let MountKind::Volume { name, .. } = &m.kind {
-                self.create_volume(name)?;
+                crate::store::volume_dir(&self.volume_dir(name))?;
             }
         }
         Ok(())
     }
 
-    pub fn inspect_volume(&self, name: &VolumeName) -> Result<VolumeInfo, Error> {
+    /// Volume `name`, mounted by `users`.
+    pub fn inspect(&self, name: &VolumeName, users: Vec<String>) -> Result<VolumeInfo, Error> {
         let dir = self.volume_dir(name);
         let meta = std::fs::metadata(&dir)
             .map_err(|_| Error::NotFound(format!("no such volume: {name}")))?;
-        let users = lock(&self.inner.containers)
-            .iter()
-            .filter(|e| {
-                e.spec
-                    .mounts
-                    .iter()
-                    .any(|m| matches!(&m.kind, MountKind::Volume { name: n, .. } if n == name))
-            })
-            .map(|e| e.spec.name.clone())
-            .collect();
         Ok(VolumeInfo {
             name: name.to_string(),
             mountpoint: dir.join("_data"),
@@ -87,10 +89,11 @@ impl Runtime {
         })
     }
 
-    pub fn volumes(&self) -> Vec<VolumeInfo> {
+    /// Every volume, each with `users(name)`.
+    pub fn list(&self, users: &dyn Fn(&VolumeName) -> Vec<String>) -> Vec<VolumeInfo> {
         // Only entries that are volume names: anything else in the dir is
         // not a volume (and could not be inspected or removed).
-        let mut names: Vec<VolumeName> = std::fs::read_dir(self.volumes_dir())
+        let mut names: Vec<VolumeName> = std::fs::read_dir(&self.dir)
             .map(|rd| {
                 rd.flatten()
                     .filter_map(|e| {
@@ -104,20 +107,20 @@ impl Runtime {
         names.sort();
         names
             .iter()
-            .filter_map(|n| self.inspect_volume(n).ok())
+            .filter_map(|n| self.inspect(n, users(n)).ok())
             .collect()
     }
 
-    /// Removes a volume and its data; refused while a container uses it.
-    pub fn remove_volume(&self, name: &VolumeName) -> Result<(), Error> {
-        let v = self.inspect_volume(name)?;
+    /// Removes a volume and its data; refused while one of `users` mounts
+    /// it.
+    pub fn remove(&self, name: &VolumeName, users: Vec<String>) -> Result<(), Error> {
+        let v = self.inspect(name, users)?;
         if !v.users.is_empty() {
             return Err(Error::FailedPrecondition(format!(
                 "volume {name} is in use by {}: remove them first",
                 v.users.join(", ")
             )));
         }
-        self.refuse_unknown_mounts(name.as_str())?;
         let dir = self.volume_dir(name);
         std::fs::remove_dir_all(&dir)
             .map_err(|e| Error::Store(crate::store::io_err("remove", &dir)(e)))

@@ -16,12 +16,14 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
-use crate::container::lock;
-use crate::image::Image;
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::image::limits::UnpackLimits;
+use crate::image::{Image, ImageStore};
 use crate::names::ImageRef;
 use crate::spec::ImageSource;
 use crate::store::io_err;
-use crate::{Error, Runtime};
 
 /// What `remove_image` did: the names it took away, and whether the image
 /// itself is gone.
@@ -83,7 +85,7 @@ impl View {
                 let opts = crate::spec::overlay_options(lowerdirs, None)
                     .map_err(Error::FailedPrecondition)?;
                 crate::store::private_dir(views_dir)?;
-                let path = views_dir.join(crate::container::random_id());
+                let path = views_dir.join(crate::store::random_id());
                 std::fs::create_dir(&path).map_err(io_err("mkdir", &path))?;
                 if let Err(e) = mount(
                     Some("overlay"),
@@ -119,7 +121,7 @@ impl Drop for View {
 }
 
 /// Unmounts and removes views a killed rsupd left behind.
-pub(crate) fn sweep_views(views_dir: &Path) {
+fn sweep_views(views_dir: &Path) {
     let Ok(rd) = std::fs::read_dir(views_dir) else {
         return;
     };
@@ -132,57 +134,69 @@ pub(crate) fn sweep_views(views_dir: &Path) {
     }
 }
 
-impl Runtime {
+/// The images service: imports, lists and removes images in the layer
+/// store ([`ImageStore`]), and resolves a create's image. It does not know
+/// the containers: what uses an image comes in as `users` (names of the
+/// containers made from an image id) and `in_use` (the layers they mount,
+/// `None` when not known: then no layer is deleted).
+#[derive(Clone)]
+pub struct Images {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state_dir: PathBuf,
+    store: Arc<ImageStore>,
+    limits: UnpackLimits,
+    /// Creates from an image hold it shared, image removals exclusively.
+    gate: tokio::sync::RwLock<()>,
+}
+
+impl Images {
+    /// Opens the layer store under `state_dir` and removes what an
+    /// interrupted rsupd left (views, uploads).
+    pub fn open(state_dir: &Path, limits: UnpackLimits) -> Result<Images, Error> {
+        let store = Arc::new(ImageStore::open(&state_dir.join("images"))?.with_limits(limits));
+        sweep_views(&state_dir.join("run").join("views"));
+        let uploads = state_dir.join("uploads");
+        if let Err(e) = std::fs::remove_dir_all(&uploads)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(path = %uploads.display(), error = %e, "cannot remove old uploads");
+        }
+        Ok(Images {
+            inner: Arc::new(Inner {
+                state_dir: state_dir.to_path_buf(),
+                store,
+                limits,
+                gate: tokio::sync::RwLock::new(()),
+            }),
+        })
+    }
+
+    /// Held shared by a create from an image until the container is
+    /// recorded (its image cannot go away in between), exclusively by a
+    /// removal.
+    pub fn gate(&self) -> &tokio::sync::RwLock<()> {
+        &self.inner.gate
+    }
+
     fn views_dir(&self) -> PathBuf {
-        self.inner.config.state_dir.join("run").join("views")
+        self.inner.state_dir.join("run").join("views")
     }
 
     fn uploads_dir(&self) -> PathBuf {
-        self.inner.config.state_dir.join("uploads")
-    }
-
-    /// Names of the containers made from image `id`.
-    fn users_of(&self, id: &str) -> Vec<String> {
-        lock(&self.inner.containers)
-            .iter()
-            .filter(|e| e.spec.image.as_ref().is_some_and(|i| i.id == id))
-            .map(|e| e.spec.name.clone())
-            .collect()
-    }
-
-    /// Layers the containers mount; `None` when a container's config could
-    /// not be read at start (it may be running on layers nobody knows of):
-    /// then no layer is deleted.
-    fn layers_in_use(&self) -> Option<HashSet<String>> {
-        if self
-            .inner
-            .unreadable_containers
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
-        {
-            return None;
-        }
-        Some(
-            lock(&self.inner.containers)
-                .iter()
-                .filter_map(|e| e.spec.image.as_ref())
-                .flat_map(|i| i.layers.iter().cloned())
-                .collect(),
-        )
-    }
-
-    fn info_of(&self, image: Image) -> ImageInfo {
-        let containers = self.users_of(&image.id);
-        ImageInfo { image, containers }
+        self.inner.state_dir.join("uploads")
     }
 
     /// Imports an archive file on rsupd's host.
-    pub async fn import_image_file(
+    pub async fn import_file(
         &self,
         archive: &Path,
         name: Option<&ImageRef>,
+        users: &Users<'_>,
     ) -> Result<ImageInfo, Error> {
-        let store = self.inner.images.clone();
+        let store = self.inner.store.clone();
         let archive = archive.to_path_buf();
         let name = name.cloned();
         let image = tokio::task::spawn_blocking(move || {
@@ -191,18 +205,19 @@ impl Runtime {
         .await
         .map_err(blocking_failed)??;
         info!(image = %image.id, names = ?image.names, "imported");
-        Ok(self.info_of(image))
+        Ok(info_of(image, users))
     }
 
     /// Imports an archive sent in chunks (the client's file): spooled to
     /// the state directory, imported, then deleted. `size`, when the client
     /// says it, must be what arrived (a client that failed to read its file
     /// must not get half an archive imported).
-    pub async fn import_image<S>(
+    pub async fn import<S>(
         &self,
         chunks: S,
         name: Option<&ImageRef>,
         size: Option<u64>,
+        users: &Users<'_>,
     ) -> Result<ImageInfo, Error>
     where
         S: Stream<Item = Result<Vec<u8>, Error>> + Unpin,
@@ -213,7 +228,7 @@ impl Runtime {
         }
         let dir = self.uploads_dir();
         crate::store::private_dir(&dir)?;
-        let spool = Spool(dir.join(format!("{}.tar", crate::container::random_id())));
+        let spool = Spool(dir.join(format!("{}.tar", crate::store::random_id())));
         let path = spool.0.clone();
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -228,7 +243,7 @@ impl Runtime {
         // (the image maximum applies to what it unpacks to).
         let limits = crate::image::limits::UnpackLimits {
             max_image_bytes: u64::MAX,
-            ..self.inner.config.image_limits
+            ..self.inner.limits
         };
         let budget = crate::image::limits::Budget::new("the upload", limits, &dir);
         while let Some(chunk) = chunks.next().await {
@@ -255,26 +270,30 @@ impl Runtime {
                 reason: format!("the client announced {size} bytes but sent {total}"),
             });
         }
-        let result = self.import_image_file(&path, name).await;
+        let result = self.import_file(&path, name, users).await;
         drop(spool);
         result
     }
 
-    pub async fn images(&self) -> Result<Vec<ImageInfo>, Error> {
-        let store = self.inner.images.clone();
+    pub async fn list(&self, users: &Users<'_>) -> Result<Vec<ImageInfo>, Error> {
+        let store = self.inner.store.clone();
         let images = tokio::task::spawn_blocking(move || store.list())
             .await
             .map_err(blocking_failed)??;
-        Ok(images.into_iter().map(|i| self.info_of(i)).collect())
+        Ok(images.into_iter().map(|i| info_of(i, users)).collect())
     }
 
-    pub async fn inspect_image(&self, reference: &ImageRef) -> Result<ImageInfo, Error> {
-        let store = self.inner.images.clone();
+    pub async fn inspect(
+        &self,
+        reference: &ImageRef,
+        users: &Users<'_>,
+    ) -> Result<ImageInfo, Error> {
+        let store = self.inner.store.clone();
         let reference = reference.clone();
         let image = tokio::task::spawn_blocking(move || store.get(reference.as_str()))
             .await
             .map_err(blocking_failed)??;
-        Ok(self.info_of(image))
+        Ok(info_of(image, users))
     }
 
     /// Removes a name or an image, as `docker rmi` does: a name of an image
@@ -282,13 +301,15 @@ impl Runtime {
     /// or an id, deletes the image, which is refused while containers use
     /// it unless `force` (then the layers they mount stay until the last of
     /// them is removed).
-    pub async fn remove_image(
+    pub async fn remove(
         &self,
         reference: &ImageRef,
         force: bool,
+        users: &Users<'_>,
+        in_use: &(dyn Fn() -> Option<HashSet<String>> + Sync),
     ) -> Result<RemovedImage, Error> {
-        let _gate = self.inner.image_gate.write().await;
-        let store = self.inner.images.clone();
+        let _gate = self.inner.gate.write().await;
+        let store = self.inner.store.clone();
         let r = reference.clone();
         let (image, untagged) = tokio::task::spawn_blocking(move || {
             let image = store.get(r.as_str())?;
@@ -301,12 +322,12 @@ impl Runtime {
             let name = crate::image::normalize_reference(reference.as_str())?;
             info!(image = %image.id, name = %name, "untagged");
             return Ok(RemovedImage {
-                info: self.info_of(image),
+                info: info_of(image, users),
                 untagged: vec![name],
                 deleted: false,
             });
         }
-        let users = self.users_of(&image.id);
+        let users = users(&image.id);
         if !users.is_empty() && !force {
             return Err(Error::FailedPrecondition(format!(
                 "image {reference} is used by container(s) {}: remove them first or force the removal",
@@ -314,10 +335,8 @@ impl Runtime {
             )));
         }
         // Unknown containers: keep this image's layers too.
-        let in_use = self
-            .layers_in_use()
-            .unwrap_or_else(|| image.layers.iter().cloned().collect());
-        let store = self.inner.images.clone();
+        let in_use = in_use().unwrap_or_else(|| image.layers.iter().cloned().collect());
+        let store = self.inner.store.clone();
         let id = image.id.clone();
         let removed = tokio::task::spawn_blocking(move || store.remove(&id, &in_use))
             .await
@@ -334,13 +353,13 @@ impl Runtime {
     }
 
     /// After a container made from an image is gone: deletes layers that
-    /// only force-removed images had.
-    pub(crate) async fn collect_layers(&self) {
-        let _gate = self.inner.image_gate.write().await;
-        let Some(in_use) = self.layers_in_use() else {
+    /// only force-removed images had; `in_use` is read under the gate.
+    pub async fn collect_layers(&self, in_use: impl FnOnce() -> Option<HashSet<String>>) {
+        let _gate = self.inner.gate.write().await;
+        let Some(in_use) = in_use() else {
             return;
         };
-        let store = self.inner.images.clone();
+        let store = self.inner.store.clone();
         match tokio::task::spawn_blocking(move || store.gc(&in_use)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => info!(layers = n, "removed layers no image or container uses"),
@@ -352,11 +371,8 @@ impl Runtime {
     /// Resolves an image reference for a create and mounts a view of its
     /// layers for the lookups of validation. The caller holds the image
     /// gate (shared) until the container is recorded.
-    pub(crate) async fn resolve_image(
-        &self,
-        reference: &ImageRef,
-    ) -> Result<(ImageSource, View), Error> {
-        let store = self.inner.images.clone();
+    pub(crate) async fn resolve(&self, reference: &ImageRef) -> Result<(ImageSource, View), Error> {
+        let store = self.inner.store.clone();
         let views = self.views_dir();
         let reference = reference.to_string();
         tokio::task::spawn_blocking(move || {
@@ -379,4 +395,12 @@ impl Runtime {
         .await
         .map_err(blocking_failed)?
     }
+}
+
+/// Names of the containers made from an image id.
+pub type Users<'a> = dyn Fn(&str) -> Vec<String> + Sync + 'a;
+
+fn info_of(image: Image, users: &Users<'_>) -> ImageInfo {
+    let containers = users(&image.id);
+    ImageInfo { image, containers }
 }

@@ -1,0 +1,36 @@
+//! Settings of the runtime, as rsupd's flags and defaults give them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::image::limits::UnpackLimits;
+use crate::net::NetConfig;
+use crate::spec::LogConfig;
+use crate::userns::UsernsConfig;
+
+/// Settings of a [`Runtime`](crate::Runtime).
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Root of all state (`/var/lib/rsup`).
+    pub state_dir: PathBuf,
+    /// Binary started as the shim and the exec helper: `rsup-shim`, held
+    /// open by the daemon (`/proc/self/fd/N`), or rsupd's own binary
+    /// (`/proc/self/exe`).
+    pub shim_exe: PathBuf,
+    /// Log rotation for containers that do not set their own.
+    pub log: LogConfig,
+    /// Name of the cgroup subtree under rsupd's own cgroup (`rsup`); `None`
+    /// runs containers without cgroups.
+    pub cgroup_subtree: Option<String>,
+    /// How often usage is sampled (CPU %, OOM kills, metrics).
+    pub stats_interval: Duration,
+    pub net: NetConfig,
+    /// The remap user and its subordinate id files (`--userns remap`).
+    pub userns: UsernsConfig,
+    /// The pids limit of a container created without `pids_limit`
+    /// (`None`: unlimited). rsupd's `--default-pids-limit`.
+    pub default_pids_limit: Option<u64>,
+    /// Limits of image imports: the per-image maximum and the state
+    /// device's free-space reserve.
+    pub image_limits: UnpackLimits,
+}

@@ -1,0 +1,524 @@
+//! Running a container: start (sandbox, ports, cgroup, the shim), the
+//! exit monitor, what follows an exit (policy restart with backoff, or the
+//! supervisor's decision), stop and kill.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use tracing::{Instrument, debug, info, instrument, warn};
+
+use super::entry::{ContainerInfo, ContainerState, Entry, KILL_WAIT, OpReport, StartBy, Status};
+use super::{Containers, SupervisedExit, random_unit};
+use crate::cgroups::Manager;
+use crate::error::Error;
+use crate::lock::lock;
+use crate::names::ContainerRef;
+use crate::process::{self, ExitInfo, SpawnError};
+use crate::rollback::Rollback;
+use crate::supervise::{ChildRestart, Ending, EventKind};
+use crate::{signal, store, sys};
+
+impl Containers {
+    /// Starts a created or exited container (a user start: it clears a
+    /// user stop and the restart history).
+    #[instrument(skip_all, fields(container = %key))]
+    pub async fn start(&self, key: &ContainerRef) -> Result<ContainerInfo, Error> {
+        let entry = self.find(key)?;
+        self.start_entry(&entry, StartBy::User).await
+    }
+
+    /// Starts `entry` on a task of its own: a caller that goes away (a
+    /// cancelled request) neither stops a start half-way nor its undo.
+    pub(crate) async fn start_entry(
+        &self,
+        entry: &Arc<Entry>,
+        by: StartBy,
+    ) -> Result<ContainerInfo, Error> {
+        let (rt, e) = (self.clone(), entry.clone());
+        self.inner
+            .tracker
+            .spawn(async move { rt.start_now(&e, by).await }.instrument(tracing::Span::current()))
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("start task failed: {e}")))?
+    }
+
+    async fn start_now(&self, entry: &Arc<Entry>, by: StartBy) -> Result<ContainerInfo, Error> {
+        let key = &entry.spec.name;
+        let _op = entry.op.lock().await;
+        let st = entry.status();
+        let state = st.state;
+        let by_user = by == StartBy::User;
+        match by {
+            // The user stopped, started or removed it meanwhile.
+            StartBy::Policy if state != ContainerState::Restarting => return Ok(entry.info()),
+            StartBy::Supervisor
+                if st.stopped_by_user
+                    || matches!(state, ContainerState::Running | ContainerState::Removed) =>
+            {
+                return Ok(entry.info());
+            }
+            _ => {}
+        }
+        entry.cancel_restart();
+        if state == ContainerState::Removed {
+            return Err(Error::NotFound(format!("no such container: {key}")));
+        }
+        if !state.can_start() {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is already running",
+                entry.spec.name
+            )));
+        }
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        // Everything this start makes (sandbox, port proxies, cgroup, the
+        // shim's pids in state.json) is undone if it fails: the container
+        // is left as it was, with the reason in its error.
+        let mut undo = Rollback::new(
+            format!("start of {}", entry.spec.name),
+            Some(self.inner.tracker.clone()),
+        );
+        let (started, oom_base) = match self.start_steps(entry, &st, &mut undo).await {
+            Ok(s) => {
+                undo.commit();
+                s
+            }
+            Err(e) => {
+                let failures = undo.undo().await;
+                let e = e.with_cleanup_failures(&failures);
+                let msg = e.to_string();
+                // A command that could not be run gets Docker's exit code
+                // (127 not found, 126 not executable), shown by inspect.
+                let exit = match &e {
+                    Error::Spawn {
+                        source:
+                            SpawnError::Command {
+                                exit_code: Some(code),
+                                ..
+                            },
+                        ..
+                    } => Some(ExitInfo {
+                        code: *code,
+                        signal: 0,
+                        finished_at: SystemTime::now(),
+                    }),
+                    _ => None,
+                };
+                let _ = entry.set_status(|s| {
+                    s.error = msg;
+                    if exit.is_some() {
+                        s.exit = exit;
+                    }
+                });
+                return Err(e);
+            }
+        };
+        *lock(&entry.init_pidfd) = Some(Arc::new(started.init_pidfd));
+        let persisted = entry.set_status(|s| {
+            s.state = ContainerState::Running;
+            s.started_at = Some(SystemTime::now());
+            s.shim_pid = started.shim_pid;
+            s.shim_start_time = started.shim_start_time;
+            s.init_pid = started.init_pid;
+            s.init_start_time = started.init_start_time;
+            s.error.clear();
+            s.start_count += 1;
+            s.oom_kills = oom_base;
+            s.oom_kills_at_start = oom_base;
+            s.oom_killed = false;
+            s.next_start_at = None;
+            s.supervisor_stopping = false;
+            if by_user {
+                s.stopped_by_user = false;
+                s.restart_count = 0;
+                s.backoff.reset();
+            } else {
+                s.restart_count += 1;
+                s.restarts_total += 1;
+            }
+        });
+        self.monitor(entry.clone(), started.shim_pidfd);
+        self.spawn_health(entry);
+        self.event(
+            entry,
+            EventKind::Start,
+            &[("pid", started.init_pid.to_string())],
+        );
+        // It runs: a state.json that cannot be written now is caught up
+        // later (its shim was recorded before the command started, so a
+        // restarted rsupd re-adopts it meanwhile).
+        if let Err(e) = persisted {
+            warn!(container = %entry.spec.name, error = %e, "started, but its state is not saved yet");
+        }
+        info!(container = %entry.spec.name, pid = started.init_pid, "started");
+        Ok(entry.info())
+    }
+
+    /// The steps of a start that make something, each followed by its
+    /// undo on `undo`; `before` is the status before the start.
+    async fn start_steps(
+        &self,
+        entry: &Arc<Entry>,
+        before: &Status,
+        undo: &mut Rollback,
+    ) -> Result<(process::Started, u64), Error> {
+        let networks = &self.inner.networks;
+        let netns = entry.dir.join("netns");
+        if !networks
+            .sandbox_complete(&netns, &entry.spec.networks)
+            .await?
+        {
+            let (nets, e) = (networks.clone(), entry.clone());
+            undo.push_async(
+                "remove the network namespace and veths",
+                move || async move {
+                    let netns = e.dir.join("netns");
+                    match nets.drop_sandbox(&netns, &e.spec.networks).await.as_slice() {
+                        [] => Ok(()),
+                        failures => Err(failures.join("; ")),
+                    }
+                },
+            );
+            networks.make_sandbox(&netns, &entry.spec.networks).await?;
+        }
+        if self.ensure_ports(entry).await? {
+            let e = entry.clone();
+            undo.push("close the published ports", move || {
+                Containers::stop_ports(&e);
+                Ok(())
+            });
+        }
+        if let Some(map) = entry.spec.userns.clone() {
+            // The shifted copies of the lower dirs, built here (against the
+            // state filesystem's reserves, RESOURCE_EXHAUSTED past one)
+            // rather than by the shim, which then finds them in the cache.
+            let lowers = entry.spec.lowerdirs();
+            let limits = self.inner.config.image_limits;
+            // <state>/containers/<id>, as the shim reads it.
+            let state = entry
+                .dir
+                .parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .ok_or_else(|| {
+                    Error::FailedPrecondition(
+                        "the container directory is not inside a state directory".into(),
+                    )
+                })?;
+            tokio::task::spawn_blocking(move || {
+                crate::userns::shifted_lowerdirs_within(&state, &lowers, &map, Some(&limits))
+            })
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("shifted copy task failed: {e}")))??;
+        }
+        let cg = self.inner.cgroups.clone();
+        let id = entry.id.clone();
+        if let Some(cg) = &cg
+            && !cg.procs_files(&id).iter().any(|p| p.exists())
+        {
+            let (cg, id) = (cg.clone(), id.clone());
+            undo.push_async("remove the cgroup", move || async move {
+                tokio::task::spawn_blocking(move || cg.remove(&id))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            });
+        }
+        {
+            // The shim's pids are recorded before its command starts; a
+            // failed start puts back what was there.
+            let (e, b) = (entry.clone(), before.clone());
+            undo.push("forget the shim's pids", move || {
+                let _ = e.set_status(|s| {
+                    s.shim_pid = b.shim_pid;
+                    s.shim_start_time = b.shim_start_time;
+                    s.init_pid = b.init_pid;
+                    s.init_start_time = b.init_start_time;
+                });
+                Ok(())
+            });
+        }
+        let exe = self.inner.config.shim_exe.clone();
+        let dir = entry.dir.clone();
+        let limits = *lock(&entry.resources);
+        let privileged = entry.spec.security.privileged;
+        let e2 = entry.clone();
+        let started = tokio::task::spawn_blocking(move || {
+            let mut oom_base = 0;
+            if let Some(cg) = &cg {
+                cg.create(&id)
+                    .and_then(|()| cg.restrict_devices(&id, privileged))
+                    .and_then(|()| cg.apply(&id, &limits))
+                    .map_err(|e| SpawnError::Setup(format!("cgroup: {e}")))?;
+                oom_base = cg.stats(&id).map(|s| s.oom_kills).unwrap_or(0);
+            }
+            // On v2 the init is created in its cgroup, not moved there.
+            let into = cg.as_ref().and_then(|cg| cg.clone_into_dir(&id));
+            // On error the shim and its init are killed and reaped, and
+            // their pidfds closed, by process::start.
+            let started = process::start(&exe, &dir, into.as_deref(), |s| {
+                debug!(
+                    container = %id,
+                    init = s.init_pid,
+                    in_cgroup = s.init_in_cgroup,
+                    "init ready"
+                );
+                if let Some(cg) = &cg {
+                    let placed = if s.init_in_cgroup {
+                        cg.add_created_process(&id, s.init_pid)
+                    } else {
+                        cg.add_process(&id, s.init_pid)
+                    };
+                    placed.map_err(|e| format!("cgroup: {e}"))?;
+                }
+                // Record the processes before the command runs: an rsupd
+                // that dies from here on finds and re-adopts them instead of
+                // starting a second instance.
+                e2.set_status(|st| {
+                    st.shim_pid = s.shim_pid;
+                    st.shim_start_time = s.shim_start_time;
+                    st.init_pid = s.init_pid;
+                    st.init_start_time = s.init_start_time;
+                })
+                .map_err(|e| format!("recording the shim: {}", Error::from(e)))
+            })?;
+            Ok::<_, SpawnError>((started, oom_base))
+        })
+        .await
+        .map_err(|e| Error::FailedPrecondition(format!("start task failed: {e}")))?;
+        started.map_err(|source| Error::Spawn {
+            container: entry.spec.name.clone(),
+            source,
+        })
+    }
+
+    /// Decides what happens after a container's process ended: auto-remove,
+    /// a policy restart after the backoff delay, or nothing.
+    pub(crate) fn after_exit(&self, entry: Arc<Entry>, ran: Duration) {
+        let s = entry.status();
+        if self.inner.shutdown.is_cancelled() {
+            return;
+        }
+        if entry.spec.auto_remove {
+            let rt = self.clone();
+            self.inner.tracker.spawn(async move {
+                if let Err(e) = rt.remove_entry(&entry, true).await {
+                    warn!(container = %entry.spec.name, error = %e, "auto-remove failed");
+                }
+            });
+            return;
+        }
+        if let Some(sup) = entry.spec.supervisor.clone() {
+            // Supervised: the supervisor's strategy decides, with the
+            // container's policy as its OTP restart type.
+            if s.supervisor_stopping || s.stopped_by_user {
+                return;
+            }
+            let restart = ChildRestart::of(&entry.spec.restart.policy)
+                .restarts(s.exit.map_or(-1, |e| e.code), s.oom_killed);
+            if restart && let Some(tx) = self.inner.supervised_exits.get() {
+                let _ = tx.send(SupervisedExit {
+                    supervisor: sup,
+                    entry,
+                    ran,
+                });
+            }
+            return;
+        }
+        let ending = Ending {
+            exit_code: s.exit.map_or(-1, |e| e.code),
+            oom_killed: s.oom_killed,
+            stopped_by_user: s.stopped_by_user,
+            restarts: s.restart_count,
+        };
+        if !entry.spec.restart.policy.should_restart(&ending) {
+            return;
+        }
+        let mut backoff = s.backoff;
+        let delay = backoff.next_delay(&entry.spec.restart.backoff, ran, random_unit());
+        let r = entry.set_status(|st| {
+            st.state = ContainerState::Restarting;
+            st.backoff = backoff;
+            st.next_start_at = Some(SystemTime::now() + delay);
+        });
+        if let Err(e) = r {
+            warn!(container = %entry.spec.name, error = %e, "cannot persist the restart");
+        }
+        self.event(
+            &entry,
+            EventKind::Restart,
+            &[
+                ("attempt", (s.restart_count + 1).to_string()),
+                ("delay_ms", delay.as_millis().to_string()),
+            ],
+        );
+        self.schedule_start(entry, delay);
+    }
+
+    /// Starts `entry` after `delay` unless cancelled (user stop/start/rm).
+    pub(crate) fn schedule_start(&self, entry: Arc<Entry>, delay: Duration) {
+        let token = self.inner.shutdown.child_token();
+        if let Some(old) = lock(&entry.pending_restart).replace(token.clone()) {
+            old.cancel();
+        }
+        if entry.status().state != ContainerState::Restarting {
+            let _ = entry.set_status(|s| {
+                s.state = ContainerState::Restarting;
+                s.next_start_at = Some(SystemTime::now() + delay);
+            });
+        }
+        let rt = self.clone();
+        self.inner.tracker.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = token.cancelled() => return,
+            }
+            if let Err(e) = rt.start_entry(&entry, StartBy::Policy).await {
+                warn!(container = %entry.spec.name, error = %e, "restart failed");
+                // Count the failed attempt and try again later with backoff.
+                let _ = entry.set_status(|s| {
+                    s.state = ContainerState::Exited;
+                    s.restart_count += 1;
+                    s.error = e.to_string();
+                });
+                rt.after_exit(entry, Duration::ZERO);
+            }
+        });
+    }
+
+    /// Watches the shim of a running container and records its exit.
+    pub(super) fn monitor(&self, entry: Arc<Entry>, shim_pidfd: OwnedFd) {
+        let rt = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tracker.spawn(async move {
+            let shim_pid = entry.status().shim_pid;
+            match sys::async_pidfd(shim_pidfd) {
+                Ok(fd) => {
+                    tokio::select! {
+                        _ = fd.readable() => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+                Err(e) => warn!(container = %entry.spec.name, error = %e, "cannot watch the shim; polling"),
+            }
+            // Reap the shim if it is our child (it is not after a re-adoption).
+            let shim = nix::unistd::Pid::from_raw(shim_pid);
+            while let Ok(WaitStatus::StillAlive) = waitpid(shim, Some(WaitPidFlag::WNOHANG)) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let exit: Option<ExitInfo> = store::read_json(&entry.dir.join("exit.json")).unwrap_or(None);
+            *lock(&entry.init_pidfd) = None;
+            super::health::stop_health(&entry);
+            let oom_now = rt.sample(&entry).map(|s| s.oom_kills);
+            let r = entry.set_status(|s| {
+                if let Some(n) = oom_now {
+                    s.oom_kills = s.oom_kills.max(n);
+                }
+                s.oom_killed = s.oom_kills > s.oom_kills_at_start && exit.is_some_and(|e| e.signal == libc::SIGKILL);
+                s.state = ContainerState::Exited;
+                s.error = match exit {
+                    Some(_) => String::new(),
+                    None => "the shim ended without recording an exit status".into(),
+                };
+                s.exit = exit;
+                s.shim_pid = 0;
+                s.init_pid = 0;
+            });
+            if let Err(e) = r {
+                warn!(container = %entry.spec.name, error = %e, "cannot persist the exit");
+            }
+            info!(container = %entry.spec.name, code = exit.map(|e| e.code), "exited");
+            let s = entry.status();
+            let mut attrs = vec![
+                ("exit_code", exit.map_or(-1, |e| e.code).to_string()),
+                ("signal", exit.map_or(0, |e| e.signal).to_string()),
+                ("oom_killed", s.oom_killed.to_string()),
+            ];
+            if !s.error.is_empty() {
+                attrs.push(("error", s.error.clone()));
+            }
+            if s.oom_killed {
+                rt.event(&entry, EventKind::Oom, &[]);
+            }
+            rt.event(&entry, EventKind::Die, &attrs);
+            let ran = match (s.started_at, exit) {
+                (Some(a), Some(e)) => e.finished_at.duration_since(a).unwrap_or_default(),
+                _ => Duration::ZERO,
+            };
+            rt.after_exit(entry, ran);
+        });
+    }
+
+    /// Sends SIGTERM, then SIGKILL after `timeout`. Stopping a container that
+    /// is not running is not an error (as in Docker). The signals go out
+    /// whether or not the state can be saved (the report says when not).
+    #[instrument(skip_all, fields(container = %key))]
+    pub async fn stop(
+        &self,
+        key: &ContainerRef,
+        timeout: Duration,
+    ) -> Result<(ContainerInfo, OpReport), Error> {
+        crate::bounds::duration("timeout_seconds", timeout, &crate::bounds::STOP_TIMEOUT)?;
+        let entry = self.find(key)?;
+        let _op = entry.op.lock().await;
+        let mut report = OpReport::default();
+        entry.cancel_restart();
+        let state = entry.status().state;
+        if state != ContainerState::Running {
+            if state == ContainerState::Restarting {
+                let _ = entry.set_status(|s| {
+                    s.state = ContainerState::Exited;
+                    s.stopped_by_user = true;
+                    s.next_start_at = None;
+                });
+                self.event(&entry, EventKind::Stop, &[]);
+            }
+            report.note_unsaved(&entry);
+            return Ok((entry.info(), report));
+        }
+        // Mark first: the exit this causes must not be restarted (in
+        // memory at once, on disk when it can be).
+        let _ = entry.set_status(|s| s.stopped_by_user = true);
+        self.event(
+            &entry,
+            EventKind::Stop,
+            &[("timeout_s", timeout.as_secs().to_string())],
+        );
+        // It may exit by itself at this very moment: "not running" is fine.
+        entry.signal_if_running(libc::SIGTERM)?;
+        if !entry.wait_not_running(timeout).await {
+            info!("did not stop after SIGTERM; sending SIGKILL");
+            entry.signal_if_running(libc::SIGKILL)?;
+            if !entry.wait_not_running(KILL_WAIT).await {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {} did not die after SIGKILL",
+                    entry.spec.name
+                )));
+            }
+        }
+        report.note_unsaved(&entry);
+        Ok((entry.info(), report))
+    }
+
+    /// Sends a signal (see [`signal::parse`]) to the container's command.
+    /// The report says when the container's state is not saved.
+    #[instrument(skip_all, fields(container = %key))]
+    pub async fn kill(&self, key: &ContainerRef, sig: &str) -> Result<OpReport, Error> {
+        let sig = signal::parse(sig)?;
+        let entry = self.find(key)?;
+        if entry.status().state != ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                entry.spec.name
+            )));
+        }
+        entry.signal(sig)?;
+        let mut report = OpReport::default();
+        report.note_unsaved(&entry);
+        Ok(report)
+    }
+}
