@@ -14,7 +14,7 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use crate::Error;
+use crate::error::Error;
 
 const MS: Duration = Duration::from_millis(1);
 /// One day: the longest delay, timeout or period the API takes.

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::image::limits::UnpackLimits;
-use crate::net::NetConfig;
+use crate::imagestore::limits::UnpackLimits;
+use crate::netstack::NetConfig;
 use crate::spec::LogConfig;
 use crate::userns::UsernsConfig;
 

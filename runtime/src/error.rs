@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::process::SpawnError;
 use crate::store::StoreError;
 
 /// Errors of [`crate::Runtime`] calls.
@@ -104,7 +103,7 @@ impl NoSpace {
             return Err(source);
         }
         let (mount, device) =
-            crate::image::limits::mount_of_path(path).unwrap_or_else(|| ("?".into(), "?".into()));
+            crate::store::mount_of_path(path).unwrap_or_else(|| ("?".into(), "?".into()));
         let state_dir = path
             .ancestors()
             .skip(1)
@@ -143,6 +142,33 @@ impl From<StoreError> for Error {
             other => Error::Store(other),
         }
     }
+}
+
+/// Errors of starting a container process.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot start the shim {exe}: {source}")]
+    Exec {
+        exe: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setting up the container failed: {0}")]
+    Setup(String),
+    #[error("starting the command failed: {message}")]
+    Command {
+        message: String,
+        /// Docker's exit code for a command that cannot be run (126, 127).
+        exit_code: Option<i32>,
+    },
+    #[error("the shim ended without reporting ({0})")]
+    ShimLost(String),
+    #[error("{op}: {source}")]
+    Sys {
+        op: &'static str,
+        #[source]
+        source: nix::errno::Errno,
+    },
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Bytes of an input that [`quote`] shows.
 pub const QUOTE_MAX: usize = 200;

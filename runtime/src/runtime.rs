@@ -36,13 +36,13 @@ use crate::containers::exec::{ExecOutput, ExecRequest};
 use crate::containers::stats::ContainerStats;
 use crate::error::Error;
 use crate::images::{ImageInfo, Images, RemovedImage};
+use crate::lifecycle::EventBus;
 use crate::logs::LogRecord;
 use crate::names::{ContainerRef, ImageRef, NetworkName, SupervisorName, VolumeName};
 use crate::networks::{NetworkInfo, NetworkRequest, Networks};
 use crate::process::ExitInfo;
 use crate::spec::{ResourcesRequest, SpecRequest};
 use crate::store::{self, StateLock};
-use crate::supervise::EventBus;
 use crate::supervisors::{SupervisorInfo, SupervisorRequest, Supervisors};
 use crate::volumes::{VolumeInfo, Volumes};
 

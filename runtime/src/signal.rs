@@ -1,7 +1,7 @@
 //! Signal names and numbers as users write them ("SIGTERM", "TERM", "15",
 //! "SIGRTMIN+3").
 
-use crate::Error;
+use crate::error::Error;
 use crate::names::quote;
 
 const NAMES: &[(&str, i32)] = &[

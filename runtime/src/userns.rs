@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
-use crate::image::limits::{Budget, CHECK_EVERY, LimitError, UnpackLimits};
+use crate::error::Error;
+use crate::imagestore::limits::{Budget, CHECK_EVERY, LimitError, UnpackLimits};
 use crate::names::quote;
 
 /// Most ranges a kernel id map takes (`user_namespaces(7)`).
@@ -1015,8 +1015,8 @@ mod tests {
         }
         let limits = UnpackLimits {
             max_image_bytes: u64::MAX,
-            min_free: crate::image::limits::FreeReserve::Bytes(0),
-            min_free_inodes: crate::image::limits::InodeReserve::Count(0),
+            min_free: crate::imagestore::limits::FreeReserve::Bytes(0),
+            min_free_inodes: crate::imagestore::limits::InodeReserve::Count(0),
         };
         let budget = Budget::new("the shifted copy", limits, d.path());
         copy_data(&src, &dst, Some(&budget)).expect("copy");
@@ -1073,8 +1073,8 @@ mod tests {
         let state = d.path().join("state");
         let full = UnpackLimits {
             max_image_bytes: 1,
-            min_free: crate::image::limits::FreeReserve::Bytes(u64::MAX),
-            min_free_inodes: crate::image::limits::InodeReserve::Count(0),
+            min_free: crate::imagestore::limits::FreeReserve::Bytes(u64::MAX),
+            min_free_inodes: crate::imagestore::limits::InodeReserve::Count(0),
         };
         let lowers = std::slice::from_ref(&lower);
         match shifted_lowerdirs_within(&state, lowers, &map, Some(&full)) {
@@ -1084,8 +1084,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let inodes = UnpackLimits {
-            min_free: crate::image::limits::FreeReserve::Bytes(0),
-            min_free_inodes: crate::image::limits::InodeReserve::Count(u64::MAX),
+            min_free: crate::imagestore::limits::FreeReserve::Bytes(0),
+            min_free_inodes: crate::imagestore::limits::InodeReserve::Count(u64::MAX),
             ..full
         };
         match shifted_lowerdirs_within(&state, lowers, &map, Some(&inodes)) {
@@ -1103,7 +1103,7 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["map".to_string()]);
         let fits = UnpackLimits {
-            min_free_inodes: crate::image::limits::InodeReserve::Count(0),
+            min_free_inodes: crate::imagestore::limits::InodeReserve::Count(0),
             ..inodes
         };
         shifted_lowerdirs_within(&state, lowers, &map, Some(&fits)).expect("copy");

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use rsup_runtime::image::limits::{FreeReserve, InodeReserve, UnpackLimits};
+use rsup_runtime::imagestore::limits::{FreeReserve, InodeReserve, UnpackLimits};
 use rsup_runtime::spec::LogConfig;
 
 /// rsupd: runs and supervises containers, driven over gRPC.
@@ -125,7 +125,7 @@ pub struct Config {
     pub no_cgroups: bool,
     pub stats_interval: std::time::Duration,
     pub metrics_addr: Option<std::net::SocketAddr>,
-    pub net: rsup_runtime::net::NetConfig,
+    pub net: rsup_runtime::netstack::NetConfig,
     /// The mutual-TLS TCP listener, if any.
     pub tcp: Option<TlsListener>,
     /// The unauthenticated loopback TCP listener, if any.
@@ -411,7 +411,7 @@ impl Cli {
             tcp,
             insecure_tcp,
             userns,
-            net: rsup_runtime::net::NetConfig {
+            net: rsup_runtime::netstack::NetConfig {
                 prefix: self.net_prefix,
                 default_subnet,
                 dns_port: self.dns_port,

@@ -21,7 +21,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use metrics::{counter, describe_counter, describe_histogram, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use rsup_runtime::supervise::health::HealthStatus;
+use rsup_runtime::lifecycle::health::HealthStatus;
 use rsup_runtime::{ContainerState, Runtime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

@@ -9,13 +9,13 @@ use tracing::{Instrument, info, instrument, warn};
 use super::entry::{ContainerInfo, ContainerState, Entry, KILL_WAIT, OpReport, Status};
 use super::{Containers, io_err, name_exists, remove_dir};
 use crate::error::Error;
+use crate::lifecycle::EventKind;
 use crate::lock::lock;
 use crate::logs;
 use crate::names::{ContainerRef, SupervisorName};
 use crate::rollback::Rollback;
 use crate::spec::{self, ContainerSpec, SpecRequest};
 use crate::store;
-use crate::supervise::EventKind;
 
 impl Containers {
     /// Records a new container. Nothing runs until [`Containers::start`].
@@ -189,7 +189,7 @@ impl Containers {
             ContainerState::Restarting => entry.cancel_restart(),
             ContainerState::Running => {
                 entry.cancel_restart();
-                let _ = entry.set_status(|s| s.stopped_by_user = true);
+                let _ = entry.set_status(Status::stop_by_user);
                 entry.signal_if_running(libc::SIGKILL)?;
                 if !entry.wait_not_running(KILL_WAIT).await {
                     return Err(Error::FailedPrecondition(format!(

@@ -15,134 +15,23 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::cgroups::{Limits, Stats};
 use crate::error::Error;
+use crate::lifecycle::container::Plan;
+use crate::lifecycle::health::HealthState;
+pub use crate::lifecycle::state::{ContainerState, ExitInfo};
+pub(crate) use crate::lifecycle::state::{StartBy, Status};
 use crate::lock::lock;
 use crate::logs::{self, LogRecord};
-use crate::process::ExitInfo;
 use crate::spec::ContainerSpec;
 use crate::store::{self, StoreError};
-use crate::supervise::health::HealthState;
-use crate::supervise::{Backoff, ChildRestart, Ending};
 use crate::sys;
 
-/// Version of `state.json`.
-pub(crate) const STATE_VERSION: u32 = 1;
 /// How long a forced kill may take before we give up waiting.
 pub(crate) const KILL_WAIT: Duration = Duration::from_secs(30);
-
-/// Lifecycle state of a container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ContainerState {
-    Created,
-    Running,
-    Exited,
-    /// Exited, and its restart policy will start it again at `next_start_at`.
-    Restarting,
-    Removed,
-    /// Its record could not be read at start: quarantined, nothing acts on
-    /// it until `rm -f` (see [`crate::quarantine`]). Never persisted.
-    Unknown,
-}
-
-impl ContainerState {
-    /// Start is allowed from these states.
-    pub fn can_start(self) -> bool {
-        matches!(
-            self,
-            ContainerState::Created | ContainerState::Exited | ContainerState::Restarting
-        )
-    }
-}
-
-/// `state.json`: the persisted, observed state of one container.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Status {
-    pub(crate) version: u32,
-    pub(crate) state: ContainerState,
-    pub(crate) created_at: SystemTime,
-    pub(crate) started_at: Option<SystemTime>,
-    pub(crate) shim_pid: i32,
-    pub(crate) shim_start_time: u64,
-    pub(crate) init_pid: i32,
-    pub(crate) init_start_time: u64,
-    pub(crate) exit: Option<ExitInfo>,
-    /// Why the exit is unknown or the last start failed.
-    pub(crate) error: String,
-    pub(crate) start_count: u32,
-    /// The cgroup's kernel OOM-kill counter, as last read.
-    #[serde(default)]
-    pub(crate) oom_kills: u64,
-    /// The counter when the current (or last) run started.
-    #[serde(default)]
-    pub(crate) oom_kills_at_start: u64,
-    /// The last run ended by SIGKILL after an OOM kill in the container.
-    #[serde(default)]
-    pub(crate) oom_killed: bool,
-    /// Restarts done by the restart policy since the last user start.
-    #[serde(default)]
-    pub(crate) restart_count: u32,
-    /// The user stopped the container: no policy restart until a user start.
-    #[serde(default)]
-    pub(crate) stopped_by_user: bool,
-    #[serde(default)]
-    pub(crate) backoff: Backoff,
-    /// When a pending policy restart is due.
-    #[serde(default)]
-    pub(crate) next_start_at: Option<SystemTime>,
-    /// Its supervisor is stopping it (to restart it with its siblings).
-    #[serde(default)]
-    pub(crate) supervisor_stopping: bool,
-    /// Restarts by policy or supervisor over the container's whole life.
-    #[serde(default)]
-    pub(crate) restarts_total: u64,
-    /// Health of the current run (containers with a health check).
-    #[serde(default)]
-    pub(crate) health: Option<HealthState>,
-}
-
-impl Status {
-    /// A container's record before any start: `state` since `created_at`,
-    /// every counter at zero.
-    pub(crate) fn fresh(state: ContainerState, created_at: SystemTime) -> Status {
-        Status {
-            version: STATE_VERSION,
-            state,
-            created_at,
-            started_at: None,
-            shim_pid: 0,
-            shim_start_time: 0,
-            init_pid: 0,
-            init_start_time: 0,
-            exit: None,
-            error: String::new(),
-            start_count: 0,
-            oom_kills: 0,
-            oom_kills_at_start: 0,
-            oom_killed: false,
-            restart_count: 0,
-            stopped_by_user: false,
-            backoff: Backoff::default(),
-            next_start_at: None,
-            supervisor_stopping: false,
-            restarts_total: 0,
-            health: None,
-        }
-    }
-}
-
-/// Who starts a container: the user, its restart policy or its supervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StartBy {
-    User,
-    Policy,
-    Supervisor,
-}
 
 /// A snapshot of one container, as `inspect` shows it.
 #[derive(Debug, Clone)]
@@ -364,22 +253,20 @@ impl Entry {
         }
     }
 
+    /// What the lifecycle decisions need of its spec.
+    pub(crate) fn plan(&self) -> Plan<'_> {
+        Plan {
+            auto_remove: self.spec.auto_remove,
+            supervised: self.spec.supervisor.is_some(),
+            policy: &self.spec.restart.policy,
+            backoff: &self.spec.restart.backoff,
+        }
+    }
+
     /// Whether the exit recorded in `s` will be followed by a restart (its
     /// policy, or its supervisor's restart type, says so).
     pub(crate) fn will_restart(&self, s: &Status) -> bool {
-        if self.spec.auto_remove || s.stopped_by_user || s.supervisor_stopping {
-            return false;
-        }
-        let code = s.exit.map_or(-1, |e| e.code);
-        if self.spec.supervisor.is_some() {
-            return ChildRestart::of(&self.spec.restart.policy).restarts(code, s.oom_killed);
-        }
-        self.spec.restart.policy.should_restart(&Ending {
-            exit_code: code,
-            oom_killed: s.oom_killed,
-            stopped_by_user: s.stopped_by_user,
-            restarts: s.restart_count,
-        })
+        crate::lifecycle::container::will_restart(&self.plan(), s)
     }
 
     /// Like [`Entry::signal`], but a container that has just exited is not

@@ -11,9 +11,9 @@ use tracing::{info, warn};
 use super::Containers;
 use super::entry::Entry;
 use super::exec::ExecRequest;
+use crate::lifecycle::EventKind;
+use crate::lifecycle::health::{CheckResult, HealthState, HealthStatus};
 use crate::lock::lock;
-use crate::supervise::EventKind;
-use crate::supervise::health::{CheckResult, HealthState, HealthStatus};
 
 /// Output kept of a health check, as Docker does.
 const HEALTH_OUTPUT: usize = 4096;

@@ -44,13 +44,14 @@ use crate::cgroups::{AnyManager, Driver, Manager};
 use crate::config::RuntimeConfig;
 use crate::error::Error;
 use crate::images::Images;
+use crate::lifecycle::container::{OnOpen, on_open};
+use crate::lifecycle::{Event, EventBus, EventKind};
 use crate::lock::lock;
 use crate::names::{ContainerRef, VolumeName, quote};
 use crate::networks::{Holder, Networks};
 use crate::process::ExitInfo;
 use crate::spec::mounts::MountKind;
 use crate::store;
-use crate::supervise::{Event, EventBus, EventKind};
 use crate::volumes::Volumes;
 use entry::{ContainerCounts, ContainerInfo, ContainerState, Entry, Status, adopt};
 
@@ -394,20 +395,13 @@ impl Containers {
     /// that are not running are started; pending restarts are rescheduled.
     pub fn restart_on_open(&self, died_while_down: &[String]) {
         let list = lock(&self.inner.containers).clone();
+        let now = SystemTime::now();
         for e in list {
-            let s = e.status();
-            let policy = e.spec.restart.policy;
-            if died_while_down.contains(&e.id) {
-                self.after_exit(e.clone(), Duration::ZERO);
-            } else if s.state == ContainerState::Restarting {
-                let due = s
-                    .next_start_at
-                    .and_then(|t| t.duration_since(SystemTime::now()).ok());
-                self.schedule_start(e.clone(), due.unwrap_or(Duration::ZERO));
-            } else if s.state == ContainerState::Exited
-                && policy.start_with_daemon(s.stopped_by_user)
-            {
-                self.schedule_start(e.clone(), Duration::ZERO);
+            let died = died_while_down.contains(&e.id);
+            match on_open(&e.spec.restart.policy, &e.status(), died, now) {
+                OnOpen::Exited => self.after_exit(e.clone(), Duration::ZERO),
+                OnOpen::StartIn(delay) => self.schedule_start(e.clone(), delay),
+                OnOpen::Leave => {}
             }
         }
     }

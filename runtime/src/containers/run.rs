@@ -14,11 +14,13 @@ use super::entry::{ContainerInfo, ContainerState, Entry, KILL_WAIT, OpReport, St
 use super::{Containers, SupervisedExit, random_unit};
 use crate::cgroups::Manager;
 use crate::error::Error;
+use crate::lifecycle::EventKind;
+use crate::lifecycle::container::{AfterExit, StartGate, after_exit, start_gate};
+use crate::lifecycle::state::Pids;
 use crate::lock::lock;
 use crate::names::ContainerRef;
 use crate::process::{self, ExitInfo, SpawnError};
 use crate::rollback::Rollback;
-use crate::supervise::{ChildRestart, Ending, EventKind};
 use crate::{signal, store, sys};
 
 impl Containers {
@@ -49,28 +51,21 @@ impl Containers {
         let key = &entry.spec.name;
         let _op = entry.op.lock().await;
         let st = entry.status();
-        let state = st.state;
-        let by_user = by == StartBy::User;
-        match by {
-            // The user stopped, started or removed it meanwhile.
-            StartBy::Policy if state != ContainerState::Restarting => return Ok(entry.info()),
-            StartBy::Supervisor
-                if st.stopped_by_user
-                    || matches!(state, ContainerState::Running | ContainerState::Removed) =>
-            {
-                return Ok(entry.info());
-            }
-            _ => {}
+        let gate = start_gate(by, &st);
+        if gate == StartGate::Moot {
+            return Ok(entry.info());
         }
         entry.cancel_restart();
-        if state == ContainerState::Removed {
-            return Err(Error::NotFound(format!("no such container: {key}")));
-        }
-        if !state.can_start() {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is already running",
-                entry.spec.name
-            )));
+        match gate {
+            StartGate::Removed => {
+                return Err(Error::NotFound(format!("no such container: {key}")));
+            }
+            StartGate::Running => {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {key} is already running"
+                )));
+            }
+            StartGate::Go | StartGate::Moot => {}
         }
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
@@ -108,39 +103,18 @@ impl Containers {
                     }),
                     _ => None,
                 };
-                let _ = entry.set_status(|s| {
-                    s.error = msg;
-                    if exit.is_some() {
-                        s.exit = exit;
-                    }
-                });
+                let _ = entry.set_status(|s| s.start_failed(msg, exit));
                 return Err(e);
             }
         };
         *lock(&entry.init_pidfd) = Some(Arc::new(started.init_pidfd));
-        let persisted = entry.set_status(|s| {
-            s.state = ContainerState::Running;
-            s.started_at = Some(SystemTime::now());
-            s.shim_pid = started.shim_pid;
-            s.shim_start_time = started.shim_start_time;
-            s.init_pid = started.init_pid;
-            s.init_start_time = started.init_start_time;
-            s.error.clear();
-            s.start_count += 1;
-            s.oom_kills = oom_base;
-            s.oom_kills_at_start = oom_base;
-            s.oom_killed = false;
-            s.next_start_at = None;
-            s.supervisor_stopping = false;
-            if by_user {
-                s.stopped_by_user = false;
-                s.restart_count = 0;
-                s.backoff.reset();
-            } else {
-                s.restart_count += 1;
-                s.restarts_total += 1;
-            }
-        });
+        let pids = Pids {
+            shim_pid: started.shim_pid,
+            shim_start_time: started.shim_start_time,
+            init_pid: started.init_pid,
+            init_start_time: started.init_start_time,
+        };
+        let persisted = entry.set_status(|s| s.started(by, pids, oom_base, SystemTime::now()));
         self.monitor(entry.clone(), started.shim_pidfd);
         self.spawn_health(entry);
         self.event(
@@ -231,14 +205,9 @@ impl Containers {
         {
             // The shim's pids are recorded before its command starts; a
             // failed start puts back what was there.
-            let (e, b) = (entry.clone(), before.clone());
+            let (e, b) = (entry.clone(), before.pids());
             undo.push("forget the shim's pids", move || {
-                let _ = e.set_status(|s| {
-                    s.shim_pid = b.shim_pid;
-                    s.shim_start_time = b.shim_start_time;
-                    s.init_pid = b.init_pid;
-                    s.init_start_time = b.init_start_time;
-                });
+                let _ = e.set_status(|s| s.set_pids(b));
                 Ok(())
             });
         }
@@ -278,13 +247,14 @@ impl Containers {
                 // Record the processes before the command runs: an rsupd
                 // that dies from here on finds and re-adopts them instead of
                 // starting a second instance.
-                e2.set_status(|st| {
-                    st.shim_pid = s.shim_pid;
-                    st.shim_start_time = s.shim_start_time;
-                    st.init_pid = s.init_pid;
-                    st.init_start_time = s.init_start_time;
-                })
-                .map_err(|e| format!("recording the shim: {}", Error::from(e)))
+                let pids = Pids {
+                    shim_pid: s.shim_pid,
+                    shim_start_time: s.shim_start_time,
+                    init_pid: s.init_pid,
+                    init_start_time: s.init_start_time,
+                };
+                e2.set_status(|st| st.set_pids(pids))
+                    .map_err(|e| format!("recording the shim: {}", Error::from(e)))
             })?;
             Ok::<_, SpawnError>((started, oom_base))
         })
@@ -296,67 +266,52 @@ impl Containers {
         })
     }
 
-    /// Decides what happens after a container's process ended: auto-remove,
-    /// a policy restart after the backoff delay, or nothing.
+    /// Carries out what follows a container's exit (see
+    /// [`after_exit`]): auto-remove, its supervisor's decision, a policy
+    /// restart after the backoff delay, or nothing.
     pub(crate) fn after_exit(&self, entry: Arc<Entry>, ran: Duration) {
-        let s = entry.status();
         if self.inner.shutdown.is_cancelled() {
             return;
         }
-        if entry.spec.auto_remove {
-            let rt = self.clone();
-            self.inner.tracker.spawn(async move {
-                if let Err(e) = rt.remove_entry(&entry, true).await {
-                    warn!(container = %entry.spec.name, error = %e, "auto-remove failed");
-                }
-            });
-            return;
-        }
-        if let Some(sup) = entry.spec.supervisor.clone() {
-            // Supervised: the supervisor's strategy decides, with the
-            // container's policy as its OTP restart type.
-            if s.supervisor_stopping || s.stopped_by_user {
-                return;
-            }
-            let restart = ChildRestart::of(&entry.spec.restart.policy)
-                .restarts(s.exit.map_or(-1, |e| e.code), s.oom_killed);
-            if restart && let Some(tx) = self.inner.supervised_exits.get() {
-                let _ = tx.send(SupervisedExit {
-                    supervisor: sup,
-                    entry,
-                    ran,
+        let s = entry.status();
+        match after_exit(&entry.plan(), &s, ran, random_unit()) {
+            AfterExit::Stay => {}
+            AfterExit::Remove => {
+                let rt = self.clone();
+                self.inner.tracker.spawn(async move {
+                    if let Err(e) = rt.remove_entry(&entry, true).await {
+                        warn!(container = %entry.spec.name, error = %e, "auto-remove failed");
+                    }
                 });
             }
-            return;
+            AfterExit::Supervisor => {
+                if let (Some(sup), Some(tx)) = (
+                    entry.spec.supervisor.clone(),
+                    self.inner.supervised_exits.get(),
+                ) {
+                    let _ = tx.send(SupervisedExit {
+                        supervisor: sup,
+                        entry,
+                        ran,
+                    });
+                }
+            }
+            AfterExit::Restart { delay, backoff } => {
+                let r = entry.set_status(|st| st.restart_at(backoff, SystemTime::now() + delay));
+                if let Err(e) = r {
+                    warn!(container = %entry.spec.name, error = %e, "cannot persist the restart");
+                }
+                self.event(
+                    &entry,
+                    EventKind::Restart,
+                    &[
+                        ("attempt", (s.restart_count + 1).to_string()),
+                        ("delay_ms", delay.as_millis().to_string()),
+                    ],
+                );
+                self.schedule_start(entry, delay);
+            }
         }
-        let ending = Ending {
-            exit_code: s.exit.map_or(-1, |e| e.code),
-            oom_killed: s.oom_killed,
-            stopped_by_user: s.stopped_by_user,
-            restarts: s.restart_count,
-        };
-        if !entry.spec.restart.policy.should_restart(&ending) {
-            return;
-        }
-        let mut backoff = s.backoff;
-        let delay = backoff.next_delay(&entry.spec.restart.backoff, ran, random_unit());
-        let r = entry.set_status(|st| {
-            st.state = ContainerState::Restarting;
-            st.backoff = backoff;
-            st.next_start_at = Some(SystemTime::now() + delay);
-        });
-        if let Err(e) = r {
-            warn!(container = %entry.spec.name, error = %e, "cannot persist the restart");
-        }
-        self.event(
-            &entry,
-            EventKind::Restart,
-            &[
-                ("attempt", (s.restart_count + 1).to_string()),
-                ("delay_ms", delay.as_millis().to_string()),
-            ],
-        );
-        self.schedule_start(entry, delay);
     }
 
     /// Starts `entry` after `delay` unless cancelled (user stop/start/rm).
@@ -366,10 +321,7 @@ impl Containers {
             old.cancel();
         }
         if entry.status().state != ContainerState::Restarting {
-            let _ = entry.set_status(|s| {
-                s.state = ContainerState::Restarting;
-                s.next_start_at = Some(SystemTime::now() + delay);
-            });
+            let _ = entry.set_status(|s| s.restart_at(s.backoff, SystemTime::now() + delay));
         }
         let rt = self.clone();
         self.inner.tracker.spawn(async move {
@@ -380,11 +332,7 @@ impl Containers {
             if let Err(e) = rt.start_entry(&entry, StartBy::Policy).await {
                 warn!(container = %entry.spec.name, error = %e, "restart failed");
                 // Count the failed attempt and try again later with backoff.
-                let _ = entry.set_status(|s| {
-                    s.state = ContainerState::Exited;
-                    s.restart_count += 1;
-                    s.error = e.to_string();
-                });
+                let _ = entry.set_status(|s| s.restart_failed(e.to_string()));
                 rt.after_exit(entry, Duration::ZERO);
             }
         });
@@ -414,20 +362,7 @@ impl Containers {
             *lock(&entry.init_pidfd) = None;
             super::health::stop_health(&entry);
             let oom_now = rt.sample(&entry).map(|s| s.oom_kills);
-            let r = entry.set_status(|s| {
-                if let Some(n) = oom_now {
-                    s.oom_kills = s.oom_kills.max(n);
-                }
-                s.oom_killed = s.oom_kills > s.oom_kills_at_start && exit.is_some_and(|e| e.signal == libc::SIGKILL);
-                s.state = ContainerState::Exited;
-                s.error = match exit {
-                    Some(_) => String::new(),
-                    None => "the shim ended without recording an exit status".into(),
-                };
-                s.exit = exit;
-                s.shim_pid = 0;
-                s.init_pid = 0;
-            });
+            let r = entry.set_status(|s| s.exited(exit, oom_now));
             if let Err(e) = r {
                 warn!(container = %entry.spec.name, error = %e, "cannot persist the exit");
             }
@@ -470,11 +405,7 @@ impl Containers {
         let state = entry.status().state;
         if state != ContainerState::Running {
             if state == ContainerState::Restarting {
-                let _ = entry.set_status(|s| {
-                    s.state = ContainerState::Exited;
-                    s.stopped_by_user = true;
-                    s.next_start_at = None;
-                });
+                let _ = entry.set_status(Status::stop_by_user);
                 self.event(&entry, EventKind::Stop, &[]);
             }
             report.note_unsaved(&entry);
@@ -482,7 +413,7 @@ impl Containers {
         }
         // Mark first: the exit this causes must not be restarted (in
         // memory at once, on disk when it can be).
-        let _ = entry.set_status(|s| s.stopped_by_user = true);
+        let _ = entry.set_status(Status::stop_by_user);
         self.event(
             &entry,
             EventKind::Stop,

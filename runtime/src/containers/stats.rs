@@ -11,11 +11,11 @@ use super::Containers;
 use super::entry::{ContainerInfo, ContainerState, Entry};
 use crate::cgroups::{Manager, Stats};
 use crate::error::Error;
+use crate::lifecycle::EventKind;
 use crate::lock::lock;
 use crate::names::ContainerRef;
 use crate::spec::ResourcesRequest;
 use crate::store;
-use crate::supervise::EventKind;
 
 /// Resource usage of one container, as `stats` shows it.
 #[derive(Debug, Clone)]

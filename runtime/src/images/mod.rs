@@ -1,7 +1,7 @@
 //! The image verbs of [`Runtime`]: import, list, inspect and remove, and the
 //! resolution of an image into the lower layers of a new container.
 //!
-//! The layer store itself is [`crate::image::ImageStore`]; this file adds
+//! The layer store itself is [`crate::imagestore::ImageStore`]; this file adds
 //! what needs the containers: an image used by a container is not removed
 //! unless forced, a forced removal keeps the layers containers still mount
 //! (they go with the last such container), and a create and a removal of
@@ -19,8 +19,8 @@ use tracing::{info, warn};
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::image::limits::UnpackLimits;
-use crate::image::{Image, ImageStore};
+use crate::imagestore::limits::UnpackLimits;
+use crate::imagestore::{Image, ImageStore};
 use crate::names::ImageRef;
 use crate::spec::ImageSource;
 use crate::store::io_err;
@@ -224,7 +224,7 @@ impl Images {
     {
         // A bad name fails before anything is uploaded.
         if let Some(n) = name {
-            crate::image::normalize_reference(n.as_str())?;
+            crate::imagestore::normalize_reference(n.as_str())?;
         }
         let dir = self.uploads_dir();
         crate::store::private_dir(&dir)?;
@@ -241,11 +241,11 @@ impl Images {
         let mut total = 0u64;
         // The spool counts against the state device's free-space reserve
         // (the image maximum applies to what it unpacks to).
-        let limits = crate::image::limits::UnpackLimits {
+        let limits = crate::imagestore::limits::UnpackLimits {
             max_image_bytes: u64::MAX,
             ..self.inner.limits
         };
-        let budget = crate::image::limits::Budget::new("the upload", limits, &dir);
+        let budget = crate::imagestore::limits::Budget::new("the upload", limits, &dir);
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
             total += chunk.len() as u64;
@@ -319,7 +319,7 @@ impl Images {
         .await
         .map_err(blocking_failed)??;
         if let Some(image) = untagged {
-            let name = crate::image::normalize_reference(reference.as_str())?;
+            let name = crate::imagestore::normalize_reference(reference.as_str())?;
             info!(image = %image.id, name = %name, "untagged");
             return Ok(RemovedImage {
                 info: info_of(image, users),

@@ -1,5 +1,5 @@
 //! Named networks and container attachments: the runtime side of
-//! [`crate::net`].
+//! [`crate::netstack`].
 //!
 //! * A network is a Linux bridge (`<prefix>b<hash>`) with the gateway
 //!   address and a fixed MAC, an IPAM pool, and an embedded DNS server on
@@ -38,13 +38,14 @@ use tracing::{info, warn};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::error::Error;
+use crate::lifecycle::{Event, EventBus, EventKind};
 use crate::lock::lock;
 use crate::names::{NetworkName, quote};
-use crate::net::{DnsServer, NetConfig, Netlink, Pool, Records, Subnet};
+use crate::netstack::{DnsServer, NetConfig, Netlink, Pool, Records, Subnet};
 use crate::spec::net::NetPlan;
 pub use crate::spec::net::{DEFAULT_NETWORK, NetAttach, NetRequest};
-use crate::supervise::{Event, EventBus, EventKind};
-use crate::{Error, store};
+use crate::store;
 
 pub mod ports;
 pub mod sandbox;
@@ -516,10 +517,9 @@ impl Networks {
                 Err(e) => {
                     release(&nets[..i]);
                     return Err(match e {
-                        crate::net::IpamError::Exhausted(s) => Error::ResourceExhausted(format!(
-                            "network {}: no free address left in {s}",
-                            n.spec.name
-                        )),
+                        crate::netstack::IpamError::Exhausted(s) => Error::ResourceExhausted(
+                            format!("network {}: no free address left in {s}", n.spec.name),
+                        ),
                         other => invalid("ip", other.to_string()),
                     });
                 }

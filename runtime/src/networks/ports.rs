@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Networks;
-use crate::Error;
+use crate::error::Error;
 pub use crate::spec::ports::PortMap;
 
 impl Networks {

@@ -9,8 +9,8 @@ use std::path::Path;
 use tracing::warn;
 
 use super::{Networks, veth_prefix};
-use crate::Error;
-use crate::net::Attachment;
+use crate::error::Error;
+use crate::netstack::Attachment;
 use crate::spec::net::NetAttach;
 use crate::sys;
 

@@ -69,10 +69,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::error::SpawnError;
+pub use crate::lifecycle::state::ExitInfo;
 use crate::sys;
 use exec::EXEC_ARG;
 
@@ -214,43 +215,6 @@ pub enum Report {
         /// (126: not executable, 127: not found), as Docker records it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         exit_code: Option<i32>,
-    },
-}
-
-/// How a container's command ended; written by the shim as `exit.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExitInfo {
-    /// The exit code, or 128+signal.
-    pub code: i32,
-    /// The signal that killed the command, 0 if none.
-    pub signal: i32,
-    pub finished_at: SystemTime,
-}
-
-/// Errors of starting a container process.
-#[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
-    #[error("cannot start the shim {exe}: {source}")]
-    Exec {
-        exe: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("setting up the container failed: {0}")]
-    Setup(String),
-    #[error("starting the command failed: {message}")]
-    Command {
-        message: String,
-        /// Docker's exit code for a command that cannot be run (126, 127).
-        exit_code: Option<i32>,
-    },
-    #[error("the shim ended without reporting ({0})")]
-    ShimLost(String),
-    #[error("{op}: {source}")]
-    Sys {
-        op: &'static str,
-        #[source]
-        source: nix::errno::Errno,
     },
 }
 

@@ -97,7 +97,7 @@ pub struct ImageSource {
     pub layers: Vec<String>,
     /// The layers' host directories, top first (overlay's lowerdir order).
     pub lowerdirs: Vec<PathBuf>,
-    pub config: crate::image::ImageConfig,
+    pub config: crate::imagestore::ImageConfig,
     /// A directory showing the merged layers, where the command and the user
     /// are looked up.
     pub view: PathBuf,

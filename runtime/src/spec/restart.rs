@@ -7,7 +7,7 @@
 //! parts against each other: a liveness probe (`restart_on_unhealthy`)
 //! needs a health command and a restart policy that restarts the killed
 //! container. The policy and backoff themselves are the pure
-//! [`crate::supervise`] types.
+//! [`crate::lifecycle`] types.
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::invalid;
 use crate::bounds;
 use crate::error::Error;
-use crate::supervise::{BackoffConfig, RestartPolicy};
+use crate::lifecycle::{BackoffConfig, RestartPolicy};
 
 /// A health check as requested (Docker's --health-* flags).
 #[derive(Debug, Clone, Default)]

@@ -313,7 +313,7 @@ impl SpecRequest {
     /// given replaces the Cmd; the image's env comes first and the
     /// request's variables override it; working dir and user apply when the
     /// request has none.
-    fn apply_image_defaults(&mut self, config: &crate::image::ImageConfig) {
+    fn apply_image_defaults(&mut self, config: &crate::imagestore::ImageConfig) {
         let entrypoint_overridden = self.entrypoint.is_some();
         let entrypoint = match self.entrypoint.take() {
             Some(e) if e.is_empty() => Vec::new(),
@@ -510,8 +510,8 @@ mod tests {
         assert!(matches!(check(missing), Err(Error::FailedPrecondition(_))));
     }
 
-    fn image_config() -> crate::image::ImageConfig {
-        crate::image::ImageConfig {
+    fn image_config() -> crate::imagestore::ImageConfig {
+        crate::imagestore::ImageConfig {
             entrypoint: vec!["/bin/entry".into()],
             cmd: vec!["serve".into(), "--port=80".into()],
             env: vec!["PATH=/opt/bin:/bin".into(), "MODE=prod".into()],
@@ -566,7 +566,7 @@ mod tests {
             id: "sha256:00".into(),
             layers: vec!["sha256:11".into()],
             lowerdirs: vec![view.to_path_buf()],
-            config: crate::image::ImageConfig {
+            config: crate::imagestore::ImageConfig {
                 cmd: vec!["sh".into()],
                 ..Default::default()
             },

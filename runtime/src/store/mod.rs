@@ -525,6 +525,43 @@ pub fn random_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The mount point and source of the filesystem holding `path` (which need
+/// not exist: its nearest existing parent is resolved), from this
+/// process' mountinfo.
+pub fn mount_of_path(path: &Path) -> Option<(String, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let path = path
+        .ancestors()
+        .find_map(|p| std::fs::canonicalize(p).ok())
+        .unwrap_or_else(|| path.to_path_buf());
+    mount_of(&info, &path)
+}
+
+/// The mount point and source of the mount in `mountinfo` that holds
+/// `path` (the longest mount point above it; the last one wins among
+/// mounts stacked on one point).
+pub(crate) fn mount_of(mountinfo: &str, path: &Path) -> Option<(String, String)> {
+    let mut best: Option<(usize, String, String)> = None;
+    for l in mountinfo.lines() {
+        let Some((pre, post)) = l.split_once(" - ") else {
+            continue;
+        };
+        let Some(point) = pre.split(' ').nth(4) else {
+            continue;
+        };
+        let point = point.replace("\\040", " ");
+        if !path.starts_with(&point) {
+            continue;
+        }
+        let source = post.split(' ').nth(1).unwrap_or("?").to_string();
+        let len = Path::new(&point).components().count();
+        if best.as_ref().is_none_or(|(l, _, _)| len >= *l) {
+            best = Some((len, point, source));
+        }
+    }
+    best.map(|(_, p, s)| (p, s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

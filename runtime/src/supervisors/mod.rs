@@ -1,5 +1,5 @@
 //! The supervisors service: supervisor trees applied to real containers
-//! (the policy side is pure, in [`crate::supervise::tree`]). It stands above
+//! (the policy side is pure, in [`crate::lifecycle::tree`]). It stands above
 //! the containers service: it reads their states and stops and starts
 //! them; the containers hand it the exits of supervised containers on a
 //! channel ([`SupervisedExit`]).
@@ -26,24 +26,14 @@ use tokio_util::task::TaskTracker;
 use crate::containers::entry::{ContainerState, Entry, StartBy};
 use crate::containers::{Containers, SupervisedExit};
 use crate::error::Error;
+use crate::lifecycle::tree::{self, OnFailure, Strategy, SupState, SupervisorSpec};
+use crate::lifecycle::{Event, EventBus, EventKind};
 use crate::lock::lock;
 use crate::names::SupervisorName;
-use crate::supervise::tree::{self, RestartWindow, Strategy, SupervisorSpec};
-use crate::supervise::{Event, EventBus, EventKind};
 use crate::{bounds, store};
 
 /// Grace period of a supervisor stopping one of its containers.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Persisted state of a supervisor.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SupState {
-    /// It gave up (too many restarts) and its children are stopped.
-    pub failed: bool,
-    pub window: RestartWindow,
-    /// Strategy applications so far.
-    pub restarts: u64,
-}
 
 #[derive(Serialize, Deserialize)]
 struct SupFile {
@@ -433,32 +423,30 @@ impl Supervisors {
             if self.inner.shutdown.is_cancelled() {
                 return;
             }
-            let within = {
-                let mut st = lock(&sup.state);
-                if st.failed {
-                    return;
-                }
-                let ok = st
-                    .window
-                    .record(SystemTime::now(), sup.spec.intensity, sup.spec.period);
-                if ok {
-                    st.restarts += 1;
-                }
-                ok
-            };
-            if !within {
-                drop(_op);
-                self.escalate(sup).await;
-                return;
-            }
-            let _ = self.persist_sup(&sup);
             let children = self.children_of(&sup);
             let keys: Vec<String> = children.iter().map(Child::key).collect();
             let failed_key = failed.key();
-            let affected: Vec<Child> = tree::affected(sup.spec.strategy, &keys, &failed_key)
-                .into_iter()
-                .filter_map(|k| children.iter().find(|c| c.key() == *k).cloned())
-                .collect();
+            let child = |k: &String| children.iter().find(|c| c.key() == *k).cloned();
+            let decision = tree::on_child_failure(
+                &sup.spec,
+                &mut lock(&sup.state),
+                SystemTime::now(),
+                &keys,
+                &failed_key,
+            );
+            let (stop, affected): (Vec<Child>, Vec<Child>) = match decision {
+                OnFailure::Ignore => return,
+                OnFailure::Escalate => {
+                    drop(_op);
+                    self.escalate(sup).await;
+                    return;
+                }
+                OnFailure::Restart { stop, start } => (
+                    stop.into_iter().filter_map(child).collect(),
+                    start.into_iter().filter_map(child).collect(),
+                ),
+            };
+            let _ = self.persist_sup(&sup);
             info!(supervisor = %sup.spec.name, strategy = %sup.spec.strategy, child = failed.name(), restarting = affected.len(), "applying the strategy");
             self.sup_event(
                 &sup,
@@ -476,23 +464,16 @@ impl Supervisors {
                     ),
                 ],
             );
-            // Stop the others in reverse start order.
-            for c in affected.iter().rev() {
-                if c.key() != failed_key {
-                    self.stop_child(c).await;
-                }
+            // The others first, in reverse start order.
+            for c in &stop {
+                self.stop_child(c).await;
             }
             // The failed container's backoff throttles a crash loop.
             let delay = match &failed {
                 Child::Container(e) => {
-                    let mut st = e.status();
-                    let d = st.backoff.next_delay(&e.spec.restart.backoff, ran, 0.0);
-                    st.backoff.last = Some(d);
-                    let _ = e.set_status(|s| {
-                        s.backoff = st.backoff;
-                        s.state = ContainerState::Restarting;
-                        s.next_start_at = Some(SystemTime::now() + d);
-                    });
+                    let mut backoff = e.status().backoff;
+                    let d = backoff.next_delay(&e.spec.restart.backoff, ran, 0.0);
+                    let _ = e.set_status(|s| s.restart_at(backoff, SystemTime::now() + d));
                     d
                 }
                 Child::Supervisor(_) => Duration::ZERO,

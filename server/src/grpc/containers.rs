@@ -8,11 +8,11 @@ use rsup_proto::v1 as pb;
 use rsup_proto::v1::containers_server::Containers;
 use rsup_runtime::cgroups::Limits;
 use rsup_runtime::containers::exec::ExecRequest;
+use rsup_runtime::lifecycle::{Event, EventFilter};
 use rsup_runtime::logs::Stream as LogStream;
 use rsup_runtime::names::{ContainerName, ContainerRef, ImageRef, NetworkName, SupervisorName};
 use rsup_runtime::seccomp::Seccomp;
 use rsup_runtime::spec::{HealthRequest, MountKind, NetRequest, RestartRequest, SecurityRequest};
-use rsup_runtime::supervise::{Event, EventFilter};
 use rsup_runtime::userns::UsernsRequest;
 use rsup_runtime::{
     ContainerInfo, ContainerState, ContainerStats, ResourcesRequest, Runtime, SpecRequest,

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
-use rsup_runtime::image::ImageConfig;
-use rsup_runtime::image::build::{self, BuildOptions, EntryKind, TarEntry};
+use rsup_runtime::imagestore::ImageConfig;
+use rsup_runtime::imagestore::build::{self, BuildOptions, EntryKind, TarEntry};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {

@@ -20,8 +20,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use rsup_client::proto;
-use rsup_runtime::image::ImageConfig;
-use rsup_runtime::image::build::{self, BuildOptions, TarEntry};
+use rsup_runtime::imagestore::ImageConfig;
+use rsup_runtime::imagestore::build::{self, BuildOptions, TarEntry};
 use rsup_tests::{Daemon, TempDir, output_with_timeout};
 
 /// What a guarded test prints when it does not run.

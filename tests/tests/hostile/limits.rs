@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rsup_client::proto;
-use rsup_runtime::image::ImageConfig;
-use rsup_runtime::image::build::{self, BuildOptions, EntryKind, TarEntry};
+use rsup_runtime::imagestore::ImageConfig;
+use rsup_runtime::imagestore::build::{self, BuildOptions, EntryKind, TarEntry};
 use rsup_tests::{Daemon, ProcId, TempDir, eventually, unique_name};
 use tonic::Code;
 

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rsup_client::proto::ContainerState;
-use rsup_runtime::image::ImageConfig;
-use rsup_runtime::image::build::{self, BuildOptions, TarEntry};
+use rsup_runtime::imagestore::ImageConfig;
+use rsup_runtime::imagestore::build::{self, BuildOptions, TarEntry};
 use rsup_tests::{Daemon, TempDir, code_of, describe, stderr, stdout, unique_name};
 use tonic::Code;
 

@@ -503,8 +503,8 @@ async fn remapped_root_cannot_mount_even_with_sys_admin() {
 /// image store keep their owners.
 #[tokio::test(flavor = "multi_thread")]
 async fn remapped_container_from_an_image() {
-    use rsup_runtime::image::ImageConfig;
-    use rsup_runtime::image::build::{self, BuildOptions, TarEntry};
+    use rsup_runtime::imagestore::ImageConfig;
+    use rsup_runtime::imagestore::build::{self, BuildOptions, TarEntry};
 
     let files = TempDir::new();
     let (d, base) = remap_daemon(&files, 6).await;

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::containers::entry::{ContainerState, Entry, STATE_VERSION, Status, adopt};
+use crate::containers::entry::{ContainerState, Entry, Status, adopt};
+use crate::lifecycle::state::STATE_VERSION;
 use crate::process::SHIM_ARG;
 use crate::spec::{ContainerSpec, LogConfig, User};
 use crate::store::{self, StoreError};

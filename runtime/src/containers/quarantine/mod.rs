@@ -48,10 +48,10 @@ use tracing::{info, warn};
 use super::Containers;
 use super::entry::{ContainerState, Entry, KILL_WAIT, OpReport};
 use crate::error::Error;
+use crate::lifecycle::EventKind;
 use crate::lock::lock;
 use crate::names::quote;
 use crate::store;
-use crate::supervise::EventKind;
 use crate::sys;
 use examine::{
     Diagnosis, Found, QUARANTINE_FILE, QUARANTINE_VERSION, QuarantineFile, Quarantined,

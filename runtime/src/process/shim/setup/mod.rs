@@ -155,7 +155,7 @@ pub enum SetupError {
     #[error("{source}")]
     Layers {
         step: Step,
-        source: Box<crate::Error>,
+        source: Box<crate::error::Error>,
     },
 }
 

@@ -39,7 +39,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::error::Error;
 use crate::store::{self, io_err};
 use archive::{bad, sha256_hex};
 use limits::{Budget, UnpackLimits};

@@ -3,9 +3,11 @@
 //! container's process ends.
 
 pub mod backoff;
+pub mod container;
 pub mod events;
 pub mod health;
 pub mod policy;
+pub mod state;
 pub mod tree;
 
 pub use backoff::{Backoff, BackoffConfig};

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use super::layer::{self, clean_path, hex};
 use super::limits::{Budget, Metered};
-use crate::Error;
+use crate::error::Error;
 
 pub(crate) fn bad(reason: impl Into<String>) -> Error {
     Error::InvalidArgument {

@@ -21,7 +21,7 @@ use std::cell::{Cell, RefCell};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Bytes between two `statvfs` checks of the free space.
 pub const CHECK_EVERY: u64 = 4 << 20;
@@ -374,47 +374,10 @@ pub fn check_free(
 
 /// "mounted at M from SOURCE" for the filesystem holding `path`.
 fn describe_mount(path: &Path) -> String {
-    match mount_of_path(path) {
+    match crate::store::mount_of_path(path) {
         Some((point, source)) => format!("mounted at {point} from {source}"),
         None => "mount unknown".into(),
     }
-}
-
-/// The mount point and source of the filesystem holding `path` (which need
-/// not exist: its nearest existing parent is resolved), from this
-/// process' mountinfo.
-pub(crate) fn mount_of_path(path: &Path) -> Option<(String, String)> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let path = path
-        .ancestors()
-        .find_map(|p| std::fs::canonicalize(p).ok())
-        .unwrap_or_else(|| path.to_path_buf());
-    mount_of(&info, &path)
-}
-
-/// The mount point and source of the mount in `mountinfo` that holds
-/// `path` (the longest mount point above it; the last one wins among
-/// mounts stacked on one point).
-fn mount_of(mountinfo: &str, path: &Path) -> Option<(String, String)> {
-    let mut best: Option<(usize, String, String)> = None;
-    for l in mountinfo.lines() {
-        let Some((pre, post)) = l.split_once(" - ") else {
-            continue;
-        };
-        let Some(point) = pre.split(' ').nth(4) else {
-            continue;
-        };
-        let point = point.replace("\\040", " ");
-        if !path.starts_with(&point) {
-            continue;
-        }
-        let source = post.split(' ').nth(1).unwrap_or("?").to_string();
-        let len = Path::new(&point).components().count();
-        if best.as_ref().is_none_or(|(l, _, _)| len >= *l) {
-            best = Some((len, point, source));
-        }
-    }
-    best.map(|(_, p, s)| (p, s))
 }
 
 /// A reader that charges a [`Budget`] with every byte read through it.
@@ -592,7 +555,8 @@ mod tests {
 30 22 0:40 / /var/lib rw - xfs /dev/sdb1 rw
 31 22 0:41 / /var/lib/rsup\\040x rw - tmpfs tmpfs rw
 ";
-        let at = |p: &str| mount_of(info, Path::new(p)).map(|(m, s)| format!("{m} {s}"));
+        let at =
+            |p: &str| crate::store::mount_of(info, Path::new(p)).map(|(m, s)| format!("{m} {s}"));
         assert_eq!(
             at("/var/lib/rsup/images").as_deref(),
             Some("/var/lib /dev/sdb1")

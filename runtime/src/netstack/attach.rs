@@ -155,8 +155,8 @@ mod root_tests {
     use rtnetlink::LinkBridge;
 
     use super::*;
-    use crate::net::bridge_mac;
-    use crate::net::netns::run_in_netns_blocking;
+    use crate::netstack::bridge_mac;
+    use crate::netstack::netns::run_in_netns_blocking;
     use crate::sys;
 
     /// A prefix unique to this process and test, for every link it makes.

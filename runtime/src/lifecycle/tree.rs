@@ -144,6 +144,62 @@ impl RestartWindow {
     }
 }
 
+/// Persisted state of a supervisor.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SupState {
+    /// It gave up (too many restarts) and its children are stopped.
+    pub failed: bool,
+    pub window: RestartWindow,
+    /// Strategy applications so far.
+    pub restarts: u64,
+}
+
+/// What a supervisor does when one of its children fails (and its
+/// restart type says it should be restarted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnFailure<'a> {
+    /// It has failed already: its children are stopped, nothing more.
+    Ignore,
+    /// That restart would be more than `intensity` within `period`: stop
+    /// every child (in reverse order), fail, and hand the failure to the
+    /// parent supervisor (a failed root: the tree failed).
+    Escalate,
+    /// Stop `stop` (the others the strategy takes down, in reverse start
+    /// order), then start `start` (in start order, the failed one among
+    /// them).
+    Restart {
+        stop: Vec<&'a String>,
+        start: Vec<&'a String>,
+    },
+}
+
+/// Decides what supervisor `spec` in state `state` does at `now` when
+/// `failed`, one of its `children` (in start order), fails; records the
+/// restart in `state`.
+pub fn on_child_failure<'a>(
+    spec: &SupervisorSpec,
+    state: &mut SupState,
+    now: SystemTime,
+    children: &'a [String],
+    failed: &str,
+) -> OnFailure<'a> {
+    if state.failed {
+        return OnFailure::Ignore;
+    }
+    if !state.window.record(now, spec.intensity, spec.period) {
+        return OnFailure::Escalate;
+    }
+    state.restarts += 1;
+    let start = affected(spec.strategy, children, failed);
+    let stop = start
+        .iter()
+        .rev()
+        .filter(|c| **c != failed)
+        .copied()
+        .collect();
+    OnFailure::Restart { stop, start }
+}
+
 /// Whether making `parent` the parent of `name` creates a cycle, given a
 /// lookup of each supervisor's parent.
 pub fn creates_cycle(name: &str, parent: &str, parent_of: impl Fn(&str) -> Option<String>) -> bool {
@@ -235,5 +291,114 @@ mod tests {
         assert!(creates_cycle("a", "c", parents));
         assert!(creates_cycle("a", "a", parents));
         assert!(!creates_cycle("d", "c", parents));
+    }
+
+    fn spec(strategy: Strategy, intensity: u32, period_s: u64) -> SupervisorSpec {
+        SupervisorSpec {
+            name: SupervisorName::parse("sup").expect("name"),
+            strategy,
+            intensity,
+            period: Duration::from_secs(period_s),
+            parent: None,
+        }
+    }
+
+    fn restart_of<'a>(d: OnFailure<'a>) -> (Vec<&'a str>, Vec<&'a str>) {
+        match d {
+            OnFailure::Restart { stop, start } => (
+                stop.iter().map(|s| s.as_str()).collect(),
+                start.iter().map(|s| s.as_str()).collect(),
+            ),
+            other => panic!("not a restart: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_strategy_stops_the_others_in_reverse_and_starts_in_order() {
+        let kids: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let cases = [
+            (Strategy::OneForOne, "c", vec![], vec!["c"]),
+            (
+                Strategy::OneForAll,
+                "b",
+                vec!["d", "c", "a"],
+                vec!["a", "b", "c", "d"],
+            ),
+            (
+                Strategy::RestForOne,
+                "b",
+                vec!["d", "c"],
+                vec!["b", "c", "d"],
+            ),
+            (Strategy::RestForOne, "d", vec![], vec!["d"]),
+        ];
+        for (strategy, failed, stop, start) in cases {
+            let mut st = SupState::default();
+            let d = on_child_failure(&spec(strategy, 3, 5), &mut st, t, &kids, failed);
+            assert_eq!(restart_of(d), (stop, start), "{strategy} after {failed}");
+            assert_eq!(st.restarts, 1);
+            assert!(!st.failed);
+        }
+        // A child it does not know (gone meanwhile): nothing to restart.
+        let mut st = SupState::default();
+        let d = on_child_failure(&spec(Strategy::OneForAll, 3, 5), &mut st, t, &kids, "x");
+        assert_eq!(restart_of(d), (vec![], vec![]));
+    }
+
+    #[test]
+    fn more_than_intensity_restarts_within_the_period_escalate() {
+        for strategy in [
+            Strategy::OneForOne,
+            Strategy::OneForAll,
+            Strategy::RestForOne,
+        ] {
+            let kids: Vec<String> = ["a", "b"].map(String::from).to_vec();
+            let sp = spec(strategy, 2, 10);
+            let mut st = SupState::default();
+            let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + s);
+            assert!(matches!(
+                on_child_failure(&sp, &mut st, t(0), &kids, "a"),
+                OnFailure::Restart { .. }
+            ));
+            assert!(matches!(
+                on_child_failure(&sp, &mut st, t(4), &kids, "b"),
+                OnFailure::Restart { .. }
+            ));
+            // A third within 10 s of the first: the supervisor gives up.
+            assert_eq!(
+                on_child_failure(&sp, &mut st, t(9), &kids, "a"),
+                OnFailure::Escalate,
+                "{strategy}"
+            );
+            assert_eq!(st.restarts, 2);
+            // The driver stops the children and marks it failed: later
+            // failures are ignored until its parent restarts it.
+            st.failed = true;
+            assert_eq!(
+                on_child_failure(&sp, &mut st, t(60), &kids, "a"),
+                OnFailure::Ignore
+            );
+            // Restarted by its parent: a fresh window.
+            st.failed = false;
+            st.window.clear();
+            assert!(matches!(
+                on_child_failure(&sp, &mut st, t(61), &kids, "a"),
+                OnFailure::Restart { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn restarts_spread_over_more_than_the_period_never_escalate() {
+        let kids: Vec<String> = vec!["a".into()];
+        let sp = spec(Strategy::OneForOne, 1, 10);
+        let mut st = SupState::default();
+        for i in 0..20u64 {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + i * 10);
+            let d = on_child_failure(&sp, &mut st, now, &kids, "a");
+            assert_eq!(restart_of(d), (vec![], vec!["a"]), "restart {i}");
+        }
+        assert_eq!(st.restarts, 20);
     }
 }
