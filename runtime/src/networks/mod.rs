@@ -32,7 +32,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use tokio_util::sync::CancellationToken;
@@ -46,8 +45,14 @@ use crate::netstack::{DnsServer, NetConfig, Netlink, Pool, Records, Subnet};
 use crate::spec::net::NetPlan;
 pub use crate::spec::net::{DEFAULT_NETWORK, NetAttach, NetRequest};
 use crate::store;
+pub use network::{Holder, NetworkInfo, NetworkRequest, NetworkSpec};
+use network::{Network, NetworkFile};
+use reconcile::{LeaseFix, reconcile_pool};
 
+mod isolation;
+pub mod network;
 pub mod ports;
+pub mod reconcile;
 pub mod sandbox;
 
 /// The networks service: owns the networks (bridges, pools, DNS servers),
@@ -67,68 +72,6 @@ struct Inner {
     events: Arc<EventBus>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
-}
-
-/// A container as the networks see it: its id, its name and its
-/// attachments.
-#[derive(Debug, Clone)]
-pub struct Holder {
-    pub id: String,
-    pub name: String,
-    pub attachments: Vec<NetAttach>,
-}
-
-/// A network as configured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkSpec {
-    pub name: NetworkName,
-    pub subnet: Subnet,
-    pub gateway: Ipv4Addr,
-    pub internal: bool,
-    pub bridge: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct NetworkFile {
-    version: u32,
-    spec: NetworkSpec,
-    pool: Pool,
-    created_at: SystemTime,
-}
-
-/// A network of the runtime.
-pub(crate) struct Network {
-    pub spec: NetworkSpec,
-    pub created_at: SystemTime,
-    pub pool: Mutex<Pool>,
-    pub records: Arc<RwLock<Records>>,
-    pub dns: tokio::sync::Mutex<Option<DnsServer>>,
-    /// Held while the bridge is set up; true once it is.
-    pub up: tokio::sync::Mutex<bool>,
-}
-
-/// A network request (its name checked, the rest not yet validated).
-#[derive(Debug, Clone)]
-pub struct NetworkRequest {
-    pub name: NetworkName,
-    /// "" = pick a free /24 in 10.89.0.0/16.
-    pub subnet: String,
-    /// "" = the subnet's first host.
-    pub gateway: String,
-    pub internal: bool,
-}
-
-/// What `network inspect` shows.
-#[derive(Debug, Clone)]
-pub struct NetworkInfo {
-    pub spec: NetworkSpec,
-    pub created_at: SystemTime,
-    /// (container name, address) of every lease.
-    pub containers: Vec<(String, Ipv4Addr)>,
-    /// Containers attached to the network (by their spec); equal to the
-    /// number of leases unless something leaked.
-    pub attached: usize,
-    pub dns: Option<SocketAddr>,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
@@ -256,53 +199,6 @@ impl Networks {
         }
         self.install_isolation();
         Ok(())
-    }
-
-    /// Networks are separate bridges; with IP forwarding off (the default,
-    /// rsupd never turns it on) nothing crosses between them. When the host
-    /// forwards, an nftables table `inet rsup_<prefix>` drops forwarded
-    /// traffic between two of our bridges, and from `--internal` networks to
-    /// anywhere else.
-    fn install_isolation(&self) {
-        let forwarding =
-            std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1");
-        if !forwarding {
-            return;
-        }
-        let prefix = self.net_prefix();
-        let table = format!("rsup_{prefix}");
-        let mut rules = format!(
-            "table inet {table} {{}}\ndelete table inet {table}\ntable inet {table} {{\n  chain forward {{\n    type filter hook forward priority -10; policy accept;\n    iifname \"{prefix}b*\" oifname \"{prefix}b*\" iifname != oifname drop\n"
-        );
-        for n in lock(&self.inner.list).iter().filter(|n| n.spec.internal) {
-            rules.push_str(&format!(
-                "    iifname \"{0}\" oifname != \"{0}\" drop\n",
-                n.spec.bridge
-            ));
-        }
-        rules.push_str("  }\n}\n");
-        let run = std::process::Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                if let Some(mut i) = c.stdin.take() {
-                    i.write_all(rules.as_bytes())?;
-                }
-                c.wait_with_output()
-            });
-        match run {
-            Ok(o) if o.status.success() => info!(%table, "network isolation rules installed"),
-            Ok(o) => {
-                warn!(stderr = %String::from_utf8_lossy(&o.stderr), "nft refused the isolation rules")
-            }
-            Err(e) => {
-                warn!(error = %e, "IP forwarding is on but nft is not usable: networks are not isolated")
-            }
-        }
     }
 
     /// Bridge with its address, and the DNS server.
@@ -755,160 +651,4 @@ fn refuse_quarantined_on(n: &Network, quarantined: &[String]) -> Result<(), Erro
         n.spec.name,
         users.join(", ")
     )))
-}
-
-/// One change [`reconcile_pool`] made (or could not make) to a pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseFix {
-    /// A lease that no container holds (its owner is unknown, or it is not
-    /// the address its container has): given back.
-    Released { ip: Ipv4Addr, owner: String },
-    /// A container's address that the pool had lost: leased again.
-    Restored { ip: Ipv4Addr, owner: String },
-    /// A container's address that cannot be leased to it again (held by
-    /// another, or not valid in the pool): left as it is.
-    Conflict {
-        ip: Ipv4Addr,
-        owner: String,
-        reason: String,
-    },
-}
-
-impl std::fmt::Display for LeaseFix {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LeaseFix::Released { ip, owner } => {
-                write!(
-                    f,
-                    "released {ip}, leased to {owner}, which no container holds"
-                )
-            }
-            LeaseFix::Restored { ip, owner } => {
-                write!(
-                    f,
-                    "leased {ip} to container {owner} again (its lease was missing)"
-                )
-            }
-            LeaseFix::Conflict { ip, owner, reason } => {
-                write!(f, "cannot lease {ip} to container {owner} again: {reason}")
-            }
-        }
-    }
-}
-
-/// Brings `pool` in line with `wanted` (address -> id of the loaded
-/// container that has it): a lease that is not a container's address is
-/// released unless `keep(owner)` (an owner whose record exists but could
-/// not be read); a container's address missing from the pool is leased to
-/// it again if it is free. Returns what it changed or could not.
-pub(crate) fn reconcile_pool(
-    pool: &mut Pool,
-    wanted: &BTreeMap<Ipv4Addr, &str>,
-    keep: &dyn Fn(&str) -> bool,
-) -> Vec<LeaseFix> {
-    let mut fixes = Vec::new();
-    let stale: Vec<(Ipv4Addr, String)> = pool
-        .leases()
-        .filter(|(ip, owner)| wanted.get(ip) != Some(owner))
-        // A loaded container holds only the addresses of its spec.
-        .filter(|(_, owner)| wanted.values().any(|o| o == owner) || !keep(owner))
-        .map(|(ip, owner)| (ip, owner.to_string()))
-        .collect();
-    for (ip, owner) in stale {
-        pool.release(ip, &owner);
-        fixes.push(LeaseFix::Released { ip, owner });
-    }
-    for (ip, owner) in wanted {
-        if pool.leases().any(|(i, o)| i == *ip && o == *owner) {
-            continue;
-        }
-        match pool.reserve(*ip, owner) {
-            Ok(()) => fixes.push(LeaseFix::Restored {
-                ip: *ip,
-                owner: owner.to_string(),
-            }),
-            Err(e) => fixes.push(LeaseFix::Conflict {
-                ip: *ip,
-                owner: owner.to_string(),
-                reason: e.to_string(),
-            }),
-        }
-    }
-    fixes
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ip(s: &str) -> Ipv4Addr {
-        s.parse().expect("ip")
-    }
-
-    #[test]
-    fn reconcile_releases_orphans_and_restores_missing_leases() {
-        let subnet: Subnet = "10.9.0.0/24".parse().expect("subnet");
-        let mut pool = Pool::new(subnet, None).expect("pool");
-        pool.reserve(ip("10.9.0.2"), "a").expect("a");
-        pool.reserve(ip("10.9.0.3"), "gone").expect("gone");
-        // Loaded container "a" also holds an address that is not its own.
-        pool.reserve(ip("10.9.0.4"), "a").expect("a twice");
-        // An unreadable record's lease stays.
-        pool.reserve(ip("10.9.0.5"), "unreadable")
-            .expect("unreadable");
-        // "c" wants an address "gone" held: freed first, then restored.
-        let wanted: BTreeMap<Ipv4Addr, &str> = [
-            (ip("10.9.0.2"), "a"),
-            (ip("10.9.0.6"), "b"),
-            (ip("10.9.0.3"), "c"),
-            (ip("10.9.0.5"), "d"),
-        ]
-        .into_iter()
-        .collect();
-        let keep = |o: &str| ["a", "b", "c", "d", "unreadable"].contains(&o);
-        let fixes = reconcile_pool(&mut pool, &wanted, &keep);
-        assert_eq!(
-            fixes,
-            vec![
-                LeaseFix::Released {
-                    ip: ip("10.9.0.3"),
-                    owner: "gone".into()
-                },
-                LeaseFix::Released {
-                    ip: ip("10.9.0.4"),
-                    owner: "a".into()
-                },
-                LeaseFix::Restored {
-                    ip: ip("10.9.0.3"),
-                    owner: "c".into()
-                },
-                LeaseFix::Conflict {
-                    ip: ip("10.9.0.5"),
-                    owner: "d".into(),
-                    reason: "10.9.0.5 is already leased to unreadable".into()
-                },
-                LeaseFix::Restored {
-                    ip: ip("10.9.0.6"),
-                    owner: "b".into()
-                },
-            ]
-        );
-        let leases: Vec<(Ipv4Addr, String)> =
-            pool.leases().map(|(i, o)| (i, o.to_string())).collect();
-        assert_eq!(
-            leases,
-            vec![
-                (ip("10.9.0.2"), "a".into()),
-                (ip("10.9.0.3"), "c".into()),
-                (ip("10.9.0.5"), "unreadable".into()),
-                (ip("10.9.0.6"), "b".into()),
-            ]
-        );
-        // A second pass has nothing to change but the conflict.
-        let again = reconcile_pool(&mut pool, &wanted, &keep);
-        assert!(
-            matches!(again.as_slice(), [LeaseFix::Conflict { .. }]),
-            "{again:?}"
-        );
-    }
 }
