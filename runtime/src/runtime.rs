@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use crate::cgroups::{self, Driver, Manager};
 use crate::config::RuntimeConfig;
 use crate::containers::Containers;
+use crate::containers::backend::LinuxBackend;
 use crate::containers::entry::{ContainerCounts, ContainerInfo, OpReport};
 use crate::containers::exec::{ExecOutput, ExecRequest};
 use crate::containers::stats::ContainerStats;
@@ -124,9 +125,11 @@ impl Runtime {
             shutdown.child_token(),
         );
         let volumes = Volumes::new(root.join("volumes"));
+        let backend = Arc::new(LinuxBackend::new(config.shim_exe.clone(), cgroups.clone()));
         let containers = Containers::new(
             config.clone(),
             cgroups,
+            backend,
             events.clone(),
             tracker.clone(),
             shutdown.child_token(),

@@ -33,6 +33,12 @@ use crate::sys;
 /// How long a forced kill may take before we give up waiting.
 pub(crate) const KILL_WAIT: Duration = Duration::from_secs(30);
 
+/// The init of a run, to signal (see [`super::backend`]).
+pub(crate) trait Init: Send + Sync {
+    /// Sends `sig`; ESRCH when it is gone.
+    fn signal(&self, sig: i32) -> nix::Result<()>;
+}
+
 /// A snapshot of one container, as `inspect` shows it.
 #[derive(Debug, Clone)]
 pub struct ContainerInfo {
@@ -109,7 +115,8 @@ pub(crate) struct Entry {
     pub(crate) spec: ContainerSpec,
     pub(crate) dir: PathBuf,
     pub(crate) status: watch::Sender<Status>,
-    pub(crate) init_pidfd: Mutex<Option<Arc<OwnedFd>>>,
+    /// The init of the current run, to signal.
+    pub(crate) init: Mutex<Option<Arc<dyn Init>>>,
     /// Shared so that a removal's teardown task can hold it to its end.
     pub(crate) op: Arc<tokio::sync::Mutex<()>>,
     /// Limits in force (changed by `update`).
@@ -182,7 +189,7 @@ impl Entry {
             spec,
             dir,
             status: watch::Sender::new(status),
-            init_pidfd: Mutex::new(None),
+            init: Mutex::new(None),
             op: Arc::new(tokio::sync::Mutex::new(())),
             samples: Mutex::new(Samples::default()),
             pending_restart: Mutex::new(None),
@@ -236,14 +243,14 @@ impl Entry {
     }
 
     pub(crate) fn signal(&self, sig: i32) -> Result<(), Error> {
-        let fd = lock(&self.init_pidfd).clone();
-        let Some(fd) = fd else {
+        let init = lock(&self.init).clone();
+        let Some(init) = init else {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
                 self.spec.name
             )));
         };
-        match sys::pidfd_send_signal(&*fd, sig) {
+        match init.signal(sig) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
             Err(source) => Err(Error::Sys {
                 op: "pidfd_send_signal",

@@ -2,10 +2,7 @@
 //! (`rsup-exec`, see [`crate::process::exec`]), which joins the
 //! container's namespaces and cgroup; its output is collected, capped.
 
-use std::process::Stdio;
 use std::time::Duration;
-
-use tokio::io::AsyncReadExt;
 
 use super::Containers;
 use super::entry::{ContainerState, Entry};
@@ -13,10 +10,7 @@ use crate::bounds;
 use crate::cgroups::Manager;
 use crate::error::Error;
 use crate::names::{ContainerRef, quote};
-use crate::process::exec::{EXEC_ARG, ExecSpec};
-
-/// Output kept of an exec (per stream).
-const MAX_OUTPUT: usize = 1 << 20;
+use crate::process::exec::ExecSpec;
 
 /// A command to run in a running container.
 #[derive(Debug, Clone, Default)]
@@ -43,14 +37,6 @@ pub struct ExecOutput {
 fn parse_ids(user: &str) -> Option<(u32, u32)> {
     let (u, g) = user.split_once(':').unwrap_or((user, "0"));
     Some((u.parse().ok()?, g.parse().ok()?))
-}
-
-async fn read_capped(r: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
-    let mut out = Vec::new();
-    if let Some(r) = r {
-        let _ = r.take(MAX_OUTPUT as u64).read_to_end(&mut out).await;
-    }
-    out
 }
 
 impl Containers {
@@ -100,6 +86,7 @@ impl Containers {
             env.retain(|e| e.split_once('=').is_none_or(|(ek, _)| ek != k));
             env.push(kv.clone());
         }
+        let req_timeout = req.timeout;
         let spec = ExecSpec {
             init_pid: status.init_pid,
             init_start_time: status.init_start_time,
@@ -123,48 +110,7 @@ impl Containers {
                 .then(|| entry.spec.user_spec.clone()),
             security: entry.spec.security.clone(),
         };
-        let json = serde_json::to_string(&spec)
-            .map_err(|e| Error::FailedPrecondition(format!("exec spec: {e}")))?;
-        let mut child = tokio::process::Command::new(&self.inner.config.shim_exe)
-            .arg0("rsup-exec")
-            .arg(EXEC_ARG)
-            .arg(json)
-            .env_clear()
-            .envs(crate::process::helper_env())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Error::FailedPrecondition(format!("starting the exec helper: {e}")))?;
-        let (out, err) = (child.stdout.take(), child.stderr.take());
-        let run = async {
-            let (stdout, stderr, status) =
-                tokio::join!(read_capped(out), read_capped(err), child.wait());
-            (stdout, stderr, status)
-        };
-        let timeout = req.timeout.unwrap_or(Duration::from_secs(3600 * 24));
-        match tokio::time::timeout(timeout, run).await {
-            Ok((stdout, stderr, status)) => {
-                let status = status.map_err(|e| {
-                    Error::FailedPrecondition(format!("waiting for the exec helper: {e}"))
-                })?;
-                use std::os::unix::process::ExitStatusExt;
-                let exit_code = status
-                    .code()
-                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-                Ok(ExecOutput {
-                    exit_code,
-                    stdout,
-                    stderr,
-                    timed_out: false,
-                })
-            }
-            Err(_) => Ok(ExecOutput {
-                exit_code: -1,
-                timed_out: true,
-                ..Default::default()
-            }),
-        }
+        let timeout = req_timeout.unwrap_or(Duration::from_secs(3600 * 24));
+        self.inner.backend.exec(spec, timeout).await
     }
 }

@@ -53,8 +53,10 @@ use crate::process::ExitInfo;
 use crate::spec::mounts::MountKind;
 use crate::store;
 use crate::volumes::Volumes;
-use entry::{ContainerCounts, ContainerInfo, ContainerState, Entry, Status, adopt};
+use backend::Backend;
+use entry::{ContainerCounts, ContainerInfo, ContainerState, Entry, Status};
 
+pub(crate) mod backend;
 mod create;
 pub mod entry;
 pub mod exec;
@@ -62,6 +64,8 @@ mod health;
 pub mod quarantine;
 mod run;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 mod watch;
 
 /// Removed containers whose exit status `wait` can still report.
@@ -90,6 +94,8 @@ pub(crate) struct Inner {
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     pub(crate) cgroups: Option<Arc<AnyManager>>,
+    /// What runs the containers' processes.
+    pub(crate) backend: Arc<dyn Backend>,
     pub(crate) events: Arc<EventBus>,
     pub(crate) networks: Networks,
     pub(crate) images: Images,
@@ -135,9 +141,10 @@ impl Containers {
     /// The service over the containers under `config.state_dir`; nothing
     /// is loaded before [`Containers::load_all`].
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         config: RuntimeConfig,
         cgroups: Option<Arc<AnyManager>>,
+        backend: Arc<dyn Backend>,
         events: Arc<EventBus>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
@@ -153,6 +160,7 @@ impl Containers {
                 tracker,
                 shutdown,
                 cgroups,
+                backend,
                 events,
                 networks,
                 images,
@@ -351,7 +359,7 @@ impl Containers {
         // A live shim recorded in state.json is ours whatever the state says
         // (rsupd may have died between the start and recording it).
         if status.shim_pid > 0 {
-            adopted = adopt(&status);
+            adopted = self.inner.backend.adopt(&spec.name, dir, &status);
             if adopted.is_some() && status.state != ContainerState::Running {
                 info!(container = %spec.name, "found its shim running: it was being started");
                 status.state = ContainerState::Running;
@@ -379,10 +387,10 @@ impl Containers {
             warn!(container = %entry.spec.name, error = %e, "its state is not saved yet");
         }
         entry.note_saved(&saved);
-        if let Some((shim_fd, init_fd)) = adopted {
-            *lock(&entry.init_pidfd) = init_fd.map(Arc::new);
+        if let Some(run) = adopted {
+            *lock(&entry.init) = run.init;
             info!(container = %entry.spec.name, "re-adopted a running container");
-            self.monitor(entry.clone(), shim_fd);
+            self.monitor(entry.clone(), run.ended);
             self.spawn_health(&entry);
         }
         lock(&self.inner.containers).push(entry);

@@ -2,26 +2,24 @@
 //! exit monitor, what follows an exit (policy restart with backoff, or the
 //! supervisor's decision), stop and kill.
 
-use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use tracing::{Instrument, debug, info, instrument, warn};
+use tracing::{Instrument, info, instrument, warn};
 
+use super::backend::{BoxFuture, Launched};
 use super::entry::{ContainerInfo, ContainerState, Entry, KILL_WAIT, OpReport, StartBy, Status};
 use super::{Containers, SupervisedExit, random_unit};
 use crate::cgroups::Manager;
 use crate::error::Error;
 use crate::lifecycle::EventKind;
 use crate::lifecycle::container::{AfterExit, StartGate, after_exit, start_gate};
-use crate::lifecycle::state::Pids;
 use crate::lock::lock;
 use crate::names::ContainerRef;
-use crate::process::{self, ExitInfo, SpawnError};
+use crate::process::{ExitInfo, SpawnError};
 use crate::rollback::Rollback;
-use crate::{signal, store, sys};
+use crate::signal;
 
 impl Containers {
     /// Starts a created or exited container (a user start: it clears a
@@ -77,7 +75,7 @@ impl Containers {
             format!("start of {}", entry.spec.name),
             Some(self.inner.tracker.clone()),
         );
-        let (started, oom_base) = match self.start_steps(entry, &st, &mut undo).await {
+        let run = match self.start_steps(entry, &st, &mut undo).await {
             Ok(s) => {
                 undo.commit();
                 s
@@ -107,20 +105,15 @@ impl Containers {
                 return Err(e);
             }
         };
-        *lock(&entry.init_pidfd) = Some(Arc::new(started.init_pidfd));
-        let pids = Pids {
-            shim_pid: started.shim_pid,
-            shim_start_time: started.shim_start_time,
-            init_pid: started.init_pid,
-            init_start_time: started.init_start_time,
-        };
+        *lock(&entry.init) = run.init;
+        let (pids, oom_base) = (run.pids, run.oom_base);
         let persisted = entry.set_status(|s| s.started(by, pids, oom_base, SystemTime::now()));
-        self.monitor(entry.clone(), started.shim_pidfd);
+        self.monitor(entry.clone(), run.ended);
         self.spawn_health(entry);
         self.event(
             entry,
             EventKind::Start,
-            &[("pid", started.init_pid.to_string())],
+            &[("pid", pids.init_pid.to_string())],
         );
         // It runs: a state.json that cannot be written now is caught up
         // later (its shim was recorded before the command started, so a
@@ -128,7 +121,7 @@ impl Containers {
         if let Err(e) = persisted {
             warn!(container = %entry.spec.name, error = %e, "started, but its state is not saved yet");
         }
-        info!(container = %entry.spec.name, pid = started.init_pid, "started");
+        info!(container = %entry.spec.name, pid = pids.init_pid, "started");
         Ok(entry.info())
     }
 
@@ -139,7 +132,7 @@ impl Containers {
         entry: &Arc<Entry>,
         before: &Status,
         undo: &mut Rollback,
-    ) -> Result<(process::Started, u64), Error> {
+    ) -> Result<Launched, Error> {
         let networks = &self.inner.networks;
         let netns = entry.dir.join("netns");
         if !networks
@@ -211,59 +204,13 @@ impl Containers {
                 Ok(())
             });
         }
-        let exe = self.inner.config.shim_exe.clone();
-        let dir = entry.dir.clone();
         let limits = *lock(&entry.resources);
-        let privileged = entry.spec.security.privileged;
         let e2 = entry.clone();
-        let started = tokio::task::spawn_blocking(move || {
-            let mut oom_base = 0;
-            if let Some(cg) = &cg {
-                cg.create(&id)
-                    .and_then(|()| cg.restrict_devices(&id, privileged))
-                    .and_then(|()| cg.apply(&id, &limits))
-                    .map_err(|e| SpawnError::Setup(format!("cgroup: {e}")))?;
-                oom_base = cg.stats(&id).map(|s| s.oom_kills).unwrap_or(0);
-            }
-            // On v2 the init is created in its cgroup, not moved there.
-            let into = cg.as_ref().and_then(|cg| cg.clone_into_dir(&id));
-            // On error the shim and its init are killed and reaped, and
-            // their pidfds closed, by process::start.
-            let started = process::start(&exe, &dir, into.as_deref(), |s| {
-                debug!(
-                    container = %id,
-                    init = s.init_pid,
-                    in_cgroup = s.init_in_cgroup,
-                    "init ready"
-                );
-                if let Some(cg) = &cg {
-                    let placed = if s.init_in_cgroup {
-                        cg.add_created_process(&id, s.init_pid)
-                    } else {
-                        cg.add_process(&id, s.init_pid)
-                    };
-                    placed.map_err(|e| format!("cgroup: {e}"))?;
-                }
-                // Record the processes before the command runs: an rsupd
-                // that dies from here on finds and re-adopts them instead of
-                // starting a second instance.
-                let pids = Pids {
-                    shim_pid: s.shim_pid,
-                    shim_start_time: s.shim_start_time,
-                    init_pid: s.init_pid,
-                    init_start_time: s.init_start_time,
-                };
-                e2.set_status(|st| st.set_pids(pids))
-                    .map_err(|e| format!("recording the shim: {}", Error::from(e)))
-            })?;
-            Ok::<_, SpawnError>((started, oom_base))
-        })
-        .await
-        .map_err(|e| Error::FailedPrecondition(format!("start task failed: {e}")))?;
-        started.map_err(|source| Error::Spawn {
-            container: entry.spec.name.clone(),
-            source,
-        })
+        let record = Box::new(move |pids| {
+            e2.set_status(|st| st.set_pids(pids))
+                .map_err(|e| format!("recording the shim: {}", Error::from(e)))
+        });
+        self.inner.backend.spawn(entry, limits, record).await
     }
 
     /// Carries out what follows a container's exit (see
@@ -339,27 +286,15 @@ impl Containers {
     }
 
     /// Watches the shim of a running container and records its exit.
-    pub(super) fn monitor(&self, entry: Arc<Entry>, shim_pidfd: OwnedFd) {
+    pub(super) fn monitor(&self, entry: Arc<Entry>, ended: BoxFuture<'static, Option<ExitInfo>>) {
         let rt = self.clone();
         let shutdown = self.inner.shutdown.clone();
         self.inner.tracker.spawn(async move {
-            let shim_pid = entry.status().shim_pid;
-            match sys::async_pidfd(shim_pidfd) {
-                Ok(fd) => {
-                    tokio::select! {
-                        _ = fd.readable() => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                }
-                Err(e) => warn!(container = %entry.spec.name, error = %e, "cannot watch the shim; polling"),
-            }
-            // Reap the shim if it is our child (it is not after a re-adoption).
-            let shim = nix::unistd::Pid::from_raw(shim_pid);
-            while let Ok(WaitStatus::StillAlive) = waitpid(shim, Some(WaitPidFlag::WNOHANG)) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let exit: Option<ExitInfo> = store::read_json(&entry.dir.join("exit.json")).unwrap_or(None);
-            *lock(&entry.init_pidfd) = None;
+            let exit = tokio::select! {
+                exit = ended => exit,
+                _ = shutdown.cancelled() => return,
+            };
+            *lock(&entry.init) = None;
             super::health::stop_health(&entry);
             let oom_now = rt.sample(&entry).map(|s| s.oom_kills);
             let r = entry.set_status(|s| s.exited(exit, oom_now));
