@@ -75,6 +75,16 @@ impl Runtime {
     /// network and container, re-adopts the containers whose shim still
     /// runs and applies their restart policies.
     pub async fn open(config: RuntimeConfig) -> Result<Runtime, Error> {
+        Runtime::open_under(config, &CancellationToken::new()).await
+    }
+
+    /// [`Runtime::open`] as a part of a larger program: the runtime's token
+    /// is a child of `parent` (the daemon's), so cancelling `parent` starts
+    /// the runtime's shutdown too.
+    pub async fn open_under(
+        config: RuntimeConfig,
+        parent: &CancellationToken,
+    ) -> Result<Runtime, Error> {
         let root = config.state_dir.clone();
         store::create_root(&root)?;
         let state_lock = StateLock::acquire_patiently(&root, LOCK_PATIENCE).await?;
@@ -116,13 +126,12 @@ impl Runtime {
         }
         let events = Arc::new(EventBus::default());
         let tracker = TaskTracker::new();
-        let shutdown = CancellationToken::new();
+        let shutdown = parent.child_token();
         let networks = Networks::new(
             root.clone(),
             config.net.clone(),
             events.clone(),
             tracker.clone(),
-            shutdown.child_token(),
         );
         let volumes = Volumes::new(root.join("volumes"));
         let backend = Arc::new(LinuxBackend::new(config.shim_exe.clone(), cgroups.clone()));
@@ -424,6 +433,16 @@ impl Runtime {
     /// monitors end. Containers keep running.
     pub fn begin_shutdown(&self) {
         self.inner.shutdown.cancel();
+    }
+
+    /// Runs `task` on the runtime's tracker: [`Runtime::shutdown`] waits
+    /// for it (a stream of the daemon that ends with
+    /// [`Runtime::shutdown_token`]).
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tracker.spawn(task);
     }
 
     /// Stops background work and waits for it. Containers keep running.

@@ -268,21 +268,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Some(addr) => Some(listeners::bind_tcp("--insecure-tcp", addr).await?),
         None => None,
     };
-    let runtime = Runtime::open(RuntimeConfig {
-        state_dir: config.state_dir.clone(),
-        shim_exe: shim_exe(),
-        log: config.log,
-        cgroup_subtree: (!config.no_cgroups).then(|| config.cgroup_subtree.clone()),
-        stats_interval: config.stats_interval,
-        net: config.net.clone(),
-        userns: config.userns.clone(),
-        default_pids_limit: config.default_pids_limit,
-        image_limits: config.image_limits,
-    })
+    // One cancellation tree: the daemon's token is the runtime's parent.
+    let token = CancellationToken::new();
+    let runtime = Runtime::open_under(
+        RuntimeConfig {
+            state_dir: config.state_dir.clone(),
+            shim_exe: shim_exe(),
+            log: config.log,
+            cgroup_subtree: (!config.no_cgroups).then(|| config.cgroup_subtree.clone()),
+            stats_interval: config.stats_interval,
+            net: config.net.clone(),
+            userns: config.userns.clone(),
+            default_pids_limit: config.default_pids_limit,
+            image_limits: config.image_limits,
+        },
+        &token,
+    )
     .await
     .with_context(|| format!("opening state directory {}", config.state_dir.display()))?;
     let listener = bind(&config).await?;
-    let token = CancellationToken::new();
     let tracker = tokio_util::task::TaskTracker::new();
     if let Some(addr) = config.metrics_addr {
         let handle = metrics::install()?;
@@ -358,10 +362,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // ends long-lived streams (wait, logs -f, events) so that the graceful
     // shutdown does not wait on clients, then stops every listener.
     let stopper = tracker.spawn({
-        let (token, runtime) = (token.clone(), runtime.clone());
+        let token = token.clone();
         async move {
             shutdown_signal(token.clone()).await;
-            runtime.begin_shutdown();
+            // The runtime's token is a child: its streams end too.
             token.cancel();
         }
     });

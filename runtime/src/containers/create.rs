@@ -143,7 +143,13 @@ impl Containers {
             .map_err(io_err("create", &dir.join(logs::DROPPED_FILE)))?;
         // state.json last: its presence marks the create as complete.
         store::write_json(&dir.join("state.json"), &status)?;
-        let entry = Arc::new(Entry::new(id.to_string(), spec, dir, status));
+        let entry = Arc::new(Entry::new(
+            id.to_string(),
+            spec,
+            dir,
+            status,
+            self.inner.shutdown.child_token(),
+        ));
         let mut list = lock(&self.inner.containers);
         if list.iter().any(|e| e.spec.name == entry.spec.name) {
             return Err(name_exists(&entry.spec.name));

@@ -117,6 +117,10 @@ pub(crate) struct Entry {
     pub(crate) status: watch::Sender<Status>,
     /// The init of the current run, to signal.
     pub(crate) init: Mutex<Option<Arc<dyn Init>>>,
+    /// The container's own token: every task of it (exit monitor, pending
+    /// restart, health checks, port proxies, DNS sync) ends with it. A child
+    /// of the containers service's token; cancelled at its removal.
+    pub(crate) cancel: CancellationToken,
     /// Shared so that a removal's teardown task can hold it to its end.
     pub(crate) op: Arc<tokio::sync::Mutex<()>>,
     /// Limits in force (changed by `update`).
@@ -182,9 +186,18 @@ impl Entry {
         saved
     }
 
-    pub(crate) fn new(id: String, spec: ContainerSpec, dir: PathBuf, status: Status) -> Entry {
+    /// A container whose tasks end with `cancel` (a child of the
+    /// service's token).
+    pub(crate) fn new(
+        id: String,
+        spec: ContainerSpec,
+        dir: PathBuf,
+        status: Status,
+        cancel: CancellationToken,
+    ) -> Entry {
         Entry {
             id,
+            cancel,
             resources: Mutex::new(spec.resources),
             spec,
             dir,

@@ -24,7 +24,7 @@ impl Containers {
         let Some(hc) = entry.spec.health.clone() else {
             return;
         };
-        let token = self.inner.shutdown.child_token();
+        let token = entry.cancel.child_token();
         if let Some(old) = lock(&entry.health_cancel).replace(token.clone()) {
             old.cancel();
         }

@@ -382,7 +382,13 @@ impl Containers {
             info!(container = %spec.name, "exited while rsupd was down");
             died = true;
         }
-        let entry = Arc::new(Entry::new(id.to_string(), spec, dir.to_path_buf(), status));
+        let entry = Arc::new(Entry::new(
+            id.to_string(),
+            spec,
+            dir.to_path_buf(),
+            status,
+            self.inner.shutdown.child_token(),
+        ));
         if let Err(e) = &saved {
             warn!(container = %entry.spec.name, error = %e, "its state is not saved yet");
         }
@@ -442,8 +448,11 @@ impl Containers {
         }
     }
 
+    /// Takes a removed container out of the table (its last status stays
+    /// for `wait`) and ends its tasks.
     pub(crate) fn forget(&self, entry: &Arc<Entry>) {
         lock(&self.inner.containers).retain(|e| !Arc::ptr_eq(e, entry));
+        entry.cancel.cancel();
         let mut g = lock(&self.inner.graveyard);
         g.push_back((entry.id.clone(), entry.spec.name.clone(), entry.status()));
         while g.len() > GRAVEYARD {

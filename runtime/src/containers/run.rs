@@ -263,7 +263,7 @@ impl Containers {
 
     /// Starts `entry` after `delay` unless cancelled (user stop/start/rm).
     pub(crate) fn schedule_start(&self, entry: Arc<Entry>, delay: Duration) {
-        let token = self.inner.shutdown.child_token();
+        let token = entry.cancel.child_token();
         if let Some(old) = lock(&entry.pending_restart).replace(token.clone()) {
             old.cancel();
         }
@@ -288,11 +288,11 @@ impl Containers {
     /// Watches the shim of a running container and records its exit.
     pub(super) fn monitor(&self, entry: Arc<Entry>, ended: BoxFuture<'static, Option<ExitInfo>>) {
         let rt = self.clone();
-        let shutdown = self.inner.shutdown.clone();
+        let cancel = entry.cancel.clone();
         self.inner.tracker.spawn(async move {
             let exit = tokio::select! {
                 exit = ended => exit,
-                _ = shutdown.cancelled() => return,
+                _ = cancel.cancelled() => return,
             };
             *lock(&entry.init) = None;
             super::health::stop_health(&entry);

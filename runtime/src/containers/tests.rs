@@ -193,6 +193,8 @@ struct Fixture {
     supervisors: Supervisors,
     fake: Arc<FakeBackend>,
     events: Arc<EventBus>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
     rootfs: tempfile::TempDir,
     _state: tempfile::TempDir,
 }
@@ -225,7 +227,6 @@ impl Fixture {
             config.net.clone(),
             events.clone(),
             tracker.clone(),
-            shutdown.clone(),
         );
         let images = Images::open(&root, config.image_limits).expect("images");
         let volumes = Volumes::new(root.join("volumes"));
@@ -236,13 +237,18 @@ impl Fixture {
             fake.clone(),
             events.clone(),
             tracker.clone(),
-            shutdown.clone(),
+            shutdown.child_token(),
             networks,
             images,
             volumes,
         );
-        let supervisors =
-            Supervisors::new(root, events.clone(), tracker, shutdown, containers.clone());
+        let supervisors = Supervisors::new(
+            root,
+            events.clone(),
+            tracker.clone(),
+            shutdown.child_token(),
+            containers.clone(),
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         containers.supervise_with(tx);
         supervisors.watch(rx);
@@ -251,6 +257,8 @@ impl Fixture {
             supervisors,
             fake,
             events,
+            tracker,
+            shutdown,
             rootfs: crate::spec::tests::rootfs(),
             _state: state,
         }
@@ -556,4 +564,41 @@ async fn an_unhealthy_container_is_killed_for_its_policy_after_retries_checks() 
     // The new run starts over at "starting".
     let h = f.status("svc").health.expect("health");
     assert_eq!(h.status.as_str(), "starting");
+}
+
+#[tokio::test(start_paused = true)]
+async fn removing_a_container_or_cancelling_the_root_ends_its_tasks() {
+    let f = Fixture::new();
+    for name in ["gone", "kept"] {
+        let mut r = f.request(name, "always");
+        r.restart.delay = Some(Duration::from_secs(30));
+        r.restart.max_delay = Some(Duration::from_secs(30));
+        r.health.cmd = "check".into();
+        r.health.interval = Some(Duration::from_secs(5));
+        f.create(r).await;
+        f.start(name).await;
+        f.fake.exit(name, 1);
+        f.reaches(name, ContainerState::Restarting).await;
+    }
+    // Removing one cancels its token: its pending restart never runs.
+    f.containers
+        .remove(&key("gone"), true)
+        .await
+        .expect("remove");
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(f.fake.starts("gone").len(), 1);
+    assert_eq!(f.fake.starts("kept").len(), 2, "the other one restarted");
+    // Cancelling the root ends every task at once (the running container's
+    // exit monitor and health checker included): the tracker empties
+    // without the clock moving.
+    let t0 = Instant::now();
+    f.shutdown.cancel();
+    f.tracker.close();
+    f.tracker.wait().await;
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    assert_eq!(
+        f.state("kept"),
+        ContainerState::Running,
+        "containers outlive rsupd"
+    );
 }

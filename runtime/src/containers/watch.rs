@@ -118,7 +118,7 @@ impl Containers {
         let networks = self.inner.networks.clone();
         let mut rx = entry.status.subscribe();
         let weak = Arc::downgrade(entry);
-        let shutdown = self.inner.shutdown.clone();
+        let cancel = entry.cancel.clone();
         self.inner.tracker.spawn(async move {
             loop {
                 {
@@ -131,7 +131,7 @@ impl Containers {
                 }
                 tokio::select! {
                     r = rx.changed() => if r.is_err() { return },
-                    _ = shutdown.cancelled() => return,
+                    _ = cancel.cancelled() => return,
                 }
             }
         });
@@ -151,7 +151,7 @@ impl Containers {
         let token = self
             .inner
             .networks
-            .publish(&entry.spec.name, &entry.spec.ports, target)
+            .publish(&entry.spec.name, &entry.spec.ports, target, &entry.cancel)
             .await?;
         *lock(&entry.proxy) = Some(token.clone());
         let mut rx = entry.status.subscribe();

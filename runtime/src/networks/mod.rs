@@ -34,7 +34,6 @@ use std::time::SystemTime;
 
 use tracing::{info, warn};
 
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
@@ -71,7 +70,6 @@ struct Inner {
     netlink: tokio::sync::OnceCell<Netlink>,
     events: Arc<EventBus>,
     tracker: TaskTracker,
-    shutdown: CancellationToken,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
@@ -104,7 +102,6 @@ impl Networks {
         config: NetConfig,
         events: Arc<EventBus>,
         tracker: TaskTracker,
-        shutdown: CancellationToken,
     ) -> Networks {
         Networks {
             inner: Arc::new(Inner {
@@ -114,7 +111,6 @@ impl Networks {
                 netlink: tokio::sync::OnceCell::new(),
                 events,
                 tracker,
-                shutdown,
             }),
         }
     }

@@ -21,13 +21,15 @@ pub use crate::spec::ports::PortMap;
 impl Networks {
     /// Listens on every port of `ports` and forwards each connection to
     /// `target` (container `name`'s first address); the proxies run until
-    /// the returned token is cancelled (or rsupd shuts down). Binding fails
+    /// the returned token, a child of `parent` (the container's), is
+    /// cancelled. Binding fails
     /// the whole call (port taken) with nothing left listening.
     pub async fn publish(
         &self,
         name: &str,
         ports: &[PortMap],
         target: Ipv4Addr,
+        parent: &CancellationToken,
     ) -> Result<CancellationToken, Error> {
         let mut listeners = Vec::new();
         for p in ports {
@@ -37,7 +39,7 @@ impl Networks {
                 .map_err(|e| Error::FailedPrecondition(format!("publishing {addr}: {e}")))?;
             listeners.push((l, SocketAddr::new(IpAddr::V4(target), p.container_port)));
         }
-        let token = self.inner.shutdown.child_token();
+        let token = parent.child_token();
         let tracker = self.inner.tracker.clone();
         for (l, to) in listeners {
             let token = token.clone();

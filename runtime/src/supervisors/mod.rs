@@ -49,6 +49,9 @@ pub(crate) struct Sup {
     pub created_at: SystemTime,
     pub state: Mutex<SupState>,
     op: tokio::sync::Mutex<()>,
+    /// Its own token (a child of the service's): a pending restart of its
+    /// children ends with it; cancelled when it is removed.
+    cancel: CancellationToken,
 }
 
 /// A child of a supervisor.
@@ -237,6 +240,7 @@ impl Supervisors {
                     created_at: f.created_at,
                     state: Mutex::new(f.state),
                     op: tokio::sync::Mutex::new(()),
+                    cancel: self.inner.shutdown.child_token(),
                 })),
                 Err(e) => {
                     warn!(path = %p.display(), error = %e, "skipping an unreadable supervisor")
@@ -296,6 +300,7 @@ impl Supervisors {
             created_at: SystemTime::now(),
             state: Mutex::new(SupState::default()),
             op: tokio::sync::Mutex::new(()),
+            cancel: self.inner.shutdown.child_token(),
         });
         {
             let mut list = lock(&self.inner.list);
@@ -326,6 +331,7 @@ impl Supervisors {
             )));
         }
         lock(&self.inner.list).retain(|s| !Arc::ptr_eq(s, &sup));
+        sup.cancel.cancel();
         let p = self.sup_path(name);
         match std::fs::remove_file(&p) {
             Ok(()) => Ok(()),
@@ -480,7 +486,7 @@ impl Supervisors {
             };
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = self.inner.shutdown.cancelled() => return,
+                _ = sup.cancel.cancelled() => return,
             }
             for c in &affected {
                 self.start_child(c).await;

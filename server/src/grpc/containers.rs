@@ -535,7 +535,7 @@ impl Containers for Service {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let shutdown = self.runtime.shutdown_token();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let mut next = Ok(first);
             loop {
                 let failed = next.is_err();
@@ -603,7 +603,7 @@ impl Containers for Service {
         let mut watch = self.runtime.events().watch(since, filter);
         let (tx, out) = tokio::sync::mpsc::channel(64);
         let shutdown = self.runtime.shutdown_token();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             for e in std::mem::take(&mut watch.past) {
                 if tx.send(Ok(event(&e))).await.is_err() {
                     return;

@@ -111,6 +111,7 @@ impl Containers {
             spec.unwrap_or_else(unknown_spec),
             dir.to_path_buf(),
             status,
+            self.inner.shutdown.child_token(),
         ));
         warn!(
             container = %id,
@@ -149,14 +150,14 @@ impl Containers {
             return;
         };
         let weak = Arc::downgrade(entry);
-        let shutdown = self.inner.shutdown.clone();
+        let cancel = entry.cancel.clone();
         self.inner.tracker.spawn(async move {
             let Ok(afd) = sys::async_pidfd(fd) else {
                 return;
             };
             tokio::select! {
                 _ = afd.readable() => {}
-                _ = shutdown.cancelled() => return,
+                _ = cancel.cancelled() => return,
             }
             if let Some(e) = weak.upgrade() {
                 info!(container = %e.id, "the shim of a quarantined container exited");
