@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::cgroups::CgroupError;
+use crate::networks::error::NetworkError;
 use crate::store::StoreError;
 
 /// Errors of [`crate::Runtime`] calls.
@@ -44,6 +46,25 @@ pub enum Error {
         #[source]
         source: nix::errno::Errno,
     },
+    /// A network step failed (see [`NetworkError`]).
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// A cgroup could not be changed.
+    #[error("{op} for container {container}: {source}")]
+    Cgroup {
+        op: &'static str,
+        container: String,
+        #[source]
+        source: Box<CgroupError>,
+    },
+    /// `source`, and the undo that followed it also failed (a typed
+    /// error keeps its type; the free-text ones carry the failures in
+    /// their message, see [`Error::with_cleanup_failures`]).
+    #[error("{source} (undoing it also failed: {})", failures.join("; "))]
+    Cleanup {
+        source: Box<Error>,
+        failures: Vec<String>,
+    },
     /// The daemon is shutting down.
     #[error("rsupd is shutting down")]
     ShuttingDown,
@@ -68,6 +89,10 @@ impl Error {
             Error::AlreadyExists(m) => Error::AlreadyExists(note(m)),
             Error::ResourceExhausted(m) => Error::ResourceExhausted(note(m)),
             Error::FailedPrecondition(m) => Error::FailedPrecondition(note(m)),
+            e @ (Error::Network(_) | Error::Cgroup { .. }) => Error::Cleanup {
+                source: Box::new(e),
+                failures: failures.to_vec(),
+            },
             other => other,
         }
     }
@@ -209,5 +234,36 @@ mod tests {
         }
         .into();
         assert!(matches!(e, Error::Store(_)), "{e:?}");
+    }
+
+    #[test]
+    fn typed_errors_keep_their_type_and_say_what_the_undo_left() {
+        let e: Error = NetworkError::Publish {
+            addr: "127.0.0.1:8080".parse().expect("addr"),
+            source: std::io::Error::from_raw_os_error(libc::EADDRINUSE),
+        }
+        .into();
+        assert!(matches!(e, Error::Network(NetworkError::Publish { .. })));
+        let undone = e.with_cleanup_failures(&["veth zv1: busy".into(), "cgroup x: EBUSY".into()]);
+        let Error::Cleanup { source, failures } = &undone else {
+            panic!("not wrapped: {undone:?}");
+        };
+        assert!(matches!(
+            **source,
+            Error::Network(NetworkError::Publish { .. })
+        ));
+        assert_eq!(failures.len(), 2);
+        assert_eq!(
+            undone.to_string(),
+            "publishing 127.0.0.1:8080: Address already in use (os error 98) \
+             (undoing it also failed: veth zv1: busy; cgroup x: EBUSY)"
+        );
+        // Free-text errors carry the failures in their message, as before.
+        let e = Error::FailedPrecondition("no".into()).with_cleanup_failures(&["a".into()]);
+        assert_eq!(e.to_string(), "no (undoing it also failed: a)");
+        assert!(matches!(e, Error::FailedPrecondition(_)));
+        // Nothing to add: unchanged.
+        let e = Error::from(NetworkError::NetnsTask("x".into())).with_cleanup_failures(&[]);
+        assert!(matches!(e, Error::Network(_)));
     }
 }

@@ -80,8 +80,11 @@ impl Containers {
         if entry.status().state == ContainerState::Running
             && let Some(cg) = &self.inner.cgroups
         {
-            cg.apply(&entry.id, &next)
-                .map_err(|e| Error::FailedPrecondition(format!("applying the limits: {e}")))?;
+            cg.apply(&entry.id, &next).map_err(|source| Error::Cgroup {
+                op: "applying the limits",
+                container: entry.spec.name.clone(),
+                source: Box::new(source),
+            })?;
         }
         let mut spec = entry.current_spec();
         spec.resources = next;

@@ -44,10 +44,12 @@ use crate::netstack::{DnsServer, NetConfig, Netlink, Pool, Records, Subnet};
 use crate::spec::net::NetPlan;
 pub use crate::spec::net::{DEFAULT_NETWORK, NetAttach, NetRequest};
 use crate::store;
+pub use error::NetworkError;
 pub use network::{Holder, NetworkInfo, NetworkRequest, NetworkSpec};
 use network::{Network, NetworkFile};
 use reconcile::{LeaseFix, reconcile_pool};
 
+pub mod error;
 mod isolation;
 pub mod network;
 pub mod ports;
@@ -153,7 +155,7 @@ impl Networks {
             .netlink
             .get_or_try_init(|| async { Netlink::connect().await })
             .await
-            .map_err(|e| Error::FailedPrecondition(format!("netlink: {e}")))
+            .map_err(|e| NetworkError::Netlink(e).into())
     }
 
     /// Loads persisted networks, makes sure `default` exists, and brings up
@@ -206,7 +208,10 @@ impl Networks {
         let nl = self.netlink().await?;
         nl.ensure_bridge(&n.spec.bridge, n.spec.gateway, n.spec.subnet.prefix)
             .await
-            .map_err(|e| Error::FailedPrecondition(format!("bridge {}: {e}", n.spec.bridge)))?;
+            .map_err(|source| NetworkError::Bridge {
+                bridge: n.spec.bridge.clone(),
+                source,
+            })?;
         *up = true;
         let mut dns = n.dns.lock().await;
         if dns.is_none() {
@@ -343,10 +348,11 @@ impl Networks {
             .map(|h| h.name.clone())
             .collect();
         if !users.is_empty() {
-            return Err(Error::FailedPrecondition(format!(
-                "network {name} is in use by {}: remove them first",
-                users.join(", ")
-            )));
+            return Err(NetworkError::InUse {
+                network: name.to_string(),
+                users,
+            }
+            .into());
         }
         refuse_quarantined_on(&n, quarantined)?;
         lock(&self.inner.list).retain(|x| !Arc::ptr_eq(x, &n));
@@ -354,9 +360,12 @@ impl Networks {
             dns.stop().await;
         }
         let nl = self.netlink().await?;
-        nl.delete_link(&n.spec.bridge).await.map_err(|e| {
-            Error::FailedPrecondition(format!("deleting bridge {}: {e}", n.spec.bridge))
-        })?;
+        nl.delete_link(&n.spec.bridge)
+            .await
+            .map_err(|source| NetworkError::DeleteBridge {
+                bridge: n.spec.bridge.clone(),
+                source,
+            })?;
         let p = self.network_path(name);
         match std::fs::remove_file(&p) {
             Ok(()) => Ok(()),
@@ -634,17 +643,17 @@ fn network_info(n: &Network, holders: &[Holder]) -> NetworkInfo {
 /// FAILED_PRECONDITION when one of the `quarantined` containers holds an
 /// address on network `n` (removing it would pull the bridge from under it).
 fn refuse_quarantined_on(n: &Network, quarantined: &[String]) -> Result<(), Error> {
-    let users: Vec<String> = lock(&n.pool)
+    let ids: Vec<String> = lock(&n.pool)
         .leases()
         .filter(|(_, owner)| quarantined.iter().any(|id| id == owner))
         .map(|(_, owner)| owner.chars().take(12).collect())
         .collect();
-    if users.is_empty() {
+    if ids.is_empty() {
         return Ok(());
     }
-    Err(Error::FailedPrecondition(format!(
-        "network {} is in use by quarantined container {}: `rsupctl rm -f` it first",
-        n.spec.name,
-        users.join(", ")
-    )))
+    Err(NetworkError::InUseQuarantined {
+        network: n.spec.name.to_string(),
+        ids,
+    }
+    .into())
 }

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::Networks;
+use super::{NetworkError, Networks};
 use crate::error::Error;
 pub use crate::spec::ports::PortMap;
 
@@ -36,7 +36,7 @@ impl Networks {
             let addr = SocketAddr::new(p.host_ip, p.host_port);
             let l = TcpListener::bind(addr)
                 .await
-                .map_err(|e| Error::FailedPrecondition(format!("publishing {addr}: {e}")))?;
+                .map_err(|source| NetworkError::Publish { addr, source })?;
             listeners.push((l, SocketAddr::new(IpAddr::V4(target), p.container_port)));
         }
         let token = parent.child_token();

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use tracing::warn;
 
-use super::{Networks, veth_prefix};
+use super::{NetworkError, Networks, veth_prefix};
 use crate::error::Error;
 use crate::netstack::Attachment;
 use crate::spec::net::NetAttach;
@@ -43,12 +43,12 @@ impl Networks {
         let p = netns.to_path_buf();
         tokio::task::spawn_blocking(move || make_netns(&p))
             .await
-            .map_err(|e| Error::FailedPrecondition(format!("netns task: {e}")))?
-            .map_err(|e| {
-                Error::FailedPrecondition(format!("creating the network namespace: {e}"))
-            })?;
-        let fd = std::fs::File::open(netns)
-            .map_err(|e| Error::FailedPrecondition(format!("opening {}: {e}", netns.display())))?;
+            .map_err(|e| NetworkError::NetnsTask(e.to_string()))?
+            .map_err(NetworkError::Netns)?;
+        let fd = std::fs::File::open(netns).map_err(|source| NetworkError::OpenNetns {
+            path: netns.to_path_buf(),
+            source,
+        })?;
         for (i, a) in attachments.iter().enumerate() {
             let n = self
                 .find_network(&a.network)
@@ -63,9 +63,12 @@ impl Networks {
                 prefix: a.prefix,
                 gateway: (i == 0 && !n.spec.internal).then_some(a.gateway),
             };
-            nl.attach(&att).await.map_err(|e| {
-                Error::FailedPrecondition(format!("attaching to network {}: {e}", a.network))
-            })?;
+            nl.attach(&att)
+                .await
+                .map_err(|source| NetworkError::Attach {
+                    network: a.network.to_string(),
+                    source,
+                })?;
         }
         Ok(())
     }

@@ -58,20 +58,30 @@ pub fn parse_opt<T>(
 /// Maps a runtime error onto exactly one gRPC status.
 pub fn status(e: Error) -> Status {
     let msg = cap_message(e.to_string());
+    Status::new(code(&e), msg)
+}
+
+/// The gRPC code of a runtime error: the one mapping of the daemon.
+fn code(e: &Error) -> tonic::Code {
+    use tonic::Code;
     match e {
-        Error::InvalidArgument { .. } => Status::invalid_argument(msg),
-        Error::NotFound(_) => Status::not_found(msg),
-        Error::AlreadyExists(_) => Status::already_exists(msg),
+        Error::InvalidArgument { .. } => Code::InvalidArgument,
+        Error::NotFound(_) => Code::NotFound,
+        Error::AlreadyExists(_) => Code::AlreadyExists,
         // A full state device: the message names it (device, mount point,
         // state dir) for the operator to free space there.
-        Error::ResourceExhausted(_) | Error::NoSpace(_) => Status::resource_exhausted(msg),
-        Error::FailedPrecondition(_) => Status::failed_precondition(msg),
+        Error::ResourceExhausted(_) | Error::NoSpace(_) => Code::ResourceExhausted,
+        Error::FailedPrecondition(_) | Error::Network(_) | Error::Cgroup { .. } => {
+            Code::FailedPrecondition
+        }
         Error::Spawn {
             source: SpawnError::Setup(_) | SpawnError::Command { .. },
             ..
-        } => Status::failed_precondition(msg),
-        Error::ShuttingDown => Status::unavailable(msg),
-        Error::Spawn { .. } | Error::Store(_) | Error::Sys { .. } => Status::internal(msg),
+        } => Code::FailedPrecondition,
+        // The cause decides; the undo's failures are in the message.
+        Error::Cleanup { source, .. } => code(source),
+        Error::ShuttingDown => Code::Unavailable,
+        Error::Spawn { .. } | Error::Store(_) | Error::Sys { .. } => Code::Internal,
     }
 }
 
@@ -127,5 +137,35 @@ mod tests {
             "{}",
             s.message()
         );
+    }
+
+    #[test]
+    fn typed_errors_map_to_their_codes_through_an_undo() {
+        use rsup_runtime::networks::error::NetworkError;
+        let net = || {
+            Error::from(NetworkError::InUse {
+                network: "back".into(),
+                users: vec!["db".into(), "app".into()],
+            })
+        };
+        let s = status(net());
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            s.message(),
+            "network back is in use by db, app: remove them first"
+        );
+        let s = status(net().with_cleanup_failures(&["veth: busy".into()]));
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            s.message()
+                .ends_with("(undoing it also failed: veth: busy)"),
+            "{}",
+            s.message()
+        );
+        let s = status(Error::Cleanup {
+            source: Box::new(Error::ShuttingDown),
+            failures: vec!["x".into()],
+        });
+        assert_eq!(s.code(), tonic::Code::Unavailable);
     }
 }
