@@ -544,6 +544,11 @@ async fn an_unhealthy_container_is_killed_for_its_policy_after_retries_checks() 
     .await
     .expect("healthy");
     assert_eq!(t0.elapsed(), Duration::from_secs(2));
+    // Healthy, check after check: left alone (to 61 s: off the checks'
+    // 2 s grid, so that no check is due when the code changes).
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert_eq!(f.fake.starts("svc").len(), 1);
+    assert!(lock(&f.fake.last_run("svc").signals).is_empty());
     // Then every check fails: unhealthy at the third, which kills it; its
     // policy restarts it.
     *lock(&f.fake.exec_code) = 1;
@@ -552,8 +557,8 @@ async fn an_unhealthy_container_is_killed_for_its_policy_after_retries_checks() 
     assert_eq!(*lock(&first.signals), [libc::SIGKILL]);
     assert_eq!(
         f.fake.starts("svc")[1] - f.fake.starts("svc")[0],
-        Duration::from_secs(8) + Duration::from_millis(100),
-        "checks at 4, 6 and 8 s fail, then the 100 ms backoff"
+        Duration::from_secs(66) + Duration::from_millis(100),
+        "the checks at 62, 64 and 66 s fail, then the 100 ms backoff"
     );
     let statuses: Vec<String> = f
         .events_of(EventKind::HealthStatus)

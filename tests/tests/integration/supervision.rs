@@ -366,8 +366,8 @@ async fn on_failure_3_stops_after_three_restarts_with_its_last_exit_code() {
     })
     .await;
     assert_eq!(c.exit.as_ref().map(|e| e.exit_code), Some(7), "{c:?}");
-    // Several delays' worth of time: no fourth restart comes.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // That no fourth restart comes, however long one waits, is the
+    // lifecycle's (runtime containers::tests, on the paused clock).
     let j = d.inspect_json(&name);
     assert_eq!(j["State"]["Status"], "exited", "{j}");
     assert_eq!(j["State"]["ExitCode"], 7, "{j}");
@@ -448,8 +448,8 @@ async fn unless_stopped_across_an_rsupd_restart() {
         started >= restarted_at,
         "{back} started before rsupd came back: {c:?}"
     );
-    // The user-stopped one is left alone, also a moment later.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The user-stopped one is left alone (that it stays so is
+    // lifecycle::container::tests::at_rsupd_start_each_container_gets_its_policy).
     let s = d.client().inspect(&stopped).await.expect("inspect");
     assert_eq!(s.state, ContainerState::Exited as i32, "{s:?}");
     assert_eq!(s.start_count, 1, "{s:?}");
@@ -523,9 +523,9 @@ async fn user_stop_suspends_restarts() {
     assert_eq!(second.restart_count, 1, "{second:?}");
     assert_eq!(second.start_count, 2, "{second:?}");
 
-    // stop is: nothing restarts it, however long we wait.
+    // stop is: nothing restarts it (however long one waits: the
+    // lifecycle's unit tests, on the paused clock).
     d.ctl_ok(["stop", "-t", "1", &name]);
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let c = d.client().inspect(&name).await.expect("inspect");
     assert_eq!(c.state, ContainerState::Exited as i32, "{c:?}");
     assert_eq!(c.start_count, 2, "{c:?}");
@@ -572,9 +572,8 @@ async fn user_stop_suspends_restarts() {
     d.ctl_ok(["stop", &pending]);
     let c = d.client().inspect(&pending).await.expect("inspect");
     assert_eq!(c.state, ContainerState::Exited as i32, "{c:?}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let c = d.client().inspect(&pending).await.expect("inspect");
-    assert_eq!(c.state, ContainerState::Exited as i32, "{c:?}");
+    // That the cancelled restart never runs is
+    // containers::tests::a_user_stop_during_the_backoff_calls_off_the_restart.
     assert_eq!(c.start_count, 1, "the cancelled restart ran: {c:?}");
 }
 
@@ -808,7 +807,7 @@ async fn exceeding_intensity_escalates_to_the_parent() {
         c.state == ContainerState::Exited as i32
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // That it stays stopped is the supervisors' unit tests' (paused clock).
     let later = d.client().inspect(&worker).await.expect("inspect");
     assert_eq!(later.state, ContainerState::Exited as i32, "{later:?}");
     assert_eq!(later.start_count, c.start_count, "{later:?}");
@@ -898,7 +897,8 @@ async fn unhealthy_container_is_restarted() {
         running(c) && c.health.as_ref().is_some_and(|h| h.status == "healthy")
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    // That it is left alone while healthy, check after check, is
+    // containers::tests::an_unhealthy_container_is_killed_... (paused clock).
     let later = d.client().inspect(&sick).await.expect("inspect");
     assert_eq!(later.pid, c.pid, "a healthy container is left alone");
 
