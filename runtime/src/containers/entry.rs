@@ -1,10 +1,10 @@
 //! One container as the runtime holds it: its spec, its observed state
-//! ([`Status`], persisted as `state.json`) and the handles of its running
+//! (`Status`, persisted as `state.json`) and the handles of its running
 //! processes and tasks. The data the containers service works on; it
 //! knows no service.
 //!
 //! A container's observed state lives in one `watch` channel
-//! ([`Entry::status`]); every change goes through [`Entry::set_status`], which
+//! (`Entry::status`); every change goes through `Entry::set_status`, which
 //! writes `state.json` before anyone can observe the new state. A write
 //! that fails (a full disk) does not hold the change back: the state in
 //! memory is the truth, the entry is marked unsaved, and the file catches

@@ -6,14 +6,14 @@
 //! and by what their specs name: the networks ([`Networks`]: addresses,
 //! sandboxes, DNS names, published ports), the images ([`Images`]) and
 //! the volumes ([`Volumes`]). Supervisors stand above it: a supervised
-//! container's exit is handed to them as a [`SupervisedExit`] on a
+//! container's exit is handed to them as a `SupervisedExit` on a
 //! channel, never called.
 //!
 //! Invariants:
 //! * A container's observed state lives in one `watch` channel
-//!   ([`Entry::status`]); every change goes through [`Entry::set_status`]
+//!   (`Entry::status`); every change goes through `Entry::set_status`
 //!   (see [`entry`]). Stop, kill and remove act first and report what was
-//!   not saved ([`OpReport`]).
+//!   not saved (`OpReport`).
 //! * Whatever a create or a start takes (leases, directory, sandbox, port
 //!   proxies, cgroup, the shim's pids) is pushed on one
 //!   [`Rollback`](crate::rollback::Rollback) and given back, last first, when

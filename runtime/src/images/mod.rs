@@ -1,4 +1,4 @@
-//! The image verbs of [`Runtime`]: import, list, inspect and remove, and the
+//! The images service: import, list, inspect and remove, and the
 //! resolution of an image into the lower layers of a new container.
 //!
 //! The layer store itself is [`crate::imagestore::ImageStore`]; this file adds

@@ -132,7 +132,7 @@ pub(crate) fn start_gate(by: StartBy, s: &Status) -> StartGate {
 /// What rsupd does with a container it loads at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnOpen {
-    /// It died while rsupd was down: decide as for an exit ([`after_exit`]).
+    /// It died while rsupd was down: decide as for an exit (`after_exit`).
     Exited,
     /// Start it (by its policy) after this delay: a pending restart that
     /// is due then, or a container its policy runs with the daemon.

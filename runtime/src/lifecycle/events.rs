@@ -26,7 +26,7 @@ pub enum EventKind {
     /// rsupd fixed a network's leases at start (subject: the network).
     Reconcile,
     /// A container's record could not be read at start (see
-    /// [`crate::quarantine`]).
+    /// `crate::containers::quarantine`).
     Quarantine,
 }
 

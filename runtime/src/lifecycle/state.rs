@@ -1,5 +1,5 @@
 //! A container's observed state, the data at the bottom of its lifecycle:
-//! [`ContainerState`], the persisted [`Status`] (`state.json`) and how one
+//! `ContainerState`, the persisted `Status` (`state.json`) and how one
 //! run ended ([`ExitInfo`], the shim's `exit.json`), with the transitions
 //! each event makes to them. Pure: the containers service reads the
 //! kernel, applies these and persists the result.

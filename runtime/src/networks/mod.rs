@@ -19,7 +19,7 @@
 //! * At start rsupd re-creates what is missing (bridges, DNS servers, a
 //!   sandbox lost in a reboot), sweeps links with its prefix that belong to
 //!   no known network or container, and reconciles the leases with the
-//!   containers ([`reconcile_pool`]): a lease nobody holds is released, a
+//!   containers (`reconcile_pool`): a lease nobody holds is released, a
 //!   container's missing lease is taken again if its address is free; each
 //!   fix is logged and published as a `reconcile` event.
 //! * A create takes its leases through an undo guard
@@ -536,7 +536,7 @@ impl Networks {
     }
 
     /// At start: brings every network's leases in line with the loaded
-    /// containers, `holders` (see [`reconcile_pool`]), keeping the
+    /// containers, `holders` (see `reconcile_pool`), keeping the
     /// addresses of ids that `on_disk` names (a record that could not be
     /// loaded is still somebody's); reports each fix in the log and as a
     /// `reconcile` event, and persists the networks it changed.

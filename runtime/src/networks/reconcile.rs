@@ -1,5 +1,5 @@
 //! Leases against containers: at rsupd's start every network's pool is
-//! brought in line with the containers that were loaded ([`reconcile_pool`],
+//! brought in line with the containers that were loaded (`reconcile_pool`,
 //! pure over a [`Pool`]).
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use crate::netstack::Pool;
 
-/// One change [`reconcile_pool`] made (or could not make) to a pool.
+/// One change `reconcile_pool` made (or could not make) to a pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseFix {
     /// A lease that no container holds (its owner is unknown, or it is not

@@ -2,7 +2,7 @@
 //! (the policy side is pure, in [`crate::lifecycle::tree`]). It stands above
 //! the containers service: it reads their states and stops and starts
 //! them; the containers hand it the exits of supervised containers on a
-//! channel ([`SupervisedExit`]).
+//! channel (`SupervisedExit`).
 //!
 //! Each supervisor is persisted as `supervisors/<name>.json` under the state
 //! dir (spec, creation time, failed flag, restart window). Its children are
