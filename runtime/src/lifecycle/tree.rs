@@ -1,6 +1,6 @@
 //! Supervisor trees as in Erlang/OTP, the pure part: strategies, restart
 //! intensity, child restart types, cycle checks. The runtime
-//! (`crate::supervisor`) applies them to real containers.
+//! (`crate::supervisors`) applies them to real containers.
 //!
 //! A supervisor's children are containers (joined with `--supervisor`) and
 //! other supervisors (created with `--parent`), in the order they joined.

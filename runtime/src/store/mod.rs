@@ -17,7 +17,7 @@
 //!                             records), overwritten in place (see crate::logs)
 //!     quarantine.json         why the record could not be read at a start,
 //!     *.quarantined-<time>    and the unreadable files, renamed aside (see
-//!                             `crate::quarantine`)
+//!                             `crate::containers::quarantine`)
 //!     upper/ work/            overlayfs writable layer of the container
 //!     rootfs/                 mount point of the overlay (inside the
 //!                             container's mount namespace only)
