@@ -6,11 +6,13 @@
 //! [`Error`] becomes [`Error::NoSpace`], which names the state device, its
 //! mount point and the state directory, so the operator knows what to free.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::cgroups::CgroupError;
 use crate::networks::error::NetworkError;
 use crate::store::StoreError;
+use crate::userns::error::UsernsError;
 
 /// Errors of [`crate::Runtime`] calls.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,9 @@ pub enum Error {
     /// A network step failed (see [`NetworkError`]).
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// User namespaces: the remap user's ids, the shifted copies.
+    #[error(transparent)]
+    Userns(#[from] UsernsError),
     /// A cgroup could not be changed.
     #[error("{op} for container {container}: {source}")]
     Cgroup {
@@ -89,7 +94,7 @@ impl Error {
             Error::AlreadyExists(m) => Error::AlreadyExists(note(m)),
             Error::ResourceExhausted(m) => Error::ResourceExhausted(note(m)),
             Error::FailedPrecondition(m) => Error::FailedPrecondition(note(m)),
-            e @ (Error::Network(_) | Error::Cgroup { .. }) => Error::Cleanup {
+            e @ (Error::Network(_) | Error::Cgroup { .. } | Error::Userns(_)) => Error::Cleanup {
                 source: Box::new(e),
                 failures: failures.to_vec(),
             },
@@ -180,6 +185,9 @@ pub enum SpawnError {
     },
     #[error("setting up the container failed: {0}")]
     Setup(String),
+    /// A named step of the container's setup failed (in the init).
+    #[error("setting up the container failed: {message}")]
+    Step { step: Step, message: String },
     #[error("starting the command failed: {message}")]
     Command {
         message: String,
@@ -194,6 +202,102 @@ pub enum SpawnError {
         #[source]
         source: nix::errno::Errno,
     },
+}
+
+/// A step of the setup, named in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The overlay's layers and directories, and its mount.
+    Rootfs,
+    /// New namespaces, and `/` made private.
+    Namespaces,
+    Proc,
+    Devices,
+    Sys,
+    Volumes,
+    EtcFiles,
+    /// The hostname and `lo`.
+    Hostname,
+    Pivot,
+    MaskedPaths,
+    WorkingDir,
+    ReadOnlyRoot,
+    UserNamespace,
+    /// The cgroup namespace and the fork of the command.
+    Start,
+    /// The init gives up its host files and all but `CAP_KILL` (after the
+    /// fork of the command, before the command may run).
+    Confine,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Rootfs => "rootfs",
+            Step::Namespaces => "namespaces",
+            Step::Proc => "/proc",
+            Step::Devices => "/dev",
+            Step::Sys => "/sys",
+            Step::Volumes => "volumes",
+            Step::EtcFiles => "/etc files",
+            Step::Hostname => "hostname",
+            Step::Pivot => "pivot_root",
+            Step::MaskedPaths => "masked paths",
+            Step::WorkingDir => "working directory",
+            Step::ReadOnlyRoot => "read-only root",
+            Step::UserNamespace => "user namespace",
+            Step::Start => "start",
+            Step::Confine => "confine the init",
+        })
+    }
+}
+
+impl Step {
+    /// Every step, in setup order.
+    pub const ALL: [Step; 15] = [
+        Step::Rootfs,
+        Step::Namespaces,
+        Step::Proc,
+        Step::Devices,
+        Step::Sys,
+        Step::Volumes,
+        Step::EtcFiles,
+        Step::Hostname,
+        Step::Pivot,
+        Step::MaskedPaths,
+        Step::WorkingDir,
+        Step::ReadOnlyRoot,
+        Step::UserNamespace,
+        Step::Start,
+        Step::Confine,
+    ];
+
+    /// The step's name on the wire (the init's status line, the shim's
+    /// report): one word.
+    pub fn token(self) -> &'static str {
+        match self {
+            Step::Rootfs => "rootfs",
+            Step::Namespaces => "namespaces",
+            Step::Proc => "proc",
+            Step::Devices => "devices",
+            Step::Sys => "sys",
+            Step::Volumes => "volumes",
+            Step::EtcFiles => "etc_files",
+            Step::Hostname => "hostname",
+            Step::Pivot => "pivot",
+            Step::MaskedPaths => "masked_paths",
+            Step::WorkingDir => "working_dir",
+            Step::ReadOnlyRoot => "read_only_root",
+            Step::UserNamespace => "user_namespace",
+            Step::Start => "start",
+            Step::Confine => "confine",
+        }
+    }
+
+    /// The step a [`Step::token`] names.
+    pub fn from_token(t: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| s.token() == t)
+    }
 }
 
 #[cfg(test)]
@@ -265,5 +369,26 @@ mod tests {
         // Nothing to add: unchanged.
         let e = Error::from(NetworkError::NetnsTask("x".into())).with_cleanup_failures(&[]);
         assert!(matches!(e, Error::Network(_)));
+    }
+
+    #[test]
+    fn setup_steps_have_one_word_names_and_keep_the_message() {
+        let mut seen = std::collections::HashSet::new();
+        for step in Step::ALL {
+            let t = step.token();
+            assert!(!t.is_empty() && !t.contains(char::is_whitespace), "{t}");
+            assert!(seen.insert(t), "{t} twice");
+            assert_eq!(Step::from_token(t), Some(step));
+        }
+        assert_eq!(Step::from_token("Rootfs"), None);
+        let e = SpawnError::Step {
+            step: Step::Pivot,
+            message: "pivot_root: EINVAL".into(),
+        };
+        // The same text as an unnamed setup failure: clients see no change.
+        assert_eq!(
+            e.to_string(),
+            SpawnError::Setup("pivot_root: EINVAL".into()).to_string()
+        );
     }
 }

@@ -215,6 +215,10 @@ pub enum Report {
         /// (126: not executable, 127: not found), as Docker records it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         exit_code: Option<i32>,
+        /// The setup step that failed ([`crate::error::Step::token`]), when
+        /// one of them did (absent from an older shim).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
     },
 }
 
@@ -325,7 +329,14 @@ fn handshake(
                 "shim says pid {reported}, expected {shim_pid}"
             )));
         }
-        Report::Error { message, .. } => return Err(SpawnError::Setup(message)),
+        Report::Error { message, step, .. } => {
+            return Err(
+                match step.as_deref().and_then(crate::error::Step::from_token) {
+                    Some(step) => SpawnError::Step { step, message },
+                    None => SpawnError::Setup(message),
+                },
+            );
+        }
         Report::Started => return Err(SpawnError::ShimLost("started before go".into())),
     };
     // Both processes are alive now: the init waits for "go", the shim waits
@@ -350,7 +361,9 @@ fn handshake(
         .map_err(|e| SpawnError::ShimLost(format!("writing go: {e}")))?;
     match next()? {
         Report::Started => Ok(started),
-        Report::Error { message, exit_code } => Err(SpawnError::Command { message, exit_code }),
+        Report::Error {
+            message, exit_code, ..
+        } => Err(SpawnError::Command { message, exit_code }),
         Report::Ready { .. } => Err(SpawnError::ShimLost("ready twice".into())),
     }
 }

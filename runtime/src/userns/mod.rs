@@ -26,10 +26,12 @@
 //!   reserve: an image's files cost the same here as when it was imported.
 
 mod copy;
+pub mod error;
 mod map;
 mod request;
 mod shifted;
 
+pub use error::UsernsError;
 pub use map::{IdMap, IdRange, MAX_RANGES, proc_map_text};
 pub use request::{DEFAULT_SIZE, UsernsConfig, UsernsRequest, parse_subid, resolve};
-pub use shifted::{ShiftError, cache_dir, shifted_lowerdirs, shifted_lowerdirs_within};
+pub use shifted::{cache_dir, shifted_lowerdirs, shifted_lowerdirs_within};

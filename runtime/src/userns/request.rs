@@ -3,6 +3,7 @@
 //! id files), and [`resolve`], which turns the one into an [`IdMap`] checked
 //! against the other.
 
+use super::error::UsernsError;
 use std::path::{Path, PathBuf};
 
 use super::map::{IdMap, IdRange, MAX_RANGES, map_id};
@@ -70,10 +71,11 @@ fn subid_ranges(file: &Path, user: &str) -> Result<Vec<(u32, u32)>, Error> {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => {
-            return Err(Error::FailedPrecondition(format!(
-                "reading {}: {e}",
-                file.display()
-            )));
+            return Err(UsernsError::ReadIds {
+                path: file.to_path_buf(),
+                source: e,
+            }
+            .into());
         }
     };
     let uid = match user.parse::<u32>() {
@@ -200,13 +202,12 @@ pub fn resolve(req: &UsernsRequest, cfg: &UsernsConfig) -> Result<Option<IdMap>,
     let user = &cfg.user;
     let subuid = subid_ranges(&cfg.subuid_file, user)?;
     let subgid = subid_ranges(&cfg.subgid_file, user)?;
-    let missing = |kind: &str, file: &Path| {
-        Error::FailedPrecondition(format!(
-            "user namespaces need {kind} ranges of {user} in {}, and there are none \
-             (add a line such as {user}:100000:65536, or start rsupd with another \
-             --userns-remap-user)",
-            file.display()
-        ))
+    let missing = |kind: &'static str, file: &Path| {
+        Error::from(UsernsError::NoRanges {
+            kind,
+            user: user.to_string(),
+            path: file.to_path_buf(),
+        })
     };
     let (Some(&(uid_start, uid_count)), Some(&(gid_start, gid_count))) =
         (subuid.first(), subgid.first())
@@ -342,7 +343,9 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let c = cfg(d.path(), "", "rsup:100000:65536\n");
         match resolve(&req("remap", &[], &[]), &c) {
-            Err(Error::FailedPrecondition(m)) => assert!(m.contains("subuid"), "{m}"),
+            Err(e @ Error::Userns(UsernsError::NoRanges { kind: "subuid", .. })) => {
+                assert!(e.to_string().contains("subuid ranges of rsup"), "{e}")
+            }
             other => panic!("{other:?}"),
         }
         let c = UsernsConfig {
@@ -351,7 +354,7 @@ mod tests {
         };
         assert!(matches!(
             resolve(&req("remap", &[], &[]), &c),
-            Err(Error::FailedPrecondition(_))
+            Err(Error::Userns(UsernsError::NoRanges { .. }))
         ));
     }
 }

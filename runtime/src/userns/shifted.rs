@@ -10,28 +10,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::copy::{CopyError, copy_shifted};
+use super::error::UsernsError;
 use super::map::{IdMap, fnv1a};
 use crate::error::Error;
 use crate::imagestore::limits::{Budget, UnpackLimits};
 
 /// Errors of building a shifted copy.
-#[derive(Debug, thiserror::Error)]
-#[error("shifted copy of {lower} for {map}: {op} {path}: {source}")]
-pub struct ShiftError {
-    lower: PathBuf,
-    map: String,
-    op: &'static str,
-    path: PathBuf,
-    #[source]
-    source: std::io::Error,
-}
-
-impl From<ShiftError> for Error {
-    fn from(e: ShiftError) -> Error {
-        Error::FailedPrecondition(e.to_string())
-    }
-}
-
 /// Directory of the shifted copies of `state`.
 pub fn cache_dir(state: &Path) -> PathBuf {
     state.join("userns")
@@ -73,9 +57,7 @@ pub fn shifted_lowerdirs_within(
     let map_dir = base.join(map.key());
     let io = |op: &'static str, path: &Path| {
         let path = path.to_path_buf();
-        move |source: std::io::Error| {
-            Error::FailedPrecondition(format!("{op} {}: {source}", path.display()))
-        }
+        move |source: std::io::Error| Error::from(UsernsError::Cache { op, path, source })
     };
     // Only root walks the cache.
     crate::store::private_dir(&base)?;
@@ -105,10 +87,10 @@ pub fn shifted_lowerdirs_within(
                 if stored == key {
                     return Ok(root);
                 }
-                return Err(Error::FailedPrecondition(format!(
-                    "{} holds a shifted copy of something else (hash collision?); remove it",
-                    entry.display()
-                )));
+                return Err(UsernsError::Collision {
+                    path: entry.to_path_buf(),
+                }
+                .into());
             }
             build(lower, &entry, &key, map, limits)?;
             Ok(root)
@@ -179,7 +161,7 @@ fn build(
             let path = path.to_path_buf();
             let lower = lower.to_path_buf();
             let map = map.describe();
-            move |source| ShiftError {
+            move |source| UsernsError::Shift {
                 lower,
                 map,
                 op,
@@ -211,11 +193,12 @@ fn build(
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
-            Err(Error::FailedPrecondition(format!(
-                "renaming {} to {}: {e}",
-                tmp.display(),
-                entry.display()
-            )))
+            Err(UsernsError::Rename {
+                from: tmp.clone(),
+                to: entry.to_path_buf(),
+                source: e,
+            }
+            .into())
         }
     }
 }

@@ -71,11 +71,12 @@ fn code(e: &Error) -> tonic::Code {
         // A full state device: the message names it (device, mount point,
         // state dir) for the operator to free space there.
         Error::ResourceExhausted(_) | Error::NoSpace(_) => Code::ResourceExhausted,
-        Error::FailedPrecondition(_) | Error::Network(_) | Error::Cgroup { .. } => {
-            Code::FailedPrecondition
-        }
+        Error::FailedPrecondition(_)
+        | Error::Network(_)
+        | Error::Cgroup { .. }
+        | Error::Userns(_) => Code::FailedPrecondition,
         Error::Spawn {
-            source: SpawnError::Setup(_) | SpawnError::Command { .. },
+            source: SpawnError::Setup(_) | SpawnError::Step { .. } | SpawnError::Command { .. },
             ..
         } => Code::FailedPrecondition,
         // The cause decides; the undo's failures are in the message.

@@ -69,7 +69,11 @@ pub(super) fn main(spec: &ContainerSpec, dir: &Path, lowers: &[PathBuf], pipes: 
     // shim.log names the step; rsupd gets the message as it always has.
     let fail = |st: &mut File, e: SetupError| {
         eprintln!("rsup-init: step {} failed: {e}", e.step());
-        let _ = Status::Error(e.to_string()).send(st);
+        let _ = Status::SetupError {
+            step: e.step(),
+            message: e.to_string(),
+        }
+        .send(st);
         1
     };
     let linux = LinuxSetup;

@@ -81,6 +81,9 @@ pub enum ShimError {
         message: String,
         exit_code: Option<i32>,
     },
+    /// A named step of the init's setup failed.
+    #[error("{message}")]
+    InitSetup { step: Step, message: String },
     #[error("rsupd went away before the start")]
     DaemonGone,
     #[error("lost the container init: {0}")]
@@ -99,11 +102,21 @@ impl ShimError {
         }
     }
 
+    /// The setup step that failed, if one did (in the shim or the init).
+    pub fn step(&self) -> Option<Step> {
+        match self {
+            ShimError::Setup(e) => Some(e.step()),
+            ShimError::InitSetup { step, .. } => Some(*step),
+            _ => None,
+        }
+    }
+
     /// A status line of the init that is not the one expected (`None`: the
     /// pipe closed; the init died `when`).
     fn unexpected(line: Option<Status>, when: &'static str) -> ShimError {
         match line {
             None => ShimError::InitDied { when },
+            Some(Status::SetupError { step, message }) => ShimError::InitSetup { step, message },
             Some(Status::Error(message)) => ShimError::Init {
                 message,
                 exit_code: None,
@@ -134,6 +147,7 @@ pub fn main(dir: &Path) -> i32 {
             report(&Report::Error {
                 message,
                 exit_code: e.exit_code(),
+                step: e.step().map(|s| s.token().to_string()),
             });
             1
         }

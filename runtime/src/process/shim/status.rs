@@ -25,6 +25,7 @@
 //! command's exit from `waitpid` of the init instead); each byte is looked
 //! at once, so a flood costs the shim no more than the container's log does.
 
+use crate::error::Step;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -36,8 +37,19 @@ pub enum Status {
     Ready,
     Started,
     Error(String),
-    ExecError { code: i32, message: String },
-    Exit { code: i32, signal: i32 },
+    /// A named step of the setup failed.
+    SetupError {
+        step: Step,
+        message: String,
+    },
+    ExecError {
+        code: i32,
+        message: String,
+    },
+    Exit {
+        code: i32,
+        signal: i32,
+    },
 }
 
 impl Status {
@@ -49,6 +61,9 @@ impl Status {
             Status::Ready => "ready".into(),
             Status::Started => "started".into(),
             Status::Error(m) => format!("error {}", one_line(m)),
+            Status::SetupError { step, message } => {
+                format!("setup-error {} {}", step.token(), one_line(message))
+            }
             Status::ExecError { code, message } => {
                 format!("exec-error {code} {}", one_line(message))
             }
@@ -63,6 +78,15 @@ impl Status {
             "ready" => return Status::Ready,
             "started" => return Status::Started,
             _ => {}
+        }
+        if let Some(rest) = line.strip_prefix("setup-error ")
+            && let Some((token, message)) = rest.split_once(' ')
+            && let Some(step) = Step::from_token(token)
+        {
+            return Status::SetupError {
+                step,
+                message: message.to_string(),
+            };
         }
         if let Some(rest) = line.strip_prefix("exec-error ") {
             let (code, message) = rest
@@ -314,5 +338,33 @@ mod tests {
         let writer = std::thread::spawn(move || w.write_all(long.as_bytes()).expect("write"));
         assert_eq!(reader.next(), Some(Status::Error("m".repeat(MAX_LINE - 6))));
         writer.join().expect("writer");
+    }
+
+    #[test]
+    fn a_failed_setup_step_crosses_the_pipe_by_name() {
+        use crate::error::Step;
+        for step in Step::ALL {
+            let st = Status::SetupError {
+                step,
+                message: "mount proc on proc: EPERM\nsecond line".into(),
+            };
+            let line = st.line();
+            assert!(
+                line.starts_with(&format!("setup-error {} ", step.token())),
+                "{line}"
+            );
+            assert_eq!(
+                Status::parse(&line),
+                Status::SetupError {
+                    step,
+                    message: "mount proc on proc: EPERM second line".into(),
+                }
+            );
+        }
+        // A step this build does not know is still an error, whole.
+        assert_eq!(
+            Status::parse("setup-error warp-drive it broke"),
+            Status::Error("setup-error warp-drive it broke".into())
+        );
     }
 }

@@ -53,66 +53,18 @@ mod rootfs;
 mod tests;
 
 use std::borrow::Cow;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 
+pub use crate::error::Step;
 pub use namespaces::{enter_cgroupns, enter_userns};
 pub use rootfs::lower_dirs;
 
 use crate::paths::{PathError, RootDir, Target};
 use crate::spec::ContainerSpec;
 use crate::sys::setup::SetupSys;
-
-/// A step of the setup, named in errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// The overlay's layers and directories, and its mount.
-    Rootfs,
-    /// New namespaces, and `/` made private.
-    Namespaces,
-    Proc,
-    Devices,
-    Sys,
-    Volumes,
-    EtcFiles,
-    /// The hostname and `lo`.
-    Hostname,
-    Pivot,
-    MaskedPaths,
-    WorkingDir,
-    ReadOnlyRoot,
-    UserNamespace,
-    /// The cgroup namespace and the fork of the command.
-    Start,
-    /// The init gives up its host files and all but `CAP_KILL` (after the
-    /// fork of the command, before the command may run).
-    Confine,
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Step::Rootfs => "rootfs",
-            Step::Namespaces => "namespaces",
-            Step::Proc => "/proc",
-            Step::Devices => "/dev",
-            Step::Sys => "/sys",
-            Step::Volumes => "volumes",
-            Step::EtcFiles => "/etc files",
-            Step::Hostname => "hostname",
-            Step::Pivot => "pivot_root",
-            Step::MaskedPaths => "masked paths",
-            Step::WorkingDir => "working directory",
-            Step::ReadOnlyRoot => "read-only root",
-            Step::UserNamespace => "user namespace",
-            Step::Start => "start",
-            Step::Confine => "confine the init",
-        })
-    }
-}
 
 /// Why a step failed. The message (what rsupd reports) is one line, the
 /// same as before the steps had names; [`SetupError::step`] tells the step.
