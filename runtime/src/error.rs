@@ -54,8 +54,9 @@ pub enum Error {
     /// User namespaces: the remap user's ids, the shifted copies.
     #[error(transparent)]
     Userns(#[from] UsernsError),
-    /// A cgroup could not be changed.
-    #[error("{op} for container {container}: {source}")]
+    /// A cgroup could not be changed (`container` is for the log: the
+    /// message is the one rsupd always gave).
+    #[error("{op}: {source}")]
     Cgroup {
         op: &'static str,
         container: String,

@@ -35,7 +35,7 @@ pub mod userns;
 pub mod volumes;
 
 pub use config::RuntimeConfig;
-pub use containers::entry::{ContainerInfo, ContainerState, OpReport};
+pub use containers::entry::{ContainerInfo, ContainerState, LogStreamItem, OpReport};
 pub use containers::stats::ContainerStats;
 pub use error::Error;
 pub use process::ExitInfo;

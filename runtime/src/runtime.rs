@@ -153,14 +153,19 @@ impl Runtime {
             shutdown.child_token(),
             containers.clone(),
         );
-        let (exits, exits_rx) = mpsc::unbounded_channel();
-        containers.supervise_with(exits);
-        supervisors.watch(exits_rx);
         supervisors.load()?;
         networks.open().await?;
+        // Exits of supervised containers that end while they are loaded
+        // wait in the channel until the supervisors watch it.
+        let (exits, exits_rx) = mpsc::unbounded_channel();
+        containers.supervise_with(exits);
         let died_while_down = containers.load_all()?;
+        // Nothing fails from here on: no task is left behind by an error.
+        supervisors.watch(exits_rx);
         containers.sweep_after_load().await;
         containers.restart_on_open(&died_while_down);
+        // Layers an interrupted removal left without a user.
+        containers.collect_layers().await;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 config,

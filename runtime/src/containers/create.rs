@@ -19,9 +19,9 @@ use crate::store;
 
 impl Containers {
     /// Records a new container. Nothing runs until [`Containers::start`].
-    #[instrument(skip_all, fields(container = req.name.as_ref().map_or("", |n| n.as_str())))]
     /// `may_join` checks the supervisor the request names, once the request
     /// is valid.
+    #[instrument(skip_all, fields(container = req.name.as_ref().map_or("", |n| n.as_str())))]
     pub async fn create(
         &self,
         req: SpecRequest,

@@ -24,8 +24,10 @@
 //!   the exit monitor does not take it, so a stop can wait for the exit the
 //!   monitor records.
 //! * Every background task (exit monitors, log followers, health checks,
-//!   port proxies) is spawned on the runtime's `TaskTracker` and ends when
-//!   the runtime's `CancellationToken` is cancelled. Running containers are
+//!   port proxies) is spawned on the runtime's `TaskTracker`. A container's
+//!   own tasks end with its token (`Entry::cancel`, cancelled when it is
+//!   removed), a child of the service's, which ends with the runtime's:
+//!   nothing outlives the shutdown. Running containers are
 //!   left running on shutdown: their shims are re-adopted by the next
 //!   `rsupd` (see [`Containers::load_all`]).
 
@@ -209,8 +211,7 @@ impl Containers {
 
     /// At start, after [`Containers::load_all`]: deletes links of ours that
     /// no container or network owns, brings the networks' leases in line
-    /// with the containers, removes cgroups of unknown containers and
-    /// layers nothing uses.
+    /// with the containers and removes cgroups of unknown containers.
     pub async fn sweep_after_load(&self) {
         let holders = self.holders();
         let this = self.clone();
@@ -228,10 +229,9 @@ impl Containers {
                         .collect()
                 })
                 .unwrap_or_default();
-        self.inner.networks.reconcile(&holders, &on_disk);
+        // The table as it is now: a container may have gone meanwhile.
+        self.inner.networks.reconcile(&self.holders(), &on_disk);
         self.sweep_orphans();
-        // Layers an interrupted removal left without a user.
-        self.collect_layers().await;
     }
 
     /// Collects what a crash may have left without an owner: cgroups of

@@ -131,7 +131,16 @@ impl Containers {
                 }
                 tokio::select! {
                     r = rx.changed() => if r.is_err() { return },
-                    _ = cancel.cancelled() => return,
+                    // Removed: its names go now (when rsupd stops, they
+                    // stay until its DNS servers do).
+                    _ = cancel.cancelled() => {
+                        if let Some(e) = weak.upgrade()
+                            && e.status.borrow().state == ContainerState::Removed
+                        {
+                            networks.set_names(&e.id, &e.spec.name, &e.spec.networks, false);
+                        }
+                        return;
+                    }
                 }
             }
         });

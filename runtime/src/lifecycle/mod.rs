@@ -1,6 +1,9 @@
-//! Supervision: restart policies and backoff (pure), and the events users
-//! watch. The containers service (`crate::containers`) applies them when a
-//! container's process ends.
+//! A container's life, the pure part: its state and the transitions each
+//! event makes (`state`), the decisions that follow an exit, a start
+//! request or rsupd's start (`container`), restart policies and backoff,
+//! supervisor strategies with intensity and escalation (`tree`), health
+//! checks (`health`), and the events users watch. No I/O: the containers
+//! and supervisors services carry the decisions out.
 
 pub mod backoff;
 pub mod container;

@@ -15,7 +15,6 @@ use super::map::{IdMap, fnv1a};
 use crate::error::Error;
 use crate::imagestore::limits::{Budget, UnpackLimits};
 
-/// Errors of building a shifted copy.
 /// Directory of the shifted copies of `state`.
 pub fn cache_dir(state: &Path) -> PathBuf {
     state.join("userns")

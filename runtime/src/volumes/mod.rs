@@ -19,7 +19,9 @@ use std::time::SystemTime;
 
 use crate::error::Error;
 use crate::names::VolumeName;
-use crate::spec::mounts::{MountKind, MountSpec};
+pub use crate::names::is_volume_name;
+pub use crate::spec::mounts::{MountKind, MountSpec, parse_tmpfs, parse_volume};
+pub use crate::spec::tmpfs::{TmpfsOptions, TmpfsSize};
 
 /// What `volume ls/inspect` shows.
 #[derive(Debug, Clone)]

@@ -539,7 +539,7 @@ impl Containers for Service {
             let mut next = Ok(first);
             loop {
                 let failed = next.is_err();
-                if tx.send(next).await.is_err() || failed {
+                if !send_or_stop(&tx, next, &shutdown).await || failed {
                     return;
                 }
                 tokio::select! {
@@ -605,7 +605,7 @@ impl Containers for Service {
         let shutdown = self.runtime.shutdown_token();
         self.runtime.spawn(async move {
             for e in std::mem::take(&mut watch.past) {
-                if tx.send(Ok(event(&e))).await.is_err() {
+                if !send_or_stop(&tx, Ok(event(&e)), &shutdown).await {
                     return;
                 }
             }
@@ -613,12 +613,13 @@ impl Containers for Service {
                 tokio::select! {
                     r = watch.recv() => match r {
                         Ok(e) => {
-                            if tx.send(Ok(event(&e))).await.is_err() {
+                            if !send_or_stop(&tx, Ok(event(&e)), &shutdown).await {
                                 return;
                             }
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            let _ = tx.send(Err(Status::data_loss(format!("{n} events were dropped: the client is too slow")))).await;
+                            let lost = Err(Status::data_loss(format!("{n} events were dropped: the client is too slow")));
+                            send_or_stop(&tx, lost, &shutdown).await;
                             return;
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -656,5 +657,19 @@ impl Containers for Service {
             })
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Sends `item` on a stream's channel unless the runtime shuts down first
+/// (a client that stops reading must not hold up rsupd's shutdown); false
+/// when the stream should end.
+async fn send_or_stop<T>(
+    tx: &tokio::sync::mpsc::Sender<T>,
+    item: T,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> bool {
+    tokio::select! {
+        r = tx.send(item) => r.is_ok(),
+        _ = shutdown.cancelled() => false,
     }
 }

@@ -807,7 +807,7 @@ async fn exceeding_intensity_escalates_to_the_parent() {
         c.state == ContainerState::Exited as i32
     })
     .await;
-    // That it stays stopped is the supervisors' unit tests' (paused clock).
+    // That it stays stopped is runtime containers::tests' (paused clock).
     let later = d.client().inspect(&worker).await.expect("inspect");
     assert_eq!(later.state, ContainerState::Exited as i32, "{later:?}");
     assert_eq!(later.start_count, c.start_count, "{later:?}");

@@ -21,7 +21,7 @@
 //!   directory>`, plus that shim's child with the same argv (the init, a
 //!   fork of the shim);
 //! * nothing acts on it: being in the list, its id keeps its leases and
-//!   cgroup through the start sweeps, `Runtime::is_quarantined_link` keeps
+//!   cgroup through the start sweeps, `Containers::is_quarantined_link` keeps
 //!   its veths (named after its id), image layers are not collected while a
 //!   quarantined container exists (it may mount any), and every verb but
 //!   list, inspect, stats and `rm` is FAILED_PRECONDITION;
