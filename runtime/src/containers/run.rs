@@ -221,7 +221,7 @@ impl Containers {
             return;
         }
         let s = entry.status();
-        match after_exit(&entry.plan(), &s, ran, random_unit()) {
+        match after_exit(&entry.plan(), &s, ran, random_unit) {
             AfterExit::Stay => {}
             AfterExit::Remove => {
                 let rt = self.clone();

@@ -55,8 +55,13 @@ pub struct Backoff {
 
 impl Backoff {
     /// The delay before the next start, after a run that lasted `ran`.
-    /// `random` is a number in [0, 1) used only for jitter.
-    pub fn next_delay(&mut self, cfg: &BackoffConfig, ran: Duration, random: f64) -> Duration {
+    /// `random` gives a number in [0, 1), asked for only with jitter.
+    pub fn next_delay(
+        &mut self,
+        cfg: &BackoffConfig,
+        ran: Duration,
+        random: impl FnOnce() -> f64,
+    ) -> Duration {
         if ran >= cfg.reset_after {
             self.last = None;
         }
@@ -66,7 +71,7 @@ impl Backoff {
         };
         self.last = Some(base);
         if cfg.jitter > 0.0 {
-            base.mul_f64(1.0 - cfg.jitter * random.clamp(0.0, 1.0))
+            base.mul_f64(1.0 - cfg.jitter * random().clamp(0.0, 1.0))
         } else {
             base
         }
@@ -90,7 +95,7 @@ mod tests {
         let mut b = Backoff::default();
         let short = MS(50);
         let got: Vec<u64> = (0..12)
-            .map(|_| b.next_delay(&cfg, short, 0.0).as_millis() as u64)
+            .map(|_| b.next_delay(&cfg, short, || 0.0).as_millis() as u64)
             .collect();
         assert_eq!(
             got,
@@ -99,8 +104,8 @@ mod tests {
             ]
         );
         // A stable run of 10 s resets the schedule.
-        assert_eq!(b.next_delay(&cfg, Duration::from_secs(10), 0.0), MS(100));
-        assert_eq!(b.next_delay(&cfg, MS(9_999), 0.0), MS(200));
+        assert_eq!(b.next_delay(&cfg, Duration::from_secs(10), || 0.0), MS(100));
+        assert_eq!(b.next_delay(&cfg, MS(9_999), || 0.0), MS(200));
     }
 
     #[test]
@@ -112,7 +117,7 @@ mod tests {
         };
         let mut b = Backoff::default();
         for _ in 0..5 {
-            assert_eq!(b.next_delay(&cfg, MS(1), 0.5), MS(0));
+            assert_eq!(b.next_delay(&cfg, MS(1), || 0.5), MS(0));
         }
         let cfg = BackoffConfig {
             initial: MS(500),
@@ -121,7 +126,7 @@ mod tests {
             jitter: 0.0,
         };
         let mut b = Backoff::default();
-        let got: Vec<_> = (0..4).map(|_| b.next_delay(&cfg, MS(10), 0.0)).collect();
+        let got: Vec<_> = (0..4).map(|_| b.next_delay(&cfg, MS(10), || 0.0)).collect();
         assert_eq!(got, [MS(500), MS(1000), MS(1500), MS(1500)]);
     }
 
@@ -132,9 +137,9 @@ mod tests {
             ..Default::default()
         };
         let mut b = Backoff::default();
-        assert_eq!(b.next_delay(&cfg, MS(1), 0.0), MS(100));
+        assert_eq!(b.next_delay(&cfg, MS(1), || 0.0), MS(100));
         let mut b = Backoff::default();
-        assert_eq!(b.next_delay(&cfg, MS(1), 1.0), MS(50));
+        assert_eq!(b.next_delay(&cfg, MS(1), || 1.0), MS(50));
         assert!(
             BackoffConfig {
                 jitter: 1.5,
@@ -151,5 +156,13 @@ mod tests {
             .validate()
             .is_err()
         );
+    }
+
+    #[test]
+    fn no_random_number_is_drawn_without_jitter() {
+        let mut b = Backoff::default();
+        let cfg = BackoffConfig::default();
+        let d = b.next_delay(&cfg, MS(1), || unreachable!("no jitter: no draw"));
+        assert_eq!(d, MS(100));
     }
 }

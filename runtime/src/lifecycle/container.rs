@@ -59,9 +59,15 @@ impl AfterExit {
 }
 
 /// Decides what follows the exit recorded in `s`, after a run of `ran`
-/// (the backoff starts over after a long run); `jitter` in [0, 1) spreads
-/// the delays of containers that crash together.
-pub(crate) fn after_exit(plan: &Plan<'_>, s: &Status, ran: Duration, jitter: f64) -> AfterExit {
+/// (the backoff starts over after a long run); `jitter` gives a number in
+/// [0, 1) that spreads the delays of containers that crash together (asked
+/// for only when a restart has jitter).
+pub(crate) fn after_exit(
+    plan: &Plan<'_>,
+    s: &Status,
+    ran: Duration,
+    jitter: impl FnOnce() -> f64,
+) -> AfterExit {
     if plan.auto_remove {
         return AfterExit::Remove;
     }
@@ -92,7 +98,7 @@ pub(crate) fn after_exit(plan: &Plan<'_>, s: &Status, ran: Duration, jitter: f64
 /// Whether the exit recorded in `s` will be followed by a run (a policy
 /// restart or its supervisor's).
 pub(crate) fn will_restart(plan: &Plan<'_>, s: &Status) -> bool {
-    after_exit(plan, s, Duration::ZERO, 0.0).restarts()
+    after_exit(plan, s, Duration::ZERO, || 0.0).restarts()
 }
 
 /// Whether a start goes ahead.
@@ -245,7 +251,7 @@ mod tests {
         ];
         for (policy, code, restarts, want) in cases {
             let s = ended(code, restarts);
-            let got = after_exit(&plan(&policy, &cfg), &s, Duration::ZERO, 0.0);
+            let got = after_exit(&plan(&policy, &cfg), &s, Duration::ZERO, || 0.0);
             assert_eq!(
                 got.restarts(),
                 want,
@@ -276,14 +282,14 @@ mod tests {
         s.exited(Some(exit), Some(5));
         assert!(s.oom_killed);
         assert_eq!(s.oom_kills, 5);
-        assert!(after_exit(&plan(&policy, &cfg), &s, Duration::ZERO, 0.0).restarts());
+        assert!(after_exit(&plan(&policy, &cfg), &s, Duration::ZERO, || 0.0).restarts());
         // The same exit without an OOM kill is a success.
         let mut s = Status::fresh(ContainerState::Created, at(0));
         s.started(StartBy::User, pids(), 4, at(1));
         s.exited(Some(exit), Some(4));
         assert!(!s.oom_killed);
         assert_eq!(
-            after_exit(&plan(&policy, &cfg), &s, Duration::ZERO, 0.0),
+            after_exit(&plan(&policy, &cfg), &s, Duration::ZERO, || 0.0),
             AfterExit::Stay
         );
         // A SIGTERM while the counter grew is not an OOM kill.
@@ -319,7 +325,7 @@ mod tests {
                 None,
             );
             assert_eq!(
-                after_exit(&plan(&policy, &cfg), &s, Duration::ZERO, 0.0),
+                after_exit(&plan(&policy, &cfg), &s, Duration::ZERO, || 0.0),
                 AfterExit::Stay,
                 "{policy}"
             );
@@ -328,7 +334,7 @@ mod tests {
                 supervised: true,
                 ..plan(&policy, &cfg)
             };
-            assert_eq!(after_exit(&p, &s, Duration::ZERO, 0.0), AfterExit::Stay);
+            assert_eq!(after_exit(&p, &s, Duration::ZERO, || 0.0), AfterExit::Stay);
             // A user start clears the stop.
             s.started(StartBy::User, pids(), 0, at(3));
             assert!(!s.stopped_by_user);
@@ -347,7 +353,10 @@ mod tests {
                     backoff: &cfg,
                 };
                 let s = ended(Some(1), 0);
-                assert_eq!(after_exit(&p, &s, Duration::ZERO, 0.0), AfterExit::Remove);
+                assert_eq!(
+                    after_exit(&p, &s, Duration::ZERO, || 0.0),
+                    AfterExit::Remove
+                );
                 assert!(!will_restart(&p, &s));
             }
         }
@@ -372,7 +381,7 @@ mod tests {
             // Many restarts already: the supervisor's intensity limits
             // them, not the policy's max.
             let s = ended(Some(code), 5);
-            let got = after_exit(&p, &s, Duration::ZERO, 0.0);
+            let got = after_exit(&p, &s, Duration::ZERO, || 0.0);
             let expect = if want {
                 AfterExit::Supervisor
             } else {
@@ -390,7 +399,7 @@ mod tests {
         };
         let mut s = ended(Some(143), 0);
         s.supervisor_stopping = true;
-        assert_eq!(after_exit(&p, &s, Duration::ZERO, 0.0), AfterExit::Stay);
+        assert_eq!(after_exit(&p, &s, Duration::ZERO, || 0.0), AfterExit::Stay);
         // A start clears the mark.
         s.started(StartBy::Supervisor, pids(), 0, at(3));
         assert!(!s.supervisor_stopping);
@@ -404,7 +413,7 @@ mod tests {
         let mut s = ended(Some(1), 0);
         let mut delays = Vec::new();
         for i in 0..12u64 {
-            let a = after_exit(&p, &s, Duration::from_millis(5), 0.0);
+            let a = after_exit(&p, &s, Duration::from_millis(5), || 0.0);
             let AfterExit::Restart { delay, backoff } = a else {
                 panic!("{a:?}");
             };
@@ -427,14 +436,14 @@ mod tests {
         assert_eq!(s.restart_count, 12);
         assert_eq!(s.restarts_total, 12);
         // A run of 10 s or more starts the schedule over.
-        let a = after_exit(&p, &s, Duration::from_secs(10), 0.0);
+        let a = after_exit(&p, &s, Duration::from_secs(10), || 0.0);
         assert_eq!(restart_delay(a), Some(Duration::from_millis(100)));
         // So does a user start (and it clears the count, not the total).
         s.started(StartBy::User, pids(), 0, at(100));
         s.exited(None, None);
         assert_eq!(s.restart_count, 0);
         assert_eq!(s.restarts_total, 12);
-        let a = after_exit(&p, &s, Duration::ZERO, 0.0);
+        let a = after_exit(&p, &s, Duration::ZERO, || 0.0);
         assert_eq!(restart_delay(a), Some(Duration::from_millis(100)));
     }
 
@@ -446,7 +455,14 @@ mod tests {
         };
         let policy = RestartPolicy::Always;
         let s = ended(Some(1), 0);
-        let d = |r| restart_delay(after_exit(&plan(&policy, &cfg), &s, Duration::ZERO, r));
+        let d = |r| {
+            restart_delay(after_exit(
+                &plan(&policy, &cfg),
+                &s,
+                Duration::ZERO,
+                move || r,
+            ))
+        };
         assert_eq!(d(0.0), Some(Duration::from_millis(100)));
         assert_eq!(d(0.5), Some(Duration::from_millis(75)));
         assert_eq!(d(0.999_999), Some(Duration::from_nanos(50_000_050)));
@@ -458,7 +474,8 @@ mod tests {
         let policy = RestartPolicy::OnFailure { max: Some(2) };
         let p = plan(&policy, &cfg);
         let mut s = ended(Some(1), 0);
-        let AfterExit::Restart { delay, backoff } = after_exit(&p, &s, Duration::ZERO, 0.0) else {
+        let AfterExit::Restart { delay, backoff } = after_exit(&p, &s, Duration::ZERO, || 0.0)
+        else {
             panic!("no restart");
         };
         assert_eq!(delay, Duration::from_millis(100));
@@ -467,14 +484,15 @@ mod tests {
         assert_eq!(s.state, ContainerState::Exited);
         assert_eq!(s.restart_count, 1);
         assert_eq!(s.error, "starting the command failed");
-        let AfterExit::Restart { delay, backoff } = after_exit(&p, &s, Duration::ZERO, 0.0) else {
+        let AfterExit::Restart { delay, backoff } = after_exit(&p, &s, Duration::ZERO, || 0.0)
+        else {
             panic!("no second restart");
         };
         assert_eq!(delay, Duration::from_millis(200));
         s.restart_at(backoff, at(6));
         s.restart_failed("again".into());
         // Two attempts: on-failure:2 gives up.
-        assert_eq!(after_exit(&p, &s, Duration::ZERO, 0.0), AfterExit::Stay);
+        assert_eq!(after_exit(&p, &s, Duration::ZERO, || 0.0), AfterExit::Stay);
     }
 
     #[test]

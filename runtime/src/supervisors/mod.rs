@@ -478,7 +478,7 @@ impl Supervisors {
             let delay = match &failed {
                 Child::Container(e) => {
                     let mut backoff = e.status().backoff;
-                    let d = backoff.next_delay(&e.spec.restart.backoff, ran, 0.0);
+                    let d = backoff.next_delay(&e.spec.restart.backoff, ran, || 0.0);
                     let _ = e.set_status(|s| s.restart_at(backoff, SystemTime::now() + d));
                     d
                 }
