@@ -163,12 +163,7 @@ impl Backend for LinuxBackend {
                     // rsupd that dies from here on finds and re-adopts them
                     // instead of starting a second instance.
                     let record = record.take().ok_or("recorded twice")?;
-                    record(Pids {
-                        shim_pid: s.shim_pid,
-                        shim_start_time: s.shim_start_time,
-                        init_pid: s.init_pid,
-                        init_start_time: s.init_start_time,
-                    })
+                    record(s.pids())
                 })?;
                 Ok::<_, SpawnError>((started, oom_base))
             })
@@ -179,12 +174,7 @@ impl Backend for LinuxBackend {
                 source,
             })?;
             Ok(Launched {
-                pids: Pids {
-                    shim_pid: s.shim_pid,
-                    shim_start_time: s.shim_start_time,
-                    init_pid: s.init_pid,
-                    init_start_time: s.init_start_time,
-                },
+                pids: s.pids(),
                 oom_base,
                 init: Some(Arc::new(Pidfd(s.init_pidfd))),
                 ended: ended(n, s.shim_pid, s.shim_pidfd, dir),

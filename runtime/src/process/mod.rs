@@ -236,6 +236,18 @@ pub struct Started {
     pub init_in_cgroup: bool,
 }
 
+impl Started {
+    /// The processes as the container's status records them.
+    pub fn pids(&self) -> crate::lifecycle::state::Pids {
+        crate::lifecycle::state::Pids {
+            shim_pid: self.shim_pid,
+            shim_start_time: self.shim_start_time,
+            init_pid: self.init_pid,
+            init_start_time: self.init_start_time,
+        }
+    }
+}
+
 /// Starts the shim for the container in `dir` and runs the handshake.
 /// With `cgroup` (a cgroup v2 directory) the shim creates the init in it
 /// when the kernel can ([`Started::init_in_cgroup`]). `on_ready(started)`
