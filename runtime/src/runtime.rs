@@ -159,11 +159,11 @@ impl Runtime {
         // wait in the channel until the supervisors watch it.
         let (exits, exits_rx) = mpsc::unbounded_channel();
         containers.supervise_with(exits);
-        let died_while_down = containers.load_all()?;
+        let loaded = containers.load_all()?;
         // Nothing fails from here on: no task is left behind by an error.
         supervisors.watch(exits_rx);
-        containers.sweep_after_load().await;
-        containers.restart_on_open(&died_while_down);
+        containers.sweep_after_load(&loaded).await;
+        containers.restart_on_open(&loaded.died_while_down);
         // Layers an interrupted removal left without a user.
         containers.collect_layers().await;
         Ok(Runtime {
@@ -289,20 +289,23 @@ impl Runtime {
     /// Removes a network no container uses.
     pub async fn remove_network(&self, name: &NetworkName) -> Result<(), Error> {
         let c = &self.inner.containers;
+        let entries = c.entries();
         self.inner
             .networks
-            .remove(name, &c.holders(), &c.quarantined_ids())
+            .remove(name, &Containers::holders(&entries), &c.quarantined_ids())
             .await
     }
 
     pub fn networks(&self) -> Vec<NetworkInfo> {
-        self.inner.networks.list(&self.inner.containers.holders())
+        let entries = self.inner.containers.entries();
+        self.inner.networks.list(&Containers::holders(&entries))
     }
 
     pub fn inspect_network(&self, name: &NetworkName) -> Result<NetworkInfo, Error> {
+        let entries = self.inner.containers.entries();
         self.inner
             .networks
-            .inspect(name, &self.inner.containers.holders())
+            .inspect(name, &Containers::holders(&entries))
     }
 
     // Images.
@@ -387,13 +390,11 @@ impl Runtime {
     /// (or may: a quarantined container whose spec is unknown).
     pub fn remove_volume(&self, name: &VolumeName) -> Result<(), Error> {
         let c = &self.inner.containers;
-        // Its existence first: NOT_FOUND before any other refusal.
-        self.inner.volumes.inspect(name, Vec::new())?;
-        let users = c.users_of_volume(name);
-        if users.is_empty() {
-            c.refuse_unknown_mounts(name.as_str())?;
-        }
-        self.inner.volumes.remove(name, users)
+        self.inner
+            .volumes
+            .remove(name, c.users_of_volume(name), || {
+                c.refuse_unknown_mounts(name.as_str())
+            })
     }
 
     // Supervisors.

@@ -82,6 +82,29 @@ pub(crate) struct SupervisedExit {
     pub(crate) ran: Duration,
 }
 
+/// What loading one container's directory did.
+enum Load {
+    /// It was collected (an interrupted create or remove): the directory
+    /// is gone.
+    Gone,
+    /// Loaded (or quarantined).
+    Kept,
+    /// Loaded; it was running and exited while rsupd was down.
+    DiedWhileDown,
+}
+
+/// What [`Containers::load_all`] found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Those that died while rsupd was down (for
+    /// [`Containers::restart_on_open`]).
+    pub died_while_down: Vec<String>,
+    /// Every directory under `containers/`, loaded or not: one that could
+    /// not be loaded is still somebody's, and its addresses are not handed
+    /// to another container.
+    pub on_disk: HashSet<String>,
+}
+
 /// The containers service. Cheap to clone; all clones share one state.
 #[derive(Clone)]
 pub struct Containers {
@@ -181,19 +204,25 @@ impl Containers {
 
     /// Loads every container under `containers/`, re-adopting the ones whose
     /// shim still runs, and starts the background work (sampler, flusher,
-    /// DNS sync). Returns the ids of those that died while rsupd was down
-    /// (for [`Containers::restart_on_open`]).
-    pub fn load_all(&self) -> Result<Vec<String>, Error> {
+    /// DNS sync).
+    pub fn load_all(&self) -> Result<Loaded, Error> {
         let containers_dir = self.inner.config.state_dir.join("containers");
         let dirs = std::fs::read_dir(&containers_dir).map_err(io_err("read", &containers_dir))?;
-        let mut died_while_down = Vec::new();
+        let mut loaded = Loaded::default();
         for d in dirs.flatten() {
             let dir = d.path();
             let id = d.file_name().to_string_lossy().into_owned();
             match self.load(&id, &dir) {
-                Ok(true) => died_while_down.push(id),
-                Ok(false) => {}
+                Ok(Load::Gone) => {}
+                Ok(Load::Kept) => {
+                    loaded.on_disk.insert(id);
+                }
+                Ok(Load::DiedWhileDown) => {
+                    loaded.on_disk.insert(id.clone());
+                    loaded.died_while_down.push(id);
+                }
                 Err(e) => {
+                    loaded.on_disk.insert(id.clone());
                     self.inner
                         .unreadable_containers
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -206,31 +235,25 @@ impl Containers {
         for e in lock(&self.inner.containers).clone() {
             self.spawn_dns_sync(&e);
         }
-        Ok(died_while_down)
+        Ok(loaded)
     }
 
     /// At start, after [`Containers::load_all`]: deletes links of ours that
     /// no container or network owns, brings the networks' leases in line
     /// with the containers and removes cgroups of unknown containers.
-    pub async fn sweep_after_load(&self) {
-        let holders = self.holders();
+    pub async fn sweep_after_load(&self, loaded: &Loaded) {
+        let entries = self.entries();
+        let holders = Containers::holders(&entries);
         let this = self.clone();
         self.inner
             .networks
             .sweep_links(&holders, &move |l| this.is_quarantined_link(l))
             .await;
-        // A directory that could not be loaded is still somebody's: its
-        // addresses are not handed to another container.
-        let on_disk: HashSet<String> =
-            std::fs::read_dir(self.inner.config.state_dir.join("containers"))
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
         // The table as it is now: a container may have gone meanwhile.
-        self.inner.networks.reconcile(&self.holders(), &on_disk);
+        let entries = self.entries();
+        self.inner
+            .networks
+            .reconcile(&Containers::holders(&entries), &loaded.on_disk);
         self.sweep_orphans();
     }
 
@@ -259,14 +282,15 @@ impl Containers {
         lock(&self.inner.containers).clone()
     }
 
-    /// Every container as the networks see it.
-    pub fn holders(&self) -> Vec<Holder> {
-        lock(&self.inner.containers)
+    /// The containers of `entries` (a snapshot of the table, see
+    /// [`Containers::entries`]) as the networks see them: borrowed, no copy.
+    pub(crate) fn holders(entries: &[Arc<Entry>]) -> Vec<Holder<'_>> {
+        entries
             .iter()
             .map(|e| Holder {
-                id: e.id.clone(),
-                name: e.spec.name.clone(),
-                attachments: e.spec.networks.clone(),
+                id: &e.id,
+                name: &e.spec.name,
+                attachments: &e.spec.networks,
             })
             .collect()
     }
@@ -325,9 +349,8 @@ impl Containers {
             .collect()
     }
 
-    /// Loads one container; `Ok(true)` when it was running and exited while
-    /// rsupd was down.
-    fn load(&self, id: &str, dir: &Path) -> Result<bool, Error> {
+    /// Loads one container (see [`Load`]).
+    fn load(&self, id: &str, dir: &Path) -> Result<Load, Error> {
         use quarantine::examine::{Examined, examine};
         let (spec, mut status) = match examine(dir) {
             Examined::Loaded(spec, status) => (*spec, *status),
@@ -336,12 +359,12 @@ impl Containers {
             Examined::Collect(what) => {
                 warn!(container = %id, "{what}");
                 let _ = crate::networks::sandbox::unmount_netns(&dir.join("netns"));
-                return remove_dir(dir).map(|()| false);
+                return remove_dir(dir).map(|()| Load::Gone);
             }
             // Unreadable: never acted on.
             Examined::Quarantine(d) => {
                 self.quarantine(id, dir, *d);
-                return Ok(false);
+                return Ok(Load::Kept);
             }
         };
         if status.state == ContainerState::Removed {
@@ -349,7 +372,7 @@ impl Containers {
             // follow (they have no owner now); the netns mount goes first.
             info!(container = %spec.name, "finishing an interrupted remove");
             let _ = crate::networks::sandbox::unmount_netns(&dir.join("netns"));
-            return remove_dir(dir).map(|()| false);
+            return remove_dir(dir).map(|()| Load::Gone);
         }
         let mut adopted = None;
         let mut died = false;
@@ -400,7 +423,11 @@ impl Containers {
             self.spawn_health(&entry);
         }
         lock(&self.inner.containers).push(entry);
-        Ok(died)
+        Ok(if died {
+            Load::DiedWhileDown
+        } else {
+            Load::Kept
+        })
     }
 
     /// At start: applies restart policies as if rsupd had watched all along.

@@ -585,22 +585,34 @@ async fn removing_a_container_or_cancelling_the_root_ends_its_tasks() {
         f.fake.exit(name, 1);
         f.reaches(name, ContainerState::Restarting).await;
     }
-    // Removing one cancels its token: its pending restart never runs.
+    // Removing one ends its pending restart's task at once (not when its
+    // 30 s are up), and it never runs.
+    let tasks = f.tracker.len();
+    let t0 = Instant::now();
     f.containers
         .remove(&key("gone"), true)
         .await
         .expect("remove");
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        f.tracker.len(),
+        tasks - 1,
+        "the pending restart still waits"
+    );
+    assert_eq!(t0.elapsed(), Duration::ZERO);
     tokio::time::sleep(Duration::from_secs(31)).await;
     assert_eq!(f.fake.starts("gone").len(), 1);
     assert_eq!(f.fake.starts("kept").len(), 2, "the other one restarted");
     // Cancelling the root ends every task at once (the running container's
     // exit monitor and health checker included): the tracker empties
     // without the clock moving.
-    let t0 = Instant::now();
+    let t1 = Instant::now();
     f.shutdown.cancel();
     f.tracker.close();
     f.tracker.wait().await;
-    assert_eq!(t0.elapsed(), Duration::ZERO);
+    assert_eq!(t1.elapsed(), Duration::ZERO);
     assert_eq!(
         f.state("kept"),
         ContainerState::Running,

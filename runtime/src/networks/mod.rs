@@ -336,7 +336,7 @@ impl Networks {
     pub async fn remove(
         &self,
         name: &NetworkName,
-        holders: &[Holder],
+        holders: &[Holder<'_>],
         quarantined: &[String],
     ) -> Result<(), Error> {
         let n = self
@@ -345,7 +345,7 @@ impl Networks {
         let users: Vec<String> = holders
             .iter()
             .filter(|h| h.attachments.iter().any(|a| a.network == *name))
-            .map(|h| h.name.clone())
+            .map(|h| h.name.to_string())
             .collect();
         if !users.is_empty() {
             return Err(NetworkError::InUse {
@@ -375,12 +375,16 @@ impl Networks {
     }
 
     /// Every network, its leases named after `holders`.
-    pub fn list(&self, holders: &[Holder]) -> Vec<NetworkInfo> {
+    pub fn list(&self, holders: &[Holder<'_>]) -> Vec<NetworkInfo> {
         let list = lock(&self.inner.list).clone();
         list.iter().map(|n| network_info(n, holders)).collect()
     }
 
-    pub fn inspect(&self, name: &NetworkName, holders: &[Holder]) -> Result<NetworkInfo, Error> {
+    pub fn inspect(
+        &self,
+        name: &NetworkName,
+        holders: &[Holder<'_>],
+    ) -> Result<NetworkInfo, Error> {
         let n = self
             .find_network(name)
             .ok_or_else(|| Error::NotFound(format!("no such network: {name}")))?;
@@ -452,29 +456,25 @@ impl Networks {
     /// persisted (the pool in memory is released either way, and the file
     /// catches up with the network's next write or the reconcile at start).
     pub fn release(&self, id: &str, attachments: &[NetAttach]) -> Vec<String> {
-        let mut failures = Vec::new();
-        for a in attachments {
-            if let Some(n) = self.find_network(&a.network) {
-                n.records
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(id);
-                lock(&n.pool).release_owner(id);
-                if let Err(e) = self.persist_network(&n) {
-                    warn!(network = %n.spec.name, error = %e, "cannot persist the released lease");
-                    failures.push(format!("network {}: {e}", n.spec.name));
-                }
-            }
-        }
-        failures
+        let nets = attachments
+            .iter()
+            .filter_map(|a| self.find_network(&a.network));
+        self.release_on(id, nets)
     }
 
     /// Releases every lease `id` holds, on every network, and its DNS
     /// records (a container whose attachments are not known); returns the
     /// networks whose release could not be saved.
     pub fn release_everywhere(&self, id: &str) -> Vec<String> {
+        let nets = lock(&self.inner.list).clone();
+        self.release_on(id, nets)
+    }
+
+    /// Withdraws `id`'s names from `nets` and releases its leases there,
+    /// persisting each network whose pool changed.
+    fn release_on(&self, id: &str, nets: impl IntoIterator<Item = Arc<Network>>) -> Vec<String> {
         let mut failures = Vec::new();
-        for n in lock(&self.inner.list).clone() {
+        for n in nets {
             n.records
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
@@ -511,7 +511,7 @@ impl Networks {
     /// Deletes links with our prefix that no network owns, that are not
     /// one of `holders`' veths and that `keep` does not claim (the veths of
     /// a container whose attachments are not known).
-    pub async fn sweep_links(&self, holders: &[Holder], keep: &dyn Fn(&str) -> bool) {
+    pub async fn sweep_links(&self, holders: &[Holder<'_>], keep: &dyn Fn(&str) -> bool) {
         let Ok(nl) = self.netlink().await else { return };
         let prefix = self.net_prefix().to_string();
         let mut known: Vec<String> = lock(&self.inner.list)
@@ -542,10 +542,10 @@ impl Networks {
     /// `reconcile` event, and persists the networks it changed.
     pub fn reconcile(
         &self,
-        holders: &[Holder],
+        holders: &[Holder<'_>],
         on_disk: &HashSet<String>,
     ) -> Vec<(NetworkName, LeaseFix)> {
-        let known: HashSet<&str> = holders.iter().map(|h| h.id.as_str()).collect();
+        let known: HashSet<&str> = holders.iter().map(|h| h.id).collect();
         let mut all = Vec::new();
         for n in lock(&self.inner.list).clone() {
             let wanted: BTreeMap<Ipv4Addr, &str> = holders
@@ -554,7 +554,7 @@ impl Networks {
                     h.attachments
                         .iter()
                         .filter(|a| a.network == n.spec.name)
-                        .map(|a| (a.ip, h.id.as_str()))
+                        .map(|a| (a.ip, h.id))
                 })
                 .collect();
             let fixes = reconcile_pool(&mut lock(&n.pool), &wanted, &|owner| {
@@ -568,7 +568,7 @@ impl Networks {
                     holders
                         .iter()
                         .find(|h| h.id == id)
-                        .map_or_else(|| id.to_string(), |h| h.name.clone())
+                        .map_or_else(|| id.to_string(), |h| h.name.to_string())
                 };
                 let (action, ip, owner) = match f {
                     LeaseFix::Released { ip, owner } => ("released", ip, owner.clone()),
@@ -612,14 +612,14 @@ impl Networks {
 }
 
 /// What `network inspect` shows of `n`, its leases named after `holders`.
-fn network_info(n: &Network, holders: &[Holder]) -> NetworkInfo {
+fn network_info(n: &Network, holders: &[Holder<'_>]) -> NetworkInfo {
     let leases: Vec<(String, Ipv4Addr)> = lock(&n.pool)
         .leases()
         .map(|(ip, owner)| {
             let name = holders
                 .iter()
                 .find(|h| h.id == owner && !h.name.is_empty())
-                .map_or_else(|| owner.to_string(), |h| h.name.clone());
+                .map_or_else(|| owner.to_string(), |h| h.name.to_string());
             (name, ip)
         })
         .collect();

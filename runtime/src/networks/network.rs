@@ -15,10 +15,10 @@ use crate::spec::net::NetAttach;
 /// A container as the networks see it: its id, its name and its
 /// attachments.
 #[derive(Debug, Clone)]
-pub struct Holder {
-    pub id: String,
-    pub name: String,
-    pub attachments: Vec<NetAttach>,
+pub struct Holder<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub attachments: &'a [NetAttach],
 }
 
 /// A network as configured.

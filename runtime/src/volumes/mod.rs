@@ -114,8 +114,13 @@ impl Volumes {
     }
 
     /// Removes a volume and its data; refused while one of `users` mounts
-    /// it.
-    pub fn remove(&self, name: &VolumeName, users: Vec<String>) -> Result<(), Error> {
+    /// it, or `may_be_mounted` says a container might.
+    pub fn remove(
+        &self,
+        name: &VolumeName,
+        users: Vec<String>,
+        may_be_mounted: impl FnOnce() -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let v = self.inspect(name, users)?;
         if !v.users.is_empty() {
             return Err(Error::FailedPrecondition(format!(
@@ -123,6 +128,7 @@ impl Volumes {
                 v.users.join(", ")
             )));
         }
+        may_be_mounted()?;
         let dir = self.volume_dir(name);
         std::fs::remove_dir_all(&dir)
             .map_err(|e| Error::Store(crate::store::io_err("remove", &dir)(e)))
