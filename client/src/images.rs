@@ -123,3 +123,112 @@ impl Client {
         Ok(reply)
     }
 }
+
+/// What a pull or push reports, as the daemon sends it.
+pub use proto::ImageProgress;
+
+impl Client {
+    /// Pulls `reference` through rsupd (`auth`: user name and password for
+    /// its registry), calling `on_progress` with each progress message;
+    /// returns the image.
+    pub async fn pull_image(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryLogin>,
+        mut on_progress: impl FnMut(&ImageProgress),
+    ) -> Result<proto::Image, Error> {
+        let request = proto::PullImageRequest {
+            reference: reference.to_owned(),
+            auth: auth.map(RegistryLogin::to_proto),
+        };
+        let mut stream = self.images().pull(request).await?.into_inner();
+        while let Some(msg) = stream.message().await? {
+            if let Some(proto::image_progress::Event::Image(i)) = msg.event {
+                return Ok(i);
+            }
+            on_progress(&msg);
+        }
+        Err(Error::Status(tonic::Status::unavailable(
+            "the pull ended without an image",
+        )))
+    }
+
+    /// Pushes the image named `reference` to its registry; returns the
+    /// manifest digest.
+    pub async fn push_image(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryLogin>,
+        mut on_progress: impl FnMut(&ImageProgress),
+    ) -> Result<String, Error> {
+        let request = proto::PushImageRequest {
+            reference: reference.to_owned(),
+            auth: auth.map(RegistryLogin::to_proto),
+        };
+        let mut stream = self.images().push(request).await?.into_inner();
+        while let Some(msg) = stream.message().await? {
+            if let Some(proto::image_progress::Event::PushedDigest(d)) = msg.event {
+                return Ok(d);
+            }
+            on_progress(&msg);
+        }
+        Err(Error::Status(tonic::Status::unavailable(
+            "the push ended without a digest",
+        )))
+    }
+
+    /// Gives the image `source` the name `target`.
+    pub async fn tag_image(&self, source: &str, target: &str) -> Result<proto::Image, Error> {
+        let request = proto::TagImageRequest {
+            source: source.to_owned(),
+            target: target.to_owned(),
+        };
+        Ok(self.images().tag(request).await?.into_inner())
+    }
+
+    /// Has rsupd check `login` against `registry` (`host[:port]`).
+    pub async fn registry_login(&self, registry: &str, login: &RegistryLogin) -> Result<(), Error> {
+        let request = proto::LoginRequest {
+            registry: registry.to_owned(),
+            auth: Some(login.to_proto()),
+        };
+        self.images().login(request).await?;
+        Ok(())
+    }
+}
+
+/// A user name and password for a registry. `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryLogin {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLogin")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl RegistryLogin {
+    fn to_proto(&self) -> proto::RegistryAuth {
+        proto::RegistryAuth {
+            username: self.username.clone(),
+            password: self.password.clone(),
+        }
+    }
+}
+
+/// The registry host of an image reference, by Docker's rule: the first
+/// path component when it has a `.` or a `:` or is `localhost`, else
+/// Docker Hub (`docker.io`).
+pub fn registry_of(reference: &str) -> &str {
+    let name = reference.split('@').next().unwrap_or(reference);
+    match name.split_once('/') {
+        Some((h, _)) if h.contains('.') || h.contains(':') || h == "localhost" => h,
+        _ => "docker.io",
+    }
+}

@@ -19,6 +19,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 mod client;
 mod error;
 mod host;
@@ -28,6 +29,7 @@ mod tls;
 pub use client::Client;
 pub use error::Error;
 pub use host::{Host, HostError, TlsFiles};
+pub use images::{ImageProgress, RegistryLogin, registry_of};
 pub use rsup_proto::v1 as proto;
 
 /// Where rsupd listens unless told otherwise (`rsupctl --socket`, `RSUP_SOCKET`).

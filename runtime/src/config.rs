@@ -33,4 +33,22 @@ pub struct RuntimeConfig {
     /// Limits of image imports: the per-image maximum and the state
     /// device's free-space reserve.
     pub image_limits: UnpackLimits,
+    /// How pulls and pushes reach registries.
+    pub registries: RegistryConfig,
+}
+
+/// How rsupd reaches registries (`--insecure-registry`, `--registry-ca`,
+/// `--registry-certs-dir`).
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    /// Hosts (`host[:port]`) that may be reached over plain HTTP when HTTPS
+    /// fails, besides the loopback ones (`localhost`, 127.0.0.0/8, `[::1]`),
+    /// which always may, as in Docker.
+    pub insecure: Vec<String>,
+    /// A CA certificate (PEM) to trust for one host, besides the system's
+    /// roots: `(host[:port], file)`.
+    pub ca_files: Vec<(String, PathBuf)>,
+    /// A certs.d-style directory: `DIR/<host[:port]>/*.crt` are CAs trusted
+    /// for that host (Docker's `/etc/docker/certs.d`).
+    pub certs_dir: Option<PathBuf>,
 }

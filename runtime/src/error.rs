@@ -74,6 +74,31 @@ pub enum Error {
     /// The daemon is shutting down.
     #[error("rsupd is shutting down")]
     ShuttingDown,
+    /// A registry could not be reached, refused the credentials, or sent
+    /// what does not verify (see [`RegistryError`]).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// How a pull or a push failed at the registry's end (a missing tag or
+/// blob is [`Error::NotFound`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Cannot connect, TLS refused, a 5xx, a connection cut mid-blob.
+    #[error("registry {registry}: {reason}")]
+    Unreachable { registry: String, reason: String },
+    /// No or wrong credentials (401).
+    #[error("registry {registry}: {reason}")]
+    Unauthorized { registry: String, reason: String },
+    /// The credentials are not allowed this (403).
+    #[error("registry {registry}: {reason}")]
+    Denied { registry: String, reason: String },
+    /// Content that does not match its digest or size.
+    #[error("registry {registry}: {reason}")]
+    Corrupt { registry: String, reason: String },
+    /// A manifest rsup cannot use (schema 1, no linux/amd64 entry, zstd).
+    #[error("registry {registry}: {reason}")]
+    Unsupported { registry: String, reason: String },
 }
 
 impl Error {

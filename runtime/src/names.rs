@@ -79,7 +79,7 @@ fn is_container_id_prefix(s: &str) -> bool {
 
 /// What `ImageStore::get` takes as an image id: 4-64 hex digits, with or
 /// without `sha256:`.
-fn is_image_id_prefix(s: &str) -> bool {
+pub(crate) fn is_image_id_prefix(s: &str) -> bool {
     let hex = s.strip_prefix("sha256:").unwrap_or(s);
     (4..=64).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -262,13 +262,140 @@ name_type!(
         if is_image_id_prefix(s) {
             return Ok(());
         }
-        match normalize_reference(s) {
-            Ok(_) => Ok(()),
+        let r = if s.contains('@') {
+            RemoteRef::parse(s).map(|_| ())
+        } else {
+            normalize_reference(s).map(|_| ())
+        };
+        match r {
+            Ok(()) => Ok(()),
             Err(Error::InvalidArgument { reason, .. }) => Err(reason),
             Err(e) => Err(e.to_string()),
         }
     }
 );
+
+/// The registry Docker uses for a name without a registry host.
+pub const DEFAULT_REGISTRY: &str = "docker.io";
+
+/// An image reference resolved to where it lives: the registry host, the
+/// repository in it, and a tag or a digest (a digest wins when both are
+/// given, as in Docker). Parsed from `[HOST[:PORT]/]PATH[:TAG][@sha256:HEX]`
+/// with [`normalize_reference`]'s rules; a name without a host is Docker
+/// Hub's (`docker.io`, with `library/` before a one-component path), as
+/// Docker resolves it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RemoteRef {
+    registry: String,
+    repository: String,
+    /// The familiar name without tag, as image records keep it
+    /// (`127.0.0.1:5000/app`, `busybox`).
+    familiar: String,
+    tag: String,
+    digest: Option<String>,
+}
+
+impl RemoteRef {
+    /// The request field a reference usually comes in.
+    pub const FIELD: &'static str = "reference";
+
+    pub fn parse(s: &str) -> Result<RemoteRef, Error> {
+        let (name, digest) = match s.split_once('@') {
+            Some((name, d)) => {
+                let hex = d.strip_prefix("sha256:").unwrap_or("");
+                if hex.len() != 64
+                    || !hex
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                {
+                    return Err(invalid(
+                        Self::FIELD,
+                        format!(
+                            "{}: invalid digest (expected sha256: and 64 lowercase hex digits)",
+                            quote(s)
+                        ),
+                    ));
+                }
+                (name, Some(d.to_string()))
+            }
+            None => (s, None),
+        };
+        let normalized = normalize_reference(name).map_err(|e| match e {
+            Error::InvalidArgument { reason, .. } => invalid(Self::FIELD, reason),
+            e => e,
+        })?;
+        let (familiar, tag) = normalized
+            .rsplit_once(':')
+            .filter(|(_, t)| !t.contains('/'))
+            .map(|(f, t)| (f.to_string(), t.to_string()))
+            .ok_or_else(|| invalid(Self::FIELD, format!("{}: no tag", quote(s))))?;
+        let (registry, repository) = match familiar.split_once('/') {
+            Some((h, rest)) if h.contains('.') || h.contains(':') || h == "localhost" => {
+                (h.to_string(), rest.to_string())
+            }
+            _ if familiar.contains('/') => (DEFAULT_REGISTRY.to_string(), familiar.clone()),
+            _ => (DEFAULT_REGISTRY.to_string(), format!("library/{familiar}")),
+        };
+        Ok(RemoteRef {
+            registry,
+            repository,
+            familiar,
+            tag,
+            digest,
+        })
+    }
+
+    /// `HOST[:PORT]` (`docker.io` for Docker Hub).
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The repository's path in its registry (`library/busybox`).
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// The tag (`latest` when none was given).
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The digest, for a `name@sha256:...` reference.
+    pub fn digest(&self) -> Option<&str> {
+        self.digest.as_deref()
+    }
+
+    /// The local name an image pulled by this reference gets (`name:tag`),
+    /// none for a digest reference (Docker gives those no tag).
+    pub fn local_name(&self) -> Option<String> {
+        match self.digest {
+            Some(_) => None,
+            None => Some(format!("{}:{}", self.familiar, self.tag)),
+        }
+    }
+
+    /// `name@digest`, as Docker's RepoDigests record a pulled image.
+    pub fn repo_digest(&self, digest: &str) -> String {
+        format!("{}@{digest}", self.familiar)
+    }
+
+    /// The same repository with this digest.
+    pub fn with_digest(&self, digest: &str) -> RemoteRef {
+        RemoteRef {
+            digest: Some(digest.to_string()),
+            ..self.clone()
+        }
+    }
+}
+
+impl fmt::Display for RemoteRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.digest {
+            Some(d) => write!(f, "{}@{d}", self.familiar),
+            None => write!(f, "{}:{}", self.familiar, self.tag),
+        }
+    }
+}
 
 /// Normalizes an image reference to `name:tag`.
 ///
@@ -278,7 +405,7 @@ name_type!(
 /// (`[a-z0-9]+` joined by `.`, `_`, `__` or runs of `-`), an optional first
 /// component is a registry host (`reg.example`, `localhost:5000`), a tag is
 /// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`. Digest references (`name@sha256:..`)
-/// are refused as unsupported.
+/// are refused here: [`RemoteRef`] parses them.
 pub fn normalize_reference(s: &str) -> Result<String, Error> {
     let invalid = |reason: String| Error::InvalidArgument {
         field: "name",
@@ -290,7 +417,7 @@ pub fn normalize_reference(s: &str) -> Result<String, Error> {
     let q = quote(s);
     if s.contains('@') {
         return Err(invalid(format!(
-            "{q}: digest references (name@sha256:...) are not supported; use name:tag or the image id"
+            "{q}: a digest reference (name@sha256:...) names an image by its registry digest, not a name:tag"
         )));
     }
     let slash = s.rfind('/').map_or(0, |i| i + 1);
@@ -578,6 +705,62 @@ mod tests {
         ] {
             let msg = e.expect("refused").to_string();
             assert!(msg.len() < 1024, "{} bytes", msg.len());
+        }
+    }
+
+    #[test]
+    fn remote_references_resolve_as_docker_does() {
+        let r = RemoteRef::parse("busybox").expect("ok");
+        assert_eq!(
+            (r.registry(), r.repository(), r.tag(), r.digest()),
+            ("docker.io", "library/busybox", "latest", None)
+        );
+        assert_eq!(r.local_name().as_deref(), Some("busybox:latest"));
+        let r = RemoteRef::parse("user/app:1").expect("ok");
+        assert_eq!((r.registry(), r.repository()), ("docker.io", "user/app"));
+        let r = RemoteRef::parse("docker.io/library/alpine:3").expect("ok");
+        assert_eq!(r.repository(), "library/alpine");
+        assert_eq!(r.local_name().as_deref(), Some("alpine:3"));
+        let r = RemoteRef::parse("127.0.0.1:5000/a/b:v2").expect("ok");
+        assert_eq!(
+            (r.registry(), r.repository(), r.tag()),
+            ("127.0.0.1:5000", "a/b", "v2")
+        );
+        assert_eq!(r.to_string(), "127.0.0.1:5000/a/b:v2");
+        let d = format!("sha256:{}", "0f".repeat(32));
+        let r = RemoteRef::parse(&format!("localhost:5000/app@{d}")).expect("ok");
+        assert_eq!(
+            (r.registry(), r.digest()),
+            ("localhost:5000", Some(d.as_str()))
+        );
+        assert_eq!(r.local_name(), None, "a digest pull gets no tag");
+        assert_eq!(r.repo_digest(&d), format!("localhost:5000/app@{d}"));
+        // A digest reference is a valid image reference for a create.
+        assert!(ImageRef::parse(&format!("localhost:5000/app@{d}")).is_ok());
+        for bad in [
+            "app@sha256:short",
+            "app@md5:0123",
+            &format!("app@sha256:{}", "G".repeat(64)),
+            &format!("app@sha256:{}", "AB".repeat(32)),
+            "app@",
+            "@sha256:00",
+            "UPPER:tag/../x",
+        ] {
+            let e = RemoteRef::parse(bad).expect_err(bad);
+            assert!(
+                matches!(
+                    e,
+                    Error::InvalidArgument {
+                        field: "reference",
+                        ..
+                    }
+                ),
+                "{bad}: {e:?}"
+            );
+        }
+        for h in hostile() {
+            assert!(RemoteRef::parse(&h).is_err(), "{h:?}");
+            assert!(RemoteRef::parse(&format!("{h}@sha256:{}", "0".repeat(64))).is_err());
         }
     }
 }

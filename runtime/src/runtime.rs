@@ -36,10 +36,10 @@ use crate::containers::entry::{ContainerCounts, ContainerInfo, OpReport};
 use crate::containers::exec::{ExecOutput, ExecRequest};
 use crate::containers::stats::ContainerStats;
 use crate::error::Error;
-use crate::images::{ImageInfo, Images, RemovedImage};
+use crate::images::{Credentials, ImageInfo, Images, PullProgress, RemovedImage};
 use crate::lifecycle::EventBus;
 use crate::logs::LogRecord;
-use crate::names::{ContainerRef, ImageRef, NetworkName, SupervisorName, VolumeName};
+use crate::names::{ContainerRef, ImageRef, NetworkName, RemoteRef, SupervisorName, VolumeName};
 use crate::networks::{NetworkInfo, NetworkRequest, Networks};
 use crate::process::ExitInfo;
 use crate::spec::{ResourcesRequest, SpecRequest};
@@ -120,7 +120,7 @@ impl Runtime {
                 }
             },
         };
-        let images = Images::open(&root, config.image_limits)?;
+        let images = Images::open(&root, config.image_limits, config.registries.clone())?;
         for f in store::sweep_temp_files(&root) {
             info!(path = %f.display(), "removed a temporary file left by an interrupted write");
         }
@@ -338,6 +338,49 @@ impl Runtime {
             .images
             .import(chunks, name, size, &|id| c.users_of_image(id))
             .await
+    }
+
+    /// Pulls an image from its registry (progress to `progress`, if given).
+    pub async fn pull_image(
+        &self,
+        reference: &RemoteRef,
+        creds: Option<&Credentials>,
+        progress: Option<tokio::sync::mpsc::Sender<PullProgress>>,
+    ) -> Result<ImageInfo, Error> {
+        let c = &self.inner.containers;
+        self.inner
+            .images
+            .pull(reference, creds, progress, &|id| c.users_of_image(id))
+            .await
+    }
+
+    /// Pushes the image named `reference` to its registry; returns the
+    /// manifest's digest.
+    pub async fn push_image(
+        &self,
+        reference: &RemoteRef,
+        creds: Option<&Credentials>,
+        progress: Option<tokio::sync::mpsc::Sender<PullProgress>>,
+    ) -> Result<String, Error> {
+        self.inner.images.push(reference, creds, progress).await
+    }
+
+    /// Names an image (`docker tag`).
+    pub async fn tag_image(
+        &self,
+        source: &ImageRef,
+        target: &ImageRef,
+    ) -> Result<ImageInfo, Error> {
+        let c = &self.inner.containers;
+        self.inner
+            .images
+            .tag(source, target, &|id| c.users_of_image(id))
+            .await
+    }
+
+    /// Checks credentials against a registry (`docker login`).
+    pub async fn registry_login(&self, registry: &str, creds: &Credentials) -> Result<(), Error> {
+        self.inner.images.login(registry, creds).await
     }
 
     pub async fn images(&self) -> Result<Vec<ImageInfo>, Error> {

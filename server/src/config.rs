@@ -90,6 +90,34 @@ pub struct Cli {
     /// that reports no inode count (btrfs).
     #[arg(long, env = "RSUP_IMAGE_MIN_FREE_INODES", default_value = "auto")]
     pub image_min_free_inodes: String,
+    /// A registry (host[:port]) that may be reached over plain HTTP when
+    /// HTTPS fails, as loopback registries always may (Docker's rule).
+    /// Repeatable.
+    #[arg(
+        long = "insecure-registry",
+        env = "RSUP_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
+    )]
+    pub insecure_registries: Vec<String>,
+    /// A CA certificate (PEM) trusted for one registry besides the
+    /// system's roots: HOST[:PORT]=FILE. Repeatable.
+    #[arg(
+        long = "registry-ca",
+        env = "RSUP_REGISTRY_CA",
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]=FILE"
+    )]
+    pub registry_cas: Vec<String>,
+    /// A certs.d-style directory: DIR/HOST[:PORT]/*.crt are CA
+    /// certificates trusted for that registry (as /etc/docker/certs.d).
+    #[arg(
+        long,
+        env = "RSUP_REGISTRY_CERTS_DIR",
+        default_value = "/etc/rsup/certs.d",
+        value_name = "DIR"
+    )]
+    pub registry_certs_dir: PathBuf,
     /// Address of the Prometheus /metrics endpoint ("" to disable).
     #[arg(long, env = "RSUP_METRICS_ADDR", default_value = "127.0.0.1:9750")]
     pub metrics_addr: String,
@@ -135,6 +163,7 @@ pub struct Config {
     pub default_pids_limit: Option<u64>,
     /// `--image-max-size`, `--image-min-free` and `--image-min-free-inodes`.
     pub image_limits: UnpackLimits,
+    pub registries: rsup_runtime::config::RegistryConfig,
 }
 
 /// `DIGITS[UNIT]` in bytes, UNIT one of k, m, g, t (powers of 1024,
@@ -157,6 +186,41 @@ fn parse_size(value: &str) -> Option<u64> {
         _ => return None,
     };
     number.checked_mul(1u64 << shift)
+}
+
+/// `--insecure-registry`, `--registry-ca` and `--registry-certs-dir`:
+/// every host a valid registry host, every CA file readable.
+fn resolve_registries(
+    insecure: &[String],
+    cas: &[String],
+    certs_dir: PathBuf,
+) -> anyhow::Result<rsup_runtime::config::RegistryConfig> {
+    let host = |flag: &str, h: &str| -> anyhow::Result<String> {
+        match rsup_runtime::names::RemoteRef::parse(&format!("{h}/x")) {
+            Ok(r) if r.registry() == h => Ok(h.to_string()),
+            _ => anyhow::bail!("{flag} {h:?}: expected a registry host[:port]"),
+        }
+    };
+    let insecure = insecure
+        .iter()
+        .map(|h| host("--insecure-registry", h))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut ca_files = Vec::new();
+    for c in cas {
+        let Some((h, file)) = c.split_once('=') else {
+            anyhow::bail!("--registry-ca {c:?}: expected HOST[:PORT]=FILE");
+        };
+        let h = host("--registry-ca", h)?;
+        let file = PathBuf::from(file);
+        std::fs::read(&file)
+            .map_err(|e| anyhow::anyhow!("--registry-ca {c:?}: {}: {e}", file.display()))?;
+        ca_files.push((h, file));
+    }
+    Ok(rsup_runtime::config::RegistryConfig {
+        insecure,
+        ca_files,
+        certs_dir: Some(certs_dir),
+    })
 }
 
 /// `--image-max-size`: a size above 0.
@@ -405,7 +469,13 @@ impl Cli {
             min_free: resolve_image_min_free(&self.image_min_free)?,
             min_free_inodes: resolve_image_min_free_inodes(&self.image_min_free_inodes)?,
         };
+        let registries = resolve_registries(
+            &self.insecure_registries,
+            &self.registry_cas,
+            absolute(self.registry_certs_dir)?,
+        )?;
         Ok(Config {
+            registries,
             default_pids_limit: (self.default_pids_limit > 0).then_some(self.default_pids_limit),
             image_limits,
             tcp,

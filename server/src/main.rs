@@ -281,6 +281,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             userns: config.userns.clone(),
             default_pids_limit: config.default_pids_limit,
             image_limits: config.image_limits,
+            registries: config.registries.clone(),
         },
         &token,
     )

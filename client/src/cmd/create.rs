@@ -22,9 +22,47 @@ pub struct Create {
 
 impl Create {
     pub async fn execute(self, client: &Client) -> anyhow::Result<ExitCode> {
-        let container = client.create(self.spec.into_spec()?).await?;
+        let pull = self.spec.pull;
+        let container = create_pulling(client, self.spec.into_spec()?, pull).await?;
         say(container.id)?;
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// When `create` and `run` pull the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    Missing,
+    Always,
+    Never,
+}
+
+/// Creates the container, pulling its image first (`always`) or when the
+/// daemon does not have it (`missing`, Docker's way: "Unable to find image
+/// locally"); progress goes to stderr.
+pub async fn create_pulling(
+    client: &Client,
+    spec: ContainerSpec,
+    pull: PullPolicy,
+) -> anyhow::Result<rsup_client::proto::Container> {
+    let image = spec.image.clone();
+    if image.is_empty() {
+        return Ok(client.create(spec).await?);
+    }
+    if pull == PullPolicy::Always {
+        super::registry::pull(client, &image, true, super::registry::Output::Stderr).await?;
+    }
+    match client.create(spec.clone()).await {
+        Err(rsup_client::Error::Status(s))
+            if pull == PullPolicy::Missing
+                && s.code() == tonic::Code::NotFound
+                && s.message().starts_with("no such image") =>
+        {
+            eprintln!("Unable to find image '{image}' locally");
+            super::registry::pull(client, &image, true, super::registry::Output::Stderr).await?;
+            Ok(client.create(spec).await?)
+        }
+        r => Ok(r?),
     }
 }
 
@@ -64,6 +102,11 @@ pub struct SpecArgs {
     /// Remove the container once it has exited
     #[arg(long)]
     pub rm: bool,
+
+    /// Pull the image: "missing" (when it is not here, as docker run),
+    /// "always", or "never"
+    #[arg(long, value_enum, default_value = "missing", value_name = "WHEN")]
+    pub pull: PullPolicy,
 
     /// Rotate the log file when it grows beyond this many bytes
     #[arg(long, value_name = "BYTES")]

@@ -1,5 +1,6 @@
-//! `rsupctl image`: import image archives (OCI layout or `docker save`
-//! tarballs, gzip or not; no registry), list, inspect and remove them.
+//! `rsupctl image`: pull, push and tag (see `registry.rs`), import image
+//! archives (OCI layout or `docker save` tarballs, gzip or not), list,
+//! inspect and remove them.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ enum Verb {
     #[command(alias = "remove")]
     Rm(Rm),
     Inspect(Inspect),
+    Pull(super::registry::Pull),
+    Push(super::registry::Push),
+    Tag(super::registry::Tag),
 }
 
 impl Images {
@@ -39,6 +43,9 @@ impl Images {
             Verb::Ls(c) => c.execute(client).await,
             Verb::Rm(c) => c.execute(client).await,
             Verb::Inspect(c) => c.execute(client).await,
+            Verb::Pull(c) => c.execute(client).await,
+            Verb::Push(c) => c.execute(client).await,
+            Verb::Tag(c) => c.execute(client).await,
         }
     }
 }
@@ -187,6 +194,7 @@ fn to_json(i: &Image) -> Value {
     json!({
         "Id": i.id,
         "RepoTags": i.names,
+        "RepoDigests": i.repo_digests,
         "Created": i.created,
         "Architecture": i.architecture,
         "Os": i.os,
@@ -234,6 +242,7 @@ mod tests {
             }),
             imported_at: "2026-11-29T08:00:00Z".to_owned(),
             containers: vec!["web".to_owned()],
+            repo_digests: vec![],
         }
     }
 

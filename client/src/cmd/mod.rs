@@ -21,6 +21,7 @@ pub mod kill;
 pub mod logs;
 pub mod network;
 pub mod ps;
+pub mod registry;
 pub mod restart;
 pub mod rm;
 pub mod run;
@@ -62,6 +63,11 @@ pub enum Command {
     Image(image::Images),
     Tree(tree::Tree),
     Info(info::Info),
+    Pull(registry::Pull),
+    Push(registry::Push),
+    Tag(registry::Tag),
+    Login(registry::Login),
+    Logout(registry::Logout),
 }
 
 impl Command {
@@ -89,6 +95,11 @@ impl Command {
             Command::Image(c) => c.execute(client).await,
             Command::Tree(c) => c.execute(client).await,
             Command::Info(c) => c.execute(client).await,
+            Command::Pull(c) => c.execute(client).await,
+            Command::Push(c) => c.execute(client).await,
+            Command::Tag(c) => c.execute(client).await,
+            Command::Login(c) => c.execute(client).await,
+            Command::Logout(c) => c.execute(client).await,
         }
     }
 

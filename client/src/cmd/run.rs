@@ -31,7 +31,8 @@ pub struct Run {
 impl Run {
     pub async fn execute(self, client: &Client) -> anyhow::Result<ExitCode> {
         let auto_remove = self.spec.rm;
-        let container = client.create(self.spec.into_spec()?).await?;
+        let pull = self.spec.pull;
+        let container = super::create::create_pulling(client, self.spec.into_spec()?, pull).await?;
         let id = container.id;
         // Attach before the start, as `docker run` does: the daemon opens the
         // log file now, so even a container that exits (and, with --rm, is

@@ -219,6 +219,7 @@ impl Fixture {
             userns: Default::default(),
             default_pids_limit: None,
             image_limits: Default::default(),
+            registries: Default::default(),
         };
         let events = Arc::new(EventBus::default());
         let (tracker, shutdown) = (TaskTracker::new(), CancellationToken::new());
@@ -228,7 +229,7 @@ impl Fixture {
             events.clone(),
             tracker.clone(),
         );
-        let images = Images::open(&root, config.image_limits).expect("images");
+        let images = Images::open(&root, config.image_limits, Default::default()).expect("images");
         let volumes = Volumes::new(root.join("volumes"));
         let fake = FakeBackend::new();
         let containers = Containers::new(

@@ -1,5 +1,5 @@
-//! The images service: import, list, inspect and remove, and the
-//! resolution of an image into the lower layers of a new container.
+//! The images service: import, pull, push, tag, list, inspect and remove,
+//! and the resolution of an image into the lower layers of a new container.
 //!
 //! The layer store itself is [`crate::imagestore::ImageStore`]; this file adds
 //! what needs the containers: an image used by a container is not removed
@@ -18,10 +18,19 @@ use tracing::{info, warn};
 
 use std::sync::Arc;
 
+pub mod pull;
+mod push;
+pub mod registry;
+
+pub use pull::{LayerStatus, PullProgress};
+pub use registry::Credentials;
+
+use crate::config::RegistryConfig;
 use crate::error::Error;
 use crate::imagestore::limits::UnpackLimits;
 use crate::imagestore::{Image, ImageStore};
 use crate::names::ImageRef;
+use crate::names::RemoteRef;
 use crate::spec::ImageSource;
 use crate::store::io_err;
 
@@ -148,14 +157,21 @@ struct Inner {
     state_dir: PathBuf,
     store: Arc<ImageStore>,
     limits: UnpackLimits,
-    /// Creates from an image hold it shared, image removals exclusively.
+    registries: RegistryConfig,
+    in_flight: pull::InFlight,
+    /// Creates from an image and pulls hold it shared, image removals and
+    /// layer collections exclusively.
     gate: tokio::sync::RwLock<()>,
 }
 
 impl Images {
     /// Opens the layer store under `state_dir` and removes what an
     /// interrupted rsupd left (views, uploads).
-    pub fn open(state_dir: &Path, limits: UnpackLimits) -> Result<Images, Error> {
+    pub fn open(
+        state_dir: &Path,
+        limits: UnpackLimits,
+        registries: RegistryConfig,
+    ) -> Result<Images, Error> {
         let store = Arc::new(ImageStore::open(&state_dir.join("images"))?.with_limits(limits));
         sweep_views(&state_dir.join("run").join("views"));
         let uploads = state_dir.join("uploads");
@@ -169,6 +185,8 @@ impl Images {
                 state_dir: state_dir.to_path_buf(),
                 store,
                 limits,
+                registries,
+                in_flight: pull::InFlight::default(),
                 gate: tokio::sync::RwLock::new(()),
             }),
         })
@@ -273,6 +291,102 @@ impl Images {
         let result = self.import_file(&path, name, users).await;
         drop(spool);
         result
+    }
+
+    /// Pulls `reference` from its registry (see [`pull`]), sending progress
+    /// to `progress` if given. Layers are not collected while it runs.
+    pub async fn pull(
+        &self,
+        reference: &RemoteRef,
+        creds: Option<&Credentials>,
+        progress: Option<tokio::sync::mpsc::Sender<PullProgress>>,
+        users: &Users<'_>,
+    ) -> Result<ImageInfo, Error> {
+        let _gate = self.inner.gate.read().await;
+        let image = pull::pull(
+            &self.inner.store,
+            &self.inner.registries,
+            &self.inner.in_flight,
+            reference,
+            creds,
+            &pull::Reporter(progress),
+        )
+        .await?;
+        Ok(info_of(image, users))
+    }
+
+    /// Pushes the local image named `reference` to its registry; returns
+    /// the manifest's digest.
+    pub async fn push(
+        &self,
+        reference: &RemoteRef,
+        creds: Option<&Credentials>,
+        progress: Option<tokio::sync::mpsc::Sender<PullProgress>>,
+    ) -> Result<String, Error> {
+        let _gate = self.inner.gate.read().await;
+        let local = reference.to_string();
+        let store = self.inner.store.clone();
+        let image = tokio::task::spawn_blocking(move || store.get(&local))
+            .await
+            .map_err(blocking_failed)??;
+        push::push(
+            &self.inner.store,
+            &self.inner.registries,
+            &image,
+            reference,
+            creds,
+            &pull::Reporter(progress),
+        )
+        .await
+    }
+
+    /// Gives the image `source` the name `target` (`docker tag`).
+    pub async fn tag(
+        &self,
+        source: &ImageRef,
+        target: &ImageRef,
+        users: &Users<'_>,
+    ) -> Result<ImageInfo, Error> {
+        if target.as_str().contains('@') {
+            return Err(Error::InvalidArgument {
+                field: "target",
+                reason: format!(
+                    "{}: a tag is name[:tag], not a digest",
+                    crate::names::quote(target.as_str())
+                ),
+            });
+        }
+        let store = self.inner.store.clone();
+        let (s, t) = (source.clone(), target.clone());
+        let image = tokio::task::spawn_blocking(move || store.tag(s.as_str(), t.as_str()))
+            .await
+            .map_err(blocking_failed)??;
+        info!(image = %image.id, name = %target, "tagged");
+        Ok(info_of(image, users))
+    }
+
+    /// Checks `creds` against `registry` (`host[:port]`), as `docker login`
+    /// does: reaches it, and has it accept them.
+    pub async fn login(&self, registry: &str, creds: &Credentials) -> Result<(), Error> {
+        let probe = RemoteRef::parse(&format!("{registry}/rsup-login:latest"))
+            .ok()
+            .filter(|r| r.registry() == registry)
+            .ok_or_else(|| Error::InvalidArgument {
+                field: "registry",
+                reason: format!(
+                    "{}: expected a registry host (host[:port])",
+                    crate::names::quote(registry)
+                ),
+            })?;
+        registry::Session::open(
+            &self.inner.registries,
+            &probe,
+            Some(creds),
+            oci_client::RegistryOperation::Pull,
+        )
+        .await?;
+        info!(registry, user = %creds.username, "login succeeded");
+        Ok(())
     }
 
     pub async fn list(&self, users: &Users<'_>) -> Result<Vec<ImageInfo>, Error> {

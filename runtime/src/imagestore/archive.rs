@@ -97,11 +97,15 @@ pub(crate) fn extract(archive: &Path, dest: &Path, budget: &Budget) -> Result<()
 /// One layer of the image, to verify and unpack.
 #[derive(Debug, Clone)]
 pub(crate) struct LayerRef {
-    /// The blob inside the staging directory.
-    pub path: PathBuf,
+    /// The blob inside the staging directory; `None` for a pulled layer the
+    /// store already had (it was not downloaded).
+    pub path: Option<PathBuf>,
     /// The digest the blob must have (`None` for the legacy docker-save
     /// `<id>/layer.tar`, checked only by diff_id).
     pub blob_digest: Option<String>,
+    /// The blob's digest was verified as it was written (a pull): not
+    /// hashed again.
+    pub blob_verified: bool,
     /// What the config says the uncompressed layer hashes to.
     pub diff_id: String,
 }
@@ -112,6 +116,8 @@ pub(crate) struct Parsed {
     /// `sha256:<hex>` of the config blob: the image id.
     pub id: String,
     pub config: ImageConfiguration,
+    /// The config blob as it is (what a push sends).
+    pub config_bytes: Vec<u8>,
     pub layers: Vec<LayerRef>,
     /// References found in the archive, not yet normalized.
     pub names: Vec<String>,
@@ -277,14 +283,16 @@ fn parse_oci(dir: &Path) -> Result<Parsed, Error> {
             .len();
         check_size(&format!("layer {digest}"), Some(d.size()), len)?;
         layers.push(LayerRef {
-            path,
+            path: Some(path),
             blob_digest: Some(digest),
+            blob_verified: false,
             diff_id: diff_id.clone(),
         });
     }
     Ok(Parsed {
         id: config_digest,
         config,
+        config_bytes,
         layers,
         names,
     })
@@ -453,8 +461,9 @@ fn parse_docker(dir: &Path) -> Result<Parsed, Error> {
             None
         };
         layers.push(LayerRef {
-            path: inside(dir, rel)?,
+            path: Some(inside(dir, rel)?),
             blob_digest,
+            blob_verified: false,
             diff_id: diff_id.clone(),
         });
     }
@@ -465,6 +474,7 @@ fn parse_docker(dir: &Path) -> Result<Parsed, Error> {
     Ok(Parsed {
         id: config_digest,
         config,
+        config_bytes,
         layers,
         names,
     })

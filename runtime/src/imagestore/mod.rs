@@ -11,6 +11,11 @@
 //! images/<hex>.json       one record per image, <hex> = config digest (= id)
 //! layers/<hex>/layer.json the layer's record, <hex> = its diff_id
 //! layers/<hex>/diff/      the unpacked tree, with overlay whiteouts
+//! layers/<hex>/blob       the layer's blob as it arrived (compressed or not),
+//!                         kept for a push (a hard link where possible)
+//! configs/<hex>           the image's config blob as it arrived (for a push)
+//! downloads/<hex>[.partial] blobs a pull fetched (`.partial`: still coming;
+//!                         a later pull resumes it); swept after a day
 //! tmp/<unique>/           staging of one running import (plus <unique>.lock,
 //!                         flock'ed by that import); leftovers are swept by
 //!                         `ImageStore::open`
@@ -41,8 +46,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::store::{self, io_err};
-use archive::{bad, sha256_hex};
+use archive::bad;
+pub(crate) use archive::{host_arch, sha256_hex};
 use limits::{Budget, UnpackLimits};
+use sha2::Digest as _;
 
 /// An imported image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +58,10 @@ pub struct Image {
     pub id: String,
     /// Normalized references `name:tag`; may be empty.
     pub names: Vec<String>,
+    /// `name@sha256:...` of the manifests it was pulled by (Docker's
+    /// RepoDigests).
+    #[serde(default)]
+    pub repo_digests: Vec<String>,
     /// diff_ids (`sha256:<hex>` of the uncompressed layer tars), bottom first.
     pub layers: Vec<String>,
     /// Sum of the sizes of the regular files of the layers, in bytes.
@@ -112,7 +123,37 @@ struct LayerRecord {
     /// Sum of the sizes of the regular files.
     size: u64,
     unpacked_at: String,
+    /// The blob kept beside `diff/` (layers imported before rsup kept
+    /// blobs have none).
+    #[serde(default)]
+    blob: Option<BlobRecord>,
 }
+
+/// A layer's blob as a push sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub digest: String,
+    pub size: u64,
+    /// OCI media type (`application/vnd.oci.image.layer.v1.tar+gzip`).
+    pub media_type: String,
+}
+
+/// What a push sends: the config blob, and each layer's blob (its path in
+/// the store and its record), bottom first.
+pub type PushParts = (Vec<u8>, Vec<(PathBuf, BlobRecord)>);
+
+/// One layer of a pull, in the image's order.
+#[derive(Debug, Clone)]
+pub struct PulledLayer {
+    /// The downloaded, verified blob; `None` when the store had the layer.
+    pub blob: Option<PathBuf>,
+    /// The blob's digest (verified while it was written).
+    pub digest: String,
+}
+
+const LAYER_BLOB: &str = "blob";
+const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 const RECORD_VERSION: u32 = 1;
 const LAYER_JSON: &str = "layer.json";
@@ -192,7 +233,7 @@ impl ImageStore {
     pub fn open(root: &Path) -> Result<ImageStore, Error> {
         // Layers keep their owners and modes (setuid binaries included).
         store::private_dir(root)?;
-        for d in ["layers", "images", "tmp"] {
+        for d in ["layers", "images", "tmp", "configs", "downloads"] {
             store::private_dir(&root.join(d))?;
         }
         let store = ImageStore {
@@ -202,6 +243,7 @@ impl ImageStore {
         };
         let _lock = store.lock()?;
         store.sweep_tmp()?;
+        store.sweep_downloads();
         Ok(store)
     }
 
@@ -210,6 +252,43 @@ impl ImageStore {
     pub fn with_limits(mut self, limits: UnpackLimits) -> ImageStore {
         self.limits = limits;
         self
+    }
+
+    /// Where pulls put the blobs they download (`<hex>.partial` while one
+    /// comes, `<hex>` once verified).
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.root.join("downloads")
+    }
+
+    /// Whether the layer `diff_id` is in the store (complete).
+    pub fn has_layer(&self, diff_id: &str) -> bool {
+        sha256_hex(diff_id).is_ok() && self.layer_path(diff_id).join(LAYER_JSON).exists()
+    }
+
+    /// The store's limits (a pull's downloads are held to them too).
+    pub fn limits(&self) -> UnpackLimits {
+        self.limits
+    }
+
+    /// Removes downloads older than a day (a pull interrupted and never
+    /// retried).
+    fn sweep_downloads(&self) {
+        let dir = self.downloads_dir();
+        let Ok(rd) = fs::read_dir(&dir) else {
+            return;
+        };
+        let day = std::time::Duration::from_secs(24 * 3600);
+        for e in rd.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > day);
+            if old && let Err(err) = fs::remove_file(e.path()) {
+                tracing::warn!(path = %e.path().display(), error = %err, "sweeping an old download");
+            }
+        }
     }
 
     /// The store's root directory.
@@ -313,7 +392,6 @@ impl ImageStore {
         archive::extract(archive, &unpacked_archive, &archive_budget)
             .map_err(|e| archive_budget.explain(e))?;
         drop(archive_budget);
-        let budget = Budget::new("the image", self.limits, &self.root);
         let parsed = archive::parse(&unpacked_archive)?;
         let names = match given {
             Some(n) => vec![n],
@@ -331,12 +409,90 @@ impl ImageStore {
                 out
             }
         };
-        // Verify every layer and unpack the new ones, outside the lock.
+        self.install(&staging, &parsed, names, Vec::new())
+    }
+
+    /// Installs a pulled image: `config` is its config blob (verified here
+    /// against `config_digest`), `layers` its layers bottom first, in the
+    /// manifest's order (downloaded and verified, or already in the store).
+    /// Each new layer is unpacked under the unpack limits and its
+    /// uncompressed content checked against the config's diff_id; on any
+    /// error nothing this call created is left behind. Blocking.
+    #[tracing::instrument(skip_all, fields(image = %config_digest))]
+    pub fn install_pulled(
+        &self,
+        config: Vec<u8>,
+        config_digest: &str,
+        layers: &[PulledLayer],
+        name: Option<String>,
+        repo_digest: Option<String>,
+    ) -> Result<Image, Error> {
+        sha256_hex(config_digest)?;
+        let got = format!("sha256:{}", layer::hex(&sha2::Sha256::digest(&config)));
+        if got != config_digest {
+            return Err(bad(format!(
+                "config digest mismatch: expected {config_digest}, got {got}"
+            )));
+        }
+        let parsed_config = oci_spec::image::ImageConfiguration::from_reader(&config[..])
+            .map_err(|e| bad(format!("config {config_digest}: {e}")))?;
+        let diff_ids = parsed_config.rootfs().diff_ids().clone();
+        if diff_ids.len() != layers.len() {
+            return Err(bad(format!(
+                "the manifest lists {} layers but the config {} diff_ids",
+                layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let mut refs = Vec::with_capacity(layers.len());
+        for (l, diff_id) in layers.iter().zip(diff_ids) {
+            sha256_hex(&diff_id)?;
+            sha256_hex(&l.digest)?;
+            refs.push(archive::LayerRef {
+                path: l.blob.clone(),
+                blob_digest: Some(l.digest.clone()),
+                blob_verified: true,
+                diff_id,
+            });
+        }
+        let parsed = archive::Parsed {
+            id: config_digest.to_string(),
+            config: parsed_config,
+            config_bytes: config,
+            layers: refs,
+            names: Vec::new(),
+        };
+        let staging = Staging::create(&self.root.join("tmp"))?;
+        self.install(
+            &staging,
+            &parsed,
+            name.into_iter().collect(),
+            repo_digest.into_iter().collect(),
+        )
+    }
+
+    /// Verifies the layers of `parsed`, unpacks those the store lacks into
+    /// `staging` (outside the lock), then commits under the lock.
+    fn install(
+        &self,
+        staging: &Staging,
+        parsed: &archive::Parsed,
+        names: Vec<String>,
+        repo_digests: Vec<String>,
+    ) -> Result<Image, Error> {
+        let budget = Budget::new("the image", self.limits, &self.root);
         let mut staged: Vec<Option<PathBuf>> = Vec::new();
         let mut seen = HashSet::new();
         for l in &parsed.layers {
-            if let Some(d) = &l.blob_digest {
-                let got = layer::file_digest(&l.path).map_err(bad)?;
+            let Some(path) = &l.path else {
+                // A pulled layer the store had: nothing to verify or unpack.
+                staged.push(None);
+                continue;
+            };
+            if let Some(d) = &l.blob_digest
+                && !l.blob_verified
+            {
+                let got = layer::file_digest(path).map_err(bad)?;
                 if got != *d {
                     return Err(bad(format!(
                         "layer {d} digest mismatch: expected {d}, got {got}"
@@ -346,12 +502,12 @@ impl ImageStore {
             if !seen.insert(l.diff_id.clone()) {
                 staged.push(None);
             } else if self.layer_path(&l.diff_id).join(LAYER_JSON).exists() {
-                let s = layer::read_layer(&l.path, None, &budget)
+                let s = layer::read_layer(path, None, &budget)
                     .map_err(|e| budget.explain(bad(format!("layer {}: {e}", l.diff_id))))?;
                 check_diff_id(&l.diff_id, &s.diff_id)?;
                 staged.push(None);
             } else {
-                staged.push(Some(self.stage_layer(&staging, l, &budget)?));
+                staged.push(Some(self.stage_layer(staging, l, &budget)?));
             }
         }
         if staged.iter().any(Option::is_some) {
@@ -364,7 +520,14 @@ impl ImageStore {
         }
         let _lock = self.lock()?;
         let mut placed = Vec::new();
-        let result = self.commit(&staging, &parsed, &staged, names, &mut placed, &budget);
+        let result = self.commit(
+            staging,
+            parsed,
+            &staged,
+            (names, repo_digests),
+            &mut placed,
+            &budget,
+        );
         if result.is_err() {
             self.remove_unreferenced(&placed);
         }
@@ -379,15 +542,22 @@ impl ImageStore {
         budget: &Budget,
     ) -> Result<PathBuf, Error> {
         let hex = sha256_hex(&l.diff_id)?;
+        let Some(path) = &l.path else {
+            return Err(Error::NotFound(format!(
+                "layer {} was removed from the store during the pull; pull again",
+                l.diff_id
+            )));
+        };
         let dir = staging.dir.join(format!("layer-{hex}"));
         let diff = dir.join("diff");
         store::private_dir(&dir)?;
         // The layer's root as overlayfs merges it: 0755 as before rsupd's
         // umask (the tar's "./" entry is not applied).
         store::visible_dir(&diff)?;
-        let s = layer::read_layer(&l.path, Some(&diff), budget)
+        let s = layer::read_layer(path, Some(&diff), budget)
             .map_err(|e| budget.explain(bad(format!("layer {}: {e}", l.diff_id))))?;
         check_diff_id(&l.diff_id, &s.diff_id)?;
+        let blob = keep_blob(path, &dir.join(LAYER_BLOB), l, &s.diff_id)?;
         store::write_json(
             &dir.join(LAYER_JSON),
             &LayerRecord {
@@ -395,6 +565,7 @@ impl ImageStore {
                 diff_id: l.diff_id.clone(),
                 size: s.size,
                 unpacked_at: now(),
+                blob: Some(blob),
             },
         )?;
         self.unpacked.fetch_add(1, Ordering::Relaxed);
@@ -409,7 +580,7 @@ impl ImageStore {
         staging: &Staging,
         parsed: &archive::Parsed,
         staged: &[Option<PathBuf>],
-        names: Vec<String>,
+        (names, repo_digests): (Vec<String>, Vec<String>),
         placed: &mut Vec<String>,
         budget: &Budget,
     ) -> Result<Image, Error> {
@@ -434,19 +605,30 @@ impl ImageStore {
             size += rec.size;
         }
         let id_hex = sha256_hex(&parsed.id)?;
+        // The config as it came, for a push (before the record names it).
+        let config_path = self.root.join("configs").join(id_hex);
+        if !config_path.exists() {
+            store::write_atomic(&config_path, &parsed.config_bytes)?;
+        }
         let path = self.root.join("images").join(format!("{id_hex}.json"));
-        let mut all_names = store::read_json::<ImageRecord>(&path)?
-            .map(|r| r.image.names)
+        let (mut all_names, mut all_digests) = store::read_json::<ImageRecord>(&path)?
+            .map(|r| (r.image.names, r.image.repo_digests))
             .unwrap_or_default();
         for n in names {
             if !all_names.contains(&n) {
                 all_names.push(n);
             }
         }
+        for d in repo_digests {
+            if !all_digests.contains(&d) {
+                all_digests.push(d);
+            }
+        }
         let c = &parsed.config;
         let image = Image {
             id: parsed.id.clone(),
             names: all_names,
+            repo_digests: all_digests,
             layers: parsed.layers.iter().map(|l| l.diff_id.clone()).collect(),
             size,
             created: c.created().clone(),
@@ -462,7 +644,13 @@ impl ImageStore {
                 image: image.clone(),
             },
         )?;
-        // A name belongs to one image: take it from any other (docker tag).
+        self.take_names_from_others(&image)?;
+        Ok(image)
+    }
+
+    /// A name belongs to one image: takes `image`'s names from any other
+    /// (docker tag). Called with the store lock held.
+    fn take_names_from_others(&self, image: &Image) -> Result<(), Error> {
         for (p, other) in self.records()? {
             if other.id == image.id || !other.names.iter().any(|n| image.names.contains(n)) {
                 continue;
@@ -477,7 +665,58 @@ impl ImageStore {
                 },
             )?;
         }
+        Ok(())
+    }
+
+    /// Gives the image `reference` names the name `target` (`docker tag`),
+    /// taking it from the image that had it.
+    pub fn tag(&self, reference: &str, target: &str) -> Result<Image, Error> {
+        let name = normalize_reference(target)?;
+        let _lock = self.lock()?;
+        let mut image = self.get(reference)?;
+        if !image.names.contains(&name) {
+            image.names.push(name);
+        }
+        let path = self
+            .root
+            .join("images")
+            .join(format!("{}.json", sha256_hex(&image.id)?));
+        store::write_json(
+            &path,
+            &ImageRecord {
+                version: RECORD_VERSION,
+                image: image.clone(),
+            },
+        )?;
+        self.take_names_from_others(&image)?;
         Ok(image)
+    }
+
+    /// What a push sends of `image`: its config blob and each layer's blob
+    /// with its record, bottom first. `FailedPrecondition` for an image
+    /// imported before rsup kept blobs.
+    pub fn push_parts(&self, image: &Image) -> Result<PushParts, Error> {
+        let old = || {
+            Error::FailedPrecondition(format!(
+                "image {} was imported before rsup kept the blobs a push sends: import or pull it again",
+                short_id(&image.id)
+            ))
+        };
+        let config_path = self.root.join("configs").join(sha256_hex(&image.id)?);
+        let config = match fs::read(&config_path) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(old()),
+            Err(e) => return Err(io_err("read", &config_path)(e).into()),
+        };
+        let mut layers = Vec::new();
+        for d in &image.layers {
+            let dir = self.layer_path(d);
+            let rec: LayerRecord = store::read_json(&dir.join(LAYER_JSON))?
+                .ok_or_else(|| Error::NotFound(format!("layer {d} is missing from the store")))?;
+            let blob = rec.blob.ok_or_else(old)?;
+            layers.push((dir.join(LAYER_BLOB), blob));
+        }
+        Ok((config, layers))
     }
 
     /// Every image record; fails if one cannot be read (a layer must never
@@ -516,6 +755,26 @@ impl ImageStore {
     /// ambiguous prefix.
     pub fn get(&self, reference: &str) -> Result<Image, Error> {
         let images = self.list()?;
+        if reference.contains('@') {
+            let want = crate::names::RemoteRef::parse(reference)?;
+            let digest = want.digest().unwrap_or_default();
+            let found = images.iter().find(|i| {
+                i.repo_digests.iter().any(|d| {
+                    crate::names::RemoteRef::parse(d).is_ok_and(|r| {
+                        r.digest() == Some(digest)
+                            && r.repository() == want.repository()
+                            && r.registry() == want.registry()
+                    })
+                })
+            });
+            return match found {
+                Some(i) => Ok(i.clone()),
+                None => Err(Error::NotFound(format!(
+                    "image {} not found",
+                    crate::names::quote(reference)
+                ))),
+            };
+        }
         if let Ok(n) = normalize_reference(reference)
             && let Some(i) = images.iter().find(|i| i.names.contains(&n))
         {
@@ -604,6 +863,12 @@ impl ImageStore {
             .join("images")
             .join(format!("{}.json", sha256_hex(&image.id)?));
         fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        let config = self.root.join("configs").join(sha256_hex(&image.id)?);
+        if let Err(e) = fs::remove_file(&config)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %config.display(), error = %e, "removing an image's config");
+        }
         if let Some(parent) = path.parent() {
             File::open(parent)
                 .and_then(|d| d.sync_all())
@@ -681,6 +946,36 @@ impl ImageStore {
             }
         }
     }
+}
+
+/// Keeps a layer's blob beside its tree: a hard link to the verified blob
+/// (a copy across filesystems), with its digest and media type.
+fn keep_blob(
+    src: &Path,
+    dest: &Path,
+    l: &archive::LayerRef,
+    diff_id: &str,
+) -> Result<BlobRecord, Error> {
+    let compression = layer::detect(src).map_err(bad)?;
+    let digest = match (&l.blob_digest, compression) {
+        (Some(d), _) => d.clone(),
+        // An uncompressed legacy layer.tar is its diff_id.
+        (None, layer::Compression::None) => diff_id.to_string(),
+        (None, _) => layer::file_digest(src).map_err(bad)?,
+    };
+    if fs::hard_link(src, dest).is_err() {
+        fs::copy(src, dest).map_err(io_err("copy", dest))?;
+    }
+    let size = fs::metadata(dest).map_err(io_err("stat", dest))?.len();
+    Ok(BlobRecord {
+        digest,
+        size,
+        media_type: match compression {
+            layer::Compression::None => MEDIA_LAYER_TAR,
+            layer::Compression::Gzip => MEDIA_LAYER_GZIP,
+        }
+        .to_string(),
+    })
 }
 
 fn check_diff_id(expected: &str, got: &str) -> Result<(), Error> {

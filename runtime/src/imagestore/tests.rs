@@ -891,6 +891,7 @@ fn fake_record(store: &ImageStore, hex: &str, names: &[&str]) {
     let image = Image {
         id: format!("sha256:{hex}"),
         names: names.iter().map(|s| s.to_string()).collect(),
+        repo_digests: vec![],
         layers: vec![],
         size: 0,
         created: None,
@@ -1113,7 +1114,7 @@ fn normalize_reference_follows_dockers_rules() {
         normalize_reference("a@sha256:00")
             .expect_err("digest")
             .to_string()
-            .contains("not supported")
+            .contains("a digest reference")
     );
 }
 
@@ -1496,4 +1497,138 @@ fn the_inode_reserve_stops_a_layer_of_empty_files() {
     // It stopped before the filesystem ran out: inodes are left.
     let st = nix::sys::statvfs::statvfs(&fs_dir).expect("statvfs");
     assert!(st.files_free() > 500, "{} inodes left", st.files_free());
+}
+
+/// A config blob naming these diff_ids.
+fn pulled_config(diff_ids: &[String]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": archive::host_arch(),
+        "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .expect("config")
+}
+
+#[test]
+fn a_pull_shares_layers_with_an_import_and_keeps_blobs_for_a_push() {
+    let work = tmpdir();
+    let base = vec![TarEntry::dir("bin"), TarEntry::file("bin/tool", "shared")];
+    let pa = work.path().join("a.tar");
+    let built = build::oci_layout_tar(
+        &pa,
+        std::slice::from_ref(&base),
+        &ImageConfig::default(),
+        &BuildOptions {
+            gzip_layers: true,
+            ..BuildOptions::default()
+        },
+    )
+    .expect("a");
+    let store = ImageStore::open(&work.path().join("store")).expect("open");
+    let a = store.import(&pa, Some("a")).expect("import");
+    // The import kept the layer's blob as it was and the config as it came.
+    let (config, blobs) = store.push_parts(&a).expect("push parts");
+    assert_eq!(config, built.config);
+    assert_eq!(blobs.len(), 1);
+    assert_eq!(blobs[0].1.digest, built.layer_digests[0]);
+    assert_eq!(blobs[0].1.media_type, MEDIA_LAYER_GZIP);
+    assert_eq!(
+        layer::file_digest(&blobs[0].0).expect("digest"),
+        built.layer_digests[0]
+    );
+
+    // A pulled image on the same base: only the new layer was downloaded.
+    let top = build::layer_tar(&[TarEntry::file("top", "pulled")]).expect("tar");
+    let top_path = store.downloads_dir().join("top");
+    fs::write(&top_path, &top).expect("write");
+    let diff_ids = vec![built.diff_ids[0].clone(), digest_of(&top)];
+    let cfg = pulled_config(&diff_ids);
+    let layers = [
+        PulledLayer {
+            blob: None,
+            digest: built.layer_digests[0].clone(),
+        },
+        PulledLayer {
+            blob: Some(top_path.clone()),
+            digest: digest_of(&top),
+        },
+    ];
+    assert!(store.has_layer(&built.diff_ids[0]));
+    let before = store.layers_unpacked();
+    let manifest_digest = format!("sha256:{}", "ab".repeat(32));
+    let p = store
+        .install_pulled(
+            cfg.clone(),
+            &digest_of(&cfg),
+            &layers,
+            Some("127.0.0.1:5000/app:1".into()),
+            Some(format!("127.0.0.1:5000/app@{manifest_digest}")),
+        )
+        .expect("install");
+    assert_eq!(store.layers_unpacked(), before + 1, "only the new layer");
+    assert_eq!(p.layers, diff_ids);
+    assert_eq!(p.layers[0], a.layers[0]);
+    assert_eq!(store.layer_dirs(&p)[1], store.layer_dirs(&a)[0]);
+    assert!(store.layer_path(&diff_ids[1]).join("diff/top").is_file());
+    // Found by its repo digest, and by name.
+    let by_digest = store
+        .get(&format!("127.0.0.1:5000/app@{manifest_digest}"))
+        .expect("by digest");
+    assert_eq!(by_digest.id, p.id);
+    assert!(
+        store
+            .get(&format!("127.0.0.1:5000/other@{manifest_digest}"))
+            .is_err()
+    );
+    assert_eq!(store.get("127.0.0.1:5000/app:1").expect("by name").id, p.id);
+    let (_, pushed) = store.push_parts(&p).expect("parts");
+    assert_eq!(pushed[1].1.digest, digest_of(&top));
+    assert_eq!(pushed[1].1.media_type, MEDIA_LAYER_TAR);
+
+    // docker tag: the name moves to the tagged image.
+    store.tag(&a.id, "127.0.0.1:5000/app:1").expect("tag");
+    assert_eq!(store.get("127.0.0.1:5000/app:1").expect("get").id, a.id);
+    assert!(store.get(&p.id).expect("p").names.is_empty());
+    assert!(store.tag(&a.id, "Bad Name").is_err());
+}
+
+#[test]
+fn a_pulled_layer_or_config_that_does_not_match_leaves_nothing() {
+    let work = tmpdir();
+    let store = ImageStore::open(&work.path().join("store")).expect("open");
+    let real = build::layer_tar(&[TarEntry::file("f", "real")]).expect("tar");
+    let evil = build::layer_tar(&[TarEntry::file("f", "evil")]).expect("tar");
+    let blob = store.downloads_dir().join("evil");
+    fs::write(&blob, &evil).expect("write");
+    // The config says `real`, the blob is `evil`.
+    let cfg = pulled_config(&[digest_of(&real)]);
+    let layers = [PulledLayer {
+        blob: Some(blob.clone()),
+        digest: digest_of(&evil),
+    }];
+    let e = store
+        .install_pulled(
+            cfg.clone(),
+            &digest_of(&cfg),
+            &layers,
+            Some("x".into()),
+            None,
+        )
+        .expect_err("refused");
+    assert!(e.to_string().contains("digest mismatch"), "{e}");
+    assert_store_empty(store.root());
+    assert_eq!(count(&store.root().join("configs")), 0);
+    // A config that is not what its digest says.
+    let e = store
+        .install_pulled(cfg.clone(), &digest_of(b"other"), &layers, None, None)
+        .expect_err("refused");
+    assert!(e.to_string().contains("config digest mismatch"), "{e}");
+    // More layers than diff_ids.
+    let two = [layers[0].clone(), layers[0].clone()];
+    let e = store
+        .install_pulled(cfg.clone(), &digest_of(&cfg), &two, None, None)
+        .expect_err("refused");
+    assert!(e.to_string().contains("2 layers"), "{e}");
+    assert_store_empty(store.root());
 }

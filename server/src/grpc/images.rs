@@ -1,10 +1,12 @@
 //! `rsup.v1.Images`.
 
-use futures::StreamExt;
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
 use rsup_proto::v1 as pb;
 use rsup_proto::v1::images_server::Images;
-use rsup_runtime::images::ImageInfo;
-use rsup_runtime::names::{ImageRef, quote};
+use rsup_runtime::images::{Credentials, ImageInfo, PullProgress};
+use rsup_runtime::names::{ImageRef, RemoteRef, quote};
 use rsup_runtime::{Error, Runtime};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -42,7 +44,83 @@ fn image(i: ImageInfo) -> pb::Image {
         }),
         imported_at: image.imported_at,
         containers,
+        repo_digests: image.repo_digests,
     }
+}
+
+fn progress(p: PullProgress) -> pb::ImageProgress {
+    use pb::image_progress::{Event, Layer, LayerSize, Resolved};
+    let event = match p {
+        PullProgress::Resolved { digest, layers } => Event::Resolved(Resolved {
+            digest,
+            layers: layers
+                .into_iter()
+                .map(|(digest, size)| LayerSize { digest, size })
+                .collect(),
+        }),
+        PullProgress::Layer {
+            digest,
+            status,
+            current,
+            total,
+        } => Event::Layer(Layer {
+            digest,
+            status: status.as_str().to_string(),
+            current,
+            total,
+        }),
+    };
+    pb::ImageProgress { event: Some(event) }
+}
+
+fn credentials(a: Option<pb::RegistryAuth>) -> Option<Credentials> {
+    a.filter(|a| !a.username.is_empty() || !a.password.is_empty())
+        .map(|a| Credentials {
+            username: a.username,
+            password: a.password,
+        })
+}
+
+type ProgressStream = Pin<Box<dyn Stream<Item = Result<pb::ImageProgress, Status>> + Send>>;
+
+/// Runs a pull or push on the runtime's tracker, forwarding its progress;
+/// `last` turns its result into the stream's last message. A client that
+/// goes away does not stop it (what it fetched stays); rsupd's shutdown
+/// does (a pull resumes next time).
+fn progress_stream<T, F>(
+    runtime: &Runtime,
+    mut prx: tokio::sync::mpsc::Receiver<PullProgress>,
+    fut: F,
+    last: fn(T) -> pb::image_progress::Event,
+) -> ProgressStream
+where
+    F: std::future::Future<Output = Result<T, Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, out) = tokio::sync::mpsc::channel(64);
+    let shutdown = runtime.shutdown_token();
+    runtime.spawn(async move {
+        tokio::pin!(fut);
+        let result = loop {
+            tokio::select! {
+                r = &mut fut => break r,
+                Some(p) = prx.recv() => {
+                    let _ = tx.send(Ok(progress(p))).await;
+                }
+                _ = shutdown.cancelled() => break Err(Error::ShuttingDown),
+            }
+        };
+        while let Ok(p) = prx.try_recv() {
+            let _ = tx.send(Ok(progress(p))).await;
+        }
+        let item = result
+            .map(|t| pb::ImageProgress {
+                event: Some(last(t)),
+            })
+            .map_err(status);
+        let _ = tx.send(item).await;
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))
 }
 
 fn bad_stream(reason: &str) -> Error {
@@ -133,5 +211,71 @@ impl Images for Service {
             untagged: i.untagged,
             deleted: i.deleted,
         }))
+    }
+
+    type PullStream = ProgressStream;
+
+    async fn pull(
+        &self,
+        req: Request<pb::PullImageRequest>,
+    ) -> Result<Response<Self::PullStream>, Status> {
+        let r = req.into_inner();
+        let reference = parse(&r.reference, "reference", |s, _| RemoteRef::parse(s))?;
+        let creds = credentials(r.auth);
+        let rt = self.runtime.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let work = async move { rt.pull_image(&reference, creds.as_ref(), Some(tx)).await };
+        let stream = progress_stream(&self.runtime, rx, work, |i| {
+            pb::image_progress::Event::Image(image(i))
+        });
+        Ok(Response::new(stream))
+    }
+
+    type PushStream = ProgressStream;
+
+    async fn push(
+        &self,
+        req: Request<pb::PushImageRequest>,
+    ) -> Result<Response<Self::PushStream>, Status> {
+        let r = req.into_inner();
+        let reference = parse(&r.reference, "reference", |s, _| RemoteRef::parse(s))?;
+        let creds = credentials(r.auth);
+        let rt = self.runtime.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let work = async move { rt.push_image(&reference, creds.as_ref(), Some(tx)).await };
+        let stream = progress_stream(
+            &self.runtime,
+            rx,
+            work,
+            pb::image_progress::Event::PushedDigest,
+        );
+        Ok(Response::new(stream))
+    }
+
+    async fn tag(&self, req: Request<pb::TagImageRequest>) -> Result<Response<pb::Image>, Status> {
+        let r = req.into_inner();
+        let source = parse(&r.source, "source", ImageRef::parse_as)?;
+        let target = parse(&r.target, "target", ImageRef::parse_as)?;
+        let i = self
+            .runtime
+            .tag_image(&source, &target)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(image(i)))
+    }
+
+    async fn login(
+        &self,
+        req: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let r = req.into_inner();
+        let creds = credentials(r.auth).ok_or_else(|| {
+            Status::invalid_argument("invalid auth: a login needs a user name and a password")
+        })?;
+        self.runtime
+            .registry_login(&r.registry, &creds)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::LoginResponse {}))
     }
 }

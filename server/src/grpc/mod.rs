@@ -9,6 +9,7 @@ pub mod system;
 pub mod volumes;
 
 use rsup_runtime::Error;
+use rsup_runtime::error::RegistryError;
 use rsup_runtime::process::SpawnError;
 use tonic::Status;
 
@@ -82,6 +83,13 @@ fn code(e: &Error) -> tonic::Code {
         // The cause decides; the undo's failures are in the message.
         Error::Cleanup { source, .. } => code(source),
         Error::ShuttingDown => Code::Unavailable,
+        Error::Registry(r) => match r {
+            RegistryError::Unreachable { .. } => Code::Unavailable,
+            RegistryError::Unauthorized { .. } => Code::Unauthenticated,
+            RegistryError::Denied { .. } => Code::PermissionDenied,
+            RegistryError::Corrupt { .. } => Code::DataLoss,
+            RegistryError::Unsupported { .. } => Code::FailedPrecondition,
+        },
         Error::Spawn { .. } | Error::Store(_) | Error::Sys { .. } => Code::Internal,
     }
 }

@@ -1,0 +1,668 @@
+//! A pull: resolve a reference to one image manifest (following an index
+//! to linux/<this arch>), fetch its config, download the layers the store
+//! does not have (several at once, each verified against its digest while
+//! it is written, resumable), then install them through the layer store,
+//! which unpacks under the host-boundary limits and checks every diff_id.
+//!
+//! Downloads go to the store's `downloads/` as `<hex>.partial`; a pull cut
+//! off by the registry or the network keeps what came, and the next pull
+//! of the same blob asks for the rest (an HTTP range). Content that does
+//! not match its digest or size is deleted at once: nothing of a corrupt
+//! pull stays.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use oci_client::RegistryOperation;
+use oci_client::client::BlobResponse;
+use oci_client::manifest::OciDescriptor;
+use oci_spec::image::{ImageIndex, ImageManifest, MediaType, Os};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::registry::{Credentials, Session, map_err};
+use crate::config::RegistryConfig;
+use crate::error::{Error, RegistryError};
+use crate::imagestore::limits::Budget;
+use crate::imagestore::{Image, ImageStore, PulledLayer};
+use crate::names::RemoteRef;
+use crate::store::io_err;
+
+/// What a pull reports as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PullProgress {
+    /// The manifest is known: its digest, and each layer's blob digest and
+    /// size, bottom first.
+    Resolved {
+        digest: String,
+        layers: Vec<(String, u64)>,
+    },
+    /// One layer's progress (`digest` of its blob).
+    Layer {
+        digest: String,
+        status: LayerStatus,
+        /// Bytes of the blob on disk so far.
+        current: u64,
+        total: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerStatus {
+    /// The store has the layer (by diff_id): not downloaded.
+    Exists,
+    Waiting,
+    Downloading,
+    /// A download that continues one cut off earlier (`current` is where
+    /// it starts).
+    Resuming,
+    /// Downloaded and verified.
+    Downloaded,
+    /// The layer's tree is being unpacked into the store.
+    Unpacking,
+    Done,
+    /// A push sends the blob.
+    Pushing,
+    Pushed,
+}
+
+impl LayerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerStatus::Exists => "already exists",
+            LayerStatus::Waiting => "waiting",
+            LayerStatus::Downloading => "downloading",
+            LayerStatus::Resuming => "resuming",
+            LayerStatus::Downloaded => "download complete",
+            LayerStatus::Unpacking => "extracting",
+            LayerStatus::Done => "pull complete",
+            LayerStatus::Pushing => "pushing",
+            LayerStatus::Pushed => "pushed",
+        }
+    }
+}
+
+/// Where progress goes; a client that went away does not stop the pull.
+#[derive(Clone)]
+pub(crate) struct Reporter(pub Option<mpsc::Sender<PullProgress>>);
+
+impl Reporter {
+    pub(crate) async fn send(&self, p: PullProgress) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(p).await;
+        }
+    }
+
+    pub(crate) fn try_send(&self, p: PullProgress) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.try_send(p);
+        }
+    }
+}
+
+/// How many layers download at once (Docker's default is 3).
+const CONCURRENT_DOWNLOADS: usize = 3;
+/// Largest manifest, index or config a pull reads into memory.
+const MAX_JSON: u64 = 16 << 20;
+const ACCEPT: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+
+/// Blobs being downloaded in this process: two pulls of one blob take
+/// turns (the second finds it complete).
+#[derive(Default)]
+pub(crate) struct InFlight(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl InFlight {
+    fn lock_for(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, v| Arc::strong_count(v) > 1);
+        m.entry(digest.to_string()).or_default().clone()
+    }
+}
+
+/// Pulls `r` into `store`.
+pub(crate) async fn pull(
+    store: &Arc<ImageStore>,
+    config: &RegistryConfig,
+    in_flight: &InFlight,
+    r: &RemoteRef,
+    creds: Option<&Credentials>,
+    report: &Reporter,
+) -> Result<Image, Error> {
+    let session = Session::open(config, r, creds, RegistryOperation::Pull).await?;
+    let registry = session.registry.clone();
+    let (bytes, _) = session
+        .client
+        .pull_manifest_raw(&session.reference, &session.auth, ACCEPT)
+        .await
+        .map_err(|e| match map_err(&registry, e) {
+            Error::NotFound(m) => Error::NotFound(format!("manifest for {r} not found: {m}")),
+            e => e,
+        })?;
+    let top_digest = sha256_of(&bytes);
+    if let Some(want) = r.digest()
+        && want != top_digest
+    {
+        return Err(corrupt(
+            &registry,
+            format!("manifest digest mismatch: asked for {want}, got {top_digest}"),
+        ));
+    }
+    let manifest = resolve(&session, bytes.to_vec(), 0).await?;
+    let config_desc = manifest.config();
+    if config_desc.size() > MAX_JSON {
+        return Err(corrupt(
+            &registry,
+            format!("config of {} bytes is too large", config_desc.size()),
+        ));
+    }
+    let mut config = Vec::new();
+    session
+        .client
+        .pull_blob(
+            &session.reference,
+            &descriptor(config_desc.digest().as_ref(), config_desc.size()),
+            &mut config,
+        )
+        .await
+        .map_err(|e| map_err(&registry, e))?;
+    if config.len() as u64 != config_desc.size() {
+        return Err(corrupt(
+            &registry,
+            format!(
+                "config size mismatch: the manifest says {} bytes, got {}",
+                config_desc.size(),
+                config.len()
+            ),
+        ));
+    }
+    let parsed = oci_spec::image::ImageConfiguration::from_reader(&config[..])
+        .map_err(|e| corrupt(&registry, format!("config: {e}")))?;
+    let diff_ids = parsed.rootfs().diff_ids().clone();
+    let layers = manifest.layers();
+    if diff_ids.len() != layers.len() {
+        return Err(corrupt(
+            &registry,
+            format!(
+                "the manifest lists {} layers but the config {} diff_ids",
+                layers.len(),
+                diff_ids.len()
+            ),
+        ));
+    }
+    for l in layers {
+        check_layer_type(&registry, l)?;
+    }
+    report
+        .send(PullProgress::Resolved {
+            digest: top_digest.clone(),
+            layers: layers
+                .iter()
+                .map(|l| (l.digest().to_string(), l.size()))
+                .collect(),
+        })
+        .await;
+
+    // Download what the store lacks, a few at once.
+    // Budget is not Sync: the downloads take turns charging it.
+    let budget = Mutex::new(Budget::new("the pull", store.limits(), store.root()));
+    let downloads = store.downloads_dir();
+    let mut fetched: Vec<PathBuf> = Vec::new();
+    let wanted: Vec<(String, u64, bool)> = layers
+        .iter()
+        .zip(&diff_ids)
+        .map(|(l, diff_id)| (l.digest().to_string(), l.size(), store.has_layer(diff_id)))
+        .collect();
+    let session_ref = &session;
+    let budget_ref = &budget;
+    let downloads_ref = &downloads;
+    let jobs: Vec<_> = wanted
+        .into_iter()
+        .map(|(digest, size, have)| async move {
+            if have {
+                report
+                    .send(PullProgress::Layer {
+                        digest: digest.clone(),
+                        status: LayerStatus::Exists,
+                        current: size,
+                        total: size,
+                    })
+                    .await;
+                return Ok(PulledLayer { blob: None, digest });
+            }
+            let turn = in_flight.lock_for(&digest);
+            let _turn = turn.lock().await;
+            let path = download(
+                session_ref,
+                downloads_ref,
+                &digest,
+                size,
+                budget_ref,
+                report,
+            )
+            .await?;
+            Ok::<_, Error>(PulledLayer {
+                blob: Some(path),
+                digest,
+            })
+        })
+        .collect();
+    let results: Vec<Result<PulledLayer, Error>> = futures::stream::iter(jobs)
+        .buffered(CONCURRENT_DOWNLOADS)
+        .collect()
+        .await;
+    let mut pulled = Vec::with_capacity(results.len());
+    let mut first_err = None;
+    for r in results {
+        match r {
+            Ok(l) => {
+                if let Some(p) = &l.blob {
+                    fetched.push(p.clone());
+                }
+                pulled.push(l);
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        // Complete, verified blobs stay for the next try, as partial ones.
+        return Err(e);
+    }
+    for l in pulled.iter().filter(|l| l.blob.is_some()) {
+        report
+            .send(PullProgress::Layer {
+                digest: l.digest.clone(),
+                status: LayerStatus::Unpacking,
+                current: 0,
+                total: 0,
+            })
+            .await;
+    }
+    let store2 = store.clone();
+    let config_digest = config_desc.digest().to_string();
+    let name = r.local_name();
+    let repo_digest = Some(r.repo_digest(&top_digest));
+    let layers_for_install = pulled.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        store2.install_pulled(
+            config,
+            &config_digest,
+            &layers_for_install,
+            name,
+            repo_digest,
+        )
+    })
+    .await
+    .map_err(|e| Error::FailedPrecondition(format!("pull task failed: {e}")))?;
+    // Installed (the store hard-linked the blobs it keeps) or refused
+    // (content that does not match the config): the downloads go.
+    for p in &fetched {
+        if let Err(e) = std::fs::remove_file(p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(path = %p.display(), error = %e, "removing a download");
+        }
+    }
+    let image = result?;
+    for l in pulled.iter().filter(|l| l.blob.is_some()) {
+        report
+            .send(PullProgress::Layer {
+                digest: l.digest.clone(),
+                status: LayerStatus::Done,
+                current: 0,
+                total: 0,
+            })
+            .await;
+    }
+    info!(reference = %r, image = %image.id, digest = %top_digest, scheme = session.scheme, "pulled");
+    Ok(image)
+}
+
+/// Follows an index to the manifest for linux/<this arch>.
+fn resolve<'a>(
+    session: &'a Session,
+    bytes: Vec<u8>,
+    depth: usize,
+) -> futures::future::BoxFuture<'a, Result<ImageManifest, Error>> {
+    Box::pin(async move {
+        let registry = &session.registry;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(registry, format!("manifest: {e}")))?;
+        let schema = v.get("schemaVersion").and_then(|s| s.as_i64()).unwrap_or(0);
+        if schema != 2 {
+            return Err(Error::Registry(RegistryError::Unsupported {
+                registry: registry.clone(),
+                reason: format!("manifest schema version {schema} is not supported (only 2)"),
+            }));
+        }
+        let media = v.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
+        let is_index = media == DOCKER_LIST
+            || media == "application/vnd.oci.image.index.v1+json"
+            || (media.is_empty() && v.get("manifests").is_some());
+        if !is_index {
+            return ImageManifest::from_reader(&bytes[..])
+                .map_err(|e| corrupt(registry, format!("manifest: {e}")));
+        }
+        if depth > 2 {
+            return Err(corrupt(registry, "image indexes nested too deep".into()));
+        }
+        let index = ImageIndex::from_reader(&bytes[..])
+            .map_err(|e| corrupt(registry, format!("index: {e}")))?;
+        let arch = crate::imagestore::host_arch();
+        let chosen = index
+            .manifests()
+            .iter()
+            .find(|d| {
+                d.platform()
+                    .as_ref()
+                    .is_some_and(|p| *p.os() == Os::Linux && p.architecture().to_string() == arch)
+            })
+            .ok_or_else(|| {
+                let found: Vec<String> = index
+                    .manifests()
+                    .iter()
+                    .filter_map(|d| d.platform().as_ref())
+                    .map(|p| format!("{}/{}", p.os(), p.architecture()))
+                    .collect();
+                Error::Registry(RegistryError::Unsupported {
+                    registry: registry.clone(),
+                    reason: format!(
+                        "no image for linux/{arch} in the index (found: {})",
+                        if found.is_empty() {
+                            "none".to_string()
+                        } else {
+                            found.join(", ")
+                        }
+                    ),
+                })
+            })?;
+        let digest = chosen.digest().to_string();
+        let (bytes, _) = session
+            .client
+            .pull_manifest_raw(&session.with_digest(&digest), &session.auth, ACCEPT)
+            .await
+            .map_err(|e| map_err(registry, e))?;
+        let got = sha256_of(&bytes);
+        if got != digest {
+            return Err(corrupt(
+                registry,
+                format!("manifest digest mismatch: expected {digest}, got {got}"),
+            ));
+        }
+        if bytes.len() as u64 != chosen.size() {
+            return Err(corrupt(
+                registry,
+                format!(
+                    "manifest size mismatch: the index says {} bytes, got {}",
+                    chosen.size(),
+                    bytes.len()
+                ),
+            ));
+        }
+        let _ = DOCKER_MANIFEST;
+        resolve(session, bytes.to_vec(), depth + 1).await
+    })
+}
+
+/// Layers rsup can unpack: tar, gzip'ed or not (zstd is refused by name).
+fn check_layer_type(registry: &str, l: &oci_spec::image::Descriptor) -> Result<(), Error> {
+    let ok = match l.media_type() {
+        MediaType::ImageLayer | MediaType::ImageLayerGzip => true,
+        MediaType::Other(s) => s == DOCKER_LAYER_GZIP || s == DOCKER_LAYER_TAR,
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(Error::Registry(RegistryError::Unsupported {
+        registry: registry.to_string(),
+        reason: format!(
+            "layer {}: unsupported media type {}",
+            l.digest(),
+            l.media_type()
+        ),
+    }))
+}
+
+/// Downloads one blob into `dir` (resuming a `.partial` left by an earlier
+/// pull), verifying its size and digest; returns the complete file.
+async fn download(
+    session: &Session,
+    dir: &Path,
+    digest: &str,
+    size: u64,
+    budget: &Mutex<Budget>,
+    report: &Reporter,
+) -> Result<PathBuf, Error> {
+    let registry = &session.registry;
+    let hex = crate::imagestore::sha256_hex(digest)?.to_string();
+    let done = dir.join(&hex);
+    if done.exists() {
+        report
+            .send(PullProgress::Layer {
+                digest: digest.to_string(),
+                status: LayerStatus::Downloaded,
+                current: size,
+                total: size,
+            })
+            .await;
+        return Ok(done);
+    }
+    let partial = dir.join(format!("{hex}.partial"));
+    let mut offset = match tokio::fs::metadata(&partial).await {
+        Ok(m) if m.len() <= size => m.len(),
+        Ok(_) => 0,
+        Err(_) => 0,
+    };
+    // What is there already is hashed again (it is rsupd's own file, but a
+    // digest covers every byte).
+    let mut hasher = Sha256::new();
+    if offset > 0 {
+        let p = partial.clone();
+        let (h, n) = tokio::task::spawn_blocking(move || -> std::io::Result<(Sha256, u64)> {
+            let mut h = Sha256::new();
+            let mut f = std::fs::File::open(&p)?;
+            let n = std::io::copy(&mut f, &mut h)?;
+            Ok((h, n))
+        })
+        .await
+        .map_err(|e| Error::FailedPrecondition(format!("hashing a partial download: {e}")))?
+        .map_err(io_err("read", &partial))?;
+        hasher = h;
+        offset = n;
+    }
+    let desc = descriptor(digest, size);
+    let (mut stream, start) = if offset > 0 && offset < size {
+        match session
+            .client
+            .pull_blob_stream_partial(&session.reference, &desc, offset, None)
+            .await
+            .map_err(|e| map_err(registry, e))?
+        {
+            BlobResponse::Partial(s) => (s, offset),
+            // The registry ignored the range: from the start.
+            BlobResponse::Full(s) => {
+                hasher = Sha256::new();
+                (s, 0)
+            }
+        }
+    } else if offset == size && size > 0 {
+        // Complete but not yet renamed (cut off between the two).
+        let got = format!("sha256:{}", hex_of(&hasher.finalize()));
+        return finish(&partial, &done, digest, &got, registry).await;
+    } else {
+        hasher = Sha256::new();
+        (
+            session
+                .client
+                .pull_blob_stream(&session.reference, &desc)
+                .await
+                .map_err(|e| map_err(registry, e))?,
+            0,
+        )
+    };
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(start == 0)
+        .append(start > 0)
+        .mode(crate::store::PRIVATE_FILE_MODE)
+        .open(&partial)
+        .await
+        .map_err(io_err("open", &partial))?;
+    report
+        .send(PullProgress::Layer {
+            digest: digest.to_string(),
+            status: if start > 0 {
+                LayerStatus::Resuming
+            } else {
+                LayerStatus::Downloading
+            },
+            current: start,
+            total: size,
+        })
+        .await;
+    if start > 0 {
+        info!(digest, offset = start, "resuming a download");
+    }
+    let mut written = start;
+    let mut last = Instant::now();
+    loop {
+        let chunk = match stream.stream.try_next().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => {
+                let _ = file.flush().await;
+                // A digest the stream itself checked (oci-client verifies a
+                // full response): corrupt, not cut off.
+                let msg = e.to_string();
+                if msg.to_ascii_lowercase().contains("digest") {
+                    drop(file);
+                    let _ = tokio::fs::remove_file(&partial).await;
+                    return Err(corrupt(registry, format!("layer {digest}: {msg}")));
+                }
+                return Err(Error::Registry(RegistryError::Unreachable {
+                    registry: registry.clone(),
+                    reason: format!(
+                        "layer {digest}: the download broke off after {written} of {size} bytes ({msg}); pull again to resume"
+                    ),
+                }));
+            }
+        };
+        written += chunk.len() as u64;
+        if written > size {
+            drop(file);
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(corrupt(
+                registry,
+                format!(
+                    "layer {digest}: the registry sent more than the {size} bytes the manifest says"
+                ),
+            ));
+        }
+        {
+            let b = budget.lock().unwrap_or_else(|e| e.into_inner());
+            b.charge(chunk.len() as u64)
+                .map_err(|e| b.explain(e.into()))?;
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .map_err(io_err("write", &partial))?;
+        if last.elapsed() >= Duration::from_millis(100) {
+            last = Instant::now();
+            report.try_send(PullProgress::Layer {
+                digest: digest.to_string(),
+                status: LayerStatus::Downloading,
+                current: written,
+                total: size,
+            });
+        }
+    }
+    file.flush().await.map_err(io_err("write", &partial))?;
+    file.sync_all().await.map_err(io_err("fsync", &partial))?;
+    drop(file);
+    if written < size {
+        return Err(Error::Registry(RegistryError::Unreachable {
+            registry: registry.clone(),
+            reason: format!(
+                "layer {digest}: the download broke off after {written} of {size} bytes; pull again to resume"
+            ),
+        }));
+    }
+    let got = format!("sha256:{}", hex_of(&hasher.finalize()));
+    let path = finish(&partial, &done, digest, &got, registry).await?;
+    report
+        .send(PullProgress::Layer {
+            digest: digest.to_string(),
+            status: LayerStatus::Downloaded,
+            current: size,
+            total: size,
+        })
+        .await;
+    Ok(path)
+}
+
+/// A whole blob: renamed into place if its digest is right, deleted if not.
+async fn finish(
+    partial: &Path,
+    done: &Path,
+    digest: &str,
+    got: &str,
+    registry: &str,
+) -> Result<PathBuf, Error> {
+    if got != digest {
+        let _ = tokio::fs::remove_file(partial).await;
+        return Err(corrupt(
+            registry,
+            format!("layer {digest}: digest mismatch: got {got}; the download was deleted"),
+        ));
+    }
+    tokio::fs::rename(partial, done)
+        .await
+        .map_err(io_err("rename", partial))?;
+    Ok(done.to_path_buf())
+}
+
+fn descriptor(digest: &str, size: u64) -> OciDescriptor {
+    OciDescriptor {
+        digest: digest.to_string(),
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+        ..Default::default()
+    }
+}
+
+fn corrupt(registry: &str, reason: String) -> Error {
+    Error::Registry(RegistryError::Corrupt {
+        registry: registry.to_string(),
+        reason,
+    })
+}
+
+fn sha256_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex_of(&Sha256::digest(bytes)))
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}

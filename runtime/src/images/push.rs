@@ -1,0 +1,166 @@
+//! A push: the image's blobs as the store keeps them (each layer's blob as
+//! it was pulled or imported, the config as it came), so the registry gets
+//! the same digests and the pushed image has the same id; blobs the
+//! registry has are not sent again. The manifest is an OCI image manifest.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use oci_client::RegistryOperation;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tracing::info;
+
+use super::pull::{LayerStatus, PullProgress, Reporter};
+use super::registry::{Credentials, Session, map_err};
+use crate::config::RegistryConfig;
+use crate::error::Error;
+use crate::imagestore::{Image, ImageStore};
+use crate::names::RemoteRef;
+
+const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
+/// Pushes `image` as `target`; returns the manifest's digest.
+pub(crate) async fn push(
+    store: &Arc<ImageStore>,
+    config: &RegistryConfig,
+    image: &Image,
+    target: &RemoteRef,
+    creds: Option<&Credentials>,
+    report: &Reporter,
+) -> Result<String, Error> {
+    if target.digest().is_some() {
+        return Err(Error::InvalidArgument {
+            field: "reference",
+            reason: format!("{target}: push a name:tag, not a digest"),
+        });
+    }
+    let store2 = store.clone();
+    let image2 = image.clone();
+    let (config_blob, layers) = tokio::task::spawn_blocking(move || store2.push_parts(&image2))
+        .await
+        .map_err(|e| Error::FailedPrecondition(format!("push task failed: {e}")))??;
+    let session = Session::open(config, target, creds, RegistryOperation::Push).await?;
+    let registry = session.registry.clone();
+    let reference = &session.reference;
+    report
+        .send(PullProgress::Resolved {
+            digest: image.id.clone(),
+            layers: layers
+                .iter()
+                .map(|(_, b)| (b.digest.clone(), b.size))
+                .collect(),
+        })
+        .await;
+    for (path, blob) in &layers {
+        let exists = session
+            .client
+            .blob_exists(reference, &blob.digest)
+            .await
+            .map_err(|e| map_err(&registry, e))?;
+        if exists {
+            report
+                .send(PullProgress::Layer {
+                    digest: blob.digest.clone(),
+                    status: LayerStatus::Exists,
+                    current: blob.size,
+                    total: blob.size,
+                })
+                .await;
+            continue;
+        }
+        report
+            .send(PullProgress::Layer {
+                digest: blob.digest.clone(),
+                status: LayerStatus::Pushing,
+                current: 0,
+                total: blob.size,
+            })
+            .await;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(crate::store::io_err("open", path))?;
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
+        let r2 = report.clone();
+        let digest = blob.digest.clone();
+        let total = blob.size;
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).map(move |c| {
+            let c = c.map_err(oci_client::errors::OciDistributionError::IoError)?;
+            let n = counter.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed)
+                + c.len() as u64;
+            r2.try_send(PullProgress::Layer {
+                digest: digest.clone(),
+                status: LayerStatus::Pushing,
+                current: n,
+                total,
+            });
+            Ok(c)
+        });
+        session
+            .client
+            .push_blob_stream(reference, stream, &blob.digest, Some(blob.size))
+            .await
+            .map_err(|e| map_err(&registry, e))?;
+        report
+            .send(PullProgress::Layer {
+                digest: blob.digest.clone(),
+                status: LayerStatus::Pushed,
+                current: blob.size,
+                total: blob.size,
+            })
+            .await;
+    }
+    let config_exists = session
+        .client
+        .blob_exists(reference, &image.id)
+        .await
+        .map_err(|e| map_err(&registry, e))?;
+    if !config_exists {
+        session
+            .client
+            .push_blob(reference, config_blob.clone(), &image.id)
+            .await
+            .map_err(|e| map_err(&registry, e))?;
+    }
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "config": {
+            "mediaType": MEDIA_CONFIG,
+            "digest": image.id,
+            "size": config_blob.len(),
+        },
+        "layers": layers.iter().map(|(_, b)| json!({
+            "mediaType": b.media_type,
+            "digest": b.digest,
+            "size": b.size,
+        })).collect::<Vec<_>>(),
+    });
+    let bytes = serde_json::to_vec(&manifest)
+        .map_err(|e| Error::FailedPrecondition(format!("manifest: {e}")))?;
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    session
+        .client
+        .push_manifest_raw(
+            reference,
+            bytes,
+            reqwest::header::HeaderValue::from_static(MEDIA_MANIFEST),
+        )
+        .await
+        .map_err(|e| map_err(&registry, e))?;
+    info!(image = %image.id, target = %target, digest = %digest, "pushed");
+    Ok(digest)
+}
+
+mod hex {
+    pub fn encode(bytes: impl AsRef<[u8]>) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        for b in bytes.as_ref() {
+            let _ = write!(s, "{b:02x}");
+        }
+        s
+    }
+}
