@@ -7,7 +7,9 @@
 # Needs root (the integration tests start real containers) on Debian 12 or
 # similar, with a Rust toolchain. It installs what is missing (busybox-static
 # for the test rootfs, prometheus for promtool and a real Prometheus server,
-# Python packages for the cross-language test), sweeps what earlier, killed
+# docker-registry, skopeo, apache2-utils (htpasswd) and curl for the real
+# image registry of tests/src/registry.rs, Python packages for the
+# cross-language test), sweeps what earlier, killed
 # runs left in /tmp/rsup-test-*, builds the workspace, runs `cargo test`, then
 # the resource tests (`resources::`), the device-filter tests
 # (`security::dangerous_operations_fail`, `security::devices_`) and the
@@ -47,13 +49,21 @@ command -v openssl >/dev/null || missing+=(openssl)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 # promtool and prometheus, for resources::metrics_are_valid_and_scraped_by_a_real_prometheus.
 { command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
+# A real registry for the pull tests (tests/src/registry.rs): the CNCF
+# distribution registry, skopeo to seed it, htpasswd for its basic auth, and
+# curl to see it serve (over TLS too).
+command -v docker-registry >/dev/null || missing+=(docker-registry)
+command -v skopeo >/dev/null || missing+=(skopeo)
+command -v htpasswd >/dev/null || missing+=(apache2-utils)
+command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
-    echo "busybox-static, cc, python3, pip, openssl and prometheus are present"
+    echo "busybox-static, cc, python3, pip, openssl, prometheus, docker-registry, skopeo," \
+        "htpasswd (apache2-utils) and curl are present"
 fi
 
 step "Python packages"

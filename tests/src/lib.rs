@@ -17,6 +17,8 @@
 //!   [`netlinks`]: host links; [`process`]: child processes; [`wait`]:
 //!   bounded polling and blocking work;
 //! - [`http`]: HTTP over loopback; [`prometheus`]: a Prometheus server;
+//!   [`registry`]: a real image registry (plain, htpasswd or TLS) seeded
+//!   with skopeo, and a throttling TCP proxy to put in front of it;
 //! - [`benchstats`]: the benchmarks' statistics.
 //!
 //! Invariants the harness keeps are stated in each module; the main ones:
@@ -34,6 +36,7 @@ pub mod netlinks;
 pub mod process;
 pub mod procfs;
 pub mod prometheus;
+pub mod registry;
 pub mod rootfs;
 pub mod teardown;
 pub mod tempdir;
@@ -48,6 +51,7 @@ pub use netlinks::*;
 pub use process::*;
 pub use procfs::*;
 pub use prometheus::*;
+pub use registry::*;
 pub use rootfs::*;
 pub use teardown::*;
 pub use tempdir::*;

@@ -87,3 +87,8 @@ mod private;
 // disk, idempotent removal, failed starts undone.
 #[path = "integration/robust.rs"]
 mod robust;
+// The registry fixture (rsup_tests::registry): a real docker-registry of
+// each kind seeded with skopeo, restarted after a kill, and the throttling
+// proxy in front of it.
+#[path = "integration/registry_fixture.rs"]
+mod registry_fixture;
