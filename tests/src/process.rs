@@ -12,11 +12,35 @@ use std::time::{Duration, Instant};
 
 /// Runs `cmd` with stdin closed and captured output; kills it once `timeout`
 /// has passed. Never panics.
-pub fn output_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+pub fn output_with_timeout(cmd: Command, timeout: Duration) -> Result<Output, String> {
+    run_bounded(cmd, None, timeout)
+}
+
+/// [`output_with_timeout`] with `input` written to the child's stdin (then
+/// closed). Never panics.
+pub fn output_with_stdin(cmd: Command, input: &[u8], timeout: Duration) -> Result<Output, String> {
+    run_bounded(cmd, Some(input.to_vec()), timeout)
+}
+
+fn run_bounded(
+    mut cmd: Command,
+    input: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<Output, String> {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("spawning {cmd:?}: {e}"))?;
+    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&data);
+        });
+    }
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;

@@ -338,6 +338,12 @@ impl Registry {
         self.copy(archive, reference, &["--preserve-digests"]);
     }
 
+    /// [`Registry::seed`] of every image of a multi-platform archive: the
+    /// registry holds the index too (`skopeo copy --all`).
+    pub fn seed_all(&self, archive: &Path, reference: &str) {
+        self.copy(archive, reference, &["--all", "--preserve-digests"]);
+    }
+
     /// Pushes `archive` as `HOST/reference` converted to a Docker schema-2
     /// manifest (`--format v2s2`): a new manifest over the same config and
     /// gzipped layers. Gzipped layers are pushed as they are; uncompressed

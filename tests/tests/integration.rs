@@ -92,3 +92,7 @@ mod robust;
 // proxy in front of it.
 #[path = "integration/registry_fixture.rs"]
 mod registry_fixture;
+// Pull and push through real registries: plain, htpasswd, TLS; resumed
+// pulls, corrupt blobs, login, push read back by skopeo.
+#[path = "integration/registries.rs"]
+mod registries;

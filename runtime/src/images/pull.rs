@@ -280,7 +280,12 @@ pub(crate) async fn pull(
         }
     }
     if let Some(e) = first_err {
-        // Complete, verified blobs stay for the next try, as partial ones.
+        // Cut off: complete and partial downloads stay for the next try.
+        // Corrupt content: the registry cannot be trusted with this image,
+        // and nothing of this pull stays.
+        if matches!(e, Error::Registry(RegistryError::Corrupt { .. })) {
+            remove_downloads(&fetched);
+        }
         return Err(e);
     }
     for l in pulled.iter().filter(|l| l.blob.is_some()) {
@@ -311,13 +316,7 @@ pub(crate) async fn pull(
     .map_err(|e| Error::FailedPrecondition(format!("pull task failed: {e}")))?;
     // Installed (the store hard-linked the blobs it keeps) or refused
     // (content that does not match the config): the downloads go.
-    for p in &fetched {
-        if let Err(e) = std::fs::remove_file(p)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            warn!(path = %p.display(), error = %e, "removing a download");
-        }
-    }
+    remove_downloads(&fetched);
     let image = result?;
     for l in pulled.iter().filter(|l| l.blob.is_some()) {
         report
@@ -331,6 +330,16 @@ pub(crate) async fn pull(
     }
     info!(reference = %r, image = %image.id, digest = %top_digest, scheme = session.scheme, "pulled");
     Ok(image)
+}
+
+fn remove_downloads(paths: &[PathBuf]) {
+    for p in paths {
+        if let Err(e) = std::fs::remove_file(p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(path = %p.display(), error = %e, "removing a download");
+        }
+    }
 }
 
 /// Follows an index to the manifest for linux/<this arch>.

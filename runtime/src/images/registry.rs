@@ -386,7 +386,21 @@ pub(crate) fn map_err(registry: &str, e: OciDistributionError) -> Error {
                 reason: format!("unsupported media type {m}"),
             })
         }
-        OciDistributionError::RequestError(e) => unreachable(registry, error_chain(&e)),
+        OciDistributionError::RequestError(e) => match e.status().map(|s| s.as_u16()) {
+            Some(401) => Error::Registry(RegistryError::Unauthorized {
+                registry: reg,
+                reason: format!(
+                    "unauthorized: credentials are needed (rsupctl login {registry}): {}",
+                    error_chain(&e)
+                ),
+            }),
+            Some(403) => Error::Registry(RegistryError::Denied {
+                registry: reg,
+                reason: error_chain(&e),
+            }),
+            Some(404) => Error::NotFound(format!("registry {registry}: {}", error_chain(&e))),
+            _ => unreachable(registry, error_chain(&e)),
+        },
         e => unreachable(registry, error_chain(&e)),
     }
 }

@@ -1,0 +1,552 @@
+//! Registries: real `docker-registry` servers on loopback (plain, htpasswd,
+//! TLS from a test CA; `rsup_tests::registry`), seeded with images built
+//! here, pulled and pushed by rsupd: pull and run (OCI and Docker schema 2,
+//! an index picking this machine's image), whiteouts applied, layers shared
+//! with an imported copy, `run` pulling a missing image; credentials
+//! refused, then accepted after `login`, forgotten by `logout`, never in
+//! rsupd's log; TLS only with the registry's CA; a push that skopeo reads
+//! back; a missing tag NOT_FOUND and a registry that is down UNAVAILABLE; a
+//! pull cut off mid-layer (registry killed) that resumes where it stopped;
+//! a blob that does not match its digest refused with nothing left behind.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rsup_client::proto::image_progress::Event;
+use rsup_client::{ImageProgress, RegistryLogin};
+use rsup_runtime::imagestore::ImageConfig;
+use rsup_runtime::imagestore::build::{self, BuildOptions, BuiltImage, TarEntry};
+use rsup_tests::{
+    Daemon, Registry, RegistryKind, TempDir, ThrottledProxy, code_of, describe, eventually, stderr,
+    stdout,
+};
+use sha2::{Digest, Sha256};
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+const APPLETS: [&str; 8] = ["sh", "cat", "test", "echo", "ls", "wc", "sha256sum", "cut"];
+
+/// `len` incompressible bytes, the same for the same `seed`.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A busybox root and [`build::two_layers`]' second layer (which whites out
+/// `/etc/removed.txt`), plus a third layer of `noise_len` bytes of noise
+/// (seeded by `seed`) when `noise_len > 0`.
+fn layers(noise_len: usize, seed: u64) -> Vec<Vec<TarEntry>> {
+    let mut base = build::busybox_rootfs(Path::new("/bin/busybox"), &APPLETS);
+    base.push(TarEntry::file(
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\n",
+    ));
+    let mut all = build::two_layers(base);
+    if noise_len > 0 {
+        all.push(vec![
+            TarEntry::dir("noise"),
+            TarEntry::file("noise/blob.bin", noise(noise_len, seed)),
+        ]);
+    }
+    all
+}
+
+/// Prints both layers' files and whether the whited-out file is gone.
+fn show_config() -> ImageConfig {
+    ImageConfig {
+        cmd: vec![
+            "sh".into(),
+            "-c".into(),
+            "cat /data/a.txt /data/b.txt; test -e /etc/removed.txt && echo still-there || echo removed-is-gone".into(),
+        ],
+        env: vec!["PATH=/bin".into()],
+        ..Default::default()
+    }
+}
+
+/// An OCI layout tarball with gzipped layers.
+fn archive(dir: &Path, name: &str, noise_len: usize, seed: u64) -> (PathBuf, BuiltImage) {
+    archive_with(dir, name, noise_len, seed, BuildOptions::default())
+}
+
+fn archive_with(
+    dir: &Path,
+    name: &str,
+    noise_len: usize,
+    seed: u64,
+    opts: BuildOptions,
+) -> (PathBuf, BuiltImage) {
+    let path = dir.join(format!("{name}.tar"));
+    let opts = BuildOptions {
+        gzip_layers: true,
+        ..opts
+    };
+    let built = build::oci_layout_tar(&path, &layers(noise_len, seed), &show_config(), &opts)
+        .expect("building an OCI layout");
+    (path, built)
+}
+
+const SHOWN: &str = "a from layer 1\nb from layer 2\nremoved-is-gone\n";
+
+/// `rsupctl ARGS` with its own credentials file.
+fn ctl_auth(d: &Daemon, auth: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = d.ctl_command();
+    cmd.env("RSUP_AUTH_FILE", auth).args(args);
+    rsup_tests::blocking(|| rsup_tests::output_with_timeout(cmd, Duration::from_secs(120)))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ctl_auth_ok(d: &Daemon, auth: &Path, args: &[&str]) -> String {
+    let out = ctl_auth(d, auth, args);
+    assert!(
+        out.status.success(),
+        "rsupctl {args:?} failed\n{}",
+        describe(&out)
+    );
+    stdout(&out)
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn images_dir(d: &Daemon, sub: &str) -> PathBuf {
+    d.state_dir().join("images").join(sub)
+}
+
+/// Pull and run from a plain registry: OCI and Docker schema-2 manifests,
+/// whiteouts, layers shared with an imported copy, repo digests, a digest
+/// reference, `run` pulling what is missing, a missing tag, a registry that
+/// is down.
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_and_run_from_a_registry() {
+    let reg = Registry::start(RegistryKind::Plain);
+    let tmp = TempDir::new();
+    let host = reg.host();
+    let (oci, built) = archive(tmp.path(), "app", 0, 0);
+    reg.seed(&oci, "team/app:v1");
+    reg.seed_docker_format(&oci, "team/app:docker");
+    let (big, big_built) = archive(tmp.path(), "big", 1 << 20, 3);
+    reg.seed(&big, "team/big:v1");
+    let d = Daemon::start().await;
+
+    // An imported copy first: the pull finds every layer in the store.
+    d.ctl_ok([
+        "image",
+        "import",
+        oci.to_str().expect("utf-8"),
+        "--name",
+        "local:v1",
+    ]);
+    let layers_before = entries(&images_dir(&d, "layers")).len();
+    assert_eq!(layers_before, 2);
+    let r = format!("{host}/team/app:v1");
+    let out = d.ctl_ok(["pull", &r]);
+    assert_eq!(out.matches("already exists").count(), 2, "{out}");
+    assert!(!out.contains("downloading"), "{out}");
+    let digest = reg.manifest_digest("team/app:v1");
+    assert!(out.contains(&format!("Digest: {digest}")), "{out}");
+    assert_eq!(entries(&images_dir(&d, "layers")).len(), layers_before);
+    let pulled = d.client().inspect_image(&r).await.expect("inspect");
+    assert_eq!(pulled.id, built.id);
+    assert_eq!(pulled.layers, built.diff_ids);
+    assert!(
+        pulled
+            .repo_digests
+            .contains(&format!("{host}/team/app@{digest}")),
+        "{:?}",
+        pulled.repo_digests
+    );
+    assert!(pulled.names.contains(&"local:v1".to_string()));
+    assert!(pulled.names.contains(&r));
+
+    // Run it: both layers, the whiteout applied.
+    let out = d.ctl_ok(["run", "--rm", &r]);
+    assert_eq!(out, SHOWN);
+
+    // The Docker schema-2 form of the same image: same config, same layers.
+    let out = d.ctl_ok(["pull", &format!("{host}/team/app:docker")]);
+    assert_eq!(out.matches("already exists").count(), 2, "{out}");
+
+    // By digest: found again, and runnable by that reference.
+    let by_digest = format!("{host}/team/app@{digest}");
+    d.ctl_ok(["pull", "-q", &by_digest]);
+    assert_eq!(d.ctl_ok(["run", "--rm", &by_digest]), SHOWN);
+
+    // A new image: its third layer is downloaded, the other two shared.
+    let rb = format!("{host}/team/big:v1");
+    let out = d.ctl_ok(["pull", &rb]);
+    assert_eq!(out.matches("already exists").count(), 2, "{out}");
+    assert!(out.contains("download complete"), "{out}");
+    assert!(out.contains("pull complete"), "{out}");
+    assert_eq!(entries(&images_dir(&d, "layers")).len(), 3);
+    assert!(entries(&images_dir(&d, "downloads")).is_empty());
+    let want = hex(&Sha256::digest(noise(1 << 20, 3)));
+    let out = d.ctl_ok([
+        "run",
+        "--rm",
+        &rb,
+        "sh",
+        "-c",
+        "sha256sum /noise/blob.bin | cut -d' ' -f1",
+    ]);
+    assert_eq!(out.trim(), want);
+    assert_eq!(
+        d.client().inspect_image(&rb).await.expect("big").id,
+        big_built.id
+    );
+
+    // `run` pulls what it does not have, as `docker run` does.
+    reg.seed(&big, "team/auto:v1");
+    let ra = format!("{host}/team/auto:v1");
+    let out = d.ctl(["run", "--rm", &ra, "echo", "auto"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "auto\n");
+    assert!(
+        stderr(&out).contains(&format!("Unable to find image '{ra}' locally")),
+        "{}",
+        describe(&out)
+    );
+    // ... unless told not to.
+    let out = d.ctl([
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        &format!("{host}/team/never:v1"),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no such image"), "{}", describe(&out));
+
+    // A missing tag, a missing repository: NOT_FOUND; nothing is left.
+    for missing in [
+        format!("{host}/team/app:nope"),
+        format!("{host}/team/none:v1"),
+    ] {
+        let code = code_of(
+            &missing,
+            d.client().pull_image(&missing, None, |_| {}).await,
+        );
+        assert_eq!(code, Code::NotFound, "{missing}");
+    }
+    let out = d.ctl(["pull", &format!("{host}/team/app:nope")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not found"), "{}", describe(&out));
+    // A registry that is down: UNAVAILABLE.
+    let closed = rsup_tests::free_loopback_addr();
+    let down = format!("{closed}/team/app:v1");
+    let code = code_of(&down, d.client().pull_image(&down, None, |_| {}).await);
+    assert_eq!(code, Code::Unavailable);
+    // Bad references are refused before any request.
+    for bad in ["", "bad name", "-flag", "app@sha256:short", "a/../b"] {
+        let code = code_of(bad, d.client().pull_image(bad, None, |_| {}).await);
+        assert_eq!(code, Code::InvalidArgument, "{bad:?}");
+    }
+    assert!(entries(&images_dir(&d, "downloads")).is_empty());
+}
+
+/// An index (manifest list) of two platforms: the pull takes this
+/// machine's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multi_platform_index_pulls_this_machines_image() {
+    let reg = Registry::start(RegistryKind::Plain);
+    let tmp = TempDir::new();
+    let (multi, built) = archive_with(
+        tmp.path(),
+        "multi",
+        0,
+        0,
+        BuildOptions {
+            multi_platform: true,
+            ..BuildOptions::default()
+        },
+    );
+    reg.seed_all(&multi, "multi:v1");
+    let index = reg.raw_manifest("multi:v1");
+    assert!(index["manifests"].is_array(), "{index}");
+    let d = Daemon::start().await;
+    let r = format!("{}/multi:v1", reg.host());
+    d.ctl_ok(["pull", &r]);
+    let i = d.client().inspect_image(&r).await.expect("inspect");
+    assert_eq!(i.id, built.id);
+    assert_eq!(i.architecture, "amd64");
+    assert_eq!(d.ctl_ok(["run", "--rm", &r]), SHOWN);
+}
+
+/// A registry that wants credentials: refused without, refused with wrong
+/// ones (and nothing stored), pulled after `login`, never logged; a tagged
+/// image pushed and read back by skopeo; `logout` forgets.
+#[tokio::test(flavor = "multi_thread")]
+async fn login_pull_and_push_with_credentials() {
+    let password = "wonderland-42-secret";
+    let reg = Registry::start(RegistryKind::Htpasswd {
+        user: "alice".into(),
+        password: password.into(),
+    });
+    let tmp = TempDir::new();
+    let host = reg.host();
+    let (oci, built) = archive(tmp.path(), "app", 0, 0);
+    reg.seed(&oci, "app:v1");
+    let d = Daemon::start().await;
+    let auth = tmp.path().join("cfg").join("auth.json");
+    let r = format!("{host}/app:v1");
+
+    let code = code_of(
+        "anonymous pull",
+        d.client().pull_image(&r, None, |_| {}).await,
+    );
+    assert_eq!(code, Code::Unauthenticated);
+    let out = ctl_auth(&d, &auth, &["pull", &r]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("login"), "{}", describe(&out));
+
+    // Wrong password: refused, nothing stored.
+    let out = ctl_auth(&d, &auth, &["login", "-u", "alice", "-p", "not-it", &host]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(!auth.exists());
+    let wrong = RegistryLogin {
+        username: "alice".into(),
+        password: "not-it".into(),
+    };
+    let code = code_of(
+        "wrong login",
+        d.client().registry_login(&host, &wrong).await,
+    );
+    assert_eq!(code, Code::Unauthenticated);
+
+    // The right one, from stdin: stored in a file only its owner reads.
+    let mut cmd = d.ctl_command();
+    cmd.env("RSUP_AUTH_FILE", &auth)
+        .args(["login", "-u", "alice", "--password-stdin", &host]);
+    let out = rsup_tests::blocking(|| {
+        rsup_tests::output_with_stdin(cmd, format!("{password}\n").as_bytes(), WAIT)
+    })
+    .expect("login");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stdout(&out).contains("Login Succeeded"));
+    let mode = fs::metadata(&auth).expect("auth file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(!fs::read_to_string(&auth).expect("read").contains(password));
+
+    let out = ctl_auth_ok(&d, &auth, &["pull", &r]);
+    assert!(out.contains("pull complete"), "{out}");
+    assert_eq!(ctl_auth_ok(&d, &auth, &["run", "--rm", &r]), SHOWN);
+
+    // Tag and push: skopeo reads back the same image.
+    let target = format!("{host}/pushed/app:v2");
+    ctl_auth_ok(&d, &auth, &["tag", &r, &target]);
+    let out = ctl_auth_ok(&d, &auth, &["push", &target]);
+    let inspected = reg.skopeo_inspect("pushed/app:v2");
+    let digest = inspected["Digest"].as_str().expect("digest").to_string();
+    assert!(out.contains(&digest), "{out}\n{inspected}");
+    let layers: Vec<String> = inspected["Layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l.as_str().expect("str").to_string())
+        .collect();
+    assert_eq!(layers, built.layer_digests);
+    let raw = reg.raw_manifest("pushed/app:v2");
+    assert_eq!(raw["config"]["digest"], built.id.as_str());
+    // Pushing again sends no blob.
+    let out = ctl_auth_ok(&d, &auth, &["push", &target]);
+    assert!(!out.contains("pushing"), "{out}");
+    assert_eq!(out.matches("already exists").count(), 2, "{out}");
+    // A push without credentials is refused.
+    let code = code_of(
+        "anonymous push",
+        d.client().push_image(&target, None, |_| {}).await,
+    );
+    assert_eq!(code, Code::Unauthenticated);
+
+    // The password never reaches rsupd's log.
+    let log = fs::read_to_string(d.log_path()).expect("log");
+    assert!(!log.contains(password), "the password is in rsupd's log");
+
+    // logout forgets: the next pull is refused again.
+    let out = ctl_auth_ok(&d, &auth, &["logout", &host]);
+    assert!(out.contains("Removing login credentials"), "{out}");
+    d.ctl_ok(["image", "rm", "-f", &r]);
+    let out = ctl_auth(&d, &auth, &["pull", &target]);
+    assert!(!out.status.success(), "{}", describe(&out));
+}
+
+/// HTTPS with a test CA: refused until rsupd trusts the CA (by
+/// --registry-ca, or a certs.d directory); no fallback to plain HTTP
+/// against an HTTPS port.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_registry_needs_its_ca() {
+    let reg = Registry::start(RegistryKind::Tls);
+    let tmp = TempDir::new();
+    let host = reg.host();
+    let ca = reg.ca_cert().expect("ca");
+    let (oci, built) = archive(tmp.path(), "app", 0, 0);
+    reg.seed(&oci, "secure/app:v1");
+    let r = format!("{host}/secure/app:v1");
+
+    let d = Daemon::start().await;
+    let err = d
+        .client()
+        .pull_image(&r, None, |_| {})
+        .await
+        .expect_err("untrusted");
+    assert_eq!(err.code(), Some(Code::Unavailable), "{err}");
+    assert!(err.to_string().contains("https"), "{err}");
+    drop(d);
+
+    let flag = format!("{host}={}", ca.display());
+    let d = Daemon::start_with_args(&["--registry-ca", &flag]).await;
+    d.ctl_ok(["pull", &r]);
+    assert_eq!(
+        d.client().inspect_image(&r).await.expect("inspect").id,
+        built.id
+    );
+    assert_eq!(d.ctl_ok(["run", "--rm", &r]), SHOWN);
+    drop(d);
+
+    let certs = tmp.path().join("certs.d");
+    fs::create_dir_all(certs.join(&host)).expect("mkdir");
+    fs::copy(&ca, certs.join(&host).join("ca.crt")).expect("copy");
+    let d =
+        Daemon::start_with_args(&["--registry-certs-dir", certs.to_str().expect("utf-8")]).await;
+    d.ctl_ok(["pull", &r]);
+}
+
+/// A pull cut off mid-layer (the registry killed) keeps what came; the
+/// next pull asks for the rest only, and the image is whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_pull_resumes() {
+    let mut reg = Registry::start(RegistryKind::Plain);
+    let tmp = TempDir::new();
+    let size = 6 << 20;
+    let (big, built) = archive(tmp.path(), "big", size, 11);
+    reg.seed(&big, "big:v1");
+    let noise_digest = built.layer_digests[2].clone();
+    let blob_size = fs::metadata(reg.blob_data_path(&noise_digest))
+        .expect("blob")
+        .len();
+    // 1 MiB/s: the noise layer takes ~6 s, time to cut it off.
+    let proxy = ThrottledProxy::start(reg.addr(), 1 << 20);
+    let d = Daemon::start().await;
+    let r = format!("{}/big:v1", proxy.addr());
+    let client = d.client().clone();
+    let r2 = r.clone();
+    let first = tokio::spawn(async move { client.pull_image(&r2, None, |_| {}).await });
+    let downloads = images_dir(&d, "downloads");
+    let partial = downloads.join(format!(
+        "{}.partial",
+        noise_digest.trim_start_matches("sha256:")
+    ));
+    eventually(
+        "a partial download of 1 MiB",
+        WAIT,
+        async || match fs::metadata(&partial) {
+            Ok(m) if m.len() >= 1 << 20 => Ok(()),
+            Ok(m) => Err(format!("{} bytes", m.len())),
+            Err(e) => Err(e.to_string()),
+        },
+    )
+    .await;
+    reg.kill();
+    let err = first
+        .await
+        .expect("join")
+        .expect_err("the pull was cut off");
+    assert_eq!(err.code(), Some(Code::Unavailable), "{err}");
+    assert!(err.to_string().contains("pull again to resume"), "{err}");
+    let kept = fs::metadata(&partial).expect("the partial stays").len();
+    assert!(kept > 0 && kept < blob_size, "{kept} of {blob_size}");
+    assert!(d.client().inspect_image(&r).await.is_err(), "no image yet");
+
+    reg.restart();
+    let before = proxy.bytes_to_client();
+    let seen: Arc<Mutex<Vec<ImageProgress>>> = Arc::default();
+    let log = seen.clone();
+    let image = d
+        .client()
+        .pull_image(&r, None, move |p| {
+            log.lock().expect("lock").push(p.clone());
+        })
+        .await
+        .expect("the second pull");
+    assert_eq!(image.id, built.id);
+    let sent = proxy.bytes_to_client() - before;
+    assert!(
+        sent < blob_size,
+        "the second pull took {sent} bytes, the blob is {blob_size}: it started over"
+    );
+    let resumed = seen.lock().expect("lock").iter().any(|p| {
+        matches!(&p.event, Some(Event::Layer(l))
+            if l.digest == noise_digest && l.status == "resuming" && l.current >= kept)
+    });
+    assert!(
+        resumed,
+        "no resuming event: {:?}",
+        seen.lock().expect("lock")
+    );
+    assert!(entries(&downloads).is_empty(), "{:?}", entries(&downloads));
+    let want = hex(&Sha256::digest(noise(size, 11)));
+    let out = d.ctl_ok([
+        "run",
+        "--rm",
+        &r,
+        "sh",
+        "-c",
+        "sha256sum /noise/blob.bin | cut -d' ' -f1",
+    ]);
+    assert_eq!(out.trim(), want);
+}
+
+/// A blob whose content is not its digest: DATA_LOSS, and nothing of the
+/// pull stays (no image, no layer, no config, no download).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_that_does_not_match_its_digest_is_refused() {
+    let reg = Registry::start(RegistryKind::Plain);
+    let tmp = TempDir::new();
+    let (oci, built) = archive(tmp.path(), "app", 64 << 10, 5);
+    reg.seed(&oci, "bad:v1");
+    let path = reg.blob_data_path(&built.layer_digests[2]);
+    let mut data = fs::read(&path).expect("blob");
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    fs::write(&path, &data).expect("corrupt");
+    let d = Daemon::start().await;
+    let r = format!("{}/bad:v1", reg.host());
+    let err = d
+        .client()
+        .pull_image(&r, None, |_| {})
+        .await
+        .expect_err("corrupt");
+    assert_eq!(err.code(), Some(Code::DataLoss), "{err}");
+    assert!(err.to_string().contains("digest"), "{err}");
+    for sub in ["layers", "downloads", "configs", "images", "tmp"] {
+        let left = entries(&images_dir(&d, sub));
+        assert!(left.is_empty(), "images/{sub}: {left:?}");
+    }
+    assert!(d.client().list_images().await.expect("list").is_empty());
+    let out = d.ctl(["pull", &r]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("digest"), "{}", describe(&out));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
