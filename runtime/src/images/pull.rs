@@ -107,15 +107,51 @@ impl Reporter {
 
 /// How many layers download at once (Docker's default is 3).
 const CONCURRENT_DOWNLOADS: usize = 3;
-/// Largest manifest, index or config a pull reads into memory.
+/// Largest config a pull reads into memory.
 const MAX_JSON: u64 = 16 << 20;
+/// Largest manifest or index a pull reads (Docker's limit is 4 MiB).
+const MAX_MANIFEST: usize = 4 << 20;
+const CAPPED: &str = "more bytes than its descriptor says";
+
+/// A buffer that refuses to grow past `max` bytes.
+struct Capped {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.buf.len() + data.len() > self.max {
+            return std::task::Poll::Ready(Err(std::io::Error::other(CAPPED)));
+        }
+        self.buf.extend_from_slice(data);
+        std::task::Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
 const ACCEPT: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
@@ -144,11 +180,10 @@ pub(crate) async fn pull(
 ) -> Result<Image, Error> {
     let session = Session::open(config, r, creds, RegistryOperation::Pull).await?;
     let registry = session.registry.clone();
-    let (bytes, _) = session
-        .client
-        .pull_manifest_raw(&session.reference, &session.auth, ACCEPT)
+    let bytes = session
+        .manifest(&session.reference, ACCEPT, MAX_MANIFEST)
         .await
-        .map_err(|e| match map_err(&registry, e) {
+        .map_err(|e| match e {
             Error::NotFound(m) => Error::NotFound(format!("manifest for {r} not found: {m}")),
             e => e,
         })?;
@@ -169,16 +204,29 @@ pub(crate) async fn pull(
             format!("config of {} bytes is too large", config_desc.size()),
         ));
     }
-    let mut config = Vec::new();
+    // No more than the descriptor says is kept (the registry is not
+    // trusted with rsupd's memory).
+    let mut capped = Capped {
+        buf: Vec::new(),
+        max: config_desc.size() as usize,
+    };
     session
         .client
         .pull_blob(
             &session.reference,
             &descriptor(config_desc.digest().as_ref(), config_desc.size()),
-            &mut config,
+            &mut capped,
         )
         .await
-        .map_err(|e| map_err(&registry, e))?;
+        .map_err(|e| match map_err(&registry, e) {
+            Error::Registry(RegistryError::Unreachable { reason, .. })
+                if reason.contains(CAPPED) =>
+            {
+                corrupt(&registry, format!("config: {reason}"))
+            }
+            e => e,
+        })?;
+    let config = capped.buf;
     if config.len() as u64 != config_desc.size() {
         return Err(corrupt(
             &registry,
@@ -281,9 +329,9 @@ pub(crate) async fn pull(
     }
     if let Some(e) = first_err {
         // Cut off: complete and partial downloads stay for the next try.
-        // Corrupt content: the registry cannot be trusted with this image,
-        // and nothing of this pull stays.
-        if matches!(e, Error::Registry(RegistryError::Corrupt { .. })) {
+        // Anything else (corrupt content, a limit): trying again gets the
+        // same, and nothing of this pull stays.
+        if !resumable(&e) {
             remove_downloads(&fetched);
         }
         return Err(e);
@@ -401,11 +449,9 @@ fn resolve<'a>(
                 })
             })?;
         let digest = chosen.digest().to_string();
-        let (bytes, _) = session
-            .client
-            .pull_manifest_raw(&session.with_digest(&digest), &session.auth, ACCEPT)
-            .await
-            .map_err(|e| map_err(registry, e))?;
+        let bytes = session
+            .manifest(&session.with_digest(&digest), ACCEPT, MAX_MANIFEST)
+            .await?;
         let got = sha256_of(&bytes);
         if got != digest {
             return Err(corrupt(
@@ -423,7 +469,6 @@ fn resolve<'a>(
                 ),
             ));
         }
-        let _ = DOCKER_MANIFEST;
         resolve(session, bytes.to_vec(), depth + 1).await
     })
 }
@@ -448,9 +493,34 @@ fn check_layer_type(registry: &str, l: &oci_spec::image::Descriptor) -> Result<(
     }))
 }
 
+/// Whether a failed pull keeps its downloads for the next one: only when
+/// the registry or the network cut it off.
+fn resumable(e: &Error) -> bool {
+    matches!(e, Error::Registry(RegistryError::Unreachable { .. }))
+}
+
 /// Downloads one blob into `dir` (resuming a `.partial` left by an earlier
-/// pull), verifying its size and digest; returns the complete file.
+/// pull), verifying its size and digest; returns the complete file. A
+/// failure that a retry would not mend deletes the partial file.
 async fn download(
+    session: &Session,
+    dir: &Path,
+    digest: &str,
+    size: u64,
+    budget: &Mutex<Budget>,
+    report: &Reporter,
+) -> Result<PathBuf, Error> {
+    let r = download_resuming(session, dir, digest, size, budget, report).await;
+    if let Err(e) = &r
+        && !resumable(e)
+        && let Ok(hex) = crate::imagestore::sha256_hex(digest)
+    {
+        let _ = tokio::fs::remove_file(dir.join(format!("{hex}.partial"))).await;
+    }
+    r
+}
+
+async fn download_resuming(
     session: &Session,
     dir: &Path,
     digest: &str,
@@ -674,4 +744,55 @@ fn hex_of(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_capped_buffer_refuses_more_than_its_descriptor() {
+        let mut c = Capped {
+            buf: Vec::new(),
+            max: 8,
+        };
+        c.write_all(b"12345678").await.expect("fits");
+        let e = c.write_all(b"9").await.expect_err("over");
+        assert!(e.to_string().contains(CAPPED), "{e}");
+        assert_eq!(c.buf, b"12345678");
+    }
+
+    #[test]
+    fn only_tar_layers_are_taken() {
+        let d = |m: MediaType| {
+            oci_spec::image::DescriptorBuilder::default()
+                .media_type(m)
+                .digest(
+                    format!("sha256:{}", "0".repeat(64))
+                        .parse::<oci_spec::image::Digest>()
+                        .expect("digest"),
+                )
+                .size(1u64)
+                .build()
+                .expect("descriptor")
+        };
+        for ok in [
+            MediaType::ImageLayer,
+            MediaType::ImageLayerGzip,
+            MediaType::Other(DOCKER_LAYER_GZIP.into()),
+            MediaType::Other(DOCKER_LAYER_TAR.into()),
+        ] {
+            assert!(check_layer_type("r", &d(ok)).is_ok());
+        }
+        for bad in [
+            MediaType::ImageLayerZstd,
+            MediaType::Other("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip".into()),
+            MediaType::ImageConfig,
+        ] {
+            assert!(matches!(
+                check_layer_type("r", &d(bad)),
+                Err(Error::Registry(RegistryError::Unsupported { .. }))
+            ));
+        }
+    }
 }

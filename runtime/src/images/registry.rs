@@ -47,6 +47,12 @@ const USER_AGENT: &str = concat!("rsup/", env!("CARGO_PKG_VERSION"));
 /// A registry reached and authenticated for one repository.
 pub(crate) struct Session {
     pub client: oci_client::Client,
+    /// For the reads rsup bounds itself (manifests).
+    http: reqwest::Client,
+    /// The bearer token of a token-auth registry.
+    token: Option<String>,
+    /// The host requests go to (`docker.io` resolved).
+    host: String,
     pub auth: RegistryAuth,
     /// The repository (with the caller's tag or digest).
     pub reference: Reference,
@@ -97,7 +103,7 @@ impl Session {
         let mut first_error = None;
         for &scheme in schemes {
             match probe(&host, scheme, &roots, creds).await {
-                Ok(()) => {
+                Ok(http) => {
                     let client = oci_client::Client::new(ClientConfig {
                         protocol: if scheme == "http" {
                             ClientProtocol::Http
@@ -113,12 +119,15 @@ impl Session {
                         use_monolithic_push: true,
                         ..ClientConfig::default()
                     });
-                    client
+                    let token = client
                         .auth(&reference, &auth, op)
                         .await
                         .map_err(|e| map_err(&registry, e))?;
                     return Ok(Session {
                         client,
+                        http,
+                        token,
+                        host,
                         auth,
                         reference,
                         registry,
@@ -135,6 +144,87 @@ impl Session {
         Err(first_error.unwrap_or_else(|| unreachable(&registry, "no scheme to try".into())))
     }
 
+    /// `GET /v2/<repo>/manifests/<tag or digest>`, reading at most `max`
+    /// bytes of the body (a registry is not trusted with rsupd's memory).
+    pub async fn manifest(
+        &self,
+        reference: &Reference,
+        accept: &[&str],
+        max: usize,
+    ) -> Result<Vec<u8>, Error> {
+        let tag = reference
+            .digest()
+            .or(reference.tag())
+            .unwrap_or("latest")
+            .to_string();
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{tag}",
+            self.scheme,
+            self.host,
+            reference.repository()
+        );
+        let mut req = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, accept.join(", "));
+        req = match (&self.token, &self.auth) {
+            (Some(t), _) => req.bearer_auth(t),
+            (None, RegistryAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
+            (None, _) => req,
+        };
+        let mut res = req
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.registry, error_chain(&e)))?;
+        let status = res.status();
+        if !status.is_success() {
+            let mut body = Vec::new();
+            while let Ok(Some(c)) = res.chunk().await {
+                body.extend_from_slice(&c);
+                if body.len() > 64 << 10 {
+                    break;
+                }
+            }
+            let text = String::from_utf8_lossy(&body);
+            return Err(match status.as_u16() {
+                404 => Error::NotFound(format!(
+                    "registry {}: manifest unknown ({url})",
+                    self.registry
+                )),
+                401 => Error::Registry(RegistryError::Unauthorized {
+                    registry: self.registry.clone(),
+                    reason: format!(
+                        "unauthorized: {url} needs credentials (rsupctl login {})",
+                        self.registry
+                    ),
+                }),
+                403 => Error::Registry(RegistryError::Denied {
+                    registry: self.registry.clone(),
+                    reason: format!("denied: {url}"),
+                }),
+                _ => unreachable(
+                    &self.registry,
+                    format!("{status}: {url}: {}", crate::names::quote(text.trim())),
+                ),
+            });
+        }
+        if res.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_large(&self.registry, &url, max));
+        }
+        let mut body = Vec::new();
+        while let Some(c) = res
+            .chunk()
+            .await
+            .map_err(|e| unreachable(&self.registry, error_chain(&e)))?
+        {
+            if body.len() + c.len() > max {
+                return Err(too_large(&self.registry, &url, max));
+            }
+            body.extend_from_slice(&c);
+        }
+        Ok(body)
+    }
+
     /// `self.reference` with another tag or digest.
     pub fn with_digest(&self, digest: &str) -> Reference {
         Reference::with_digest(
@@ -145,15 +235,22 @@ impl Session {
     }
 }
 
+fn too_large(registry: &str, url: &str, max: usize) -> Error {
+    Error::Registry(RegistryError::Corrupt {
+        registry: registry.to_string(),
+        reason: format!("{url}: the manifest is larger than {max} bytes"),
+    })
+}
+
 /// `GET /v2/`: the registry is there, speaks this scheme, and takes the
 /// credentials (when it asks for basic auth; a token service checks them
-/// when the client asks it for a token).
+/// when the client asks it for a token). Returns the HTTP client it used.
 async fn probe(
     host: &str,
     scheme: &str,
     roots: &[Certificate],
     creds: Option<&Credentials>,
-) -> Result<(), Error> {
+) -> Result<reqwest::Client, Error> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CONNECT_TIMEOUT * 3)
@@ -174,7 +271,7 @@ async fn probe(
         .map_err(|e| unreachable(host, format!("{scheme}: {}", error_chain(&e))))?;
     let status = res.status();
     if status.is_success() {
-        return Ok(());
+        return Ok(client);
     }
     if status == reqwest::StatusCode::UNAUTHORIZED {
         let basic = res
@@ -184,11 +281,11 @@ async fn probe(
             .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("basic"));
         if !basic {
             // Bearer: the token service decides.
-            return Ok(());
+            return Ok(client);
         }
         let Some(c) = creds else {
             // No credentials: the pull meets the 401 and says so.
-            return Ok(());
+            return Ok(client);
         };
         let res = client
             .get(&url)
@@ -197,7 +294,7 @@ async fn probe(
             .await
             .map_err(|e| unreachable(host, format!("{scheme}: {}", error_chain(&e))))?;
         if res.status().is_success() {
-            return Ok(());
+            return Ok(client);
         }
         return Err(Error::Registry(RegistryError::Unauthorized {
             registry: host.to_string(),
@@ -214,7 +311,7 @@ async fn probe(
     }
     // Some registries answer /v2/ with 404 and serve the API all the same.
     if status.is_client_error() {
-        return Ok(());
+        return Ok(client);
     }
     Err(unreachable(host, format!("{scheme}: {status}")))
 }

@@ -550,3 +550,98 @@ async fn a_blob_that_does_not_match_its_digest_is_refused() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A hostile "registry" (a loopback server of the test's own) that answers
+/// a manifest request with an endless body: the pull stops reading at 4 MiB
+/// and refuses it; rsupd stays up and keeps nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_manifest_is_cut_off() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    // Skip the headers.
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                    }
+                    if path == "/v2/" {
+                        let _ = conn.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}",
+                        );
+                        continue;
+                    }
+                    // A chunked body that never ends.
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                    );
+                    let chunk = vec![b' '; 64 << 10];
+                    loop {
+                        let head = format!("{:x}\r\n", chunk.len());
+                        if conn.write_all(head.as_bytes()).is_err()
+                            || conn.write_all(&chunk).is_err()
+                            || conn.write_all(b"\r\n").is_err()
+                        {
+                            return;
+                        }
+                        let n = counter
+                            .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        if n > 1 << 30 {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let d = Daemon::start().await;
+    let r = format!("{addr}/endless:v1");
+    let err = d
+        .client()
+        .pull_image(&r, None, |_| {})
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Some(Code::DataLoss), "{err}");
+    assert!(err.to_string().contains("larger than"), "{err}");
+    let read = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(read < 64 << 20, "rsupd read {read} bytes of it");
+    assert!(d.client().list_images().await.expect("up").is_empty());
+}
+
+/// The host-boundary limits hold for pulls: an image beyond
+/// --image-max-size is refused while it is read, and nothing stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_beyond_the_image_limit_is_refused() {
+    let reg = Registry::start(RegistryKind::Plain);
+    let tmp = TempDir::new();
+    let (big, _) = archive(tmp.path(), "big", 4 << 20, 9);
+    reg.seed(&big, "big:v1");
+    let d = Daemon::start_with_args(&["--image-max-size", "3m"]).await;
+    let r = format!("{}/big:v1", reg.host());
+    let err = d
+        .client()
+        .pull_image(&r, None, |_| {})
+        .await
+        .expect_err("too big");
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    assert!(err.to_string().contains("image-max-size"), "{err}");
+    for sub in ["layers", "downloads", "configs", "images", "tmp"] {
+        let left = entries(&images_dir(&d, sub));
+        assert!(left.is_empty(), "images/{sub}: {left:?}");
+    }
+}
