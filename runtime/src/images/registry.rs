@@ -29,6 +29,38 @@ pub struct Credentials {
     pub password: String,
 }
 
+impl Credentials {
+    /// Validates a login as it arrives: a user name of 1-256 bytes without
+    /// `:` (HTTP basic auth splits there), a password of 1-4096 bytes, and
+    /// no control characters in either. A refusal never echoes the
+    /// password.
+    pub fn parse(username: &str, password: &str) -> Result<Credentials, Error> {
+        let bad = |reason: String| Error::InvalidArgument {
+            field: "auth",
+            reason,
+        };
+        if username.is_empty() || username.len() > 256 {
+            return Err(bad("the user name must be 1-256 bytes".into()));
+        }
+        if username.contains(':') || username.chars().any(char::is_control) {
+            return Err(bad(format!(
+                "the user name {} has a ':' or a control character",
+                quote(username)
+            )));
+        }
+        if password.is_empty() || password.len() > 4096 {
+            return Err(bad("the password must be 1-4096 bytes".into()));
+        }
+        if password.chars().any(char::is_control) {
+            return Err(bad("the password has a control character".into()));
+        }
+        Ok(Credentials {
+            username: username.to_string(),
+            password: password.to_string(),
+        })
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
@@ -530,6 +562,24 @@ mod tests {
         c.insecure.push("reg.example:5000".into());
         assert!(plain_http_allowed(&c, "reg.example:5000"));
         assert!(!plain_http_allowed(&c, "reg.example:5001"));
+    }
+
+    #[test]
+    fn credentials_are_checked_at_the_edge() {
+        assert!(Credentials::parse("alice", "pw d:x").is_ok());
+        for (u, p) in [
+            ("", "pw"),
+            ("alice", ""),
+            ("a:b", "pw"),
+            ("a\nb", "pw"),
+            ("alice", "p\0w"),
+            ("alice", "p\r\nX-Evil: 1"),
+        ] {
+            let e = Credentials::parse(u, p).expect_err(u);
+            assert!(!e.to_string().contains("X-Evil"), "{e}");
+        }
+        assert!(Credentials::parse(&"u".repeat(257), "pw").is_err());
+        assert!(Credentials::parse("u", &"p".repeat(4097)).is_err());
     }
 
     #[test]

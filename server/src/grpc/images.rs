@@ -73,12 +73,16 @@ fn progress(p: PullProgress) -> pb::ImageProgress {
     pb::ImageProgress { event: Some(event) }
 }
 
-fn credentials(a: Option<pb::RegistryAuth>) -> Option<Credentials> {
-    a.filter(|a| !a.username.is_empty() || !a.password.is_empty())
-        .map(|a| Credentials {
-            username: a.username,
-            password: a.password,
-        })
+/// The request's login, validated; none when both fields are empty.
+fn credentials(a: Option<pb::RegistryAuth>) -> Result<Option<Credentials>, Status> {
+    match a {
+        Some(a) if !a.username.is_empty() || !a.password.is_empty() => {
+            Credentials::parse(&a.username, &a.password)
+                .map(Some)
+                .map_err(status)
+        }
+        _ => Ok(None),
+    }
 }
 
 type ProgressStream = Pin<Box<dyn Stream<Item = Result<pb::ImageProgress, Status>> + Send>>;
@@ -221,7 +225,7 @@ impl Images for Service {
     ) -> Result<Response<Self::PullStream>, Status> {
         let r = req.into_inner();
         let reference = parse(&r.reference, "reference", |s, _| RemoteRef::parse(s))?;
-        let creds = credentials(r.auth);
+        let creds = credentials(r.auth)?;
         let rt = self.runtime.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let work = async move { rt.pull_image(&reference, creds.as_ref(), Some(tx)).await };
@@ -239,7 +243,7 @@ impl Images for Service {
     ) -> Result<Response<Self::PushStream>, Status> {
         let r = req.into_inner();
         let reference = parse(&r.reference, "reference", |s, _| RemoteRef::parse(s))?;
-        let creds = credentials(r.auth);
+        let creds = credentials(r.auth)?;
         let rt = self.runtime.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let work = async move { rt.push_image(&reference, creds.as_ref(), Some(tx)).await };
@@ -269,7 +273,7 @@ impl Images for Service {
         req: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let r = req.into_inner();
-        let creds = credentials(r.auth).ok_or_else(|| {
+        let creds = credentials(r.auth)?.ok_or_else(|| {
             Status::invalid_argument("invalid auth: a login needs a user name and a password")
         })?;
         self.runtime

@@ -361,6 +361,30 @@ const RULES: &[Rule] = &[
     name_or_empty("rsup.v1.Images/Import:options.name"),
     name("rsup.v1.Images/Inspect:image"),
     name("rsup.v1.Images/Remove:image"),
+    // Registries: the base requests name a loopback registry that is not
+    // there (127.0.0.1:1), so a well-formed request is UNAVAILABLE (or
+    // NOT_FOUND: a push of an image that is not here); credentials are
+    // checked at the edge (INVALID_ARGUMENT) and otherwise go to that
+    // registry.
+    name("rsup.v1.Images/Pull:reference"),
+    text("rsup.v1.Images/Pull:auth.username"),
+    text("rsup.v1.Images/Pull:auth.password"),
+    name("rsup.v1.Images/Push:reference"),
+    text("rsup.v1.Images/Push:auth.username"),
+    text("rsup.v1.Images/Push:auth.password"),
+    name("rsup.v1.Images/Tag:source"),
+    name("rsup.v1.Images/Tag:target"),
+    name("rsup.v1.Images/Login:registry"),
+    text("rsup.v1.Images/Login:auth.username"),
+    text("rsup.v1.Images/Login:auth.password"),
+];
+
+/// Calls that reach a registry: UNAVAILABLE is the answer of a well-formed
+/// request (the base requests' registry is not there).
+const REGISTRY_CALLS: &[&str] = &[
+    "rsup.v1.Images/Pull",
+    "rsup.v1.Images/Push",
+    "rsup.v1.Images/Login",
 ];
 
 fn rule_of(key: &str) -> Option<&'static Rule> {
@@ -380,6 +404,7 @@ fn allowed(method: &str, classes: &[Class], value: &str, code: Code) -> bool {
     match code {
         Code::Ok => ok_allowed,
         Code::InvalidArgument | Code::NotFound => true,
+        Code::Unavailable => free && REGISTRY_CALLS.contains(&method),
         // A clean refusal of a value the daemon parses (a rootfs that is a
         // file, say). Names stay strict, as issue 13 asks.
         Code::FailedPrecondition | Code::AlreadyExists | Code::OutOfRange => free,
@@ -562,6 +587,35 @@ impl Names {
                 force: true,
             }
             .encode_to_vec(),
+            "rsup.v1.Images/Pull" => proto::PullImageRequest {
+                reference: "127.0.0.1:1/fz/none:v1".into(),
+                auth: Some(proto::RegistryAuth {
+                    username: "fz".into(),
+                    password: "fz-password".into(),
+                }),
+            }
+            .encode_to_vec(),
+            "rsup.v1.Images/Push" => proto::PushImageRequest {
+                reference: "127.0.0.1:1/fz/none:v1".into(),
+                auth: Some(proto::RegistryAuth {
+                    username: "fz".into(),
+                    password: "fz-password".into(),
+                }),
+            }
+            .encode_to_vec(),
+            "rsup.v1.Images/Tag" => proto::TagImageRequest {
+                source: absent(),
+                target: "fz/tag:v1".into(),
+            }
+            .encode_to_vec(),
+            "rsup.v1.Images/Login" => proto::LoginRequest {
+                registry: "127.0.0.1:1".into(),
+                auth: Some(proto::RegistryAuth {
+                    username: "fz".into(),
+                    password: "fz-password".into(),
+                }),
+            }
+            .encode_to_vec(),
             "rsup.v1.System/Info" => proto::InfoRequest {}.encode_to_vec(),
             _ => return None,
         })
@@ -670,6 +724,10 @@ api_calls! {
     "rsup.v1.Images/List": proto::ListImagesRequest => |e, r| done(e.client.images().list(r));
     "rsup.v1.Images/Inspect": proto::InspectImageRequest => |e, r| done(e.client.images().inspect(r));
     "rsup.v1.Images/Remove": proto::RemoveImageRequest => |e, r| done(e.client.images().remove(r));
+    "rsup.v1.Images/Pull": proto::PullImageRequest => |e, r| drain(e.client.images().pull(r));
+    "rsup.v1.Images/Push": proto::PushImageRequest => |e, r| drain(e.client.images().push(r));
+    "rsup.v1.Images/Tag": proto::TagImageRequest => |e, r| done(e.client.images().tag(r));
+    "rsup.v1.Images/Login": proto::LoginRequest => |e, r| done(e.client.images().login(r));
     "rsup.v1.System/Info": proto::InfoRequest => |e, r| done(e.client.system().info(r));
 }
 
