@@ -62,7 +62,14 @@ impl AuthFile {
             }
             Err(e) => anyhow::bail!("reading {}: {e}", path.display()),
         };
-        let mode = std::fs::metadata(path)?.permissions().mode();
+        let meta = std::fs::metadata(path)?;
+        let mode = meta.permissions().mode();
+        if std::os::unix::fs::MetadataExt::uid(&meta) != nix_uid() {
+            anyhow::bail!(
+                "{}: not yours: refusing to read credentials from it",
+                path.display()
+            );
+        }
         if mode & 0o077 != 0 {
             anyhow::bail!(
                 "{}: readable by others (mode {:o}): chmod 600 it",
@@ -111,30 +118,67 @@ impl AuthFile {
         self.file.auths.remove(registry).is_some()
     }
 
-    /// Writes the file: 0600, in a 0700 directory, replaced atomically.
+    /// Writes the file: 0600, in a 0700 directory of the current user
+    /// (refused if it is anyone else's or others may write it), through a
+    /// new temporary file (O_EXCL, never following a symlink), renamed over
+    /// the old one.
     pub fn save(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::MetadataExt;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
-        let tmp = dir.join(format!(".auth.json.{}", std::process::id()));
-        let data = serde_json::to_vec_pretty(&self.file)?;
-        {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            f.write_all(&data)?;
-            f.sync_all()?;
+        let meta = std::fs::metadata(dir)?;
+        let me = nix_uid();
+        if meta.uid() != me || meta.mode() & 0o022 != 0 {
+            anyhow::bail!(
+                "{}: not a directory only you may write to (owner {}, mode {:o}): refusing to keep credentials there",
+                dir.display(),
+                meta.uid(),
+                meta.mode() & 0o777
+            );
         }
-        std::fs::rename(&tmp, &self.path)
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", self.path.display()))?;
+        let data = serde_json::to_vec_pretty(&self.file)?;
+        let mut n = 0u32;
+        let (tmp, mut f) = loop {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let tmp = dir.join(format!(".auth.json.{}.{nanos}.{n}", std::process::id()));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)
+            {
+                Ok(f) => break (tmp, f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+                Err(e) => anyhow::bail!("{}: {e}", tmp.display()),
+            }
+        };
+        let written = f
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| f.write_all(&data))
+            .and_then(|()| f.sync_all());
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            anyhow::bail!("writing {}: {e}", tmp.display());
+        }
+        std::fs::rename(&tmp, &self.path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            anyhow::anyhow!("writing {}: {e}", self.path.display())
+        })?;
         Ok(())
     }
+}
+
+/// The effective user id.
+fn nix_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 #[cfg(test)]

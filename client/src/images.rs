@@ -228,6 +228,7 @@ impl RegistryLogin {
 pub fn registry_of(reference: &str) -> &str {
     let name = reference.split('@').next().unwrap_or(reference);
     match name.split_once('/') {
+        Some(("index.docker.io" | "registry-1.docker.io", _)) => "docker.io",
         Some((h, _)) if h.contains('.') || h.contains(':') || h == "localhost" => h,
         _ => "docker.io",
     }

@@ -99,6 +99,10 @@ pub enum RegistryError {
     /// A manifest rsup cannot use (schema 1, no linux/amd64 entry, zstd).
     #[error("registry {registry}: {reason}")]
     Unsupported { registry: String, reason: String },
+    /// The registry refused the range of a resumed download (416, or
+    /// another error answer to it): the download starts over.
+    #[error("registry {registry}: {reason}")]
+    RangeRefused { registry: String, reason: String },
 }
 
 impl Error {

@@ -302,11 +302,11 @@ impl Images {
         progress: Option<tokio::sync::mpsc::Sender<PullProgress>>,
         users: &Users<'_>,
     ) -> Result<ImageInfo, Error> {
-        let _gate = self.inner.gate.read().await;
         let image = pull::pull(
             &self.inner.store,
             &self.inner.registries,
             &self.inner.in_flight,
+            &self.inner.gate,
             reference,
             creds,
             &pull::Reporter(progress),
@@ -316,23 +316,29 @@ impl Images {
     }
 
     /// Pushes the local image named `reference` to its registry; returns
-    /// the manifest's digest.
+    /// the manifest's digest. The image gate is held only while its blobs
+    /// are opened.
     pub async fn push(
         &self,
         reference: &RemoteRef,
         creds: Option<&Credentials>,
         progress: Option<tokio::sync::mpsc::Sender<PullProgress>>,
     ) -> Result<String, Error> {
-        let _gate = self.inner.gate.read().await;
+        let gate = self.inner.gate.read().await;
         let local = reference.to_string();
         let store = self.inner.store.clone();
-        let image = tokio::task::spawn_blocking(move || store.get(&local))
-            .await
-            .map_err(blocking_failed)??;
+        let (image, parts) = tokio::task::spawn_blocking(move || {
+            let image = store.get(&local)?;
+            let parts = push::open_parts(&store, &image)?;
+            Ok::<_, Error>((image, parts))
+        })
+        .await
+        .map_err(blocking_failed)??;
+        drop(gate);
         push::push(
-            &self.inner.store,
             &self.inner.registries,
             &image,
+            parts,
             reference,
             creds,
             &pull::Reporter(progress),

@@ -15,17 +15,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use oci_client::RegistryOperation;
-use oci_client::client::BlobResponse;
-use oci_client::manifest::OciDescriptor;
 use oci_spec::image::{ImageIndex, ImageManifest, MediaType, Os};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::registry::{Credentials, Session, map_err};
+use super::registry::{Blob, Credentials, Session};
 use crate::config::RegistryConfig;
 use crate::error::{Error, RegistryError};
 use crate::imagestore::limits::Budget;
@@ -87,18 +85,13 @@ impl LayerStatus {
     }
 }
 
-/// Where progress goes; a client that went away does not stop the pull.
+/// Where progress goes, best effort: a client that does not read its
+/// progress loses some of it, and never holds the pull up.
 #[derive(Clone)]
 pub(crate) struct Reporter(pub Option<mpsc::Sender<PullProgress>>);
 
 impl Reporter {
-    pub(crate) async fn send(&self, p: PullProgress) {
-        if let Some(tx) = &self.0 {
-            let _ = tx.send(p).await;
-        }
-    }
-
-    pub(crate) fn try_send(&self, p: PullProgress) {
+    pub(crate) fn send(&self, p: PullProgress) {
         if let Some(tx) = &self.0 {
             let _ = tx.try_send(p);
         }
@@ -109,43 +102,16 @@ impl Reporter {
 const CONCURRENT_DOWNLOADS: usize = 3;
 /// Largest config a pull reads into memory.
 const MAX_JSON: u64 = 16 << 20;
+/// Most layers an image may have (overlayfs mounts far fewer; a manifest
+/// of thousands is an attack on the pull).
+const MAX_LAYERS: usize = 128;
+/// A blob must come at least this fast on the whole (after a grace of
+/// [`BLOB_GRACE`]): a registry that trickles a byte a minute does not
+/// hold a pull forever.
+const MIN_RATE: u64 = 16 << 10;
+const BLOB_GRACE: Duration = Duration::from_secs(600);
 /// Largest manifest or index a pull reads (Docker's limit is 4 MiB).
 const MAX_MANIFEST: usize = 4 << 20;
-const CAPPED: &str = "more bytes than its descriptor says";
-
-/// A buffer that refuses to grow past `max` bytes.
-struct Capped {
-    buf: Vec<u8>,
-    max: usize,
-}
-
-impl tokio::io::AsyncWrite for Capped {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        if self.buf.len() + data.len() > self.max {
-            return std::task::Poll::Ready(Err(std::io::Error::other(CAPPED)));
-        }
-        self.buf.extend_from_slice(data);
-        std::task::Poll::Ready(Ok(data.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
 const ACCEPT: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.oci.image.manifest.v1+json",
@@ -169,15 +135,18 @@ impl InFlight {
     }
 }
 
-/// Pulls `r` into `store`.
+/// Pulls `r` into `store`. `gate` (the images service's) is held shared
+/// only while the image is installed, not during the transfer.
 pub(crate) async fn pull(
     store: &Arc<ImageStore>,
     config: &RegistryConfig,
     in_flight: &InFlight,
+    gate: &tokio::sync::RwLock<()>,
     r: &RemoteRef,
     creds: Option<&Credentials>,
     report: &Reporter,
 ) -> Result<Image, Error> {
+    store.sweep_downloads();
     let session = Session::open(config, r, creds, RegistryOperation::Pull).await?;
     let registry = session.registry.clone();
     let bytes = session
@@ -196,51 +165,22 @@ pub(crate) async fn pull(
             format!("manifest digest mismatch: asked for {want}, got {top_digest}"),
         ));
     }
-    let manifest = resolve(&session, bytes.to_vec(), 0).await?;
+    let manifest = resolve(&session, bytes, 0).await?;
     let config_desc = manifest.config();
-    if config_desc.size() > MAX_JSON {
-        return Err(corrupt(
-            &registry,
-            format!("config of {} bytes is too large", config_desc.size()),
-        ));
-    }
-    // No more than the descriptor says is kept (the registry is not
-    // trusted with rsupd's memory).
-    let mut capped = Capped {
-        buf: Vec::new(),
-        max: config_desc.size() as usize,
-    };
-    session
-        .client
-        .pull_blob(
-            &session.reference,
-            &descriptor(config_desc.digest().as_ref(), config_desc.size()),
-            &mut capped,
-        )
-        .await
-        .map_err(|e| match map_err(&registry, e) {
-            Error::Registry(RegistryError::Unreachable { reason, .. })
-                if reason.contains(CAPPED) =>
-            {
-                corrupt(&registry, format!("config: {reason}"))
-            }
-            e => e,
-        })?;
-    let config = capped.buf;
-    if config.len() as u64 != config_desc.size() {
-        return Err(corrupt(
-            &registry,
-            format!(
-                "config size mismatch: the manifest says {} bytes, got {}",
-                config_desc.size(),
-                config.len()
-            ),
-        ));
-    }
+    let config = small_blob(&session, config_desc.digest().as_ref(), config_desc.size()).await?;
     let parsed = oci_spec::image::ImageConfiguration::from_reader(&config[..])
         .map_err(|e| corrupt(&registry, format!("config: {e}")))?;
     let diff_ids = parsed.rootfs().diff_ids().clone();
     let layers = manifest.layers();
+    if layers.len() > MAX_LAYERS {
+        return Err(Error::Registry(RegistryError::Unsupported {
+            registry: registry.clone(),
+            reason: format!(
+                "the image has {} layers; rsup takes at most {MAX_LAYERS}",
+                layers.len()
+            ),
+        }));
+    }
     if diff_ids.len() != layers.len() {
         return Err(corrupt(
             &registry,
@@ -254,46 +194,49 @@ pub(crate) async fn pull(
     for l in layers {
         check_layer_type(&registry, l)?;
     }
-    report
-        .send(PullProgress::Resolved {
-            digest: top_digest.clone(),
-            layers: layers
-                .iter()
-                .map(|l| (l.digest().to_string(), l.size()))
-                .collect(),
-        })
-        .await;
+    report.send(PullProgress::Resolved {
+        digest: top_digest.clone(),
+        layers: layers
+            .iter()
+            .map(|l| (l.digest().to_string(), l.size()))
+            .collect(),
+    });
 
     // Download what the store lacks, a few at once.
     // Budget is not Sync: the downloads take turns charging it.
     let budget = Mutex::new(Budget::new("the pull", store.limits(), store.root()));
     let downloads = store.downloads_dir();
-    let mut fetched: Vec<PathBuf> = Vec::new();
-    let wanted: Vec<(String, u64, bool)> = layers
+    let wanted: Vec<(String, u64, String)> = layers
         .iter()
         .zip(&diff_ids)
-        .map(|(l, diff_id)| (l.digest().to_string(), l.size(), store.has_layer(diff_id)))
+        .map(|(l, diff_id)| (l.digest().to_string(), l.size(), diff_id.clone()))
         .collect();
     let session_ref = &session;
     let budget_ref = &budget;
     let downloads_ref = &downloads;
     let jobs: Vec<_> = wanted
         .into_iter()
-        .map(|(digest, size, have)| async move {
-            if have {
-                report
-                    .send(PullProgress::Layer {
-                        digest: digest.clone(),
-                        status: LayerStatus::Exists,
-                        current: size,
-                        total: size,
-                    })
-                    .await;
-                return Ok(PulledLayer { blob: None, digest });
+        .map(|(digest, size, diff_id)| async move {
+            let exists = || {
+                report.send(PullProgress::Layer {
+                    digest: digest.clone(),
+                    status: LayerStatus::Exists,
+                    current: size,
+                    total: size,
+                });
+            };
+            if store.has_layer(&diff_id) {
+                exists();
+                return Ok(Fetched::InStore(digest.clone()));
             }
             let turn = in_flight.lock_for(&digest);
             let _turn = turn.lock().await;
-            let path = download(
+            // Another pull may have installed it meanwhile.
+            if store.has_layer(&diff_id) {
+                exists();
+                return Ok(Fetched::InStore(digest.clone()));
+            }
+            let shared = download(
                 session_ref,
                 downloads_ref,
                 &digest,
@@ -302,55 +245,87 @@ pub(crate) async fn pull(
                 report,
             )
             .await?;
-            Ok::<_, Error>(PulledLayer {
-                blob: Some(path),
-                digest,
+            // This pull's own name for it, made while it holds the turn:
+            // another pull that removes the shared name cannot take it.
+            let own = downloads_ref.join(format!(
+                "{}.pull-{}",
+                crate::imagestore::sha256_hex(&digest)?,
+                crate::store::random_id()
+            ));
+            std::fs::hard_link(&shared, &own).map_err(io_err("link", &own))?;
+            Ok::<_, Error>(Fetched::Downloaded {
+                digest: digest.clone(),
+                shared,
+                own,
             })
         })
         .collect();
-    let results: Vec<Result<PulledLayer, Error>> = futures::stream::iter(jobs)
+    let results: Vec<Result<Fetched, Error>> = futures::stream::iter(jobs)
         .buffered(CONCURRENT_DOWNLOADS)
         .collect()
         .await;
-    let mut pulled = Vec::with_capacity(results.len());
+    let mut fetched = Vec::with_capacity(results.len());
     let mut first_err = None;
     for r in results {
         match r {
-            Ok(l) => {
-                if let Some(p) = &l.blob {
-                    fetched.push(p.clone());
-                }
-                pulled.push(l);
-            }
+            Ok(f) => fetched.push(f),
             Err(e) => {
                 first_err.get_or_insert(e);
             }
         }
     }
+    let own: Vec<PathBuf> = fetched
+        .iter()
+        .filter_map(|f| match f {
+            Fetched::Downloaded { own, .. } => Some(own.clone()),
+            Fetched::InStore(_) => None,
+        })
+        .collect();
+    let shared: Vec<PathBuf> = fetched
+        .iter()
+        .filter_map(|f| match f {
+            Fetched::Downloaded { shared, .. } => Some(shared.clone()),
+            Fetched::InStore(_) => None,
+        })
+        .collect();
     if let Some(e) = first_err {
         // Cut off: complete and partial downloads stay for the next try.
         // Anything else (corrupt content, a limit): trying again gets the
         // same, and nothing of this pull stays.
+        remove_downloads(&own);
         if !resumable(&e) {
-            remove_downloads(&fetched);
+            remove_downloads(&shared);
         }
         return Err(e);
     }
+    let pulled: Vec<PulledLayer> = fetched
+        .iter()
+        .map(|f| match f {
+            Fetched::InStore(digest) => PulledLayer {
+                blob: None,
+                digest: digest.clone(),
+            },
+            Fetched::Downloaded { digest, own, .. } => PulledLayer {
+                blob: Some(own.clone()),
+                digest: digest.clone(),
+            },
+        })
+        .collect();
     for l in pulled.iter().filter(|l| l.blob.is_some()) {
-        report
-            .send(PullProgress::Layer {
-                digest: l.digest.clone(),
-                status: LayerStatus::Unpacking,
-                current: 0,
-                total: 0,
-            })
-            .await;
+        report.send(PullProgress::Layer {
+            digest: l.digest.clone(),
+            status: LayerStatus::Unpacking,
+            current: 0,
+            total: 0,
+        });
     }
     let store2 = store.clone();
     let config_digest = config_desc.digest().to_string();
     let name = r.local_name();
     let repo_digest = Some(r.repo_digest(&top_digest));
     let layers_for_install = pulled.clone();
+    // No image removal or layer collection while the image goes in.
+    let gated = gate.read().await;
     let result = tokio::task::spawn_blocking(move || {
         store2.install_pulled(
             config,
@@ -362,22 +337,94 @@ pub(crate) async fn pull(
     })
     .await
     .map_err(|e| Error::FailedPrecondition(format!("pull task failed: {e}")))?;
+    drop(gated);
     // Installed (the store hard-linked the blobs it keeps) or refused
     // (content that does not match the config): the downloads go.
-    remove_downloads(&fetched);
-    let image = result?;
+    remove_downloads(&own);
+    remove_downloads(&shared);
+    let image = result.map_err(|e| match e {
+        // Content that does not match the config: the registry's doing.
+        Error::InvalidArgument {
+            field: "archive",
+            reason,
+        } if !reason.contains("image-max-size") => corrupt(&registry, reason),
+        e => e,
+    })?;
     for l in pulled.iter().filter(|l| l.blob.is_some()) {
-        report
-            .send(PullProgress::Layer {
-                digest: l.digest.clone(),
-                status: LayerStatus::Done,
-                current: 0,
-                total: 0,
-            })
-            .await;
+        report.send(PullProgress::Layer {
+            digest: l.digest.clone(),
+            status: LayerStatus::Done,
+            current: 0,
+            total: 0,
+        });
     }
     info!(reference = %r, image = %image.id, digest = %top_digest, scheme = session.scheme, "pulled");
     Ok(image)
+}
+
+/// One layer of a pull, once its turn is over.
+enum Fetched {
+    /// The store has it (by diff_id).
+    InStore(String),
+    /// Downloaded: the shared `downloads/<hex>` and this pull's own link.
+    Downloaded {
+        digest: String,
+        shared: PathBuf,
+        own: PathBuf,
+    },
+}
+
+/// A blob small enough for memory (a config): at most `size` bytes, which
+/// must also be what it has, and its digest.
+async fn small_blob(session: &Session, digest: &str, size: u64) -> Result<Vec<u8>, Error> {
+    let registry = &session.registry;
+    crate::imagestore::sha256_hex(digest).map_err(|_| {
+        corrupt(
+            registry,
+            format!("config digest {}", crate::names::quote(digest)),
+        )
+    })?;
+    if size > MAX_JSON {
+        return Err(corrupt(
+            registry,
+            format!("config of {size} bytes is too large"),
+        ));
+    }
+    let mut res = match session.blob(digest, 0).await? {
+        Blob::Full(res) | Blob::Partial(res) => res,
+    };
+    let mut buf = Vec::new();
+    while let Some(c) = res.chunk().await.map_err(|e| {
+        Error::Registry(RegistryError::Unreachable {
+            registry: registry.clone(),
+            reason: format!("config: {e}"),
+        })
+    })? {
+        if buf.len() + c.len() > size as usize {
+            return Err(corrupt(
+                registry,
+                format!("config {digest}: more than the {size} bytes its descriptor says"),
+            ));
+        }
+        buf.extend_from_slice(&c);
+    }
+    if buf.len() as u64 != size {
+        return Err(corrupt(
+            registry,
+            format!(
+                "config size mismatch: the manifest says {size} bytes, got {}",
+                buf.len()
+            ),
+        ));
+    }
+    let got = sha256_of(&buf);
+    if got != digest {
+        return Err(corrupt(
+            registry,
+            format!("config digest mismatch: expected {digest}, got {got}"),
+        ));
+    }
+    Ok(buf)
 }
 
 fn remove_downloads(paths: &[PathBuf]) {
@@ -443,7 +490,7 @@ fn resolve<'a>(
                         if found.is_empty() {
                             "none".to_string()
                         } else {
-                            found.join(", ")
+                            crate::names::quote(&found.join(", "))
                         }
                     ),
                 })
@@ -488,7 +535,7 @@ fn check_layer_type(registry: &str, l: &oci_spec::image::Descriptor) -> Result<(
         reason: format!(
             "layer {}: unsupported media type {}",
             l.digest(),
-            l.media_type()
+            crate::names::quote(l.media_type().as_ref())
         ),
     }))
 }
@@ -501,7 +548,10 @@ fn resumable(e: &Error) -> bool {
 
 /// Downloads one blob into `dir` (resuming a `.partial` left by an earlier
 /// pull), verifying its size and digest; returns the complete file. A
-/// failure that a retry would not mend deletes the partial file.
+/// resumed download that does not verify, or whose range the registry
+/// refuses, starts over once from the beginning (the partial file may not
+/// have come from this registry). A failure that a retry would not mend
+/// deletes the partial file.
 async fn download(
     session: &Session,
     dir: &Path,
@@ -510,15 +560,31 @@ async fn download(
     budget: &Mutex<Budget>,
     report: &Reporter,
 ) -> Result<PathBuf, Error> {
-    let r = download_resuming(session, dir, digest, size, budget, report).await;
+    let hex = crate::imagestore::sha256_hex(digest)?.to_string();
+    let partial = dir.join(format!("{hex}.partial"));
+    let mut r = download_resuming(session, dir, digest, size, budget, report).await;
+    let retry = match &r {
+        Err(Error::Registry(RegistryError::RangeRefused { .. })) => true,
+        Err(Error::Registry(RegistryError::Corrupt { reason, .. })) => reason.contains(RESUMED),
+        _ => false,
+    };
+    if retry {
+        if let Err(e) = &r {
+            warn!(digest, error = %e, "a resumed download failed; starting it over");
+        }
+        let _ = tokio::fs::remove_file(&partial).await;
+        r = download_resuming(session, dir, digest, size, budget, report).await;
+    }
     if let Err(e) = &r
         && !resumable(e)
-        && let Ok(hex) = crate::imagestore::sha256_hex(digest)
     {
-        let _ = tokio::fs::remove_file(dir.join(format!("{hex}.partial"))).await;
+        let _ = tokio::fs::remove_file(&partial).await;
     }
     r
 }
+
+/// Marks a digest mismatch of a download that resumed a partial file.
+const RESUMED: &str = "(resumed download)";
 
 async fn download_resuming(
     session: &Session,
@@ -532,21 +598,18 @@ async fn download_resuming(
     let hex = crate::imagestore::sha256_hex(digest)?.to_string();
     let done = dir.join(&hex);
     if done.exists() {
-        report
-            .send(PullProgress::Layer {
-                digest: digest.to_string(),
-                status: LayerStatus::Downloaded,
-                current: size,
-                total: size,
-            })
-            .await;
+        report.send(PullProgress::Layer {
+            digest: digest.to_string(),
+            status: LayerStatus::Downloaded,
+            current: size,
+            total: size,
+        });
         return Ok(done);
     }
     let partial = dir.join(format!("{hex}.partial"));
     let mut offset = match tokio::fs::metadata(&partial).await {
         Ok(m) if m.len() <= size => m.len(),
-        Ok(_) => 0,
-        Err(_) => 0,
+        _ => 0,
     };
     // What is there already is hashed again (it is rsupd's own file, but a
     // digest covers every byte).
@@ -565,36 +628,21 @@ async fn download_resuming(
         hasher = h;
         offset = n;
     }
-    let desc = descriptor(digest, size);
-    let (mut stream, start) = if offset > 0 && offset < size {
-        match session
-            .client
-            .pull_blob_stream_partial(&session.reference, &desc, offset, None)
-            .await
-            .map_err(|e| map_err(registry, e))?
-        {
-            BlobResponse::Partial(s) => (s, offset),
-            // The registry ignored the range: from the start.
-            BlobResponse::Full(s) => {
-                hasher = Sha256::new();
-                (s, 0)
-            }
-        }
-    } else if offset == size && size > 0 {
+    if offset == size && size > 0 {
         // Complete but not yet renamed (cut off between the two).
         let got = format!("sha256:{}", hex_of(&hasher.finalize()));
-        return finish(&partial, &done, digest, &got, registry).await;
-    } else {
-        hasher = Sha256::new();
-        (
-            session
-                .client
-                .pull_blob_stream(&session.reference, &desc)
-                .await
-                .map_err(|e| map_err(registry, e))?,
-            0,
-        )
+        return finish(&partial, &done, digest, &got, registry, true).await;
+    }
+    let (res, start) = match session.blob(digest, offset).await? {
+        Blob::Partial(res) => (res, offset),
+        // The registry ignored the range (or none was asked): from the
+        // start.
+        Blob::Full(res) => {
+            hasher = Sha256::new();
+            (res, 0)
+        }
     };
+    let resumed = start > 0;
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -604,41 +652,45 @@ async fn download_resuming(
         .open(&partial)
         .await
         .map_err(io_err("open", &partial))?;
-    report
-        .send(PullProgress::Layer {
-            digest: digest.to_string(),
-            status: if start > 0 {
-                LayerStatus::Resuming
-            } else {
-                LayerStatus::Downloading
-            },
-            current: start,
-            total: size,
-        })
-        .await;
-    if start > 0 {
+    report.send(PullProgress::Layer {
+        digest: digest.to_string(),
+        status: if resumed {
+            LayerStatus::Resuming
+        } else {
+            LayerStatus::Downloading
+        },
+        current: start,
+        total: size,
+    });
+    if resumed {
         info!(digest, offset = start, "resuming a download");
     }
+    let deadline =
+        tokio::time::Instant::now() + BLOB_GRACE + Duration::from_secs((size - start) / MIN_RATE);
     let mut written = start;
     let mut last = Instant::now();
+    let mut res = res;
     loop {
-        let chunk = match stream.stream.try_next().await {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(e) => {
+        let next = tokio::time::timeout_at(deadline, res.chunk()).await;
+        let chunk = match next {
+            Ok(Ok(Some(c))) => c,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
                 let _ = file.flush().await;
-                // A digest the stream itself checked (oci-client verifies a
-                // full response): corrupt, not cut off.
-                let msg = e.to_string();
-                if msg.to_ascii_lowercase().contains("digest") {
-                    drop(file);
-                    let _ = tokio::fs::remove_file(&partial).await;
-                    return Err(corrupt(registry, format!("layer {digest}: {msg}")));
-                }
                 return Err(Error::Registry(RegistryError::Unreachable {
                     registry: registry.clone(),
                     reason: format!(
-                        "layer {digest}: the download broke off after {written} of {size} bytes ({msg}); pull again to resume"
+                        "layer {digest}: the download broke off after {written} of {size} bytes ({e}); pull again to resume"
+                    ),
+                }));
+            }
+            Err(_) => {
+                let _ = file.flush().await;
+                return Err(Error::Registry(RegistryError::Unreachable {
+                    registry: registry.clone(),
+                    reason: format!(
+                        "layer {digest}: too slow ({written} of {size} bytes, below {} KiB/s); pull again to resume",
+                        MIN_RATE >> 10
                     ),
                 }));
             }
@@ -665,7 +717,7 @@ async fn download_resuming(
             .map_err(io_err("write", &partial))?;
         if last.elapsed() >= Duration::from_millis(100) {
             last = Instant::now();
-            report.try_send(PullProgress::Layer {
+            report.send(PullProgress::Layer {
                 digest: digest.to_string(),
                 status: LayerStatus::Downloading,
                 current: written,
@@ -685,15 +737,13 @@ async fn download_resuming(
         }));
     }
     let got = format!("sha256:{}", hex_of(&hasher.finalize()));
-    let path = finish(&partial, &done, digest, &got, registry).await?;
-    report
-        .send(PullProgress::Layer {
-            digest: digest.to_string(),
-            status: LayerStatus::Downloaded,
-            current: size,
-            total: size,
-        })
-        .await;
+    let path = finish(&partial, &done, digest, &got, registry, resumed).await?;
+    report.send(PullProgress::Layer {
+        digest: digest.to_string(),
+        status: LayerStatus::Downloaded,
+        current: size,
+        total: size,
+    });
     Ok(path)
 }
 
@@ -704,26 +754,26 @@ async fn finish(
     digest: &str,
     got: &str,
     registry: &str,
+    resumed: bool,
 ) -> Result<PathBuf, Error> {
     if got != digest {
         let _ = tokio::fs::remove_file(partial).await;
         return Err(corrupt(
             registry,
-            format!("layer {digest}: digest mismatch: got {got}; the download was deleted"),
+            format!(
+                "layer {digest}: digest mismatch: got {got}; the download was deleted{}",
+                if resumed {
+                    format!(" {RESUMED}")
+                } else {
+                    String::new()
+                }
+            ),
         ));
     }
     tokio::fs::rename(partial, done)
         .await
         .map_err(io_err("rename", partial))?;
     Ok(done.to_path_buf())
-}
-
-fn descriptor(digest: &str, size: u64) -> OciDescriptor {
-    OciDescriptor {
-        digest: digest.to_string(),
-        size: i64::try_from(size).unwrap_or(i64::MAX),
-        ..Default::default()
-    }
 }
 
 fn corrupt(registry: &str, reason: String) -> Error {
@@ -749,18 +799,6 @@ fn hex_of(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn a_capped_buffer_refuses_more_than_its_descriptor() {
-        let mut c = Capped {
-            buf: Vec::new(),
-            max: 8,
-        };
-        c.write_all(b"12345678").await.expect("fits");
-        let e = c.write_all(b"9").await.expect_err("over");
-        assert!(e.to_string().contains(CAPPED), "{e}");
-        assert_eq!(c.buf, b"12345678");
-    }
 
     #[test]
     fn only_tar_layers_are_taken() {

@@ -15,17 +15,36 @@ use super::pull::{LayerStatus, PullProgress, Reporter};
 use super::registry::{Credentials, Session, map_err};
 use crate::config::RegistryConfig;
 use crate::error::Error;
-use crate::imagestore::{Image, ImageStore};
+use crate::imagestore::{BlobRecord, Image, ImageStore};
 use crate::names::RemoteRef;
 
 const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
-/// Pushes `image` as `target`; returns the manifest's digest.
+/// What a push sends, taken from the store under the image gate: the
+/// config blob and each layer's blob, already open (a removal of the image
+/// meanwhile does not take them away).
+pub(crate) struct Parts {
+    pub config: Vec<u8>,
+    pub layers: Vec<(tokio::fs::File, BlobRecord)>,
+}
+
+/// Opens what a push of `image` sends. Blocking.
+pub(crate) fn open_parts(store: &ImageStore, image: &Image) -> Result<Parts, Error> {
+    let (config, blobs) = store.push_parts(image)?;
+    let mut layers = Vec::with_capacity(blobs.len());
+    for (path, blob) in blobs {
+        let f = std::fs::File::open(&path).map_err(crate::store::io_err("open", &path))?;
+        layers.push((tokio::fs::File::from_std(f), blob));
+    }
+    Ok(Parts { config, layers })
+}
+
+/// Pushes `image` (its `parts`) as `target`; returns the manifest's digest.
 pub(crate) async fn push(
-    store: &Arc<ImageStore>,
     config: &RegistryConfig,
     image: &Image,
+    parts: Parts,
     target: &RemoteRef,
     creds: Option<&Credentials>,
     report: &Reporter,
@@ -36,51 +55,45 @@ pub(crate) async fn push(
             reason: format!("{target}: push a name:tag, not a digest"),
         });
     }
-    let store2 = store.clone();
-    let image2 = image.clone();
-    let (config_blob, layers) = tokio::task::spawn_blocking(move || store2.push_parts(&image2))
-        .await
-        .map_err(|e| Error::FailedPrecondition(format!("push task failed: {e}")))??;
+    let Parts {
+        config: config_blob,
+        layers,
+    } = parts;
     let session = Session::open(config, target, creds, RegistryOperation::Push).await?;
     let registry = session.registry.clone();
     let reference = &session.reference;
-    report
-        .send(PullProgress::Resolved {
-            digest: image.id.clone(),
-            layers: layers
-                .iter()
-                .map(|(_, b)| (b.digest.clone(), b.size))
-                .collect(),
-        })
-        .await;
-    for (path, blob) in &layers {
+    report.send(PullProgress::Resolved {
+        digest: image.id.clone(),
+        layers: layers
+            .iter()
+            .map(|(_, b)| (b.digest.clone(), b.size))
+            .collect(),
+    });
+    for (file, blob) in layers.iter() {
         let exists = session
             .client
             .blob_exists(reference, &blob.digest)
             .await
             .map_err(|e| map_err(&registry, e))?;
         if exists {
-            report
-                .send(PullProgress::Layer {
-                    digest: blob.digest.clone(),
-                    status: LayerStatus::Exists,
-                    current: blob.size,
-                    total: blob.size,
-                })
-                .await;
+            report.send(PullProgress::Layer {
+                digest: blob.digest.clone(),
+                status: LayerStatus::Exists,
+                current: blob.size,
+                total: blob.size,
+            });
             continue;
         }
-        report
-            .send(PullProgress::Layer {
-                digest: blob.digest.clone(),
-                status: LayerStatus::Pushing,
-                current: 0,
-                total: blob.size,
-            })
-            .await;
-        let file = tokio::fs::File::open(path)
+        report.send(PullProgress::Layer {
+            digest: blob.digest.clone(),
+            status: LayerStatus::Pushing,
+            current: 0,
+            total: blob.size,
+        });
+        let file = file
+            .try_clone()
             .await
-            .map_err(crate::store::io_err("open", path))?;
+            .map_err(|e| Error::FailedPrecondition(format!("layer blob: {e}")))?;
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = sent.clone();
         let r2 = report.clone();
@@ -90,7 +103,7 @@ pub(crate) async fn push(
             let c = c.map_err(oci_client::errors::OciDistributionError::IoError)?;
             let n = counter.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed)
                 + c.len() as u64;
-            r2.try_send(PullProgress::Layer {
+            r2.send(PullProgress::Layer {
                 digest: digest.clone(),
                 status: LayerStatus::Pushing,
                 current: n,
@@ -103,14 +116,12 @@ pub(crate) async fn push(
             .push_blob_stream(reference, stream, &blob.digest, Some(blob.size))
             .await
             .map_err(|e| map_err(&registry, e))?;
-        report
-            .send(PullProgress::Layer {
-                digest: blob.digest.clone(),
-                status: LayerStatus::Pushed,
-                current: blob.size,
-                total: blob.size,
-            })
-            .await;
+        report.send(PullProgress::Layer {
+            digest: blob.digest.clone(),
+            status: LayerStatus::Pushed,
+            current: blob.size,
+            total: blob.size,
+        });
     }
     let config_exists = session
         .client

@@ -74,24 +74,48 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A registry that sends nothing for this long mid-blob is given up on
 /// (the download stays for a resume).
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound of a small request (`/v2/`, a token, a manifest).
+const SMALL_TIMEOUT: Duration = Duration::from_secs(30);
 const USER_AGENT: &str = concat!("rsup/", env!("CARGO_PKG_VERSION"));
+/// Most of an error body or token answer rsupd reads.
+const MAX_SMALL_BODY: usize = 64 << 10;
 
-/// A registry reached and authenticated for one repository.
+/// How the registry asked to be authenticated (`WWW-Authenticate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Challenge {
+    None,
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// A registry reached and authenticated for one repository. Every read a
+/// pull makes goes through rsupd's own HTTP client with bounded bodies;
+/// `client` (oci-client) is used by pushes, with the token found here.
 pub(crate) struct Session {
     pub client: oci_client::Client,
-    /// For the reads rsup bounds itself (manifests).
     http: reqwest::Client,
     /// The bearer token of a token-auth registry.
     token: Option<String>,
+    basic: Option<Credentials>,
     /// The host requests go to (`docker.io` resolved).
     host: String,
-    pub auth: RegistryAuth,
     /// The repository (with the caller's tag or digest).
     pub reference: Reference,
     /// `host[:port]`, for messages.
     pub registry: String,
     /// `https` or `http`.
     pub scheme: &'static str,
+}
+
+/// The answer to a blob request.
+pub(crate) enum Blob {
+    /// The whole blob (also the answer to a range the registry ignored).
+    Full(reqwest::Response),
+    /// From the requested offset on (206).
+    Partial(reqwest::Response),
 }
 
 impl Session {
@@ -123,57 +147,93 @@ impl Session {
         let registry = r.registry().to_string();
         let host = reference.resolve_registry().to_string();
         let roots = ca_certificates(config, &registry)?;
-        let auth = match creds {
-            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-            None => RegistryAuth::Anonymous,
-        };
-        let schemes: &[&'static str] = if plain_http_allowed(config, &registry) {
+        // Plain HTTP only where it may be used, and never for a host whose
+        // CA the operator configured (its TLS failing is an error to see).
+        let schemes: &[&'static str] = if plain_http_allowed(config, &registry) && roots.is_empty()
+        {
             &["https", "http"]
         } else {
             &["https"]
         };
-        let mut first_error = None;
+        let loopback = is_loopback(&registry);
+        let mut first_error: Option<Error> = None;
         for &scheme in schemes {
-            match probe(&host, scheme, &roots, creds).await {
-                Ok(http) => {
-                    let client = oci_client::Client::new(ClientConfig {
-                        protocol: if scheme == "http" {
-                            ClientProtocol::Http
-                        } else {
-                            ClientProtocol::Https
-                        },
-                        extra_root_certificates: roots.clone(),
-                        platform_resolver: None,
-                        connect_timeout: Some(CONNECT_TIMEOUT),
-                        read_timeout: Some(READ_TIMEOUT),
-                        user_agent: USER_AGENT,
-                        // One streamed PUT per blob (the size is known).
-                        use_monolithic_push: true,
-                        ..ClientConfig::default()
-                    });
-                    let token = client
-                        .auth(&reference, &auth, op)
-                        .await
-                        .map_err(|e| map_err(&registry, e))?;
-                    return Ok(Session {
-                        client,
-                        http,
-                        token,
-                        host,
-                        auth,
-                        reference,
-                        registry,
-                        scheme,
-                    });
-                }
+            let http = http_client(&roots, loopback).map_err(|e| unreachable(&host, e))?;
+            let challenge = match probe(&http, &host, scheme, creds).await {
+                Ok(c) => c,
                 // A refusal is the registry's answer: no other scheme.
                 Err(e @ Error::Registry(RegistryError::Unauthorized { .. })) => return Err(e),
+                // A certificate that does not verify is not a reason to
+                // try without TLS.
+                Err(e) if is_certificate_error(&e) => return Err(e),
                 Err(e) => {
                     first_error.get_or_insert(e);
+                    continue;
                 }
-            }
+            };
+            let token = match &challenge {
+                Challenge::Bearer { realm, service } => Some(
+                    fetch_token(
+                        &http,
+                        config,
+                        &registry,
+                        realm,
+                        service.as_deref(),
+                        &scope(r.repository(), op),
+                        creds,
+                    )
+                    .await?,
+                ),
+                _ => None,
+            };
+            let auth = match (&token, creds) {
+                (Some(t), _) => RegistryAuth::Bearer(t.clone()),
+                (None, Some(c)) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+                (None, None) => RegistryAuth::Anonymous,
+            };
+            let client = oci_client::Client::try_from(ClientConfig {
+                protocol: if scheme == "http" {
+                    ClientProtocol::Http
+                } else {
+                    ClientProtocol::Https
+                },
+                extra_root_certificates: roots.clone(),
+                platform_resolver: None,
+                connect_timeout: Some(CONNECT_TIMEOUT),
+                read_timeout: Some(READ_TIMEOUT),
+                user_agent: USER_AGENT,
+                // One streamed PUT per blob (the size is known).
+                use_monolithic_push: true,
+                ..ClientConfig::default()
+            })
+            .map_err(|e| unreachable(&registry, error_chain(&e)))?;
+            // Primes oci-client's token cache (a bearer token is taken as
+            // it is; basic auth asks `/v2/` again, reading no body).
+            client
+                .auth(&reference, &auth, op)
+                .await
+                .map_err(|e| map_err(&registry, e))?;
+            return Ok(Session {
+                client,
+                http,
+                token,
+                basic: creds.cloned(),
+                host,
+                reference,
+                registry,
+                scheme,
+            });
         }
         Err(first_error.unwrap_or_else(|| unreachable(&registry, "no scheme to try".into())))
+    }
+
+    fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        let req = self.http.get(url);
+        match (&self.token, &self.basic) {
+            (Some(t), _) => req.bearer_auth(t),
+            (None, Some(c)) => req.basic_auth(&c.username, Some(&c.password)),
+            (None, None) => req,
+        }
     }
 
     /// `GET /v2/<repo>/manifests/<tag or digest>`, reading at most `max`
@@ -195,66 +255,75 @@ impl Session {
             self.host,
             reference.repository()
         );
-        let mut req = self
-            .http
+        let res = self
             .get(&url)
-            .header(reqwest::header::ACCEPT, accept.join(", "));
-        req = match (&self.token, &self.auth) {
-            (Some(t), _) => req.bearer_auth(t),
-            (None, RegistryAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
-            (None, _) => req,
-        };
-        let mut res = req
+            .header(reqwest::header::ACCEPT, accept.join(", "))
+            .timeout(SMALL_TIMEOUT)
             .send()
             .await
             .map_err(|e| unreachable(&self.registry, error_chain(&e)))?;
-        let status = res.status();
-        if !status.is_success() {
-            let mut body = Vec::new();
-            while let Ok(Some(c)) = res.chunk().await {
-                body.extend_from_slice(&c);
-                if body.len() > 64 << 10 {
-                    break;
-                }
-            }
-            let text = String::from_utf8_lossy(&body);
-            return Err(match status.as_u16() {
-                404 => Error::NotFound(format!(
-                    "registry {}: manifest unknown ({url})",
-                    self.registry
-                )),
-                401 => Error::Registry(RegistryError::Unauthorized {
-                    registry: self.registry.clone(),
-                    reason: format!(
-                        "unauthorized: {url} needs credentials (rsupctl login {})",
-                        self.registry
-                    ),
-                }),
-                403 => Error::Registry(RegistryError::Denied {
-                    registry: self.registry.clone(),
-                    reason: format!("denied: {url}"),
-                }),
-                _ => unreachable(
-                    &self.registry,
-                    format!("{status}: {url}: {}", crate::names::quote(text.trim())),
-                ),
-            });
+        if !res.status().is_success() {
+            return Err(self.refusal(res, &url, "manifest").await);
         }
         if res.content_length().is_some_and(|n| n > max as u64) {
             return Err(too_large(&self.registry, &url, max));
         }
-        let mut body = Vec::new();
-        while let Some(c) = res
-            .chunk()
-            .await
-            .map_err(|e| unreachable(&self.registry, error_chain(&e)))?
-        {
-            if body.len() + c.len() > max {
-                return Err(too_large(&self.registry, &url, max));
-            }
-            body.extend_from_slice(&c);
+        read_capped(res, max).await.map_err(|e| match e {
+            ReadError::TooLarge => too_large(&self.registry, &url, max),
+            ReadError::Http(e) => unreachable(&self.registry, e),
+        })
+    }
+
+    /// `GET /v2/<repo>/blobs/<digest>`, from `offset` on when it is not 0.
+    /// A refusal (any status but 200 and 206) reads at most a small body.
+    pub async fn blob(&self, digest: &str, offset: u64) -> Result<Blob, Error> {
+        let url = format!(
+            "{}://{}/v2/{}/blobs/{digest}",
+            self.scheme,
+            self.host,
+            self.reference.repository()
+        );
+        let mut req = self.get(&url);
+        if offset > 0 {
+            req = req.header(reqwest::header::RANGE, format!("bytes={offset}-"));
         }
-        Ok(body)
+        let res = req
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.registry, error_chain(&e)))?;
+        match res.status().as_u16() {
+            200 => Ok(Blob::Full(res)),
+            206 if offset > 0 => Ok(Blob::Partial(res)),
+            _ => Err(self.refusal(res, &url, "blob").await),
+        }
+    }
+
+    /// An answer that is not the content: its status as rsup's error, with
+    /// at most a quoted piece of its body.
+    async fn refusal(&self, res: reqwest::Response, url: &str, what: &str) -> Error {
+        let status = res.status();
+        let body: Vec<u8> = read_capped(res, MAX_SMALL_BODY).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
+        let detail = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                v["errors"][0]["message"]
+                    .as_str()
+                    .map(|m| format!("{}: {m}", v["errors"][0]["code"].as_str().unwrap_or("")))
+            })
+            .unwrap_or_else(|| text.trim().to_string());
+        let reason = format!("{status}: {url}: {}", quote(&detail));
+        let registry = self.registry.clone();
+        match status.as_u16() {
+            404 => Error::NotFound(format!("registry {registry}: {what} unknown: {url}")),
+            401 => Error::Registry(RegistryError::Unauthorized {
+                reason: format!("unauthorized: {url} needs credentials (rsupctl login {registry})"),
+                registry,
+            }),
+            403 => Error::Registry(RegistryError::Denied { registry, reason }),
+            416 => Error::Registry(RegistryError::RangeRefused { registry, reason }),
+            _ => unreachable(&registry, reason),
+        }
     }
 
     /// `self.reference` with another tag or digest.
@@ -274,59 +343,90 @@ fn too_large(registry: &str, url: &str, max: usize) -> Error {
     })
 }
 
-/// `GET /v2/`: the registry is there, speaks this scheme, and takes the
-/// credentials (when it asks for basic auth; a token service checks them
-/// when the client asks it for a token). Returns the HTTP client it used.
-async fn probe(
-    host: &str,
-    scheme: &str,
-    roots: &[Certificate],
-    creds: Option<&Credentials>,
-) -> Result<reqwest::Client, Error> {
+enum ReadError {
+    TooLarge,
+    Http(String),
+}
+
+/// The body of `res`, refused past `max` bytes.
+async fn read_capped(mut res: reqwest::Response, max: usize) -> Result<Vec<u8>, ReadError> {
+    let mut body = Vec::new();
+    while let Some(c) = res
+        .chunk()
+        .await
+        .map_err(|e| ReadError::Http(error_chain(&e)))?
+    {
+        if body.len() + c.len() > max {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&c);
+    }
+    Ok(body)
+}
+
+/// rsupd's HTTP client for one registry: its CAs besides the system's,
+/// bounded connects, and no proxy for a loopback registry (whose traffic
+/// must stay on the host).
+fn http_client(roots: &[Certificate], loopback: bool) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CONNECT_TIMEOUT * 3)
+        .read_timeout(READ_TIMEOUT)
         .user_agent(USER_AGENT);
+    if loopback {
+        b = b.no_proxy();
+    }
     for c in roots {
-        let cert = reqwest::Certificate::from_pem(&c.data)
-            .map_err(|e| unreachable(host, format!("CA certificate: {e}")))?;
+        let cert =
+            reqwest::Certificate::from_pem(&c.data).map_err(|e| format!("CA certificate: {e}"))?;
         b = b.add_root_certificate(cert);
     }
-    let client = b
-        .build()
-        .map_err(|e| unreachable(host, format!("HTTP client: {e}")))?;
+    b.build().map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// `GET /v2/`: the registry is there, speaks this scheme, and says how it
+/// wants to be authenticated; basic credentials are checked right here (a
+/// token service checks them when it is asked for a token).
+async fn probe(
+    http: &reqwest::Client,
+    host: &str,
+    scheme: &str,
+    creds: Option<&Credentials>,
+) -> Result<Challenge, Error> {
     let url = format!("{scheme}://{host}/v2/");
-    let res = client
+    let res = http
         .get(&url)
+        .timeout(SMALL_TIMEOUT)
         .send()
         .await
         .map_err(|e| unreachable(host, format!("{scheme}: {}", error_chain(&e))))?;
     let status = res.status();
     if status.is_success() {
-        return Ok(client);
+        return Ok(Challenge::None);
     }
     if status == reqwest::StatusCode::UNAUTHORIZED {
-        let basic = res
+        let header = res
             .headers()
             .get(reqwest::header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("basic"));
-        if !basic {
-            // Bearer: the token service decides.
-            return Ok(client);
+            .unwrap_or("")
+            .to_string();
+        let challenge = parse_challenge(&header);
+        if challenge != Challenge::Basic {
+            return Ok(challenge);
         }
         let Some(c) = creds else {
             // No credentials: the pull meets the 401 and says so.
-            return Ok(client);
+            return Ok(Challenge::Basic);
         };
-        let res = client
+        let res = http
             .get(&url)
             .basic_auth(&c.username, Some(&c.password))
+            .timeout(SMALL_TIMEOUT)
             .send()
             .await
             .map_err(|e| unreachable(host, format!("{scheme}: {}", error_chain(&e))))?;
         if res.status().is_success() {
-            return Ok(client);
+            return Ok(Challenge::Basic);
         }
         return Err(Error::Registry(RegistryError::Unauthorized {
             registry: host.to_string(),
@@ -343,16 +443,161 @@ async fn probe(
     }
     // Some registries answer /v2/ with 404 and serve the API all the same.
     if status.is_client_error() {
-        return Ok(client);
+        return Ok(Challenge::None);
     }
     Err(unreachable(host, format!("{scheme}: {status}")))
 }
 
-/// Loopback hosts, and those the operator named, may use plain HTTP.
-fn plain_http_allowed(config: &RegistryConfig, registry: &str) -> bool {
-    if config.insecure.iter().any(|h| h == registry) {
-        return true;
+/// `Basic realm="..."` or `Bearer realm="https://...",service="..."`.
+fn parse_challenge(header: &str) -> Challenge {
+    let h = header.trim();
+    let (kind, rest) = h.split_once(' ').unwrap_or((h, ""));
+    match kind.to_ascii_lowercase().as_str() {
+        "basic" => Challenge::Basic,
+        "bearer" => {
+            let mut realm = None;
+            let mut service = None;
+            for part in split_params(rest) {
+                if let Some((k, v)) = part.split_once('=') {
+                    let v = v.trim().trim_matches('"').to_string();
+                    match k.trim().to_ascii_lowercase().as_str() {
+                        "realm" => realm = Some(v),
+                        "service" => service = Some(v),
+                        _ => {}
+                    }
+                }
+            }
+            match realm {
+                Some(realm) => Challenge::Bearer { realm, service },
+                None => Challenge::None,
+            }
+        }
+        _ => Challenge::None,
     }
+}
+
+/// `a="x,y",b=z` split on the commas outside quotes.
+fn split_params(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn scope(repository: &str, op: RegistryOperation) -> String {
+    match op {
+        RegistryOperation::Pull => format!("repository:{repository}:pull"),
+        RegistryOperation::Push => format!("repository:{repository}:pull,push"),
+    }
+}
+
+/// The distribution spec's token flow: `GET realm?service=..&scope=..`,
+/// with the basic credentials if any. The realm must be HTTPS (or a host
+/// that may use plain HTTP); the answer is read up to 64 KiB.
+async fn fetch_token(
+    http: &reqwest::Client,
+    config: &RegistryConfig,
+    registry: &str,
+    realm: &str,
+    service: Option<&str>,
+    scope: &str,
+    creds: Option<&Credentials>,
+) -> Result<String, Error> {
+    let unsupported = |reason: String| {
+        Error::Registry(RegistryError::Unsupported {
+            registry: registry.to_string(),
+            reason,
+        })
+    };
+    let url = reqwest::Url::parse(realm)
+        .map_err(|e| unsupported(format!("token realm {}: {e}", quote(realm))))?;
+    let realm_host = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        (None, _) => {
+            return Err(unsupported(format!(
+                "token realm {} has no host",
+                quote(realm)
+            )));
+        }
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if plain_http_allowed(config, &realm_host) => {}
+        s => {
+            return Err(unsupported(format!(
+                "token realm {}: {s} is not allowed (credentials would travel in the clear)",
+                quote(realm)
+            )));
+        }
+    }
+    let mut query: Vec<(&str, &str)> = vec![("scope", scope)];
+    if let Some(s) = service {
+        query.push(("service", s));
+    }
+    let mut req = http.get(url).query(&query).timeout(SMALL_TIMEOUT);
+    if let Some(c) = creds {
+        req = req.basic_auth(&c.username, Some(&c.password));
+    }
+    let res = req
+        .send()
+        .await
+        .map_err(|e| unreachable(registry, format!("token: {}", error_chain(&e))))?;
+    let status = res.status();
+    let body = read_capped(res, MAX_SMALL_BODY)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge => {
+                corrupt_token(registry, "the token answer is larger than 64 KiB")
+            }
+            ReadError::Http(e) => unreachable(registry, format!("token: {e}")),
+        })?;
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        return Err(Error::Registry(RegistryError::Unauthorized {
+            registry: registry.to_string(),
+            reason: format!("the token service refused the credentials ({status})"),
+        }));
+    }
+    if !status.is_success() {
+        return Err(unreachable(registry, format!("token service: {status}")));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| corrupt_token(registry, &format!("the token answer: {e}")))?;
+    v.get("token")
+        .or_else(|| v.get("access_token"))
+        .and_then(|t| t.as_str())
+        .filter(|t| !t.is_empty() && t.len() <= 16 << 10 && !t.chars().any(char::is_control))
+        .map(str::to_string)
+        .ok_or_else(|| corrupt_token(registry, "the token answer has no usable token"))
+}
+
+fn corrupt_token(registry: &str, reason: &str) -> Error {
+    Error::Registry(RegistryError::Corrupt {
+        registry: registry.to_string(),
+        reason: reason.to_string(),
+    })
+}
+
+/// Whether `e` is TLS refusing the server's certificate.
+fn is_certificate_error(e: &Error) -> bool {
+    let s = e.to_string().to_ascii_lowercase();
+    s.contains("certificate") || s.contains("unknownissuer") || s.contains("notvalidforname")
+}
+
+fn is_loopback(registry: &str) -> bool {
     let host = host_of(registry);
     host == "localhost"
         || host
@@ -360,6 +605,11 @@ fn plain_http_allowed(config: &RegistryConfig, registry: &str) -> bool {
             .trim_end_matches(']')
             .parse::<IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Loopback hosts, and those the operator named, may use plain HTTP.
+fn plain_http_allowed(config: &RegistryConfig, registry: &str) -> bool {
+    config.insecure.iter().any(|h| h == registry) || is_loopback(registry)
 }
 
 /// `host` of `host[:port]` (an IPv6 literal keeps its brackets).
@@ -441,7 +691,7 @@ pub(crate) fn map_err(registry: &str, e: OciDistributionError) -> Error {
         OciDistributionError::AuthenticationFailure(m) => {
             Error::Registry(RegistryError::Unauthorized {
                 registry: reg,
-                reason: format!("authentication failed: {}", m.trim()),
+                reason: format!("authentication failed: {}", quote(m.trim())),
             })
         }
         OciDistributionError::UnauthorizedError { url } => {
@@ -458,7 +708,7 @@ pub(crate) fn map_err(registry: &str, e: OciDistributionError) -> Error {
                 .map(|e| e.message.clone())
                 .collect::<Vec<_>>()
                 .join("; ");
-            let reason = format!("{msg} ({url})");
+            let reason = format!("{} ({url})", quote(&msg));
             if codes.iter().any(|c| {
                 matches!(
                     c,
@@ -496,7 +746,7 @@ pub(crate) fn map_err(registry: &str, e: OciDistributionError) -> Error {
                 registry: reg,
                 reason: format!("denied: {url}"),
             }),
-            _ => unreachable(registry, format!("{code} {}: {url}", message.trim())),
+            _ => unreachable(registry, format!("{code} {}: {url}", quote(message.trim()))),
         },
         OciDistributionError::DigestError(d) => Error::Registry(RegistryError::Corrupt {
             registry: reg,
@@ -562,6 +812,52 @@ mod tests {
         c.insecure.push("reg.example:5000".into());
         assert!(plain_http_allowed(&c, "reg.example:5000"));
         assert!(!plain_http_allowed(&c, "reg.example:5001"));
+    }
+
+    #[test]
+    fn challenges_are_parsed() {
+        assert_eq!(parse_challenge("Basic realm=\"x\""), Challenge::Basic);
+        assert_eq!(
+            parse_challenge(
+                "Bearer realm=\"https://auth.example/token\",service=\"reg,istry\",scope=\"a:b:pull\""
+            ),
+            Challenge::Bearer {
+                realm: "https://auth.example/token".into(),
+                service: Some("reg,istry".into()),
+            }
+        );
+        assert_eq!(parse_challenge("Bearer service=\"x\""), Challenge::None);
+        assert_eq!(parse_challenge(""), Challenge::None);
+        assert_eq!(parse_challenge("Negotiate abc"), Challenge::None);
+    }
+
+    #[tokio::test]
+    async fn a_token_realm_in_the_clear_is_refused_for_a_remote_host() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = http_client(&[], false).expect("client");
+        let config = RegistryConfig::default();
+        let creds = Credentials::parse("alice", "pw").expect("creds");
+        for realm in [
+            "http://auth.example/token",
+            "ftp://auth.example/t",
+            "not a url",
+        ] {
+            let e = fetch_token(
+                &http,
+                &config,
+                "reg.example",
+                realm,
+                None,
+                "s",
+                Some(&creds),
+            )
+            .await
+            .expect_err(realm);
+            assert!(
+                matches!(e, Error::Registry(RegistryError::Unsupported { .. })),
+                "{realm}: {e:?}"
+            );
+        }
     }
 
     #[test]

@@ -272,7 +272,7 @@ impl ImageStore {
 
     /// Removes downloads older than a day (a pull interrupted and never
     /// retried).
-    fn sweep_downloads(&self) {
+    pub(crate) fn sweep_downloads(&self) {
         let dir = self.downloads_dir();
         let Ok(rd) = fs::read_dir(&dir) else {
             return;
@@ -500,6 +500,10 @@ impl ImageStore {
                 }
             }
             if !seen.insert(l.diff_id.clone()) {
+                staged.push(None);
+            } else if l.blob_verified && self.has_layer(&l.diff_id) {
+                // A pulled layer another pull installed meanwhile: the
+                // store's copy is the diff_id the config names.
                 staged.push(None);
             } else if self.layer_path(&l.diff_id).join(LAYER_JSON).exists() {
                 let s = layer::read_layer(path, None, &budget)

@@ -87,10 +87,11 @@ fn credentials(a: Option<pb::RegistryAuth>) -> Result<Option<Credentials>, Statu
 
 type ProgressStream = Pin<Box<dyn Stream<Item = Result<pb::ImageProgress, Status>> + Send>>;
 
-/// Runs a pull or push on the runtime's tracker, forwarding its progress;
-/// `last` turns its result into the stream's last message. A client that
-/// goes away does not stop it (what it fetched stays); rsupd's shutdown
-/// does (a pull resumes next time).
+/// Runs a pull or push on the runtime's tracker, forwarding its progress
+/// (best effort: a client that does not read loses some, and never holds
+/// the work up); `last` turns its result into the stream's last message. A
+/// client that goes away cancels it (a pull resumes next time), and so does
+/// rsupd's shutdown.
 fn progress_stream<T, F>(
     runtime: &Runtime,
     mut prx: tokio::sync::mpsc::Receiver<PullProgress>,
@@ -109,20 +110,24 @@ where
             tokio::select! {
                 r = &mut fut => break r,
                 Some(p) = prx.recv() => {
-                    let _ = tx.send(Ok(progress(p))).await;
+                    let _ = tx.try_send(Ok(progress(p)));
                 }
+                _ = tx.closed() => return,
                 _ = shutdown.cancelled() => break Err(Error::ShuttingDown),
             }
         };
         while let Ok(p) = prx.try_recv() {
-            let _ = tx.send(Ok(progress(p))).await;
+            let _ = tx.try_send(Ok(progress(p)));
         }
         let item = result
             .map(|t| pb::ImageProgress {
                 event: Some(last(t)),
             })
             .map_err(status);
-        let _ = tx.send(item).await;
+        tokio::select! {
+            _ = tx.send(item) => {}
+            _ = shutdown.cancelled() => {}
+        }
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))
 }

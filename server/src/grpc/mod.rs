@@ -84,7 +84,9 @@ fn code(e: &Error) -> tonic::Code {
         Error::Cleanup { source, .. } => code(source),
         Error::ShuttingDown => Code::Unavailable,
         Error::Registry(r) => match r {
-            RegistryError::Unreachable { .. } => Code::Unavailable,
+            RegistryError::Unreachable { .. } | RegistryError::RangeRefused { .. } => {
+                Code::Unavailable
+            }
             RegistryError::Unauthorized { .. } => Code::Unauthenticated,
             RegistryError::Denied { .. } => Code::PermissionDenied,
             RegistryError::Corrupt { .. } => Code::DataLoss,

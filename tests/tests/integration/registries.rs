@@ -645,3 +645,49 @@ async fn a_pull_beyond_the_image_limit_is_refused() {
         assert!(left.is_empty(), "images/{sub}: {left:?}");
     }
 }
+
+/// Pulls at the same time of two images that share their layers: each
+/// layer is downloaded once, both pulls succeed, and nothing is left in
+/// downloads/.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_pulls_share_their_layers() {
+    let reg = Registry::start(RegistryKind::Plain);
+    let tmp = TempDir::new();
+    let (a, built_a) = archive(tmp.path(), "a", 2 << 20, 21);
+    let b = tmp.path().join("b.tar");
+    let other = ImageConfig {
+        cmd: vec!["echo".into(), "b".into()],
+        env: vec!["PATH=/bin".into()],
+        ..Default::default()
+    };
+    let built_b = build::oci_layout_tar(
+        &b,
+        &layers(2 << 20, 21),
+        &other,
+        &BuildOptions {
+            gzip_layers: true,
+            ..BuildOptions::default()
+        },
+    )
+    .expect("b");
+    assert_eq!(built_a.layer_digests, built_b.layer_digests);
+    assert_ne!(built_a.id, built_b.id);
+    reg.seed(&a, "a:v1");
+    reg.seed(&b, "b:v1");
+    // Slow enough that the two pulls overlap.
+    let proxy = ThrottledProxy::start(reg.addr(), 4 << 20);
+    let d = Daemon::start().await;
+    let (ra, rb) = (
+        format!("{}/a:v1", proxy.addr()),
+        format!("{}/b:v1", proxy.addr()),
+    );
+    let (ia, ib) = tokio::join!(
+        d.client().pull_image(&ra, None, |_| {}),
+        d.client().pull_image(&rb, None, |_| {}),
+    );
+    assert_eq!(ia.expect("a").id, built_a.id);
+    assert_eq!(ib.expect("b").id, built_b.id);
+    assert_eq!(entries(&images_dir(&d, "layers")).len(), 3);
+    assert!(entries(&images_dir(&d, "downloads")).is_empty());
+    assert_eq!(d.ctl_ok(["run", "--rm", &rb]), "b\n");
+}
