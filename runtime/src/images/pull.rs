@@ -253,6 +253,7 @@ pub(crate) async fn pull(
                 crate::store::random_id()
             ));
             std::fs::hard_link(&shared, &own).map_err(io_err("link", &own))?;
+            let own = OwnLink(own);
             Ok::<_, Error>(Fetched::Downloaded {
                 digest: digest.clone(),
                 shared,
@@ -274,13 +275,6 @@ pub(crate) async fn pull(
             }
         }
     }
-    let own: Vec<PathBuf> = fetched
-        .iter()
-        .filter_map(|f| match f {
-            Fetched::Downloaded { own, .. } => Some(own.clone()),
-            Fetched::InStore(_) => None,
-        })
-        .collect();
     let shared: Vec<PathBuf> = fetched
         .iter()
         .filter_map(|f| match f {
@@ -289,10 +283,10 @@ pub(crate) async fn pull(
         })
         .collect();
     if let Some(e) = first_err {
-        // Cut off: complete and partial downloads stay for the next try.
-        // Anything else (corrupt content, a limit): trying again gets the
-        // same, and nothing of this pull stays.
-        remove_downloads(&own);
+        // Cut off: complete and partial downloads stay for the next try
+        // (this pull's own links go with `fetched`). Anything else (corrupt
+        // content, a limit): trying again gets the same, and nothing of
+        // this pull stays.
         if !resumable(&e) {
             remove_downloads(&shared);
         }
@@ -306,7 +300,7 @@ pub(crate) async fn pull(
                 digest: digest.clone(),
             },
             Fetched::Downloaded { digest, own, .. } => PulledLayer {
-                blob: Some(own.clone()),
+                blob: Some(own.0.clone()),
                 digest: digest.clone(),
             },
         })
@@ -326,22 +320,24 @@ pub(crate) async fn pull(
     let layers_for_install = pulled.clone();
     // No image removal or layer collection while the image goes in.
     let gated = gate.read().await;
+    // Installed (the store hard-linked the blobs it keeps) or refused
+    // (content that does not match the config): the downloads go, in the
+    // same task (it runs to its end even if the pull is cancelled).
     let result = tokio::task::spawn_blocking(move || {
-        store2.install_pulled(
+        let r = store2.install_pulled(
             config,
             &config_digest,
             &layers_for_install,
             name,
             repo_digest,
-        )
+        );
+        drop(fetched);
+        remove_downloads(&shared);
+        r
     })
     .await
     .map_err(|e| Error::FailedPrecondition(format!("pull task failed: {e}")))?;
     drop(gated);
-    // Installed (the store hard-linked the blobs it keeps) or refused
-    // (content that does not match the config): the downloads go.
-    remove_downloads(&own);
-    remove_downloads(&shared);
     let image = result.map_err(|e| match e {
         // Content that does not match the config: the registry's doing.
         Error::InvalidArgument {
@@ -370,8 +366,18 @@ enum Fetched {
     Downloaded {
         digest: String,
         shared: PathBuf,
-        own: PathBuf,
+        own: OwnLink,
     },
+}
+
+/// A pull's own hard link to a download, removed when it is dropped:
+/// whatever way the pull ends, a cancellation included.
+struct OwnLink(PathBuf);
+
+impl Drop for OwnLink {
+    fn drop(&mut self) {
+        remove_downloads(std::slice::from_ref(&self.0));
+    }
 }
 
 /// A blob small enough for memory (a config): at most `size` bytes, which
