@@ -294,7 +294,8 @@ impl Images {
     }
 
     /// Pulls `reference` from its registry (see [`pull`]), sending progress
-    /// to `progress` if given. Layers are not collected while it runs.
+    /// to `progress` if given. The image gate is held only while the image
+    /// is installed (not during the transfer).
     pub async fn pull(
         &self,
         reference: &RemoteRef,

@@ -19,7 +19,8 @@ use futures::StreamExt;
 use oci_client::RegistryOperation;
 use oci_spec::image::{ImageIndex, ImageManifest, MediaType, Os};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+use std::io::Read as _;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -110,6 +111,8 @@ const MAX_LAYERS: usize = 128;
 /// hold a pull forever.
 const MIN_RATE: u64 = 16 << 10;
 const BLOB_GRACE: Duration = Duration::from_secs(600);
+/// Bound of a config's whole transfer.
+const SMALL_BLOB_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest manifest or index a pull reads (Docker's limit is 4 MiB).
 const MAX_MANIFEST: usize = 4 << 20;
 const ACCEPT: &[&str] = &[
@@ -128,6 +131,13 @@ const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 pub(crate) struct InFlight(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
 impl InFlight {
+    /// Whether a pull of this process is downloading the blob `<hex>`.
+    fn has(&self, hex: &str) -> bool {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .any(|(d, v)| Arc::strong_count(v) > 1 && d.strip_prefix("sha256:") == Some(hex))
+    }
+
     fn lock_for(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         m.retain(|_, v| Arc::strong_count(v) > 1);
@@ -146,7 +156,7 @@ pub(crate) async fn pull(
     creds: Option<&Credentials>,
     report: &Reporter,
 ) -> Result<Image, Error> {
-    store.sweep_downloads();
+    store.sweep_downloads(&|name: &str| in_flight.has(name.split('.').next().unwrap_or(name)));
     let session = Session::open(config, r, creds, RegistryOperation::Pull).await?;
     let registry = session.registry.clone();
     let bytes = session
@@ -191,8 +201,19 @@ pub(crate) async fn pull(
             ),
         ));
     }
+    let max = store.limits().max_image_bytes;
+    let mut declared = 0u64;
     for l in layers {
         check_layer_type(&registry, l)?;
+        declared = declared.saturating_add(l.size());
+    }
+    if declared > max {
+        return Err(Error::InvalidArgument {
+            field: "reference",
+            reason: format!(
+                "{r}: its layers are {declared} bytes, more than rsupd's --image-max-size ({max} bytes)"
+            ),
+        });
     }
     report.send(PullProgress::Resolved {
         digest: top_digest.clone(),
@@ -236,23 +257,34 @@ pub(crate) async fn pull(
                 exists();
                 return Ok(Fetched::InStore(digest.clone()));
             }
-            let shared = download(
-                session_ref,
-                downloads_ref,
-                &digest,
-                size,
-                budget_ref,
-                report,
-            )
-            .await?;
-            // This pull's own name for it, made while it holds the turn:
-            // another pull that removes the shared name cannot take it.
+            // This pull's own name for the download, made while it holds
+            // the turn: another pull that removes the shared name cannot
+            // take it. The link is the test that the download is still
+            // there (one more download if another pull removed it).
             let own = downloads_ref.join(format!(
                 "{}.pull-{}",
                 crate::imagestore::sha256_hex(&digest)?,
                 crate::store::random_id()
             ));
-            std::fs::hard_link(&shared, &own).map_err(io_err("link", &own))?;
+            let mut tries = 0;
+            let shared = loop {
+                tries += 1;
+                let shared = download(
+                    session_ref,
+                    downloads_ref,
+                    &digest,
+                    size,
+                    budget_ref,
+                    report,
+                )
+                .await?;
+                match link_or_copy(&shared, &own) {
+                    Ok(()) => break shared,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 2 => {}
+                    Err(e) => return Err(io_err("link", &own)(e).into()),
+                }
+            };
+            touch(&own);
             let own = OwnLink(own);
             Ok::<_, Error>(Fetched::Downloaded {
                 digest: digest.clone(),
@@ -261,20 +293,25 @@ pub(crate) async fn pull(
             })
         })
         .collect();
-    let results: Vec<Result<Fetched, Error>> = futures::stream::iter(jobs)
-        .buffered(CONCURRENT_DOWNLOADS)
-        .collect()
-        .await;
-    let mut fetched = Vec::with_capacity(results.len());
+    // The first failure that a retry would not mend stops the others (a
+    // failure that cut one download off lets the others finish: they are
+    // what the next pull resumes).
+    let mut stream = futures::stream::iter(jobs).buffered(CONCURRENT_DOWNLOADS);
+    let mut fetched = Vec::with_capacity(layers.len());
     let mut first_err = None;
-    for r in results {
+    while let Some(r) = stream.next().await {
         match r {
             Ok(f) => fetched.push(f),
             Err(e) => {
+                let stop = !resumable(&e);
                 first_err.get_or_insert(e);
+                if stop {
+                    break;
+                }
             }
         }
     }
+    drop(stream);
     let shared: Vec<PathBuf> = fetched
         .iter()
         .filter_map(|f| match f {
@@ -396,16 +433,30 @@ async fn small_blob(session: &Session, digest: &str, size: u64) -> Result<Vec<u8
             format!("config of {size} bytes is too large"),
         ));
     }
-    let mut res = match session.blob(digest, 0).await? {
+    let slow = || {
+        Error::Registry(RegistryError::Unreachable {
+            registry: registry.clone(),
+            reason: format!("config {digest}: no answer in time"),
+        })
+    };
+    let deadline = tokio::time::Instant::now() + SMALL_BLOB_TIMEOUT;
+    let mut res = match tokio::time::timeout_at(deadline, session.blob(digest, 0))
+        .await
+        .map_err(|_| slow())??
+    {
         Blob::Full(res) | Blob::Partial(res) => res,
     };
     let mut buf = Vec::new();
-    while let Some(c) = res.chunk().await.map_err(|e| {
-        Error::Registry(RegistryError::Unreachable {
-            registry: registry.clone(),
-            reason: format!("config: {e}"),
-        })
-    })? {
+    while let Some(c) = tokio::time::timeout_at(deadline, res.chunk())
+        .await
+        .map_err(|_| slow())?
+        .map_err(|e| {
+            Error::Registry(RegistryError::Unreachable {
+                registry: registry.clone(),
+                reason: format!("config: {e}"),
+            })
+        })?
+    {
         if buf.len() + c.len() > size as usize {
             return Err(corrupt(
                 registry,
@@ -431,6 +482,15 @@ async fn small_blob(session: &Session, digest: &str, size: u64) -> Result<Vec<u8
         ));
     }
     Ok(buf)
+}
+
+/// A hard link of `src` at `dest`, or a copy where links do not work.
+fn link_or_copy(src: &Path, dest: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(src, dest) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(e),
+        Err(_) => std::fs::copy(src, dest).map(drop),
+    }
 }
 
 fn remove_downloads(paths: &[PathBuf]) {
@@ -604,6 +664,8 @@ async fn download_resuming(
     let hex = crate::imagestore::sha256_hex(digest)?.to_string();
     let done = dir.join(&hex);
     if done.exists() {
+        // Fresh again for the sweep (it may be an old download).
+        touch(&done);
         report.send(PullProgress::Layer {
             digest: digest.to_string(),
             status: LayerStatus::Downloaded,
@@ -613,51 +675,69 @@ async fn download_resuming(
         return Ok(done);
     }
     let partial = dir.join(format!("{hex}.partial"));
-    let mut offset = match tokio::fs::metadata(&partial).await {
-        Ok(m) if m.len() <= size => m.len(),
-        _ => 0,
-    };
-    // What is there already is hashed again (it is rsupd's own file, but a
-    // digest covers every byte).
-    let mut hasher = Sha256::new();
-    if offset > 0 {
-        let p = partial.clone();
-        let (h, n) = tokio::task::spawn_blocking(move || -> std::io::Result<(Sha256, u64)> {
+    // One descriptor for what is there and what comes: what is there is
+    // hashed again (it is rsupd's own file, but a digest covers every
+    // byte), and the rest is written after it.
+    let p = partial.clone();
+    let (std_file, hasher, offset) =
+        tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, Sha256, u64)> {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(crate::store::PRIVATE_FILE_MODE)
+                .open(&p)?;
+            f.set_modified(std::time::SystemTime::now())?;
             let mut h = Sha256::new();
-            let mut f = std::fs::File::open(&p)?;
-            let n = std::io::copy(&mut f, &mut h)?;
-            Ok((h, n))
+            let n = std::io::copy(&mut (&f).take(size), &mut h)?;
+            if n == size && f.metadata()?.len() > size {
+                // More than the blob: not a resumable piece of it.
+                f.set_len(0)?;
+                return Ok((f, Sha256::new(), 0));
+            }
+            let _ = std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(n))?;
+            Ok((f, h, n))
         })
         .await
         .map_err(|e| Error::FailedPrecondition(format!("hashing a partial download: {e}")))?
-        .map_err(io_err("read", &partial))?;
-        hasher = h;
-        offset = n;
-    }
+        .map_err(io_err("open", &partial))?;
+    let mut hasher = hasher;
+    let mut file = tokio::fs::File::from_std(std_file);
     if offset == size && size > 0 {
         // Complete but not yet renamed (cut off between the two).
+        drop(file);
         let got = format!("sha256:{}", hex_of(&hasher.finalize()));
         return finish(&partial, &done, digest, &got, registry, true).await;
     }
-    let (res, start) = match session.blob(digest, offset).await? {
+    let deadline = tokio::time::Instant::now()
+        + BLOB_GRACE
+        + Duration::from_secs(size.saturating_sub(offset) / MIN_RATE);
+    let answer = tokio::time::timeout_at(deadline, session.blob(digest, offset))
+        .await
+        .map_err(|_| {
+            Error::Registry(RegistryError::Unreachable {
+                registry: registry.clone(),
+                reason: format!("layer {digest}: no answer in time; pull again to resume"),
+            })
+        })??;
+    let (res, start) = match answer {
         Blob::Partial(res) => (res, offset),
         // The registry ignored the range (or none was asked): from the
         // start.
         Blob::Full(res) => {
             hasher = Sha256::new();
+            file.set_len(0)
+                .await
+                .map_err(io_err("truncate", &partial))?;
+            file.seek(std::io::SeekFrom::Start(0))
+                .await
+                .map_err(io_err("seek", &partial))?;
             (res, 0)
         }
     };
     let resumed = start > 0;
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(start == 0)
-        .append(start > 0)
-        .mode(crate::store::PRIVATE_FILE_MODE)
-        .open(&partial)
-        .await
-        .map_err(io_err("open", &partial))?;
     report.send(PullProgress::Layer {
         digest: digest.to_string(),
         status: if resumed {
@@ -751,6 +831,13 @@ async fn download_resuming(
         total: size,
     });
     Ok(path)
+}
+
+/// Sets a download's mtime to now (the sweep removes what is a day old).
+fn touch(path: &Path) {
+    if let Ok(f) = std::fs::File::options().write(true).open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
 }
 
 /// A whole blob: renamed into place if its digest is right, deleted if not.

@@ -62,6 +62,7 @@ pub(crate) async fn push(
     let session = Session::open(config, target, creds, RegistryOperation::Push).await?;
     let registry = session.registry.clone();
     let reference = &session.reference;
+    let client = session.pusher()?;
     report.send(PullProgress::Resolved {
         digest: image.id.clone(),
         layers: layers
@@ -70,8 +71,7 @@ pub(crate) async fn push(
             .collect(),
     });
     for (file, blob) in layers.iter() {
-        let exists = session
-            .client
+        let exists = client
             .blob_exists(reference, &blob.digest)
             .await
             .map_err(|e| map_err(&registry, e))?;
@@ -111,8 +111,7 @@ pub(crate) async fn push(
             });
             Ok(c)
         });
-        session
-            .client
+        client
             .push_blob_stream(reference, stream, &blob.digest, Some(blob.size))
             .await
             .map_err(|e| map_err(&registry, e))?;
@@ -123,14 +122,12 @@ pub(crate) async fn push(
             total: blob.size,
         });
     }
-    let config_exists = session
-        .client
+    let config_exists = client
         .blob_exists(reference, &image.id)
         .await
         .map_err(|e| map_err(&registry, e))?;
     if !config_exists {
-        session
-            .client
+        client
             .push_blob(reference, config_blob.clone(), &image.id)
             .await
             .map_err(|e| map_err(&registry, e))?;
@@ -152,8 +149,7 @@ pub(crate) async fn push(
     let bytes = serde_json::to_vec(&manifest)
         .map_err(|e| Error::FailedPrecondition(format!("manifest: {e}")))?;
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-    session
-        .client
+    client
         .push_manifest_raw(
             reference,
             bytes,

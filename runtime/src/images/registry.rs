@@ -91,14 +91,33 @@ enum Challenge {
     },
 }
 
+/// A bearer token and how long it may be used.
+struct Token {
+    value: String,
+    fetched: std::time::Instant,
+    lifetime: Duration,
+}
+
+/// Where a token-auth registry's tokens come from (to fetch a new one when
+/// the last expires).
+struct TokenSource {
+    realm: String,
+    service: Option<String>,
+    scope: String,
+    /// The insecure-registry list, for the realm's scheme rule.
+    config: RegistryConfig,
+}
+
 /// A registry reached and authenticated for one repository. Every read a
 /// pull makes goes through rsupd's own HTTP client with bounded bodies;
-/// `client` (oci-client) is used by pushes, with the token found here.
+/// `pusher` (oci-client) is made only for pushes, with the token found
+/// here.
 pub(crate) struct Session {
-    pub client: oci_client::Client,
+    pusher: Option<oci_client::Client>,
     http: reqwest::Client,
-    /// The bearer token of a token-auth registry.
-    token: Option<String>,
+    /// The bearer token of a token-auth registry, renewed when it expires.
+    token: tokio::sync::Mutex<Option<Token>>,
+    token_source: Option<TokenSource>,
     basic: Option<Credentials>,
     /// The host requests go to (`docker.io` resolved).
     host: String,
@@ -171,52 +190,38 @@ impl Session {
                     continue;
                 }
             };
-            let token = match &challenge {
-                Challenge::Bearer { realm, service } => Some(
-                    fetch_token(
-                        &http,
-                        config,
+            let token_source = match &challenge {
+                Challenge::Bearer { realm, service } => Some(TokenSource {
+                    realm: realm.clone(),
+                    service: service.clone(),
+                    scope: scope(r.repository(), op),
+                    config: config.clone(),
+                }),
+                _ => None,
+            };
+            let token = match &token_source {
+                Some(src) => Some(fetch_token(&http, &registry, src, creds).await?),
+                None => None,
+            };
+            let pusher = match op {
+                RegistryOperation::Push => Some(
+                    pusher(
+                        scheme,
+                        &roots,
                         &registry,
-                        realm,
-                        service.as_deref(),
-                        &scope(r.repository(), op),
+                        &host,
+                        token.as_ref().map(|t| t.value.as_str()),
                         creds,
                     )
                     .await?,
                 ),
-                _ => None,
+                RegistryOperation::Pull => None,
             };
-            let auth = match (&token, creds) {
-                (Some(t), _) => RegistryAuth::Bearer(t.clone()),
-                (None, Some(c)) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-                (None, None) => RegistryAuth::Anonymous,
-            };
-            let client = oci_client::Client::try_from(ClientConfig {
-                protocol: if scheme == "http" {
-                    ClientProtocol::Http
-                } else {
-                    ClientProtocol::Https
-                },
-                extra_root_certificates: roots.clone(),
-                platform_resolver: None,
-                connect_timeout: Some(CONNECT_TIMEOUT),
-                read_timeout: Some(READ_TIMEOUT),
-                user_agent: USER_AGENT,
-                // One streamed PUT per blob (the size is known).
-                use_monolithic_push: true,
-                ..ClientConfig::default()
-            })
-            .map_err(|e| unreachable(&registry, error_chain(&e)))?;
-            // Primes oci-client's token cache (a bearer token is taken as
-            // it is; basic auth asks `/v2/` again, reading no body).
-            client
-                .auth(&reference, &auth, op)
-                .await
-                .map_err(|e| map_err(&registry, e))?;
             return Ok(Session {
-                client,
+                pusher,
                 http,
-                token,
+                token: tokio::sync::Mutex::new(token),
+                token_source,
                 basic: creds.cloned(),
                 host,
                 reference,
@@ -227,13 +232,55 @@ impl Session {
         Err(first_error.unwrap_or_else(|| unreachable(&registry, "no scheme to try".into())))
     }
 
-    fn get(&self, url: &str) -> reqwest::RequestBuilder {
+    /// The push client (made by `open` for a push).
+    pub fn pusher(&self) -> Result<&oci_client::Client, Error> {
+        self.pusher.as_ref().ok_or_else(|| {
+            Error::FailedPrecondition("this registry session was opened for a pull".into())
+        })
+    }
+
+    /// `GET url` with the session's authorization: its bearer token
+    /// (renewed first when it is about to expire, or when `renew`), or
+    /// its basic credentials.
+    async fn get(&self, url: &str, renew: bool) -> Result<reqwest::RequestBuilder, Error> {
         let req = self.http.get(url);
-        match (&self.token, &self.basic) {
-            (Some(t), _) => req.bearer_auth(t),
-            (None, Some(c)) => req.basic_auth(&c.username, Some(&c.password)),
-            (None, None) => req,
+        let Some(src) = &self.token_source else {
+            return Ok(match &self.basic {
+                Some(c) => req.basic_auth(&c.username, Some(&c.password)),
+                None => req,
+            });
+        };
+        let mut token = self.token.lock().await;
+        let stale = token
+            .as_ref()
+            .is_none_or(|t| renew || t.fetched.elapsed() + Duration::from_secs(10) >= t.lifetime);
+        if stale {
+            *token = Some(fetch_token(&self.http, &self.registry, src, self.basic.as_ref()).await?);
         }
+        Ok(match token.as_ref() {
+            Some(t) => req.bearer_auth(&t.value),
+            None => req,
+        })
+    }
+
+    /// Sends what `build` makes of an authorized GET; a 401 to a token
+    /// (expired early, revoked) gets one more try with a new token.
+    async fn send(
+        &self,
+        url: &str,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
+        let res = build(self.get(url, false).await?)
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.registry, error_chain(&e)))?;
+        if res.status() != reqwest::StatusCode::UNAUTHORIZED || self.token_source.is_none() {
+            return Ok(res);
+        }
+        build(self.get(url, true).await?)
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.registry, error_chain(&e)))
     }
 
     /// `GET /v2/<repo>/manifests/<tag or digest>`, reading at most `max`
@@ -255,13 +302,13 @@ impl Session {
             self.host,
             reference.repository()
         );
+        let accept = accept.join(", ");
         let res = self
-            .get(&url)
-            .header(reqwest::header::ACCEPT, accept.join(", "))
-            .timeout(SMALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| unreachable(&self.registry, error_chain(&e)))?;
+            .send(&url, |r| {
+                r.header(reqwest::header::ACCEPT, accept.as_str())
+                    .timeout(SMALL_TIMEOUT)
+            })
+            .await?;
         if !res.status().is_success() {
             return Err(self.refusal(res, &url, "manifest").await);
         }
@@ -275,7 +322,9 @@ impl Session {
     }
 
     /// `GET /v2/<repo>/blobs/<digest>`, from `offset` on when it is not 0.
-    /// A refusal (any status but 200 and 206) reads at most a small body.
+    /// A refusal (any status but 200 and 206) reads at most a small body; a
+    /// 206 must start where it was asked to, and any other answer to a
+    /// range but 200, 401, 403 and 404 is [`RegistryError::RangeRefused`].
     pub async fn blob(&self, digest: &str, offset: u64) -> Result<Blob, Error> {
         let url = format!(
             "{}://{}/v2/{}/blobs/{digest}",
@@ -283,17 +332,43 @@ impl Session {
             self.host,
             self.reference.repository()
         );
-        let mut req = self.get(&url);
-        if offset > 0 {
-            req = req.header(reqwest::header::RANGE, format!("bytes={offset}-"));
-        }
-        let res = req
-            .send()
-            .await
-            .map_err(|e| unreachable(&self.registry, error_chain(&e)))?;
+        let range = format!("bytes={offset}-");
+        let res = self
+            .send(&url, |r| {
+                if offset > 0 {
+                    r.header(reqwest::header::RANGE, range.as_str())
+                } else {
+                    r
+                }
+            })
+            .await?;
         match res.status().as_u16() {
             200 => Ok(Blob::Full(res)),
-            206 if offset > 0 => Ok(Blob::Partial(res)),
+            206 if offset > 0 => {
+                let starts = res
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("bytes "))
+                    .and_then(|v| v.split('-').next())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if starts == Some(offset) {
+                    Ok(Blob::Partial(res))
+                } else {
+                    Err(Error::Registry(RegistryError::RangeRefused {
+                        registry: self.registry.clone(),
+                        reason: format!("{url}: a partial answer that does not start at {offset}"),
+                    }))
+                }
+            }
+            401 | 403 | 404 => Err(self.refusal(res, &url, "blob").await),
+            _ if offset > 0 => {
+                let e = self.refusal(res, &url, "blob").await;
+                Err(Error::Registry(RegistryError::RangeRefused {
+                    registry: self.registry.clone(),
+                    reason: e.to_string(),
+                }))
+            }
             _ => Err(self.refusal(res, &url, "blob").await),
         }
     }
@@ -302,7 +377,11 @@ impl Session {
     /// at most a quoted piece of its body.
     async fn refusal(&self, res: reqwest::Response, url: &str, what: &str) -> Error {
         let status = res.status();
-        let body: Vec<u8> = read_capped(res, MAX_SMALL_BODY).await.unwrap_or_default();
+        let body: Vec<u8> =
+            match tokio::time::timeout(SMALL_TIMEOUT, read_capped(res, MAX_SMALL_BODY)).await {
+                Ok(Ok(b)) => b,
+                _ => Vec::new(),
+            };
         let text = String::from_utf8_lossy(&body);
         let detail = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
@@ -509,13 +588,11 @@ fn scope(repository: &str, op: RegistryOperation) -> String {
 /// that may use plain HTTP); the answer is read up to 64 KiB.
 async fn fetch_token(
     http: &reqwest::Client,
-    config: &RegistryConfig,
     registry: &str,
-    realm: &str,
-    service: Option<&str>,
-    scope: &str,
+    src: &TokenSource,
     creds: Option<&Credentials>,
-) -> Result<String, Error> {
+) -> Result<Token, Error> {
+    let realm = src.realm.as_str();
     let unsupported = |reason: String| {
         Error::Registry(RegistryError::Unsupported {
             registry: registry.to_string(),
@@ -536,7 +613,7 @@ async fn fetch_token(
     };
     match url.scheme() {
         "https" => {}
-        "http" if plain_http_allowed(config, &realm_host) => {}
+        "http" if plain_http_allowed(&src.config, &realm_host) => {}
         s => {
             return Err(unsupported(format!(
                 "token realm {}: {s} is not allowed (credentials would travel in the clear)",
@@ -544,9 +621,9 @@ async fn fetch_token(
             )));
         }
     }
-    let mut query: Vec<(&str, &str)> = vec![("scope", scope)];
-    if let Some(s) = service {
-        query.push(("service", s));
+    let mut query: Vec<(&str, &str)> = vec![("scope", src.scope.as_str())];
+    if let Some(s) = &src.service {
+        query.push(("service", s.as_str()));
     }
     let mut req = http.get(url).query(&query).timeout(SMALL_TIMEOUT);
     if let Some(c) = creds {
@@ -557,8 +634,9 @@ async fn fetch_token(
         .await
         .map_err(|e| unreachable(registry, format!("token: {}", error_chain(&e))))?;
     let status = res.status();
-    let body = read_capped(res, MAX_SMALL_BODY)
+    let body = tokio::time::timeout(SMALL_TIMEOUT, read_capped(res, MAX_SMALL_BODY))
         .await
+        .map_err(|_| unreachable(registry, "token: the answer took too long".into()))?
         .map_err(|e| match e {
             ReadError::TooLarge => {
                 corrupt_token(registry, "the token answer is larger than 64 KiB")
@@ -576,12 +654,62 @@ async fn fetch_token(
     }
     let v: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| corrupt_token(registry, &format!("the token answer: {e}")))?;
-    v.get("token")
+    let value = v
+        .get("token")
         .or_else(|| v.get("access_token"))
         .and_then(|t| t.as_str())
         .filter(|t| !t.is_empty() && t.len() <= 16 << 10 && !t.chars().any(char::is_control))
         .map(str::to_string)
-        .ok_or_else(|| corrupt_token(registry, "the token answer has no usable token"))
+        .ok_or_else(|| corrupt_token(registry, "the token answer has no usable token"))?;
+    // The spec's default is 60 s; a longer one is taken as given, up to
+    // an hour.
+    let lifetime = v
+        .get("expires_in")
+        .and_then(|e| e.as_u64())
+        .filter(|&e| e >= 60)
+        .unwrap_or(60)
+        .min(3600);
+    Ok(Token {
+        value,
+        fetched: std::time::Instant::now(),
+        lifetime: Duration::from_secs(lifetime),
+    })
+}
+
+/// oci-client for a push: the scheme and CAs found, and the session's
+/// authorization stored in it (a token as it is, or the basic
+/// credentials), so that it does not run a token flow of its own.
+async fn pusher(
+    scheme: &str,
+    roots: &[Certificate],
+    registry: &str,
+    host: &str,
+    token: Option<&str>,
+    creds: Option<&Credentials>,
+) -> Result<oci_client::Client, Error> {
+    let client = oci_client::Client::try_from(ClientConfig {
+        protocol: if scheme == "http" {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        extra_root_certificates: roots.to_vec(),
+        platform_resolver: None,
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        read_timeout: Some(READ_TIMEOUT),
+        user_agent: USER_AGENT,
+        // One streamed PUT per blob (the size is known).
+        use_monolithic_push: true,
+        ..ClientConfig::default()
+    })
+    .map_err(|e| unreachable(registry, error_chain(&e)))?;
+    let auth = match (token, creds) {
+        (Some(t), _) => RegistryAuth::Bearer(t.to_string()),
+        (None, Some(c)) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+        (None, None) => RegistryAuth::Anonymous,
+    };
+    client.store_auth_if_needed(host, &auth).await;
+    Ok(client)
 }
 
 fn corrupt_token(registry: &str, reason: &str) -> Error {
@@ -842,17 +970,16 @@ mod tests {
             "ftp://auth.example/t",
             "not a url",
         ] {
-            let e = fetch_token(
-                &http,
-                &config,
-                "reg.example",
-                realm,
-                None,
-                "s",
-                Some(&creds),
-            )
-            .await
-            .expect_err(realm);
+            let src = TokenSource {
+                realm: realm.into(),
+                service: None,
+                scope: "repository:a:pull".into(),
+                config: config.clone(),
+            };
+            let e = match fetch_token(&http, "reg.example", &src, Some(&creds)).await {
+                Ok(_) => panic!("{realm}: accepted"),
+                Err(e) => e,
+            };
             assert!(
                 matches!(e, Error::Registry(RegistryError::Unsupported { .. })),
                 "{realm}: {e:?}"

@@ -243,7 +243,7 @@ impl ImageStore {
         };
         let _lock = store.lock()?;
         store.sweep_tmp()?;
-        store.sweep_downloads();
+        store.sweep_downloads(&|_| false);
         Ok(store)
     }
 
@@ -271,14 +271,18 @@ impl ImageStore {
     }
 
     /// Removes downloads older than a day (a pull interrupted and never
-    /// retried).
-    pub(crate) fn sweep_downloads(&self) {
+    /// retried), but those `keep` names (a pull of this process uses them;
+    /// a pull touches what it reuses, so an old file it takes is fresh).
+    pub(crate) fn sweep_downloads(&self, keep: &dyn Fn(&str) -> bool) {
         let dir = self.downloads_dir();
         let Ok(rd) = fs::read_dir(&dir) else {
             return;
         };
         let day = std::time::Duration::from_secs(24 * 3600);
         for e in rd.flatten() {
+            if keep(&e.file_name().to_string_lossy()) {
+                continue;
+            }
             let old = e
                 .metadata()
                 .and_then(|m| m.modified())
