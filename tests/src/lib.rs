@@ -17,8 +17,9 @@
 //!   [`netlinks`]: host links; [`process`]: child processes; [`wait`]:
 //!   bounded polling and blocking work;
 //! - [`http`]: HTTP over loopback; [`prometheus`]: a Prometheus server;
-//!   [`registry`]: a real image registry (plain, htpasswd or TLS) seeded
-//!   with skopeo, and a throttling TCP proxy to put in front of it;
+//!   [`registry`]: a real image registry (plain, htpasswd, bearer tokens or
+//!   TLS) seeded with skopeo, and a throttling TCP proxy to put in front of
+//!   it; [`tokenserver`]: the token server of a bearer-token registry;
 //! - [`benchstats`]: the benchmarks' statistics.
 //!
 //! Invariants the harness keeps are stated in each module; the main ones:
@@ -40,6 +41,7 @@ pub mod registry;
 pub mod rootfs;
 pub mod teardown;
 pub mod tempdir;
+pub mod tokenserver;
 pub mod wait;
 
 pub use api::*;
@@ -55,4 +57,5 @@ pub use registry::*;
 pub use rootfs::*;
 pub use teardown::*;
 pub use tempdir::*;
+pub use tokenserver::*;
 pub use wait::*;

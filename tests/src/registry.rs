@@ -1,7 +1,8 @@
 //! A real CNCF distribution registry (Debian's `docker-registry`, 2.8) on a
 //! free loopback port, for the tests that pull images: plain HTTP, plain
-//! HTTP behind htpasswd basic auth, or HTTPS with a server certificate of a
-//! test CA made here with the `openssl` CLI ([`RegistryKind`]); images are
+//! HTTP behind htpasswd basic auth, plain HTTP behind bearer tokens of a
+//! [`TokenServer`] run here, or HTTPS with a server certificate of a test
+//! CA made here with the `openssl` CLI ([`RegistryKind`]); images are
 //! pushed into it with `skopeo` ([`Registry::seed`]) and looked at the same
 //! way ([`Registry::skopeo_inspect`]), and its filesystem storage is open to
 //! the test ([`Registry::blob_data_path`], to corrupt a blob). A
@@ -22,17 +23,25 @@
 //!   starting at or past the end is a 416 whose `Content-Length` is the
 //!   blob's size while its body is the 33-byte error text, so a client must
 //!   not trust the length of a 416;
+//! - with `auth: token:`, every request without a token that grants what
+//!   it needs (none at all, one that is expired, or one without the scope)
+//!   is a 401 with `WWW-Authenticate: Bearer realm=...,service=...,
+//!   scope=...` (and `error="invalid_token"` or `"insufficient_scope"`);
+//!   `GET /v2/` wants a valid token and no scope; a token is taken until
+//!   its `exp` + 60 s;
 //! - the whole of a blob goes into the kernel's socket buffers within
 //!   milliseconds, whatever the client reads: hence the proxy's cut.
 //!
 //! Invariants: everything a registry has (config, storage, htpasswd file,
-//! certificates, skopeo's temporary files, log) lives in one
-//! `/tmp/rsup-test-<pid>-<n>` owned by its [`Registry`], and the config's
-//! path is in the registry's arguments, so `scripts/test.sh`'s sweep finds a
-//! registry orphaned by a killed run; the registry is signalled only through
-//! its own, not yet reaped `Child` (so by a pid that is still ours); every
-//! wait is a bounded poll; dropping a [`Registry`] or a [`ThrottledProxy`]
-//! never panics.
+//! certificates, token signing certificate and token log, skopeo's
+//! temporary files, log) lives in one `/tmp/rsup-test-<pid>-<n>` owned by
+//! its [`Registry`], and the config's path is in the registry's arguments,
+//! so `scripts/test.sh`'s sweep finds a registry orphaned by a killed run;
+//! a token server is threads of the test's own process, stopped when its
+//! [`Registry`] is dropped; the registry is signalled only through its own,
+//! not yet reaped `Child` (so by a pid that is still ours); every wait is a
+//! bounded poll; dropping a [`Registry`] or a [`ThrottledProxy`] never
+//! panics.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -50,6 +59,7 @@ use crate::daemon::log_tail;
 use crate::http::free_loopback_addr;
 use crate::process::{describe, output_with_timeout};
 use crate::tempdir::TempDir;
+use crate::tokenserver::{TOKEN_ISSUER, TOKEN_SERVICE, TokenServer};
 use crate::wait::{POLL_INTERVAL, blocking};
 
 /// How long the registry may take to answer `GET /v2/` after a (re)start.
@@ -71,6 +81,12 @@ pub enum RegistryKind {
     /// Plain HTTP, HTTP basic auth against an htpasswd file (bcrypt) holding
     /// this one user.
     Htpasswd { user: String, password: String },
+    /// Plain HTTP, bearer tokens (`auth: token:`) of a [`TokenServer`] on
+    /// another loopback port ([`Registry::token_server`]) that takes this
+    /// one user's basic credentials and grants them pull and push on every
+    /// repository, and gives anyone else anonymous tokens that grant
+    /// nothing.
+    Token { user: String, password: String },
     /// HTTPS with a server certificate for IP 127.0.0.1 and DNS `localhost`
     /// signed by a test CA ([`Registry::ca_cert`]); no authentication.
     Tls,
@@ -93,6 +109,9 @@ pub struct Registry {
     /// only a copy of it as `ca.crt` (skopeo's `--cert-dir`).
     ca_cert: Option<PathBuf>,
     cert_dir: Option<PathBuf>,
+    /// [`RegistryKind::Token`]: its token server (running while the
+    /// registry is killed).
+    token: Option<TokenServer>,
     /// `None` while killed.
     child: Option<Child>,
     /// Last field: removed after `Drop::drop` has killed the registry.
@@ -100,10 +119,14 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Writes the config (and, per kind, the htpasswd file or the test CA
-    /// and server certificate), starts `docker-registry` on a free loopback
-    /// port and returns once `GET /v2/` answers (200, or 401 without
-    /// credentials and 200 with them for [`RegistryKind::Htpasswd`]).
+    /// Writes the config (and, per kind, the htpasswd file, the token
+    /// server's signing certificate, or the test CA and server
+    /// certificate), starts `docker-registry` on a free loopback port (and
+    /// the token server on another) and returns once `GET /v2/` answers
+    /// (200; or 401 without credentials and 200 with them for
+    /// [`RegistryKind::Htpasswd`]; or 401 with the token server's `Bearer`
+    /// challenge without a token and 200 with one for
+    /// [`RegistryKind::Token`]).
     /// Panics, with the registry's log, if it exits or does not answer in
     /// time. Blocking; a multi-threaded tokio runtime keeps running its
     /// other tasks meanwhile.
@@ -124,8 +147,20 @@ impl Registry {
         let addr = free_loopback_addr();
         // Per kind: lines of the `http:` section, an `auth:` section, the
         // CA's certificate and skopeo's certificate directory.
+        let mut token = None;
         let (http_tls, auth, ca_cert, cert_dir) = match &kind {
             RegistryKind::Plain => (String::new(), String::new(), None, None),
+            RegistryKind::Token { user, password } => {
+                let server = TokenServer::start(&base.join("token"), user, password);
+                let auth = format!(
+                    "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    \
+                     issuer: {TOKEN_ISSUER}\n    rootcertbundle: {bundle}\n",
+                    realm = server.realm(),
+                    bundle = yaml_str(server.cert_bundle())
+                );
+                token = Some(server);
+                (String::new(), auth, None, None)
+            }
             RegistryKind::Htpasswd { user, password } => {
                 let file = base.join("htpasswd");
                 write_htpasswd(&file, user, password);
@@ -175,6 +210,7 @@ impl Registry {
             tmp,
             ca_cert,
             cert_dir,
+            token,
             child: None,
             dir,
         };
@@ -218,11 +254,11 @@ impl Registry {
     /// the log if the registry exits first or the time runs out.
     fn wait_serving(&mut self) {
         let want = match self.kind {
-            RegistryKind::Htpasswd { .. } => 401,
+            RegistryKind::Htpasswd { .. } | RegistryKind::Token { .. } => 401,
             _ => 200,
         };
         let deadline = Instant::now() + SERVE_TIMEOUT;
-        loop {
+        let first = loop {
             if let Some(child) = &mut self.child
                 && let Ok(Some(status)) = child.try_wait()
             {
@@ -233,9 +269,9 @@ impl Registry {
                     log_tail(&self.log, LOG_LINES)
                 );
             }
-            let last = match self.probe(false) {
-                Ok(code) if code == want => break,
-                Ok(code) => format!("GET /v2/ answered {code}, not {want}"),
+            let last = match self.probe(ProbeAuth::None) {
+                Ok(p) if p.code == want => break p,
+                Ok(p) => format!("GET /v2/ answered {}, not {want}", p.code),
                 Err(e) => e,
             };
             assert!(
@@ -246,36 +282,72 @@ impl Registry {
                 log_tail(&self.log, LOG_LINES)
             );
             std::thread::sleep(POLL_INTERVAL);
-        }
-        if matches!(self.kind, RegistryKind::Htpasswd { .. }) {
-            match self.probe(true) {
-                Ok(200) => {}
-                other => panic!(
-                    "docker-registry on {} refuses the htpasswd user: {other:?}; its log:\n{}",
-                    self.addr,
-                    log_tail(&self.log, LOG_LINES)
-                ),
+        };
+        let with_creds = match (&self.kind, &self.token) {
+            (RegistryKind::Htpasswd { user, password }, _) => {
+                ProbeAuth::Basic(user.clone(), password.clone())
             }
+            (RegistryKind::Token { user, .. }, Some(server)) => {
+                // The challenge names our token server...
+                let want = format!(
+                    "Bearer realm=\"{}\",service=\"{TOKEN_SERVICE}\"",
+                    server.realm()
+                );
+                assert!(
+                    first.challenge.as_deref() == Some(want.as_str()),
+                    "docker-registry on {} challenges with {:?}, not {want:?}; its log:\n{}",
+                    self.addr,
+                    first.challenge,
+                    log_tail(&self.log, LOG_LINES)
+                );
+                // ... and a token of it is taken (its signature, issuer and
+                // audience checked): `/v2/` needs no scope.
+                ProbeAuth::Bearer(server.mint(user, &[]))
+            }
+            _ => return,
+        };
+        match self.probe(with_creds) {
+            Ok(p) if p.code == 200 => {}
+            other => panic!(
+                "docker-registry on {} refuses the {:?} user: {other:?}; its log:\n{}",
+                self.addr,
+                self.kind,
+                log_tail(&self.log, LOG_LINES)
+            ),
         }
     }
 
-    /// The status of `GET /v2/` (with the htpasswd credentials if
-    /// `with_creds`), through `curl` (which checks the test CA for TLS).
-    fn probe(&self, with_creds: bool) -> Result<u16, String> {
+    /// `GET /v2/` (with `auth`), through `curl` (which checks the test CA
+    /// for TLS): its status and `WWW-Authenticate` header.
+    fn probe(&self, auth: ProbeAuth) -> Result<Probe, String> {
         let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time"])
+        // The header block to stdout, then the status on a line of its own.
+        cmd.args(["-sS", "-o", "/dev/null", "-D", "-", "-w", "\n%{http_code}"])
+            .arg("--max-time")
             .arg(PROBE_TIMEOUT.as_secs().to_string());
         if let Some(ca) = &self.ca_cert {
             cmd.arg("--cacert").arg(ca);
         }
-        if with_creds && let RegistryKind::Htpasswd { user, password } = &self.kind {
-            cmd.arg("-u").arg(format!("{user}:{password}"));
+        match auth {
+            ProbeAuth::None => {}
+            ProbeAuth::Basic(user, password) => {
+                cmd.arg("-u").arg(format!("{user}:{password}"));
+            }
+            ProbeAuth::Bearer(token) => {
+                cmd.arg("-H").arg(format!("Authorization: Bearer {token}"));
+            }
         }
         cmd.arg(format!("{}/v2/", self.url()));
         let out = output_with_timeout(cmd, PROBE_TIMEOUT + Duration::from_secs(5))?;
         let text = String::from_utf8_lossy(&out.stdout);
-        match text.trim().parse::<u16>() {
-            Ok(code) if code != 0 => Ok(code),
+        let code = text.lines().last().unwrap_or("").trim().parse::<u16>();
+        let challenge = text.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("www-authenticate")
+                .then(|| value.trim().to_owned())
+        });
+        match code {
+            Ok(code) if code != 0 => Ok(Probe { code, challenge }),
             _ => Err(format!("curl: {}", describe(&out).replace('\n', " "))),
         }
     }
@@ -303,6 +375,17 @@ impl Registry {
         &self.kind
     }
 
+    /// [`RegistryKind::Token`]: its token server (to count its tokens, or
+    /// set their lifetimes). Panics for another kind.
+    pub fn token_server(&self) -> &TokenServer {
+        self.token.as_ref().unwrap_or_else(|| {
+            panic!(
+                "a {:?} registry has no token server (RegistryKind::Token has)",
+                self.kind
+            )
+        })
+    }
+
     /// [`RegistryKind::Tls`]: the PEM certificate of the test CA that signed
     /// the registry's certificate.
     pub fn ca_cert(&self) -> Option<PathBuf> {
@@ -310,7 +393,8 @@ impl Registry {
     }
 
     /// Its temporary directory: `config.yml`, `storage/`, `registry.log`,
-    /// `htpasswd` or `tls/`.
+    /// `htpasswd`, `token/` (the signing certificate and `token.log`) or
+    /// `tls/`.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -457,7 +541,7 @@ impl Registry {
         let mut flags: Vec<OsString> = Vec::new();
         match &self.kind {
             RegistryKind::Plain => flags.push(format!("{prefix}tls-verify=false").into()),
-            RegistryKind::Htpasswd { user, password } => {
+            RegistryKind::Htpasswd { user, password } | RegistryKind::Token { user, password } => {
                 flags.push(format!("{prefix}tls-verify=false").into());
                 flags.push(format!("{prefix}creds").into());
                 flags.push(format!("{user}:{password}").into());
@@ -505,8 +589,29 @@ impl Drop for Registry {
                 self.log.display(),
                 log_tail(&self.log, 40)
             );
+            if let Some(server) = &self.token {
+                eprintln!(
+                    "--- token server log ({}), last lines ---\n{}\n--- end ---",
+                    server.log().display(),
+                    log_tail(server.log(), 40)
+                );
+            }
         }
     }
+}
+
+/// What [`Registry::probe`] sends.
+enum ProbeAuth {
+    None,
+    Basic(String, String),
+    Bearer(String),
+}
+
+/// What [`Registry::probe`] got.
+#[derive(Debug)]
+struct Probe {
+    code: u16,
+    challenge: Option<String>,
 }
 
 /// A YAML double-quoted string of `path` (the directories here have no

@@ -1,13 +1,16 @@
 //! Registries: real `docker-registry` servers on loopback (plain, htpasswd,
-//! TLS from a test CA; `rsup_tests::registry`), seeded with images built
-//! here, pulled and pushed by rsupd: pull and run (OCI and Docker schema 2,
-//! an index picking this machine's image), whiteouts applied, layers shared
-//! with an imported copy, `run` pulling a missing image; credentials
-//! refused, then accepted after `login`, forgotten by `logout`, never in
-//! rsupd's log; TLS only with the registry's CA; a push that skopeo reads
-//! back; a missing tag NOT_FOUND and a registry that is down UNAVAILABLE; a
-//! pull cut off mid-layer (registry killed) that resumes where it stopped;
-//! a blob that does not match its digest refused with nothing left behind.
+//! bearer tokens of a token server run here, TLS from a test CA;
+//! `rsup_tests::registry`), seeded with images built here, pulled and
+//! pushed by rsupd: pull and run (OCI and Docker schema 2, an index picking
+//! this machine's image), whiteouts applied, layers shared with an imported
+//! copy, `run` pulling a missing image; credentials refused, then accepted
+//! after `login`, forgotten by `logout`, never in rsupd's log; the same
+//! through a token server, and a token the registry stops taking mid-pull
+//! renewed on its 401; TLS only with the registry's CA; a push that skopeo
+//! reads back; a missing tag NOT_FOUND and a registry that is down
+//! UNAVAILABLE; a pull cut off mid-layer (registry killed) that resumes
+//! where it stopped; a blob that does not match its digest refused with
+//! nothing left behind.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -690,4 +693,156 @@ async fn concurrent_pulls_share_their_layers() {
     assert_eq!(entries(&images_dir(&d, "layers")).len(), 3);
     assert!(entries(&images_dir(&d, "downloads")).is_empty());
     assert_eq!(d.ctl_ok(["run", "--rm", &rb]), "b\n");
+}
+
+/// A token registry (bearer tokens from a token server of the test's own,
+/// as Docker Hub runs it): an anonymous pull gets a token that grants
+/// nothing and is refused; `login` is checked by the token server (a wrong
+/// password refused); pull, run and push with the stored login; and a
+/// token the registry stops taking mid-pull (as if revoked) is renewed on
+/// the 401 and the pull goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_registry_takes_a_login() {
+    let password = "token-secret-77";
+    let reg = Registry::start(RegistryKind::Token {
+        user: "bob".into(),
+        password: password.into(),
+    });
+    let tokens = reg.token_server();
+    let tmp = TempDir::new();
+    let host = reg.host();
+    let (oci, built) = archive(tmp.path(), "app", 0, 0);
+    reg.seed(&oci, "team/app:v1");
+    assert!(tokens.tokens_issued() > 0, "skopeo fetched its tokens");
+    let d = Daemon::start().await;
+    let auth = tmp.path().join("cfg").join("auth.json");
+    let r = format!("{host}/team/app:v1");
+
+    // Anonymous: rsupd gets a token (that grants nothing), and the registry
+    // refuses it (twice: rsupd renews a refused token once).
+    let before = tokens.tokens_issued();
+    let code = code_of(
+        "anonymous pull",
+        d.client().pull_image(&r, None, |_| {}).await,
+    );
+    assert_eq!(code, Code::Unauthenticated);
+    assert_eq!(tokens.tokens_issued() - before, 2);
+    let out = ctl_auth(&d, &auth, &["pull", &r]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("login"), "{}", describe(&out));
+
+    // A wrong password: the token server refuses it, nothing is stored.
+    let before = tokens.tokens_issued();
+    let out = ctl_auth(&d, &auth, &["login", "-u", "bob", "-p", "not-it", &host]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(!auth.exists());
+    let wrong = RegistryLogin {
+        username: "bob".into(),
+        password: "not-it".into(),
+    };
+    let code = code_of(
+        "wrong login",
+        d.client().registry_login(&host, &wrong).await,
+    );
+    assert_eq!(code, Code::Unauthenticated);
+    assert_eq!(tokens.tokens_issued(), before);
+    // The right one: a token is issued for it.
+    let out = ctl_auth_ok(&d, &auth, &["login", "-u", "bob", "-p", password, &host]);
+    assert!(out.contains("Login Succeeded"), "{out}");
+    assert_eq!(tokens.tokens_issued(), before + 1);
+
+    let out = ctl_auth_ok(&d, &auth, &["pull", &r]);
+    assert!(out.contains("pull complete"), "{out}");
+    assert_eq!(
+        d.client().inspect_image(&r).await.expect("inspect").id,
+        built.id
+    );
+    assert_eq!(ctl_auth_ok(&d, &auth, &["run", "--rm", &r]), SHOWN);
+
+    // Tag and push (a token for pull and push): skopeo reads it back.
+    let target = format!("{host}/pushed/x:v1");
+    ctl_auth_ok(&d, &auth, &["tag", &r, &target]);
+    let out = ctl_auth_ok(&d, &auth, &["push", &target]);
+    let inspected = reg.skopeo_inspect("pushed/x:v1");
+    let digest = inspected["Digest"].as_str().expect("digest").to_string();
+    assert!(out.contains(&digest), "{out}\n{inspected}");
+    let pushed: Vec<String> = inspected["Layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l.as_str().expect("str").to_string())
+        .collect();
+    assert_eq!(pushed, built.layer_digests);
+    // Without credentials the push is refused (an anonymous token).
+    let code = code_of(
+        "anonymous push",
+        d.client().push_image(&target, None, |_| {}).await,
+    );
+    assert_eq!(code, Code::Unauthenticated);
+    let log = fs::read_to_string(d.log_path()).expect("log");
+    assert!(!log.contains(password), "the password is in rsupd's log");
+
+    // Renewal on a 401. Tokens issued from here on are taken by the
+    // registry for 3 s only while they still advertise 300 s, so rsupd
+    // has no reason to renew them early: only the registry's 401 tells it.
+    // The image's first layer is 6 MiB of noise behind a 1 MiB/s proxy
+    // (its next two are in the store already, from team/app), and rsupd
+    // downloads three layers at a time, starting the next when the oldest
+    // is done: the fourth layer's request waits for the noise, at least
+    // ~6 s after the session's token was issued, and the registry refuses
+    // that token then.
+    let size = 6 << 20;
+    let mut slow_layers = vec![vec![
+        TarEntry::dir("noise"),
+        TarEntry::file("noise/blob.bin", noise(size, 13)),
+    ]];
+    slow_layers.extend(layers(0, 0));
+    slow_layers.push(vec![TarEntry::file("tail.txt", "after the noise\n")]);
+    let slow = tmp.path().join("slow.tar");
+    let slow_built = build::oci_layout_tar(
+        &slow,
+        &slow_layers,
+        &show_config(),
+        &BuildOptions {
+            gzip_layers: true,
+            ..BuildOptions::default()
+        },
+    )
+    .expect("building the slow image");
+    assert_eq!(slow_built.layer_digests.len(), 4);
+    reg.seed(&slow, "team/slow:v1");
+    let proxy = ThrottledProxy::start(reg.addr(), 1 << 20);
+    let accepted = Duration::from_secs(3);
+    tokens.set_accepted_lifetime(Some(accepted));
+    let login = RegistryLogin {
+        username: "bob".into(),
+        password: password.into(),
+    };
+    let rs = format!("{}/team/slow:v1", proxy.addr());
+    let before = tokens.tokens_issued();
+    let started = std::time::Instant::now();
+    let image = d
+        .client()
+        .pull_image(&rs, Some(&login), |_| {})
+        .await
+        .expect("the slow pull, its token renewed");
+    let took = started.elapsed();
+    let during = tokens.tokens_issued() - before;
+    tokens.set_accepted_lifetime(None);
+    eprintln!("the slow pull took {took:?}; {during} tokens were issued during it");
+    assert_eq!(image.id, slow_built.id);
+    assert!(took > accepted, "the pull took {took:?}");
+    assert!(
+        during >= 2,
+        "{during} token(s) during a pull of {took:?} whose first token the registry \
+         took for {accepted:?}: no request met the expired token (see the token log {})",
+        tokens.log().display()
+    );
+    // The registry refused the expired token.
+    let reg_log = fs::read_to_string(reg.log()).expect("registry log");
+    assert!(
+        reg_log.contains("token not to be used after"),
+        "the registry logged no expired token"
+    );
+    assert_eq!(ctl_auth_ok(&d, &auth, &["run", "--rm", &rs]), SHOWN);
 }

@@ -1,7 +1,8 @@
 //! The registry fixture itself (rsup_tests::registry): a real
-//! `docker-registry` of each kind (plain, htpasswd, TLS) takes an image
+//! `docker-registry` of each kind (plain, htpasswd, token, TLS) takes an image
 //! built with `build::oci_layout_tar` through skopeo, in its OCI and its
-//! Docker schema-2 form, and serves it; its blobs lie where
+//! Docker schema-2 form, and serves it; a token registry's token server
+//! grants what it should, and its tokens expire when it says; its blobs lie where
 //! `blob_data_path` says; a killed registry restarts on the same port with
 //! its storage; the throttled proxy caps the rate, serves ranges, and cuts
 //! a download mid-blob when the registry is killed.
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use rsup_runtime::imagestore::ImageConfig;
 use rsup_runtime::imagestore::build::{self, BuildOptions, BuiltImage, TarEntry};
-use rsup_tests::{Registry, RegistryKind, TempDir, ThrottledProxy, eventually, http_get};
+use rsup_tests::{
+    Access, Registry, RegistryKind, TOKEN_SERVICE, TempDir, ThrottledProxy, eventually, http_get,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -164,6 +167,20 @@ async fn seeded_image_is_served(kind: RegistryKind) {
             let (code, body) = http_get(reg.addr(), tags_path).await.expect("GET tags");
             assert_eq!(code, 401, "{body}");
         }
+        RegistryKind::Token { .. } => {
+            let (code, head, body) = fetch_with(reg.addr(), tags_path, &[]).await;
+            assert_eq!(code, 401, "{head}");
+            let realm = reg.token_server().realm();
+            assert!(
+                head.contains(&format!(
+                    "Www-Authenticate: Bearer realm=\"{realm}\",service=\"{TOKEN_SERVICE}\",\
+                     scope=\"repository:rsup/fixture:pull\""
+                )),
+                "{head}\n{}",
+                String::from_utf8_lossy(&body)
+            );
+            assert!(reg.token_server().tokens_issued() > 0);
+        }
         RegistryKind::Tls => {
             // Plain HTTP to the TLS port is refused by Go's server.
             let (code, body) = http_get(reg.addr(), "/v2/")
@@ -250,6 +267,166 @@ async fn an_htpasswd_registry_serves_a_seeded_image_to_its_user_only() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_token_registry_serves_a_seeded_image_to_its_user_only() {
+    seeded_image_is_served(RegistryKind::Token {
+        user: "puller".into(),
+        password: "s3cret pass".into(),
+    })
+    .await;
+}
+
+/// `GET /token` of the token server at `query`, with `Authorization:
+/// Basic` of `creds` if any: the status and the JSON answer.
+async fn get_token(
+    reg: &Registry,
+    query: &str,
+    creds: Option<(&str, &str)>,
+) -> (u16, serde_json::Value) {
+    let auth = creds
+        .map(|(u, p)| {
+            use base64::Engine;
+            let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+            vec![format!("Authorization: Basic {b}")]
+        })
+        .unwrap_or_default();
+    let (code, head, body) =
+        fetch_with(reg.token_server().addr(), &format!("/token?{query}"), &auth).await;
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{head}: not JSON ({e}): {body:?}"));
+    (code, json)
+}
+
+/// A token's claims, decoded (not verified: the registry does that).
+fn claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).expect("a JWT has claims");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url claims");
+    serde_json::from_slice(&raw).expect("JSON claims")
+}
+
+/// What the token server grants: nothing to anyone anonymous, pull and
+/// push to its user, a 401 to a wrong password and a 400 to another
+/// service; its tokens are counted, advertise the lifetime set, and the
+/// registry stops taking one when its accepted lifetime has passed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_server_grants_its_user_only_and_its_tokens_expire() {
+    let work = TempDir::new();
+    let (archive, _) = oci_archive(work.path(), "tok", 1024, None);
+    let (user, password) = ("puller", "s3cret:pass");
+    let reg = Registry::start(RegistryKind::Token {
+        user: user.into(),
+        password: password.into(),
+    });
+    reg.seed(&archive, "rsup/tok:v1");
+    let server = reg.token_server();
+    let tags = "/v2/rsup/tok/tags/list";
+    let scope = format!("service={TOKEN_SERVICE}&scope=repository%3Arsup%2Ftok%3Apull%2Cpush");
+    let with_token = |token: &str| vec![format!("Authorization: Bearer {token}")];
+
+    // Anonymous: a token (counted) that grants nothing.
+    let before = server.tokens_issued();
+    let (code, anon) = get_token(&reg, &scope, None).await;
+    assert_eq!(code, 200, "{anon}");
+    assert_eq!(server.tokens_issued(), before + 1);
+    assert_eq!(anon["token"], anon["access_token"]);
+    assert_eq!(anon["expires_in"], 300);
+    assert!(
+        anon["issued_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{anon}"
+    );
+    let token = anon["token"].as_str().expect("token");
+    let c = claims(token);
+    assert_eq!(c["sub"], "", "{c}");
+    assert_eq!(c["access"], serde_json::json!([]), "{c}");
+    let (code, head, _) = fetch_with(reg.addr(), tags, &with_token(token)).await;
+    assert_eq!(code, 401, "{head}");
+    assert!(head.contains("insufficient_scope"), "{head}");
+    // ... though it is a valid token: /v2/ takes it.
+    let (code, head, _) = fetch_with(reg.addr(), "/v2/", &with_token(token)).await;
+    assert_eq!(code, 200, "{head}");
+
+    // Wrong credentials, another service: refused, not counted.
+    let before = server.tokens_issued();
+    let (code, body) = get_token(&reg, &scope, Some((user, "wrong"))).await;
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = get_token(&reg, &scope, Some(("someone", password))).await;
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = get_token(
+        &reg,
+        "service=other&scope=repository%3Arsup%2Ftok%3Apull",
+        Some((user, password)),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(server.tokens_issued(), before);
+    let log = fs::read_to_string(server.log()).expect("token log");
+    assert!(!log.contains(password), "the password is in the token log");
+
+    // The user: pull and push (not more) on what was asked.
+    let query = format!("{scope},delete&scope=registry%3Acatalog%3A%2A");
+    let (code, body) = get_token(&reg, &query, Some((user, password))).await;
+    assert_eq!(code, 200, "{body}");
+    let token = body["token"].as_str().expect("token");
+    let c = claims(token);
+    assert_eq!(c["sub"], user);
+    assert_eq!(c["aud"], TOKEN_SERVICE);
+    assert_eq!(
+        c["access"],
+        serde_json::json!([{"type": "repository", "name": "rsup/tok", "actions": ["pull", "push"]}]),
+        "{c}"
+    );
+    let (code, head, body) = fetch_with(reg.addr(), tags, &with_token(token)).await;
+    assert_eq!(code, 200, "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("\"v1\""));
+    // A token for another repository does not open this one.
+    let other = server.mint(
+        user,
+        &[Access {
+            kind: "repository".into(),
+            name: "rsup/other".into(),
+            actions: vec!["pull".into()],
+        }],
+    );
+    let (code, head, _) = fetch_with(reg.addr(), tags, &with_token(&other)).await;
+    assert_eq!(code, 401, "{head}");
+
+    // The advertised lifetime, and the registry's end of a token's use.
+    server.set_token_lifetime(Duration::from_secs(2));
+    let (_, body) = get_token(&reg, &scope, Some((user, password))).await;
+    assert_eq!(body["expires_in"], 2);
+    let c = claims(body["token"].as_str().expect("token"));
+    assert_eq!(
+        c["exp"].as_u64().expect("exp"),
+        c["iat"].as_u64().expect("iat") + 2
+    );
+    server.set_token_lifetime(Duration::from_secs(300));
+    server.set_accepted_lifetime(Some(Duration::from_secs(2)));
+    let issued = Instant::now();
+    let (_, body) = get_token(&reg, &scope, Some((user, password))).await;
+    server.set_accepted_lifetime(None);
+    assert_eq!(body["expires_in"], 300);
+    let short = body["token"].as_str().expect("token").to_owned();
+    let (code, head, _) = fetch_with(reg.addr(), tags, &with_token(&short)).await;
+    assert_eq!(code, 200, "{head}");
+    eventually("the registry to refuse the token", WAIT, async || {
+        let (code, head, _) = fetch_with(reg.addr(), tags, &with_token(&short)).await;
+        if code == 401 && head.contains("invalid_token") {
+            Ok(())
+        } else {
+            Err(format!("{code}"))
+        }
+    })
+    .await;
+    let refused_after = issued.elapsed();
+    assert!(
+        refused_after >= Duration::from_secs(1) && refused_after < Duration::from_secs(10),
+        "refused after {refused_after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_tls_registry_serves_a_seeded_image_under_the_test_ca() {
     seeded_image_is_served(RegistryKind::Tls).await;
 }
@@ -294,13 +471,19 @@ async fn a_killed_registry_restarts_on_its_port_with_its_storage() {
 /// the status, the header block and whatever body arrived before the end
 /// of the stream (or a reset).
 async fn fetch(addr: SocketAddr, path: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {
+    let range: Vec<String> = range.map(|r| format!("Range: {r}")).into_iter().collect();
+    fetch_with(addr, path, &range).await
+}
+
+/// [`fetch`] with these header lines.
+async fn fetch_with(addr: SocketAddr, path: &str, headers: &[String]) -> (u16, String, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut s = tokio::net::TcpStream::connect(addr)
             .await
-            .expect("connecting to the proxy");
-        let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
-        let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{range}\r\n");
+            .expect("connecting");
+        let headers: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n");
         s.write_all(req.as_bytes()).await.expect("sending");
         let mut raw = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
