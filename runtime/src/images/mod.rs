@@ -389,7 +389,7 @@ impl Images {
             &self.inner.registries,
             &probe,
             Some(creds),
-            oci_client::RegistryOperation::Pull,
+            registry::Purpose::Login,
         )
         .await?;
         info!(registry, user = %creds.username, "login succeeded");

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use oci_client::RegistryOperation;
 use oci_spec::image::{ImageIndex, ImageManifest, MediaType, Os};
 use sha2::{Digest, Sha256};
 use std::io::Read as _;
@@ -24,7 +23,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::registry::{Blob, Credentials, Session};
+use super::registry::{Blob, Credentials, Purpose, Session};
 use crate::config::RegistryConfig;
 use crate::error::{Error, RegistryError};
 use crate::imagestore::limits::Budget;
@@ -157,7 +156,7 @@ pub(crate) async fn pull(
     report: &Reporter,
 ) -> Result<Image, Error> {
     store.sweep_downloads(&|name: &str| in_flight.has(name.split('.').next().unwrap_or(name)));
-    let session = Session::open(config, r, creds, RegistryOperation::Pull).await?;
+    let session = Session::open(config, r, creds, Purpose::Pull).await?;
     let registry = session.registry.clone();
     let bytes = session
         .manifest(&session.reference, ACCEPT, MAX_MANIFEST)

@@ -6,13 +6,12 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use oci_client::RegistryOperation;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::info;
 
 use super::pull::{LayerStatus, PullProgress, Reporter};
-use super::registry::{Credentials, Session, map_err};
+use super::registry::{Credentials, Purpose, Session, map_err};
 use crate::config::RegistryConfig;
 use crate::error::Error;
 use crate::imagestore::{BlobRecord, Image, ImageStore};
@@ -59,7 +58,7 @@ pub(crate) async fn push(
         config: config_blob,
         layers,
     } = parts;
-    let session = Session::open(config, target, creds, RegistryOperation::Push).await?;
+    let session = Session::open(config, target, creds, Purpose::Push).await?;
     let registry = session.registry.clone();
     let reference = &session.reference;
     let client = session.pusher()?;

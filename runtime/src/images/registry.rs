@@ -103,7 +103,8 @@ struct Token {
 struct TokenSource {
     realm: String,
     service: Option<String>,
-    scope: String,
+    /// `repository:NAME:ACTIONS`; none for a login.
+    scope: Option<String>,
     /// The insecure-registry list, for the realm's scheme rule.
     config: RegistryConfig,
 }
@@ -137,16 +138,27 @@ pub(crate) enum Blob {
     Partial(reqwest::Response),
 }
 
+/// What a session is opened for: the token's scope, and whether it
+/// pushes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    Pull,
+    Push,
+    /// `login`: the credentials checked, a token asked for no repository
+    /// (as Docker does).
+    Login,
+}
+
 impl Session {
-    /// Finds how to talk to `r`'s registry and authenticates for `op`.
-    /// `Unauthorized` when the registry wants credentials and `creds` are
-    /// wrong (a registry that wants some and gets none answers 401 on the
-    /// first request instead).
+    /// Finds how to talk to `r`'s registry and authenticates for
+    /// `purpose`. `Unauthorized` when the registry wants credentials and
+    /// `creds` are wrong (a registry that wants some and gets none answers
+    /// 401 on the first request instead).
     pub async fn open(
         config: &RegistryConfig,
         r: &RemoteRef,
         creds: Option<&Credentials>,
-        op: RegistryOperation,
+        purpose: Purpose,
     ) -> Result<Session, Error> {
         // reqwest's rustls has no provider of its own: ring, as rsupd's
         // TLS. Installing twice is harmless (the first one stays).
@@ -194,7 +206,11 @@ impl Session {
                 Challenge::Bearer { realm, service } => Some(TokenSource {
                     realm: realm.clone(),
                     service: service.clone(),
-                    scope: scope(r.repository(), op),
+                    scope: match purpose {
+                        Purpose::Pull => Some(scope(r.repository(), RegistryOperation::Pull)),
+                        Purpose::Push => Some(scope(r.repository(), RegistryOperation::Push)),
+                        Purpose::Login => None,
+                    },
                     config: config.clone(),
                 }),
                 _ => None,
@@ -203,8 +219,8 @@ impl Session {
                 Some(src) => Some(fetch_token(&http, &registry, src, creds).await?),
                 None => None,
             };
-            let pusher = match op {
-                RegistryOperation::Push => Some(
+            let pusher = match purpose {
+                Purpose::Push => Some(
                     pusher(
                         scheme,
                         &roots,
@@ -215,7 +231,7 @@ impl Session {
                     )
                     .await?,
                 ),
-                RegistryOperation::Pull => None,
+                Purpose::Pull | Purpose::Login => None,
             };
             return Ok(Session {
                 pusher,
@@ -621,7 +637,10 @@ async fn fetch_token(
             )));
         }
     }
-    let mut query: Vec<(&str, &str)> = vec![("scope", src.scope.as_str())];
+    let mut query: Vec<(&str, &str)> = Vec::new();
+    if let Some(s) = &src.scope {
+        query.push(("scope", s.as_str()));
+    }
     if let Some(s) = &src.service {
         query.push(("service", s.as_str()));
     }
@@ -973,7 +992,7 @@ mod tests {
             let src = TokenSource {
                 realm: realm.into(),
                 service: None,
-                scope: "repository:a:pull".into(),
+                scope: Some("repository:a:pull".into()),
                 config: config.clone(),
             };
             let e = match fetch_token(&http, "reg.example", &src, Some(&creds)).await {
