@@ -188,6 +188,14 @@ def p95(rid):
     return pct(v, 95) if v else (rows[rid].get("p95") if rid in rows else None)
 
 
+if any(i in rows for i in ("rsup-image-pull", "podman-image-pull")):
+    section("Images: cold pull from a docker-registry on loopback (pull part)")
+    line("pull of a two-layer ~100 MB image (gzip) into an empty store: rsupctl pull vs podman pull",
+         "rsup-image-pull", "podman-image-pull")
+    a, b = med("rsup-image-pull"), med("podman-image-pull")
+    if a and b:
+        out.append(f"| rsup / podman (medians) | {a / b:.2f}x | | |")
+
 goals = []
 
 

@@ -19,6 +19,9 @@
 #   (resources and adopt share one fleet of containers: rsup-bench-suite fleet)
 #   images     import of a ~100 MB image, create and run --rm from it
 #              (scripts/bench-images.sh, podman load/create/run beside it)
+#   pull       cold pull of a ~100 MB two-layer image from a docker-registry on
+#              loopback, rsupctl pull and podman pull alternating (podman in a store
+#              of its own under the bench dir, never the machine's)
 #
 # Every rsup part starts its own release rsupd under /tmp/rsup-test-<pid>-bench (the prefix
 # scripts/test.sh sweeps; the pid keeps a live run from being swept), with its own link prefix
@@ -33,6 +36,8 @@
 #   PEERS              the peer harness (../shared/peers next to the repository)
 #   SKIP_PEERS=1       measure rsup only; SKIP_BUILD=1: use target/release as it is
 #   RUNS, WARMUP       coldstart runs (200, 10); RUNS is also 01's and 04's hyperfine run count
+#   PULL_RUNS          timed pulls of each tool (RUNS if given, else 5; each pull takes ~1-2 s);
+#                      PULL_MB: MiB of random data in the image's second layer (100)
 #   RESTART_CRASHES    crashes of the restart loop (100); RESTART_SECS schedule window (20 s,
 #                      also 03's window)
 #   NET_CRASH_CYCLES   DNS crash cycles (20); NET_RECONNECT_CYCLES reconnect cycles (20);
@@ -50,6 +55,8 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS=${PEERS:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/shared/peers}
 RESULTS=${RESULTS:-/tmp/rsup-bench-results}
+PULL_RUNS=${PULL_RUNS:-${RUNS:-5}}
+PULL_MB=${PULL_MB:-100}
 RUNS=${RUNS:-200}
 WARMUP=${WARMUP:-10}
 export RUNS WARMUP RESULTS
@@ -61,7 +68,7 @@ CG_SUBTREE=bxbench
 step() { printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { echo "scripts/bench.sh: $*" >&2; exit 1; }
 
-ALL_PARTS=(coldstart restart net resources adopt images)
+ALL_PARTS=(coldstart restart net resources adopt images pull)
 declare -A WANT=()
 if (($# == 0)); then
     for p in "${ALL_PARTS[@]}"; do WANT[$p]=1; done
@@ -79,6 +86,7 @@ want() { [[ -n ${WANT[$1]:-} ]]; }
 
 [[ $(id -u) -eq 0 ]] || die "run as root: rsupd creates namespaces, mounts and cgroups"
 [[ $RUNS =~ ^[1-9][0-9]*$ && $WARMUP =~ ^[0-9]+$ ]] || die "RUNS must be >= 1 and WARMUP >= 0"
+[[ $PULL_RUNS =~ ^[1-9][0-9]*$ && $PULL_MB =~ ^[1-9][0-9]*$ ]] || die "PULL_RUNS and PULL_MB must be >= 1"
 if [[ ${SKIP_PEERS:-0} != 1 && ! -f $PEERS/lib.sh ]]; then
     die "peer harness not found at $PEERS (set PEERS, or SKIP_PEERS=1)"
 fi
@@ -92,7 +100,14 @@ PYBIN=$(python3 -c 'import sys; print(sys.executable)')
 
 # ------------------------------------------------------------------ cleanup
 WORK=/tmp/rsup-test-$$-bench
-RSUPD_PID=        # the coldstart part's rsupd (the suite's daemons are the suite's children)
+RSUPD_PID=        # the coldstart or pull part's rsupd (the suite's daemons are the suite's children)
+RSUPD_DIR=        # and its dir under $WORK
+REGISTRY_PID=     # the pull part's docker-registry
+PODMAN_ENV=()     # the pull part's podman: its own config and store under $WORK/pull
+PODMAN_ARGS=()
+VARLIB=           # the pull part's /var/lib/containers for skopeo and podman (see own_varlib)
+VARLIB_MADE=      # /var/lib/containers was made by this script (as a mount point; removed at exit)
+FOREIGN_PID=      # a foreign_cpu sampler
 
 # True when an argument of process $1 is $2 or a path under it.
 mentions() {
@@ -105,7 +120,7 @@ mentions() {
 # removing its containers; then kill whatever shim or init its state dir still records (only
 # after an interrupted run: containers outlive rsupd).
 stop_daemon_dir() {
-    local dir=$1 pid ids i state p
+    local dir=$1 pid ids state p
     [[ -d $dir ]] || return 0
     if [[ -f $dir/rsupd.pid ]]; then
         pid=$(cat "$dir/rsupd.pid")
@@ -117,7 +132,7 @@ stop_daemon_dir() {
                     echo "warning: rm -f in $dir failed" >&2
             fi
             kill -TERM "$pid"
-            for i in $(seq 150); do
+            for _ in $(seq 150); do
                 kill -0 "$pid" 2>/dev/null || break
                 sleep 0.1
             done
@@ -129,20 +144,72 @@ stop_daemon_dir() {
         rm -f "$dir/rsupd.pid"
     fi
     while IFS= read -r -d '' state; do
-        for p in $(grep -o '"\(init\|shim\)_pid"[[:space:]]*:[[:space:]]*[0-9]*' "$state" | grep -o '[0-9]*$'); do
+        while read -r p; do
             if ((p > 1)) && mentions "$p" "$dir"; then
                 echo "killing leftover container process $p of $dir" >&2
                 kill -KILL "$p" 2>/dev/null || true
             fi
-        done
+        done < <(grep -o '"\(init\|shim\)_pid"[[:space:]]*:[[:space:]]*[0-9]*' "$state" | grep -o '[0-9]*$')
     done < <(find "$dir" -xdev -name state.json -print0 2>/dev/null || true)
+}
+
+# Start a release rsupd in $1 (socket, state dir and log there; its pid in $1/rsupd.pid for
+# stop_daemon_dir) and wait until it answers.
+start_rsupd() {
+    local d=$1
+    mkdir -p "$d"
+    "$BIN/rsupd" --socket "$d/rsupd.sock" --state-dir "$d/state" --metrics-addr "" \
+        --net-prefix "$NET_PREFIX" --default-subnet "$DEFAULT_SUBNET" \
+        --cgroup-subtree "$CG_SUBTREE" >"$d/rsupd.log" 2>&1 &
+    RSUPD_PID=$!
+    RSUPD_DIR=$d
+    echo "$RSUPD_PID" >"$d/rsupd.pid"
+    for _ in $(seq 200); do
+        "$BIN/rsupctl" --socket "$d/rsupd.sock" info >/dev/null 2>&1 && break
+        kill -0 "$RSUPD_PID" 2>/dev/null || { tail -20 "$d/rsupd.log" >&2; die "rsupd exited"; }
+        sleep 0.1
+    done
+    "$BIN/rsupctl" --socket "$d/rsupd.sock" info >/dev/null || { tail -20 "$d/rsupd.log" >&2; die "rsupd not answering after 20 s"; }
 }
 
 stop_rsupd() {
     [[ -n $RSUPD_PID ]] || return 0
-    stop_daemon_dir "$WORK/coldstart"
+    stop_daemon_dir "$RSUPD_DIR"
     wait "$RSUPD_PID" 2>/dev/null || true
     RSUPD_PID=
+}
+
+# The pull part's registry (by its pid, which this script started) and podman's images.
+stop_registry() {
+    [[ -n $REGISTRY_PID ]] || return 0
+    if kill -0 "$REGISTRY_PID" 2>/dev/null; then
+        kill -TERM "$REGISTRY_PID"
+        for _ in $(seq 50); do
+            kill -0 "$REGISTRY_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$REGISTRY_PID" 2>/dev/null; then kill -KILL "$REGISTRY_PID"; fi
+    fi
+    wait "$REGISTRY_PID" 2>/dev/null || true
+    REGISTRY_PID=
+}
+# skopeo 1.9 and podman 4.3 keep a blob-info cache in /var/lib/containers/cache whatever
+# --root says, so they run in a mount namespace of their own where /var/lib/containers is
+# $VARLIB (podman's overlay driver's bind mount of its store stays in that namespace too).
+own_varlib() {
+    # shellcheck disable=SC2016
+    unshare -m --propagation private sh -c 'mount --bind "$0" /var/lib/containers && exec "$@"' "$VARLIB" "$@"
+}
+pm() { own_varlib env "${PODMAN_ENV[@]}" podman "${PODMAN_ARGS[@]}" "$@"; }
+stop_podman_store() {
+    if ((${#PODMAN_ARGS[@]})); then
+        pm rmi -a -f >/dev/null 2>&1 || echo "warning: podman rmi -a in $WORK/pull failed" >&2
+        PODMAN_ARGS=()
+    fi
+    if [[ -n $VARLIB_MADE ]]; then
+        rmdir /var/lib/containers 2>/dev/null || echo "warning: /var/lib/containers (made by this script) not empty" >&2
+        VARLIB_MADE=
+    fi
 }
 
 remove_work() {
@@ -150,9 +217,9 @@ remove_work() {
     local d m l
     for d in "$WORK"/*/; do stop_daemon_dir "${d%/}"; done
     # deepest first; mountinfo escapes spaces, which our paths do not have
-    for m in $(awk -v w="$WORK" '$5 == w || index($5, w "/") == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+    while IFS= read -r m; do
         umount -l "$m" 2>/dev/null || echo "warning: umount $m failed" >&2
-    done
+    done < <(awk -v w="$WORK" '$5 == w || index($5, w "/") == 1 {print $5}' /proc/self/mountinfo | sort -r)
     # links of the bench daemons (bridges bxb..., veths bxv...), by name
     for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E "^${NET_PREFIX}[bv]" || true); do
         ip link del "$l" 2>/dev/null || true
@@ -170,7 +237,10 @@ remove_work() {
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    if [[ -n $FOREIGN_PID ]]; then kill -TERM "$FOREIGN_PID" 2>/dev/null || true; fi
     stop_rsupd
+    stop_registry
+    stop_podman_store
     remove_work
     exit "$rc"
 }
@@ -197,6 +267,79 @@ wait_quiet() {
         echo "machine ${BUSY}% busy ($(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | awk '{printf "%s(%s%%) ", $2, $1}')); waiting" >&2
         sleep 20
     done
+}
+# foreign_cpu_start FILE ... foreign_cpu_stop: the CPU that processes other than this script's
+# descendants (and kernel threads) used meanwhile, sampled from /proc every 0.5 s (a lower
+# bound: a process that starts and ends between two samples is missed), like the peers'
+# cpu_monitor.py but by ancestry, so rsupd, the registry and podman count as ours. The stop
+# sets FOREIGN to "<avg cores> cores (top, CPU s: comm s ...)" and warns above 0.1 cores.
+foreign_cpu_start() {
+    FOREIGN_OUT=$1
+    python3 - "$FOREIGN_OUT" "$$" <<'PY' &
+import json, os, signal, sys, time
+out, root = sys.argv[1], int(sys.argv[2])
+
+def snap():
+    procs = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                s = open(f"/proc/{d}/stat").read()
+            except OSError:
+                continue
+            r = s.rfind(")")
+            f = s[r + 2:].split()
+            procs[int(d)] = (int(f[1]), s[s.find("(") + 1:r], int(f[11]) + int(f[12]))
+    return procs
+
+def foreign(procs, pid):
+    seen = set()
+    while pid not in seen:
+        if pid == root:
+            return False
+        if pid in (0, 1) or procs.get(pid, (0,))[0] == 2 or pid == 2:
+            return pid == 1  # init's other children are foreign; kernel threads are not
+        seen.add(pid)
+        pid = procs.get(pid, (0,))[0]
+    return False
+
+start, last, used, top = time.time(), snap(), 0, {}
+done = False
+def stop(*_):
+    global done
+    done = True
+signal.signal(signal.SIGTERM, stop)
+while not done and os.path.exists(f"/proc/{root}"):
+    time.sleep(0.5)
+    now = snap()
+    for pid, (ppid, comm, ticks) in now.items():
+        prev = last.get(pid)
+        d = ticks - prev[2] if prev and prev[1] == comm else ticks
+        if d > 0 and foreign(now, pid):
+            used += d
+            top[comm] = top.get(comm, 0) + d
+    last = now
+tck, wall = os.sysconf("SC_CLK_TCK"), time.time() - start
+json.dump({"wall_s": wall, "foreign_cpu_s": used / tck, "foreign_cores_avg": used / tck / wall,
+           "top": {k: v / tck for k, v in sorted(top.items(), key=lambda kv: -kv[1])[:3]}}, open(out, "w"))
+PY
+    FOREIGN_PID=$!
+}
+foreign_cpu_stop() {
+    [[ -n $FOREIGN_PID ]] || return 0
+    kill -TERM "$FOREIGN_PID" 2>/dev/null || true
+    wait "$FOREIGN_PID" 2>/dev/null || true
+    FOREIGN_PID=
+    FOREIGN=$(python3 - "$FOREIGN_OUT" <<'PY'
+import json, sys
+f = json.load(open(sys.argv[1]))
+top = " ".join(f"{k} {v:.1f}" for k, v in f["top"].items())
+print(f"{f['foreign_cores_avg']:.2f} cores (top, CPU s: {top or 'none'})")
+if f["foreign_cores_avg"] > 0.1:
+    print(f"WARNING: other processes used {f['foreign_cores_avg']:.2f} cores on average while measuring; "
+          "the times are inflated", file=sys.stderr)
+PY
+)
 }
 conditions() {
     echo "release build; host ${BUSY}% busy before measuring; loadavg $(cut -d' ' -f1-3 /proc/loadavg); a spaced cgroup move: $CGROUP_MOVE"
@@ -279,18 +422,7 @@ SUITE_COMMON=(--bin-dir "$BIN" --work "$WORK" --rootfs "$ROOTFS" --net-prefix "$
 if want coldstart; then
     step "coldstart: rsup-bench, RUNS=$RUNS WARMUP=$WARMUP"
     D=$WORK/coldstart
-    mkdir -p "$D"
-    "$BIN/rsupd" --socket "$D/rsupd.sock" --state-dir "$D/state" --metrics-addr "" \
-        --net-prefix "$NET_PREFIX" --default-subnet "$DEFAULT_SUBNET" \
-        --cgroup-subtree "$CG_SUBTREE" >"$D/rsupd.log" 2>&1 &
-    RSUPD_PID=$!
-    echo "$RSUPD_PID" >"$D/rsupd.pid"
-    for _ in $(seq 200); do
-        "$BIN/rsupctl" --socket "$D/rsupd.sock" info >/dev/null 2>&1 && break
-        kill -0 "$RSUPD_PID" 2>/dev/null || { tail -20 "$D/rsupd.log" >&2; die "rsupd exited"; }
-        sleep 0.1
-    done
-    "$BIN/rsupctl" --socket "$D/rsupd.sock" info >/dev/null || { tail -20 "$D/rsupd.log" >&2; die "rsupd not answering after 20 s"; }
+    start_rsupd "$D"
     wait_quiet
     OUT=$RESULTS/01-rsup-coldstart.jsonl
     : >"$OUT"
@@ -356,6 +488,167 @@ if want images; then
     wait_quiet
     SKIP_BUILD=1 RESULTS=$RESULTS PEERS=$PEERS bash "$REPO/scripts/bench-images.sh" ||
         echo "warning: the images part failed" >&2
+fi
+
+# ------------------------------------------------------------------ pull
+# A cold pull of the same image from the same registry, rsup and podman in turns: each round
+# (after one untimed round) times one pull of each, alternating which goes first. Before every
+# pull the image is removed from that tool's store and the store checked to hold no layer, and
+# `sync` writes out what earlier runs left dirty (rsup's pull ends with an fsync and a syncfs of
+# the store's filesystem, which would otherwise also write the other tool's data).
+if want pull; then
+    step "pull: a ${PULL_MB} MiB two-layer image in a docker-registry on loopback; PULL_RUNS=$PULL_RUNS"
+    for t in docker-registry skopeo curl; do
+        command -v "$t" >/dev/null || die "the pull part needs $t (apt-get install docker-registry skopeo curl)"
+    done
+    [[ ${SKIP_PEERS:-0} == 1 ]] || command -v podman >/dev/null || die "podman missing (or SKIP_PEERS=1)"
+    [[ -x $BIN/rsup-image-archive ]] || die "$BIN/rsup-image-archive missing: cargo build --release --workspace"
+    D=$WORK/pull
+    mkdir -p "$D"/{registry/storage,tmp,varlib,podman/root,podman/runroot,podman/tmp,podman/networks}
+    VARLIB=$D/varlib
+    if [[ ! -d /var/lib/containers ]]; then
+        mkdir /var/lib/containers
+        VARLIB_MADE=1
+    fi
+    "$BIN/rsup-image-archive" "$D/image.tar" --mb "$PULL_MB" --format oci --gzip --name bench:latest >&2
+
+    REG_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    REG=127.0.0.1:$REG_PORT
+    REF=$REG/bench:latest
+    cat >"$D/registry/config.yml" <<YAML
+version: 0.1
+log:
+  level: info
+  formatter: text
+storage:
+  filesystem:
+    rootdirectory: $D/registry/storage
+http:
+  addr: $REG
+YAML
+    # REGISTRY_* variables would override the config file
+    (
+        while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^REGISTRY_' || true)
+        exec docker-registry serve "$D/registry/config.yml"
+    ) >"$D/registry/registry.log" 2>&1 &
+    REGISTRY_PID=$!
+    for _ in $(seq 100); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "http://$REG/v2/" || true) == 200 ]] && break
+        kill -0 "$REGISTRY_PID" 2>/dev/null || { tail -20 "$D/registry/registry.log" >&2; die "docker-registry exited"; }
+        sleep 0.1
+    done
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://$REG/v2/") == 200 ]] ||
+        { tail -20 "$D/registry/registry.log" >&2; die "docker-registry not serving on $REG after 10 s"; }
+    # skopeo unpacks the oci-archive into TMPDIR
+    TMPDIR=$D/tmp own_varlib skopeo copy -q --insecure-policy --dest-tls-verify=false --preserve-digests \
+        "oci-archive:$D/image.tar" "docker://$REF" >&2
+    rm -f "$D/image.tar"
+    LAYERS=$(own_varlib skopeo inspect --raw --tls-verify=false "docker://$REF" | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+print(" + ".join("%.2f" % (l["size"] / 1048576) for l in m["layers"]), "MiB",
+      ", ".join(sorted({l["mediaType"] for l in m["layers"]})))')
+    echo "registry $REG (pid $REGISTRY_PID) holds $REF: layers $LAYERS" >&2
+
+    start_rsupd "$D"
+    LAYER_DIR=$D/state/images/layers
+    ctl() { "$BIN/rsupctl" --socket "$D/rsupd.sock" "$@"; }
+    rsup_clear() {
+        ctl image rm -f "$REF" >/dev/null 2>&1 || true
+        [[ -z $(ls -A "$LAYER_DIR" 2>/dev/null) ]] || die "$LAYER_DIR not empty after image rm: $(ls "$LAYER_DIR")"
+    }
+    rsup_pull() { ctl pull -q "$REF" >/dev/null; }
+    TOOLS=(rsup)
+    if [[ ${SKIP_PEERS:-0} != 1 ]]; then
+        # podman on a store of its own (an isolated config as the peers' 00-setup.sh writes one:
+        # none of the machine's storage, caches, registries, networks, events or temporary files)
+        cat >"$D/podman/containers.conf" <<CONF
+[engine]
+events_logger = "file"
+tmp_dir = "$D/podman/tmp"
+
+[network]
+network_config_dir = "$D/podman/networks"
+CONF
+        printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' \
+            "$D/podman/root" "$D/podman/runroot" >"$D/podman/storage.conf"
+        : >"$D/podman/registries.conf"
+        # (TMPDIR: where podman stages the blobs it downloads)
+        PODMAN_ENV=(CONTAINERS_CONF="$D/podman/containers.conf"
+            CONTAINERS_STORAGE_CONF="$D/podman/storage.conf"
+            CONTAINERS_REGISTRIES_CONF="$D/podman/registries.conf" TMPDIR="$D/tmp")
+        PODMAN_ARGS=(--root "$D/podman/root" --runroot "$D/podman/runroot" --storage-driver overlay
+            --tmpdir "$D/podman/tmp")
+        podman_clear() {
+            pm rmi -a -f >/dev/null 2>&1 || true
+            # a layer is a directory in overlay/ (overlay/l holds the layers' short links)
+            [[ -z $(find "$D/podman/root/overlay" -mindepth 1 -maxdepth 1 -type d ! -name l 2>/dev/null) ]] ||
+                die "podman's store still holds layers after rmi -a: $(ls -A "$D/podman/root/overlay")"
+        }
+        podman_pull() { pm pull -q --tls-verify=false "$REF" >/dev/null; }
+        TOOLS+=(podman)
+    fi
+
+    # One timed pull of tool $1 (after clearing its store) -> ms on stdout.
+    time_pull() {
+        local t0 t1
+        "$1_clear"
+        sync
+        t0=${EPOCHREALTIME/./}
+        "$1_pull" || { tail -20 "$D/rsupd.log" "$D/registry/registry.log" >&2; die "$1 pull of $REF failed"; }
+        t1=${EPOCHREALTIME/./}
+        "$1_clear"
+        printf '%d.%03d\n' $(((t1 - t0) / 1000)) $(((t1 - t0) % 1000))
+    }
+    wait_quiet
+    foreign_cpu_start "$RESULTS/raw/08-pull-foreign-cpu.json"
+    NOTE="$(conditions); $REF from docker-registry $(dpkg-query -W -f='${Version}' docker-registry 2>/dev/null) on loopback, layers $LAYERS; each pull into an empty store; $PULL_RUNS rounds after 1 untimed, alternating which tool goes first"
+    for t in "${TOOLS[@]}"; do : >"$RESULTS/raw/$t-image-pull.txt"; done
+    for round in $(seq 0 "$PULL_RUNS"); do
+        order=("${TOOLS[@]}")
+        if ((round % 2 == 1 && ${#TOOLS[@]} == 2)); then order=(podman rsup); fi
+        line="round $round:"
+        ((round > 0)) || line="round 0 (untimed):"
+        for t in "${order[@]}"; do
+            ms=$(time_pull "$t")
+            line+=" $t $ms ms"
+            ((round == 0)) || echo "$ms" >>"$RESULTS/raw/$t-image-pull.txt"
+        done
+        echo "$line" >&2
+    done
+    foreign_cpu_stop
+    echo "CPU of other processes while measuring: $FOREIGN" >&2
+    NOTE+="; other processes used $FOREIGN while measuring"
+    OUT=$RESULTS/08-pull.jsonl
+    : >"$OUT"
+    python3 - "$RESULTS" "$OUT" "$REF" "$NOTE" "${TOOLS[@]}" <<'PY'
+import datetime, json, statistics, sys
+res, out, ref, note, tools = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+cmds = {"rsup": f"rsupctl pull -q {ref}",
+        "podman": f"podman --root R --runroot RR --storage-driver overlay --tmpdir T pull -q --tls-verify=false {ref}"
+                  " (in a mount namespace of its own: unshare -m + a bind mount on /var/lib/containers)"}
+med = {}
+with open(out, "w") as f:
+    for t in tools:
+        v = [float(x) for x in open(f"{res}/raw/{t}-image-pull.txt").read().split()]
+        med[t] = statistics.median(v)
+        row = {"id": f"{t}-image-pull", "what": f"{t}: cold pull of a two-layer image (the store emptied before each)",
+               "cmd": cmds[t], "unit": "ms",
+               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "notes": note, "ok": True, "n": len(v), "median": med[t], "min": min(v), "max": max(v),
+               "mean": statistics.fmean(v), "stdev": statistics.stdev(v) if len(v) > 1 else 0.0}
+        f.write(json.dumps(row) + "\n")
+        print(f"{row['id']:18} median {row['median']:7.0f} ms  (min {row['min']:.0f}, max {row['max']:.0f}, "
+              f"stdev {row['stdev']:.0f}, n {row['n']})", file=sys.stderr)
+if len(med) == 2:
+    print(f"rsup / podman: {med['rsup'] / med['podman']:.2f}x (medians)", file=sys.stderr)
+PY
+    # rsupd's log (info: each pull's end) and the registry's (each request), for a profile
+    cp "$D/rsupd.log" "$RESULTS/raw/08-pull-rsupd.log"
+    cp "$D/registry/registry.log" "$RESULTS/raw/08-pull-registry.log"
+    stop_rsupd
+    stop_podman_store
+    stop_registry
 fi
 
 remove_work
