@@ -36,7 +36,7 @@
 #   PEERS              the peer harness (../shared/peers next to the repository)
 #   SKIP_PEERS=1       measure rsup only; SKIP_BUILD=1: use target/release as it is
 #   RUNS, WARMUP       coldstart runs (200, 10); RUNS is also 01's and 04's hyperfine run count
-#   PULL_RUNS          timed pulls of each tool (RUNS if given, else 5; each pull takes ~1-2 s);
+#   PULL_RUNS          timed pulls of each tool (RUNS if given, else 5; a pull takes 1-4 s);
 #                      PULL_MB: MiB of random data in the image's second layer (100)
 #   RESTART_CRASHES    crashes of the restart loop (100); RESTART_SECS schedule window (20 s,
 #                      also 03's window)
