@@ -176,7 +176,13 @@ impl Session {
             ),
         };
         let registry = r.registry().to_string();
-        let host = reference.resolve_registry().to_string();
+        // Where requests go: Docker Hub's API is registry-1.docker.io (as
+        // Docker calls it); oci-client keys its logins by its own name.
+        let host = match registry.as_str() {
+            crate::names::DEFAULT_REGISTRY => "registry-1.docker.io".to_string(),
+            other => other.to_string(),
+        };
+        let oci_host = reference.resolve_registry().to_string();
         let roots = ca_certificates(config, &registry)?;
         // Plain HTTP only where it may be used, and never for a host whose
         // CA the operator configured (its TLS failing is an error to see).
@@ -225,7 +231,7 @@ impl Session {
                         scheme,
                         &roots,
                         &registry,
-                        &host,
+                        &oci_host,
                         token.as_ref().map(|t| t.value.as_str()),
                         creds,
                     )

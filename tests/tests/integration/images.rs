@@ -471,8 +471,10 @@ async fn corrupt_archives_are_refused_and_leave_nothing_behind() {
 async fn image_bad_input() {
     let d = Daemon::start().await;
     let before = d.ps_json().len();
-    // An image that does not exist: NOT_FOUND, nothing created.
-    let out = d.ctl(["run", "--rm", "no-such-image:1", "true"]);
+    // An image that does not exist: NOT_FOUND, nothing created (`--pull
+    // never`: by default `run` would try Docker Hub, which tests never
+    // reach).
+    let out = d.ctl(["run", "--rm", "--pull", "never", "no-such-image:1", "true"]);
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
     assert!(stderr(&out).contains("no such image"), "{}", describe(&out));
     let spec = rsup_client::proto::ContainerSpec {
