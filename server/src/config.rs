@@ -508,6 +508,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn registry_flags_take_hosts_and_readable_cas() {
+        let dir = std::env::temp_dir().join(format!("rsup-cfg-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "pem").expect("write");
+        let r = resolve_registries(
+            &["reg.example:5000".into(), "localhost".into()],
+            &[format!("reg.example:5000={}", ca.display())],
+            dir.clone(),
+        )
+        .expect("valid");
+        assert_eq!(r.insecure, vec!["reg.example:5000", "localhost"]);
+        assert_eq!(
+            r.ca_files,
+            vec![("reg.example:5000".to_string(), ca.clone())]
+        );
+        assert_eq!(r.certs_dir, Some(dir.clone()));
+        for bad in ["", "a/b", "Bad Host", "reg.example:port", "../x"] {
+            assert!(
+                resolve_registries(&[bad.into()], &[], dir.clone()).is_err(),
+                "--insecure-registry {bad:?}"
+            );
+        }
+        for bad in [
+            "reg.example".to_string(),
+            format!("a/b={}", ca.display()),
+            format!("reg.example={}", dir.join("missing.pem").display()),
+        ] {
+            assert!(
+                resolve_registries(&[], std::slice::from_ref(&bad), dir.clone()).is_err(),
+                "--registry-ca {bad:?}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn insecure_tcp_takes_loopback_only() {
         for ok in ["127.0.0.1:7000", "127.1.2.3:0", "[::1]:7000"] {
             assert!(

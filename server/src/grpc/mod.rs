@@ -179,4 +179,59 @@ mod tests {
         });
         assert_eq!(s.code(), tonic::Code::Unavailable);
     }
+
+    #[test]
+    fn registry_errors_have_their_codes() {
+        use tonic::Code;
+        let reg = || "127.0.0.1:5000".to_string();
+        let reason = || "r".to_string();
+        for (e, code) in [
+            (
+                RegistryError::Unreachable {
+                    registry: reg(),
+                    reason: reason(),
+                },
+                Code::Unavailable,
+            ),
+            (
+                RegistryError::RangeRefused {
+                    registry: reg(),
+                    reason: reason(),
+                },
+                Code::Unavailable,
+            ),
+            (
+                RegistryError::Unauthorized {
+                    registry: reg(),
+                    reason: reason(),
+                },
+                Code::Unauthenticated,
+            ),
+            (
+                RegistryError::Denied {
+                    registry: reg(),
+                    reason: reason(),
+                },
+                Code::PermissionDenied,
+            ),
+            (
+                RegistryError::Corrupt {
+                    registry: reg(),
+                    reason: reason(),
+                },
+                Code::DataLoss,
+            ),
+            (
+                RegistryError::Unsupported {
+                    registry: reg(),
+                    reason: reason(),
+                },
+                Code::FailedPrecondition,
+            ),
+        ] {
+            let s = status(Error::Registry(e));
+            assert_eq!(s.code(), code, "{}", s.message());
+            assert_eq!(s.message(), "registry 127.0.0.1:5000: r");
+        }
+    }
 }
