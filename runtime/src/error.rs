@@ -14,6 +14,22 @@ use crate::networks::error::NetworkError;
 use crate::store::StoreError;
 use crate::userns::error::UsernsError;
 
+/// The message of an error and of every error below it, `: `-joined (a
+/// cause already in the message is not repeated).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 /// Errors of [`crate::Runtime`] calls.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -707,7 +707,7 @@ async fn download_resuming(
     if offset == size && size > 0 {
         // Complete but not yet renamed (cut off between the two).
         drop(file);
-        let got = format!("sha256:{}", hex_of(&hasher.finalize()));
+        let got = format!("sha256:{}", crate::imagestore::hex(&hasher.finalize()));
         return finish(&partial, &done, digest, &got, registry, true).await;
     }
     let deadline = tokio::time::Instant::now()
@@ -821,7 +821,7 @@ async fn download_resuming(
             ),
         }));
     }
-    let got = format!("sha256:{}", hex_of(&hasher.finalize()));
+    let got = format!("sha256:{}", crate::imagestore::hex(&hasher.finalize()));
     let path = finish(&partial, &done, digest, &got, registry, resumed).await?;
     report.send(PullProgress::Layer {
         digest: digest.to_string(),
@@ -875,18 +875,7 @@ fn corrupt(registry: &str, reason: String) -> Error {
     })
 }
 
-fn sha256_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex_of(&Sha256::digest(bytes)))
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
+use crate::imagestore::sha256_digest as sha256_of;
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tracing::info;
 
 use super::pull::{LayerStatus, PullProgress, Reporter};
@@ -147,7 +146,7 @@ pub(crate) async fn push(
     });
     let bytes = serde_json::to_vec(&manifest)
         .map_err(|e| Error::FailedPrecondition(format!("manifest: {e}")))?;
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    let digest = crate::imagestore::sha256_digest(&bytes);
     client
         .push_manifest_raw(
             reference,
@@ -158,15 +157,4 @@ pub(crate) async fn push(
         .map_err(|e| map_err(&registry, e))?;
     info!(image = %image.id, target = %target, digest = %digest, "pushed");
     Ok(digest)
-}
-
-mod hex {
-    pub fn encode(bytes: impl AsRef<[u8]>) -> String {
-        use std::fmt::Write;
-        let mut s = String::new();
-        for b in bytes.as_ref() {
-            let _ = write!(s, "{b:02x}");
-        }
-        s
-    }
 }

@@ -821,20 +821,8 @@ fn unreachable(registry: &str, reason: String) -> Error {
     })
 }
 
-/// An error and its causes, `: `-joined (reqwest's own message is terse).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
+/// An error and its causes (reqwest's own message is terse).
+use crate::error::chain as error_chain;
 
 /// One protocol error as rsup's.
 pub(crate) fn map_err(registry: &str, e: OciDistributionError) -> Error {

@@ -19,9 +19,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType, Os};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
-use super::layer::{self, clean_path, hex};
+use super::layer::{self, clean_path};
 use super::limits::{Budget, Metered};
 use crate::error::Error;
 
@@ -188,7 +187,7 @@ fn read_verified(
         .and_then(|f| BufReader::new(f).take(64 << 20).read_to_end(&mut data))
         .map_err(|e| bad(format!("{what}: {e}")))?;
     check_size(what, size, data.len() as u64)?;
-    let got = format!("sha256:{}", hex(&Sha256::digest(&data)));
+    let got = super::layer::sha256_digest(&data);
     if got != digest {
         return Err(bad(format!(
             "{what} digest mismatch: expected {digest}, got {got}"

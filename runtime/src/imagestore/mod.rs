@@ -48,8 +48,8 @@ use crate::error::Error;
 use crate::store::{self, io_err};
 use archive::bad;
 pub(crate) use archive::{host_arch, sha256_hex};
+pub(crate) use layer::{hex, sha256_digest};
 use limits::{Budget, UnpackLimits};
-use sha2::Digest as _;
 
 /// An imported image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -432,7 +432,7 @@ impl ImageStore {
         repo_digest: Option<String>,
     ) -> Result<Image, Error> {
         sha256_hex(config_digest)?;
-        let got = format!("sha256:{}", layer::hex(&sha2::Sha256::digest(&config)));
+        let got = sha256_digest(&config);
         if got != config_digest {
             return Err(bad(format!(
                 "config digest mismatch: expected {config_digest}, got {got}"
@@ -618,7 +618,7 @@ impl ImageStore {
         if !config_path.exists() {
             store::write_atomic(&config_path, &parsed.config_bytes)?;
         }
-        let path = self.root.join("images").join(format!("{id_hex}.json"));
+        let path = self.record_path(&parsed.id)?;
         let (mut all_names, mut all_digests) = store::read_json::<ImageRecord>(&path)?
             .map(|r| (r.image.names, r.image.repo_digests))
             .unwrap_or_default();
@@ -645,13 +645,7 @@ impl ImageStore {
             config: ImageConfig::from_oci(c.config().as_ref()),
             imported_at: now(),
         };
-        store::write_json(
-            &path,
-            &ImageRecord {
-                version: RECORD_VERSION,
-                image: image.clone(),
-            },
-        )?;
+        write_record(&path, &image)?;
         self.take_names_from_others(&image)?;
         Ok(image)
     }
@@ -665,13 +659,7 @@ impl ImageStore {
             }
             let mut other = other;
             other.names.retain(|n| !image.names.contains(n));
-            store::write_json(
-                &p,
-                &ImageRecord {
-                    version: RECORD_VERSION,
-                    image: other,
-                },
-            )?;
+            write_record(&p, &other)?;
         }
         Ok(())
     }
@@ -685,17 +673,8 @@ impl ImageStore {
         if !image.names.contains(&name) {
             image.names.push(name);
         }
-        let path = self
-            .root
-            .join("images")
-            .join(format!("{}.json", sha256_hex(&image.id)?));
-        store::write_json(
-            &path,
-            &ImageRecord {
-                version: RECORD_VERSION,
-                image: image.clone(),
-            },
-        )?;
+        let path = self.record_path(&image.id)?;
+        write_record(&path, &image)?;
         self.take_names_from_others(&image)?;
         Ok(image)
     }
@@ -725,6 +704,14 @@ impl ImageStore {
             layers.push((dir.join(LAYER_BLOB), blob));
         }
         Ok((config, layers))
+    }
+
+    /// `images/<hex>.json` of the image `id`.
+    fn record_path(&self, id: &str) -> Result<PathBuf, Error> {
+        Ok(self
+            .root
+            .join("images")
+            .join(format!("{}.json", sha256_hex(id)?)))
     }
 
     /// Every image record; fails if one cannot be read (a layer must never
@@ -844,13 +831,7 @@ impl ImageStore {
             }
             let mut image = image;
             image.names.retain(|n| *n != name);
-            store::write_json(
-                &p,
-                &ImageRecord {
-                    version: RECORD_VERSION,
-                    image: image.clone(),
-                },
-            )?;
+            write_record(&p, &image)?;
             return Ok(Some(image));
         }
         Ok(None)
@@ -866,10 +847,7 @@ impl ImageStore {
         // Refuse before removing anything if a record is unreadable (the gc
         // below could not tell which layers it uses).
         self.records()?;
-        let path = self
-            .root
-            .join("images")
-            .join(format!("{}.json", sha256_hex(&image.id)?));
+        let path = self.record_path(&image.id)?;
         fs::remove_file(&path).map_err(io_err("remove", &path))?;
         let config = self.root.join("configs").join(sha256_hex(&image.id)?);
         if let Err(e) = fs::remove_file(&config)
@@ -984,6 +962,18 @@ fn keep_blob(
         }
         .to_string(),
     })
+}
+
+/// Writes an image record (atomically) at `path`.
+fn write_record(path: &Path, image: &Image) -> Result<(), Error> {
+    store::write_json(
+        path,
+        &ImageRecord {
+            version: RECORD_VERSION,
+            image: image.clone(),
+        },
+    )?;
+    Ok(())
 }
 
 fn check_diff_id(expected: &str, got: &str) -> Result<(), Error> {

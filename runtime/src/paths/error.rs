@@ -53,20 +53,7 @@ impl PathError {
     }
 }
 
-/// The message of an error and of every error below it.
-pub(super) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub(super) use crate::error::chain;
 
 /// The errno behind an error of libpathrs (EXDEV for its safety refusals).
 pub(super) fn pathrs_errno(e: &pathrs::error::Error) -> Option<Errno> {
