@@ -86,6 +86,19 @@ pub(crate) fn is_image_id_prefix(s: &str) -> bool {
 
 const DNS_LABEL: &str = "1-63 of a-z, 0-9 and '-', not starting or ending with '-'";
 
+const DOCKER_NAME: &str = "[a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters";
+
+/// Docker's rule for container and network names (the volume rule).
+fn docker_name(what: &str) -> impl Fn(&str) -> Result<(), String> + '_ {
+    move |s| {
+        if is_volume_name(s) {
+            Ok(())
+        } else {
+            Err(format!("{} is not a {what} ({DOCKER_NAME})", quote(s)))
+        }
+    }
+}
+
 fn dns_label(what: &str) -> impl Fn(&str) -> Result<(), String> + '_ {
     move |s| {
         if is_dns_label(s) {
@@ -192,25 +205,27 @@ macro_rules! name_type {
 }
 
 name_type!(
-    /// A container's name: a DNS label (it is also the container's host
-    /// name and DNS name by default).
+    /// A container's name, by Docker's rule (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`,
+    /// at most 128 characters, so compose's `project_service_1` works). It
+    /// is the container's DNS name, and its host name by default when it is
+    /// a valid host name (else the short id is, as in Docker).
     ContainerName,
     field = "name",
-    check = dns_label("container name")
+    check = docker_name("container name")
 );
 
 name_type!(
-    /// What addresses an existing container: its name (a DNS label), its
+    /// What addresses an existing container: its name (Docker's rule), its
     /// full id (64 hex digits) or a unique prefix of its id. Anything else
     /// is refused before any lookup.
     ContainerRef,
     field = "container",
     check = |s: &str| {
-        if is_dns_label(s) || is_container_id_prefix(s) {
+        if is_volume_name(s) || is_container_id_prefix(s) {
             Ok(())
         } else {
             Err(format!(
-                "{} is neither a container name ({DNS_LABEL}) nor a container id (hex)",
+                "{} is neither a container name ({DOCKER_NAME}) nor a container id (hex)",
                 quote(s)
             ))
         }
@@ -236,12 +251,13 @@ name_type!(
 );
 
 name_type!(
-    /// A network's name: a DNS label. `none` (no network) parses, as the
-    /// container side of a request uses it; creating a network named
-    /// `none` or `host` is refused by the runtime.
+    /// A network's name, by Docker's rule (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at
+    /// most 128 characters: compose's `project_default`). `none` (no
+    /// network) parses, as the container side of a request uses it;
+    /// creating a network named `none` or `host` is refused by the runtime.
     NetworkName,
     field = "name",
-    check = dns_label("network name")
+    check = docker_name("network name")
 );
 
 name_type!(
@@ -596,9 +612,30 @@ mod tests {
         }
         for bad in ["-a", "a-", "Bad_Name", "UP", "a.b", &"a".repeat(64), "é"] {
             assert!(!is_dns_label(bad), "{bad}");
+            assert!(SupervisorName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn container_and_network_names_follow_dockers_rule() {
+        // compose 1.29 names containers `project_service_1` and networks
+        // `project_default`.
+        for ok in [
+            "a",
+            "proj_db_1",
+            "Web.1",
+            "a-",
+            "x_default",
+            &"a".repeat(128),
+        ] {
+            assert_eq!(ContainerName::parse(ok).expect(ok).as_str(), ok);
+            assert_eq!(NetworkName::parse(ok).expect(ok).as_str(), ok);
+            assert_eq!(ContainerRef::parse(ok).expect(ok).as_str(), ok);
+        }
+        for bad in ["-a", "_a", ".a", "a/b", "a b", "..", &"a".repeat(129), "é"] {
             assert!(ContainerName::parse(bad).is_err(), "{bad}");
             assert!(NetworkName::parse(bad).is_err(), "{bad}");
-            assert!(SupervisorName::parse(bad).is_err(), "{bad}");
+            assert!(ContainerRef::parse(bad).is_err(), "{bad}");
         }
     }
 
@@ -608,12 +645,8 @@ mod tests {
         for ok in [id.as_str(), &id[..12], "f", "rsup-0123abcd"] {
             assert!(ContainerRef::parse(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            format!("{id}0"),
-            id.to_uppercase(),
-            format!("sha256:{id}"),
-            "a_b".into(),
-        ] {
+        // (65 hex digits or upper-case hex are names by Docker's rule.)
+        for bad in [format!("sha256:{id}"), "_b".into(), format!("{id}{id}0")] {
             assert!(ContainerRef::parse(&bad).is_err(), "{bad}");
         }
     }

@@ -69,7 +69,7 @@ pub async fn create_pulling(
 /// What a container is made of: the flags of `create` and `run`.
 #[derive(Args)]
 pub struct SpecArgs {
-    /// Name of the container (a DNS label; default: generated)
+    /// Name of the container ([a-zA-Z0-9][a-zA-Z0-9_.-]*; default: generated)
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
@@ -82,6 +82,10 @@ pub struct SpecArgs {
     /// then dropped too)
     #[arg(long, value_name = "COMMAND")]
     pub entrypoint: Option<String>,
+
+    /// Set metadata on the container (KEY=VALUE, or KEY for an empty value)
+    #[arg(short, long = "label", value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
 
     /// Set an environment variable (KEY=VALUE, or KEY to copy it from here)
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
@@ -190,6 +194,14 @@ impl SpecArgs {
             rootfs,
             image,
             entrypoint: self.entrypoint,
+            labels: self
+                .label
+                .iter()
+                .map(|l| match l.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (l.clone(), String::new()),
+                })
+                .collect(),
             command: self.command,
             env: environment(self.env, |key| std::env::var(key).ok())?,
             working_dir: self.workdir.unwrap_or_default(),

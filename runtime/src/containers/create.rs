@@ -47,6 +47,7 @@ impl Containers {
         let config = &self.inner.config;
         let cx = spec::Context {
             default_name: format!("rsup-{}", &id[..12]),
+            default_hostname: id[..12].to_string(),
             log: config.log,
             default_pids_limit: config.default_pids_limit,
             userns: config.userns.clone(),

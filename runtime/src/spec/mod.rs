@@ -85,6 +85,8 @@ pub struct SpecRequest {
     /// `--userns`, `--uidmap`, `--gidmap` (resolved by the runtime, which
     /// knows the daemon's subordinate id ranges).
     pub userns: crate::userns::UsernsRequest,
+    /// `--label KEY=VALUE`: added to (and overriding) the image's labels.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// An image resolved for a create: its layers and the defaults of its config.
@@ -180,6 +182,9 @@ pub struct ContainerSpec {
     /// The user namespace's id maps; `None`: the host's user namespace.
     #[serde(default)]
     pub userns: Option<crate::userns::IdMap>,
+    /// The image's labels overridden by the request's (Docker's rule).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {

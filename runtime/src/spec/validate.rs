@@ -36,6 +36,9 @@ use crate::userns::{IdMap, UsernsConfig, UsernsRequest};
 pub struct Context {
     /// The name of a request that gives none.
     pub default_name: String,
+    /// The host name when the request gives none and the name is not a
+    /// valid host name (Docker's: the short id).
+    pub default_hostname: String,
     /// Log rotation where the request sets none.
     pub log: LogConfig,
     /// The pids limit of a request without one (`None`: unlimited; a
@@ -68,7 +71,13 @@ pub fn validate(req: SpecRequest, cx: Context) -> Result<Validated, Error> {
     let (volumes, tmpfs) = (req.volumes.clone(), req.tmpfs.clone());
     let net_req = req.net.clone();
     let pids_given = req.resources.pids_limit.is_some();
-    let mut spec = container_spec(req, &cx.default_name, cx.log, cx.image)?;
+    let mut spec = container_spec(
+        req,
+        &cx.default_name,
+        &cx.default_hostname,
+        cx.log,
+        cx.image,
+    )?;
     spec.userns = user_namespace(&userns_req, &cx.userns, &spec)?;
     // The shim's overlay mount must fit the kernel's page: refuse now
     // rather than at every start.
@@ -132,6 +141,7 @@ fn user_namespace(
 fn container_spec(
     mut req: SpecRequest,
     default_name: &str,
+    default_hostname: &str,
     default_log: LogConfig,
     image: Option<ImageSource>,
 ) -> Result<ContainerSpec, Error> {
@@ -154,7 +164,11 @@ fn container_spec(
     }
     .into_string();
     let hostname = if req.hostname.is_empty() {
-        name.clone()
+        if is_hostname(&name) {
+            name.clone()
+        } else {
+            default_hostname.to_string()
+        }
     } else {
         req.hostname
     };
@@ -268,6 +282,13 @@ fn container_spec(
     let restart = req.restart.validate()?;
     let health = req.health.validate(&restart)?;
     let security = req.security.validate()?;
+    let labels = labels(
+        image
+            .as_ref()
+            .map(|i| i.config.labels.clone())
+            .unwrap_or_default(),
+        std::mem::take(&mut req.labels),
+    )?;
     if req.auto_remove && !restart.policy.is_no() {
         return Err(invalid(
             "restart_policy",
@@ -303,7 +324,45 @@ fn container_spec(
         mounts: Vec::new(),
         read_only: req.read_only,
         userns: None,
+        labels,
     })
+}
+
+/// A container's labels: the image's, then the request's over them. Keys
+/// are non-empty and free of control characters; values free of NUL; the
+/// whole is bounded (bounds::LABELS_*).
+fn labels(
+    mut from_image: std::collections::BTreeMap<String, String>,
+    given: std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>, Error> {
+    for (k, v) in &given {
+        if k.is_empty() || k.chars().any(char::is_control) {
+            return Err(invalid(
+                "labels",
+                format!("{} is not a valid label key", quote(k)),
+            ));
+        }
+        if v.contains('\0') {
+            return Err(invalid(
+                "labels",
+                format!("the value of label {} contains a NUL byte", quote(k)),
+            ));
+        }
+    }
+    from_image.extend(given);
+    let bytes: usize = from_image.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if from_image.len() > bounds::LABELS_COUNT || bytes > bounds::LABELS_BYTES {
+        return Err(invalid(
+            "labels",
+            format!(
+                "at most {} labels of {} bytes in all (these are {} of {bytes} bytes)",
+                bounds::LABELS_COUNT,
+                bounds::LABELS_BYTES,
+                from_image.len()
+            ),
+        ));
+    }
+    Ok(from_image)
 }
 
 impl SpecRequest {
@@ -367,6 +426,7 @@ mod tests {
     fn cx() -> Context {
         Context {
             default_name: "x".into(),
+            default_hostname: "0123456789ab".into(),
             log: LogConfig::default(),
             default_pids_limit: None,
             userns: UsernsConfig::default(),
@@ -403,6 +463,7 @@ mod tests {
                 r,
                 Context {
                     default_name: "c".into(),
+                    default_hostname: "0123456789ab".into(),
                     log: default,
                     ..cx()
                 },
@@ -483,7 +544,8 @@ mod tests {
             validate(
                 base.clone(),
                 Context {
-                    default_name: "Bad_Name".into(),
+                    default_name: "-Bad_Name".into(),
+                    default_hostname: "0123456789ab".into(),
                     ..cx()
                 }
             ),

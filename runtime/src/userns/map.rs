@@ -157,6 +157,7 @@ mod tests {
             mounts: Vec::new(),
             read_only: false,
             userns: None,
+            labels: Default::default(),
         };
         let mut json = serde_json::to_value(&spec).expect("json");
         json.as_object_mut().expect("object").remove("userns");

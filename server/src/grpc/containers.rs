@@ -83,6 +83,7 @@ fn spec_request(spec: Option<pb::ContainerSpec>) -> Result<SpecRequest, Status> 
             security_opt: s.security_opt,
             seccomp_profile: s.seccomp_profile,
         },
+        labels: s.labels.into_iter().collect(),
     })
 }
 
@@ -279,6 +280,7 @@ fn container(c: ContainerInfo) -> pb::Container {
             // entrypoint keeps a spec read back from adding the image's
             // Entrypoint again when it is sent as a new create.
             entrypoint: s.image.as_ref().map(|_| String::new()),
+            labels: s.labels.clone().into_iter().collect(),
         }),
         image_id: s.image.as_ref().map(|i| i.id.clone()).unwrap_or_default(),
         state: state(c.state).into(),

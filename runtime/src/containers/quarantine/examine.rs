@@ -416,6 +416,7 @@ pub(super) fn unknown_spec() -> ContainerSpec {
         mounts: Vec::new(),
         read_only: false,
         userns: None,
+        labels: Default::default(),
     }
 }
 
