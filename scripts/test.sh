@@ -56,15 +56,55 @@ command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v skopeo >/dev/null || missing+=(skopeo)
 command -v htpasswd >/dev/null || missing+=(apache2-utils)
 command -v curl >/dev/null || missing+=(curl)
+# The Docker API tests (tests/python/test_docker_api.py) drive rsupd's Docker socket
+# (rsupd --docker-socket) with Docker's own clients: docker-compose 1.29 (Debian's, on
+# Debian's python3-docker 5) and, for scripts/bench.sh docker-run, the docker CLI of
+# Debian's docker.io. Neither dockerd nor containerd may ever run here: see below.
+command -v docker >/dev/null || missing+=(docker.io)
+[[ -x /usr/bin/docker-compose ]] || missing+=(docker-compose)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # docker.io's and containerd's maintainer scripts enable and start dockerd and
+    # containerd, which would take over this machine's networking (iptables, a docker0
+    # bridge) and cgroups beside the test daemons. Before installing them: their units
+    # are masked (for good: a later boot or `systemctl start` does not start them
+    # either; `systemctl unmask` undoes it), and a policy-rc.d that refuses every start
+    # (exit 101: "action forbidden") covers machines without systemd, where invoke-rc.d
+    # asks it. The policy-rc.d is removed afterwards unless it was already there.
+    policy_made=
+    if [[ " ${missing[*]} " == *" docker."* || " ${missing[*]} " == *" docker-compose "* ]]; then
+        # (systemctl mask only writes links to /dev/null: it works without a running systemd)
+        systemctl mask docker.service docker.socket containerd.service >/dev/null 2>&1 || {
+            mkdir -p /etc/systemd/system
+            for u in docker.service docker.socket containerd.service; do
+                ln -sfn /dev/null "/etc/systemd/system/$u"
+            done
+        }
+        if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+            printf '#!/bin/sh\n# scripts/test.sh: no service starts while it installs packages\nexit 101\n' \
+                >/usr/sbin/policy-rc.d
+            chmod 755 /usr/sbin/policy-rc.d
+            policy_made=1
+        fi
+    fi
+    apt_rc=0
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } ||
+        apt_rc=$?
+    if [[ -n $policy_made ]]; then rm -f /usr/sbin/policy-rc.d; fi
+    ((apt_rc == 0)) || exit "$apt_rc"
 else
     echo "busybox-static, cc, python3, pip, openssl, prometheus, docker-registry, skopeo," \
-        "htpasswd (apache2-utils) and curl are present"
+        "htpasswd (apache2-utils), curl, docker and docker-compose are present"
 fi
+# Nothing of Docker's may be running (the masks and policy-rc.d above should have made sure).
+for daemon in dockerd containerd; do
+    if pids=$(pgrep -x "$daemon" | tr '\n' ' '); [[ -n $pids ]]; then
+        echo "scripts/test.sh: $daemon is running (pid ${pids% }): the tests never start it" \
+            "and must not run beside it; stop it (systemctl stop docker containerd)" >&2
+        exit 1
+    fi
+done
 
 step "Python packages"
 if python3 -c 'import grpc, grpc_tools, grpc_reflection, pytest' 2>/dev/null; then
@@ -74,6 +114,34 @@ else
     PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
         python3 -m pip install --quiet -r tests/python/requirements.txt
 fi
+# Docker's Python SDK (PyPI `docker` 7) for test_docker_api.py goes into a directory of
+# its own, RSUP_DOCKER_SDK_DIR, which only that test puts on its sys.path, never into
+# site-packages: /usr/bin/docker-compose (1.29) runs on Debian's python3-docker 5 and
+# calls kwargs_from_env(ssl_version=...), which docker 7 removed, and a pip-installed
+# docker 7 in /usr/local/lib/python3.11/dist-packages would shadow Debian's for it
+# ("TypeError: kwargs_from_env() got an unexpected keyword argument 'ssl_version'").
+# Its dependencies (requests, urllib3, ...) come along into the same directory.
+RSUP_DOCKER_SDK_DIR=${RSUP_DOCKER_SDK_DIR:-/usr/local/lib/rsup-tests/docker-sdk}
+export RSUP_DOCKER_SDK_DIR
+if python3 - "$RSUP_DOCKER_SDK_DIR" <<'PY' 2>/dev/null
+import sys
+sys.path.insert(0, sys.argv[1])
+import docker
+assert docker.__file__.startswith(sys.argv[1] + "/") and int(docker.__version__.split(".")[0]) >= 7
+PY
+then
+    echo "the docker SDK is present in $RSUP_DOCKER_SDK_DIR"
+else
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        python3 -m pip install --quiet --upgrade --target "$RSUP_DOCKER_SDK_DIR" \
+        -r tests/python/requirements-docker-sdk.txt
+fi
+# ... and compose still runs on Debian's SDK (it fails here if something shadows it).
+docker-compose version >/dev/null || {
+    echo "scripts/test.sh: docker-compose does not run (a pip-installed docker package in" \
+        "/usr/local/lib/python3*/dist-packages shadowing Debian's python3-docker?)" >&2
+    exit 1
+}
 
 step "Sweeping leftovers of earlier runs (/tmp/rsup-test-*)"
 # True when an argument of process $1 is $2 or a path under it.
