@@ -214,14 +214,14 @@ done
 shopt -u nullglob
 
 step "Sweeping links and cgroups of earlier test daemons"
-# Test daemons name their links z<3 hex>b|v..., the Python test's zpy..., the
+# Test daemons name their links z<3 hex>b|v..., the Python tests' zpy... and zdk..., the
 # benchmarks' bx... and bp<N>... (scripts/bench-phases.sh); their cgroup subtrees are rsup-z... (empty once their
 # containers are gone: rmdir leaves any cgroup that still has processes).
 while read -r link; do
     echo "deleting leftover link $link"
     ip link del "$link" 2>/dev/null || true
 done < <(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 |
-    grep -E '^(z[0-9a-f]{3}|zpy|bx|bp[0-9])[bv]' || true)
+    grep -E '^(z[0-9a-f]{3}|zpy|zdk|bx|bp[0-9])[bv]' || true)
 # (find fails when a cgroup vanishes under it: that is not an error here)
 { find /sys/fs/cgroup -mindepth 1 -maxdepth 8 -type d -name 'rsup-z*' 2>/dev/null || true; } |
     sort -r |
