@@ -196,6 +196,14 @@ if any(i in rows for i in ("rsup-image-pull", "podman-image-pull")):
     if a and b:
         out.append(f"| rsup / podman (medians) | {a / b:.2f}x | | |")
 
+if any(i in rows for i in ("rsup-docker-run", "podman-docker-run")):
+    section("Docker API: docker run --rm IMAGE true against rsupd's Docker socket (docker-run part)")
+    line("docker run --rm IMAGE true (docker CLI -> rsupd --docker-socket) vs podman run --rm IMAGE true",
+         "rsup-docker-run", "podman-docker-run")
+    a, b = med("rsup-docker-run"), med("podman-docker-run")
+    if a and b:
+        out.append(f"| rsup / podman (medians) | {a / b:.2f}x | | |")
+
 goals = []
 
 

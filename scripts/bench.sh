@@ -22,6 +22,11 @@
 #   pull       cold pull of a ~100 MB two-layer image from a docker-registry on
 #              loopback, rsupctl pull and podman pull alternating (podman in a store
 #              of its own under the bench dir, never the machine's)
+#   docker-run `docker run --rm IMG true` (the docker CLI against a release rsupd's Docker
+#              socket, rsupd --docker-socket) beside `podman run --rm IMG true`, alternating;
+#              the same busybox image (tests/python/busybox_image.py) in both, loaded from
+#              one `docker save` tarball; podman in a config and store of its own
+#              (SKIP_DOCKER_RUN=1 drops it)
 #
 # Every rsup part starts its own release rsupd under /tmp/rsup-test-<pid>-bench (the prefix
 # scripts/test.sh sweeps; the pid keeps a live run from being swept), with its own link prefix
@@ -38,6 +43,11 @@
 #   RUNS, WARMUP       coldstart runs (200, 10); RUNS is also 01's and 04's hyperfine run count
 #   PULL_RUNS          timed pulls of each tool (RUNS if given, else 5; a pull takes 1-4 s);
 #                      PULL_MB: MiB of random data in the image's second layer (100)
+#   DOCKER_RUN_RUNS    timed runs of each tool in docker-run (RUNS if given, else 50);
+#                      DOCKER_RUN_NET: default (each tool's default network: rsupd's `default`,
+#                      podman's netavark `podman` bridge) or none (--network none on both);
+#                      DOCKER_CLI: the docker CLI (the one on PATH); PODMAN_RUNTIME (crun, or
+#                      runc where cgroup2 holds controllers beside v1, which crun refuses)
 #   RESTART_CRASHES    crashes of the restart loop (100); RESTART_SECS schedule window (20 s,
 #                      also 03's window)
 #   NET_CRASH_CYCLES   DNS crash cycles (20); NET_RECONNECT_CYCLES reconnect cycles (20);
@@ -57,6 +67,8 @@ PEERS=${PEERS:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/shared/peers}
 RESULTS=${RESULTS:-/tmp/rsup-bench-results}
 PULL_RUNS=${PULL_RUNS:-${RUNS:-5}}
 PULL_MB=${PULL_MB:-100}
+DOCKER_RUN_RUNS=${DOCKER_RUN_RUNS:-${RUNS:-50}}
+DOCKER_RUN_NET=${DOCKER_RUN_NET:-default}
 RUNS=${RUNS:-200}
 WARMUP=${WARMUP:-10}
 export RUNS WARMUP RESULTS
@@ -68,7 +80,7 @@ CG_SUBTREE=bxbench
 step() { printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { echo "scripts/bench.sh: $*" >&2; exit 1; }
 
-ALL_PARTS=(coldstart restart net resources adopt images pull)
+ALL_PARTS=(coldstart restart net resources adopt images pull docker-run)
 declare -A WANT=()
 if (($# == 0)); then
     for p in "${ALL_PARTS[@]}"; do WANT[$p]=1; done
@@ -80,6 +92,7 @@ else
 fi
 for p in "${ALL_PARTS[@]}"; do
     v=SKIP_${p^^}
+    v=${v//-/_}  # SKIP_DOCKER_RUN
     if [[ ${!v:-0} == 1 ]]; then unset "WANT[$p]"; fi
 done
 want() { [[ -n ${WANT[$1]:-} ]]; }
@@ -87,6 +100,8 @@ want() { [[ -n ${WANT[$1]:-} ]]; }
 [[ $(id -u) -eq 0 ]] || die "run as root: rsupd creates namespaces, mounts and cgroups"
 [[ $RUNS =~ ^[1-9][0-9]*$ && $WARMUP =~ ^[0-9]+$ ]] || die "RUNS must be >= 1 and WARMUP >= 0"
 [[ $PULL_RUNS =~ ^[1-9][0-9]*$ && $PULL_MB =~ ^[1-9][0-9]*$ ]] || die "PULL_RUNS and PULL_MB must be >= 1"
+[[ $DOCKER_RUN_RUNS =~ ^[1-9][0-9]*$ ]] || die "DOCKER_RUN_RUNS must be >= 1"
+[[ $DOCKER_RUN_NET == default || $DOCKER_RUN_NET == none ]] || die "DOCKER_RUN_NET must be default or none"
 if [[ ${SKIP_PEERS:-0} != 1 && ! -f $PEERS/lib.sh ]]; then
     die "peer harness not found at $PEERS (set PEERS, or SKIP_PEERS=1)"
 fi
@@ -100,12 +115,13 @@ PYBIN=$(python3 -c 'import sys; print(sys.executable)')
 
 # ------------------------------------------------------------------ cleanup
 WORK=/tmp/rsup-test-$$-bench
-RSUPD_PID=        # the coldstart or pull part's rsupd (the suite's daemons are the suite's children)
+RSUPD_PID=        # the coldstart, pull or docker-run part's rsupd (the suite's daemons are the suite's children)
 RSUPD_DIR=        # and its dir under $WORK
 REGISTRY_PID=     # the pull part's docker-registry
-PODMAN_ENV=()     # the pull part's podman: its own config and store under $WORK/pull
+PODMAN_ENV=()     # the pull and docker-run parts' podman: its own config and store (podman_own_config)
 PODMAN_ARGS=()
-VARLIB=           # the pull part's /var/lib/containers for skopeo and podman (see own_varlib)
+VARLIB=           # their /var/lib/containers for skopeo and podman (see own_varlib)
+PODMAN_NET_TIDY=  # docker-run's podman used its default bridge: tidy netavark's leftovers at exit
 VARLIB_MADE=      # /var/lib/containers was made by this script (as a mount point; removed at exit)
 FOREIGN_PID=      # a foreign_cpu sampler
 
@@ -154,13 +170,14 @@ stop_daemon_dir() {
 }
 
 # Start a release rsupd in $1 (socket, state dir and log there; its pid in $1/rsupd.pid for
-# stop_daemon_dir) and wait until it answers.
+# stop_daemon_dir), with more flags $2..., and wait until it answers.
 start_rsupd() {
     local d=$1
+    shift
     mkdir -p "$d"
     "$BIN/rsupd" --socket "$d/rsupd.sock" --state-dir "$d/state" --metrics-addr "" \
         --net-prefix "$NET_PREFIX" --default-subnet "$DEFAULT_SUBNET" \
-        --cgroup-subtree "$CG_SUBTREE" >"$d/rsupd.log" 2>&1 &
+        --cgroup-subtree "$CG_SUBTREE" "$@" >"$d/rsupd.log" 2>&1 &
     RSUPD_PID=$!
     RSUPD_DIR=$d
     echo "$RSUPD_PID" >"$d/rsupd.pid"
@@ -201,10 +218,96 @@ own_varlib() {
     unshare -m --propagation private sh -c 'mount --bind "$0" /var/lib/containers && exec "$@"' "$VARLIB" "$@"
 }
 pm() { own_varlib env "${PODMAN_ENV[@]}" podman "${PODMAN_ARGS[@]}" "$@"; }
+# $1 (made if missing) becomes VARLIB, the /var/lib/containers of own_varlib; a
+# /var/lib/containers made here as its mount point is removed at exit.
+use_own_varlib() {
+    VARLIB=$1
+    mkdir -p "$VARLIB"
+    if [[ ! -d /var/lib/containers ]]; then
+        mkdir /var/lib/containers
+        VARLIB_MADE=1
+    fi
+}
+# podman on a config and store of its own under $1/podman (an isolated config as the peers'
+# 00-setup.sh writes one: none of the machine's storage, caches, registries, networks, events or
+# temporary files; its blobs staged in $1/tmp); sets PODMAN_ENV and PODMAN_ARGS for pm. The
+# [containers] and runtime settings matter only where podman runs containers (docker-run): the
+# peers' (cgroupfs, k8s-file logs, the ulimits this machine's bounding set allows).
+podman_own_config() {
+    local d=$1
+    mkdir -p "$d"/podman/{root,runroot,tmp,networks} "$d/tmp"
+    cat >"$d/podman/containers.conf" <<CONF
+[containers]
+log_driver = "k8s-file"
+default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=32768:32768"]
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+tmp_dir = "$d/podman/tmp"
+runtime = "${PODMAN_RUNTIME:-crun}"
+
+[network]
+network_backend = "netavark"
+network_config_dir = "$d/podman/networks"
+CONF
+    printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' \
+        "$d/podman/root" "$d/podman/runroot" >"$d/podman/storage.conf"
+    : >"$d/podman/registries.conf"
+    # (TMPDIR: where podman stages the blobs it downloads)
+    PODMAN_ENV=(CONTAINERS_CONF="$d/podman/containers.conf"
+        CONTAINERS_STORAGE_CONF="$d/podman/storage.conf"
+        CONTAINERS_REGISTRIES_CONF="$d/podman/registries.conf" TMPDIR="$d/tmp")
+    PODMAN_ARGS=(--root "$d/podman/root" --runroot "$d/podman/runroot" --storage-driver overlay
+        --tmpdir "$d/podman/tmp")
+}
+# podman's default network (docker-run with DOCKER_RUN_NET=default) is netavark's bridge, which
+# turns on IPv4 forwarding and leaves its base iptables chains behind once the last container is
+# gone: podman_net_guard notes what was there before, podman_net_tidy restores it (the peers'
+# save_ip_forward and netavark_chains_guard/tidy).
+PODMAN_NET_FORWARD=
+PODMAN_NET_CHAINS_BEFORE=
+podman_net_guard() {
+    PODMAN_NET_FORWARD=$(cat /proc/sys/net/ipv4/ip_forward)
+    if iptables -S 2>/dev/null | grep -q NETAVARK || iptables -t nat -S 2>/dev/null | grep -q NETAVARK; then
+        PODMAN_NET_CHAINS_BEFORE=1
+    fi
+    PODMAN_NET_TIDY=1
+}
+podman_net_tidy() {
+    if [[ -z $PODMAN_NET_CHAINS_BEFORE ]]; then
+        if iptables -t nat -S 2>/dev/null | grep -- '^-N NETAVARK-' | grep -vqE 'NETAVARK-HOSTPORT-(DNAT|MASQ|SETMARK)$'; then
+            echo "warning: per-network netavark chains remain; leaving iptables alone" >&2
+        else
+            iptables -D FORWARD -m comment --comment "netavark firewall plugin rules" -j NETAVARK_FORWARD 2>/dev/null || true
+            if iptables -F NETAVARK_FORWARD 2>/dev/null; then iptables -X NETAVARK_FORWARD 2>/dev/null || true; fi
+            iptables -t nat -D PREROUTING -m addrtype --dst-type LOCAL -j NETAVARK-HOSTPORT-DNAT 2>/dev/null || true
+            iptables -t nat -D OUTPUT -m addrtype --dst-type LOCAL -j NETAVARK-HOSTPORT-DNAT 2>/dev/null || true
+            iptables -t nat -D POSTROUTING -j NETAVARK-HOSTPORT-MASQ 2>/dev/null || true
+            local c
+            for c in NETAVARK-HOSTPORT-DNAT NETAVARK-HOSTPORT-MASQ NETAVARK-HOSTPORT-SETMARK; do
+                if iptables -t nat -F "$c" 2>/dev/null; then iptables -t nat -X "$c" 2>/dev/null || true; fi
+            done
+        fi
+    fi
+    if [[ -n $PODMAN_NET_FORWARD ]]; then
+        echo "$PODMAN_NET_FORWARD" >/proc/sys/net/ipv4/ip_forward || true
+    fi
+}
 stop_podman_store() {
     if ((${#PODMAN_ARGS[@]})); then
-        pm rmi -a -f >/dev/null 2>&1 || echo "warning: podman rmi -a in $WORK/pull failed" >&2
+        pm rm -a -f >/dev/null 2>&1 || true
+        pm rmi -a -f >/dev/null 2>&1 || echo "warning: podman rmi -a (${PODMAN_ARGS[1]}) failed" >&2
         PODMAN_ARGS=()
+    fi
+    # podman's (empty) parent cgroups, as the peers' podman_cgroup_tidy
+    local d
+    for d in /sys/fs/cgroup/*/libpod_parent; do
+        if [[ -d $d ]]; then find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true; fi
+    done
+    if [[ -n $PODMAN_NET_TIDY ]]; then
+        podman_net_tidy
+        PODMAN_NET_TIDY=
     fi
     if [[ -n $VARLIB_MADE ]]; then
         rmdir /var/lib/containers 2>/dev/null || echo "warning: /var/lib/containers (made by this script) not empty" >&2
@@ -504,12 +607,8 @@ if want pull; then
     [[ ${SKIP_PEERS:-0} == 1 ]] || command -v podman >/dev/null || die "podman missing (or SKIP_PEERS=1)"
     [[ -x $BIN/rsup-image-archive ]] || die "$BIN/rsup-image-archive missing: cargo build --release --workspace"
     D=$WORK/pull
-    mkdir -p "$D"/{registry/storage,tmp,varlib,podman/root,podman/runroot,podman/tmp,podman/networks}
-    VARLIB=$D/varlib
-    if [[ ! -d /var/lib/containers ]]; then
-        mkdir /var/lib/containers
-        VARLIB_MADE=1
-    fi
+    mkdir -p "$D"/{registry/storage,tmp}
+    use_own_varlib "$D/varlib"
     "$BIN/rsup-image-archive" "$D/image.tar" --mb "$PULL_MB" --format oci --gzip --name bench:latest >&2
 
     REG_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -560,25 +659,7 @@ print(" + ".join("%.2f" % (l["size"] / 1048576) for l in m["layers"]), "MiB",
     rsup_pull() { ctl pull -q "$REF" >/dev/null; }
     TOOLS=(rsup)
     if [[ ${SKIP_PEERS:-0} != 1 ]]; then
-        # podman on a store of its own (an isolated config as the peers' 00-setup.sh writes one:
-        # none of the machine's storage, caches, registries, networks, events or temporary files)
-        cat >"$D/podman/containers.conf" <<CONF
-[engine]
-events_logger = "file"
-tmp_dir = "$D/podman/tmp"
-
-[network]
-network_config_dir = "$D/podman/networks"
-CONF
-        printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' \
-            "$D/podman/root" "$D/podman/runroot" >"$D/podman/storage.conf"
-        : >"$D/podman/registries.conf"
-        # (TMPDIR: where podman stages the blobs it downloads)
-        PODMAN_ENV=(CONTAINERS_CONF="$D/podman/containers.conf"
-            CONTAINERS_STORAGE_CONF="$D/podman/storage.conf"
-            CONTAINERS_REGISTRIES_CONF="$D/podman/registries.conf" TMPDIR="$D/tmp")
-        PODMAN_ARGS=(--root "$D/podman/root" --runroot "$D/podman/runroot" --storage-driver overlay
-            --tmpdir "$D/podman/tmp")
+        podman_own_config "$D"
         podman_clear() {
             pm rmi -a -f >/dev/null 2>&1 || true
             # a layer is a directory in overlay/ (overlay/l holds the layers' short links)
@@ -649,6 +730,116 @@ PY
     stop_rsupd
     stop_podman_store
     stop_registry
+fi
+
+# ------------------------------------------------------------------ docker-run
+# `docker run --rm IMG true`, the docker CLI against a release rsupd's Docker socket (rsupd
+# --docker-socket), beside `podman run --rm IMG true`, each round (after one untimed round) one
+# run of each, alternating which goes first. The image is the same busybox in both, from one
+# `docker save` tarball (tests/python/busybox_image.py). The docker CLI gets an empty config dir
+# (no contexts, no credential helpers) and DOCKER_HOST; podman its own config and store. The
+# rounds run in one process inside podman's mount namespace (own_varlib), so neither tool pays
+# for an unshare per run; a run counts only if it exits 0 and leaves no container behind.
+if want docker-run; then
+    step "docker-run: docker run --rm vs podman run --rm, DOCKER_RUN_RUNS=$DOCKER_RUN_RUNS, network $DOCKER_RUN_NET"
+    DOCKER_CLI=${DOCKER_CLI:-$(command -v docker || true)}
+    [[ -n $DOCKER_CLI && -x $DOCKER_CLI ]] || die "the docker-run part needs the docker CLI (apt-get install docker.io; dockerd is never started)"
+    [[ ${SKIP_PEERS:-0} == 1 ]] || command -v podman >/dev/null || die "podman missing (or SKIP_PEERS=1)"
+    [[ $("$BIN/rsupd" --help 2>&1) == *--docker-socket* ]] || die "$BIN/rsupd has no --docker-socket"
+    D=$WORK/docker-run
+    mkdir -p "$D/docker-config"
+    IMG=rsupbench/busybox:1
+    python3 "$REPO/tests/python/busybox_image.py" "$D/busybox.tar" --tag "$IMG" >/dev/null
+    start_rsupd "$D" --docker-socket "$D/docker.sock"
+    DK=(env DOCKER_CONFIG="$D/docker-config" DOCKER_HOST="unix://$D/docker.sock" "$DOCKER_CLI")
+    for _ in $(seq 100); do
+        "${DK[@]}" version >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    "${DK[@]}" version >&2 || { tail -20 "$D/rsupd.log" >&2; die "docker version against $D/docker.sock failed"; }
+    "${DK[@]}" load -i "$D/busybox.tar" >&2 || { tail -20 "$D/rsupd.log" >&2; die "docker load into rsupd failed"; }
+    NETARGS=()
+    [[ $DOCKER_RUN_NET == default ]] || NETARGS=(--network none)
+    CMDS=("rsup" "$(printf '%q ' "${DK[@]}" run --rm "${NETARGS[@]}" "$IMG" true)")
+    if [[ ${SKIP_PEERS:-0} != 1 ]]; then
+        if [[ -z ${PODMAN_RUNTIME:-} ]]; then
+            # crun refuses a hybrid hierarchy whose cgroup2 holds controllers (hugetlb on some
+            # kernels); the peers mount hugetlb on v1 for it, which this script does not do
+            PODMAN_RUNTIME=crun
+            if [[ -s /sys/fs/cgroup/unified/cgroup.controllers ]]; then PODMAN_RUNTIME=runc; fi
+        fi
+        command -v "$PODMAN_RUNTIME" >/dev/null || die "podman's runtime $PODMAN_RUNTIME missing"
+        use_own_varlib "$D/varlib"
+        podman_own_config "$D"
+        pm load -q -i "$D/busybox.tar" >&2
+        [[ $DOCKER_RUN_NET == none ]] || podman_net_guard
+        CMDS+=("podman" "$(printf '%q ' env "${PODMAN_ENV[@]}" podman "${PODMAN_ARGS[@]}" run --rm "${NETARGS[@]}" "$IMG" true)")
+    fi
+    wait_quiet
+    foreign_cpu_start "$RESULTS/raw/09-docker-run-foreign-cpu.json"
+    # the rounds, inside podman's mount namespace when podman takes part (nothing to bind otherwise)
+    inner=()
+    [[ -z $VARLIB ]] || inner=(own_varlib)
+    "${inner[@]}" python3 - "$RESULTS/raw" "$DOCKER_RUN_RUNS" "${CMDS[@]}" <<'PY' ||
+import shlex, subprocess, sys, time
+raw, runs, pairs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+tools = dict(zip(pairs[0::2], pairs[1::2]))
+names = list(tools)
+files = {t: open(f"{raw}/{t}-docker-run.txt", "w") for t in names}
+for rnd in range(runs + 1):
+    order = names if rnd % 2 == 0 else names[::-1]
+    line = [f"round {rnd}:" if rnd else "round 0 (untimed):"]
+    for t in order:
+        t0 = time.perf_counter()
+        res = subprocess.run(shlex.split(tools[t]), stdin=subprocess.DEVNULL, capture_output=True)
+        ms = (time.perf_counter() - t0) * 1000
+        if res.returncode != 0:
+            sys.exit(f"{t}: `{tools[t]}` exited {res.returncode}: {res.stderr.decode(errors='replace')[-2000:]}")
+        line.append(f"{t} {ms:.1f} ms")
+        if rnd:
+            files[t].write(f"{ms:.3f}\n")
+    print(" ".join(line), file=sys.stderr, flush=True)
+PY
+        { foreign_cpu_stop; tail -20 "$D/rsupd.log" >&2; die "docker-run: a run failed"; }
+    foreign_cpu_stop
+    echo "CPU of other processes while measuring: $FOREIGN" >&2
+    left=$("${DK[@]}" ps -aq | wc -l)
+    ((left == 0)) || die "docker-run: $left containers left in rsupd after docker run --rm"
+    if ((${#PODMAN_ARGS[@]})); then
+        left=$(pm ps -aq | wc -l)
+        ((left == 0)) || die "docker-run: $left containers left in podman after podman run --rm"
+    fi
+    NOTE="$(conditions); docker CLI $("${DK[@]}" version --format '{{.Client.Version}}' 2>/dev/null) (API $("${DK[@]}" version --format '{{.Client.APIVersion}}' 2>/dev/null)) against rsupd's Docker socket; network: $DOCKER_RUN_NET"
+    if ((${#PODMAN_ARGS[@]})); then
+        NOTE+="; podman $(podman --version | awk '{print $3}') with $PODMAN_RUNTIME, in a store of its own"
+    fi
+    NOTE+="; $DOCKER_RUN_RUNS rounds after 1 untimed, alternating which tool goes first; other processes used $FOREIGN while measuring"
+    OUT=$RESULTS/09-docker-run.jsonl
+    python3 - "$RESULTS" "$OUT" "$IMG" "$DOCKER_RUN_NET" "$NOTE" "${CMDS[@]}" <<'PY'
+import datetime, json, statistics, sys
+res, out, img, net, note, pairs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
+tools = dict(zip(pairs[0::2], pairs[1::2]))
+flag = "" if net == "default" else " --network none"
+what = {"rsup": f"docker run --rm{flag} IMAGE true: the docker CLI against rsupd --docker-socket",
+        "podman": f"podman run --rm{flag} IMAGE true (the same image, from the same tarball)"}
+med = {}
+with open(out, "w") as f:
+    for t, cmd in tools.items():
+        v = [float(x) for x in open(f"{res}/raw/{t}-docker-run.txt").read().split()]
+        med[t] = statistics.median(v)
+        row = {"id": f"{t}-docker-run", "what": what[t], "cmd": cmd, "unit": "ms",
+               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "notes": note, "ok": True, "n": len(v), "median": med[t], "min": min(v), "max": max(v),
+               "mean": statistics.fmean(v), "stdev": statistics.stdev(v) if len(v) > 1 else 0.0}
+        f.write(json.dumps(row) + "\n")
+        print(f"{row['id']:18} median {row['median']:7.1f} ms  (min {row['min']:.1f}, max {row['max']:.1f}, "
+              f"stdev {row['stdev']:.1f}, n {row['n']})", file=sys.stderr)
+if len(med) == 2:
+    print(f"rsup (docker CLI) / podman: {med['rsup'] / med['podman']:.2f}x (medians)", file=sys.stderr)
+PY
+    cp "$D/rsupd.log" "$RESULTS/raw/09-docker-run-rsupd.log"
+    stop_rsupd
+    stop_podman_store
 fi
 
 remove_work
