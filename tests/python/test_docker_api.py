@@ -67,6 +67,10 @@ import busybox_image  # noqa: E402
 NET_PREFIX = "zdk"  # rsupd's link prefix here: bridges zdkb..., veths zdkv...
 CGROUP_SUBTREE = "rsup-zdk"  # rsupd's cgroup subtree here, in every hierarchy
 DEFAULT_SUBNET = "10.99.232.0/24"  # test_grpc.py's rsupd has 10.99.231.0/24
+# Networks made here name their subnets: rsupd would otherwise take the first free /24 of
+# 10.89.0.0/16, which another rsupd on this machine (another test run) may use as well.
+NET_SUBNET = "10.99.233.0/24"  # test_networks
+COMPOSE_SUBNET = "10.99.234.0/24"  # the compose project's default network
 IMAGE = busybox_image.DEFAULT_TAG  # rsuptest/busybox:1
 API_VERSION = "1.41"
 PING_TIMEOUT = 20.0  # seconds rsupd may take to answer /_ping
@@ -151,12 +155,12 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 
 def raw_request(sock, method, path, body=None, headers=None):
-    """(status, headers, body bytes) of one request on Docker socket `sock`."""
+    """(status, headers (names lowercased), body bytes) of one request on Docker socket `sock`."""
     conn = UnixHTTPConnection(sock, timeout=10.0)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
 
@@ -353,7 +357,7 @@ def test_ping_version_info(client, dk_daemon):
     assert client.ping() is True
     status, headers, body = raw_request(dk_daemon.docker_socket, "GET", "/_ping")
     assert (status, body) == (200, b"OK")
-    assert headers.get("Api-Version") == API_VERSION, headers
+    assert headers.get("api-version") == API_VERSION, headers
     v = client.version()
     assert v["ApiVersion"] == API_VERSION, v
     assert v["Os"] == "linux" and v["Arch"] and v["Version"], v
@@ -578,17 +582,20 @@ def test_networks(client, image, cleanup):
     net_name, web, cl = _name("net"), _name("web"), _name("client")
     cleanup["containers"] += [web, cl]
     cleanup["networks"].append(net_name)
-    net = client.networks.create(net_name, driver="bridge", labels={"rsuptest": "net"})
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=NET_SUBNET)])
+    net = client.networks.create(net_name, driver="bridge", labels={"rsuptest": "net"}, ipam=ipam,
+                                 check_duplicate=True)
     assert net.name == net_name
     got = client.networks.get(net.id)
     assert got.name == net_name and got.attrs["Driver"] == "bridge", got.attrs
     assert got.attrs["Labels"] == {"rsuptest": "net"}, got.attrs
+    assert [c["Subnet"] for c in got.attrs["IPAM"]["Config"]] == [NET_SUBNET], got.attrs["IPAM"]
     assert client.networks.get(net_name).id == net.id
     assert net_name in [n.name for n in client.networks.list()]
     assert [n.id for n in client.networks.list(names=[net_name])] == [net.id]
     assert [n.name for n in client.networks.list(filters={"label": "rsuptest=net"})] == [net_name]
     with pytest.raises(docker.errors.APIError) as err:
-        client.networks.create(net_name)  # Docker: 409 Conflict
+        client.networks.create(net_name, check_duplicate=True)  # Docker: 409 Conflict
     assert err.value.status_code == 409, err.value
 
     client.containers.run(IMAGE, ["sh", "-c", "echo web-ok > /tmp/ok; exec httpd -f -p 80 -h /tmp"],
@@ -681,6 +688,11 @@ services:
         i=$$((i+1)); sleep 0.2; done; echo no-token; exit 1
 volumes:
   data: {}
+networks:
+  default:
+    ipam:
+      config:
+        - subnet: %(subnet)s
 """
 
 
@@ -731,7 +743,7 @@ def compose_project(client, dk_daemon, dk_tmp):
     workdir = os.path.join(dk_tmp, "compose")
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "docker-compose.yml"), "w") as f:
-        f.write(COMPOSE_FILE % {"image": IMAGE})
+        f.write(COMPOSE_FILE % {"image": IMAGE, "subnet": COMPOSE_SUBNET})
     yield workdir, project
     _compose(dk_daemon, workdir, project, "down", "-v", "-t", "2", check=False)
 
