@@ -39,7 +39,8 @@
 #   RESULTS            writable results dir (/tmp/rsup-bench-results); rsup's rows go to
 #                      $RESULTS/NN-rsup-*.jsonl (stats.py format), per-run values to $RESULTS/raw
 #   PEERS              the peer harness (../shared/peers next to the repository)
-#   SKIP_PEERS=1       measure rsup only; SKIP_BUILD=1: use target/release as it is
+#   SKIP_PEERS=1       measure rsup only; SKIP_BUILD=1: use target/release (in CARGO_TARGET_DIR
+#                      if set) as it is
 #   RUNS, WARMUP       coldstart runs (200, 10); RUNS is also 01's and 04's hyperfine run count
 #   PULL_RUNS          timed pulls of each tool (RUNS if given, else 5; a pull takes 1-4 s);
 #                      PULL_MB: MiB of random data in the image's second layer (100)
@@ -72,7 +73,7 @@ DOCKER_RUN_NET=${DOCKER_RUN_NET:-default}
 RUNS=${RUNS:-200}
 WARMUP=${WARMUP:-10}
 export RUNS WARMUP RESULTS
-BIN=$REPO/target/release
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 NET_PREFIX=bx
 DEFAULT_SUBNET=10.91.0.0/16
 CG_SUBTREE=bxbench
