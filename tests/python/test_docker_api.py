@@ -70,6 +70,7 @@ DEFAULT_SUBNET = "10.99.232.0/24"  # test_grpc.py's rsupd has 10.99.231.0/24
 # Networks made here name their subnets: rsupd would otherwise take the first free /24 of
 # 10.89.0.0/16, which another rsupd on this machine (another test run) may use as well.
 NET_SUBNET = "10.99.233.0/24"  # test_networks
+NET2_SUBNET = "10.99.235.0/24"  # test_network_connect_disconnect
 COMPOSE_SUBNET = "10.99.234.0/24"  # the compose project's default network
 IMAGE = busybox_image.DEFAULT_TAG  # rsuptest/busybox:1
 API_VERSION = "1.41"
@@ -390,9 +391,11 @@ def test_images_list_get_remove(client, image):
     deleted = client.api.remove_image(other_tag)
     assert {"Untagged": other_tag} in deleted, deleted
     assert {"Deleted": other_id} in deleted, deleted
+    assert client.images.get(IMAGE).id == image  # the shared layer stayed usable
+    # 404 with Docker's "No such image: REF", which the SDK (and compose, before a pull)
+    # recognise as ImageNotFound rather than any NotFound
     with pytest.raises(docker.errors.ImageNotFound):
         client.images.get(other_tag)
-    assert client.images.get(IMAGE).id == image  # the shared layer stayed usable
     with pytest.raises(docker.errors.ImageNotFound):
         client.images.get("rsuptest/no-such-image:1")
 
@@ -521,7 +524,6 @@ def test_list_filters(client, image, cleanup):
     assert names(all=True, filters={"label": [f"rsuptest.group={group}",
                                               "rsuptest.role=b"]}) == [b]
     assert names(all=True, filters={"name": a}) == [a]
-    assert names(all=True, filters={"name": f"rsuptest-list-[bc]-{PID}"}) == [b, c]
     assert names(all=True, filters={"status": "exited", "label": "rsuptest.group"}) == [b]
     assert names(filters={"status": "running", "name": f"-{PID}"}) == [a, c]
     assert a in names() and b not in names() and b in names(all=True)
@@ -533,6 +535,9 @@ def test_list_filters(client, image, cleanup):
     assert summary[0]["Names"] == ["/" + b], summary
     assert summary[0]["Labels"] == {"rsuptest.group": group, "rsuptest.role": "b"}, summary
     assert summary[0]["State"] == "exited" and summary[0]["Image"] == IMAGE, summary
+    # Docker's name filter is a regular expression (matched anywhere in the name)
+    assert names(all=True, filters={"name": f"rsuptest-list-[bc]-{PID}"}) == [b, c]
+    assert names(all=True, filters={"name": f"^/?rsuptest-list-a-{PID}$"}) == [a]
 
 
 def test_container_attrs(client, image, cleanup):
@@ -559,9 +564,9 @@ def test_container_attrs(client, image, cleanup):
     assert len(nets) == 1, nets
     (net_name, ep), = nets.items()
     assert ep["IPAddress"] and ep["NetworkID"], nets
-    # Docker names the default network "bridge"
-    assert net_name == "bridge", nets
     assert c.labels == {"rsuptest.k": "v"}
+    # Docker names the default network "bridge" (HostConfig.NetworkMode "default" is it)
+    assert net_name == "bridge", nets
 
 
 def test_stats_no_stream(client, image, cleanup):
@@ -578,6 +583,12 @@ def test_stats_no_stream(client, image, cleanup):
     assert s["pids_stats"]["current"] >= 1, s.get("pids_stats")
 
 
+def _exec_ok(container, cmd):
+    """The ExecResult of `cmd` in `container` if it exited 0, else None (for wait_for)."""
+    res = container.exec_run(cmd)
+    return res if res.exit_code == 0 else None
+
+
 def test_networks(client, image, cleanup):
     net_name, web, cl = _name("net"), _name("web"), _name("client")
     cleanup["containers"] += [web, cl]
@@ -588,39 +599,64 @@ def test_networks(client, image, cleanup):
     assert net.name == net_name
     got = client.networks.get(net.id)
     assert got.name == net_name and got.attrs["Driver"] == "bridge", got.attrs
-    assert got.attrs["Labels"] == {"rsuptest": "net"}, got.attrs
     assert [c["Subnet"] for c in got.attrs["IPAM"]["Config"]] == [NET_SUBNET], got.attrs["IPAM"]
     assert client.networks.get(net_name).id == net.id
     assert net_name in [n.name for n in client.networks.list()]
     assert [n.id for n in client.networks.list(names=[net_name])] == [net.id]
-    assert [n.name for n in client.networks.list(filters={"label": "rsuptest=net"})] == [net_name]
     with pytest.raises(docker.errors.APIError) as err:
         client.networks.create(net_name, check_duplicate=True)  # Docker: 409 Conflict
     assert err.value.status_code == 409, err.value
 
     client.containers.run(IMAGE, ["sh", "-c", "echo web-ok > /tmp/ok; exec httpd -f -p 80 -h /tmp"],
                           name=web, detach=True, network=net_name)
-    c = client.containers.run(IMAGE, ["sleep", "300"], name=cl, detach=True)
+    c = client.containers.run(IMAGE, ["sleep", "300"], name=cl, detach=True, network=net_name)
+    c.reload()
+    assert list(c.attrs["NetworkSettings"]["Networks"]) == [net_name], c.attrs["NetworkSettings"]
+    ip = c.attrs["NetworkSettings"]["Networks"][net_name]["IPAddress"]
+    assert ip.startswith(NET_SUBNET.rsplit(".", 1)[0] + "."), ip
+    net.reload()
+    assert {x.name for x in net.containers} == {web, cl}, net.attrs.get("Containers")
+    # one container reaches the other by name on the network
+    res = wait_for("wget http://web/ok from the other container",
+                   lambda: _exec_ok(c, ["wget", "-qO-", f"http://{web}/ok"]), timeout=20)
+    assert res.output == b"web-ok\n"
+    with pytest.raises(docker.errors.APIError) as err:
+        net.remove()  # still in use: Docker answers 403 "... has active endpoints"
+    assert err.value.status_code in (403, 409), err.value
+    client.containers.get(web).remove(force=True)
+    client.containers.get(cl).remove(force=True)
+    # labels last (the rest runs even where they are missing)
+    assert net.attrs["Labels"] == {"rsuptest": "net"}, net.attrs
+    assert [n.name for n in client.networks.list(filters={"label": "rsuptest=net"})] == [net_name]
+    net.remove()
+    with pytest.raises(docker.errors.NotFound):
+        client.networks.get(net_name)
+
+
+def test_network_connect_disconnect(client, image, cleanup):
+    net_name, web, cl = _name("net2"), _name("web2"), _name("client2")
+    cleanup["containers"] += [web, cl]
+    cleanup["networks"].append(net_name)
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=NET2_SUBNET)])
+    net = client.networks.create(net_name, ipam=ipam)
+    client.containers.run(IMAGE, ["sh", "-c", "echo web-ok > /tmp/ok; exec httpd -f -p 80 -h /tmp"],
+                          name=web, detach=True, network=net_name)
+    c = client.containers.run(IMAGE, ["sleep", "300"], name=cl, detach=True)  # default network
     net.connect(c, aliases=["the-client"])
     c.reload()
     assert net_name in c.attrs["NetworkSettings"]["Networks"], c.attrs["NetworkSettings"]
     net.reload()
     assert {x.name for x in net.containers} == {web, cl}, net.attrs.get("Containers")
-    # the connected container reaches the other by name on the network
-    res = wait_for("wget http://web/ok from the connected container",
-                   lambda: (lambda r: r if r.exit_code == 0 else None)(
-                       c.exec_run(["wget", "-qO-", f"http://{web}/ok"])), timeout=20)
+    res = wait_for("wget http://web2/ok from the connected container",
+                   lambda: _exec_ok(c, ["wget", "-qO-", f"http://{web}/ok"]), timeout=20)
     assert res.output == b"web-ok\n"
+    # the alias given at connect resolves on that network
+    w = client.containers.get(web)
+    wait_for("nslookup the-client from web2", lambda: _exec_ok(w, ["nslookup", "the-client"]))
     net.disconnect(c)
     c.reload()
     assert net_name not in (c.attrs["NetworkSettings"]["Networks"] or {}), c.attrs
-    with pytest.raises(docker.errors.APIError) as err:
-        net.remove()  # web still uses it: Docker answers 403 "has active endpoints"
-    assert err.value.status_code in (403, 409), err.value
-    client.containers.get(web).remove(force=True)
-    net.remove()
-    with pytest.raises(docker.errors.NotFound):
-        client.networks.get(net_name)
+    assert c.exec_run(["wget", "-qO-", "-T", "2", f"http://{web}/ok"]).exit_code != 0
 
 
 def test_volumes(client, image, cleanup):
@@ -630,14 +666,15 @@ def test_volumes(client, image, cleanup):
     assert v.name == name
     got = client.volumes.get(name)
     assert got.attrs["Driver"] == "local" and got.attrs["Mountpoint"], got.attrs
-    assert got.attrs["Labels"] == {"rsuptest": "vol"}, got.attrs
     assert name in [x.name for x in client.volumes.list()]
     assert [x.name for x in client.volumes.list(filters={"name": name})] == [name]
-    assert [x.name for x in client.volumes.list(filters={"label": "rsuptest=vol"})] == [name]
     client.containers.run(IMAGE, ["sh", "-c", "echo kept > /v/f"], remove=True,
                           volumes={name: {"bind": "/v", "mode": "rw"}})
     assert client.containers.run(IMAGE, ["cat", "/v/f"], remove=True,
                                  volumes=[f"{name}:/v:ro"]) == b"kept\n"
+    # labels last (the rest runs even where they are missing)
+    assert got.attrs["Labels"] == {"rsuptest": "vol"}, got.attrs
+    assert [x.name for x in client.volumes.list(filters={"label": "rsuptest=vol"})] == [name]
     v.remove()
     with pytest.raises(docker.errors.NotFound):
         client.volumes.get(name)
