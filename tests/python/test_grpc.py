@@ -497,12 +497,12 @@ def test_run_container_from_python(daemon, containers):
 
 def test_bad_name_is_invalid_argument(daemon, containers):
     pb = daemon.stubs.pb
-    spec = pb.ContainerSpec(name="Bad_Name", rootfs=daemon.rootfs, command=["true"])
+    spec = pb.ContainerSpec(name="_bad/name", rootfs=daemon.rootfs, command=["true"])
     with pytest.raises(grpc.RpcError) as err:
         containers.Create(pb.CreateRequest(spec=spec), timeout=RPC_TIMEOUT)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
     listed = containers.List(pb.ListRequest(all=True), timeout=RPC_TIMEOUT).containers
-    assert "Bad_Name" not in {c.name for c in listed}
+    assert "_bad/name" not in {c.name for c in listed}
 
 
 def test_inspect_unknown_is_not_found(daemon, containers):
