@@ -136,12 +136,16 @@ else
         python3 -m pip install --quiet --upgrade --target "$RSUP_DOCKER_SDK_DIR" \
         -r tests/python/requirements-docker-sdk.txt
 fi
-# ... and compose still runs on Debian's SDK (it fails here if something shadows it).
-docker-compose version >/dev/null || {
-    echo "scripts/test.sh: docker-compose does not run (a pip-installed docker package in" \
-        "/usr/local/lib/python3*/dist-packages shadowing Debian's python3-docker?)" >&2
+# ... and compose still gets Debian's SDK: the call compose 1.29 makes, in compose's own
+# interpreter (`docker-compose version` would not notice: it makes no client).
+if ! docker-compose version >/dev/null ||
+    ! "$(head -n1 /usr/bin/docker-compose | sed 's/^#! *//; s/ .*//')" \
+        -c 'from docker.utils import kwargs_from_env; kwargs_from_env(ssl_version=None)' 2>/dev/null; then
+    echo "scripts/test.sh: docker-compose cannot use its docker SDK (a pip-installed docker 7 in" \
+        "/usr/local/lib/python3*/dist-packages shadowing Debian's python3-docker 5?" \
+        "pip uninstall docker; scripts/test.sh puts it in $RSUP_DOCKER_SDK_DIR)" >&2
     exit 1
-}
+fi
 
 step "Sweeping leftovers of earlier runs (/tmp/rsup-test-*)"
 # True when an argument of process $1 is $2 or a path under it.
