@@ -747,7 +747,7 @@ if want docker-run; then
     [[ -n $DOCKER_CLI && -x $DOCKER_CLI ]] || die "the docker-run part needs the docker CLI (apt-get install docker.io; dockerd is never started)"
     [[ ${SKIP_PEERS:-0} == 1 ]] || command -v podman >/dev/null || die "podman missing (or SKIP_PEERS=1)"
     [[ $("$BIN/rsupd" --help 2>&1) == *--docker-socket* ]] || die "$BIN/rsupd has no --docker-socket"
-    D=$WORK/docker-run
+    D=$WORK/drun  # short: podman refuses a runroot path longer than 50 characters
     mkdir -p "$D/docker-config"
     IMG=rsupbench/busybox:1
     python3 "$REPO/tests/python/busybox_image.py" "$D/busybox.tar" --tag "$IMG" >/dev/null
@@ -767,7 +767,7 @@ if want docker-run; then
             # crun refuses a hybrid hierarchy whose cgroup2 holds controllers (hugetlb on some
             # kernels); the peers mount hugetlb on v1 for it, which this script does not do
             PODMAN_RUNTIME=crun
-            if [[ -s /sys/fs/cgroup/unified/cgroup.controllers ]]; then PODMAN_RUNTIME=runc; fi
+            if [[ -n $(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null) ]]; then PODMAN_RUNTIME=runc; fi
         fi
         command -v "$PODMAN_RUNTIME" >/dev/null || die "podman's runtime $PODMAN_RUNTIME missing"
         use_own_varlib "$D/varlib"
