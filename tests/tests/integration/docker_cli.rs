@@ -516,9 +516,33 @@ async fn network_by_name_connect_inspect_and_rm() {
         describe(&out)
     );
     d.docker_ok(["network", "connect", &net, &other]);
-    eventually("other to reach srv once connected", WAIT, async || {
-        ask(&other)
-    })
+    // Its address on the network first, then its name.
+    let ip = d.inspect_format(
+        &srv,
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+    );
+    assert!(
+        ip.parse::<std::net::Ipv4Addr>().is_ok(),
+        "{srv}'s address on {net}: {ip:?}"
+    );
+    eventually(
+        "other to reach srv's address once connected",
+        WAIT,
+        async || {
+            let out = exec(&d, &other, &["nc", "-w", "2", &ip, "8080"]);
+            if stdout(&out).contains("hello-net") {
+                Ok(())
+            } else {
+                Err(describe(&out))
+            }
+        },
+    )
+    .await;
+    eventually(
+        "other to reach srv by name once connected",
+        WAIT,
+        async || ask(&other),
+    )
     .await;
 
     let members: BTreeSet<String> = d
@@ -805,7 +829,15 @@ async fn unknown_objects_are_not_found() {
             &format!("{cmd:?}"),
         );
     }
-    let out = d.docker(["run", "--rm", "rsuptest/no-such:1", "true"]);
+    // --pull never: the CLI would otherwise ask rsupd to pull from Docker Hub.
+    let out = d.docker([
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "rsuptest/no-such:1",
+        "true",
+    ]);
     assert!(
         !out.status.success() && stderr(&out).contains("rsuptest/no-such"),
         "run of a missing image: {}",
