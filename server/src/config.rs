@@ -18,6 +18,13 @@ pub struct Cli {
     /// Group (name or gid) that owns the socket; default: rsupd's own group.
     #[arg(long, env = "RSUP_SOCKET_GROUP")]
     pub socket_group: Option<String>,
+    /// Also serve Docker's Engine API (v1.41, a subset: docs/docker-api.md)
+    /// on this Unix socket (mode 0660, the --socket-group's), e.g.
+    /// /run/rsup/docker.sock for DOCKER_HOST=unix:///run/rsup/docker.sock.
+    /// Off unless given: whoever reaches it controls rsupd, as with the
+    /// gRPC socket.
+    #[arg(long, env = "RSUP_DOCKER_SOCKET", value_name = "PATH")]
+    pub docker_socket: Option<PathBuf>,
     /// Directory for all persistent state.
     #[arg(long, env = "RSUP_STATE_DIR", default_value = "/var/lib/rsup")]
     pub state_dir: PathBuf,
@@ -146,6 +153,7 @@ pub struct Cli {
 pub struct Config {
     pub socket: PathBuf,
     pub socket_gid: Option<u32>,
+    pub docker_socket: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub log_level: String,
     pub log: LogConfig,
@@ -491,6 +499,7 @@ impl Cli {
             no_cgroups: self.no_cgroups,
             stats_interval: std::time::Duration::from_secs_f64(self.stats_interval),
             metrics_addr,
+            docker_socket: self.docker_socket,
             socket: self.socket,
             socket_gid,
             state_dir,

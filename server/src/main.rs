@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! rsupd: the rsup daemon.
 //!
 //! `config -> tracing -> Runtime::open -> serve`. The same binary is also the
@@ -6,6 +7,7 @@
 //! must stay single-threaded.
 
 mod config;
+mod docker;
 mod exposition;
 mod grpc;
 mod listeners;
@@ -214,7 +216,14 @@ async fn shutdown_signal(token: CancellationToken) {
 /// Binds the Unix socket: refuses a socket another live daemon answers on,
 /// replaces a stale one, and sets the mode (and group) afterwards.
 async fn bind(config: &Config) -> anyhow::Result<UnixListener> {
-    let path = &config.socket;
+    bind_unix(&config.socket, config.socket_gid).await
+}
+
+/// Binds a Unix socket at `path` (see [`bind`]), 0660, group `gid`.
+pub(crate) async fn bind_unix(
+    path: &std::path::Path,
+    socket_gid: Option<u32>,
+) -> anyhow::Result<UnixListener> {
     if let Some(parent) = path.parent()
         && !parent.exists()
     {
@@ -243,7 +252,7 @@ async fn bind(config: &Config) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod {}", path.display()))?;
-    if let Some(gid) = config.socket_gid {
+    if let Some(gid) = socket_gid {
         nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
             .with_context(|| format!("chown {}", path.display()))?;
     }
@@ -288,7 +297,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("opening state directory {}", config.state_dir.display()))?;
     let listener = bind(&config).await?;
+    let docker_listener = match &config.docker_socket {
+        Some(path) => Some(
+            docker::bind(path, config.socket_gid)
+                .await
+                .context("--docker-socket")?,
+        ),
+        None => None,
+    };
     let tracker = tokio_util::task::TaskTracker::new();
+    if let Some(l) = docker_listener {
+        info!(socket = %config.docker_socket.as_deref().unwrap_or(std::path::Path::new("")).display(), "serving Docker's Engine API (v1.41 subset)");
+        tracker.spawn(docker::serve(l, runtime.clone(), token.clone()));
+    }
     if let Some(addr) = config.metrics_addr {
         let handle = metrics::install()?;
         metrics::serve(
@@ -421,6 +442,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await;
     runtime.shutdown().await;
     let _ = std::fs::remove_file(&config.socket);
+    if let Some(p) = &config.docker_socket {
+        let _ = std::fs::remove_file(p);
+    }
     info!("rsupd stopped; running containers keep running and are re-adopted at the next start");
     result
 }
