@@ -217,14 +217,27 @@ async fn run_rm_keeps_streams_apart_and_exits_with_the_code() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
 }
 
+/// `docker run -i` and `docker exec -i`: stdin reaches the command, and
+/// its end ends it.
 #[tokio::test(flavor = "multi_thread")]
-async fn run_interactive_reads_stdin() {
+async fn stdin_reaches_run_i_and_exec_i() {
     let d = docker_with_image().await;
     let out = d.docker_stdin(["run", "-i", "--rm", IMG, "sh"], b"echo piped-$((1+2))\n");
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert_eq!(stdout(&out), "piped-3\n", "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(0), "run -i: {}", describe(&out));
+    assert_eq!(stdout(&out), "piped-3\n", "run -i: {}", describe(&out));
     let out = d.docker_stdin(["run", "-i", "--rm", IMG, "wc", "-c"], b"12345");
-    assert_eq!(stdout(&out).trim(), "5", "{}", describe(&out));
+    assert_eq!(stdout(&out).trim(), "5", "run -i wc: {}", describe(&out));
+
+    let name = unique_name("stdin");
+    run_detached(&d, &name, &[], &["sleep", "600"]);
+    let out = d.docker_stdin(["exec", "-i", &name, "cat"], b"through stdin\n");
+    assert_eq!(out.status.code(), Some(0), "exec -i: {}", describe(&out));
+    assert_eq!(
+        stdout(&out),
+        "through stdin\n",
+        "exec -i: {}",
+        describe(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -465,8 +478,6 @@ async fn exec_runs_in_the_container_and_returns_its_code() {
     // In the container's PID namespace: sleep is there.
     let out = exec(&d, &name, &["ps"]);
     assert!(stdout(&out).contains("sleep 600"), "{}", describe(&out));
-    let out = d.docker_stdin(["exec", "-i", &name, "cat"], b"through stdin\n");
-    assert_eq!(stdout(&out), "through stdin\n", "{}", describe(&out));
 
     d.docker_ok(["stop", "-t", "1", &name]);
     let out = exec(&d, &name, &["echo", "hi"]);
@@ -483,7 +494,7 @@ async fn network_by_name_connect_inspect_and_rm() {
     let names = nonempty_lines(&d.docker_ok(["network", "ls", "--format", "{{.Name}}"]));
     assert!(names.contains(&net), "network ls: {names:?}");
 
-    let (srv, cli, other) = (unique_name("srv"), unique_name("cli"), unique_name("oth"));
+    let (srv, cli) = (unique_name("srv"), unique_name("cli"));
     run_detached(
         &d,
         &srv,
@@ -507,6 +518,83 @@ async fn network_by_name_connect_inspect_and_rm() {
     let out = exec(&d, &cli, &["nslookup", &srv]);
     assert!(out.status.success(), "nslookup {srv}: {}", describe(&out));
 
+    let members: BTreeSet<String> = d
+        .docker_ok([
+            "network",
+            "inspect",
+            "--format",
+            "{{range .Containers}}{{.Name}} {{end}}",
+            &net,
+        ])
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let want: BTreeSet<String> = [&srv, &cli].into_iter().cloned().collect();
+    assert_eq!(members, want, "network inspect .Containers");
+    assert_eq!(
+        d.docker_ok([
+            "network",
+            "inspect",
+            "--format",
+            "{{.Name}} {{.Driver}}",
+            &net
+        ])
+        .trim(),
+        format!("{net} bridge")
+    );
+    let nets = d.inspect_format(
+        &cli,
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+    );
+    assert_eq!(nets, net, "{cli}'s networks");
+
+    // In use: refused (Docker: "has active endpoints").
+    let out = d.docker(["network", "rm", &net]);
+    assert!(
+        !out.status.success(),
+        "network rm in use: {}",
+        describe(&out)
+    );
+    d.docker_ok(["rm", "-f", &srv, &cli]);
+    assert_eq!(d.docker_ok(["network", "rm", &net]).trim(), net);
+    let names = nonempty_lines(&d.docker_ok(["network", "ls", "--format", "{{.Name}}"]));
+    assert!(!names.contains(&net), "network ls after rm: {names:?}");
+    let out = d.docker(["network", "inspect", &net]);
+    assert_fails(
+        &out,
+        1,
+        &format!("No such network: {net}"),
+        "inspect after rm",
+    );
+}
+
+/// `docker network connect` of a running container started on the default
+/// network: it reaches the network's containers by address and by name,
+/// and `network disconnect` takes it off again.
+#[tokio::test(flavor = "multi_thread")]
+async fn network_connect_joins_a_running_container() {
+    let d = docker_with_image().await;
+    let net = unique_name("net");
+    d.docker_ok(["network", "create", &net]);
+    let (srv, other) = (unique_name("srv"), unique_name("oth"));
+    run_detached(
+        &d,
+        &srv,
+        &["--network", &net],
+        &[
+            "sh",
+            "-c",
+            "while true; do echo hello-net | nc -l -p 8080; done",
+        ],
+    );
+    let ask = |from: &str| -> Result<String, String> {
+        let out = exec(&d, from, &["nc", "-w", "2", &srv, "8080"]);
+        if out.status.success() && stdout(&out).contains("hello-net") {
+            Ok(stdout(&out))
+        } else {
+            Err(describe(&out))
+        }
+    };
     // On another network the name is unknown, until connected.
     run_detached(&d, &other, &[], &["sleep", "600"]);
     let out = exec(&d, &other, &["nslookup", &srv]);
@@ -556,19 +644,8 @@ async fn network_by_name_connect_inspect_and_rm() {
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    let want: BTreeSet<String> = [&srv, &cli, &other].into_iter().cloned().collect();
-    assert_eq!(members, want, "network inspect .Containers");
-    assert_eq!(
-        d.docker_ok([
-            "network",
-            "inspect",
-            "--format",
-            "{{.Name}} {{.Driver}}",
-            &net
-        ])
-        .trim(),
-        format!("{net} bridge")
-    );
+    let want: BTreeSet<String> = [&srv, &other].into_iter().cloned().collect();
+    assert_eq!(members, want, "network inspect .Containers after connect");
     let nets = d.inspect_format(
         &other,
         "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
@@ -577,24 +654,14 @@ async fn network_by_name_connect_inspect_and_rm() {
         nets.split_whitespace().any(|n| n == net),
         "{other}'s networks: {nets:?}"
     );
-
-    // In use: refused (Docker: "has active endpoints").
-    let out = d.docker(["network", "rm", &net]);
-    assert!(
-        !out.status.success(),
-        "network rm in use: {}",
-        describe(&out)
+    d.docker_ok(["network", "disconnect", &net, &other]);
+    let nets = d.inspect_format(
+        &other,
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
     );
-    d.docker_ok(["rm", "-f", &srv, &cli, &other]);
-    assert_eq!(d.docker_ok(["network", "rm", &net]).trim(), net);
-    let names = nonempty_lines(&d.docker_ok(["network", "ls", "--format", "{{.Name}}"]));
-    assert!(!names.contains(&net), "network ls after rm: {names:?}");
-    let out = d.docker(["network", "inspect", &net]);
-    assert_fails(
-        &out,
-        1,
-        &format!("No such network: {net}"),
-        "inspect after rm",
+    assert!(
+        !nets.split_whitespace().any(|n| n == net),
+        "{other}'s networks after disconnect: {nets:?}"
     );
 }
 
@@ -803,60 +870,119 @@ async fn kill_restart_wait_and_forced_rm() {
     assert_eq!(d.docker_ok(["wait", &code]).trim(), "5");
 }
 
+/// Unknown names: every command fails as Docker's does (exit 1, Docker's
+/// message), and the daemon answers 404 with Docker's `{"message": ...}`.
+/// Every mismatch is collected, then reported together.
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_objects_are_not_found() {
     let d = docker_with_image().await;
-    let out = d.docker(["inspect", "no-such-thing"]);
-    assert_fails(&out, 1, "No such object: no-such-thing", "docker inspect");
-    let out = d.docker(["container", "inspect", "no-such-thing"]);
-    assert_fails(
-        &out,
-        1,
-        "No such container: no-such-thing",
-        "container inspect",
-    );
-    for cmd in [
-        &["logs", "no-such-thing"][..],
-        &["stop", "no-such-thing"],
-        &["rm", "no-such-thing"],
-        &["exec", "no-such-thing", "true"],
-    ] {
-        let out = d.docker(cmd);
-        assert_fails(
-            &out,
+    let mut wrong = Vec::new();
+    let cases: [(&[&str], i32, &str); 11] = [
+        (
+            &["inspect", "no-such-thing"],
+            1,
+            "No such object: no-such-thing",
+        ),
+        (
+            &["container", "inspect", "no-such-thing"],
             1,
             "No such container: no-such-thing",
-            &format!("{cmd:?}"),
-        );
+        ),
+        (
+            &["logs", "no-such-thing"],
+            1,
+            "No such container: no-such-thing",
+        ),
+        (
+            &["stop", "no-such-thing"],
+            1,
+            "No such container: no-such-thing",
+        ),
+        (
+            &["kill", "no-such-thing"],
+            1,
+            "No such container: no-such-thing",
+        ),
+        (
+            &["start", "no-such-thing"],
+            1,
+            "No such container: no-such-thing",
+        ),
+        (
+            &["rm", "no-such-thing"],
+            1,
+            "No such container: no-such-thing",
+        ),
+        (
+            &["exec", "no-such-thing", "true"],
+            1,
+            "No such container: no-such-thing",
+        ),
+        (
+            &["network", "inspect", "no-such-thing"],
+            1,
+            "No such network: no-such-thing",
+        ),
+        (
+            &["volume", "inspect", "no-such-thing"],
+            1,
+            "No such volume: no-such-thing",
+        ),
+        // --pull never: the CLI would otherwise ask rsupd to pull from
+        // Docker Hub. Docker: 125 and "No such image: rsuptest/no-such:1".
+        (
+            &[
+                "run",
+                "--rm",
+                "--pull",
+                "never",
+                "rsuptest/no-such:1",
+                "true",
+            ],
+            125,
+            "No such image: rsuptest/no-such:1",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let out = d.docker(args);
+        if out.status.code() != Some(code) || !stderr(&out).contains(needle) {
+            wrong.push(format!(
+                "docker {args:?}: want exit {code} and {needle:?}\n{}",
+                describe(&out)
+            ));
+        }
     }
-    // --pull never: the CLI would otherwise ask rsupd to pull from Docker Hub.
-    let out = d.docker([
-        "run",
-        "--rm",
-        "--pull",
-        "never",
-        "rsuptest/no-such:1",
-        "true",
-    ]);
-    assert!(
-        !out.status.success() && stderr(&out).contains("rsuptest/no-such"),
-        "run of a missing image: {}",
-        describe(&out)
-    );
-    // The error document itself: 404 and {"message": ...}.
-    let reply = d
-        .api("GET", "/v1.41/containers/no-such-thing/json", None)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(reply.status, 404, "{reply:?}");
-    let message = reply
-        .json()
-        .and_then(|v| v["message"].as_str().map(str::to_owned));
-    assert_eq!(
-        message.as_deref(),
-        Some("No such container: no-such-thing"),
-        "{reply:?}"
-    );
+    // The error documents themselves: 404 and {"message": ...}.
+    for (path, message) in [
+        (
+            "/v1.41/containers/no-such-thing/json",
+            "No such container: no-such-thing",
+        ),
+        (
+            "/v1.41/images/no-such-thing/json",
+            "No such image: no-such-thing:latest",
+        ),
+        (
+            "/v1.41/networks/no-such-thing",
+            "network no-such-thing not found",
+        ),
+        (
+            "/v1.41/volumes/no-such-thing",
+            "get no-such-thing: no such volume",
+        ),
+    ] {
+        let reply = d.api("GET", path, None).unwrap_or_else(|e| panic!("{e}"));
+        let got = reply
+            .json()
+            .and_then(|v| v["message"].as_str().map(str::to_owned));
+        if reply.status != 404 || got.as_deref() != Some(message) {
+            wrong.push(format!(
+                "GET {path}: want 404 {{\"message\": {message:?}}}, got {reply:?}"
+            ));
+        }
+    }
     assert!(d.all_names().is_empty());
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
 }
 
 /// Whether `reply` is a refusal in Docker's shape: 400 or 501 and a JSON
