@@ -1117,3 +1117,183 @@ async fn hostile_names_are_refused_with_nothing_created() {
     let after = (listing(&home), listing(d.dir()), listing(d.state_dir()));
     assert_eq!(before, after, "files made beside or in the daemon's dirs");
 }
+
+/// `docker run`'s common flags reach the container as Docker documents
+/// them: -e, -w, -u, --hostname, --entrypoint, and the limits (-m, --cpus,
+/// --pids-limit) as inspect reports them.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_flags_reach_the_container() {
+    let d = docker_with_image().await;
+    let out = d.docker([
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/tmp",
+        "-u",
+        "65534:65534",
+        "--hostname",
+        "dockerhost",
+        IMG,
+        "sh",
+        "-c",
+        "echo $FOO $(pwd) $(id -u):$(id -g) $(hostname)",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "bar /tmp 65534:65534 dockerhost\n",
+        "{}",
+        describe(&out)
+    );
+    let out = d.docker([
+        "run",
+        "--rm",
+        "--entrypoint",
+        "echo",
+        IMG,
+        "from-entrypoint",
+    ]);
+    assert_eq!(stdout(&out), "from-entrypoint\n", "{}", describe(&out));
+
+    let name = unique_name("limits");
+    run_detached(
+        &d,
+        &name,
+        &["-m", "64m", "--cpus", "0.5", "--pids-limit", "32"],
+        &["sleep", "600"],
+    );
+    assert_eq!(
+        d.inspect_format(
+            &name,
+            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}}"
+        ),
+        "67108864 500000000 32"
+    );
+    // The limit the container sees (cgroup v1 or v2).
+    let out = exec(
+        &d,
+        &name,
+        &[
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+        ],
+    );
+    let seen = stdout(&out);
+    if out.status.success() {
+        assert_eq!(seen.trim(), "67108864", "{}", describe(&out));
+    }
+}
+
+/// `docker events` streams a container's life as Docker names it (create,
+/// start, die, destroy), and `docker stats --no-stream` reports it.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_and_stats() {
+    let d = docker_with_image().await;
+    let name = unique_name("ev");
+    // --since a moment ago: the events from before the stream was open
+    // come too, so there is no race with the run below.
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+        .saturating_sub(5)
+        .to_string();
+    let mut events = d.docker_spawn(&[
+        "events",
+        "--since",
+        &since,
+        "--filter",
+        "type=container",
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    let out = d.docker(["run", "--rm", "--name", &name, IMG, "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while !seen
+        .iter()
+        .any(|l: &String| l == &format!("container destroy {name}"))
+    {
+        assert!(Instant::now() < deadline, "docker events: {seen:?}");
+        match events.next_line(WAIT) {
+            Ok(Some(l)) => seen.push(l),
+            Ok(None) => panic!("docker events ended: {seen:?} {:?}", events.wait(WAIT)),
+            Err(e) => panic!("{e}: {seen:?}"),
+        }
+    }
+    let actions: Vec<&str> = seen
+        .iter()
+        .filter(|l| l.ends_with(&format!(" {name}")))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    let order = ["create", "start", "die", "destroy"];
+    let mut at = 0;
+    for a in &actions {
+        if at < order.len() && *a == order[at] {
+            at += 1;
+        }
+    }
+    assert_eq!(at, order.len(), "want {order:?} in order, got {actions:?}");
+
+    let busy = unique_name("stats");
+    run_detached(&d, &busy, &["-m", "64m"], &["sleep", "600"]);
+    let stats = d.docker_ok([
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}}|{{.MemUsage}}|{{.PIDs}}",
+        &busy,
+    ]);
+    let parts: Vec<&str> = stats.trim().split('|').collect();
+    assert_eq!(parts.len(), 3, "stats: {stats:?}");
+    assert_eq!(parts[0], busy, "stats: {stats:?}");
+    assert!(parts[1].ends_with("64MiB"), "stats MemUsage: {stats:?}");
+    assert!(
+        parts[2].parse::<u32>().is_ok_and(|n| n >= 1),
+        "stats PIDs: {stats:?}"
+    );
+}
+
+/// What rsupd's Docker API does not do is refused with a clear message
+/// (not a hang, not a silent success) and changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn unsupported_commands_are_refused_and_change_nothing() {
+    let d = docker_with_image().await;
+    let name = unique_name("unsup");
+    let id = run_detached(&d, &name, &[], &["sleep", "600"]);
+    let renamed = unique_name("renamed");
+    let copy = d.dir().join("copied-out");
+    let copy_arg = copy.display().to_string();
+    let from = format!("{name}:/etc/passwd");
+    let mut wrong = Vec::new();
+    for args in [
+        &["top", &name][..],
+        &["rename", &name, &renamed],
+        &["unpause", &name],
+        &["diff", &name],
+        &["commit", &name, "rsuptest/committed:1"],
+        &["update", "--memory", "128m", &name],
+        &["cp", &from, &copy_arg],
+        &["export", &name],
+    ] {
+        let out = d.docker(args);
+        let err = stderr(&out);
+        if out.status.success()
+            || !(err.contains("not supported") || err.contains("Not Implemented"))
+        {
+            wrong.push(format!("docker {args:?}: {}", describe(&out)));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+    assert_eq!(
+        d.inspect_format(&name, "{{.Id}} {{.State.Status}}"),
+        format!("{id} running")
+    );
+    assert_eq!(d.all_names(), [name.as_str()]);
+    assert!(!copy.exists(), "docker cp wrote {}", copy.display());
+    let images = nonempty_lines(&d.docker_ok(["images", "--format", "{{.Repository}}"]));
+    assert_eq!(images, ["rsuptest/busybox"]);
+}
