@@ -296,6 +296,25 @@ impl Runtime {
             .await
     }
 
+    /// Attaches a container to one more network (running or not).
+    pub async fn connect_network(
+        &self,
+        key: &ContainerRef,
+        network: &NetworkName,
+        aliases: Vec<String>,
+    ) -> Result<(), Error> {
+        self.inner.containers.connect(key, network, aliases).await
+    }
+
+    /// Detaches a container from a network.
+    pub async fn disconnect_network(
+        &self,
+        key: &ContainerRef,
+        network: &NetworkName,
+    ) -> Result<(), Error> {
+        self.inner.containers.disconnect(key, network).await
+    }
+
     pub fn networks(&self) -> Vec<NetworkInfo> {
         let entries = self.inner.containers.entries();
         self.inner.networks.list(&Containers::holders(&entries))

@@ -280,12 +280,12 @@ impl Containers {
         let mut warnings: Vec<String> = Vec::new();
         let networks = &self.inner.networks;
         for f in networks
-            .drop_sandbox(&entry.dir.join("netns"), &entry.spec.networks)
+            .drop_sandbox(&entry.dir.join("netns"), &entry.attachments())
             .await
         {
             warnings.push(format!("container {name}: network: {f}"));
         }
-        for f in networks.release(&entry.id, &entry.spec.networks) {
+        for f in networks.release(&entry.id, &entry.attachments()) {
             warnings.push(format!(
                 "container {name}: its addresses are released, but not saved: {f}"
             ));

@@ -125,6 +125,9 @@ pub(crate) struct Entry {
     pub(crate) op: Arc<tokio::sync::Mutex<()>>,
     /// Limits in force (changed by `update`).
     pub(crate) resources: Mutex<Limits>,
+    /// Network attachments in force (changed by `connect`/`disconnect`;
+    /// `spec.networks` is what it was created with).
+    pub(crate) networks: Mutex<Vec<crate::spec::net::NetAttach>>,
     pub(crate) samples: Mutex<Samples>,
     /// Cancels a pending policy restart.
     pub(crate) pending_restart: Mutex<Option<CancellationToken>>,
@@ -199,6 +202,7 @@ impl Entry {
             id,
             cancel,
             resources: Mutex::new(spec.resources),
+            networks: Mutex::new(spec.networks.clone()),
             spec,
             dir,
             status: watch::Sender::new(status),
@@ -222,7 +226,13 @@ impl Entry {
     pub(crate) fn current_spec(&self) -> ContainerSpec {
         let mut spec = self.spec.clone();
         spec.resources = *lock(&self.resources);
+        spec.networks = self.attachments();
         spec
+    }
+
+    /// The network attachments in force.
+    pub(crate) fn attachments(&self) -> Vec<crate::spec::net::NetAttach> {
+        lock(&self.networks).clone()
     }
 
     pub(crate) fn info(&self) -> ContainerInfo {

@@ -59,6 +59,7 @@ use backend::Backend;
 use entry::{ContainerCounts, ContainerInfo, ContainerState, Entry, Status};
 
 pub(crate) mod backend;
+mod connect;
 mod create;
 pub mod entry;
 pub mod exec;
@@ -290,7 +291,7 @@ impl Containers {
             .map(|e| Holder {
                 id: &e.id,
                 name: &e.spec.name,
-                attachments: &e.spec.networks,
+                attachments: e.attachments(),
             })
             .collect()
     }

@@ -135,22 +135,20 @@ impl Containers {
     ) -> Result<Launched, Error> {
         let networks = &self.inner.networks;
         let netns = entry.dir.join("netns");
-        if !networks
-            .sandbox_complete(&netns, &entry.spec.networks)
-            .await?
-        {
+        let attachments = entry.attachments();
+        if !networks.sandbox_complete(&netns, &attachments).await? {
             let (nets, e) = (networks.clone(), entry.clone());
             undo.push_async(
                 "remove the network namespace and veths",
                 move || async move {
                     let netns = e.dir.join("netns");
-                    match nets.drop_sandbox(&netns, &e.spec.networks).await.as_slice() {
+                    match nets.drop_sandbox(&netns, &e.attachments()).await.as_slice() {
                         [] => Ok(()),
                         failures => Err(failures.join("; ")),
                     }
                 },
             );
-            networks.make_sandbox(&netns, &entry.spec.networks).await?;
+            networks.make_sandbox(&netns, &attachments).await?;
         }
         if self.ensure_ports(entry).await? {
             let e = entry.clone();

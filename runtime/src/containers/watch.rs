@@ -112,9 +112,7 @@ impl Containers {
     /// Keeps the container's DNS names in step with its state for as long
     /// as it exists: present while running or waiting for a restart.
     pub(crate) fn spawn_dns_sync(&self, entry: &Arc<Entry>) {
-        if entry.spec.networks.is_empty() {
-            return;
-        }
+        // (Also for a container without networks: it may join one.)
         let networks = self.inner.networks.clone();
         let mut rx = entry.status.subscribe();
         let weak = Arc::downgrade(entry);
@@ -124,7 +122,7 @@ impl Containers {
                 {
                     let Some(e) = weak.upgrade() else { return };
                     let live = names_live(&e, &e.status.borrow());
-                    networks.set_names(&e.id, &e.spec.name, &e.spec.networks, live);
+                    networks.set_names(&e.id, &e.spec.name, &e.attachments(), live);
                     if e.status.borrow().state == ContainerState::Removed {
                         return;
                     }
@@ -137,7 +135,7 @@ impl Containers {
                         if let Some(e) = weak.upgrade()
                             && e.status.borrow().state == ContainerState::Removed
                         {
-                            networks.set_names(&e.id, &e.spec.name, &e.spec.networks, false);
+                            networks.set_names(&e.id, &e.spec.name, &e.attachments(), false);
                         }
                         return;
                     }
@@ -154,7 +152,7 @@ impl Containers {
         if entry.spec.ports.is_empty() || lock(&entry.proxy).is_some() {
             return Ok(false);
         }
-        let Some(target) = entry.spec.networks.first().map(|a| a.ip) else {
+        let Some(target) = entry.attachments().first().map(|a| a.ip) else {
             return Ok(false);
         };
         let token = self

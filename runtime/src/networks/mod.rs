@@ -395,6 +395,17 @@ impl Networks {
     /// `plan` (checked by [`NetRequest::validate`]); on error nothing stays
     /// leased.
     pub fn lease(&self, id: &str, plan: &NetPlan) -> Result<Vec<NetAttach>, Error> {
+        self.lease_from(id, plan, 0)
+    }
+
+    /// [`Networks::lease`] for attachments numbered from `first` (`eth<first>`,
+    /// ...): a container joining one more network (`network connect`).
+    pub fn lease_from(
+        &self,
+        id: &str,
+        plan: &NetPlan,
+        first: usize,
+    ) -> Result<Vec<NetAttach>, Error> {
         let fixed = plan.ip;
         let mut nets = Vec::new();
         for name in &plan.networks {
@@ -429,10 +440,11 @@ impl Networks {
                     });
                 }
             };
+            let k = first + i;
             out.push(NetAttach {
                 network: n.spec.name.clone(),
-                ifname: format!("eth{i}"),
-                host_ifname: format!("{}{i}", veth_prefix(self.net_prefix(), id)),
+                ifname: format!("eth{k}"),
+                host_ifname: format!("{}{k}", veth_prefix(self.net_prefix(), id)),
                 ip,
                 prefix: n.spec.subnet.prefix,
                 gateway: n.spec.gateway,

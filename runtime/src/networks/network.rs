@@ -18,7 +18,8 @@ use crate::spec::net::NetAttach;
 pub struct Holder<'a> {
     pub id: &'a str,
     pub name: &'a str,
-    pub attachments: &'a [NetAttach],
+    /// A copy: a running container's attachments may change (`connect`).
+    pub attachments: Vec<NetAttach>,
 }
 
 /// A network as configured.

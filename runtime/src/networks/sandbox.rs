@@ -73,6 +73,52 @@ impl Networks {
         Ok(())
     }
 
+    /// Adds one attachment to the live sandbox bound at `netns` (a running
+    /// container joining a network): a veth into it, no default route.
+    pub async fn attach_live(&self, netns: &Path, a: &NetAttach) -> Result<(), Error> {
+        let nl = self.netlink().await?;
+        if !is_netns_mount(netns) {
+            return Err(Error::FailedPrecondition(
+                "the container has no network namespace of its own (--network none): \
+                 connect it while it is stopped"
+                    .into(),
+            ));
+        }
+        let fd = std::fs::File::open(netns).map_err(|source| NetworkError::OpenNetns {
+            path: netns.to_path_buf(),
+            source,
+        })?;
+        let n = self
+            .find_network(&a.network)
+            .ok_or_else(|| Error::NotFound(format!("no such network: {}", a.network)))?;
+        self.bring_up(&n).await?;
+        let att = Attachment {
+            host_name: &a.host_ifname,
+            bridge: &n.spec.bridge,
+            netns: fd.as_fd(),
+            ifname: &a.ifname,
+            addr: a.ip,
+            prefix: a.prefix,
+            gateway: None,
+        };
+        nl.attach(&att)
+            .await
+            .map_err(|source| NetworkError::Attach {
+                network: a.network.to_string(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Removes one attachment's veth from a live sandbox (`network
+    /// disconnect`); a missing veth is fine.
+    pub async fn detach_live(&self, a: &NetAttach) -> Result<(), Error> {
+        let nl = self.netlink().await?;
+        nl.delete_link(&a.host_ifname)
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("veth {}: {e}", a.host_ifname)))
+    }
+
     /// Deletes the veths of `attachments` and unmounts the netns; missing
     /// parts are fine. Returns what could not be removed (also logged).
     pub async fn drop_sandbox(&self, netns: &Path, attachments: &[NetAttach]) -> Vec<String> {

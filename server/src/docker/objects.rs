@@ -417,29 +417,43 @@ pub async fn connect(api: &Api, id: &str, body: Value) -> ApiResult {
     let n = find_network(api, id)?;
     let container = body.get("Container").and_then(Value::as_str).unwrap_or("");
     let key = super::container_ref(container)?;
-    let c = api.runtime.inspect(&key)?;
-    if c.spec.networks.iter().any(|a| a.network == n.spec.name) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "endpoint with name {} already exists in network {}",
-                c.name, n.spec.name
-            ),
+    let config = body.get("EndpointConfig").cloned().unwrap_or(Value::Null);
+    if config
+        .pointer("/IPAMConfig/IPv4Address")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty())
+    {
+        return Err(ApiError::unsupported_field(
+            "a fixed address when connecting (give it at create)",
         ));
     }
-    Err(ApiError::unsupported(
-        "connecting a container to a network after it is created",
-    ))
+    let aliases: Vec<String> = match config.get("Aliases") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ApiError::bad_request("Aliases: a list of strings"))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    let c = api.runtime.inspect(&key)?;
+    // Docker's clients send the short id as an alias; rsup adds it itself.
+    let short = &c.id[..c.id.len().min(12)];
+    let aliases = aliases.into_iter().filter(|a| a != short).collect();
+    api.runtime
+        .connect_network(&key, &n.spec.name, aliases)
+        .await?;
+    Ok(super::empty(StatusCode::OK))
 }
 
 pub async fn disconnect(api: &Api, id: &str, body: Value) -> ApiResult {
-    let _ = find_network(api, id)?;
+    let n = find_network(api, id)?;
     let container = body.get("Container").and_then(Value::as_str).unwrap_or("");
     let key = super::container_ref(container)?;
-    api.runtime.inspect(&key)?;
-    Err(ApiError::unsupported(
-        "disconnecting a container from a network",
-    ))
+    api.runtime.disconnect_network(&key, &n.spec.name).await?;
+    Ok(super::empty(StatusCode::OK))
 }
 
 // Volumes.

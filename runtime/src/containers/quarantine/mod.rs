@@ -310,7 +310,7 @@ impl Containers {
         for f in self
             .inner
             .networks
-            .delete_veths_of(&entry.id, &entry.spec.networks)
+            .delete_veths_of(&entry.id, &entry.attachments())
             .await
         {
             warnings.push(format!("container {name}: network: {f}"));
