@@ -371,6 +371,16 @@ pub async fn create(api: &Api, q: &Query, body: Value) -> ApiResult {
         (p, _) => p.to_string(),
     };
     let pids = int(host, "PidsLimit").map(|n| if n < 0 { 0 } else { n });
+    // The docker CLI sends a seccomp profile file's content inline
+    // (`seccomp=<JSON>`); rsup takes it as the profile.
+    let (security_opt, seccomp_profile): (Vec<String>, Vec<String>) = strings(host, "SecurityOpt")?
+        .into_iter()
+        .partition(|o| !o.starts_with("seccomp={") && !o.starts_with("seccomp:{"));
+    let seccomp_profile = match seccomp_profile.as_slice() {
+        [] => String::new(),
+        [one] => one["seccomp=".len()..].to_string(),
+        _ => return Err(ApiError::bad_request("more than one seccomp profile")),
+    };
     let memory_swap = int(host, "MemorySwap").filter(|n| *n != 0);
     let req = SpecRequest {
         name,
@@ -403,8 +413,8 @@ pub async fn create(api: &Api, q: &Query, body: Value) -> ApiResult {
             cap_add: strings(host, "CapAdd")?,
             cap_drop: strings(host, "CapDrop")?,
             privileged: bool_field(host, "Privileged"),
-            security_opt: strings(host, "SecurityOpt")?,
-            seccomp_profile: String::new(),
+            security_opt,
+            seccomp_profile,
         },
         volumes: binds,
         tmpfs,
@@ -447,7 +457,11 @@ pub fn list(api: &Api, q: &Query) -> ApiResult {
         .into_iter()
         .filter(|c| {
             // Without all, only running ones (a status filter implies all).
-            (all || f.values("status").is_some() || c.state == ContainerState::Running)
+            (all || f.values("status").is_some()
+                || matches!(
+                    c.state,
+                    ContainerState::Running | ContainerState::Restarting
+                ))
                 && f.any("name", |n| c.name.contains(n.trim_start_matches('/')))
                 && f.any("id", |i| c.id.starts_with(i))
                 && f.any("status", |s| s == json::state(c.state))

@@ -100,7 +100,13 @@ impl From<rsup_runtime::Error> for ApiError {
             Code::Unavailable | Code::ResourceExhausted => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, s.message())
+        // Docker's clients look for "No such image" (docker-py's
+        // ImageNotFound) and print "No such container: x".
+        let message = match s.message().strip_prefix("no such ") {
+            Some(rest) if status == StatusCode::NOT_FOUND => format!("No such {rest}"),
+            _ => s.message().to_string(),
+        };
+        ApiError::new(status, message)
     }
 }
 
@@ -517,6 +523,7 @@ mod tests {
     fn runtime_errors_keep_their_meaning() {
         let e = ApiError::from(rsup_runtime::Error::NotFound("no such container: x".into()));
         assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert_eq!(e.message, "No such container: x");
         let e = ApiError::from(rsup_runtime::Error::AlreadyExists("x".into()));
         assert_eq!(e.status, StatusCode::CONFLICT);
         let e = ApiError::from(rsup_runtime::Error::InvalidArgument {

@@ -228,6 +228,10 @@ fn event(rt: &rsup_runtime::Runtime, e: &rsup_runtime::lifecycle::Event) -> Valu
         .map_or(0, |d| d.as_nanos());
     let mut attrs = e.attributes.clone();
     attrs.insert("name".into(), e.subject.clone());
+    // Docker's name for the exit code of a `die`.
+    if let Some(code) = e.attributes.get("exit_code") {
+        attrs.insert("exitCode".into(), code.clone());
+    }
     let mut from = String::new();
     if e.subject_type == "container"
         && let Ok(key) = rsup_runtime::names::ContainerRef::parse(&e.id)
