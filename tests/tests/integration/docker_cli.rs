@@ -1308,3 +1308,133 @@ async fn unsupported_commands_are_refused_and_change_nothing() {
     let images = nonempty_lines(&d.docker_ok(["images", "--format", "{{.Repository}}"]));
     assert_eq!(images, ["rsuptest/busybox"]);
 }
+
+/// `docker logs` gives stdout and stderr back on their own streams.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_keep_stdout_and_stderr_apart() {
+    let d = docker_with_image().await;
+    let name = unique_name("streams");
+    run_detached(
+        &d,
+        &name,
+        &[],
+        &["sh", "-c", "echo to-out; echo to-err >&2"],
+    );
+    assert_eq!(d.docker_ok(["wait", &name]).trim(), "0");
+    let out = d.docker(["logs", &name]);
+    assert_eq!(
+        (stdout(&out).as_str(), stderr(&out).as_str()),
+        ("to-out\n", "to-err\n"),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// Bind mounts of host directories: read-write, and `:ro` refused writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn bind_mounts_read_write_and_read_only() {
+    let d = docker_with_image().await;
+    let host = rsup_tests::TempDir::new();
+    std::fs::write(host.path().join("in"), "from-host\n").expect("write");
+    let rw = format!("{}:/h", host.path().display());
+    let out = d.docker([
+        "run",
+        "--rm",
+        "-v",
+        &rw,
+        IMG,
+        "sh",
+        "-c",
+        "cat /h/in && echo from-container > /h/out",
+    ]);
+    assert_eq!(stdout(&out), "from-host\n", "{}", describe(&out));
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("out"))
+            .ok()
+            .as_deref(),
+        Some("from-container\n")
+    );
+    let ro = format!("{}:/h:ro", host.path().display());
+    let out = d.docker([
+        "run",
+        "--rm",
+        "-v",
+        &ro,
+        IMG,
+        "sh",
+        "-c",
+        "echo x > /h/ro-write",
+    ]);
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(!host.path().join("ro-write").exists(), "wrote through :ro");
+    assert_eq!(
+        d.docker_ok(["run", "--rm", "-v", &ro, IMG, "cat", "/h/in"]),
+        "from-host\n"
+    );
+}
+
+/// `--restart on-failure:2`: restarted twice, then left exited.
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_on_failure_stops_after_max_retries() {
+    let d = docker_with_image().await;
+    let name = unique_name("onfail");
+    run_detached(
+        &d,
+        &name,
+        &["--restart", "on-failure:2"],
+        &["sh", "-c", "echo attempt; exit 1"],
+    );
+    let state = wait_inspect(
+        &d,
+        &name,
+        "{{.RestartCount}} {{.State.Status}} {{.State.ExitCode}}",
+        "two restarts, then exited for good",
+        |s| s == "2 exited 1",
+    )
+    .await;
+    assert_eq!(state, "2 exited 1");
+    assert_eq!(
+        d.inspect_format(
+            &name,
+            "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}"
+        ),
+        "on-failure 2"
+    );
+    let logs = d.docker_ok(["logs", &name]);
+    assert_eq!(logs.matches("attempt").count(), 3, "three runs: {logs:?}");
+}
+
+/// `docker stop -t 1` of a command that ignores SIGTERM: SIGKILL after the
+/// grace period, exit code 137.
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_kills_after_the_grace_period() {
+    let d = docker_with_image().await;
+    let name = unique_name("stubborn");
+    run_detached(
+        &d,
+        &name,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo ready; while true; do sleep 0.1; done",
+        ],
+    );
+    eventually("the trap to be set", WAIT, async || {
+        let logs = ok_stdout(&d.docker(["logs", &name]))?;
+        if logs.contains("ready") {
+            Ok(())
+        } else {
+            Err(logs)
+        }
+    })
+    .await;
+    let started = Instant::now();
+    assert_eq!(d.docker_ok(["stop", "-t", "1", &name]).trim(), name);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "stop took {took:?}");
+    assert_eq!(
+        d.inspect_format(&name, "{{.State.Status}} {{.State.ExitCode}}"),
+        "exited 137"
+    );
+}
