@@ -96,3 +96,8 @@ mod registry_fixture;
 // pulls, corrupt blobs, login, push read back by skopeo.
 #[path = "integration/registries.rs"]
 mod registries;
+// The Docker CLI (Debian's docker 20.10, API 1.41) on `rsupd --docker-socket`:
+// run, logs, ps, inspect, exec, networks, volumes, ports, restarts, and the
+// errors, compared with what Docker documents.
+#[path = "integration/docker_cli.rs"]
+mod docker_cli;

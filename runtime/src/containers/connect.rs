@@ -99,13 +99,18 @@ impl Containers {
         let mut spec = entry.current_spec();
         spec.networks = next.clone();
         store::write_json(&entry.dir.join("config.json"), &spec)?;
-        *lock(&entry.networks) = next;
+        *lock(&entry.networks) = next.clone();
         self.inner.networks.set_names(
             &entry.id,
             &entry.spec.name,
             std::slice::from_ref(&gone),
             false,
         );
+        let state = entry.status().state;
+        let live = matches!(state, ContainerState::Running | ContainerState::Restarting);
+        self.inner
+            .networks
+            .set_names(&entry.id, &entry.spec.name, &next, live);
         if entry.status().state == ContainerState::Running
             && let Err(e) = self.inner.networks.detach_live(&gone).await
         {

@@ -58,6 +58,20 @@ impl std::fmt::Debug for DnsServer {
     }
 }
 
+/// The other networks' name tables a client also sees, by its address on
+/// this network: a container on several networks resolves the names of
+/// every one of them through the DNS server of its first (as Docker's
+/// resolver does). Each entry names its owner (a container id), so that
+/// its release drops it.
+pub type Views = Arc<RwLock<std::collections::HashMap<Ipv4Addr, View>>>;
+
+/// What one client sees beyond its own network's table.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub owner: String,
+    pub tables: Vec<Arc<RwLock<Records>>>,
+}
+
 impl DnsServer {
     /// Binds UDP and TCP on `listen` (with port 0, UDP picks a port and TCP
     /// takes the same one) and starts serving `records`. Unknown names go to
@@ -69,7 +83,7 @@ impl DnsServer {
         records: Arc<RwLock<Records>>,
         upstream: Vec<SocketAddr>,
     ) -> Result<DnsServer, NetError> {
-        Self::start_for(listen, records, upstream, None).await
+        Self::start_for(listen, records, upstream, None, Views::default()).await
     }
 
     /// Like [`DnsServer::start`], answering only clients inside `clients`
@@ -80,6 +94,7 @@ impl DnsServer {
         records: Arc<RwLock<Records>>,
         upstream: Vec<SocketAddr>,
         clients: Option<super::Subnet>,
+        views: Views,
     ) -> Result<DnsServer, NetError> {
         let bind_err = |addr, proto| {
             move |source| NetError::DnsBind {
@@ -100,6 +115,7 @@ impl DnsServer {
             records,
             upstream: upstream.into(),
             clients,
+            views,
         });
         server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE, 32);
@@ -184,6 +200,30 @@ struct Handler {
     records: Arc<RwLock<Records>>,
     upstream: Arc<[SocketAddr]>,
     clients: Option<super::Subnet>,
+    views: Views,
+}
+
+impl Handler {
+    /// The answer from the tables of the client's other networks, if any.
+    fn answer_in_views(&self, src: IpAddr, query: &LowerQuery) -> Local {
+        let IpAddr::V4(ip) = src else {
+            return Local::Unknown;
+        };
+        let tables = {
+            let views = self.views.read().unwrap_or_else(|e| e.into_inner());
+            match views.get(&ip) {
+                Some(v) => v.tables.clone(),
+                None => return Local::Unknown,
+            }
+        };
+        for t in tables {
+            let records = t.read().unwrap_or_else(|e| e.into_inner());
+            if let Local::Answer(a) = answer_locally(&records, query) {
+                return Local::Answer(a);
+            }
+        }
+        Local::Unknown
+    }
 }
 
 fn info(metadata: Metadata) -> ResponseInfo {
@@ -239,6 +279,10 @@ impl RequestHandler for Handler {
             // is still consistent enough to answer from.
             let records = self.records.read().unwrap_or_else(|e| e.into_inner());
             answer_locally(&records, query)
+        };
+        let local = match local {
+            Local::Unknown => self.answer_in_views(request.src().ip(), query),
+            answer => answer,
         };
         match local {
             Local::Answer(answers) => {
@@ -416,6 +460,39 @@ mod tests {
 
     fn local() -> SocketAddr {
         "127.0.0.1:0".parse().expect("addr")
+    }
+
+    #[tokio::test]
+    async fn a_client_on_several_networks_sees_their_names() {
+        let own = Arc::new(RwLock::new(Records::default()));
+        let other = Arc::new(RwLock::new(Records::default()));
+        let ip = Ipv4Addr::new(10, 89, 1, 2);
+        other
+            .write()
+            .expect("lock")
+            .set("c2", &["srv".to_owned()], ip);
+        let views = Views::default();
+        let server = DnsServer::start_for(local(), own, vec![], None, views.clone())
+            .await
+            .expect("start");
+        let addr = server.local_addr();
+        // Not on the other network: not found.
+        let m = ask_udp(addr, "srv.", RecordType::A).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        // The client (127.0.0.1 here) is on it too: found.
+        views.write().expect("lock").insert(
+            Ipv4Addr::LOCALHOST,
+            View {
+                owner: "c1".into(),
+                tables: vec![other.clone()],
+            },
+        );
+        let m = ask_udp(addr, "srv.", RecordType::A).await;
+        assert_eq!(a_records(&m), vec![(ip, 0)]);
+        // Another client address sees only its own network.
+        views.write().expect("lock").clear();
+        let m = ask_udp(addr, "srv.", RecordType::A).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ mod netns;
 use std::net::SocketAddr;
 
 pub use attach::Attachment;
-pub use dns::{DnsServer, Records};
+pub use dns::{DnsServer, Records, View, Views};
 pub use ipam::{IpamError, Pool, Subnet};
 pub use link::{Netlink, bridge_mac};
 

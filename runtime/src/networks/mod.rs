@@ -170,6 +170,7 @@ impl Networks {
                     created_at: f.created_at,
                     pool: Mutex::new(f.pool),
                     records: Arc::new(RwLock::new(Records::default())),
+                    views: Default::default(),
                     dns: tokio::sync::Mutex::new(None),
                     up: tokio::sync::Mutex::new(false),
                 })),
@@ -224,6 +225,7 @@ impl Networks {
                 n.records.clone(),
                 self.inner.config.dns_upstream.clone(),
                 Some(n.spec.subnet.clone()),
+                n.views.clone(),
             )
             .await
             {
@@ -297,6 +299,7 @@ impl Networks {
             created_at: SystemTime::now(),
             pool: Mutex::new(pool),
             records: Arc::new(RwLock::new(Records::default())),
+            views: Default::default(),
             dns: tokio::sync::Mutex::new(None),
             up: tokio::sync::Mutex::new(false),
         });
@@ -491,6 +494,10 @@ impl Networks {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(id);
+            n.views
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|_, v| v.owner != id);
             let freed = lock(&n.pool).release_owner(id);
             if !freed.is_empty()
                 && let Err(e) = self.persist_network(&n)
@@ -509,13 +516,33 @@ impl Networks {
             let Some(n) = self.find_network(&a.network) else {
                 continue;
             };
-            let mut r = n.records.write().unwrap_or_else(|p| p.into_inner());
-            if live {
-                let mut names = vec![name.to_string()];
-                names.extend(a.aliases.iter().cloned());
-                r.set(id, &names, a.ip);
-            } else {
-                r.remove(id);
+            {
+                let mut r = n.records.write().unwrap_or_else(|p| p.into_inner());
+                if live {
+                    let mut names = vec![name.to_string()];
+                    names.extend(a.aliases.iter().cloned());
+                    r.set(id, &names, a.ip);
+                } else {
+                    r.remove(id);
+                }
+            }
+            // On several networks: it sees the others' names too.
+            let others: Vec<_> = attachments
+                .iter()
+                .filter(|b| b.network != a.network)
+                .filter_map(|b| self.find_network(&b.network))
+                .map(|m| m.records.clone())
+                .collect();
+            let mut v = n.views.write().unwrap_or_else(|p| p.into_inner());
+            v.retain(|_, v| v.owner != id);
+            if live && !others.is_empty() {
+                v.insert(
+                    a.ip,
+                    crate::netstack::View {
+                        owner: id.to_string(),
+                        tables: others,
+                    },
+                );
             }
         }
     }

@@ -46,6 +46,8 @@ pub(crate) struct Network {
     pub created_at: SystemTime,
     pub pool: Mutex<Pool>,
     pub records: Arc<RwLock<Records>>,
+    /// What its DNS server's clients on several networks also see.
+    pub views: crate::netstack::Views,
     pub dns: tokio::sync::Mutex<Option<DnsServer>>,
     /// Held while the bridge is set up; true once it is.
     pub up: tokio::sync::Mutex<bool>,

@@ -98,9 +98,16 @@ pub async fn list(api: &Api, q: &Query) -> ApiResult {
 }
 
 pub async fn inspect(api: &Api, name: &str) -> ApiResult {
-    let r = ImageRef::parse_as(name, "image")
-        .map_err(|_| ApiError::not_found(format!("No such image: {}", json::short(name))))?;
-    let i = api.runtime.inspect_image(&r).await?;
+    let missing = || ApiError::not_found(format!("No such image: {}", json::short(name)));
+    let r = ImageRef::parse_as(name, "image").map_err(|_| missing())?;
+    let i = api.runtime.inspect_image(&r).await.map_err(|e| {
+        let e = ApiError::from(e);
+        if e.status == StatusCode::NOT_FOUND {
+            ApiError::not_found(format!("No such image: {r}"))
+        } else {
+            e
+        }
+    })?;
     ok_json(&inspect_json(&i))
 }
 

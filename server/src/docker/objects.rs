@@ -320,10 +320,12 @@ fn find_network(api: &Api, id: &str) -> Result<NetworkInfo, ApiError> {
             return Ok(n);
         }
     }
-    Err(ApiError::not_found(format!(
-        "network {} not found",
-        json::short(id)
-    )))
+    // Docker's words; a name that is not a valid one is quoted (bounded).
+    let shown = match NetworkName::parse_as(id, "network") {
+        Ok(n) => n.to_string(),
+        Err(_) => json::short(id),
+    };
+    Err(ApiError::not_found(format!("network {shown} not found")))
 }
 
 pub fn networks(api: &Api, q: &Query) -> ApiResult {
@@ -529,9 +531,16 @@ pub fn create_volume(api: &Api, body: Value) -> ApiResult {
 }
 
 pub fn inspect_volume(api: &Api, name: &str) -> ApiResult {
-    let name = VolumeName::parse_as(name, "name")
-        .map_err(|_| ApiError::not_found(format!("get {}: no such volume", json::short(name))))?;
-    ok_json(&volume_json(&api.runtime.inspect_volume(&name)?))
+    let missing = |shown: String| ApiError::not_found(format!("get {shown}: no such volume"));
+    let name = VolumeName::parse_as(name, "name").map_err(|_| missing(json::short(name)))?;
+    let v = api
+        .runtime
+        .inspect_volume(&name)
+        .map_err(|e| match ApiError::from(e) {
+            e if e.status == StatusCode::NOT_FOUND => missing(name.to_string()),
+            e => e,
+        })?;
+    ok_json(&volume_json(&v))
 }
 
 pub fn remove_volume(api: &Api, name: &str, q: &Query) -> ApiResult {
