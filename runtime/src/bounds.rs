@@ -48,10 +48,6 @@ pub const SUPERVISOR_PERIOD: RangeInclusive<Duration> = MS..=DAY;
 pub const STOP_TIMEOUT: RangeInclusive<Duration> = Duration::ZERO..=DAY;
 /// `timeout_ms` of Exec.
 pub const EXEC_TIMEOUT: RangeInclusive<Duration> = MS..=DAY;
-/// `labels` of a container: how many, and their keys' and values' bytes
-/// together (Docker has no limit; compose sets about ten).
-pub const LABELS_COUNT: usize = 1000;
-pub const LABELS_BYTES: usize = 256 * 1024;
 
 fn invalid(field: &'static str, reason: String) -> Error {
     Error::InvalidArgument { field, reason }

@@ -109,6 +109,47 @@ fn dns_label(what: &str) -> impl Fn(&str) -> Result<(), String> + '_ {
     }
 }
 
+/// How many labels an object may have, and their keys' and values' bytes
+/// together (Docker has no limit; compose sets about ten).
+pub const LABELS_COUNT: usize = 1000;
+pub const LABELS_BYTES: usize = 256 * 1024;
+
+/// Labels of a container, network or volume (`KEY=VALUE` metadata):
+/// keys non-empty and free of control characters, values free of NUL, at
+/// most [`LABELS_COUNT`] of [`LABELS_BYTES`] in all. Refused as field
+/// `labels`.
+pub fn labels(
+    labels: std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>, Error> {
+    for (k, v) in &labels {
+        if k.is_empty() || k.chars().any(char::is_control) {
+            return Err(invalid(
+                "labels",
+                format!("{} is not a valid label key", quote(k)),
+            ));
+        }
+        if v.contains('\0') {
+            return Err(invalid(
+                "labels",
+                format!("the value of label {} contains a NUL byte", quote(k)),
+            ));
+        }
+    }
+    let bytes: usize = labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if labels.len() > LABELS_COUNT || bytes > LABELS_BYTES {
+        return Err(invalid(
+            "labels",
+            format!(
+                "at most {} labels of {} bytes in all (these are {} of {bytes} bytes)",
+                LABELS_COUNT,
+                LABELS_BYTES,
+                labels.len()
+            ),
+        ));
+    }
+    Ok(labels)
+}
+
 /// Defines a validated string newtype: `check` says why a string is refused.
 macro_rules! name_type {
     ($(#[$doc:meta])* $ty:ident, field = $field:literal, check = $check:expr) => {

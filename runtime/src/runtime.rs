@@ -433,9 +433,13 @@ impl Runtime {
     // Volumes.
 
     /// Creates a named volume (no-op if it exists).
-    pub fn create_volume(&self, name: &VolumeName) -> Result<VolumeInfo, Error> {
+    pub fn create_volume(
+        &self,
+        name: &VolumeName,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<VolumeInfo, Error> {
         let users = self.inner.containers.users_of_volume(name);
-        self.inner.volumes.create(name, users)
+        self.inner.volumes.create(name, labels, users)
     }
 
     pub fn inspect_volume(&self, name: &VolumeName) -> Result<VolumeInfo, Error> {

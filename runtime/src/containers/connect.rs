@@ -73,6 +73,10 @@ impl Containers {
             return Err(e.into());
         }
         *lock(&entry.networks) = next.clone();
+        if current.is_empty() {
+            // Its first network: from now on its names follow its state.
+            self.spawn_dns_sync(&entry);
+        }
         let live = running || entry.status().state == ContainerState::Restarting;
         self.inner
             .networks

@@ -112,7 +112,10 @@ impl Containers {
     /// Keeps the container's DNS names in step with its state for as long
     /// as it exists: present while running or waiting for a restart.
     pub(crate) fn spawn_dns_sync(&self, entry: &Arc<Entry>) {
-        // (Also for a container without networks: it may join one.)
+        if entry.attachments().is_empty() {
+            // (One that joins a network later gets it then: see connect.)
+            return;
+        }
         let networks = self.inner.networks.clone();
         let mut rx = entry.status.subscribe();
         let weak = Arc::downgrade(entry);

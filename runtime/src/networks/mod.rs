@@ -187,6 +187,7 @@ impl Networks {
                 subnet,
                 gateway: String::new(),
                 internal: false,
+                labels: Default::default(),
             })
             .await?;
         }
@@ -288,6 +289,7 @@ impl Networks {
         };
         let pool =
             Pool::new(subnet.clone(), gateway).map_err(|e| invalid("gateway", e.to_string()))?;
+        let labels = crate::names::labels(req.labels.clone())?;
         let n = Arc::new(Network {
             spec: NetworkSpec {
                 bridge: format!("{}b{}", self.net_prefix(), hash8(req.name.as_str())),
@@ -295,6 +297,7 @@ impl Networks {
                 subnet,
                 gateway: pool.gateway(),
                 internal: req.internal,
+                labels,
             },
             created_at: SystemTime::now(),
             pool: Mutex::new(pool),

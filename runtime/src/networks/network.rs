@@ -30,6 +30,9 @@ pub struct NetworkSpec {
     pub gateway: Ipv4Addr,
     pub internal: bool,
     pub bridge: String,
+    /// Metadata given at create (Docker's network labels).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -62,6 +65,8 @@ pub struct NetworkRequest {
     /// "" = the subnet's first host.
     pub gateway: String,
     pub internal: bool,
+    /// Checked by [`crate::names::labels`] at create.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// What `network inspect` shows.

@@ -282,13 +282,13 @@ fn container_spec(
     let restart = req.restart.validate()?;
     let health = req.health.validate(&restart)?;
     let security = req.security.validate()?;
-    let labels = labels(
-        image
-            .as_ref()
-            .map(|i| i.config.labels.clone())
-            .unwrap_or_default(),
-        std::mem::take(&mut req.labels),
-    )?;
+    // The image's labels, then the request's over them.
+    let mut labels = image
+        .as_ref()
+        .map(|i| i.config.labels.clone())
+        .unwrap_or_default();
+    labels.extend(std::mem::take(&mut req.labels));
+    let labels = crate::names::labels(labels)?;
     if req.auto_remove && !restart.policy.is_no() {
         return Err(invalid(
             "restart_policy",
@@ -326,43 +326,6 @@ fn container_spec(
         userns: None,
         labels,
     })
-}
-
-/// A container's labels: the image's, then the request's over them. Keys
-/// are non-empty and free of control characters; values free of NUL; the
-/// whole is bounded (bounds::LABELS_*).
-fn labels(
-    mut from_image: std::collections::BTreeMap<String, String>,
-    given: std::collections::BTreeMap<String, String>,
-) -> Result<std::collections::BTreeMap<String, String>, Error> {
-    for (k, v) in &given {
-        if k.is_empty() || k.chars().any(char::is_control) {
-            return Err(invalid(
-                "labels",
-                format!("{} is not a valid label key", quote(k)),
-            ));
-        }
-        if v.contains('\0') {
-            return Err(invalid(
-                "labels",
-                format!("the value of label {} contains a NUL byte", quote(k)),
-            ));
-        }
-    }
-    from_image.extend(given);
-    let bytes: usize = from_image.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if from_image.len() > bounds::LABELS_COUNT || bytes > bounds::LABELS_BYTES {
-        return Err(invalid(
-            "labels",
-            format!(
-                "at most {} labels of {} bytes in all (these are {} of {bytes} bytes)",
-                bounds::LABELS_COUNT,
-                bounds::LABELS_BYTES,
-                from_image.len()
-            ),
-        ));
-    }
-    Ok(from_image)
 }
 
 impl SpecRequest {

@@ -31,7 +31,13 @@ pub struct VolumeInfo {
     pub created_at: SystemTime,
     /// Containers that mount it.
     pub users: Vec<String>,
+    /// Metadata given at create (`volume create --label`).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
+
+/// The file beside a volume's `_data` that keeps its labels (containers
+/// see only `_data`).
+const LABELS_FILE: &str = "labels.json";
 
 /// The volumes service: named volumes as directories under the state
 /// dir's `volumes/` (`<name>/_data` is what containers mount). It does not
@@ -58,10 +64,21 @@ impl Volumes {
         self.dir.join(name.as_str())
     }
 
-    /// Creates a named volume (no-op if it exists).
-    pub fn create(&self, name: &VolumeName, users: Vec<String>) -> Result<VolumeInfo, Error> {
+    /// Creates a named volume (no-op if it exists: its labels stay).
+    pub fn create(
+        &self,
+        name: &VolumeName,
+        labels: std::collections::BTreeMap<String, String>,
+        users: Vec<String>,
+    ) -> Result<VolumeInfo, Error> {
+        let labels = crate::names::labels(labels)?;
+        let dir = self.volume_dir(name);
+        let existed = dir.exists();
         // volumes/<name> 0700, a new _data 0755 (see crate::store).
-        crate::store::volume_dir(&self.volume_dir(name))?;
+        crate::store::volume_dir(&dir)?;
+        if !existed && !labels.is_empty() {
+            crate::store::write_json(&dir.join(LABELS_FILE), &labels)?;
+        }
         self.inspect(name, users)
     }
 
@@ -88,6 +105,14 @@ impl Volumes {
                 .or_else(|_| meta.modified())
                 .unwrap_or(SystemTime::UNIX_EPOCH),
             users,
+            labels: match crate::store::read_json(&dir.join(LABELS_FILE)) {
+                Ok(Some(l)) => l,
+                Ok(None) => Default::default(),
+                Err(e) => {
+                    tracing::warn!(volume = %name, error = %e, "cannot read the volume's labels");
+                    Default::default()
+                }
+            },
         })
     }
 

@@ -282,7 +282,7 @@ fn net_request(host: &Value, body: &Value, ports: Vec<String>) -> Result<NetRequ
                 "sharing another container's network",
             ));
         }
-        m => Some(m.to_string()),
+        m => Some(json::rsup_network(m).to_string()),
     };
     if let Some(p) = &primary {
         networks.push(NetworkName::parse_as(p, "networks")?);
@@ -290,7 +290,7 @@ fn net_request(host: &Value, body: &Value, ports: Vec<String>) -> Result<NetRequ
     if let Some(eps) = endpoints {
         for (name, ep) in eps {
             let wanted = match &primary {
-                Some(p) => p == name,
+                Some(p) => p == json::rsup_network(name),
                 None => matches!(name.as_str(), "bridge" | "default"),
             };
             if !wanted {
@@ -451,6 +451,7 @@ pub fn inspect(api: &Api, id: &str) -> ApiResult {
 pub fn list(api: &Api, q: &Query) -> ApiResult {
     let f = q.filters(&["name", "label", "status", "id", "ancestor", "network"])?;
     let all = q.flag("all");
+    let names = NameFilter::new(f.values("name").unwrap_or_default())?;
     let mut out: Vec<(SystemTime, Value)> = api
         .runtime
         .list(true)
@@ -462,7 +463,7 @@ pub fn list(api: &Api, q: &Query) -> ApiResult {
                     c.state,
                     ContainerState::Running | ContainerState::Restarting
                 ))
-                && f.any("name", |n| c.name.contains(n.trim_start_matches('/')))
+                && names.matches(&format!("/{}", c.name))
                 && f.any("id", |i| c.id.starts_with(i))
                 && f.any("status", |s| s == json::state(c.state))
                 && f.any("ancestor", |a| {
@@ -472,7 +473,10 @@ pub fn list(api: &Api, q: &Query) -> ApiResult {
                         .is_some_and(|i| i.reference == a || i.id.contains(a))
                 })
                 && f.any("network", |n| {
-                    c.spec.networks.iter().any(|x| x.network.as_str() == n)
+                    c.spec
+                        .networks
+                        .iter()
+                        .any(|x| x.network.as_str() == json::rsup_network(n))
                 })
                 && f.labels(&c.spec.labels)
         })
@@ -486,6 +490,36 @@ pub fn list(api: &Api, q: &Query) -> ApiResult {
         out.truncate(n);
     }
     ok_json(&Value::Array(out.into_iter().map(|(_, v)| v).collect()))
+}
+
+/// Docker's `name` filter: each value is a regular expression matched
+/// anywhere in `/name` (any of them may match). Rust's regex engine runs in
+/// time linear in the input; the compiled size is bounded.
+struct NameFilter(Vec<regex::Regex>);
+
+impl NameFilter {
+    fn new(patterns: &[String]) -> Result<NameFilter, ApiError> {
+        patterns
+            .iter()
+            .map(|p| {
+                regex::RegexBuilder::new(p)
+                    .size_limit(1 << 20)
+                    .dfa_size_limit(1 << 20)
+                    .build()
+                    .map_err(|_| {
+                        ApiError::bad_request(format!(
+                            "invalid name filter {}: not a regular expression",
+                            json::short(p)
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map(NameFilter)
+    }
+
+    fn matches(&self, slash_name: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|r| r.is_match(slash_name))
+    }
 }
 
 pub async fn start(api: &Api, id: &str) -> ApiResult {
@@ -925,6 +959,19 @@ mod tests {
         let cli_host = json!({"Binds": null, "NetworkMode": "default", "PidMode": "", "IpcMode": "",
             "Devices": [], "Dns": [], "LogConfig": {"Type": "", "Config": {}}, "CpuShares": 0});
         assert!(refuse_unsupported(&cli, &cli_host).is_ok());
+    }
+
+    #[test]
+    fn name_filters_are_regular_expressions() {
+        let f = NameFilter::new(&["web-[bc]$".to_string()]).expect("regex");
+        assert!(f.matches("/web-b"));
+        assert!(!f.matches("/web-a"));
+        assert!(!f.matches("/web-bc"));
+        let anchored = NameFilter::new(&["^/?db$".to_string()]).expect("regex");
+        assert!(anchored.matches("/db"));
+        assert!(!anchored.matches("/db2"));
+        assert!(NameFilter::new(&[]).expect("none").matches("/x"));
+        assert!(NameFilter::new(&["(".to_string()]).is_err());
     }
 
     #[test]

@@ -166,10 +166,28 @@ fn tmpfs(c: &ContainerInfo) -> Value {
 
 /// The network Docker's HostConfig.NetworkMode names.
 fn network_mode(c: &ContainerInfo) -> String {
-    c.spec
-        .networks
-        .first()
-        .map_or_else(|| "none".to_string(), |a| a.network.to_string())
+    c.spec.networks.first().map_or_else(
+        || "none".to_string(),
+        |a| docker_network(a.network.as_str()).to_string(),
+    )
+}
+
+/// The name Docker's clients see for an rsup network: rsup's `default`
+/// is Docker's `bridge`.
+pub fn docker_network(name: &str) -> &str {
+    if name == rsup_runtime::networks::DEFAULT_NETWORK {
+        "bridge"
+    } else {
+        name
+    }
+}
+
+/// rsup's network for a name a Docker client gives.
+pub fn rsup_network(name: &str) -> &str {
+    match name {
+        "bridge" => rsup_runtime::networks::DEFAULT_NETWORK,
+        n => n,
+    }
 }
 
 pub fn network_id(name: &str) -> String {
@@ -189,7 +207,7 @@ fn networks(c: &ContainerInfo) -> Value {
             aliases.push(short_id.to_string());
         }
         m.insert(
-            a.network.to_string(),
+            docker_network(a.network.as_str()).to_string(),
             json!({
                 "IPAMConfig": null,
                 "Links": null,

@@ -259,10 +259,33 @@ fn event(rt: &rsup_runtime::Runtime, e: &rsup_runtime::lifecycle::Event) -> Valu
     })
 }
 
+/// An object of strings (labels), or null/absent as empty.
+fn string_map(
+    v: &Value,
+    key: &str,
+) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(Default::default()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(ApiError::bad_request(format!(
+                    "{key}: values must be strings"
+                ))),
+            })
+            .collect(),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "{key}: an object of strings"
+        ))),
+    }
+}
+
 // Networks.
 
 fn network_json(n: &NetworkInfo, containers: &[rsup_runtime::ContainerInfo]) -> Value {
     let name = n.spec.name.as_str();
+    let shown = json::docker_network(name);
     let mut members = serde_json::Map::new();
     for (cname, ip) in &n.containers {
         let c = containers.iter().find(|c| &c.name == cname);
@@ -280,7 +303,7 @@ fn network_json(n: &NetworkInfo, containers: &[rsup_runtime::ContainerInfo]) -> 
         );
     }
     json!({
-        "Name": name,
+        "Name": shown,
         "Id": json::network_id(name),
         "Created": json::time(Some(n.created_at)),
         "Scope": "local",
@@ -295,13 +318,13 @@ fn network_json(n: &NetworkInfo, containers: &[rsup_runtime::ContainerInfo]) -> 
         "ConfigOnly": false,
         "Containers": members,
         "Options": {"com.docker.network.bridge.name": n.spec.bridge},
-        "Labels": {},
+        "Labels": n.spec.labels,
     })
 }
 
 /// A network by name, full id or id prefix.
 fn find_network(api: &Api, id: &str) -> Result<NetworkInfo, ApiError> {
-    if let Ok(name) = NetworkName::parse_as(id, "network")
+    if let Ok(name) = NetworkName::parse_as(json::rsup_network(id), "network")
         && let Ok(n) = api.runtime.inspect_network(&name)
     {
         return Ok(n);
@@ -337,12 +360,15 @@ pub fn networks(api: &Api, q: &Query) -> ApiResult {
         .iter()
         .filter(|n| {
             let name = n.spec.name.as_str();
-            f.any("name", |x| name.contains(x))
+            let shown = json::docker_network(name);
+            f.any("name", |x| shown.contains(x))
                 && f.any("id", |x| json::network_id(name).starts_with(x))
                 && f.any("driver", |x| x == "bridge")
                 && f.any("scope", |x| x == "local")
-                && f.any("type", |x| x == "custom" || x == "builtin")
-                && f.labels(&Default::default())
+                && f.any("type", |x| {
+                    (x == "builtin") == (name == rsup_runtime::networks::DEFAULT_NETWORK)
+                })
+                && f.labels(&n.spec.labels)
         })
         .map(|n| network_json(n, &containers))
         .collect();
@@ -356,7 +382,14 @@ pub fn inspect_network(api: &Api, id: &str) -> ApiResult {
 
 pub async fn create_network(api: &Api, body: Value) -> ApiResult {
     let name = body.get("Name").and_then(Value::as_str).unwrap_or("");
+    if matches!(name, "bridge" | "host" | "none" | "default") {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{name} is a pre-defined network and cannot be created"),
+        ));
+    }
     let name = NetworkName::parse_as(name, "name")?;
+    let labels = string_map(&body, "Labels")?;
     match body.get("Driver").and_then(Value::as_str).unwrap_or("") {
         "" | "bridge" => {}
         d => {
@@ -405,6 +438,7 @@ pub async fn create_network(api: &Api, body: Value) -> ApiResult {
                 .get("Internal")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            labels,
         })
         .await?;
     Ok(super::json_response(
@@ -470,7 +504,7 @@ fn volume_json(v: &VolumeInfo) -> Value {
         "Driver": "local",
         "Mountpoint": v.mountpoint.display().to_string(),
         "CreatedAt": json::time(Some(v.created_at)),
-        "Labels": {},
+        "Labels": v.labels,
         "Scope": "local",
         "Options": {},
         "UsageData": {"Size": -1, "RefCount": v.users.len()},
@@ -489,7 +523,7 @@ pub fn volumes(api: &Api, q: &Query) -> ApiResult {
                     (d == "true" || d == "1") == v.users.is_empty()
                 })
                 && f.any("driver", |d| d == "local")
-                && f.labels(&Default::default())
+                && f.labels(&v.labels)
         })
         .map(volume_json)
         .collect();
@@ -526,7 +560,9 @@ pub fn create_volume(api: &Api, body: Value) -> ApiResult {
         n => n.to_string(),
     };
     let name = VolumeName::parse_as(&name, "name")?;
-    let v = api.runtime.create_volume(&name)?;
+    let v = api
+        .runtime
+        .create_volume(&name, string_map(&body, "Labels")?)?;
     Ok(super::json_response(StatusCode::CREATED, &volume_json(&v)))
 }
 

@@ -54,6 +54,7 @@ impl Networks for Service {
                 subnet: r.subnet,
                 gateway: r.gateway,
                 internal: r.internal,
+                labels: Default::default(),
             })
             .await
             .map_err(status)?;

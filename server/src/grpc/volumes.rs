@@ -35,7 +35,10 @@ impl Volumes for Service {
         req: Request<pb::CreateVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
         let name = parse(&req.into_inner().name, "name", VolumeName::parse_as)?;
-        let v = self.runtime.create_volume(&name).map_err(status)?;
+        let v = self
+            .runtime
+            .create_volume(&name, Default::default())
+            .map_err(status)?;
         Ok(Response::new(volume(v)))
     }
 
