@@ -649,13 +649,9 @@ fn unix_time(s: &str) -> Result<Option<SystemTime>, ApiError> {
     let secs: f64 = s
         .parse()
         .map_err(|_| ApiError::bad_request(format!("invalid time {}", json::short(s))))?;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(ApiError::bad_request(format!(
-            "invalid time {}",
-            json::short(s)
-        )));
-    }
-    Ok(Some(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs)))
+    super::epoch_plus(secs)
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid time {}", json::short(s))))
 }
 
 /// Forwards the log records of `rx` as frames until either side ends.

@@ -457,6 +457,17 @@ fn error_response(e: &ApiError) -> Response<Body> {
     json_response(e.status, &serde_json::json!({ "message": e.message }))
 }
 
+/// The Unix time `secs` (Docker's `since`/`until`), or `None` when it is
+/// negative, not finite or past what `SystemTime` holds: both
+/// `Duration::from_secs_f64` and `SystemTime + Duration` panic there.
+pub fn epoch_plus(secs: f64) -> Option<std::time::SystemTime> {
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    let d = std::time::Duration::try_from_secs_f64(secs).ok()?;
+    std::time::SystemTime::UNIX_EPOCH.checked_add(d)
+}
+
 /// A path segment that should name a container, parsed at the edge.
 pub fn container_ref(id: &str) -> Result<rsup_runtime::names::ContainerRef, ApiError> {
     // Docker's clients sometimes send the name with its leading '/'.
@@ -511,6 +522,23 @@ mod tests {
             q.filters(&["name"]).map_err(|e| e.status).err(),
             Some(StatusCode::BAD_REQUEST)
         );
+    }
+
+    #[test]
+    fn times_past_the_clock_are_refused_not_panics() {
+        for bad in [
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+            1e300,
+            1e19,
+            18_446_744_073_709_551_615.0,
+            9_223_372_036_854_775_807.5,
+        ] {
+            assert_eq!(epoch_plus(bad), None, "{bad}");
+        }
+        assert_eq!(epoch_plus(0.0), Some(std::time::SystemTime::UNIX_EPOCH));
+        assert!(epoch_plus(1_700_000_000.5).is_some());
     }
 
     #[test]

@@ -212,13 +212,8 @@ fn parse_time(s: &str) -> Result<SystemTime, ApiError> {
     let secs: f64 = s
         .parse()
         .map_err(|_| ApiError::bad_request(format!("invalid time {}", json::short(s))))?;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(ApiError::bad_request(format!(
-            "invalid time {}",
-            json::short(s)
-        )));
-    }
-    Ok(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs))
+    super::epoch_plus(secs)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid time {}", json::short(s))))
 }
 
 fn event(rt: &rsup_runtime::Runtime, e: &rsup_runtime::lifecycle::Event) -> Value {
