@@ -554,8 +554,14 @@ pub async fn wait(api: &Api, id: &str, q: &Query) -> ApiResult {
     let api = api.clone();
     let condition = condition.to_string();
     tokio::spawn(async move {
-        let body = wait_body(&api, &key, &c, &condition).await;
-        let _ = tx.send(stream::json_line(&body)).await;
+        // A client that goes away ends the wait (and its event watch): it
+        // does not stay until the container exits.
+        tokio::select! {
+            body = wait_body(&api, &key, &c, &condition) => {
+                let _ = tx.send(stream::json_line(&body)).await;
+            }
+            _ = tx.closed() => {}
+        }
     });
     Ok(stream::json_lines(rx))
 }
