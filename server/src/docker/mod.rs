@@ -423,8 +423,16 @@ pub async fn read_json_body(body: Incoming) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Default::default()));
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON in the request body: {e}")))
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON in the request body: {e}")))?;
+    // Every body Docker takes is an object: `[]`, `"x"` or `null` read as
+    // `{}` would make, say, an anonymous volume nobody asked for.
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid JSON in the request body: not an object",
+        ));
+    }
+    Ok(v)
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {

@@ -502,7 +502,12 @@ pub fn create_volume(api: &Api, body: Value) -> ApiResult {
     {
         return Err(ApiError::unsupported_field("volume driver options"));
     }
-    let name = match body.get("Name").and_then(Value::as_str).unwrap_or("") {
+    let name = match body.get("Name") {
+        None | Some(Value::Null) => "",
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(ApiError::bad_request("Name: a string")),
+    };
+    let name = match name {
         "" => {
             // Docker names an anonymous volume with 64 random hex digits.
             let mut b = [0u8; 32];
