@@ -908,7 +908,10 @@ fn other_cases(cases: &mut Cases, canary: &Path) {
             );
         }
     }
-    // Times: not numbers, negative, not finite, beyond any clock.
+    // Times: not numbers, negative, not finite, beyond any clock. (An
+    // out-of-range date such as 2026-13-45T99:99:99Z is read loosely as a
+    // later valid time by the runtime's parser: an events stream that stays
+    // open, not an error, so it is not here.)
     for t in [
         "x",
         "-1",
@@ -922,7 +925,6 @@ fn other_cases(cases: &mut Cases, canary: &Path) {
         "9223372036854775807.5",
         "99999-01-01T00:00:00Z",
         "0000-00-00T00:00:00Z",
-        "2026-13-45T99:99:99Z",
         "9999-12-31T23:59:59.999999999999Z",
     ] {
         for (what, target) in [
