@@ -46,7 +46,7 @@ struct Reply {
 impl Reply {
     /// True when the answer comes from rsupd's router (it sets
     /// `Api-Version` on every one), not from hyper's parser.
-    fn from_router(&self) -> bool {
+    fn is_the_routers(&self) -> bool {
         self.head.to_ascii_lowercase().contains("\r\napi-version:")
     }
 
@@ -154,7 +154,7 @@ fn check_refusal(r: &Reply, head_only: bool) -> Result<(), String> {
             r.body_text()
         ));
     }
-    if !r.from_router() {
+    if !r.is_the_routers() {
         return if (400..=499).contains(&r.status) {
             Ok(())
         } else {
