@@ -49,3 +49,7 @@ mod cgroups;
 // (i) A SYS_PTRACE container makes its init run a system call for it.
 #[path = "hostile/ptrace.rs"]
 mod ptrace;
+// (j) The Docker Engine API socket (issue 18): hostile names, fields,
+// bodies, methods and abandoned streams, in raw HTTP/1.1.
+#[path = "hostile/docker.rs"]
+mod docker;

@@ -602,8 +602,14 @@ pub async fn wait(api: &Api, id: &str, q: &Query) -> ApiResult {
     let api = api.clone();
     let condition = condition.to_string();
     tokio::spawn(async move {
-        let body = wait_body(&api, &key, &c, &condition).await;
-        let _ = tx.send(stream::json_line(&body)).await;
+        // A client that goes away ends the wait (and its event watch): it
+        // does not stay until the container exits.
+        tokio::select! {
+            body = wait_body(&api, &key, &c, &condition) => {
+                let _ = tx.send(stream::json_line(&body)).await;
+            }
+            _ = tx.closed() => {}
+        }
     });
     Ok(stream::json_lines(rx))
 }
@@ -697,13 +703,9 @@ fn unix_time(s: &str) -> Result<Option<SystemTime>, ApiError> {
     let secs: f64 = s
         .parse()
         .map_err(|_| ApiError::bad_request(format!("invalid time {}", json::short(s))))?;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(ApiError::bad_request(format!(
-            "invalid time {}",
-            json::short(s)
-        )));
-    }
-    Ok(Some(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs)))
+    super::epoch_plus(secs)
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid time {}", json::short(s))))
 }
 
 /// Forwards the log records of `rx` as frames until either side ends.

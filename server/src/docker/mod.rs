@@ -429,8 +429,16 @@ pub async fn read_json_body(body: Incoming) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Default::default()));
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON in the request body: {e}")))
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON in the request body: {e}")))?;
+    // Every body Docker takes is an object: `[]`, `"x"` or `null` read as
+    // `{}` would make, say, an anonymous volume nobody asked for.
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid JSON in the request body: not an object",
+        ));
+    }
+    Ok(v)
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -461,6 +469,17 @@ pub fn ok_json(v: &Value) -> ApiResult {
 
 fn error_response(e: &ApiError) -> Response<Body> {
     json_response(e.status, &serde_json::json!({ "message": e.message }))
+}
+
+/// The Unix time `secs` (Docker's `since`/`until`), or `None` when it is
+/// negative, not finite or past what `SystemTime` holds: both
+/// `Duration::from_secs_f64` and `SystemTime + Duration` panic there.
+pub fn epoch_plus(secs: f64) -> Option<std::time::SystemTime> {
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    let d = std::time::Duration::try_from_secs_f64(secs).ok()?;
+    std::time::SystemTime::UNIX_EPOCH.checked_add(d)
 }
 
 /// A path segment that should name a container, parsed at the edge.
@@ -517,6 +536,23 @@ mod tests {
             q.filters(&["name"]).map_err(|e| e.status).err(),
             Some(StatusCode::BAD_REQUEST)
         );
+    }
+
+    #[test]
+    fn times_past_the_clock_are_refused_not_panics() {
+        for bad in [
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+            1e300,
+            1e19,
+            18_446_744_073_709_551_615.0,
+            9_223_372_036_854_775_807.5,
+        ] {
+            assert_eq!(epoch_plus(bad), None, "{bad}");
+        }
+        assert_eq!(epoch_plus(0.0), Some(std::time::SystemTime::UNIX_EPOCH));
+        assert!(epoch_plus(1_700_000_000.5).is_some());
     }
 
     #[test]

@@ -212,13 +212,8 @@ fn parse_time(s: &str) -> Result<SystemTime, ApiError> {
     let secs: f64 = s
         .parse()
         .map_err(|_| ApiError::bad_request(format!("invalid time {}", json::short(s))))?;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(ApiError::bad_request(format!(
-            "invalid time {}",
-            json::short(s)
-        )));
-    }
-    Ok(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs))
+    super::epoch_plus(secs)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid time {}", json::short(s))))
 }
 
 fn event(rt: &rsup_runtime::Runtime, e: &rsup_runtime::lifecycle::Event) -> Value {
@@ -547,7 +542,12 @@ pub fn create_volume(api: &Api, body: Value) -> ApiResult {
     {
         return Err(ApiError::unsupported_field("volume driver options"));
     }
-    let name = match body.get("Name").and_then(Value::as_str).unwrap_or("") {
+    let name = match body.get("Name") {
+        None | Some(Value::Null) => "",
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(ApiError::bad_request("Name: a string")),
+    };
+    let name = match name {
         "" => {
             // Docker names an anonymous volume with 64 random hex digits.
             let mut b = [0u8; 32];

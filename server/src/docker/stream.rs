@@ -10,7 +10,10 @@ use http_body_util::BodyExt;
 use hyper::body::Frame;
 use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
 use hyper::{Request, Response, StatusCode};
+use std::time::Duration;
+
 use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -72,14 +75,23 @@ pub fn hijack<B: Send + 'static>(req: Request<B>, mut rx: mpsc::Receiver<Bytes>)
                 return;
             }
         };
-        let mut io = hyper_util::rt::TokioIo::new(upgraded);
-        while let Some(b) = rx.recv().await {
-            if io.write_all(&b).await.is_err() {
-                return;
+        // The connection is the Docker socket's: taken back from hyper, its
+        // hang-up is seen even while `rx` carries nothing (a quiet
+        // container's attach, a long exec), so an abandoned hijack does not
+        // keep its connection, its log follower and their descriptors.
+        match upgraded.downcast::<hyper_util::rt::TokioIo<UnixStream>>() {
+            Ok(parts) => until_hangup(parts.io.into_inner(), rx).await,
+            Err(upgraded) => {
+                let mut io = hyper_util::rt::TokioIo::new(upgraded);
+                while let Some(b) = rx.recv().await {
+                    if io.write_all(&b).await.is_err() {
+                        return;
+                    }
+                    let _ = io.flush().await;
+                }
+                let _ = io.shutdown().await;
             }
-            let _ = io.flush().await;
         }
-        let _ = io.shutdown().await;
     });
     let mut r = Response::new(super::full(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -88,6 +100,45 @@ pub fn hijack<B: Send + 'static>(req: Request<B>, mut rx: mpsc::Receiver<Bytes>)
     h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(UPGRADE, HeaderValue::from_static("tcp"));
     r
+}
+
+/// How often a hijacked connection with nothing to write is checked for a
+/// hang-up.
+const HANGUP_CHECK: Duration = Duration::from_secs(1);
+
+/// Writes what arrives on `rx` to the hijacked `io` until `rx` ends, a
+/// write fails or the client hangs up.
+async fn until_hangup(mut io: UnixStream, mut rx: mpsc::Receiver<Bytes>) {
+    let mut tick = tokio::time::interval(HANGUP_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            b = rx.recv() => match b {
+                Some(b) => if io.write_all(&b).await.is_err() {
+                    return;
+                },
+                None => break,
+            },
+            _ = tick.tick() => if hung_up(&io) {
+                debug!("docker API: the client of a hijacked stream hung up");
+                return;
+            },
+        }
+    }
+    let _ = io.shutdown().await;
+}
+
+/// True when the client closed its end: `POLLHUP` (or an error) on the
+/// socket. Not an EOF: the docker CLI shuts its write side at once when it
+/// sends no stdin, and still reads.
+fn hung_up(io: &UnixStream) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(io.as_fd(), PollFlags::empty())];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
 }
 
 /// A JSON-lines response (events, pull and push progress, stats).
@@ -105,6 +156,30 @@ pub fn json_line(v: &serde_json::Value) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_hang_up_is_seen_and_a_half_close_is_not() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        assert!(!hung_up(&a));
+        // The docker CLI's CloseWrite when it sends no stdin.
+        let mut b = b;
+        b.shutdown().await.expect("shutdown");
+        assert!(!hung_up(&a), "a half-close is not a hang-up");
+        drop(b);
+        assert!(hung_up(&a));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_hijack_ends_though_nothing_is_written() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let (_tx, rx) = mpsc::channel::<Bytes>(1);
+        let task = tokio::spawn(until_hangup(a, rx));
+        drop(b);
+        tokio::time::timeout(HANGUP_CHECK * 5, task)
+            .await
+            .expect("it ended")
+            .expect("no panic");
+    }
 
     #[test]
     fn frames_carry_stream_and_length() {

@@ -321,6 +321,10 @@ const RULES: &[Rule] = &[
     text("rsup.v1.Containers/Create:spec.userns"),
     text("rsup.v1.Containers/Create:spec.uid_map"),
     text("rsup.v1.Containers/Create:spec.gid_map"),
+    // Labels are metadata, never a path: free text (a hostile key or
+    // value may be kept or refused, and must reach no host path).
+    text("rsup.v1.Containers/Create:spec.labels.key"),
+    text("rsup.v1.Containers/Create:spec.labels.value"),
     name_or_empty("rsup.v1.Containers/Create:spec.image"),
     text("rsup.v1.Containers/Create:spec.entrypoint"),
     // The other container calls.
