@@ -97,12 +97,25 @@ impl Containers {
             )));
         };
         let next: Vec<_> = current
-            .into_iter()
+            .iter()
             .filter(|a| a.network != *network)
+            .cloned()
             .collect();
+        let config = entry.dir.join("config.json");
         let mut spec = entry.current_spec();
         spec.networks = next.clone();
-        store::write_json(&entry.dir.join("config.json"), &spec)?;
+        store::write_json(&config, &spec)?;
+        // Then the live veth: if it cannot go, nothing changes (its address
+        // must not be leased again while an interface holds it).
+        if entry.status().state == ContainerState::Running
+            && let Err(e) = self.inner.networks.detach_live(&gone).await
+        {
+            spec.networks = current;
+            if let Err(w) = store::write_json(&config, &spec) {
+                warn!(container = %entry.spec.name, error = %w, "cannot restore the spec");
+            }
+            return Err(e);
+        }
         *lock(&entry.networks) = next.clone();
         self.inner.networks.set_names(
             &entry.id,
@@ -115,11 +128,6 @@ impl Containers {
         self.inner
             .networks
             .set_names(&entry.id, &entry.spec.name, &next, live);
-        if entry.status().state == ContainerState::Running
-            && let Err(e) = self.inner.networks.detach_live(&gone).await
-        {
-            warn!(container = %entry.spec.name, %network, error = %e, "cannot delete the veth");
-        }
         for f in self
             .inner
             .networks

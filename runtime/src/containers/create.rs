@@ -67,12 +67,12 @@ impl Containers {
         if let Some(sup) = &spec.supervisor {
             may_join(sup)?;
         }
-        self.inner.volumes.ensure(&spec.mounts)?;
         // Refuse a taken name before anything is taken (checked again
         // when the container is recorded: another create may race us).
         if self.name_taken(&spec.name) {
             return Err(name_exists(&spec.name));
         }
+        self.inner.volumes.ensure(&spec.mounts)?;
         // From here on every step that takes something pushes its undo:
         // a failure at any point (or a cancelled request) gives it all
         // back. Named volumes made on first use above stay, as Docker

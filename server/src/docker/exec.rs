@@ -21,6 +21,9 @@ use super::stream::{self, STDERR, STDOUT};
 use super::{Api, ApiError, ApiResult, container_ref, json, ok_json};
 
 const MAX_EXECS: usize = 1024;
+/// Bytes of command, environment, user and working dir one instance may
+/// keep (so the table holds at most 1024 x 256 KiB).
+const MAX_EXEC_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 struct Instance {
@@ -134,6 +137,15 @@ pub fn create(api: &Api, id: &str, body: Value) -> ApiResult {
     if argv.is_empty() {
         return Err(ApiError::bad_request("No exec command specified"));
     }
+    let env = strs("Env")?;
+    let bytes: usize = argv.iter().chain(&env).map(String::len).sum::<usize>()
+        + str_of(&body, "User").len()
+        + str_of(&body, "WorkingDir").len();
+    if bytes > MAX_EXEC_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "the exec's command and environment are {bytes} bytes: at most {MAX_EXEC_BYTES}"
+        )));
+    }
     let id = random_id();
     api.execs.insert(
         id.clone(),
@@ -141,7 +153,7 @@ pub fn create(api: &Api, id: &str, body: Value) -> ApiResult {
             container: key,
             container_id: c.id,
             argv,
-            env: strs("Env")?,
+            env,
             user: str_of(&body, "User"),
             workdir: str_of(&body, "WorkingDir"),
             stdout: bool_of(&body, "AttachStdout"),

@@ -41,6 +41,13 @@ pub const API_VERSION: &str = "1.41";
 /// The oldest version a client may ask for in its path.
 pub const MIN_API_VERSION: &str = "1.12";
 
+/// Connections served at once; more wait in the listen queue (each costs
+/// a task and a descriptor, which the gRPC side shares).
+const MAX_CONNECTIONS: usize = 512;
+/// A client must send its request's headers within this (also between
+/// requests of a kept-alive connection).
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Largest JSON request body (a create with a long environment is tens of
 /// KiB; Docker has no limit, a root daemon wants one).
 const MAX_JSON_BODY: usize = 4 << 20;
@@ -127,7 +134,15 @@ pub async fn serve(listener: UnixListener, runtime: Runtime, token: Cancellation
         execs: Arc::new(exec::Execs::default()),
         shutdown: token.clone(),
     };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+            _ = token.cancelled() => return,
+        };
         let stream = tokio::select! {
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
@@ -142,11 +157,14 @@ pub async fn serve(listener: UnixListener, runtime: Runtime, token: Cancellation
         let api = api.clone();
         let token = token.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let api = api.clone();
                 async move { Ok::<_, Infallible>(api.handle(req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .with_upgrades();
             tokio::pin!(conn);
