@@ -172,6 +172,33 @@ pub async fn load(api: &Api, req: Request<Incoming>, q: &Query) -> ApiResult {
     ))
 }
 
+/// `POST /auth` (`docker login`): the credentials are checked against the
+/// registry (rsupd keeps none: the client stores them and sends them with
+/// each pull and push, as Docker's CLI does).
+pub async fn login(api: &Api, body: Value) -> ApiResult {
+    let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("");
+    if !field("identitytoken").is_empty() {
+        return Err(ApiError::unsupported_field(
+            "logging in with an identity token",
+        ));
+    }
+    let creds = Credentials::parse(field("username"), field("password"))?;
+    let server = field("serveraddress");
+    // Docker's clients name Docker Hub by its index URL.
+    let host = server
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .trim_end_matches("/v1")
+        .trim_end_matches("/v2");
+    let host = match host {
+        "" | "index.docker.io" => "docker.io",
+        h => h,
+    };
+    api.runtime.registry_login(host, &creds).await?;
+    ok_json(&json!({"Status": "Login Succeeded", "IdentityToken": ""}))
+}
+
 /// Docker's `X-Registry-Auth`: base64url JSON with `username` and
 /// `password` (an identity token is not supported).
 fn credentials<B>(req: &Request<B>) -> Result<Option<Credentials>, ApiError> {
@@ -354,10 +381,12 @@ pub async fn push<B>(api: &Api, req: &Request<B>, name: &str, q: &Query) -> ApiR
         true,
         move |tx| async move { rt.push_image(&remote, creds.as_ref(), Some(tx)).await },
         move |digest: String| {
-            vec![json!({
-                "status": format!("{tag}: digest: {digest}"),
-                "aux": {"Tag": tag, "Digest": digest},
-            })]
+            // Docker's two lines: the one the CLI prints, then the aux
+            // record it hands to its callback (and does not print).
+            vec![
+                json!({"status": format!("{tag}: digest: {digest}")}),
+                json!({"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest}}),
+            ]
         },
     )
 }

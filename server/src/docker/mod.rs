@@ -282,6 +282,7 @@ impl Api {
                 "POST /containers/{{id}}/{}",
                 json::short(what)
             ))),
+            (&Method::POST, ["auth"]) => images::login(self, read_json(req).await?).await,
             (&Method::GET, ["images", "json"]) => images::list(self, &q).await,
             (&Method::POST, ["images", "load"]) => images::load(self, req, &q).await,
             (&Method::POST, ["images", "create"]) => images::pull(self, &req, &q).await,

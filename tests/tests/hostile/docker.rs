@@ -625,7 +625,11 @@ fn create_cases(cases: &mut Cases, canary: &Path) {
         json!({"Sysctls": {"kernel.core_pattern": "|/tmp/x"}}),
         json!({"Ulimits": [{"Name": "nofile", "Soft": 1, "Hard": 1}]}),
         json!({"SecurityOpt": ["seccomp=/etc/passwd"]}),
-        json!({"SecurityOpt": ["seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\"}"]}),
+        // An inline profile (how the docker CLI sends a profile file) is the
+        // runtime's custom profile, as with gRPC: a broken one is refused.
+        json!({"SecurityOpt": ["seccomp={\"defaultAction\":\"SCMP_ACT_NOT_AN_ACTION\"}"]}),
+        json!({"SecurityOpt": ["seccomp={not json"]}),
+        json!({"SecurityOpt": ["seccomp={}", "seccomp={}"]}),
         json!({"SecurityOpt": ["apparmor=unconfined"]}),
         json!({"SecurityOpt": ["label=disable"]}),
         json!({"SecurityOpt": ["systempaths=unconfined"]}),

@@ -1447,3 +1447,83 @@ async fn stop_kills_after_the_grace_period() {
         "exited 137"
     );
 }
+
+/// `docker login`, `tag`, `push` and `pull` against a real registry on
+/// loopback (Debian's docker-registry with htpasswd): a push without a login
+/// is refused; after `login --password-stdin` the push lands (skopeo reads
+/// it back with the image's config); the pulled copy runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn login_tag_push_and_pull_through_a_registry() {
+    let d = docker_with_image().await;
+    let reg = rsup_tests::Registry::start(rsup_tests::RegistryKind::Htpasswd {
+        user: "alice".into(),
+        password: "s3cret-pw".into(),
+    });
+    let target = format!("{}/team/bb:1", reg.host());
+    d.docker_ok(["tag", IMG, &target]);
+    assert!(
+        d.docker_ok(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .lines()
+            .any(|l| l == target),
+        "the tag is listed"
+    );
+
+    let out = d.docker(["push", &target]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "push without login: {}\n{}",
+        describe(&out),
+        d.log_tail(40)
+    );
+
+    let out = d.docker_stdin(
+        ["login", "-u", "alice", "--password-stdin", &reg.host()],
+        b"wrong-password\n",
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a wrong login: {}",
+        describe(&out)
+    );
+    let out = d.docker_stdin(
+        ["login", "-u", "alice", "--password-stdin", &reg.host()],
+        b"s3cret-pw\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "login: {}", describe(&out));
+    assert!(
+        stdout(&out).contains("Login Succeeded"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = d.docker(["push", &target]);
+    assert_eq!(out.status.code(), Some(0), "push: {}", describe(&out));
+    assert!(
+        stdout(&out).contains("digest: sha256:"),
+        "push: {}\n{}",
+        describe(&out),
+        d.log_tail(30)
+    );
+    let remote = reg.skopeo_inspect("team/bb:1");
+    let local_id = d.docker_ok(["image", "inspect", "--format", "{{.Id}}", IMG]);
+    assert_eq!(
+        remote["Digest"].as_str().map(str::len),
+        Some(71),
+        "skopeo sees a manifest: {remote}"
+    );
+    assert!(!local_id.trim().is_empty());
+
+    // Gone here, pulled back, and it runs.
+    d.docker_ok(["rmi", &target]);
+    let out = d.docker(["pull", &target]);
+    assert_eq!(out.status.code(), Some(0), "pull: {}", describe(&out));
+    let out = d.docker(["run", "--rm", &target, "echo", "pulled-and-ran"]);
+    assert_eq!(out.status.code(), Some(0), "run: {}", describe(&out));
+    assert_eq!(stdout(&out), "pulled-and-ran\n");
+    assert!(
+        !d.log_tail(2000).contains("s3cret-pw"),
+        "the password reached rsupd's log"
+    );
+}

@@ -33,28 +33,35 @@ async fn rejected_create(d: &Daemon, what: &str, spec: proto::ContainerSpec, cod
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_names_are_invalid_argument() {
     let d = Daemon::start().await;
-    let too_long = "a".repeat(64);
+    // Docker's rule: [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters.
+    let too_long = "a".repeat(129);
     for bad in [
-        "Bad_Name",
         "-x",
-        "x-",
-        "has.dot",
-        "UPPER",
+        "_x",
+        ".x",
+        "a/b",
+        "../x",
         "white space",
+        "é",
         too_long.as_str(),
     ] {
         let spec = d.spec(bad, &["true"]);
         rejected_create(&d, &format!("name {bad:?}"), spec, &[Code::InvalidArgument]).await;
     }
-    // The longest valid label is accepted.
-    let longest = "b".repeat(63);
-    let c = d
-        .client()
-        .create(d.spec(&longest, &["true"]))
-        .await
-        .expect("63-character name");
-    assert_eq!(c.name, longest);
-    d.client().remove(&longest, false).await.expect("remove");
+    // The longest valid name is accepted, and so are compose's names.
+    for good in [
+        "b".repeat(128),
+        "proj_db_1".to_string(),
+        "Web.1-x".to_string(),
+    ] {
+        let c = d
+            .client()
+            .create(d.spec(&good, &["true"]))
+            .await
+            .expect("a valid name");
+        assert_eq!(c.name, good);
+        d.client().remove(&good, false).await.expect("remove");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

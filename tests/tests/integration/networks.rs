@@ -769,7 +769,8 @@ async fn fixed_ip_and_bad_network_input() {
     bad_network("overlap2", &subnet(&d, 32, 27), "").await;
     bad_network("gwout", &subnet(&d, 64, 26), &addr(&d, 200).to_string()).await;
     bad_network("gwnet", &subnet(&d, 64, 26), &addr(&d, 64).to_string()).await;
-    bad_network("Bad_Name", &subnet(&d, 64, 26), "").await;
+    bad_network("_bad", &subnet(&d, 64, 26), "").await;
+    bad_network("bad/name", &subnet(&d, 64, 26), "").await;
     bad_network("none", &subnet(&d, 64, 26), "").await;
     let out = d.ctl(["network", "create", "--subnet", "10.0.0.0/33", "n33"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
