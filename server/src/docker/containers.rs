@@ -2,7 +2,6 @@
 //! networking config into the runtime's `SpecRequest`), start, stop, kill,
 //! restart, wait, remove, inspect, list, logs, attach and stats.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -16,6 +15,7 @@ use rsup_runtime::{ContainerState, ResourcesRequest, SpecRequest};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::json::{string_map, strings};
 use super::stream::{self, STDERR, STDOUT};
 use super::{Api, ApiError, ApiResult, Query, container_ref, empty, json, ok_json};
 
@@ -28,42 +28,6 @@ fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
 
 fn bool_field(v: &Value, key: &str) -> bool {
     v.get(key).and_then(Value::as_bool).unwrap_or(false)
-}
-
-/// A list of strings, or null/absent as empty; anything else is refused.
-fn strings(v: &Value, key: &str) -> Result<Vec<String>, ApiError> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| {
-                x.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| ApiError::bad_request(format!("{key}: a list of strings")))
-            })
-            .collect(),
-        // Docker takes a single string for Cmd and Entrypoint too.
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(_) => Err(ApiError::bad_request(format!("{key}: a list of strings"))),
-    }
-}
-
-fn string_map(v: &Value, key: &str) -> Result<BTreeMap<String, String>, ApiError> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(BTreeMap::new()),
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), s.clone())),
-                _ => Err(ApiError::bad_request(format!(
-                    "{key}: values must be strings"
-                ))),
-            })
-            .collect(),
-        Some(_) => Err(ApiError::bad_request(format!(
-            "{key}: an object of strings"
-        ))),
-    }
 }
 
 fn int(v: &Value, key: &str) -> Option<i64> {
@@ -821,17 +785,6 @@ fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-fn host_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn stats_json(s: &rsup_runtime::ContainerStats, pre: &Value, now: SystemTime) -> Value {
     let u = &s.usage;
     json!({
@@ -854,7 +807,7 @@ fn stats_json(s: &rsup_runtime::ContainerStats, pre: &Value, now: SystemTime) ->
         "precpu_stats": pre.get("cpu_stats").cloned().unwrap_or_else(|| json!({"cpu_usage": {"total_usage": 0}, "throttling_data": {}})),
         "memory_stats": {
             "usage": u.memory_usage,
-            "limit": u.memory_limit.unwrap_or_else(host_memory),
+            "limit": u.memory_limit.unwrap_or_else(json::host_memory),
             "stats": {"inactive_file": u.memory_usage.saturating_sub(u.memory_working_set)},
             "failcnt": u.oom_kills,
         },

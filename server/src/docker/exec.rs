@@ -87,15 +87,6 @@ fn exec_id(id: &str) -> Result<&str, ApiError> {
     }
 }
 
-fn random_id() -> String {
-    let mut b = [0u8; 32];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut b);
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// `POST /containers/{id}/exec`.
 pub fn create(api: &Api, id: &str, body: Value) -> ApiResult {
     let key = container_ref(id)?;
@@ -119,25 +110,11 @@ pub fn create(api: &Api, id: &str, body: Value) -> ApiResult {
             format!("Container {} is not running", c.id),
         ));
     }
-    let strs = |k: &str| -> Result<Vec<String>, ApiError> {
-        match body.get(k) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| ApiError::bad_request(format!("{k}: a list of strings")))
-                })
-                .collect(),
-            Some(_) => Err(ApiError::bad_request(format!("{k}: a list of strings"))),
-        }
-    };
-    let argv = strs("Cmd")?;
+    let argv = json::strings(&body, "Cmd")?;
     if argv.is_empty() {
         return Err(ApiError::bad_request("No exec command specified"));
     }
-    let env = strs("Env")?;
+    let env = json::strings(&body, "Env")?;
     let bytes: usize = argv.iter().chain(&env).map(String::len).sum::<usize>()
         + str_of(&body, "User").len()
         + str_of(&body, "WorkingDir").len();
@@ -146,7 +123,7 @@ pub fn create(api: &Api, id: &str, body: Value) -> ApiResult {
             "the exec's command and environment are {bytes} bytes: at most {MAX_EXEC_BYTES}"
         )));
     }
-    let id = random_id();
+    let id = json::random_id()?;
     api.execs.insert(
         id.clone(),
         Instance {

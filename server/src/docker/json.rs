@@ -8,6 +8,70 @@ use rsup_runtime::spec::MountKind;
 use rsup_runtime::{ContainerInfo, ContainerState};
 use serde_json::{Map, Value, json};
 
+/// A list of strings, or null/absent as empty; anything else is refused.
+pub fn strings(v: &Value, key: &str) -> Result<Vec<String>, super::ApiError> {
+    let bad = || super::ApiError::bad_request(format!("{key}: a list of strings"));
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_str().map(str::to_string).ok_or_else(bad))
+            .collect(),
+        // Docker takes a single string for Cmd and Entrypoint too.
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// An object of strings (labels, tmpfs), or null/absent as empty.
+pub fn string_map(
+    v: &Value,
+    key: &str,
+) -> Result<std::collections::BTreeMap<String, String>, super::ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(Default::default()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(super::ApiError::bad_request(format!(
+                    "{key}: values must be strings"
+                ))),
+            })
+            .collect(),
+        Some(_) => Err(super::ApiError::bad_request(format!(
+            "{key}: an object of strings"
+        ))),
+    }
+}
+
+/// 64 random hex digits (exec ids, anonymous volume names).
+pub fn random_id() -> Result<String, super::ApiError> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| {
+            super::ApiError::new(
+                hyper::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading /dev/urandom: {e}"),
+            )
+        })?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// The host's memory (`MemTotal`), in bytes; 0 when unknown.
+pub fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// Docker's zero time, for a time that has not happened.
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 

@@ -11,6 +11,7 @@ use rsup_runtime::volumes::VolumeInfo;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::json::string_map;
 use super::stream::{self, json_line};
 use super::{API_VERSION, Api, ApiError, ApiResult, MIN_API_VERSION, Query, json, ok_json};
 
@@ -69,14 +70,7 @@ pub async fn info(api: &Api) -> ApiResult {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    let mem_total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024);
+    let mem_total = json::host_memory();
     ok_json(&json!({
         "ID": "",
         "Containers": counts.total,
@@ -252,28 +246,6 @@ fn event(rt: &rsup_runtime::Runtime, e: &rsup_runtime::lifecycle::Event) -> Valu
         "time": json::unix_secs(e.time),
         "timeNano": u64::try_from(nanos).unwrap_or(u64::MAX),
     })
-}
-
-/// An object of strings (labels), or null/absent as empty.
-fn string_map(
-    v: &Value,
-    key: &str,
-) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(Default::default()),
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), s.clone())),
-                _ => Err(ApiError::bad_request(format!(
-                    "{key}: values must be strings"
-                ))),
-            })
-            .collect(),
-        Some(_) => Err(ApiError::bad_request(format!(
-            "{key}: an object of strings"
-        ))),
-    }
 }
 
 // Networks.
@@ -548,15 +520,8 @@ pub fn create_volume(api: &Api, body: Value) -> ApiResult {
         Some(_) => return Err(ApiError::bad_request("Name: a string")),
     };
     let name = match name {
-        "" => {
-            // Docker names an anonymous volume with 64 random hex digits.
-            let mut b = [0u8; 32];
-            if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-                use std::io::Read;
-                let _ = f.read_exact(&mut b);
-            }
-            b.iter().map(|x| format!("{x:02x}")).collect()
-        }
+        // Docker names an anonymous volume with 64 random hex digits.
+        "" => json::random_id()?,
         n => n.to_string(),
     };
     let name = VolumeName::parse_as(&name, "name")?;
