@@ -283,6 +283,32 @@ fn net_request(host: &Value, body: &Value, ports: Vec<String>) -> Result<NetRequ
     })
 }
 
+/// Docker's `Volumes` (the targets of `-v /path`, an anonymous volume):
+/// compose lists every volume target there, which its binds mount; a
+/// target nothing mounts would be an anonymous volume, which rsupd does not
+/// make: refused rather than ignored.
+fn anonymous_volumes(body: &Value, binds: &[String], host: &Value) -> Result<(), ApiError> {
+    let Some(Value::Object(targets)) = body.get("Volumes") else {
+        return Ok(());
+    };
+    let tmpfs = string_map(host, "Tmpfs")?;
+    for target in targets.keys() {
+        let t = target.trim_end_matches('/');
+        let mounted = binds
+            .iter()
+            .any(|b| b.split(':').nth(1).map(|d| d.trim_end_matches('/')) == Some(t))
+            || tmpfs.keys().any(|p| p.trim_end_matches('/') == t);
+        if !mounted {
+            return Err(ApiError::unsupported_field(format!(
+                "an anonymous volume at {} (name it: -v NAME:{})",
+                json::short(target),
+                json::short(target)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `POST /containers/create?name=`.
 pub async fn create(api: &Api, q: &Query, body: Value) -> ApiResult {
     let null = Value::Null;
@@ -315,6 +341,7 @@ pub async fn create(api: &Api, q: &Query, body: Value) -> ApiResult {
         .iter()
         .map(|b| bind_spec(b))
         .collect::<Result<Vec<_>, _>>()?;
+    anonymous_volumes(&body, &binds, host)?;
     let tmpfs = string_map(host, "Tmpfs")?
         .into_iter()
         .map(|(path, opts)| {
@@ -879,6 +906,20 @@ mod tests {
             Some(StatusCode::BAD_REQUEST)
         );
         assert!(bind_spec("/h").is_err());
+    }
+
+    #[test]
+    fn anonymous_volumes_are_refused_and_compose_volumes_pass() {
+        let host = json!({});
+        let binds = vec!["data:/data".to_string()];
+        // compose: every target in Volumes is mounted by a bind.
+        assert!(anonymous_volumes(&json!({"Volumes": {"/data": {}}}), &binds, &host).is_ok());
+        assert!(anonymous_volumes(&json!({"Volumes": {"/data/": {}}}), &binds, &host).is_ok());
+        // docker run -v /cache: nothing mounts it.
+        assert!(anonymous_volumes(&json!({"Volumes": {"/cache": {}}}), &binds, &host).is_err());
+        let tmp = json!({"Tmpfs": {"/cache": ""}});
+        assert!(anonymous_volumes(&json!({"Volumes": {"/cache": {}}}), &[], &tmp).is_ok());
+        assert!(anonymous_volumes(&json!({}), &[], &host).is_ok());
     }
 
     #[test]
