@@ -45,31 +45,43 @@ impl Networks {
             .await
             .map_err(|e| NetworkError::NetnsTask(e.to_string()))?
             .map_err(NetworkError::Netns)?;
-        let fd = std::fs::File::open(netns).map_err(|source| NetworkError::OpenNetns {
-            path: netns.to_path_buf(),
-            source,
-        })?;
+        let fd = open_netns(netns)?;
         for (i, a) in attachments.iter().enumerate() {
-            let n = self
-                .find_network(&a.network)
-                .ok_or_else(|| Error::NotFound(format!("no such network: {}", a.network)))?;
-            self.bring_up(&n).await?;
-            let att = Attachment {
-                host_name: &a.host_ifname,
-                bridge: &n.spec.bridge,
-                netns: fd.as_fd(),
-                ifname: &a.ifname,
-                addr: a.ip,
-                prefix: a.prefix,
-                gateway: (i == 0 && !n.spec.internal).then_some(a.gateway),
-            };
-            nl.attach(&att)
-                .await
-                .map_err(|source| NetworkError::Attach {
-                    network: a.network.to_string(),
-                    source,
-                })?;
+            // The default route goes through the first network's gateway.
+            self.attach_one(nl, &fd, a, i == 0).await?;
         }
+        Ok(())
+    }
+
+    /// One veth of attachment `a` into the sandbox `fd` (its network
+    /// brought up first); `default_route` through its gateway unless the
+    /// network is internal.
+    async fn attach_one(
+        &self,
+        nl: &crate::netstack::Netlink,
+        fd: &std::fs::File,
+        a: &NetAttach,
+        default_route: bool,
+    ) -> Result<(), Error> {
+        let n = self
+            .find_network(&a.network)
+            .ok_or_else(|| Error::NotFound(format!("no such network: {}", a.network)))?;
+        self.bring_up(&n).await?;
+        let att = Attachment {
+            host_name: &a.host_ifname,
+            bridge: &n.spec.bridge,
+            netns: fd.as_fd(),
+            ifname: &a.ifname,
+            addr: a.ip,
+            prefix: a.prefix,
+            gateway: (default_route && !n.spec.internal).then_some(a.gateway),
+        };
+        nl.attach(&att)
+            .await
+            .map_err(|source| NetworkError::Attach {
+                network: a.network.to_string(),
+                source,
+            })?;
         Ok(())
     }
 
@@ -84,30 +96,8 @@ impl Networks {
                     .into(),
             ));
         }
-        let fd = std::fs::File::open(netns).map_err(|source| NetworkError::OpenNetns {
-            path: netns.to_path_buf(),
-            source,
-        })?;
-        let n = self
-            .find_network(&a.network)
-            .ok_or_else(|| Error::NotFound(format!("no such network: {}", a.network)))?;
-        self.bring_up(&n).await?;
-        let att = Attachment {
-            host_name: &a.host_ifname,
-            bridge: &n.spec.bridge,
-            netns: fd.as_fd(),
-            ifname: &a.ifname,
-            addr: a.ip,
-            prefix: a.prefix,
-            gateway: None,
-        };
-        nl.attach(&att)
-            .await
-            .map_err(|source| NetworkError::Attach {
-                network: a.network.to_string(),
-                source,
-            })?;
-        Ok(())
+        let fd = open_netns(netns)?;
+        self.attach_one(nl, &fd, a, false).await
     }
 
     /// Removes one attachment's veth from a live sandbox (`network
@@ -183,6 +173,17 @@ impl Networks {
 
 /// Unmounts and deletes a container's netns file; missing is fine. The
 /// error says what is left (also logged).
+/// The sandbox bound at `netns`, opened to move veths into it.
+fn open_netns(netns: &Path) -> Result<std::fs::File, Error> {
+    std::fs::File::open(netns).map_err(|source| {
+        NetworkError::OpenNetns {
+            path: netns.to_path_buf(),
+            source,
+        }
+        .into()
+    })
+}
+
 pub(crate) fn unmount_netns(path: &Path) -> Result<(), String> {
     if is_netns_mount(path)
         && let Err(e) = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)
