@@ -310,15 +310,10 @@ impl DockerChild {
     }
 }
 
-/// What [`api_request`] got.
-#[derive(Debug, Clone)]
-pub struct ApiReply {
-    pub status: u16,
-    pub head: String,
-    pub body: String,
-}
+/// What [`api_request`] got: an HTTP reply.
+pub type ApiReply = crate::http::HttpReply;
 
-impl ApiReply {
+impl crate::http::HttpReply {
     /// The body as JSON, if it is.
     pub fn json(&self) -> Option<serde_json::Value> {
         serde_json::from_str(&self.body).ok()
@@ -349,20 +344,7 @@ pub fn api_request(
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
         .map_err(|e| format!("read reply to {method} {path}: {e}"))?;
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no end of headers in {raw:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status in {head:?}"))?;
-    Ok(ApiReply {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    })
+    crate::http::parse_reply(&String::from_utf8_lossy(&raw))
 }
 
 static IMAGE_TAR: OnceLock<(PathBuf, String)> = OnceLock::new();

@@ -46,6 +46,12 @@ pub async fn http_get_reply(addr: SocketAddr, path: &str) -> Result<HttpReply, S
     let raw = tokio::time::timeout(Duration::from_secs(20), exchange)
         .await
         .map_err(|_| format!("GET {path} from {addr} timed out"))??;
+    parse_reply(&raw)
+}
+
+/// A whole HTTP/1.x reply (read to the end of its connection) split into
+/// status, head and body.
+pub fn parse_reply(raw: &str) -> Result<HttpReply, String> {
     let (head, body) = raw
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("no end of headers in {raw:?}"))?;
